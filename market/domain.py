@@ -1,0 +1,529 @@
+"""Core types of PeerGrid's market kernel (frozen dataclasses, standard library only).
+
+Units and signs (DESIGN.md section 3):
+
+* energy ``*_wh: int`` [Wh], power ``*_w: int`` [W], voltage ``vm_pu`` [p.u.],
+  loading ``*_percent`` [%];
+* money in integer token base units (6 decimals), prices in base units per kWh;
+* a :class:`MeterReading`'s ``p_w`` is positive when the participant *imports* from the
+  microgrid (consumes) and negative when it exports (produces);
+* timestamps are timezone-aware UTC; intervals are half-open ``[start, end)`` aligned to
+  their length. Naive datetimes are rejected here, at the boundary.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, NewType
+
+from market.errors import InvalidInterval, InvalidOrder
+from market.units import PricePerKwh, TokenUnits, W, Wh
+
+ParticipantId = NewType("ParticipantId", str)
+BusId = NewType("BusId", str)
+"""The pandapower bus *name*; unique within one grid."""
+OrderId = NewType("OrderId", str)
+DeviceId = NewType("DeviceId", str)
+
+GRID = ParticipantId("GRID")
+"""The upstream grid: buyer and seller of last resort, counterparty of every grid trade."""
+COMMUNITY = ParticipantId("COMMUNITY")
+"""The community account: receives rounding remainders and congestion rent."""
+
+
+def require_utc(moment: datetime, what: str = "timestamp") -> datetime:
+    """Return ``moment`` converted to UTC; reject naive datetimes.
+
+    Raises
+    ------
+    InvalidInterval
+        If ``moment`` has no timezone.
+    """
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        msg = f"{what} must be timezone-aware (UTC), got naive {moment.isoformat()}"
+        raise InvalidInterval(msg)
+    return moment.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Interval:
+    """A market interval ``[start, start + length_s)``, aligned to its length.
+
+    Parameters
+    ----------
+    start : datetime
+        Timezone-aware start; stored in UTC.
+    length_s : int
+        Length [s], > 0; ``start`` must be a multiple of it since the Unix epoch.
+    """
+
+    start: datetime
+    length_s: int = 900
+
+    def __post_init__(self) -> None:
+        start = require_utc(self.start, "interval start")
+        object.__setattr__(self, "start", start)
+        if self.length_s <= 0:
+            msg = f"interval length must be > 0 s, got {self.length_s}"
+            raise InvalidInterval(msg)
+        if int(start.timestamp()) % self.length_s or start.microsecond:
+            msg = f"interval start {start.isoformat()} is not aligned to {self.length_s} s"
+            raise InvalidInterval(msg)
+
+    @classmethod
+    def containing(cls, moment: datetime, length_s: int = 900) -> Interval:
+        """Return the interval of ``length_s`` [s] that contains ``moment``."""
+        moment = require_utc(moment)
+        epoch = int(moment.timestamp())
+        return cls(datetime.fromtimestamp(epoch - epoch % length_s, UTC), length_s)
+
+    @property
+    def end(self) -> datetime:
+        """Exclusive end of the interval (UTC)."""
+        return self.start + timedelta(seconds=self.length_s)
+
+    @property
+    def hours(self) -> float:
+        """Length [h]."""
+        return self.length_s / 3600
+
+    @property
+    def interval_id(self) -> int:
+        """Integer key of the interval: its start as Unix seconds (used on-chain)."""
+        return int(self.start.timestamp())
+
+    def next(self) -> Interval:
+        """The interval that follows this one."""
+        return Interval(self.end, self.length_s)
+
+    def contains(self, moment: datetime) -> bool:
+        """Whether ``moment`` lies in ``[start, end)``."""
+        moment = require_utc(moment)
+        return self.start <= moment < self.end
+
+    def label(self) -> str:
+        """Short ISO label, e.g. ``2026-06-21T12:00Z``."""
+        return self.start.strftime("%Y-%m-%dT%H:%MZ")
+
+
+class Side(enum.StrEnum):
+    """Side of an order."""
+
+    BUY = "buy"
+    SELL = "sell"
+
+
+def _check_order_fields(order: Bid | Offer) -> None:
+    oid = order.order_id
+    if not oid or not isinstance(oid, str):
+        msg = f"order id must be a non-empty string, got {oid!r}"
+        raise InvalidOrder(msg)
+    if not order.participant:
+        msg = f"order {oid}: participant is empty"
+        raise InvalidOrder(msg)
+    if order.participant in {GRID, COMMUNITY}:
+        msg = f"order {oid}: participant name {order.participant!r} is reserved"
+        raise InvalidOrder(msg)
+    if not order.bus:
+        msg = f"order {oid}: bus is empty"
+        raise InvalidOrder(msg)
+    if isinstance(order.energy_wh, bool) or not isinstance(order.energy_wh, int):
+        msg = f"order {oid}: energy_wh must be an integer [Wh], got {order.energy_wh!r}"
+        raise InvalidOrder(msg)
+    if order.energy_wh <= 0:
+        msg = f"order {oid}: energy_wh must be > 0, got {order.energy_wh}"
+        raise InvalidOrder(msg)
+    if isinstance(order.limit_price, bool) or not isinstance(order.limit_price, int):
+        msg = (
+            f"order {oid}: limit_price must be an integer [token units/kWh], "
+            f"got {order.limit_price!r}"
+        )
+        raise InvalidOrder(msg)
+    if order.limit_price < 0:
+        msg = f"order {oid}: limit_price must be >= 0, got {order.limit_price}"
+        raise InvalidOrder(msg)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bid:
+    """An order to buy up to ``energy_wh`` [Wh] in ``interval`` at no more than ``limit_price``.
+
+    ``limit_price`` is in token base units per kWh. A multi-step demand curve is several bids.
+    """
+
+    order_id: OrderId
+    participant: ParticipantId
+    bus: BusId
+    interval: Interval
+    energy_wh: Wh
+    limit_price: PricePerKwh
+
+    side = Side.BUY
+
+    def __post_init__(self) -> None:
+        _check_order_fields(self)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Offer:
+    """An order to sell up to ``energy_wh`` [Wh] in ``interval`` at no less than ``limit_price``.
+
+    ``limit_price`` is in token base units per kWh. A multi-step supply curve is several offers.
+    """
+
+    order_id: OrderId
+    participant: ParticipantId
+    bus: BusId
+    interval: Interval
+    energy_wh: Wh
+    limit_price: PricePerKwh
+
+    side = Side.SELL
+
+    def __post_init__(self) -> None:
+        _check_order_fields(self)
+
+
+Order = Bid | Offer
+
+
+def order_sort_key(order: Order) -> tuple[str, str, int, str]:
+    """Canonical order of orders: bus, side, price, id. Input order never matters."""
+    return (order.bus, order.side.value, order.limit_price, order.order_id)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderBook:
+    """The frozen orders of one interval, in canonical order.
+
+    Build it with :func:`market.orderbook.build_order_book`, which validates.
+    """
+
+    interval: Interval
+    bids: tuple[Bid, ...] = ()
+    offers: tuple[Offer, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bids", tuple(sorted(self.bids, key=order_sort_key)))
+        object.__setattr__(self, "offers", tuple(sorted(self.offers, key=order_sort_key)))
+        seen: set[str] = set()
+        for order in self.orders:
+            if order.order_id in seen:
+                msg = f"duplicate order id {order.order_id!r}"
+                raise InvalidOrder(msg)
+            seen.add(order.order_id)
+            if order.interval != self.interval:
+                msg = (
+                    f"order {order.order_id} is for {order.interval.label()}, "
+                    f"the book for {self.interval.label()}"
+                )
+                raise InvalidOrder(msg)
+
+    @property
+    def orders(self) -> tuple[Order, ...]:
+        """All orders, bids first, each group in canonical order."""
+        return (*self.bids, *self.offers)
+
+    def __len__(self) -> int:
+        return len(self.bids) + len(self.offers)
+
+    def digest(self) -> str:
+        """SHA-256 of the canonical JSON of the book (an audit input hash)."""
+        return content_hash(
+            {
+                "interval": self.interval.interval_id,
+                "length_s": self.interval.length_s,
+                "orders": [order_to_dict(o) for o in self.orders],
+            }
+        )
+
+
+def order_to_dict(order: Order) -> dict[str, Any]:
+    """Plain JSON-able form of an order."""
+    return {
+        "order_id": order.order_id,
+        "participant": order.participant,
+        "bus": order.bus,
+        "side": order.side.value,
+        "energy_wh": order.energy_wh,
+        "limit_price": order.limit_price,
+    }
+
+
+class ClearingStatus(enum.StrEnum):
+    """Outcome of one clearing (linopy's ``Status``, in our words)."""
+
+    CLEARED = "cleared"
+    NO_CROSSING = "no_crossing"
+    INFEASIBLE = "infeasible"
+    TIME_LIMIT = "time_limit"
+    SOLVER_ERROR = "solver_error"
+
+    @property
+    def is_ok(self) -> bool:
+        """Whether primal values and prices are meaningful."""
+        return self in {ClearingStatus.CLEARED, ClearingStatus.NO_CROSSING}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SolverReport:
+    """What the solver said, for the audit trail."""
+
+    name: str
+    version: str
+    termination: str
+    build_s: float
+    solve_s: float
+    extract_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Violation:
+    """One limit violated in an AC power flow (pandapower names and units).
+
+    ``kind`` is ``vm_min``, ``vm_max``, ``line_loading`` or ``trafo_loading``; ``element`` the
+    bus, line or transformer name; ``value`` and ``limit`` in p.u. or percent.
+    """
+
+    kind: str
+    element: str
+    value: float
+    limit: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GridCheck:
+    """Summary of an AC power flow of a dispatch, produced by ``grid_models``.
+
+    Voltages [p.u.], loadings [%]. ``violations`` is empty when every limit holds.
+    """
+
+    converged: bool
+    min_vm_pu: float
+    max_vm_pu: float
+    max_line_loading_percent: float
+    max_trafo_loading_percent: float
+    slack_p_w: int
+    violations: tuple[Violation, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """Converged and no limit violated."""
+        return self.converged and not self.violations
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Trade:
+    """Energy ``energy_wh`` [Wh] delivered from ``seller`` to ``buyer`` in ``interval``.
+
+    Either side may be :data:`GRID`. ``buyer_price`` and ``seller_price`` are in token base
+    units per kWh (they differ by the congestion rent between the two buses). The buyer pays
+    ``buyer_amount`` and the seller receives ``seller_amount`` (exact integer rules of
+    :mod:`market.units`); the difference goes to the community.
+    """
+
+    interval: Interval
+    seller: ParticipantId
+    buyer: ParticipantId
+    seller_bus: BusId
+    buyer_bus: BusId
+    seller_order: OrderId | None
+    buyer_order: OrderId | None
+    energy_wh: Wh
+    seller_price: PricePerKwh
+    buyer_price: PricePerKwh
+    buyer_amount: TokenUnits
+    seller_amount: TokenUnits
+
+    @property
+    def trade_id(self) -> str:
+        """Content hash of the trade (hex SHA-256)."""
+        return content_hash(trade_to_dict(self, with_id=False))
+
+
+def trade_to_dict(trade: Trade, *, with_id: bool = True) -> dict[str, Any]:
+    """Plain JSON-able form of a trade."""
+    out: dict[str, Any] = {
+        "interval": trade.interval.interval_id,
+        "seller": trade.seller,
+        "buyer": trade.buyer,
+        "seller_bus": trade.seller_bus,
+        "buyer_bus": trade.buyer_bus,
+        "seller_order": trade.seller_order,
+        "buyer_order": trade.buyer_order,
+        "energy_wh": trade.energy_wh,
+        "seller_price": trade.seller_price,
+        "buyer_price": trade.buyer_price,
+        "buyer_amount": trade.buyer_amount,
+        "seller_amount": trade.seller_amount,
+    }
+    if with_id:
+        out["trade_id"] = content_hash(out)
+    return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderResult:
+    """How one order cleared: accepted energy [Wh], its settlement price, and amount.
+
+    ``amount`` is what the participant pays (buy, positive) or receives (sell, positive).
+    """
+
+    order_id: OrderId
+    participant: ParticipantId
+    bus: BusId
+    side: Side
+    accepted_wh: Wh
+    price: PricePerKwh
+    amount: TokenUnits
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClearingResult:
+    """The outcome of clearing one interval.
+
+    ``prices`` are the nodal prices [token units / kWh] (duals of each bus's energy balance),
+    ``grid_import_wh``/``grid_export_wh`` the market's exchange with the upstream grid, and
+    ``welfare`` the objective [token units]. ``check`` is the AC power flow of the final
+    dispatch. ``reason`` says in words why the status is what it is.
+    """
+
+    interval: Interval
+    status: ClearingStatus
+    reason: str
+    orders: tuple[OrderResult, ...]
+    prices: tuple[tuple[BusId, PricePerKwh], ...]
+    grid_import_wh: Wh
+    grid_export_wh: Wh
+    trades: tuple[Trade, ...]
+    welfare: TokenUnits
+    community_rent: TokenUnits
+    solver: SolverReport | None
+    check: GridCheck | None = None
+    iterations: int = 1
+    mechanism: str = "nodal"
+
+    @property
+    def is_ok(self) -> bool:
+        """Whether the result can be acted on and settled."""
+        return self.status.is_ok
+
+    @property
+    def accepted_wh(self) -> dict[OrderId, Wh]:
+        """Accepted energy [Wh] per order id."""
+        return {o.order_id: o.accepted_wh for o in self.orders}
+
+    @property
+    def price_by_bus(self) -> dict[BusId, PricePerKwh]:
+        """Nodal prices as a dict."""
+        return dict(self.prices)
+
+    @property
+    def cleared_wh(self) -> Wh:
+        """Energy [Wh] bought by participants (local plus grid)."""
+        return Wh(sum(o.accepted_wh for o in self.orders if o.side is Side.BUY))
+
+    def with_check(self, check: GridCheck, iterations: int) -> ClearingResult:
+        """A copy carrying the AC check of its dispatch."""
+        return _replace(self, check=check, iterations=iterations)
+
+
+def _replace(obj: ClearingResult, **changes: Any) -> ClearingResult:  # noqa: ANN401
+    import dataclasses  # noqa: PLC0415 - keep the module namespace small
+
+    return dataclasses.replace(obj, **changes)
+
+
+class ReadingQuality(enum.StrEnum):
+    """Quality of a meter reading."""
+
+    OK = "ok"
+    STALE = "stale"
+    MISSING = "missing"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MeterReading:
+    """One sample of a participant's device at its microgrid bus.
+
+    ``p_w`` [W] is signed: **positive = import from the microgrid (consumption), negative =
+    export (production)** — the OpenEMS GRID convention. ``import_wh_total`` and
+    ``export_wh_total`` [Wh] are the device's cumulative counters. A failed read is a value:
+    ``quality=MISSING`` with ``reason`` set and the numbers at 0; a too-old one is ``STALE``.
+    ``soc_percent`` is set for batteries only.
+    """
+
+    device_id: DeviceId
+    participant: ParticipantId
+    bus: BusId
+    measured_at: datetime
+    p_w: W
+    import_wh_total: Wh
+    export_wh_total: Wh
+    quality: ReadingQuality = ReadingQuality.OK
+    reason: str = ""
+    soc_percent: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "measured_at", require_utc(self.measured_at, "measured_at"))
+
+
+class SetpointKind(enum.StrEnum):
+    """What a setpoint controls."""
+
+    PV_LIMIT = "pv_limit"  # maximum export of an inverter [W], >= 0
+    BATTERY = "battery"  # battery power [W]: positive = discharge (export), negative = charge
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Setpoint:
+    """A power setpoint [W] written to a device for one interval.
+
+    For ``PV_LIMIT``, ``p_w`` is the maximum active power the inverter may export (>= 0);
+    for ``BATTERY``, positive discharges (exports), negative charges.
+    """
+
+    device_id: DeviceId
+    interval: Interval
+    kind: SetpointKind
+    p_w: W
+
+
+def content_hash(payload: Any) -> str:  # noqa: ANN401 - any JSON value
+    """SHA-256 hex digest of the canonical JSON of ``payload`` (sorted keys, no spaces)."""
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+__all__ = [
+    "COMMUNITY",
+    "GRID",
+    "Bid",
+    "BusId",
+    "ClearingResult",
+    "ClearingStatus",
+    "DeviceId",
+    "GridCheck",
+    "Interval",
+    "MeterReading",
+    "Offer",
+    "Order",
+    "OrderBook",
+    "OrderId",
+    "OrderResult",
+    "ParticipantId",
+    "ReadingQuality",
+    "Setpoint",
+    "SetpointKind",
+    "Side",
+    "SolverReport",
+    "Trade",
+    "Violation",
+    "content_hash",
+    "order_sort_key",
+    "require_utc",
+]

@@ -1,0 +1,131 @@
+"""Integer units of energy, power and money, and THE rounding function.
+
+Every quantity that crosses a package boundary is an integer in a named unit:
+
+========================  ==========================================================
+type                      unit
+========================  ==========================================================
+:data:`Wh`                watt-hour of energy
+:data:`W`                 watt of active power
+:data:`TokenUnits`        base units of the payment token (6 decimals: 1 unit = 1e-6)
+:data:`PricePerKwh`       token base units per kWh (0.25 /kWh = 250_000)
+========================  ==========================================================
+
+Floats exist only inside the optimiser. They come back to integers through
+:func:`round_half_even` and nowhere else, so an auditor knows the one rounding
+mode used for quantities. Payments use the exact integer rules of
+:func:`buyer_payment` (ceiling) and :func:`seller_revenue` (floor); the
+difference between the two is the community's rounding remainder.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import NewType
+
+Wh = NewType("Wh", int)
+W = NewType("W", int)
+TokenUnits = NewType("TokenUnits", int)
+PricePerKwh = NewType("PricePerKwh", int)
+
+TOKEN_DECIMALS = 6
+"""Decimals of the payment token: 1 token = 10**6 base units."""
+
+WH_PER_KWH = 1000
+SECONDS_PER_HOUR = 3600
+
+
+def round_half_even(value: float) -> int:
+    """Round a float from the optimiser to the nearest integer, ties to even.
+
+    This is the single place where optimiser floats become integer quantities
+    (Wh, token units, prices). The value goes through :class:`decimal.Decimal`
+    so that the rounding is exact for the float given and identical on every
+    platform.
+
+    Parameters
+    ----------
+    value : float
+        A finite number.
+
+    Returns
+    -------
+    int
+        The nearest integer; exact halves go to the even neighbour.
+
+    Raises
+    ------
+    ValueError
+        If ``value`` is NaN or infinite.
+    """
+    if not math.isfinite(value):
+        msg = f"cannot round a non-finite value to an integer: {value!r}"
+        raise ValueError(msg)
+    return int(Decimal(value).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+def _amount_numerator(energy_wh: int, price: int) -> int:
+    if energy_wh < 0:
+        msg = f"energy_wh must be >= 0, got {energy_wh}"
+        raise ValueError(msg)
+    if price < 0:
+        msg = f"price must be >= 0 for a payment, got {price}"
+        raise ValueError(msg)
+    return energy_wh * price
+
+
+def buyer_payment(energy_wh: int, price: int) -> TokenUnits:
+    """What a buyer pays for ``energy_wh`` at ``price``: ``ceil(wh * price / 1000)``.
+
+    Parameters
+    ----------
+    energy_wh : int
+        Energy [Wh], >= 0.
+    price : int
+        Price [token base units / kWh], >= 0.
+
+    Returns
+    -------
+    TokenUnits
+        Payment [token base units], rounded up so the community never funds a trade.
+    """
+    return TokenUnits(-(-_amount_numerator(energy_wh, price) // WH_PER_KWH))
+
+
+def seller_revenue(energy_wh: int, price: int) -> TokenUnits:
+    """What a seller receives for ``energy_wh`` at ``price``: ``floor(wh * price / 1000)``.
+
+    Parameters
+    ----------
+    energy_wh : int
+        Energy [Wh], >= 0.
+    price : int
+        Price [token base units / kWh], >= 0.
+
+    Returns
+    -------
+    TokenUnits
+        Revenue [token base units], rounded down.
+    """
+    return TokenUnits(_amount_numerator(energy_wh, price) // WH_PER_KWH)
+
+
+def energy_to_power_w(energy_wh: int, interval_seconds: int) -> float:
+    """Average power [W] that delivers ``energy_wh`` [Wh] over ``interval_seconds`` [s].
+
+    Returns a float on purpose: it feeds the optimiser and the AC check only.
+    """
+    return energy_wh * SECONDS_PER_HOUR / interval_seconds
+
+
+def power_to_energy_wh(p_w: float, interval_seconds: int) -> Wh:
+    """Energy [Wh] of a constant power ``p_w`` [W] held for ``interval_seconds`` [s]."""
+    return Wh(round_half_even(p_w * interval_seconds / SECONDS_PER_HOUR))
+
+
+def format_tokens(units: int) -> str:
+    """Format token base units as a decimal string with 6 places (``1_500_000`` -> ``1.500000``)."""
+    sign = "-" if units < 0 else ""
+    whole, frac = divmod(abs(units), 10**TOKEN_DECIMALS)
+    return f"{sign}{whole}.{frac:0{TOKEN_DECIMALS}d}"
