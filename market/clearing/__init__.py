@@ -1,1 +1,88 @@
-"""PeerGrid package."""
+"""Network-constrained double auction: ``clear(book, network, options) -> ClearingResult``.
+
+Staged as build -> solve -> extract (PyPSA's ``optimize``): :func:`build_model` never solves,
+:func:`solve` is the only HiGHS call, and :func:`extract` reads primal values and duals only
+when the status is ok. Infeasibility and time limits are statuses, not exceptions.
+"""
+
+from __future__ import annotations
+
+import time
+
+from market.clearing.extract import extract
+from market.clearing.model import ClearingOptions, build_model
+from market.clearing.solve import solve, solver_version
+from market.domain import ClearingResult, ClearingStatus, OrderBook, SolverReport
+from market.network import NetworkModel
+from market.units import TokenUnits, Wh
+
+__all__ = ["ClearingOptions", "clear", "empty_result"]
+
+
+def empty_result(
+    book: OrderBook, status: ClearingStatus, reason: str, solver: SolverReport | None = None
+) -> ClearingResult:
+    """A result that accepts nothing (no crossing, or the fallback after a failure)."""
+    return ClearingResult(
+        interval=book.interval,
+        status=status,
+        reason=reason,
+        orders=(),
+        prices=(),
+        grid_import_wh=Wh(0),
+        grid_export_wh=Wh(0),
+        trades=(),
+        welfare=TokenUnits(0),
+        community_rent=TokenUnits(0),
+        solver=solver,
+    )
+
+
+def clear(book: OrderBook, network: NetworkModel, options: ClearingOptions) -> ClearingResult:
+    """Clear ``book`` on ``network`` and return prices, accepted energy and trades.
+
+    Parameters
+    ----------
+    book : OrderBook
+        Validated orders of one interval.
+    network : NetworkModel
+        The feeder's linear model (from ``grid_models``).
+    options : ClearingOptions
+        Tariffs, time limit and pricing mechanism.
+
+    Returns
+    -------
+    ClearingResult
+        ``status`` CLEARED or NO_CROSSING with prices and trades, or INFEASIBLE /
+        TIME_LIMIT / SOLVER_ERROR accepting nothing, with the reason in words.
+    """
+    started = time.perf_counter()
+    built = build_model(book, network, options)
+    build_s = time.perf_counter() - started
+    outcome = solve(built, options)
+    if not outcome.status.is_ok:
+        report = SolverReport(
+            name="highs",
+            version=solver_version(),
+            termination=outcome.termination,
+            build_s=build_s,
+            solve_s=outcome.solve_s,
+            extract_s=0.0,
+        )
+        reasons = {
+            ClearingStatus.INFEASIBLE: "the network limits cannot hold even with no trade",
+            ClearingStatus.TIME_LIMIT: f"no optimum within {options.time_limit_s} s",
+            ClearingStatus.SOLVER_ERROR: "the solver failed",
+        }
+        reason = f"{reasons.get(outcome.status, 'solver')} ({outcome.termination})"
+        return empty_result(book, outcome.status, reason, report)
+    t0 = time.perf_counter()
+    result = extract(built, outcome, options, book.interval, (build_s, outcome.solve_s))
+    extract_s = time.perf_counter() - t0
+    if result.solver is not None:
+        import dataclasses  # noqa: PLC0415
+
+        result = dataclasses.replace(
+            result, solver=dataclasses.replace(result.solver, extract_s=extract_s)
+        )
+    return result

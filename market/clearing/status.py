@@ -1,0 +1,32 @@
+"""The one table that maps solver outcomes onto :class:`~market.domain.ClearingStatus`.
+
+Nothing else in PeerGrid compares against pyomo's enums (linopy's ``constants.py`` pattern).
+"""
+
+from __future__ import annotations
+
+from pyomo.contrib.solver.common.results import TerminationCondition
+
+from market.domain import ClearingStatus
+
+TERMINATION_TO_STATUS: dict[TerminationCondition, ClearingStatus] = {
+    TerminationCondition.convergenceCriteriaSatisfied: ClearingStatus.CLEARED,
+    TerminationCondition.maxTimeLimit: ClearingStatus.TIME_LIMIT,
+    TerminationCondition.iterationLimit: ClearingStatus.TIME_LIMIT,
+    TerminationCondition.objectiveLimit: ClearingStatus.SOLVER_ERROR,
+    TerminationCondition.minStepLength: ClearingStatus.SOLVER_ERROR,
+    TerminationCondition.unbounded: ClearingStatus.SOLVER_ERROR,
+    TerminationCondition.provenInfeasible: ClearingStatus.INFEASIBLE,
+    TerminationCondition.locallyInfeasible: ClearingStatus.INFEASIBLE,
+    TerminationCondition.infeasibleOrUnbounded: ClearingStatus.INFEASIBLE,
+    TerminationCondition.error: ClearingStatus.SOLVER_ERROR,
+    TerminationCondition.interrupted: ClearingStatus.SOLVER_ERROR,
+    TerminationCondition.licensingProblems: ClearingStatus.SOLVER_ERROR,
+    TerminationCondition.emptyModel: ClearingStatus.NO_CROSSING,
+    TerminationCondition.unknown: ClearingStatus.SOLVER_ERROR,
+}
+
+
+def status_of(termination: TerminationCondition) -> ClearingStatus:
+    """Map a pyomo termination condition to PeerGrid's status (unknown -> SOLVER_ERROR)."""
+    return TERMINATION_TO_STATUS.get(termination, ClearingStatus.SOLVER_ERROR)
