@@ -168,4 +168,3 @@ def extract(
         ),
         mechanism=options.mechanism,
     )
-

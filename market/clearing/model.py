@@ -138,7 +138,7 @@ def group_orders(book: OrderBook, network: NetworkModel) -> tuple[OrderGroup, ..
     )
 
 
-def build_model(  # noqa: PLR0915 - one block per constraint family, as in the docstring
+def build_model(
     book: OrderBook, network: NetworkModel, options: ClearingOptions
 ) -> BuiltModel:
     """Build the LP of the module docstring for ``book`` on ``network`` (no solve).

@@ -1,0 +1,362 @@
+"""Turn a pandapower feeder into the market's :class:`~market.network.NetworkModel`.
+
+What is modelled, and how:
+
+* **Topology.** In-service lines and two-winding transformers, closed bus-bus switches (as
+  zero-impedance branches), line/trafo switches (an open one takes the element out). The
+  feeder must be radial from the single ``ext_grid`` bus; parallel branches between the same
+  two buses are merged (parallel impedance, summed limit). Buses not reached from the slack are
+  left out (orders there are refused as unknown). Meshed grids raise
+  :class:`~grid_models.errors.UnsupportedTopology`.
+* **Impedances** on a 1 MVA system base: lines ``r_ohm_per_km * length_km / parallel / Z_base``
+  with ``Z_base = vn_kv² / 1 MVA``; transformers from ``vk_percent``/``vkr_percent`` rescaled
+  from ``sn_mva`` to the system base (magnetising branch and tap ignored: the AC offset below
+  absorbs them).
+* **Thermal limits.** Lines ``√3 · vn_kv · max_i_ka · df · parallel · max_loading_percent/100``
+  scaled by the lowest allowed voltage (loading is a current limit, so at 0.95 p.u. the same
+  current carries 5 % less power); transformers ``sn_mva · parallel · max_loading_percent/100``.
+* **Base injections.** The grid's own loads, sgens, gens and storages (with ``scaling``) are the
+  inflexible net injection at each bus.
+* **AC correction.** An AC power flow of the base case gives the operating point: the
+  per-bus offset ``vm_ac² − v_lindistflow`` makes the linear model exact there.
+* **Pre-existing violations.** Where the base case itself is outside ``[vm_min, vm_max]``, that
+  bus's band is widened to the base-case value, so clearing may improve it but never worsen
+  it, and a note says so (the AC check still reports the violation against the real limits).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from grid_models.errors import UnsupportedTopology
+from grid_models.grids import Grid
+from grid_models.powerflow import AcState, dispatch_state, vm_array
+from market.domain import BusId
+from market.network import NetworkModel
+
+S_BASE_VA = 1e6
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class LinearGrid:
+    """A :class:`NetworkModel` and how its buses map back to pandapower.
+
+    ``pp_index[i]`` is the pandapower bus index of model bus ``i``; ``vm_min_pu``/``vm_max_pu``
+    are the limits asked for (the model's own may be widened at pre-existing violations);
+    ``base`` is the AC state of the base case.
+    """
+
+    network: NetworkModel
+    pp_index: NDArray[np.int64]
+    vm_min_pu: float
+    vm_max_pu: float
+    base: AcState
+
+
+@dataclass(slots=True)
+class _Branch:
+    a: int
+    b: int
+    r_pu: float
+    x_pu: float
+    s_max_va: float
+    name: str
+    kind: str
+
+
+def _open_switch_elements(net: Any, et: str) -> set[int]:  # noqa: ANN401
+    sw = net.switch
+    if not len(sw):
+        return set()
+    mask = (sw["et"] == et) & (~sw["closed"].astype(bool))
+    return {int(e) for e in sw.loc[mask, "element"]}
+
+
+def _branches(grid: Grid, vm_min_pu: float) -> list[_Branch]:
+    net = grid.net
+    out: list[_Branch] = []
+    open_lines = _open_switch_elements(net, "l")
+    open_trafos = _open_switch_elements(net, "t")
+    for i, row in net.line.iterrows():
+        if not bool(row["in_service"]) or int(i) in open_lines:
+            continue
+        vn_kv = float(net.bus.at[row["from_bus"], "vn_kv"])
+        z_base = vn_kv**2 / (S_BASE_VA / 1e6)
+        parallel = float(row.get("parallel", 1) or 1)
+        length = float(row["length_km"])
+        max_loading = _finite(row.get("max_loading_percent", 100.0), 100.0)
+        s_max = (
+            math.sqrt(3)
+            * vn_kv
+            * float(row["max_i_ka"])
+            * float(row.get("df", 1.0) or 1.0)
+            * parallel
+            * max_loading
+            / 100.0
+            * 1e6
+            * vm_min_pu
+        )
+        out.append(
+            _Branch(
+                int(row["from_bus"]),
+                int(row["to_bus"]),
+                float(row["r_ohm_per_km"]) * length / parallel / z_base,
+                float(row["x_ohm_per_km"]) * length / parallel / z_base,
+                s_max if s_max > 0 else math.inf,
+                str(row["name"]) if isinstance(row["name"], str) else f"line{i}",
+                "line",
+            )
+        )
+    for i, row in net.trafo.iterrows():
+        if not bool(row["in_service"]) or int(i) in open_trafos:
+            continue
+        parallel = float(row.get("parallel", 1) or 1)
+        sn_va = float(row["sn_mva"]) * 1e6
+        z = float(row["vk_percent"]) / 100.0
+        r = float(row["vkr_percent"]) / 100.0
+        x = math.sqrt(max(z * z - r * r, 0.0))
+        scale = S_BASE_VA / sn_va / parallel
+        max_loading = _finite(row.get("max_loading_percent", 100.0), 100.0)
+        out.append(
+            _Branch(
+                int(row["hv_bus"]),
+                int(row["lv_bus"]),
+                r * scale,
+                x * scale,
+                sn_va * parallel * max_loading / 100.0,
+                str(row["name"]) if isinstance(row["name"], str) else f"trafo{i}",
+                "trafo",
+            )
+        )
+    sw = net.switch
+    if len(sw):
+        for i, row in sw[(sw["et"] == "b") & sw["closed"].astype(bool)].iterrows():
+            out.append(
+                _Branch(
+                    int(row["bus"]),
+                    int(row["element"]),
+                    0.0,
+                    0.0,
+                    math.inf,
+                    str(row["name"]) if isinstance(row["name"], str) else f"switch{i}",
+                    "switch",
+                )
+            )
+    for element in ("trafo3w", "impedance", "dcline"):
+        table = getattr(net, element, None)
+        if table is not None and len(table) and bool(table["in_service"].any()):
+            msg = f"{grid.spec}: in-service {element} elements are not supported yet"
+            raise UnsupportedTopology(msg)
+    return out
+
+
+def _finite(value: Any, default: float) -> float:  # noqa: ANN401
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return default
+    return v if math.isfinite(v) else default
+
+
+def _merge_parallel(branches: list[_Branch]) -> list[_Branch]:
+    by_pair: dict[tuple[int, int], list[_Branch]] = defaultdict(list)
+    for br in branches:
+        by_pair[(min(br.a, br.b), max(br.a, br.b))].append(br)
+    merged: list[_Branch] = []
+    for group in by_pair.values():
+        if len(group) == 1:
+            merged.append(group[0])
+            continue
+        if any(b.r_pu == 0 and b.x_pu == 0 for b in group):
+            zero = next(b for b in group if b.r_pu == 0 and b.x_pu == 0)
+            merged.append(zero)
+            continue
+        y = sum(1 / complex(b.r_pu, b.x_pu) for b in group)
+        z = 1 / y
+        merged.append(
+            _Branch(
+                group[0].a,
+                group[0].b,
+                z.real,
+                z.imag,
+                sum(b.s_max_va for b in group),
+                " || ".join(b.name for b in group),
+                group[0].kind,
+            )
+        )
+    return merged
+
+
+def _bus_injections(net: Any) -> tuple[dict[int, float], dict[int, float]]:  # noqa: ANN401
+    p: dict[int, float] = defaultdict(float)
+    q: dict[int, float] = defaultdict(float)
+    for element, sign in (("load", -1.0), ("sgen", 1.0), ("gen", 1.0), ("storage", -1.0)):
+        table = getattr(net, element, None)
+        if table is None or not len(table):
+            continue
+        active = table[table["in_service"].astype(bool)]
+        scaling = active["scaling"].astype(float) if "scaling" in active else 1.0
+        for bus, pw in (
+            (active["p_mw"].astype(float) * scaling * 1e6).groupby(active["bus"]).sum().items()
+        ):
+            p[int(bus)] += sign * float(pw)
+        if "q_mvar" in active and element != "gen":
+            qs = (active["q_mvar"].astype(float) * scaling * 1e6).groupby(active["bus"]).sum()
+            for bus, qv in qs.items():
+                q[int(bus)] += sign * float(qv)
+    return p, q
+
+
+def build_linear_grid(
+    grid: Grid,
+    *,
+    vm_min_pu: float = 0.95,
+    vm_max_pu: float = 1.05,
+) -> LinearGrid:
+    """Build the market's network model of ``grid``, corrected at its AC base case.
+
+    Parameters
+    ----------
+    grid : Grid
+        The feeder with its base loads and generation set (e.g. a SimBench time step).
+    vm_min_pu, vm_max_pu : float
+        Voltage band [p.u.] (default 0.95-1.05).
+
+    Raises
+    ------
+    UnsupportedTopology
+        Meshed feeders, several ext_grids, three-winding transformers.
+    PowerFlowFailed
+        If the base case's AC power flow does not converge.
+    """
+    net = grid.net
+    ext = net.ext_grid[net.ext_grid["in_service"].astype(bool)]
+    if len(ext) != 1:
+        msg = f"{grid.spec}: exactly one in-service ext_grid is needed, found {len(ext)}"
+        raise UnsupportedTopology(msg)
+    slack_pp = int(ext["bus"].iloc[0])
+    vm_slack = float(ext["vm_pu"].iloc[0])
+    branches = _merge_parallel(_branches(grid, vm_min_pu))
+    in_service = {int(i) for i in net.bus.index[net.bus["in_service"].astype(bool)]}
+    adjacency: dict[int, list[_Branch]] = defaultdict(list)
+    for br in branches:
+        if br.a in in_service and br.b in in_service:
+            adjacency[br.a].append(br)
+            adjacency[br.b].append(br)
+
+    order = [slack_pp]
+    seen = {slack_pp}
+    tree: list[tuple[int, int, _Branch]] = []
+    in_tree: set[int] = set()
+    head = 0
+    while head < len(order):
+        bus = order[head]
+        head += 1
+        for br in sorted(adjacency[bus], key=lambda b: (b.a, b.b, b.name)):
+            other = br.b if br.a == bus else br.a
+            if other in seen:
+                if id(br) not in in_tree:
+                    msg = (
+                        f"{grid.spec}: the feeder is meshed (branch {br.name} closes a loop); "
+                        "the LinDistFlow model needs a radial feeder"
+                    )
+                    raise UnsupportedTopology(msg)
+                continue
+            seen.add(other)
+            order.append(other)
+            tree.append((bus, other, br))
+            in_tree.add(id(br))
+
+    pp_index = np.array(sorted(seen), dtype=np.int64)
+    position = {int(b): i for i, b in enumerate(pp_index)}
+    names = tuple(grid.bus_name(int(b)) for b in pp_index)
+    p_inj, q_inj = _bus_injections(net)
+    base_p = np.array([p_inj.get(int(b), 0.0) for b in pp_index])
+    base_q = np.array([q_inj.get(int(b), 0.0) for b in pp_index])
+    n = len(pp_index)
+
+    network = NetworkModel(
+        bus_names=tuple(BusId(x) for x in names),
+        slack=position[slack_pp],
+        vm_slack_pu=vm_slack,
+        from_bus=np.array([position[a] for a, _, _ in tree], dtype=np.int64),
+        to_bus=np.array([position[b] for _, b, _ in tree], dtype=np.int64),
+        r_pu=np.array([br.r_pu for _, _, br in tree], dtype=float),
+        x_pu=np.array([br.x_pu for _, _, br in tree], dtype=float),
+        s_max_va=np.array([br.s_max_va for _, _, br in tree], dtype=float),
+        branch_names=tuple(br.name for _, _, br in tree),
+        branch_kinds=tuple(br.kind for _, _, br in tree),
+        vm_min_pu=np.full(n, vm_min_pu),
+        vm_max_pu=np.full(n, vm_max_pu),
+        base_p_w=base_p,
+        base_q_var=base_q,
+        v_offset_pu2=np.zeros(n),
+        s_base_va=S_BASE_VA,
+    )
+    base = dispatch_state(grid, {}, {})
+    vm_base = vm_array(base, pp_index)
+    offset = vm_base**2 - lindistflow_v2(network, base_p, base_q)
+    lo = np.minimum(network.vm_min_pu, vm_base)
+    hi = np.maximum(network.vm_max_pu, vm_base)
+    notes = []
+    low = np.flatnonzero(vm_base < vm_min_pu)
+    high = np.flatnonzero(vm_base > vm_max_pu)
+    if len(low):
+        notes.append(
+            f"base case below {vm_min_pu} p.u. at {len(low)} bus(es) (min "
+            f"{vm_base.min():.4f} p.u. at {names[int(np.argmin(vm_base))]}) before any trade; "
+            "their lower limit is the base-case value: clearing never worsens it"
+        )
+    if len(high):
+        notes.append(
+            f"base case above {vm_max_pu} p.u. at {len(high)} bus(es) (max "
+            f"{vm_base.max():.4f} p.u. at {names[int(np.argmax(vm_base))]}) before any trade; "
+            "their upper limit is the base-case value: clearing never worsens it"
+        )
+    network = network.with_changes(
+        v_offset_pu2=offset, vm_min_pu=lo, vm_max_pu=hi, notes=tuple(notes)
+    )
+    return LinearGrid(
+        network=network, pp_index=pp_index, vm_min_pu=vm_min_pu, vm_max_pu=vm_max_pu, base=base
+    )
+
+
+def lindistflow_v2(
+    network: NetworkModel, p_inj_w: NDArray[np.float64], q_inj_var: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Squared voltages [p.u.²] of the LinDistFlow model for net injections [W], [var].
+
+    Without the AC offset: ``v_j = v_i − 2 (r P_ij + x Q_ij) / S_base`` from the slack down.
+    """
+    depth, _ = network.depth_and_path_r()
+    order = np.argsort(depth, kind="stable")
+    n = network.n_bus
+    branch_of = np.full(n, -1, dtype=np.int64)
+    branch_of[network.to_bus] = np.arange(network.n_branch)
+    parent = network.parents()
+    # Flow into each bus from its parent = the net load of its subtree.
+    sub_p = -p_inj_w.astype(float).copy()
+    sub_q = -q_inj_var.astype(float).copy()
+    for b in order[::-1]:
+        par = parent[b]
+        if par >= 0:
+            sub_p[par] += sub_p[b]
+            sub_q[par] += sub_q[b]
+    v = np.zeros(n)
+    v[network.slack] = network.vm_slack_pu**2
+    for b in order:
+        par = parent[b]
+        if par < 0:
+            continue
+        k = branch_of[b]
+        v[b] = (
+            v[par]
+            - 2.0 * (network.r_pu[k] * sub_p[b] + network.x_pu[k] * sub_q[b]) / network.s_base_va
+        )
+    return v

@@ -1,0 +1,229 @@
+"""Settlement arithmetic: cleared trades plus metered imbalance -> one zero-sum batch.
+
+Rules (exact integers, DESIGN.md section 3):
+
+1. **Trades.** For every trade the buyer pays ``ceil(wh * buyer_price / 1000)`` and the seller
+   receives ``floor(wh * seller_price / 1000)``; the difference (rounding remainder and
+   congestion rent) goes to :data:`~market.domain.COMMUNITY`.
+2. **Imbalance.** A participant's metered net import over the interval (sum over its devices
+   of the counter deltas) is compared with its cleared net purchase. Taking more than cleared
+   (consumed more, or produced less) is bought from :data:`~market.domain.GRID` at the import
+   tariff; taking less is sold to the grid at the export tariff. The same ceil/floor rule
+   applies, the remainder again to the community.
+3. **Unmetered.** A participant without a complete reading (a device MISSING at the start or end
+   of the interval) settles its trades as cleared and no imbalance; the line is flagged
+   ``metered=False`` with the reason, so the operator can settle it by hand. Nothing is guessed.
+
+The batch's ``amounts`` are signed per account (positive = credit, negative = debit) and sum to
+zero, to the unit; its ``batch_id`` is the content hash of everything the chain records and is
+the idempotency key of the settlement transaction.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from market.domain import (
+    COMMUNITY,
+    GRID,
+    ClearingResult,
+    Interval,
+    ParticipantId,
+    Side,
+    content_hash,
+    trade_to_dict,
+)
+from market.errors import SettlementError
+from market.merkle import merkle_root
+from market.units import TokenUnits, Wh, buyer_payment, seller_revenue
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MeteredEnergy:
+    """A participant's metered energy over one interval [Wh], summed over its devices.
+
+    ``import_wh`` is energy taken from the microgrid, ``export_wh`` energy fed into it, both
+    >= 0. ``complete`` is False when a device's counters were missing; ``reason`` says which.
+    """
+
+    participant: ParticipantId
+    import_wh: Wh
+    export_wh: Wh
+    complete: bool = True
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if self.import_wh < 0 or self.export_wh < 0:
+            msg = (
+                f"{self.participant}: metered energy must be >= 0 Wh, got import "
+                f"{self.import_wh}, export {self.export_wh} (did a counter go backwards?)"
+            )
+            raise SettlementError(msg)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SettlementLine:
+    """One participant's settlement for one interval. Amounts [token units], + = credit."""
+
+    participant: ParticipantId
+    cleared_buy_wh: Wh
+    cleared_sell_wh: Wh
+    metered_import_wh: Wh
+    metered_export_wh: Wh
+    imbalance_wh: Wh
+    trade_amount: TokenUnits
+    imbalance_amount: TokenUnits
+    metered: bool
+    reason: str = ""
+
+    @property
+    def net_amount(self) -> TokenUnits:
+        """Signed total [token units]: positive = the participant is paid."""
+        return TokenUnits(self.trade_amount + self.imbalance_amount)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SettlementBatch:
+    """Everything one settlement transaction carries, for one interval.
+
+    ``amounts`` are (account, signed token units) sorted by account, summing to zero.
+    ``trades_root`` and ``readings_root`` are 32-byte Merkle roots (:mod:`market.merkle`).
+    """
+
+    interval: Interval
+    lines: tuple[SettlementLine, ...]
+    amounts: tuple[tuple[ParticipantId, TokenUnits], ...]
+    trades_root: bytes
+    readings_root: bytes
+    import_price: int
+    export_price: int
+
+    def __post_init__(self) -> None:
+        total = sum(a for _, a in self.amounts)
+        if total != 0:
+            msg = f"settlement batch for {self.interval.label()} sums to {total}, not 0"
+            raise SettlementError(msg)
+
+    @property
+    def batch_id(self) -> str:
+        """Hex SHA-256 of the batch's content: the on-chain idempotency key."""
+        return content_hash(
+            {
+                "interval": self.interval.interval_id,
+                "length_s": self.interval.length_s,
+                "amounts": [[p, a] for p, a in self.amounts],
+                "trades_root": self.trades_root.hex(),
+                "readings_root": self.readings_root.hex(),
+            }
+        )
+
+    @property
+    def debits(self) -> TokenUnits:
+        """Total paid by debited accounts [token units] (equals total credits)."""
+        return TokenUnits(-sum(a for _, a in self.amounts if a < 0))
+
+
+def settle(
+    result: ClearingResult,
+    metered: Mapping[ParticipantId, MeteredEnergy],
+    *,
+    import_price: int,
+    export_price: int,
+    reading_leaves: Iterable[Mapping[str, Any]] = (),
+) -> SettlementBatch:
+    """Settle a cleared interval against metered energy.
+
+    Parameters
+    ----------
+    result : ClearingResult
+        The interval's clearing (its trades and accepted orders).
+    metered : mapping of ParticipantId to MeteredEnergy
+        Metered energy per participant; a participant with cleared orders but no entry is
+        settled as unmetered (flagged).
+    import_price, export_price : int
+        Grid tariffs for imbalance [token base units / kWh].
+    reading_leaves : iterable of mapping
+        The readings behind ``metered`` as JSON objects, hashed into ``readings_root``.
+
+    Returns
+    -------
+    SettlementBatch
+        Zero-sum amounts per account and the Merkle roots.
+    """
+    amounts: dict[ParticipantId, int] = defaultdict(int)
+    trade_amount: dict[ParticipantId, int] = defaultdict(int)
+    for t in result.trades:
+        amounts[t.buyer] -= t.buyer_amount
+        amounts[t.seller] += t.seller_amount
+        amounts[COMMUNITY] += t.buyer_amount - t.seller_amount
+        trade_amount[t.buyer] -= t.buyer_amount
+        trade_amount[t.seller] += t.seller_amount
+
+    bought: dict[ParticipantId, int] = defaultdict(int)
+    sold: dict[ParticipantId, int] = defaultdict(int)
+    for o in result.orders:
+        (bought if o.side is Side.BUY else sold)[o.participant] += o.accepted_wh
+
+    participants = sorted(set(bought) | set(sold) | set(metered))
+    lines: list[SettlementLine] = []
+    for p in participants:
+        m = metered.get(p)
+        cleared_net = bought[p] - sold[p]
+        if m is None or not m.complete:
+            reason = "no reading" if m is None else m.reason
+            lines.append(
+                SettlementLine(
+                    participant=p,
+                    cleared_buy_wh=Wh(bought[p]),
+                    cleared_sell_wh=Wh(sold[p]),
+                    metered_import_wh=Wh(0 if m is None else m.import_wh),
+                    metered_export_wh=Wh(0 if m is None else m.export_wh),
+                    imbalance_wh=Wh(0),
+                    trade_amount=TokenUnits(trade_amount[p]),
+                    imbalance_amount=TokenUnits(0),
+                    metered=False,
+                    reason=f"unmetered, settled as cleared: {reason}",
+                )
+            )
+            continue
+        imbalance = (m.import_wh - m.export_wh) - cleared_net
+        imb_amount = 0
+        if imbalance > 0:
+            pay = buyer_payment(imbalance, import_price)
+            get = seller_revenue(imbalance, import_price)
+            amounts[p] -= pay
+            amounts[GRID] += get
+            amounts[COMMUNITY] += pay - get
+            imb_amount = -pay
+        elif imbalance < 0:
+            pay = buyer_payment(-imbalance, export_price)
+            get = seller_revenue(-imbalance, export_price)
+            amounts[GRID] -= pay
+            amounts[p] += get
+            amounts[COMMUNITY] += pay - get
+            imb_amount = get
+        lines.append(
+            SettlementLine(
+                participant=p,
+                cleared_buy_wh=Wh(bought[p]),
+                cleared_sell_wh=Wh(sold[p]),
+                metered_import_wh=m.import_wh,
+                metered_export_wh=m.export_wh,
+                imbalance_wh=Wh(imbalance),
+                trade_amount=TokenUnits(trade_amount[p]),
+                imbalance_amount=TokenUnits(imb_amount),
+                metered=True,
+            )
+        )
+    return SettlementBatch(
+        interval=result.interval,
+        lines=tuple(lines),
+        amounts=tuple((acct, TokenUnits(amt)) for acct, amt in sorted(amounts.items()) if amt != 0),
+        trades_root=merkle_root(trade_to_dict(t) for t in result.trades),
+        readings_root=merkle_root(reading_leaves),
+        import_price=import_price,
+        export_price=export_price,
+    )
