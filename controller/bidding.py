@@ -1,0 +1,233 @@
+"""Standing orders + readings/forecast -> each interval's orders, and results -> setpoints (pure).
+
+Forecast: a :class:`Forecaster` gives each device's expected average power over the interval
+[W, GRID sign: + = consumption, - = production]. Without one (or where it has no figure) the
+latest reading's ``p_w`` is used (persistence). A device whose reading is MISSING and that has
+no forecast makes its participant's derived orders skip this interval, with a reason; fixed
+``buy``/``sell`` orders need no forecast.
+
+Energy rounding: forecast power [W] -> energy [Wh] goes through
+:func:`market.units.power_to_energy_wh` (the one rounding function).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from controller.config import DeviceConfig, ParticipantConfig, StandingOrder
+from market.domain import (
+    Bid,
+    DeviceId,
+    Interval,
+    MeterReading,
+    Offer,
+    Order,
+    OrderId,
+    ReadingQuality,
+    Setpoint,
+    SetpointKind,
+    Side,
+)
+from market.units import PricePerKwh, W, Wh, power_to_energy_wh, round_half_even
+
+
+class Forecaster(Protocol):
+    """Expected average power of a device over an interval [W, + = consumption]."""
+
+    def forecast_w(self, device: DeviceConfig, interval: Interval) -> float | None:
+        """Return the forecast, or None when there is none."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlannedOrder:
+    """An order with the device it drives (for setpoints) and the forecast behind it."""
+
+    order: Order
+    device: DeviceId | None
+    kind: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    """The orders of one interval, the device forecasts [W] used, and skipped participants."""
+
+    orders: tuple[PlannedOrder, ...]
+    forecast_w: Mapping[DeviceId, float]
+    skipped: tuple[str, ...]
+
+
+def _device_power(
+    device: DeviceConfig,
+    interval: Interval,
+    readings: Mapping[DeviceId, MeterReading],
+    forecaster: Forecaster | None,
+) -> float | None:
+    if forecaster is not None:
+        value = forecaster.forecast_w(device, interval)
+        if value is not None:
+            return value
+    reading = readings.get(device.id)
+    if reading is None or reading.quality is ReadingQuality.MISSING:
+        return None
+    return float(reading.p_w)
+
+
+def plan_orders(
+    interval: Interval,
+    participants: tuple[ParticipantConfig, ...],
+    devices: tuple[DeviceConfig, ...],
+    readings: Mapping[DeviceId, MeterReading],
+    forecaster: Forecaster | None = None,
+) -> Plan:
+    """Turn every participant's standing orders into orders for ``interval``.
+
+    Returns
+    -------
+    Plan
+        Orders in a deterministic order with ids ``<participant>:<interval_id>:<kind>:<n>``.
+    """
+    planned: list[PlannedOrder] = []
+    forecasts: dict[DeviceId, float] = {}
+    skipped: list[str] = []
+    for p in participants:
+        own = [d for d in devices if d.participant == p.id]
+        non_battery = [d for d in own if d.kind != "battery"]
+        powers: dict[DeviceId, float] = {}
+        missing: list[str] = []
+        for d in non_battery:
+            value = _device_power(d, interval, readings, forecaster)
+            if value is None:
+                missing.append(d.id)
+            else:
+                powers[d.id] = value
+                forecasts[d.id] = value
+        net_w = sum(powers.values())
+        for n, so in enumerate(p.orders):
+            oid = OrderId(f"{p.id}:{interval.interval_id}:{so.kind}:{n}")
+            needs_forecast = so.kind in {"sell_surplus", "buy_demand"}
+            if needs_forecast and missing:
+                skipped.append(
+                    f"{p.id}: {so.kind} skipped, no reading or forecast for {', '.join(missing)}"
+                )
+                continue
+            planned.extend(_orders_for(p, so, oid, interval, net_w, own, readings))
+    return Plan(orders=tuple(planned), forecast_w=forecasts, skipped=tuple(skipped))
+
+
+def _orders_for(
+    p: ParticipantConfig,
+    so: StandingOrder,
+    oid: OrderId,
+    interval: Interval,
+    net_w: float,
+    own: list[DeviceConfig],
+    readings: Mapping[DeviceId, MeterReading],
+) -> list[PlannedOrder]:
+    pv = next((d.id for d in own if d.kind == "pv"), None)
+
+    def make(cls: type[Bid] | type[Offer], order_id: str, energy: int, price: int) -> Order:
+        return cls(
+            order_id=OrderId(order_id),
+            participant=p.id,
+            bus=p.bus,
+            interval=interval,
+            energy_wh=Wh(energy),
+            limit_price=PricePerKwh(price),
+        )
+
+    if so.kind == "sell_surplus":
+        energy = power_to_energy_wh(-net_w, interval.length_s) if net_w < 0 else 0
+        if energy <= 0:
+            return []
+        return [PlannedOrder(order=make(Offer, oid, energy, so.price), device=pv, kind=so.kind)]
+    if so.kind == "buy_demand":
+        energy = power_to_energy_wh(net_w, interval.length_s) if net_w > 0 else 0
+        if energy <= 0:
+            return []
+        return [PlannedOrder(order=make(Bid, oid, energy, so.price), device=None, kind=so.kind)]
+    if so.kind in {"buy", "sell"}:
+        cls: type[Bid] | type[Offer] = Bid if so.kind == "buy" else Offer
+        order = make(cls, oid, so.energy_wh, so.price)
+        return [PlannedOrder(order=order, device=None, kind=so.kind)]
+    # battery
+    out: list[PlannedOrder] = []
+    for bat in (d for d in own if d.kind == "battery"):
+        reading = readings.get(bat.id)
+        if reading is None or reading.quality is not ReadingQuality.OK:
+            continue
+        if reading.soc_percent is None:
+            continue
+        soc = reading.soc_percent
+        power_wh = power_to_energy_wh(bat.rated_w, interval.length_s)
+        room = round_half_even((so.max_soc_percent - soc) / 100 * bat.capacity_wh)
+        stock = round_half_even((soc - so.min_soc_percent) / 100 * bat.capacity_wh)
+        charge, discharge = min(power_wh, room), min(power_wh, stock)
+        if charge > 0:
+            bid = make(Bid, f"{oid}:{bat.id}:charge", charge, so.price)
+            out.append(PlannedOrder(order=bid, device=bat.id, kind="battery_charge"))
+        if discharge > 0:
+            offer = make(Offer, f"{oid}:{bat.id}:discharge", discharge, so.discharge_price)
+            out.append(PlannedOrder(order=offer, device=bat.id, kind="battery_discharge"))
+    return out
+
+
+def setpoints_for(
+    interval: Interval,
+    plan: Plan,
+    accepted_wh: Mapping[OrderId, int],
+    devices: tuple[DeviceConfig, ...],
+) -> tuple[Setpoint, ...]:
+    """Setpoints that make devices deliver what cleared.
+
+    * PV: curtailed by the surplus that did not sell (``offered - accepted``, as average power)
+      below its forecast production; 100 % of its rating when all sold or nothing was offered.
+    * Battery: ``(discharge accepted - charge accepted) / hours`` [W], 0 when nothing cleared.
+
+    Ids of devices without a forecast keep their rating (nothing is curtailed blindly).
+    """
+    hours = interval.hours
+    by_id = {d.id: d for d in devices}
+    pv_cut_w: dict[DeviceId, float] = {}
+    battery_w: dict[DeviceId, float] = {d.id: 0.0 for d in devices if d.kind == "battery"}
+    for po in plan.orders:
+        if po.device is None:
+            continue
+        accepted = accepted_wh.get(po.order.order_id, 0)
+        if po.kind == "sell_surplus":
+            unsold = po.order.energy_wh - accepted
+            pv_cut_w[po.device] = pv_cut_w.get(po.device, 0.0) + unsold / hours
+        elif po.kind == "battery_discharge":
+            battery_w[po.device] += accepted / hours
+        elif po.kind == "battery_charge":
+            battery_w[po.device] -= accepted / hours
+    out: list[Setpoint] = []
+    for d in devices:
+        if d.kind == "pv":
+            limit = float(d.rated_w)
+            if d.id in pv_cut_w and d.id in plan.forecast_w and pv_cut_w[d.id] > 0:
+                production = -plan.forecast_w[d.id]
+                limit = max(production - pv_cut_w[d.id], 0.0)
+            out.append(
+                Setpoint(
+                    device_id=d.id,
+                    interval=interval,
+                    kind=SetpointKind.PV_LIMIT,
+                    p_w=W(min(round_half_even(limit), d.rated_w)),
+                )
+            )
+        elif d.kind == "battery" and d.id in by_id:
+            out.append(
+                Setpoint(
+                    device_id=d.id,
+                    interval=interval,
+                    kind=SetpointKind.BATTERY,
+                    p_w=W(round_half_even(battery_w[d.id])),
+                )
+            )
+    return tuple(out)
+
+
+__all__ = ["Forecaster", "Plan", "PlannedOrder", "Side", "plan_orders", "setpoints_for"]

@@ -1,0 +1,382 @@
+"""Site configuration: one TOML file describes a microgrid (parsed with :mod:`tomllib`).
+
+Example (``controller/sites/demo.toml`` is the complete one the demo uses)::
+
+    [site]
+    name = "Riverside community"
+    grid = "cigre-lv"               # or "simbench:<code>" or a pandapower JSON path
+    interval_s = 900                # market interval [s]
+    database = "sqlite:///peergrid.sqlite"
+    vm_min_pu = 0.95
+    vm_max_pu = 1.05
+    base_load_scale = 0.35          # the grid's own (non-participant) loads x this
+    max_reading_age_s = 120         # older readings are STALE
+
+    [tariffs]                       # token base units per kWh (6 decimals: 300_000 = 0.30)
+    import_price = 300_000
+    export_price = 80_000
+
+    [chain]
+    backend = "embedded"            # embedded | anvil | rpc
+    rpc_url = ""                    # for anvil / rpc
+    confirmations = 0
+
+    [[participants]]
+    id = "alice"
+    bus = "Bus R11"                 # pandapower bus name
+    account = "derive"              # 0x-address, or "derive" (demo/test key from the id)
+    deposit = 50_000_000            # escrow deposited by the demo [token base units]
+
+      [[participants.orders]]       # standing orders, turned into each interval's orders
+      kind = "sell_surplus"         # sell_surplus | buy_demand | buy | sell | battery
+      price = 100_000               # floor (sell) or ceiling (buy) [token base units / kWh]
+
+    [[devices]]
+    id = "alice-pv"
+    participant = "alice"
+    kind = "pv"                     # meter | pv | battery
+    host = "127.0.0.1"
+    port = 15020
+    unit = 1
+    map = "sunspec_inverter"        # a built-in register map name or a JSON file path
+
+Every error names the item (``participants[2] (bob): ...``) and nothing is half-loaded.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from market.domain import BusId, DeviceId, ParticipantId
+
+ORDER_KINDS = ("sell_surplus", "buy_demand", "buy", "sell", "battery")
+DEVICE_KINDS = ("meter", "pv", "battery")
+CHAIN_BACKENDS = ("embedded", "anvil", "rpc")
+DEFAULT_MAPS = {"meter": "sdm630", "pv": "sunspec_inverter", "battery": "battery"}
+
+
+class ConfigError(ValueError):
+    """A site file that cannot be used; the message names the item and the field."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StandingOrder:
+    """A participant's rule that becomes orders every interval.
+
+    ``kind``:
+
+    * ``sell_surplus``: offer the forecast surplus (production above consumption) at no less
+      than ``price``;
+    * ``buy_demand``: bid for the forecast net consumption at no more than ``price``;
+    * ``buy`` / ``sell``: a fixed ``energy_wh`` [Wh] each interval at the limit ``price``;
+    * ``battery``: bid to charge at no more than ``price`` and offer to discharge at no less
+      than ``discharge_price``, each up to the battery's power over the interval within
+      ``[min_soc_percent, max_soc_percent]``.
+
+    Prices in token base units per kWh.
+    """
+
+    kind: str
+    price: int
+    energy_wh: int = 0
+    discharge_price: int = 0
+    min_soc_percent: float = 10.0
+    max_soc_percent: float = 95.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParticipantConfig:
+    """A prosumer: where it is connected, its account, deposit and standing orders."""
+
+    id: ParticipantId
+    bus: BusId
+    account: str
+    deposit: int
+    orders: tuple[StandingOrder, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceConfig:
+    """A Modbus device of a participant.
+
+    ``rated_w`` and ``capacity_wh`` describe the device for the simulators and the bidding
+    (PV rating [W]; battery power [W] and capacity [Wh]); ``profile`` names a simulator
+    profile.
+    """
+
+    id: DeviceId
+    participant: ParticipantId
+    kind: str
+    host: str
+    port: int
+    unit: int
+    map: str
+    rated_w: int = 0
+    capacity_wh: int = 0
+    soc0_percent: float = 50.0
+    profile: str = ""
+    profile_scale_w: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChainConfig:
+    """Which chain settles, and how."""
+
+    backend: str = "embedded"
+    rpc_url: str = ""
+    confirmations: int = 0
+    token_address: str = ""
+    settlement_address: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SiteConfig:
+    """A whole site, as parsed from its TOML file."""
+
+    name: str
+    grid: str
+    interval_s: int
+    database: str
+    vm_min_pu: float
+    vm_max_pu: float
+    base_load_scale: float
+    base_sgen_scale: float
+    max_reading_age_s: int
+    import_price: int
+    export_price: int
+    solver_time_limit_s: float
+    chain: ChainConfig
+    participants: tuple[ParticipantConfig, ...]
+    devices: tuple[DeviceConfig, ...]
+    source: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def participant(self, pid: str) -> ParticipantConfig:
+        """The participant called ``pid``."""
+        for p in self.participants:
+            if p.id == pid:
+                return p
+        msg = f"unknown participant {pid!r}"
+        raise ConfigError(msg)
+
+    def devices_of(self, pid: str) -> tuple[DeviceConfig, ...]:
+        """Devices of participant ``pid``."""
+        return tuple(d for d in self.devices if d.participant == pid)
+
+
+def _int(
+    where: str,
+    table: Mapping[str, Any],
+    key: str,
+    default: int | None = None,
+    *,
+    minimum: int | None = 0,
+) -> int:
+    if key not in table:
+        if default is None:
+            msg = f"{where}: missing {key}"
+            raise ConfigError(msg)
+        return default
+    raw = table[key]
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        msg = f"{where}: {key} must be an integer, got {raw!r}"
+        raise ConfigError(msg)
+    if minimum is not None and raw < minimum:
+        msg = f"{where}: {key} must be >= {minimum}, got {raw}"
+        raise ConfigError(msg)
+    return raw
+
+
+def _float(
+    where: str, table: Mapping[str, Any], key: str, default: float, *, minimum: float = 0.0
+) -> float:
+    raw = table.get(key, default)
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+        msg = f"{where}: {key} must be a number, got {raw!r}"
+        raise ConfigError(msg)
+    if raw < minimum:
+        msg = f"{where}: {key} must be >= {minimum}, got {raw}"
+        raise ConfigError(msg)
+    return float(raw)
+
+
+def _str(where: str, table: Mapping[str, Any], key: str, default: str | None = None) -> str:
+    raw = table.get(key, default)
+    if raw is None:
+        msg = f"{where}: missing {key}"
+        raise ConfigError(msg)
+    if not isinstance(raw, str):
+        msg = f"{where}: {key} must be a string, got {raw!r}"
+        raise ConfigError(msg)
+    return raw
+
+
+def _standing_order(where: str, raw: Mapping[str, Any]) -> StandingOrder:
+    kind = _str(where, raw, "kind")
+    if kind not in ORDER_KINDS:
+        msg = f"{where}: kind must be one of {', '.join(ORDER_KINDS)}, got {kind!r}"
+        raise ConfigError(msg)
+    energy = _int(where, raw, "energy_wh", 0)
+    if kind in {"buy", "sell"} and energy <= 0:
+        msg = f"{where}: a fixed {kind} order needs energy_wh > 0"
+        raise ConfigError(msg)
+    order = StandingOrder(
+        kind=kind,
+        price=_int(where, raw, "price"),
+        energy_wh=energy,
+        discharge_price=_int(where, raw, "discharge_price", 0),
+        min_soc_percent=_float(where, raw, "min_soc_percent", 10.0),
+        max_soc_percent=_float(where, raw, "max_soc_percent", 95.0),
+    )
+    if kind == "battery" and order.discharge_price < order.price:
+        msg = f"{where}: discharge_price must be >= price (the charge ceiling)"
+        raise ConfigError(msg)
+    return order
+
+
+def parse_site(data: Mapping[str, Any], source: str = "<memory>") -> SiteConfig:
+    """Validate a parsed TOML document into a :class:`SiteConfig`.
+
+    Bus names are checked against the grid later, by the wiring (which loads the grid).
+
+    Raises
+    ------
+    ConfigError
+        Naming the first bad item.
+    """
+    site = data.get("site")
+    if not isinstance(site, Mapping):
+        msg = f"{source}: missing [site] table"
+        raise ConfigError(msg)
+    tariffs = data.get("tariffs", {})
+    chain_raw = data.get("chain", {})
+    interval_s = _int("site", site, "interval_s", 900, minimum=60)
+    if 86400 % interval_s:
+        msg = f"site: interval_s must divide a day evenly, got {interval_s}"
+        raise ConfigError(msg)
+    backend = _str("chain", chain_raw, "backend", "embedded")
+    if backend not in CHAIN_BACKENDS:
+        msg = f"chain: backend must be one of {', '.join(CHAIN_BACKENDS)}, got {backend!r}"
+        raise ConfigError(msg)
+    chain = ChainConfig(
+        backend=backend,
+        rpc_url=_str("chain", chain_raw, "rpc_url", ""),
+        confirmations=_int("chain", chain_raw, "confirmations", 0),
+        token_address=_str("chain", chain_raw, "token_address", ""),
+        settlement_address=_str("chain", chain_raw, "settlement_address", ""),
+    )
+    participants: list[ParticipantConfig] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(data.get("participants", [])):
+        where = f"participants[{i}]"
+        pid = _str(where, raw, "id").strip()
+        where = f"participants[{i}] ({pid})"
+        if not pid or pid in {"GRID", "COMMUNITY"}:
+            msg = f"{where}: id must be non-empty and not a reserved name"
+            raise ConfigError(msg)
+        if pid in seen:
+            msg = f"{where}: duplicate participant id {pid!r}"
+            raise ConfigError(msg)
+        seen.add(pid)
+        orders = tuple(
+            _standing_order(f"{where}.orders[{j}]", o) for j, o in enumerate(raw.get("orders", []))
+        )
+        participants.append(
+            ParticipantConfig(
+                id=ParticipantId(pid),
+                bus=BusId(_str(where, raw, "bus")),
+                account=_str(where, raw, "account", "derive"),
+                deposit=_int(where, raw, "deposit", 0),
+                orders=orders,
+            )
+        )
+    if not participants:
+        msg = f"{source}: a site needs at least one [[participants]] entry"
+        raise ConfigError(msg)
+    devices: list[DeviceConfig] = []
+    seen_dev: set[str] = set()
+    for i, raw in enumerate(data.get("devices", [])):
+        where = f"devices[{i}]"
+        did = _str(where, raw, "id").strip()
+        where = f"devices[{i}] ({did})"
+        if did in seen_dev:
+            msg = f"{where}: duplicate device id"
+            raise ConfigError(msg)
+        seen_dev.add(did)
+        owner = _str(where, raw, "participant")
+        if owner not in seen:
+            msg = f"{where}: unknown participant {owner!r}"
+            raise ConfigError(msg)
+        kind = _str(where, raw, "kind")
+        if kind not in DEVICE_KINDS:
+            msg = f"{where}: kind must be one of {', '.join(DEVICE_KINDS)}, got {kind!r}"
+            raise ConfigError(msg)
+        devices.append(
+            DeviceConfig(
+                id=DeviceId(did),
+                participant=ParticipantId(owner),
+                kind=kind,
+                host=_str(where, raw, "host", "127.0.0.1"),
+                port=_int(where, raw, "port", 0),
+                unit=_int(where, raw, "unit", 1, minimum=0),
+                map=_str(where, raw, "map", DEFAULT_MAPS[kind]),
+                rated_w=_int(where, raw, "rated_w", 0),
+                capacity_wh=_int(where, raw, "capacity_wh", 0),
+                soc0_percent=_float(where, raw, "soc0_percent", 50.0),
+                profile=_str(where, raw, "profile", ""),
+                profile_scale_w=_int(where, raw, "profile_scale_w", 0),
+            )
+        )
+    vm_min = _float("site", site, "vm_min_pu", 0.95)
+    vm_max = _float("site", site, "vm_max_pu", 1.05)
+    if not vm_min < vm_max:
+        msg = "site: vm_min_pu must be below vm_max_pu"
+        raise ConfigError(msg)
+    import_price = _int("tariffs", tariffs, "import_price", 300_000)
+    export_price = _int("tariffs", tariffs, "export_price", 80_000)
+    if export_price > import_price:
+        msg = "tariffs: export_price must not exceed import_price"
+        raise ConfigError(msg)
+    return SiteConfig(
+        name=_str("site", site, "name", "PeerGrid site"),
+        grid=_str("site", site, "grid", "cigre-lv"),
+        interval_s=interval_s,
+        database=_str("site", site, "database", "sqlite:///peergrid.sqlite"),
+        vm_min_pu=vm_min,
+        vm_max_pu=vm_max,
+        base_load_scale=_float("site", site, "base_load_scale", 1.0),
+        base_sgen_scale=_float("site", site, "base_sgen_scale", 1.0),
+        max_reading_age_s=_int("site", site, "max_reading_age_s", 120, minimum=1),
+        import_price=import_price,
+        export_price=export_price,
+        solver_time_limit_s=_float("site", site, "solver_time_limit_s", 10.0),
+        chain=chain,
+        participants=tuple(participants),
+        devices=tuple(devices),
+        source=source,
+    )
+
+
+def read_site(path: str | Path) -> SiteConfig:
+    """Read and validate a site TOML file.
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing, not TOML, or invalid (the message names the item).
+    """
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        msg = f"site file not found: {p}"
+        raise ConfigError(msg) from None
+    except tomllib.TOMLDecodeError as exc:
+        msg = f"{p}: not valid TOML: {exc}"
+        raise ConfigError(msg) from None
+    return parse_site(data, str(p))

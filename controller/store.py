@@ -1,0 +1,386 @@
+"""Persistence through SQLAlchemy (SQLite by default, PostgreSQL by URL).
+
+Tables and the rules they keep:
+
+* ``intervals``: one row per cleared interval; inserting it *claims* the interval, so the
+  scheduler can never clear an interval twice (primary key).
+* ``readings``: the device snapshot taken at each interval boundary.
+* ``settlements``: the settlement ledger. The intent (batch, amounts, roots) is committed
+  **before** the transaction is sent; the receipt is recorded after. On restart, an intent
+  without a receipt is resolved by asking the chain first (exactly once).
+* ``audit``: one record per interval for utilities (inputs' hashes, result, AC check,
+  readings, settlement transaction, Merkle roots) and its SHA-256.
+* ``ticks``: every scheduler tick, including missed ones, with its outcome.
+
+Every write is one transaction: an error leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from controller.serialize import dumps
+from market.domain import (
+    BusId,
+    DeviceId,
+    MeterReading,
+    ParticipantId,
+    ReadingQuality,
+    content_hash,
+)
+from market.units import W, Wh
+
+metadata = MetaData()
+
+intervals = Table(
+    "intervals",
+    metadata,
+    Column("interval_id", BigInteger, primary_key=True),
+    Column("length_s", Integer, nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("book_hash", String(64), nullable=True),
+    Column("n_orders", Integer, nullable=False, default=0),
+    Column("result", JSON, nullable=True),
+    Column("setpoints", JSON, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+readings = Table(
+    "readings",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("boundary", BigInteger, nullable=False, index=True),
+    Column("device_id", String(128), nullable=False),
+    Column("participant", String(128), nullable=False),
+    Column("bus", String(128), nullable=False),
+    Column("measured_at", DateTime(timezone=True), nullable=False),
+    Column("p_w", BigInteger, nullable=False),
+    Column("import_wh_total", BigInteger, nullable=False),
+    Column("export_wh_total", BigInteger, nullable=False),
+    Column("quality", String(16), nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("soc_percent", Float, nullable=True),
+    UniqueConstraint("boundary", "device_id", name="uq_reading_boundary_device"),
+)
+
+settlements = Table(
+    "settlements",
+    metadata,
+    Column("interval_id", BigInteger, primary_key=True),
+    Column("batch_id", String(64), nullable=False, unique=True),
+    Column("state", String(16), nullable=False),  # intent | settled | failed
+    Column("batch", JSON, nullable=False),
+    Column("tx_hash", String(66), nullable=True),
+    Column("block_number", BigInteger, nullable=True),
+    Column("gas_used", BigInteger, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("interval_id", BigInteger, primary_key=True),
+    Column("record", JSON, nullable=False),
+    Column("record_hash", String(64), nullable=False),
+)
+
+ticks = Table(
+    "ticks",
+    metadata,
+    Column("boundary", BigInteger, primary_key=True),
+    Column("outcome", String(32), nullable=False),  # ran | missed | failed
+    Column("detail", Text, nullable=False, default=""),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSettlement:
+    """A settlement intent without a receipt (to resolve on restart)."""
+
+    interval_id: int
+    batch_id: str
+    batch: Mapping[str, Any]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Store:
+    """The controller's database. Create with a SQLAlchemy URL (``sqlite:///file``)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: Engine = create_engine(url, future=True)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self.engine.dispose()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    # -- intervals -------------------------------------------------------------------------
+    def claim_interval(self, interval_id: int, length_s: int) -> bool:
+        """Insert the interval's row; False if it was already claimed (never clear twice)."""
+        try:
+            with self._tx() as conn:
+                conn.execute(
+                    insert(intervals).values(
+                        interval_id=interval_id,
+                        length_s=length_s,
+                        status="claimed",
+                        reason="",
+                        n_orders=0,
+                        created_at=_now(),
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def save_result(
+        self,
+        interval_id: int,
+        *,
+        status: str,
+        reason: str,
+        book_hash: str,
+        n_orders: int,
+        result: Mapping[str, Any],
+        setpoints: list[Mapping[str, Any]],
+    ) -> None:
+        """Record the clearing result of a claimed interval."""
+        with self._tx() as conn:
+            conn.execute(
+                update(intervals)
+                .where(intervals.c.interval_id == interval_id)
+                .values(
+                    status=status,
+                    reason=reason,
+                    book_hash=book_hash,
+                    n_orders=n_orders,
+                    result=json.loads(dumps(result)),
+                    setpoints=json.loads(dumps(setpoints)),
+                )
+            )
+
+    def result(self, interval_id: int) -> dict[str, Any] | None:
+        """The stored result JSON of an interval."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(intervals.c.result).where(intervals.c.interval_id == interval_id)
+            ).first()
+        return None if row is None else row[0]
+
+    def interval_rows(self) -> list[dict[str, Any]]:
+        """All intervals, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(intervals).order_by(intervals.c.interval_id)).mappings()
+            return [dict(r) for r in rows]
+
+    # -- readings --------------------------------------------------------------------------
+    def save_readings(self, boundary: int, snapshot: Mapping[DeviceId, MeterReading]) -> None:
+        """Store a boundary's snapshot (idempotent per boundary and device)."""
+        rows = [
+            {
+                "boundary": boundary,
+                "device_id": r.device_id,
+                "participant": r.participant,
+                "bus": r.bus,
+                "measured_at": r.measured_at,
+                "p_w": r.p_w,
+                "import_wh_total": r.import_wh_total,
+                "export_wh_total": r.export_wh_total,
+                "quality": r.quality.value,
+                "reason": r.reason,
+                "soc_percent": r.soc_percent,
+            }
+            for r in snapshot.values()
+        ]
+        with self._tx() as conn:
+            existing = {
+                row[0]
+                for row in conn.execute(
+                    select(readings.c.device_id).where(readings.c.boundary == boundary)
+                )
+            }
+            new = [r for r in rows if r["device_id"] not in existing]
+            if new:
+                conn.execute(insert(readings), new)
+
+    def readings_at(self, boundary: int) -> dict[DeviceId, MeterReading]:
+        """The snapshot stored at ``boundary``."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(readings).where(readings.c.boundary == boundary)).mappings()
+            out: dict[DeviceId, MeterReading] = {}
+            for r in rows:
+                measured = r["measured_at"]
+                if measured.tzinfo is None:  # SQLite drops the zone; we only ever store UTC
+                    measured = measured.replace(tzinfo=UTC)
+                out[DeviceId(r["device_id"])] = MeterReading(
+                    device_id=DeviceId(r["device_id"]),
+                    participant=ParticipantId(r["participant"]),
+                    bus=BusId(r["bus"]),
+                    measured_at=measured,
+                    p_w=W(r["p_w"]),
+                    import_wh_total=Wh(r["import_wh_total"]),
+                    export_wh_total=Wh(r["export_wh_total"]),
+                    quality=ReadingQuality(r["quality"]),
+                    reason=r["reason"],
+                    soc_percent=r["soc_percent"],
+                )
+            return out
+
+    # -- settlements -----------------------------------------------------------------------
+    def record_intent(self, interval_id: int, batch_id: str, batch: Mapping[str, Any]) -> bool:
+        """Persist the settlement intent before anything is sent; False if one exists."""
+        try:
+            with self._tx() as conn:
+                conn.execute(
+                    insert(settlements).values(
+                        interval_id=interval_id,
+                        batch_id=batch_id,
+                        state="intent",
+                        batch=json.loads(dumps(batch)),
+                        updated_at=_now(),
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def mark_settled(
+        self, interval_id: int, *, tx_hash: str, block_number: int, gas_used: int
+    ) -> None:
+        """Record the receipt of a settlement."""
+        with self._tx() as conn:
+            conn.execute(
+                update(settlements)
+                .where(settlements.c.interval_id == interval_id)
+                .values(
+                    state="settled",
+                    tx_hash=tx_hash,
+                    block_number=block_number,
+                    gas_used=gas_used,
+                    error=None,
+                    updated_at=_now(),
+                )
+            )
+
+    def mark_failed(self, interval_id: int, error: str) -> None:
+        """Record why a settlement failed (it stays resolvable: the intent is kept)."""
+        with self._tx() as conn:
+            conn.execute(
+                update(settlements)
+                .where(settlements.c.interval_id == interval_id)
+                .values(state="failed", error=error, updated_at=_now())
+            )
+
+    def settlement(self, interval_id: int) -> dict[str, Any] | None:
+        """The settlement row of an interval."""
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(select(settlements).where(settlements.c.interval_id == interval_id))
+                .mappings()
+                .first()
+            )
+        return None if row is None else dict(row)
+
+    def pending_settlements(self) -> list[PendingSettlement]:
+        """Intents not yet settled (state intent or failed), oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(settlements)
+                .where(settlements.c.state != "settled")
+                .order_by(settlements.c.interval_id)
+            ).mappings()
+            return [PendingSettlement(r["interval_id"], r["batch_id"], r["batch"]) for r in rows]
+
+    # -- audit and ticks -------------------------------------------------------------------
+    def save_audit(self, interval_id: int, record: Mapping[str, Any]) -> str:
+        """Store (or replace) an interval's audit record; returns its SHA-256."""
+        clean = json.loads(dumps(record))
+        digest = content_hash(clean)
+        with self._tx() as conn:
+            conn.execute(audit.delete().where(audit.c.interval_id == interval_id))
+            conn.execute(
+                insert(audit).values(interval_id=interval_id, record=clean, record_hash=digest)
+            )
+        return digest
+
+    def audit_records(self) -> list[dict[str, Any]]:
+        """All audit records, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(audit).order_by(audit.c.interval_id)).mappings()
+            return [dict(r) for r in rows]
+
+    def record_tick(self, boundary: int, outcome: str, detail: str = "") -> bool:
+        """Record a scheduler tick; False if that boundary was already recorded."""
+        try:
+            with self._tx() as conn:
+                conn.execute(
+                    insert(ticks).values(
+                        boundary=boundary, outcome=outcome, detail=detail, at=_now()
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def last_tick(self) -> int | None:
+        """The latest recorded boundary."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(ticks.c.boundary).order_by(ticks.c.boundary.desc()).limit(1)
+            ).first()
+        return None if row is None else int(row[0])
+
+    def tick_rows(self) -> list[dict[str, Any]]:
+        """All ticks, oldest first."""
+        with self.engine.connect() as conn:
+            return [
+                dict(r) for r in conn.execute(select(ticks).order_by(ticks.c.boundary)).mappings()
+            ]
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:  # noqa: ANN401
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
