@@ -81,6 +81,11 @@ class Interval:
         epoch = int(moment.timestamp())
         return cls(datetime.fromtimestamp(epoch - epoch % length_s, UTC), length_s)
 
+    @classmethod
+    def from_id(cls, interval_id: int, length_s: int = 900) -> Interval:
+        """The interval whose start is ``interval_id`` Unix seconds."""
+        return cls(datetime.fromtimestamp(interval_id, UTC), length_s)
+
     @property
     def end(self) -> datetime:
         """Exclusive end of the interval (UTC)."""

@@ -138,9 +138,7 @@ def group_orders(book: OrderBook, network: NetworkModel) -> tuple[OrderGroup, ..
     )
 
 
-def build_model(
-    book: OrderBook, network: NetworkModel, options: ClearingOptions
-) -> BuiltModel:
+def build_model(book: OrderBook, network: NetworkModel, options: ClearingOptions) -> BuiltModel:
     """Build the LP of the module docstring for ``book`` on ``network`` (no solve).
 
     Returns

@@ -1,0 +1,474 @@
+"""The interval cycle: read -> decide -> write, then settle and audit (OpenEMS ``CycleWorker``).
+
+One *tick* runs at each interval boundary ``t`` (the end of interval ``T-1`` and the start of
+``T``; gate closure for ``T`` is ``t``):
+
+1. **read**: every device is read once into a snapshot (a dead device is a MISSING reading,
+   never an exception) and the snapshot is stored;
+2. **decide**: interval ``T-1`` is settled on paper (metered counter deltas between its two
+   boundary snapshots vs. its cleared result, :func:`market.settlement.settle`); interval ``T``
+   is claimed (never cleared twice), its orders are built from standing orders and the
+   forecast, cleared on the feeder with the AC check loop, and setpoints are derived;
+3. **write**: setpoints go to the devices, all in one phase (each write read back; a refused
+   write is reported); then the settlement intent of ``T-1`` is committed to the database and
+   only then sent to the chain (exactly once: the chain is asked first);
+4. **audit**: the record of ``T-1`` (inputs' hashes, result, AC check, readings, settlement
+   transaction, Merkle roots) is stored.
+
+Each interval ends with exactly one recorded outcome and its reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from controller.bidding import Forecaster, Plan, plan_orders, setpoints_for
+from controller.config import SiteConfig
+from controller.serialize import (
+    batch_to_dict,
+    book_to_dict,
+    reading_to_dict,
+    result_to_dict,
+    setpoint_to_dict,
+    timings_of,
+)
+from controller.store import Store
+from grid_models.acloop import clear_on_grid
+from grid_models.errors import GridModelError
+from grid_models.grids import Grid
+from grid_models.linear import build_linear_grid
+from market.clearing import ClearingOptions, empty_result
+from market.domain import (
+    ClearingResult,
+    ClearingStatus,
+    DeviceId,
+    Interval,
+    MeterReading,
+    OrderBook,
+    ParticipantId,
+    ReadingQuality,
+    Setpoint,
+    content_hash,
+    require_utc,
+)
+from market.errors import MarketError
+from market.orderbook import build_order_book
+from market.settlement import MeteredEnergy, SettlementBatch, settle
+from market.units import Wh
+
+log = logging.getLogger("peergrid.cycle")
+
+
+class Reader(Protocol):
+    """Reads one device; never raises for device trouble (MISSING instead)."""
+
+    def read(self, now: datetime) -> MeterReading:
+        """Read the device at ``now``."""
+        ...
+
+
+class WriteOutcome(Protocol):
+    """What a device write reports."""
+
+    @property
+    def ok(self) -> bool:
+        """Whether the value was written and read back."""
+        ...
+
+    @property
+    def reason(self) -> str:
+        """Why not, when not ok."""
+        ...
+
+
+class Writer(Protocol):
+    """Writes setpoints to one device (allow-listed, range-checked, read back)."""
+
+    def write(self, setpoint: Setpoint) -> WriteOutcome:
+        """Write ``setpoint``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChainOutcome:
+    """A settlement as the chain saw it."""
+
+    tx_hash: str
+    block_number: int
+    gas_used: int
+    status: str
+
+
+class Settler(Protocol):
+    """Sends a settlement batch to the chain, exactly once per interval."""
+
+    def submit(self, batch: SettlementBatch) -> ChainOutcome:
+        """Settle ``batch``; if the chain already has the interval, report it, send nothing."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IntervalReport:
+    """What happened when interval ``T`` was cleared."""
+
+    interval: Interval
+    book: OrderBook
+    result: ClearingResult
+    setpoints: tuple[Setpoint, ...]
+    write_failures: tuple[str, ...]
+    skipped: tuple[str, ...]
+    wall_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SettlementReport:
+    """What happened when interval ``T-1`` was settled."""
+
+    interval: Interval
+    batch: SettlementBatch | None
+    outcome: ChainOutcome | None
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TickReport:
+    """One boundary's work."""
+
+    boundary: datetime
+    readings_ok: int
+    readings_missing: tuple[str, ...]
+    cleared: IntervalReport | None
+    settled: SettlementReport | None
+
+
+@dataclass(eq=False)
+class Cycle:
+    """The controller's interval cycle for one site (see the module docstring).
+
+    ``base_grid_for(interval)`` returns the feeder with its inflexible base case for that
+    interval (e.g. a SimBench time step, or the grid's loads scaled by a profile).
+    """
+
+    site: SiteConfig
+    store: Store
+    base_grid_for: Callable[[Interval], Grid]
+    readers: Mapping[DeviceId, Reader]
+    writers: Mapping[DeviceId, Writer]
+    settler: Settler | None
+    forecaster: Forecaster | None = None
+    options: ClearingOptions = field(init=False)
+    _plans: dict[int, Plan] = field(default_factory=dict, init=False)
+    _books: dict[int, OrderBook] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self.options = ClearingOptions(
+            import_price=self.site.import_price,
+            export_price=self.site.export_price,
+            time_limit_s=self.site.solver_time_limit_s,
+        )
+
+    # -------------------------------------------------------------------------- phases
+    def read_all(self, now: datetime) -> dict[DeviceId, MeterReading]:
+        """Read every device once (the process image)."""
+        return {device_id: reader.read(now) for device_id, reader in self.readers.items()}
+
+    def tick(self, boundary: datetime, *, clear_next: bool = True) -> TickReport:
+        """Run the cycle at ``boundary`` (settle the interval that ended, clear the next)."""
+        boundary = require_utc(boundary, "boundary")
+        length = self.site.interval_s
+        current = Interval.containing(boundary, length)
+        if current.start != boundary:
+            msg = f"tick at {boundary.isoformat()} is not on a {length} s boundary"
+            raise ValueError(msg)
+        previous = Interval(boundary - timedelta(seconds=length), length)
+
+        # 1. read
+        snapshot = self.read_all(boundary)
+        self.store.save_readings(current.interval_id, snapshot)
+        missing = tuple(
+            f"{d}: {r.reason or r.quality.value}"
+            for d, r in snapshot.items()
+            if r.quality is not ReadingQuality.OK
+        )
+
+        # 2. decide
+        batch, settle_error = self._settle_on_paper(previous)
+        cleared = self._clear(current, snapshot) if clear_next else None
+
+        # 3. write: setpoints first (they are time-critical), then money
+        if cleared is not None:
+            failures = self._write_setpoints(cleared.setpoints)
+            cleared = _replace_failures(cleared, failures)
+            self._save_interval(cleared)
+        settled = self._send(previous, batch, settle_error)
+
+        # 4. audit
+        if settled is not None and settled.batch is not None:
+            self._audit(previous, settled)
+        return TickReport(
+            boundary=boundary,
+            readings_ok=len(snapshot) - len(missing),
+            readings_missing=missing,
+            cleared=cleared,
+            settled=settled,
+        )
+
+    # -------------------------------------------------------------------------- clearing
+    def _clear(
+        self, interval: Interval, snapshot: Mapping[DeviceId, MeterReading]
+    ) -> IntervalReport | None:
+        started = time.perf_counter()
+        if not self.store.claim_interval(interval.interval_id, interval.length_s):
+            log.warning("interval %s already cleared; not clearing it twice", interval.label())
+            return None
+        plan = plan_orders(
+            interval, self.site.participants, self.site.devices, snapshot, self.forecaster
+        )
+        grid = self.base_grid_for(interval)
+        try:
+            book = build_order_book(
+                interval, [po.order for po in plan.orders], known_buses=set(grid.bus_names)
+            )
+        except MarketError as exc:
+            book = OrderBook(interval)
+            result = empty_result(book, ClearingStatus.SOLVER_ERROR, f"invalid order book: {exc}")
+        else:
+            result = self._clear_book(grid, book)
+        self._plans[interval.interval_id] = plan
+        self._books[interval.interval_id] = book
+        setpoints = setpoints_for(interval, plan, result.accepted_wh, self.site.devices)
+        return IntervalReport(
+            interval=interval,
+            book=book,
+            result=result,
+            setpoints=setpoints,
+            write_failures=(),
+            skipped=plan.skipped,
+            wall_s=time.perf_counter() - started,
+        )
+
+    def _clear_book(self, grid: Grid, book: OrderBook) -> ClearingResult:
+        if not len(book):
+            return empty_result(book, ClearingStatus.NO_CROSSING, "no orders this interval")
+        try:
+            linear = build_linear_grid(
+                grid, vm_min_pu=self.site.vm_min_pu, vm_max_pu=self.site.vm_max_pu
+            )
+            return clear_on_grid(grid, linear, book, self.options)
+        except GridModelError as exc:
+            return empty_result(
+                book, ClearingStatus.INFEASIBLE, f"grid model failed: {exc}; fallback: grid only"
+            )
+
+    def _write_setpoints(self, setpoints: tuple[Setpoint, ...]) -> tuple[str, ...]:
+        failures: list[str] = []
+        for sp in setpoints:
+            writer = self.writers.get(sp.device_id)
+            if writer is None:
+                continue
+            outcome = writer.write(sp)
+            if not outcome.ok:
+                failures.append(f"{sp.device_id}: {outcome.reason}")
+                log.warning("setpoint %s refused: %s", sp, outcome.reason)
+        return tuple(failures)
+
+    def _save_interval(self, report: IntervalReport) -> None:
+        result = report.result
+        self.store.save_result(
+            report.interval.interval_id,
+            status=result.status.value,
+            reason=result.reason,
+            book_hash=report.book.digest(),
+            n_orders=len(report.book),
+            result={
+                **result_to_dict(result),
+                "timings": timings_of(result),
+                "book": book_to_dict(report.book),
+                "skipped": list(report.skipped),
+                "write_failures": list(report.write_failures),
+            },
+            setpoints=[setpoint_to_dict(s) for s in report.setpoints],
+        )
+
+    # -------------------------------------------------------------------------- settlement
+    def metered(
+        self, interval: Interval
+    ) -> tuple[dict[ParticipantId, MeteredEnergy], list[dict[str, Any]]]:
+        """Metered energy per participant over ``interval`` from its boundary snapshots."""
+        start = self.store.readings_at(interval.interval_id)
+        end = self.store.readings_at(interval.next().interval_id)
+        return metered_energy(self.site, start, end)
+
+    def _settle_on_paper(self, interval: Interval) -> tuple[SettlementBatch | None, str]:
+        stored = self.store.result(interval.interval_id)
+        if stored is None or self.store.settlement(interval.interval_id) is not None:
+            return None, ""
+        result = self._result_for_settlement(interval, stored)
+        metered, leaves = self.metered(interval)
+        try:
+            batch = settle(
+                result,
+                metered,
+                import_price=self.site.import_price,
+                export_price=self.site.export_price,
+                reading_leaves=leaves,
+            )
+        except MarketError as exc:
+            return None, f"settlement arithmetic failed: {exc}"
+        return batch, ""
+
+    def _result_for_settlement(
+        self, interval: Interval, stored: Mapping[str, Any]
+    ) -> ClearingResult:
+        from controller.restore import result_from_dict  # noqa: PLC0415 - cold path helper
+
+        return result_from_dict(stored, interval)
+
+    def _send(
+        self, interval: Interval, batch: SettlementBatch | None, error: str
+    ) -> SettlementReport | None:
+        if error:
+            return SettlementReport(interval=interval, batch=None, outcome=None, error=error)
+        if batch is None:
+            return None
+        self.store.record_intent(interval.interval_id, batch.batch_id, batch_to_dict(batch))
+        if self.settler is None:
+            return SettlementReport(
+                interval=interval, batch=batch, outcome=None, error="no chain configured"
+            )
+        try:
+            outcome = self.settler.submit(batch)
+        except Exception as exc:  # any chain failure: keep the intent, report, retry later
+            self.store.mark_failed(interval.interval_id, f"{type(exc).__name__}: {exc}")
+            log.exception("settlement of %s failed", interval.label())
+            return SettlementReport(
+                interval=interval, batch=batch, outcome=None, error=f"{type(exc).__name__}: {exc}"
+            )
+        self.store.mark_settled(
+            interval.interval_id,
+            tx_hash=outcome.tx_hash,
+            block_number=outcome.block_number,
+            gas_used=outcome.gas_used,
+        )
+        return SettlementReport(interval=interval, batch=batch, outcome=outcome)
+
+    def resume_pending(self) -> list[SettlementReport]:
+        """Resolve settlement intents left by a crash or a failure (chain asked first)."""
+        from controller.restore import batch_from_dict  # noqa: PLC0415
+
+        reports = []
+        for pending in self.store.pending_settlements():
+            interval = Interval.from_id(pending.interval_id, self.site.interval_s)
+            batch = batch_from_dict(pending.batch, interval)
+            reports.append(self._resend(interval, batch))
+        return reports
+
+    def _resend(self, interval: Interval, batch: SettlementBatch) -> SettlementReport:
+        if self.settler is None:
+            return SettlementReport(interval=interval, batch=batch, outcome=None, error="no chain")
+        try:
+            outcome = self.settler.submit(batch)
+        except Exception as exc:  # keep the intent for the next try
+            self.store.mark_failed(interval.interval_id, f"{type(exc).__name__}: {exc}")
+            return SettlementReport(interval=interval, batch=batch, outcome=None, error=str(exc))
+        self.store.mark_settled(
+            interval.interval_id,
+            tx_hash=outcome.tx_hash,
+            block_number=outcome.block_number,
+            gas_used=outcome.gas_used,
+        )
+        report = SettlementReport(interval=interval, batch=batch, outcome=outcome)
+        self._audit(interval, report)
+        return report
+
+    # -------------------------------------------------------------------------- audit
+    def _audit(self, interval: Interval, settled: SettlementReport) -> None:
+        stored = self.store.result(interval.interval_id) or {}
+        start = self.store.readings_at(interval.interval_id)
+        end = self.store.readings_at(interval.next().interval_id)
+        batch = settled.batch
+        outcome = settled.outcome
+        result_core = {k: v for k, v in stored.items() if k not in {"timings", "book"}}
+        record = {
+            "interval": interval.interval_id,
+            "interval_start": interval.start.isoformat(),
+            "length_s": interval.length_s,
+            "site": self.site.name,
+            "grid": self.site.grid,
+            "book_hash": content_hash(stored.get("book", {})),
+            "book": stored.get("book"),
+            "result_hash": content_hash(result_core),
+            "result": result_core,
+            "readings_start": [reading_to_dict(r) for r in start.values()],
+            "readings_end": [reading_to_dict(r) for r in end.values()],
+            "settlement": None if batch is None else batch_to_dict(batch),
+            "chain": None
+            if outcome is None
+            else {
+                "tx_hash": outcome.tx_hash,
+                "block_number": outcome.block_number,
+                "gas_used": outcome.gas_used,
+                "status": outcome.status,
+            },
+            "error": settled.error,
+        }
+        self.store.save_audit(interval.interval_id, record)
+
+
+def _replace_failures(report: IntervalReport, failures: tuple[str, ...]) -> IntervalReport:
+    import dataclasses  # noqa: PLC0415
+
+    return dataclasses.replace(report, write_failures=failures)
+
+
+def metered_energy(
+    site: SiteConfig,
+    start: Mapping[DeviceId, MeterReading],
+    end: Mapping[DeviceId, MeterReading],
+) -> tuple[dict[ParticipantId, MeteredEnergy], list[dict[str, Any]]]:
+    """Counter deltas per participant between two snapshots, and the readings as leaves.
+
+    A device whose reading is not OK at either end, or whose counter went backwards, makes
+    its participant incomplete (settled as cleared, flagged).
+    """
+    out: dict[ParticipantId, MeteredEnergy] = {}
+    leaves: list[dict[str, Any]] = []
+    for p in site.participants:
+        imp = exp = 0
+        problems: list[str] = []
+        for d in site.devices_of(p.id):
+            a, b = start.get(d.id), end.get(d.id)
+            if a is None or b is None:
+                problems.append(f"{d.id}: no reading at the interval's start or end")
+                continue
+            leaves.append(
+                {
+                    "device_id": d.id,
+                    "participant": p.id,
+                    "start": reading_to_dict(a),
+                    "end": reading_to_dict(b),
+                }
+            )
+            if a.quality is not ReadingQuality.OK or b.quality is not ReadingQuality.OK:
+                problems.append(f"{d.id}: reading {a.quality.value}/{b.quality.value}")
+                continue
+            d_imp = b.import_wh_total - a.import_wh_total
+            d_exp = b.export_wh_total - a.export_wh_total
+            if d_imp < 0 or d_exp < 0:
+                problems.append(f"{d.id}: counter went backwards (meter reset?)")
+                continue
+            imp += d_imp
+            exp += d_exp
+        out[p.id] = MeteredEnergy(
+            participant=p.id,
+            import_wh=Wh(imp),
+            export_wh=Wh(exp),
+            complete=not problems,
+            reason="; ".join(problems),
+        )
+    return out, leaves
