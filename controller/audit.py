@@ -1,0 +1,114 @@
+"""Audit: re-check interval records against the chain and against a re-run of the clearing.
+
+Each record (written by :class:`controller.cycle.Cycle`) holds the order book, the clearing
+result, the AC check, the boundary readings, the settlement batch and the chain receipt. An
+auditor verifies, per interval:
+
+1. the batch id recomputes from the batch's content (amounts and roots);
+2. the trades root recomputes from the result's trades, and the readings root from the
+   readings (:mod:`market.merkle`);
+3. the batch's amounts sum to zero, to the unit;
+4. the chain records the same batch id and roots for the interval;
+5. optionally, clearing the stored order book again gives byte-identical trades and prices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+from market.domain import content_hash
+from market.merkle import merkle_root
+
+
+class OnChainBatch(Protocol):
+    """What the settlement contract recorded for an interval."""
+
+    @property
+    def batch_id(self) -> bytes:
+        """The 32-byte batch id."""
+        ...
+
+    @property
+    def trades_root(self) -> bytes:
+        """The trades root."""
+        ...
+
+    @property
+    def readings_root(self) -> bytes:
+        """The readings root."""
+        ...
+
+
+def reading_leaves(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The readings root's leaves, rebuilt from a record's boundary readings."""
+    start = {r["device_id"]: r for r in record.get("readings_start") or []}
+    end = {r["device_id"]: r for r in record.get("readings_end") or []}
+    return [
+        {"device_id": d, "participant": start[d]["participant"], "start": start[d], "end": end[d]}
+        for d in sorted(start)
+        if d in end
+    ]
+
+
+def verify_record(
+    record: Mapping[str, Any],
+    settled_batch: Callable[[int], OnChainBatch] | None = None,
+    reclear: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
+) -> list[str]:
+    """Problems found in one interval record (empty = verified)."""
+    problems: list[str] = []
+    interval = int(record["interval"])
+    batch = record.get("settlement")
+    if batch is None:
+        return [f"{interval}: no settlement batch"]
+    recomputed_id = content_hash(
+        {
+            "interval": interval,
+            "length_s": record["length_s"],
+            "amounts": batch["amounts"],
+            "trades_root": batch["trades_root"],
+            "readings_root": batch["readings_root"],
+        }
+    )
+    if recomputed_id != batch["batch_id"]:
+        problems.append(f"{interval}: batch id does not match the batch's content")
+    if sum(a for _, a in batch["amounts"]) != 0:
+        problems.append(f"{interval}: amounts do not sum to zero")
+    trades = record.get("result", {}).get("trades", [])
+    if merkle_root(trades).hex() != batch["trades_root"]:
+        problems.append(f"{interval}: trades root does not match the trades")
+    if merkle_root(reading_leaves(record)).hex() != batch["readings_root"]:
+        problems.append(f"{interval}: readings root does not match the readings")
+    if settled_batch is not None:
+        on_chain = settled_batch(interval)
+        if on_chain.batch_id.hex() != batch["batch_id"]:
+            problems.append(f"{interval}: the chain holds another batch id")
+        if on_chain.trades_root.hex() != batch["trades_root"]:
+            problems.append(f"{interval}: the chain holds another trades root")
+        if on_chain.readings_root.hex() != batch["readings_root"]:
+            problems.append(f"{interval}: the chain holds another readings root")
+    if reclear is not None:
+        again = reclear(record)
+        stored = record.get("result", {})
+        for key in ("trades", "prices", "orders"):
+            if content_hash(again.get(key)) != content_hash(stored.get(key)):
+                problems.append(f"{interval}: re-clearing the book gives other {key}")
+    return problems
+
+
+def verify_records(
+    records: Iterable[Mapping[str, Any]],
+    settled_batch: Callable[[int], OnChainBatch] | None = None,
+    reclear: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Verify stored audit rows (``{"record": ...}``) and summarise."""
+    problems: list[str] = []
+    n = verified = 0
+    for row in records:
+        record = row.get("record", row)
+        n += 1
+        found = verify_record(record, settled_batch, reclear)
+        problems.extend(found)
+        verified += not found
+    return {"records": n, "verified": verified, "problems": problems}

@@ -1,0 +1,135 @@
+"""The ``peergrid`` command line.
+
+Exit codes: 0 success; 1 the job ran but something failed (e.g. an interval not settled);
+2 bad input (site file, orders, arguments), with a message naming the item.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from controller.config import ConfigError, read_site
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+def _parse_start(text: str) -> datetime:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        msg = f"--start must carry a time zone (e.g. 2026-06-21T09:00Z), got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return moment
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+
+    from controller.demo import DEMO_START, format_table, run_demo  # noqa: PLC0415
+
+    start = args.start or DEMO_START
+    with Progress(
+        TextColumn("[bold]peergrid demo[/] {task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} boundaries"),
+        TimeElapsedColumn(),
+        transient=True,
+        console=_stderr_console(),
+    ) as bar:
+        task = bar.add_task("starting simulators and chain", total=args.intervals + 1)
+
+        def progress(done: int, total: int, label: str) -> None:
+            bar.update(task, completed=done, total=total, description=f"boundary {label} done")
+
+        report = run_demo(
+            intervals=args.intervals, start=start, out_dir=Path(args.out), progress=progress
+        )
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_table(report))
+    ok = (
+        report["all_settled"]
+        and report["conservation"]["holds"]
+        and not report["audit"]["problems"]
+    )
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def _stderr_console() -> Any:  # noqa: ANN401 - rich's Console
+    from rich.console import Console  # noqa: PLC0415
+
+    return Console(stderr=True)
+
+
+def _cmd_site_check(args: argparse.Namespace) -> int:
+    from controller.wiring import describe, load_site_grid  # noqa: PLC0415
+
+    site = read_site(args.site)
+    load_site_grid(site)
+    print(json.dumps(describe(site), indent=2))
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from controller.runner import run_site  # noqa: PLC0415
+
+    return run_site(read_site(args.site), once=args.once)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``peergrid``."""
+    parser = argparse.ArgumentParser(
+        prog="peergrid",
+        description="Peer-to-peer energy trading microgrid controller.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run the whole loop on embedded defaults")
+    demo.add_argument("--intervals", type=int, default=8, help="intervals to run (default 8)")
+    demo.add_argument("--start", type=_parse_start, default=None, help="first interval (UTC)")
+    demo.add_argument("--out", default="peergrid-demo", help="folder for the report and database")
+    demo.add_argument("--json", action="store_true", help="print the report as JSON")
+    demo.set_defaults(func=_cmd_demo)
+
+    run = sub.add_parser("run", help="run a site in real time, aligned to interval boundaries")
+    run.add_argument("--site", required=True, help="site TOML file")
+    run.add_argument("--once", action="store_true", help="run the current boundary and exit")
+    run.set_defaults(func=_cmd_run)
+
+    site = sub.add_parser("site", help="site files")
+    site_sub = site.add_subparsers(dest="site_command", required=True)
+    check = site_sub.add_parser("check", help="validate a site file against its grid")
+    check.add_argument("--site", required=True, help="site TOML file")
+    check.set_defaults(func=_cmd_site_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``peergrid`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if getattr(args, "intervals", 1) < 1:
+        parser.error("--intervals must be >= 1")
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"peergrid: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

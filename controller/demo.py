@@ -1,0 +1,331 @@
+"""``peergrid demo``: the whole loop on embedded defaults, with no set-up.
+
+1. Starts a Modbus TCP simulator on 127.0.0.1 for every device of the demo site
+   (``controller/sites/demo.toml``: ten prosumers on CIGRE LV, PV, loads, a battery).
+2. Starts the embedded EVM chain (py-evm), deploys the payment token and the settlement
+   contract, mints tokens and has every participant (and the upstream GRID account) deposit
+   escrow.
+3. Runs the real interval cycle (the one ``peergrid run`` schedules) in accelerated time: the
+   simulators' clock jumps from boundary to boundary, integrating their energy counters with
+   the setpoints in force; every interval is read, cleared, AC-checked, written, metered,
+   settled on-chain and audited.
+4. Verifies every audit record against the chain and re-clears every interval from its stored
+   order book (same bytes), prints the per-interval table and the final token balances, checks
+   that balances plus escrow equal the minted supply to the unit, and writes a report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from adapters.chain.client import ChainClient, derive_account, embedded_web3
+from adapters.modbus.simulators import BatterySim, LoadMeterSim, PVInverterSim
+from controller.audit import verify_records
+from controller.config import DeviceConfig, SiteConfig, parse_site
+from controller.cycle import Cycle, IntervalReport, TickReport
+from controller.profiles import Profile, load_actual, load_forecast, pv_actual, pv_forecast
+from controller.store import Store
+from controller.wiring import (
+    ChainSettler,
+    base_grid_factory,
+    build_devices,
+    load_site_grid,
+    participant_accounts,
+)
+from market.domain import COMMUNITY, GRID, Interval
+from market.units import format_tokens
+
+DEMO_START = datetime(2026, 6, 21, 9, 0, tzinfo=UTC)
+GRID_DEPOSIT = 1_000_000_000  # the upstream supplier's escrow: 1,000 tokens
+WALLET_EXTRA = 20_000_000  # tokens each participant keeps outside escrow
+Sim = PVInverterSim | LoadMeterSim | BatterySim
+
+
+def demo_site() -> SiteConfig:
+    """The demo site shipped with PeerGrid."""
+    import tomllib  # noqa: PLC0415
+
+    text = resources.files("controller").joinpath("sites/demo.toml").read_text("utf-8")
+    return parse_site(tomllib.loads(text), "controller/sites/demo.toml")
+
+
+@dataclasses.dataclass(eq=False)
+class ProfileForecaster:
+    """Forecast = the device profile's smooth forecast, averaged over the interval."""
+
+    forecasts: dict[str, Profile]
+
+    def forecast_w(self, device: DeviceConfig, interval: Interval) -> float | None:
+        """Average forecast power [W, + = consumption] over ``interval``."""
+        profile = self.forecasts.get(device.id)
+        if profile is None:
+            return None
+        samples = [
+            interval.start + timedelta(seconds=interval.length_s * (k + 0.5) / 6) for k in range(6)
+        ]
+        mean = sum(profile(t) for t in samples) / len(samples)
+        return -mean if device.kind == "pv" else mean
+
+
+def start_simulators(
+    site: SiteConfig, t0: datetime
+) -> tuple[dict[str, Sim], dict[str, Profile], SiteConfig]:
+    """Start one simulator per device; return them, the forecasts, and the site with ports."""
+    sims: dict[str, Sim] = {}
+    forecasts: dict[str, Profile] = {}
+    devices = []
+    for d in site.devices:
+        sim: Sim
+        if d.kind == "pv":
+            sim = PVInverterSim(d.rated_w, pv_actual(d.rated_w, d.id), start_at=t0)
+            forecasts[d.id] = pv_forecast(d.rated_w)
+        elif d.kind == "meter":
+            sim = LoadMeterSim(load_actual(d.profile_scale_w, d.id), start_at=t0)
+            forecasts[d.id] = load_forecast(d.profile_scale_w)
+        else:
+            sim = BatterySim(d.capacity_wh, d.rated_w, d.soc0_percent, start_at=t0)
+        sim.start()
+        sims[d.id] = sim
+        devices.append(dataclasses.replace(d, host="127.0.0.1", port=sim.port))
+    return sims, forecasts, dataclasses.replace(site, devices=tuple(devices))
+
+
+def fund_chain(site: SiteConfig, client: ChainClient) -> dict[str, Any]:
+    """Deploy, mint and deposit; return what was minted."""
+    client.fund_eth(client.operator.address, 100 * 10**18)
+    client.deploy_token("PeerGrid Demo Dollar", "PGD")
+    client.deploy_settlement(client.token.address)
+    minted = 0
+    labels = [(p.id, p.deposit) for p in site.participants] + [(GRID, GRID_DEPOSIT)]
+    for label, deposit in labels:
+        account = derive_account(label)
+        client.fund_eth(account.address, 10**18)
+        client.mint(account.address, deposit + WALLET_EXTRA)
+        minted += deposit + WALLET_EXTRA
+        if deposit:
+            client.deposit(account, deposit)
+    return {
+        "minted": minted,
+        "token": client.token.address,
+        "settlement": client.settlement.address,
+    }
+
+
+def _curtailed_wh(cleared: IntervalReport | None) -> int:
+    """PV surplus offered but not accepted [Wh] (the setpoints curtail it)."""
+    if cleared is None:
+        return 0
+    accepted = cleared.result.accepted_wh
+    return sum(
+        o.energy_wh - accepted.get(o.order_id, 0)
+        for o in cleared.book.offers
+        if ":sell_surplus:" in o.order_id
+    )
+
+
+def row_of(report: TickReport, cleared: dict[int, IntervalReport]) -> dict[str, Any] | None:
+    """The table row of the interval settled at this tick (None at the first tick)."""
+    s = report.settled
+    if s is None:
+        return None
+    c = cleared.get(s.interval.interval_id)
+    result = c.result if c is not None else None
+    prices = sorted({p for _, p in result.prices}) if result is not None and result.prices else []
+    check = result.check if result is not None else None
+    return {
+        "interval": s.interval.label(),
+        "status": result.status.value if result is not None else "unknown",
+        "orders": len(c.book) if c is not None else 0,
+        "cleared_wh": result.cleared_wh if result is not None else 0,
+        "local_wh": sum(t.energy_wh for t in result.trades if GRID not in {t.buyer, t.seller})
+        if result is not None
+        else 0,
+        "price_min": prices[0] if prices else None,
+        "price_max": prices[-1] if prices else None,
+        "grid_import_wh": result.grid_import_wh if result is not None else 0,
+        "grid_export_wh": result.grid_export_wh if result is not None else 0,
+        "min_vm_pu": None if check is None else round(check.min_vm_pu, 4),
+        "max_vm_pu": None if check is None else round(check.max_vm_pu, 4),
+        "max_loading_percent": None
+        if check is None
+        else round(max(check.max_line_loading_percent, check.max_trafo_loading_percent), 2),
+        "ac_iterations": result.iterations if result is not None else 0,
+        "curtailed_wh": _curtailed_wh(c),
+        "settlement_tx": s.outcome.tx_hash if s.outcome else None,
+        "gas_used": s.outcome.gas_used if s.outcome else None,
+        "settled": s.outcome is not None,
+        "settlement_error": s.error,
+        "batch_id": s.batch.batch_id if s.batch else None,
+        "imbalance_wh": sum(abs(ln.imbalance_wh) for ln in s.batch.lines) if s.batch else 0,
+        "reason": result.reason if result is not None else "",
+    }
+
+
+def run_demo(
+    *,
+    intervals: int = 8,
+    start: datetime = DEMO_START,
+    out_dir: Path = Path("peergrid-demo"),
+    progress: Callable[[int, int, str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the demo and return its report (see the module docstring)."""
+    started = time.perf_counter()
+    site = demo_site()
+    if out_dir.exists():
+        for name in (
+            "peergrid-demo.sqlite",
+            "peergrid-demo.sqlite-wal",
+            "peergrid-demo.sqlite-shm",
+        ):
+            (out_dir / name).unlink(missing_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    db_url = f"sqlite:///{(out_dir / 'peergrid-demo.sqlite').as_posix()}"
+    site = dataclasses.replace(site, database=db_url)
+    grid = load_site_grid(site)
+    sims, forecasts, site = start_simulators(site, start)
+    store = Store(site.database)
+    devices = build_devices(site)
+    try:
+        w3 = embedded_web3()
+        client = ChainClient(w3, derive_account("operator"))
+        funding = fund_chain(site, client)
+        accounts = participant_accounts(site)
+        settler = ChainSettler(client, accounts)
+        cycle = Cycle(
+            site=site,
+            store=store,
+            base_grid_for=base_grid_factory(site, grid),
+            readers=devices.readers,
+            writers=devices.writers,
+            settler=settler,
+            forecaster=ProfileForecaster(forecasts),
+        )
+        rows: list[dict[str, Any]] = []
+        cleared: dict[int, IntervalReport] = {}
+        ticks: list[dict[str, Any]] = []
+        total = intervals + 1
+        for k in range(total):
+            boundary = start + timedelta(seconds=site.interval_s * k)
+            for sim in sims.values():
+                sim.advance(boundary)
+            report = cycle.tick(boundary, clear_next=k < intervals)
+            if report.cleared is not None:
+                cleared[report.cleared.interval.interval_id] = report.cleared
+            row = row_of(report, cleared)
+            if row is not None:
+                rows.append(row)
+            ticks.append(
+                {
+                    "boundary": boundary.isoformat(),
+                    "readings_ok": report.readings_ok,
+                    "readings_missing": list(report.readings_missing),
+                }
+            )
+            if progress is not None:
+                progress(k + 1, total, boundary.strftime("%H:%M"))
+        verification = verify_records(
+            store.audit_records(),
+            settled_batch=client.settled_batch,
+            reclear=None,
+        )
+        balances: list[dict[str, Any]] = []
+        for label in [p.id for p in site.participants] + [GRID, COMMUNITY]:
+            address = accounts[label]
+            balances.append(
+                {
+                    "account": label,
+                    "address": address,
+                    "wallet": client.token_balance(address),
+                    "escrow": client.escrow_balance(address),
+                }
+            )
+        operator_wallet = client.token_balance(client.operator.address)
+        wallets = sum(b["wallet"] for b in balances) + operator_wallet
+        escrow = client.total_escrow()
+        supply = client.total_supply()
+        conservation = {
+            "minted": funding["minted"],
+            "total_supply": supply,
+            "wallets": wallets,
+            "escrow": escrow,
+            "holds": wallets + escrow == funding["minted"] == supply,
+        }
+        report_doc = {
+            "site": site.name,
+            "grid": site.grid,
+            "interval_s": site.interval_s,
+            "start": start.isoformat(),
+            "intervals": rows,
+            "ticks": ticks,
+            "balances": balances,
+            "conservation": conservation,
+            "contracts": {"token": funding["token"], "settlement": funding["settlement"]},
+            "audit": verification,
+            "all_settled": len(rows) == intervals and all(r["settled"] for r in rows),
+            "wall_s": round(time.perf_counter() - started, 2),
+            "database": site.database,
+        }
+        (out_dir / "report.json").write_text(json.dumps(report_doc, indent=2) + "\n", "utf-8")
+        with (out_dir / "audit.jsonl").open("w", encoding="utf-8") as fh:
+            for rec in store.audit_records():
+                fh.write(json.dumps(rec["record"], sort_keys=True) + "\n")
+        return report_doc
+    finally:
+        devices.close()
+        for sim in sims.values():
+            sim.stop()
+        store.close()
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The per-interval table and balances as plain text."""
+    lines = []
+    head = (
+        f"{'interval':<17} {'status':<11} {'ord':>3} {'cleared':>8} {'local':>7} "
+        f"{'price min-max /kWh':>19} {'import':>7} {'export':>7} {'vm min':>6} {'vm max':>6} "
+        f"{'load%':>6} {'AC':>2} {'settlement tx':<14} {'gas':>7}"
+    )
+    lines.append(head)
+    lines.append("-" * len(head))
+    for r in report["intervals"]:
+        pmin = "-" if r["price_min"] is None else format_tokens(r["price_min"])[:5]
+        pmax = "-" if r["price_max"] is None else format_tokens(r["price_max"])[:5]
+        tx = (r["settlement_tx"] or r["settlement_error"] or "-")[:12]
+        lines.append(
+            f"{r['interval']:<17} {r['status']:<11} {r['orders']:>3} "
+            f"{r['cleared_wh'] / 1000:>5.1f}kWh {r['local_wh'] / 1000:>4.1f}kWh "
+            f"{pmin + ' - ' + pmax:>19} {r['grid_import_wh'] / 1000:>4.1f}kWh "
+            f"{r['grid_export_wh'] / 1000:>4.1f}kWh {_f(r['min_vm_pu'])} {_f(r['max_vm_pu'])} "
+            f"{_f(r['max_loading_percent'], 1)} {r['ac_iterations']:>2} {tx + '..':<14} "
+            f"{r['gas_used'] or 0:>7}"
+        )
+    lines.append("")
+    lines.append(f"{'account':<10} {'wallet':>14} {'escrow':>14}")
+    for b in report["balances"]:
+        lines.append(
+            f"{b['account']:<10} {format_tokens(b['wallet']):>14} {format_tokens(b['escrow']):>14}"
+        )
+    c = report["conservation"]
+    lines.append("")
+    lines.append(
+        f"minted {format_tokens(c['minted'])} = wallets {format_tokens(c['wallets'])} + escrow "
+        f"{format_tokens(c['escrow'])}: {'OK, to the unit' if c['holds'] else 'MISMATCH'}"
+    )
+    a = report["audit"]
+    lines.append(
+        f"audit: {a['verified']}/{a['records']} interval records match the chain"
+        + ("" if not a["problems"] else f"; problems: {a['problems']}")
+    )
+    lines.append(f"wall time {report['wall_s']} s; report in {report['database']}")
+    return "\n".join(lines)
+
+
+def _f(value: float | None, digits: int = 3) -> str:
+    return "  -   " if value is None else f"{value:>6.{digits}f}"

@@ -1,0 +1,111 @@
+"""Real-time scheduling of the cycle with APScheduler 3 (the only module that imports it).
+
+* Ticks fire on interval boundaries (``IntervalTrigger`` whose start date is a boundary, so
+  every run is aligned), with ``max_instances=1`` and ``coalesce=True``: never two ticks at
+  once, and a backlog collapses into one run.
+* Each tick claims its boundary in the ``ticks`` table first, so a boundary never runs twice,
+  even across restarts; boundaries skipped while the controller was down or late are recorded
+  as ``missed`` (with no clearing: their gate closure has passed).
+* One controller per site: an exclusive lock file next to the database (``fcntl.flock``)
+  refuses a second instance.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from controller.cycle import Cycle, TickReport
+from market.domain import Interval
+
+log = logging.getLogger("peergrid.scheduler")
+
+
+class AlreadyRunning(RuntimeError):
+    """Another controller holds this site's lock."""
+
+
+@contextmanager
+def single_instance(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path`` for the block, or raise :class:`AlreadyRunning`."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            msg = f"another PeerGrid controller is running for this site (lock {lock_path})"
+            raise AlreadyRunning(msg) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+def record_missed(cycle: Cycle, now: datetime) -> list[int]:
+    """Record boundaries between the last tick and ``now`` that never ran; return them."""
+    length = cycle.site.interval_s
+    last = cycle.store.last_tick()
+    current = Interval.containing(now, length).interval_id
+    missed: list[int] = []
+    if last is None:
+        return missed
+    boundary = last + length
+    while boundary < current:
+        if cycle.store.record_tick(boundary, "missed", "controller not running at this boundary"):
+            missed.append(boundary)
+        boundary += length
+    return missed
+
+
+def run_tick(cycle: Cycle, boundary: datetime) -> TickReport | None:
+    """Run one tick at ``boundary`` unless it already ran; record the outcome."""
+    boundary_id = int(boundary.timestamp())
+    record_missed(cycle, boundary)
+    if not cycle.store.record_tick(boundary_id, "ran"):
+        log.warning("boundary %s already ran; skipping", boundary.isoformat())
+        return None
+    return cycle.tick(boundary)
+
+
+def run_forever(
+    cycle: Cycle,
+    on_tick: Callable[[TickReport], None],
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> None:
+    """Tick at every boundary from the next one on, until interrupted (Ctrl-C)."""
+    length = cycle.site.interval_s
+    start = Interval.containing(now(), length).end
+    resumed = cycle.resume_pending()
+    for report in resumed:
+        log.info("resumed settlement of %s: %s", report.interval.label(), report.error or "ok")
+
+    def job() -> None:
+        boundary = Interval.containing(now() + timedelta(seconds=1), length).start
+        report = run_tick(cycle, boundary)
+        if report is not None:
+            on_tick(report)
+
+    scheduler = BlockingScheduler(timezone=UTC)
+    scheduler.add_job(
+        job,
+        IntervalTrigger(seconds=length, start_date=start, timezone=UTC),
+        id="peergrid-tick",
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=max(length // 3, 1),
+    )
+    log.info("first tick at %s, then every %d s", start.isoformat(), length)
+    try:
+        scheduler.start()
+    except (KeyboardInterrupt, SystemExit):
+        log.info("stopped")
