@@ -1,0 +1,123 @@
+"""Standing orders -> orders, and cleared results -> setpoints."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from controller.bidding import plan_orders, setpoints_for
+from controller.config import DeviceConfig, ParticipantConfig, StandingOrder
+from market.domain import Interval, MeterReading, ReadingQuality, SetpointKind, Side
+
+IV = Interval(datetime(2026, 6, 21, 12, tzinfo=UTC))
+NOW = IV.start
+
+
+def reading(
+    device: str, p_w: int, quality: ReadingQuality = ReadingQuality.OK, soc: float | None = None
+) -> MeterReading:
+    return MeterReading(
+        device_id=device,
+        participant="p",
+        bus="Bus R11",
+        measured_at=NOW,
+        p_w=p_w,
+        import_wh_total=0,
+        export_wh_total=0,
+        quality=quality,
+        soc_percent=soc,
+    )
+
+
+def participant(*orders: StandingOrder) -> ParticipantConfig:
+    return ParticipantConfig(id="p", bus="Bus R11", account="derive", deposit=0, orders=orders)
+
+
+PV = DeviceConfig(
+    id="pv", participant="p", kind="pv", host="h", port=1, unit=1, map="m", rated_w=8000
+)
+METER = DeviceConfig(id="meter", participant="p", kind="meter", host="h", port=2, unit=1, map="m")
+BAT = DeviceConfig(
+    id="bat",
+    participant="p",
+    kind="battery",
+    host="h",
+    port=3,
+    unit=1,
+    map="m",
+    rated_w=4000,
+    capacity_wh=10_000,
+)
+
+
+def test_surplus_becomes_an_offer_and_unsold_surplus_is_curtailed() -> None:
+    p = participant(
+        StandingOrder(kind="sell_surplus", price=90_000),
+        StandingOrder(kind="buy_demand", price=300_000),
+    )
+    plan = plan_orders(
+        IV, (p,), (PV, METER), {"pv": reading("pv", -6000), "meter": reading("meter", 2000)}
+    )
+    [po] = plan.orders
+    assert po.order.side is Side.SELL
+    assert po.order.energy_wh == 1000  # 4 kW net export for 15 min
+    assert po.order.limit_price == 90_000
+    sps = setpoints_for(IV, plan, {po.order.order_id: 600}, (PV, METER))
+    [sp] = sps
+    assert sp.kind is SetpointKind.PV_LIMIT
+    # 400 Wh unsold over 0.25 h = 1.6 kW less than the 6 kW forecast
+    assert sp.p_w == 4400
+    full = setpoints_for(IV, plan, {po.order.order_id: 1000}, (PV, METER))
+    assert full[0].p_w == 8000
+
+
+def test_demand_becomes_a_bid() -> None:
+    p = participant(
+        StandingOrder(kind="sell_surplus", price=90_000),
+        StandingOrder(kind="buy_demand", price=300_000),
+    )
+    plan = plan_orders(
+        IV, (p,), (PV, METER), {"pv": reading("pv", -1000), "meter": reading("meter", 3000)}
+    )
+    [po] = plan.orders
+    assert po.order.side is Side.BUY
+    assert po.order.energy_wh == 500
+
+
+def test_missing_reading_skips_forecast_orders_but_not_fixed_ones() -> None:
+    p = participant(
+        StandingOrder(kind="buy_demand", price=300_000),
+        StandingOrder(kind="buy", price=250_000, energy_wh=700),
+    )
+    plan = plan_orders(IV, (p,), (METER,), {"meter": reading("meter", 0, ReadingQuality.MISSING)})
+    assert [po.order.energy_wh for po in plan.orders] == [700]
+    assert plan.skipped
+    assert "meter" in plan.skipped[0]
+
+
+def test_battery_orders_respect_soc_window_and_setpoint_sign() -> None:
+    p = participant(
+        StandingOrder(
+            kind="battery",
+            price=120_000,
+            discharge_price=280_000,
+            min_soc_percent=10,
+            max_soc_percent=90,
+        )
+    )
+    plan = plan_orders(IV, (p,), (BAT,), {"bat": reading("bat", 0, soc=85.0)})
+    by_kind = {po.kind: po.order for po in plan.orders}
+    assert by_kind["battery_charge"].energy_wh == 500  # 5 % of 10 kWh room
+    assert by_kind["battery_discharge"].energy_wh == 1000  # 4 kW for 15 min
+    sps = setpoints_for(IV, plan, {by_kind["battery_discharge"].order_id: 800}, (BAT,))
+    assert sps[0].kind is SetpointKind.BATTERY
+    assert sps[0].p_w == 3200  # positive = discharge
+    sps = setpoints_for(IV, plan, {by_kind["battery_charge"].order_id: 500}, (BAT,))
+    assert sps[0].p_w == -2000
+
+
+def test_order_ids_are_deterministic() -> None:
+    p = participant(StandingOrder(kind="buy", price=1, energy_wh=5))
+    a = plan_orders(IV, (p,), (), {})
+    b = plan_orders(IV, (p,), (), {})
+    assert a.orders == b.orders
+    assert a.orders[0].order.order_id == f"p:{IV.interval_id}:buy:0"

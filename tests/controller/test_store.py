@@ -1,0 +1,61 @@
+"""The database keeps the exactly-once rules."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from controller.store import Store
+from market.domain import MeterReading, ReadingQuality
+
+
+def store(tmp_path: Path) -> Store:
+    return Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+
+
+def test_an_interval_is_claimed_once(tmp_path: Path) -> None:
+    s = store(tmp_path)
+    assert s.claim_interval(1_782_032_400, 900)
+    assert not s.claim_interval(1_782_032_400, 900)
+    assert s.record_tick(1_782_032_400, "ran")
+    assert not s.record_tick(1_782_032_400, "ran")
+    assert s.last_tick() == 1_782_032_400
+
+
+def test_settlement_intent_is_recorded_once_and_resolvable(tmp_path: Path) -> None:
+    s = store(tmp_path)
+    batch = {"batch_id": "ab" * 32, "amounts": [["a", -5], ["b", 5]]}
+    assert s.record_intent(7, "ab" * 32, batch)
+    assert not s.record_intent(7, "ab" * 32, batch)
+    assert [p.interval_id for p in s.pending_settlements()] == [7]
+    s.mark_failed(7, "node down")
+    assert [p.interval_id for p in s.pending_settlements()] == [7]
+    s.mark_settled(7, tx_hash="0x01", block_number=3, gas_used=100)
+    assert s.pending_settlements() == []
+    assert s.settlement(7)["state"] == "settled"
+
+
+def test_readings_round_trip_timezone_aware(tmp_path: Path) -> None:
+    s = store(tmp_path)
+    r = MeterReading(
+        device_id="m",
+        participant="p",
+        bus="b",
+        measured_at=datetime(2026, 6, 21, 12, tzinfo=UTC),
+        p_w=-1500,
+        import_wh_total=10,
+        export_wh_total=20,
+        quality=ReadingQuality.OK,
+        soc_percent=40.5,
+    )
+    s.save_readings(100, {"m": r})
+    s.save_readings(100, {"m": r})  # idempotent
+    assert s.readings_at(100) == {"m": r}
+
+
+def test_audit_record_hash(tmp_path: Path) -> None:
+    s = store(tmp_path)
+    h1 = s.save_audit(5, {"x": 1})
+    h2 = s.save_audit(5, {"x": 2})
+    assert h1 != h2
+    assert [r["record"] for r in s.audit_records()] == [{"x": 2}]
