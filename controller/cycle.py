@@ -57,7 +57,7 @@ from market.domain import (
     require_utc,
 )
 from market.errors import MarketError
-from market.orderbook import build_order_book
+from market.orderbook import build_order_book, parse_order_rows
 from market.settlement import MeteredEnergy, SettlementBatch, settle
 from market.units import Wh
 
@@ -251,6 +251,15 @@ class Cycle:
             skipped=plan.skipped,
             wall_s=time.perf_counter() - started,
         )
+
+    def reclear(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Clear an audit record's stored order book again (an auditor's determinism check)."""
+        interval = Interval.from_id(int(record["interval"]), int(record["length_s"]))
+        grid = self.base_grid_for(interval)
+        book = parse_order_rows(
+            (record.get("book") or {}).get("orders", []), interval, set(grid.bus_names)
+        )
+        return result_to_dict(self._clear_book(grid, book))
 
     def _clear_book(self, grid: Grid, book: OrderBook) -> ClearingResult:
         if not len(book):

@@ -19,7 +19,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
@@ -97,8 +98,8 @@ def start_simulators(
     return sims, forecasts, dataclasses.replace(site, devices=tuple(devices))
 
 
-def fund_chain(site: SiteConfig, client: ChainClient) -> dict[str, Any]:
-    """Deploy, mint and deposit; return what was minted."""
+def fund_chain(site: SiteConfig, client: ChainClient) -> int:
+    """Deploy, mint and deposit; return the minted supply [token units]."""
     client.fund_eth(client.operator.address, 100 * 10**18)
     client.deploy_token("PeerGrid Demo Dollar", "PGD")
     client.deploy_settlement(client.token.address)
@@ -111,11 +112,7 @@ def fund_chain(site: SiteConfig, client: ChainClient) -> dict[str, Any]:
         minted += deposit + WALLET_EXTRA
         if deposit:
             client.deposit(account, deposit)
-    return {
-        "minted": minted,
-        "token": client.token.address,
-        "settlement": client.settlement.address,
-    }
+    return minted
 
 
 def _curtailed_wh(cleared: IntervalReport | None) -> int:
@@ -168,6 +165,113 @@ def row_of(report: TickReport, cleared: dict[int, IntervalReport]) -> dict[str, 
     }
 
 
+@dataclasses.dataclass(eq=False)
+class DemoRuntime:
+    """Everything the demo runs on: simulators, chain, database and the cycle."""
+
+    site: SiteConfig
+    sims: dict[str, Sim]
+    cycle: Cycle
+    client: ChainClient
+    store: Store
+    accounts: dict[str, str]
+    minted: int
+    start: datetime
+
+    def boundary(self, k: int) -> datetime:
+        """The ``k``-th boundary from the start."""
+        return self.start + timedelta(seconds=self.site.interval_s * k)
+
+    def tick(self, k: int, *, clear_next: bool = True) -> TickReport:
+        """Advance the simulators to boundary ``k`` and run the cycle there."""
+        boundary = self.boundary(k)
+        for sim in self.sims.values():
+            if sim.running:
+                sim.advance(boundary)
+        return self.cycle.tick(boundary, clear_next=clear_next)
+
+    def balances(self) -> list[dict[str, Any]]:
+        """Wallet and escrow of every participant, GRID and COMMUNITY [token units]."""
+        out: list[dict[str, Any]] = []
+        for label in [p.id for p in self.site.participants] + [GRID, COMMUNITY]:
+            address = self.accounts[label]
+            out.append(
+                {
+                    "account": label,
+                    "address": address,
+                    "wallet": self.client.token_balance(address),
+                    "escrow": self.client.escrow_balance(address),
+                }
+            )
+        return out
+
+    def conservation(self) -> dict[str, Any]:
+        """Wallets (incl. the operator's) + escrow vs. the minted supply, to the unit."""
+        wallets = sum(b["wallet"] for b in self.balances())
+        wallets += self.client.token_balance(self.client.operator.address)
+        escrow = self.client.total_escrow()
+        supply = self.client.total_supply()
+        return {
+            "minted": self.minted,
+            "total_supply": supply,
+            "wallets": wallets,
+            "escrow": escrow,
+            "holds": wallets + escrow == self.minted == supply,
+        }
+
+    def verify(self) -> dict[str, Any]:
+        """Every audit record against the chain, and re-cleared from its stored book."""
+        return verify_records(
+            self.store.audit_records(),
+            settled_batch=self.client.settled_batch,
+            reclear=self.cycle.reclear,
+        )
+
+
+@contextmanager
+def demo_runtime(out_dir: Path, start: datetime = DEMO_START) -> Iterator[DemoRuntime]:
+    """Start the demo's simulators, chain and database; stop them on exit."""
+    site = demo_site()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("peergrid-demo.sqlite", "peergrid-demo.sqlite-wal", "peergrid-demo.sqlite-shm"):
+        (out_dir / name).unlink(missing_ok=True)
+    site = dataclasses.replace(
+        site, database=f"sqlite:///{(out_dir / 'peergrid-demo.sqlite').as_posix()}"
+    )
+    grid = load_site_grid(site)
+    sims, forecasts, site = start_simulators(site, start)
+    store = Store(site.database)
+    devices = build_devices(site)
+    try:
+        client = ChainClient(embedded_web3(), derive_account("operator"))
+        minted = fund_chain(site, client)
+        accounts = participant_accounts(site)
+        cycle = Cycle(
+            site=site,
+            store=store,
+            base_grid_for=base_grid_factory(site, grid),
+            readers=devices.readers,
+            writers=devices.writers,
+            settler=ChainSettler(client, accounts),
+            forecaster=ProfileForecaster(forecasts),
+        )
+        yield DemoRuntime(
+            site=site,
+            sims=sims,
+            cycle=cycle,
+            client=client,
+            store=store,
+            accounts={str(k): v for k, v in accounts.items()},
+            minted=minted,
+            start=start,
+        )
+    finally:
+        devices.close()
+        for sim in sims.values():
+            sim.stop()
+        store.close()
+
+
 def run_demo(
     *,
     intervals: int = 8,
@@ -177,45 +281,13 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the demo and return its report (see the module docstring)."""
     started = time.perf_counter()
-    site = demo_site()
-    if out_dir.exists():
-        for name in (
-            "peergrid-demo.sqlite",
-            "peergrid-demo.sqlite-wal",
-            "peergrid-demo.sqlite-shm",
-        ):
-            (out_dir / name).unlink(missing_ok=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    db_url = f"sqlite:///{(out_dir / 'peergrid-demo.sqlite').as_posix()}"
-    site = dataclasses.replace(site, database=db_url)
-    grid = load_site_grid(site)
-    sims, forecasts, site = start_simulators(site, start)
-    store = Store(site.database)
-    devices = build_devices(site)
-    try:
-        w3 = embedded_web3()
-        client = ChainClient(w3, derive_account("operator"))
-        funding = fund_chain(site, client)
-        accounts = participant_accounts(site)
-        settler = ChainSettler(client, accounts)
-        cycle = Cycle(
-            site=site,
-            store=store,
-            base_grid_for=base_grid_factory(site, grid),
-            readers=devices.readers,
-            writers=devices.writers,
-            settler=settler,
-            forecaster=ProfileForecaster(forecasts),
-        )
+    with demo_runtime(out_dir, start) as rt:
         rows: list[dict[str, Any]] = []
         cleared: dict[int, IntervalReport] = {}
         ticks: list[dict[str, Any]] = []
         total = intervals + 1
         for k in range(total):
-            boundary = start + timedelta(seconds=site.interval_s * k)
-            for sim in sims.values():
-                sim.advance(boundary)
-            report = cycle.tick(boundary, clear_next=k < intervals)
+            report = rt.tick(k, clear_next=k < intervals)
             if report.cleared is not None:
                 cleared[report.cleared.interval.interval_id] = report.cleared
             row = row_of(report, cleared)
@@ -223,65 +295,36 @@ def run_demo(
                 rows.append(row)
             ticks.append(
                 {
-                    "boundary": boundary.isoformat(),
+                    "boundary": report.boundary.isoformat(),
                     "readings_ok": report.readings_ok,
                     "readings_missing": list(report.readings_missing),
                 }
             )
             if progress is not None:
-                progress(k + 1, total, boundary.strftime("%H:%M"))
-        verification = verify_records(
-            store.audit_records(),
-            settled_batch=client.settled_batch,
-            reclear=None,
-        )
-        balances: list[dict[str, Any]] = []
-        for label in [p.id for p in site.participants] + [GRID, COMMUNITY]:
-            address = accounts[label]
-            balances.append(
-                {
-                    "account": label,
-                    "address": address,
-                    "wallet": client.token_balance(address),
-                    "escrow": client.escrow_balance(address),
-                }
-            )
-        operator_wallet = client.token_balance(client.operator.address)
-        wallets = sum(b["wallet"] for b in balances) + operator_wallet
-        escrow = client.total_escrow()
-        supply = client.total_supply()
-        conservation = {
-            "minted": funding["minted"],
-            "total_supply": supply,
-            "wallets": wallets,
-            "escrow": escrow,
-            "holds": wallets + escrow == funding["minted"] == supply,
-        }
+                progress(k + 1, total, report.boundary.strftime("%H:%M"))
         report_doc = {
-            "site": site.name,
-            "grid": site.grid,
-            "interval_s": site.interval_s,
+            "site": rt.site.name,
+            "grid": rt.site.grid,
+            "interval_s": rt.site.interval_s,
             "start": start.isoformat(),
             "intervals": rows,
             "ticks": ticks,
-            "balances": balances,
-            "conservation": conservation,
-            "contracts": {"token": funding["token"], "settlement": funding["settlement"]},
-            "audit": verification,
+            "balances": rt.balances(),
+            "conservation": rt.conservation(),
+            "contracts": {
+                "token": rt.client.token.address,
+                "settlement": rt.client.settlement.address,
+            },
+            "audit": rt.verify(),
             "all_settled": len(rows) == intervals and all(r["settled"] for r in rows),
             "wall_s": round(time.perf_counter() - started, 2),
-            "database": site.database,
+            "out_dir": str(out_dir),
         }
         (out_dir / "report.json").write_text(json.dumps(report_doc, indent=2) + "\n", "utf-8")
         with (out_dir / "audit.jsonl").open("w", encoding="utf-8") as fh:
-            for rec in store.audit_records():
+            for rec in rt.store.audit_records():
                 fh.write(json.dumps(rec["record"], sort_keys=True) + "\n")
         return report_doc
-    finally:
-        devices.close()
-        for sim in sims.values():
-            sim.stop()
-        store.close()
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -323,7 +366,9 @@ def format_table(report: dict[str, Any]) -> str:
         f"audit: {a['verified']}/{a['records']} interval records match the chain"
         + ("" if not a["problems"] else f"; problems: {a['problems']}")
     )
-    lines.append(f"wall time {report['wall_s']} s; report in {report['database']}")
+    lines.append(
+        f"wall time {report['wall_s']} s; report, audit log and database in {report['out_dir']}/"
+    )
     return "\n".join(lines)
 
 

@@ -1,0 +1,113 @@
+"""Exceptions of the chain adapter.
+
+Every failure that reaches a caller of :mod:`adapters.chain` is a :class:`ChainError`;
+web3, eth-account and eth-tester exceptions are wrapped where the adapter calls them
+(``raise ... from exc``), so callers never import web3 to catch errors.
+
+Tree::
+
+    ChainError                     anything that went wrong talking to the chain
+    ├── TransactionReverted        a transaction or call was reverted; carries the reason
+    ├── AlreadySettled             the interval is settled on-chain, with another batch id
+    ├── InsufficientEscrow         a debit exceeds the account's escrow (checked before sending)
+    └── ConfirmationTimeout        no receipt, or too few confirmations, within the time limit
+"""
+
+from __future__ import annotations
+
+
+class ChainError(Exception):
+    """Root of the chain adapter's exceptions."""
+
+
+class TransactionReverted(ChainError):
+    """The EVM reverted a transaction or a call.
+
+    Parameters
+    ----------
+    reason : str
+        The revert reason given by the contract (``""`` when it gave none).
+    tx_hash : str or None
+        Hash of the mined transaction (``0x``-prefixed hex); ``None`` when a node
+        refused the transaction before mining it or for a call.
+    """
+
+    def __init__(self, reason: str, tx_hash: str | None = None) -> None:
+        self.reason = reason
+        self.tx_hash = tx_hash
+        where = f" (tx {tx_hash})" if tx_hash else ""
+        super().__init__(f"reverted: {reason or '<no reason>'}{where}")
+
+
+class AlreadySettled(ChainError):
+    """The interval was already settled on-chain with a *different* batch.
+
+    Settling the same batch again is not an error: the client returns the original
+    receipt with ``status="already_settled"``.
+
+    Parameters
+    ----------
+    interval_id : int
+        The interval (its start in Unix seconds [s]).
+    recorded_batch_id : str
+        The batch id stored on-chain (hex, no ``0x``).
+    attempted_batch_id : str
+        The batch id that was about to be sent (hex, no ``0x``).
+    """
+
+    def __init__(self, interval_id: int, recorded_batch_id: str, attempted_batch_id: str) -> None:
+        self.interval_id = interval_id
+        self.recorded_batch_id = recorded_batch_id
+        self.attempted_batch_id = attempted_batch_id
+        super().__init__(
+            f"interval {interval_id} is already settled with batch {recorded_batch_id}, "
+            f"not {attempted_batch_id}"
+        )
+
+
+class InsufficientEscrow(ChainError):
+    """A debit is larger than the account's escrow balance.
+
+    Parameters
+    ----------
+    account : str
+        Checksummed address of the account.
+    required : int
+        Net debit of the account in the batch [token base units].
+    available : int
+        The account's escrow balance [token base units].
+    """
+
+    def __init__(self, account: str, required: int, available: int) -> None:
+        self.account = account
+        self.required = required
+        self.available = available
+        super().__init__(
+            f"escrow of {account} is {available} token units, the batch debits {required}"
+        )
+
+
+class ConfirmationTimeout(ChainError, TimeoutError):
+    """A receipt or the requested confirmations did not arrive in time.
+
+    Parameters
+    ----------
+    tx_hash : str
+        Hash of the transaction waited for (``0x``-prefixed hex).
+    timeout_s : float
+        How long the client waited [s].
+    """
+
+    def __init__(self, tx_hash: str, timeout_s: float) -> None:
+        self.tx_hash = tx_hash
+        self.timeout_s = timeout_s
+        super().__init__(f"transaction {tx_hash} not confirmed within {timeout_s} s")
+
+
+__all__ = [
+    "AlreadySettled",
+    "ChainError",
+    "ConfirmationTimeout",
+    "InsufficientEscrow",
+    "TransactionReverted",
+]

@@ -1,0 +1,83 @@
+"""Property: random zero-sum batches never create or destroy money.
+
+After any sequence of settlements, sum(wallet balances) + total escrow == minted supply,
+each escrow moves by exactly its account's net amount, and a batch that would overdraw an
+escrow changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+from adapters.chain.client import SettlementStatus, net_transfers
+from adapters.chain.errors import InsufficientEscrow
+
+TOKEN = 10**6
+N_PARTICIPANTS = 6
+
+payments = st.lists(
+    st.tuples(
+        st.integers(0, N_PARTICIPANTS - 1),  # payer
+        st.integers(0, N_PARTICIPANTS - 1),  # payee (may be the payer: nets to zero)
+        st.integers(1, 300 * TOKEN),  # amount [token base units]
+    ),
+    min_size=0,
+    max_size=8,
+)
+
+
+def balances(deployed, addresses):
+    client = deployed.client
+    wallets = {a: client.token_balance(a) for a in addresses}
+    escrow = {a: client.escrow_balance(a) for a in addresses}
+    return wallets, escrow
+
+
+@settings(max_examples=15, deadline=None)
+@given(batch=payments, overdraw=st.none() | st.integers(0, N_PARTICIPANTS - 1))
+def test_random_zero_sum_batches_conserve_money(deployed, batch, overdraw) -> None:
+    client = deployed.client
+    addresses = [p.address for p in deployed.participants.values()]
+    assert len(addresses) == N_PARTICIPANTS
+    transfers = []
+    for payer, payee, amount in batch:
+        transfers += [(addresses[payer], -amount), (addresses[payee], amount)]
+    wallets_before, escrow_before = balances(deployed, addresses)
+    if overdraw is not None:  # one more payment, larger than the payer's whole escrow
+        payer, payee = addresses[overdraw], addresses[(overdraw + 1) % N_PARTICIPANTS]
+        amount = escrow_before[payer] + 1
+        transfers += [(payer, -amount), (payee, amount)]
+    interval = deployed.next_interval()
+    batch_id = hashlib.sha256(repr((interval, batch)).encode()).digest()
+
+    net = net_transfers(transfers)
+    overdrawn = [a for a, amount in net if escrow_before[a] < -amount]
+    event("overdrawn" if overdrawn else "settled")
+    if overdrawn:
+        with pytest.raises(InsufficientEscrow) as info:
+            client.submit_settlement(interval, batch_id, transfers, b"\x01" * 32, b"\x02" * 32)
+        assert info.value.account == overdrawn[0]
+        assert not client.is_settled(interval)
+        expected_escrow = escrow_before
+    else:
+        receipt = client.submit_settlement(
+            interval, batch_id, transfers, b"\x01" * 32, b"\x02" * 32
+        )
+        assert receipt.status is SettlementStatus.SETTLED
+        assert client.settled_transfers(interval) == net
+        expected_escrow = dict(escrow_before)
+        for address, amount in transfers:
+            expected_escrow[address] += amount
+
+    wallets_after, escrow_after = balances(deployed, addresses)
+    assert wallets_after == wallets_before  # settlement never touches wallets
+    assert escrow_after == expected_escrow
+    assert all(value >= 0 for value in escrow_after.values())
+    assert sum(escrow_after.values()) == client.total_escrow()
+    assert client.token_balance(deployed.settlement_address) == client.total_escrow()
+    assert sum(wallets_after.values()) + client.total_escrow() == deployed.minted
+    assert client.total_supply() == deployed.minted
