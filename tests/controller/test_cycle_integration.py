@@ -1,0 +1,102 @@
+"""The whole cycle on real loopback Modbus simulators and the embedded EVM chain."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from controller.demo import demo_runtime, run_demo
+from market.domain import GRID, ClearingStatus
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+
+def test_demo_settles_every_interval_and_conserves_tokens(tmp_path: Path) -> None:
+    report = run_demo(intervals=3, out_dir=tmp_path)
+    assert report["all_settled"]
+    assert len(report["intervals"]) == 3
+    for row in report["intervals"]:
+        assert row["status"] in {"cleared", "no_crossing"}
+        assert row["settlement_tx"].startswith("0x")
+        assert row["gas_used"] > 0
+        assert row["min_vm_pu"] >= 0.95 - 0.001
+    assert report["conservation"]["holds"]
+    assert report["audit"] == {"records": 3, "verified": 3, "problems": []}
+    # every tick read every device
+    assert all(t["readings_ok"] == 15 for t in report["ticks"])
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["conservation"] == report["conservation"]
+    assert len((tmp_path / "audit.jsonl").read_text().splitlines()) == 3
+
+
+def test_dead_meter_never_stops_the_cycle(tmp_path: Path) -> None:
+    with demo_runtime(tmp_path) as rt:
+        rt.tick(0)
+        rt.sims["bob-meter"].stop()
+        report = rt.tick(1)
+        assert any(m.startswith("bob-meter") for m in report.readings_missing)
+        assert report.readings_ok == 14
+        assert report.settled is not None
+        assert report.settled.outcome is not None  # interval 0 still settled on-chain
+        bob = next(ln for ln in report.settled.batch.lines if ln.participant == "bob")
+        assert not bob.metered
+        assert bob.imbalance_wh == 0
+        assert "unmetered" in bob.reason
+        assert report.cleared is not None
+        assert report.cleared.result.status is ClearingStatus.CLEARED
+        # bob's demand has no forecast without a reading? the demo forecasts from profiles,
+        # so he still bids; the cycle went on either way.
+        final = rt.tick(2, clear_next=False)
+        assert final.settled is not None
+        assert final.settled.outcome is not None
+        assert rt.conservation()["holds"]
+
+
+def test_crash_after_send_never_pays_twice(tmp_path: Path) -> None:
+    """The transaction went out but the process died before recording the receipt.
+
+    On restart the intent is still pending; resuming asks the chain, which already has the
+    interval: nothing is sent again and balances do not move.
+    """
+    with demo_runtime(tmp_path) as rt:
+        rt.tick(0)
+        real_mark = rt.store.mark_settled
+        rt.store.mark_settled = lambda *a, **k: None  # the crash: receipt never recorded
+        report = rt.tick(1, clear_next=False)
+        rt.store.mark_settled = real_mark
+        assert report.settled is not None
+        assert report.settled.outcome is not None
+        interval_id = report.settled.interval.interval_id
+        assert rt.store.settlement(interval_id)["state"] == "intent"
+        before = rt.balances()
+        block = rt.client.w3.eth.block_number
+
+        resumed = rt.cycle.resume_pending()
+        assert [r.interval.interval_id for r in resumed] == [interval_id]
+        assert resumed[0].outcome is not None
+        assert resumed[0].outcome.status == "already_settled"
+        assert rt.client.w3.eth.block_number == block  # no transaction sent
+        assert rt.balances() == before
+        assert rt.store.settlement(interval_id)["state"] == "settled"
+        assert rt.cycle.resume_pending() == []
+
+
+def test_an_interval_is_never_cleared_twice(tmp_path: Path) -> None:
+    with demo_runtime(tmp_path) as rt:
+        first = rt.tick(0)
+        assert first.cleared is not None
+        again = rt.cycle.tick(rt.boundary(0))
+        assert again.cleared is None
+
+
+def test_grid_trades_carry_the_tariffs(tmp_path: Path) -> None:
+    with demo_runtime(tmp_path) as rt:
+        report = rt.tick(0)
+        assert report.cleared is not None
+        for t in report.cleared.result.trades:
+            if t.seller == GRID:
+                assert t.seller_price >= rt.site.import_price
+            if t.buyer == GRID:
+                assert t.buyer_price <= rt.site.export_price
