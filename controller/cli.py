@@ -94,7 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run the whole loop on embedded defaults")
-    demo.add_argument("--intervals", type=int, default=8, help="intervals to run (default 8)")
+    demo.add_argument(
+        "--intervals",
+        type=int,
+        default=16,
+        help="intervals to run (default 16: 07:30-11:30 UTC on 21 June)",
+    )
     demo.add_argument("--start", type=_parse_start, default=None, help="first interval (UTC)")
     demo.add_argument("--out", default="peergrid-demo", help="folder for the report and database")
     demo.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -43,7 +43,8 @@ from controller.wiring import (
 from market.domain import COMMUNITY, GRID, Interval
 from market.units import format_tokens
 
-DEMO_START = datetime(2026, 6, 21, 9, 0, tzinfo=UTC)
+DEMO_START = datetime(2026, 6, 21, 7, 30, tzinfo=UTC)
+DEMO_INTERVALS = 16
 GRID_DEPOSIT = 1_000_000_000  # the upstream supplier's escrow: 1,000 tokens
 WALLET_EXTRA = 20_000_000  # tokens each participant keeps outside escrow
 Sim = PVInverterSim | LoadMeterSim | BatterySim
@@ -274,7 +275,7 @@ def demo_runtime(out_dir: Path, start: datetime = DEMO_START) -> Iterator[DemoRu
 
 def run_demo(
     *,
-    intervals: int = 8,
+    intervals: int = DEMO_INTERVALS,
     start: datetime = DEMO_START,
     out_dir: Path = Path("peergrid-demo"),
     progress: Callable[[int, int, str], None] | None = None,
@@ -333,7 +334,7 @@ def format_table(report: dict[str, Any]) -> str:
     head = (
         f"{'interval':<17} {'status':<11} {'ord':>3} {'cleared':>8} {'local':>7} "
         f"{'price min-max /kWh':>19} {'import':>7} {'export':>7} {'vm min':>6} {'vm max':>6} "
-        f"{'load%':>6} {'AC':>2} {'settlement tx':<14} {'gas':>7}"
+        f"{'load%':>6} {'AC':>2} {'curtail':>7} {'settlement tx':<14} {'gas':>7}"
     )
     lines.append(head)
     lines.append("-" * len(head))
@@ -346,7 +347,8 @@ def format_table(report: dict[str, Any]) -> str:
             f"{r['cleared_wh'] / 1000:>5.1f}kWh {r['local_wh'] / 1000:>4.1f}kWh "
             f"{pmin + ' - ' + pmax:>19} {r['grid_import_wh'] / 1000:>4.1f}kWh "
             f"{r['grid_export_wh'] / 1000:>4.1f}kWh {_f(r['min_vm_pu'])} {_f(r['max_vm_pu'])} "
-            f"{_f(r['max_loading_percent'], 1)} {r['ac_iterations']:>2} {tx + '..':<14} "
+            f"{_f(r['max_loading_percent'], 1)} {r['ac_iterations']:>2} "
+            f"{r['curtailed_wh'] / 1000:>4.1f}kWh {tx + '..':<14} "
             f"{r['gas_used'] or 0:>7}"
         )
     lines.append("")
