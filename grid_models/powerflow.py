@@ -130,9 +130,7 @@ def summarise(
             limit = limits.get(i, 100.0)
             if value > limit + LOADING_TOLERANCE_PERCENT:
                 element = str(table.at[i, "name"]) if "name" in table else f"{kind}{i}"
-                violations.append(
-                    Violation(kind=kind, element=element, value=value, limit=limit)
-                )
+                violations.append(Violation(kind=kind, element=element, value=value, limit=limit))
     vms = list(state.vm_pu.values())
     return GridCheck(
         converged=True,

@@ -6,7 +6,7 @@ web3, eth-account and eth-tester exceptions are wrapped where the adapter calls 
 
 Tree::
 
-    ChainError                     anything that went wrong talking to the chain
+    ChainError (AdapterError)      anything that went wrong talking to the chain
     ├── TransactionReverted        a transaction or call was reverted; carries the reason
     ├── AlreadySettled             the interval is settled on-chain, with another batch id
     ├── InsufficientEscrow         a debit exceeds the account's escrow (checked before sending)
@@ -15,9 +15,11 @@ Tree::
 
 from __future__ import annotations
 
+from adapters.errors import AdapterError
 
-class ChainError(Exception):
-    """Root of the chain adapter's exceptions."""
+
+class ChainError(AdapterError):
+    """Root of the chain adapter's exceptions (an :class:`~adapters.errors.AdapterError`)."""
 
 
 class TransactionReverted(ChainError):

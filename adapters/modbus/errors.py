@@ -1,0 +1,96 @@
+"""Exceptions of the Modbus adapter.
+
+Every failure that leaves :mod:`adapters.modbus` is an :class:`AdapterError`. ``modbus_tk``
+and socket exceptions are wrapped in :mod:`adapters.modbus.client`, the one module that calls
+the library (``raise ... from exc``), so callers never import ``modbus_tk`` to catch errors.
+
+Tree::
+
+    AdapterError
+     ├── DeviceUnavailable (ConnectionError)   no usable answer after all retries: refused,
+     │                                         timed out, reset, or a garbled frame
+     ├── DeviceError                           the device answered with a Modbus exception
+     │                                         response; ``code`` says which
+     ├── WriteRefused (ValueError)             a write we will not send: not in the register
+     │                                         map's allow-list, or out of range
+     ├── RegisterMapError (ValueError)         a register map that cannot be used; the message
+     │                                         names the map and the field
+     └── CodecError (ValueError)               registers that do not decode to the declared
+                                               type, or a value that does not fit it
+
+:class:`~adapters.modbus.devices.DeviceReader` and
+:class:`~adapters.modbus.devices.DeviceWriter` turn the device errors into values
+(``quality=MISSING``, ``WriteResult(ok=False)``): a failed device never stops the cycle.
+"""
+
+from __future__ import annotations
+
+from adapters.errors import AdapterError
+
+EXCEPTION_NAMES = {
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "server device failure",
+    5: "acknowledge",
+    6: "server device busy",
+    8: "memory parity error",
+    10: "gateway path unavailable",
+    11: "gateway target device failed to respond",
+}
+"""Modbus exception codes (Modbus Application Protocol v1.1b3, section 7)."""
+
+
+__all__ = [
+    "AdapterError",
+    "CodecError",
+    "DeviceError",
+    "DeviceUnavailable",
+    "RegisterMapError",
+    "WriteRefused",
+]
+
+
+class DeviceUnavailable(AdapterError, ConnectionError):
+    """The device gave no usable answer after all retries (refused, timeout, reset, garbage)."""
+
+
+class DeviceError(AdapterError):
+    """The device answered with a Modbus exception response.
+
+    Parameters
+    ----------
+    code : int
+        The Modbus exception code (2 = illegal data address, 4 = server device failure ...).
+    message : str
+        What was asked, for the log.
+    """
+
+    def __init__(self, code: int, message: str = "") -> None:
+        self.code = code
+        name = EXCEPTION_NAMES.get(code, "unknown exception")
+        prefix = f"{message}: " if message else ""
+        super().__init__(f"{prefix}Modbus exception code {code} ({name})")
+
+
+class WriteRefused(AdapterError, ValueError):
+    """A write that is not sent: outside the allow-list of writable fields, or out of range."""
+
+
+class RegisterMapError(AdapterError, ValueError):
+    """A register map that cannot be used; the message names the map and the field."""
+
+
+class CodecError(AdapterError, ValueError):
+    """Registers that do not decode to the declared type, or a value that does not fit it."""
+
+
+__all__ = [
+    "EXCEPTION_NAMES",
+    "AdapterError",
+    "CodecError",
+    "DeviceError",
+    "DeviceUnavailable",
+    "RegisterMapError",
+    "WriteRefused",
+]
