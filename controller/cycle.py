@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from controller.bidding import Forecaster, Plan, plan_orders, setpoints_for
 from controller.config import SiteConfig
+from controller.restore import batch_from_dict, result_from_dict
 from controller.serialize import (
     batch_to_dict,
     book_to_dict,
@@ -317,7 +318,7 @@ class Cycle:
         stored = self.store.result(interval.interval_id)
         if stored is None or self.store.settlement(interval.interval_id) is not None:
             return None, ""
-        result = self._result_for_settlement(interval, stored)
+        result = result_from_dict(stored, interval)
         metered, leaves = self.metered(interval)
         try:
             batch = settle(
@@ -331,12 +332,6 @@ class Cycle:
             return None, f"settlement arithmetic failed: {exc}"
         return batch, ""
 
-    def _result_for_settlement(
-        self, interval: Interval, stored: Mapping[str, Any]
-    ) -> ClearingResult:
-        from controller.restore import result_from_dict  # noqa: PLC0415 - cold path helper
-
-        return result_from_dict(stored, interval)
 
     def _send(
         self, interval: Interval, batch: SettlementBatch | None, error: str
@@ -368,8 +363,6 @@ class Cycle:
 
     def resume_pending(self) -> list[SettlementReport]:
         """Resolve settlement intents left by a crash or a failure (chain asked first)."""
-        from controller.restore import batch_from_dict  # noqa: PLC0415
-
         reports = []
         for pending in self.store.pending_settlements():
             interval = Interval.from_id(pending.interval_id, self.site.interval_s)
