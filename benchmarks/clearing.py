@@ -38,11 +38,27 @@ def random_book(bus_names, n, seed=7):
         bus = rng.choice(bus_names)
         wh = rng.randint(100, 3000)
         if rng.random() < 0.5:
-            orders.append(Bid(order_id=f"b{i}", participant=f"p{i}", bus=bus, interval=IV,
-                              energy_wh=wh, limit_price=rng.randint(150_000, 400_000)))
+            orders.append(
+                Bid(
+                    order_id=f"b{i}",
+                    participant=f"p{i}",
+                    bus=bus,
+                    interval=IV,
+                    energy_wh=wh,
+                    limit_price=rng.randint(150_000, 400_000),
+                )
+            )
         else:
-            orders.append(Offer(order_id=f"s{i}", participant=f"p{i}", bus=bus, interval=IV,
-                                energy_wh=wh, limit_price=rng.randint(20_000, 250_000)))
+            orders.append(
+                Offer(
+                    order_id=f"s{i}",
+                    participant=f"p{i}",
+                    bus=bus,
+                    interval=IV,
+                    energy_wh=wh,
+                    limit_price=rng.randint(20_000, 250_000),
+                )
+            )
     return build_order_book(IV, orders)
 
 
@@ -63,13 +79,19 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     options = ClearingOptions()
-    print(f"{'grid':<30} {'orders':>6} {'peergrid s':>10} {'build':>7} {'solve':>7} "
-          f"{'extract':>7} {'AC it':>5} {'raw highs s':>11} {'ratio':>6}")
+    print(
+        f"{'grid':<30} {'orders':>6} {'peergrid s':>10} {'build':>7} {'solve':>7} "
+        f"{'extract':>7} {'AC it':>5} {'raw highs s':>11} {'ratio':>6}"
+    )
     for spec in args.grids:
         grid = load_grid(spec)
         grid = grid.at_time_step(48) if grid.profiles else grid.scaled(0.35)
         linear = build_linear_grid(grid)
-        names = [n for n in linear.network.bus_names if n != linear.network.bus_names[linear.network.slack]]
+        names = [
+            n
+            for n in linear.network.bus_names
+            if n != linear.network.bus_names[linear.network.slack]
+        ]
         for n in args.orders:
             book = random_book(names, n)
             times, res = [], None
@@ -84,8 +106,10 @@ def main() -> None:
                 raw = statistics.median(raw_highs_seconds(lp) for _ in range(args.repeat))
             e2e = statistics.median(times)
             s = res.solver
-            print(f"{spec:<30} {n:>6} {e2e:>10.3f} {s.build_s:>7.3f} {s.solve_s:>7.3f} "
-                  f"{s.extract_s:>7.3f} {res.iterations:>5} {raw:>11.4f} {e2e / raw:>6.1f}")
+            print(
+                f"{spec:<30} {n:>6} {e2e:>10.3f} {s.build_s:>7.3f} {s.solve_s:>7.3f} "
+                f"{s.extract_s:>7.3f} {res.iterations:>5} {raw:>11.4f} {e2e / raw:>6.1f}"
+            )
 
 
 if __name__ == "__main__":

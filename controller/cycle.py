@@ -332,7 +332,6 @@ class Cycle:
             return None, f"settlement arithmetic failed: {exc}"
         return batch, ""
 
-
     def _send(
         self, interval: Interval, batch: SettlementBatch | None, error: str
     ) -> SettlementReport | None:

@@ -113,9 +113,24 @@ class NetworkModel:
         if m and (self.from_bus.min() < 0 or self.to_bus.max() >= n):
             msg = "branch endpoint out of range"
             raise InvalidNetwork(msg)
-        children = np.bincount(self.to_bus, minlength=n) if m else np.zeros(n, dtype=np.int64)
-        if children[self.slack] != 0 or np.any(np.delete(children, self.slack) != 1):
+        parents = np.bincount(self.to_bus, minlength=n) if m else np.zeros(n, dtype=np.int64)
+        if parents[self.slack] != 0 or np.any(np.delete(parents, self.slack) != 1):
             msg = "every bus but the slack must have exactly one parent branch (radial feeder)"
+            raise InvalidNetwork(msg)
+        reached = np.zeros(n, dtype=bool)
+        reached[self.slack] = True
+        children: list[list[int]] = [[] for _ in range(n)]
+        for a, b in zip(self.from_bus.tolist(), self.to_bus.tolist(), strict=True):
+            children[a].append(b)
+        stack = [self.slack]
+        while stack:
+            for child in children[stack.pop()]:
+                if not reached[child]:
+                    reached[child] = True
+                    stack.append(child)
+        if not reached.all():
+            cut_off = [self.bus_names[i] for i in np.flatnonzero(~reached)[:5]]
+            msg = f"buses not connected to the slack (a cycle or an island): {cut_off}"
             raise InvalidNetwork(msg)
         if np.any(self.vm_min_pu > self.vm_max_pu):
             msg = "vm_min_pu above vm_max_pu at some bus"

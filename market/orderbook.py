@@ -7,8 +7,8 @@ book is valid or :class:`~market.errors.InvalidOrder` is raised.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Iterable, Mapping
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from market.domain import (
@@ -70,19 +70,18 @@ def _parse_int(row_label: str, field: str, raw: Any, *, minimum: int) -> int:  #
     if isinstance(raw, bool):
         msg = f"{row_label}: {field} must be a number, got {raw!r}"
         raise InvalidOrder(msg)
-    value: float
     if isinstance(raw, int):
-        value = raw
+        value = Decimal(raw)
     else:
         try:
-            value = float(str(raw).strip())
-        except ValueError:
+            value = Decimal(str(raw).strip().replace("_", ""))
+        except InvalidOperation:
             msg = f"{row_label}: {field} is not a number: {raw!r}"
             raise InvalidOrder(msg) from None
-    if not math.isfinite(value):
+    if not value.is_finite():
         msg = f"{row_label}: {field} must be finite, got {raw!r}"
         raise InvalidOrder(msg)
-    if value != int(value):
+    if value != value.to_integral_value():
         msg = f"{row_label}: {field} must be a whole number, got {raw!r}"
         raise InvalidOrder(msg)
     result = int(value)

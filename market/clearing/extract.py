@@ -2,16 +2,18 @@
 
 Rounding happens here and only through :func:`market.units.round_half_even`:
 
-* each order group's accepted energy [kWh float] -> Wh, clamped to ``[0, energy_wh]``;
+* each order group's accepted energy [kWh float] -> Wh, clamped to ``[0, energy_wh]``, with
+  both market sides rounded jointly so that they balance exactly;
 * a group's Wh are shared among its orders pro rata to their size, by largest remainder,
   ties to the smaller order id (deterministic, and no Wh is created or lost);
 * each bus's price = ``-dual`` of its energy balance [token units / kWh].
 
 Pay-as-clear at the bus price, clamped to the order's own limit: a buyer never pays more than
 its limit and a seller never receives less than its limit, even where rounding or a degenerate
-dual would say otherwise. The upstream grid trades the integer residual of the local orders at
-the slack bus's price, clamped to the tariffs (it sells at >= the import tariff and buys at <=
-the export tariff).
+dual would say otherwise. Both sides of the market are rounded to the same
+integer total (:func:`balanced_quantities`), so energy balances to the Wh and the upstream grid
+trades exactly what the LP traded with it, at exactly its tariffs; the difference to the slack
+bus's price (congestion at the upstream connection) goes to the community.
 """
 
 from __future__ import annotations
@@ -50,9 +52,60 @@ def share_pro_rata(group: OrderGroup, accepted_wh: int) -> dict[OrderId, int]:
     return shares
 
 
-def group_accepted_wh(group: OrderGroup, kwh: float) -> int:
-    """Accepted energy of a group [Wh] from the optimiser's kWh, rounded and clamped."""
-    return min(max(round_half_even(kwh * 1000.0), 0), group.energy_wh)
+def round_side(values_wh: list[float], caps_wh: list[int], total_wh: int) -> list[int]:
+    """Integer Wh per item summing exactly to ``total_wh``, each within ``[0, cap]``.
+
+    Largest remainder: every item gets the floor of its (clamped) value, and the units still
+    missing go to the largest fractional parts, ties to the earlier item (canonical order).
+    """
+    clamped = [min(max(v, 0.0), float(c)) for v, c in zip(values_wh, caps_wh, strict=True)]
+    floors = [min(int(v), c) for v, c in zip(clamped, caps_wh, strict=True)]
+    missing = total_wh - sum(floors)
+    order = sorted(range(len(clamped)), key=lambda i: (-(clamped[i] - floors[i]), i))
+    for i in order:
+        if missing <= 0:
+            break
+        if floors[i] < caps_wh[i]:
+            floors[i] += 1
+            missing -= 1
+    return floors
+
+
+def balanced_quantities(built: BuiltModel, outcome: SolveOutcome) -> tuple[list[int], int, int]:
+    """Accepted Wh per group and the grid's import/export [Wh], balanced exactly.
+
+    Rounding every group on its own can leave a few Wh that nobody sold (or bought), which
+    would then be booked against the grid at a tariff the LP never paid. Instead both sides
+    of the market (buys + grid export, sells + grid import) are rounded to the same integer
+    total with :func:`round_side`, so energy balances to the Wh and the grid trades only what
+    the LP traded with it. The total goes through :func:`market.units.round_half_even`.
+    """
+    groups = built.groups
+    kwh = outcome.accepted_kwh
+    buy_idx = [g for g, grp in enumerate(groups) if grp.side is Side.BUY]
+    sell_idx = [g for g, grp in enumerate(groups) if grp.side is Side.SELL]
+    big = 10**15  # the grid has no cap of its own here; network limits are in the LP
+    buy_vals = [float(kwh[g]) * 1000 for g in buy_idx] + [outcome.grid_export_kwh * 1000]
+    sell_vals = [float(kwh[g]) * 1000 for g in sell_idx] + [outcome.grid_import_kwh * 1000]
+    buy_caps = [groups[g].energy_wh for g in buy_idx] + [big]
+    sell_caps = [groups[g].energy_wh for g in sell_idx] + [big]
+    total = round_half_even(
+        (
+            sum(min(max(v, 0.0), c) for v, c in zip(buy_vals, buy_caps, strict=True))
+            + sum(min(max(v, 0.0), c) for v, c in zip(sell_vals, sell_caps, strict=True))
+        )
+        / 2
+    )
+    buys = round_side(buy_vals, buy_caps, total)
+    sells = round_side(sell_vals, sell_caps, total)
+    accepted = [0] * len(groups)
+    for g, wh in zip(buy_idx, buys, strict=False):
+        accepted[g] = wh
+    for g, wh in zip(sell_idx, sells, strict=False):
+        accepted[g] = wh
+    grid_export, grid_import = buys[-1], sells[-1]
+    net = min(grid_export, grid_import)  # never both: net them
+    return accepted, grid_import - net, grid_export - net
 
 
 def extract(
@@ -70,12 +123,13 @@ def extract(
     names = network.bus_names
     prices = [round_half_even(-d / CURRENCY_PER_UNIT) for d in outcome.balance_duals]
 
+    accepted_by_group, grid_import, grid_export = balanced_quantities(built, outcome)
     results: list[OrderResult] = []
     welfare_numerator = 0
     sellers: list[Leg] = []
     buyers: list[Leg] = []
     for g, group in enumerate(built.groups):
-        accepted = group_accepted_wh(group, float(outcome.accepted_kwh[g]))
+        accepted = accepted_by_group[g]
         bus_price = prices[group.bus]
         price = (
             min(bus_price, group.limit_price)
@@ -105,17 +159,15 @@ def extract(
 
     bought = sum(leg.remaining_wh for leg in buyers)
     sold = sum(leg.remaining_wh for leg in sellers)
-    grid_import = max(bought - sold, 0)
-    grid_export = max(sold - bought, 0)
-    slack_price = max(prices[network.slack], 0)
+    if bought + grid_export != sold + grid_import:  # pragma: no cover - guarded by construction
+        msg = f"unbalanced extraction: {bought} + {grid_export} != {sold} + {grid_import}"
+        raise AssertionError(msg)
+    # The grid is paid exactly its tariffs; any congestion rent at the slack goes to the
+    # community, like every other price difference.
     if grid_import:
-        sellers.append(
-            Leg(GRID, network.slack, None, grid_import, max(slack_price, options.import_price))
-        )
+        sellers.append(Leg(GRID, network.slack, None, grid_import, options.import_price))
     if grid_export:
-        buyers.append(
-            Leg(GRID, network.slack, None, grid_export, min(slack_price, options.export_price))
-        )
+        buyers.append(Leg(GRID, network.slack, None, grid_export, options.export_price))
     trades = match(interval, network, sellers, buyers)
 
     paid: dict[OrderId, int] = {}

@@ -1,0 +1,413 @@
+"""Settlement: cleared trades plus metered imbalance make one zero-sum batch.
+
+Literal cases use a real clearing on one bus (numbers derived in the docstrings); the
+properties use hand-built results with random trades and meters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from fractions import Fraction
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from market_factories import INTERVAL, bid, offer, radial_network
+
+from market.clearing import ClearingOptions, clear
+from market.domain import (
+    COMMUNITY,
+    GRID,
+    BusId,
+    ClearingResult,
+    ClearingStatus,
+    OrderId,
+    OrderResult,
+    ParticipantId,
+    Side,
+    Trade,
+    trade_to_dict,
+)
+from market.errors import SettlementError
+from market.merkle import EMPTY_ROOT, merkle_root
+from market.orderbook import build_order_book
+from market.settlement import MeteredEnergy, SettlementBatch, SettlementLine, settle
+from market.units import PricePerKwh, TokenUnits, Wh, buyer_payment, seller_revenue
+
+IMPORT = 300_001
+EXPORT = 80_001
+"""Imbalance tariffs [units / kWh], chosen so that 101 Wh is never a whole number of units."""
+
+ALICE = ParticipantId("alice")
+BOB = ParticipantId("bob")
+
+
+@pytest.fixture(scope="module")
+def cleared() -> ClearingResult:
+    """Bob offers 333 Wh @ 150k, alice bids 1000 Wh @ 200_001 on one bus (grid 300k / 80k).
+
+    Alice takes all 333 Wh of bob's (the rest would cost 300k from the grid); her bid is the
+    partly accepted one, so the price is 200_001 for both. 333 * 200_001 / 1000 = 66_600.333:
+    alice pays 66_601, bob receives 66_600, the community keeps 1.
+    """
+    book = build_order_book(
+        INTERVAL,
+        [bid("b-alice", "S", 1000, 200_001, "alice"), offer("s-bob", "S", 333, 150_000, "bob")],
+    )
+    result = clear(book, radial_network(["S"]), ClearingOptions())
+    assert result.status is ClearingStatus.CLEARED
+    assert result.accepted_wh == {"b-alice": 333, "s-bob": 333}
+    (trade,) = result.trades
+    assert (trade.buyer_amount, trade.seller_amount) == (66_601, 66_600)
+    return result
+
+
+def metered(participant: ParticipantId, import_wh: int, export_wh: int) -> MeteredEnergy:
+    return MeteredEnergy(participant=participant, import_wh=Wh(import_wh), export_wh=Wh(export_wh))
+
+
+def settle_with(result: ClearingResult, *readings: MeteredEnergy) -> SettlementBatch:
+    return settle(
+        result,
+        {m.participant: m for m in readings},
+        import_price=IMPORT,
+        export_price=EXPORT,
+    )
+
+
+def line_of(batch: SettlementBatch, participant: str) -> SettlementLine:
+    (line,) = [x for x in batch.lines if x.participant == participant]
+    return line
+
+
+def test_metered_as_cleared_pays_the_trades_only(cleared: ClearingResult) -> None:
+    batch = settle_with(cleared, metered(ALICE, 333, 0), metered(BOB, 0, 333))
+    assert dict(batch.amounts) == {ALICE: -66_601, BOB: 66_600, COMMUNITY: 1}
+    assert [a for a, _ in batch.amounts] == sorted(a for a, _ in batch.amounts)
+    for participant, amount in ((ALICE, -66_601), (BOB, 66_600)):
+        line = line_of(batch, participant)
+        assert line.metered
+        assert line.imbalance_wh == 0
+        assert line.imbalance_amount == 0
+        assert line.trade_amount == amount
+        assert line.net_amount == amount
+    assert line_of(batch, ALICE).cleared_buy_wh == 333
+    assert line_of(batch, BOB).cleared_sell_wh == 333
+    assert batch.debits == 66_601
+
+
+def test_over_consumption_buys_from_the_grid_at_the_import_tariff(
+    cleared: ClearingResult,
+) -> None:
+    """Alice meters 434 Wh, cleared 333: 101 Wh * 300_001 / 1000 = 30_300.101 units.
+
+    She pays the ceiling 30_301, GRID receives the floor 30_300, the community the 1 between.
+    """
+    batch = settle_with(cleared, metered(ALICE, 434, 0), metered(BOB, 0, 333))
+    line = line_of(batch, ALICE)
+    assert line.imbalance_wh == 101
+    assert line.imbalance_amount == -30_301
+    assert line.net_amount == -66_601 - 30_301
+    assert dict(batch.amounts) == {
+        ALICE: -66_601 - 30_301,
+        BOB: 66_600,
+        GRID: 30_300,
+        COMMUNITY: 1 + 1,
+    }
+
+
+def test_under_consumption_sells_to_the_grid_at_the_export_tariff(
+    cleared: ClearingResult,
+) -> None:
+    """Alice meters 232 Wh, cleared 333: 101 Wh * 80_001 / 1000 = 8_080.101 units.
+
+    GRID pays the ceiling 8_081, alice receives the floor 8_080.
+    """
+    batch = settle_with(cleared, metered(ALICE, 232, 0), metered(BOB, 0, 333))
+    line = line_of(batch, ALICE)
+    assert line.imbalance_wh == -101
+    assert line.imbalance_amount == 8_080
+    assert dict(batch.amounts) == {
+        ALICE: -66_601 + 8_080,
+        BOB: 66_600,
+        GRID: -8_081,
+        COMMUNITY: 1 + 1,
+    }
+
+
+def test_under_production_is_bought_from_the_grid(cleared: ClearingResult) -> None:
+    """Bob sold 333 Wh but fed in 300: he took 33 Wh more than cleared, at the import tariff:
+    33 * 300_001 / 1000 = 9_900.033 -> he pays 9_901."""
+    batch = settle_with(cleared, metered(ALICE, 333, 0), metered(BOB, 0, 300))
+    line = line_of(batch, BOB)
+    assert line.imbalance_wh == 33
+    assert line.imbalance_amount == -9_901
+    assert dict(batch.amounts)[BOB] == 66_600 - 9_901
+    assert dict(batch.amounts)[GRID] == 9_900
+
+
+def test_net_metering_uses_import_minus_export(cleared: ClearingResult) -> None:
+    """Alice imports 400 and exports 67 Wh: net 333, exactly as cleared."""
+    batch = settle_with(cleared, metered(ALICE, 400, 67), metered(BOB, 10, 343))
+    assert all(line.imbalance_wh == 0 for line in batch.lines)
+    assert dict(batch.amounts) == {ALICE: -66_601, BOB: 66_600, COMMUNITY: 1}
+
+
+def test_missing_participant_is_flagged_and_settled_as_cleared(cleared: ClearingResult) -> None:
+    batch = settle_with(cleared, metered(BOB, 0, 100))
+    line = line_of(batch, ALICE)
+    assert not line.metered
+    assert line.imbalance_wh == 0
+    assert line.imbalance_amount == 0
+    assert line.trade_amount == -66_601
+    assert "no reading" in line.reason
+    assert line_of(batch, BOB).metered
+    assert dict(batch.amounts)[ALICE] == -66_601
+
+
+def test_incomplete_reading_is_flagged_with_its_reason(cleared: ClearingResult) -> None:
+    partial = MeteredEnergy(
+        participant=ALICE,
+        import_wh=Wh(5000),
+        export_wh=Wh(0),
+        complete=False,
+        reason="meter m-7 MISSING at interval end",
+    )
+    batch = settle_with(cleared, partial, metered(BOB, 0, 333))
+    line = line_of(batch, ALICE)
+    assert not line.metered
+    assert line.imbalance_wh == 0
+    assert line.metered_import_wh == 5000
+    assert "meter m-7 MISSING at interval end" in line.reason
+    assert GRID not in dict(batch.amounts)
+
+
+def test_metered_participant_without_orders_settles_imbalance_only(
+    cleared: ClearingResult,
+) -> None:
+    """Carol did not trade but took 10 Wh: 10 * 300_001 / 1000 = 3000.01 -> she pays 3001."""
+    carol = ParticipantId("carol")
+    batch = settle_with(
+        cleared, metered(ALICE, 333, 0), metered(BOB, 0, 333), metered(carol, 10, 0)
+    )
+    line = line_of(batch, carol)
+    assert (line.cleared_buy_wh, line.cleared_sell_wh, line.imbalance_wh) == (0, 0, 10)
+    assert dict(batch.amounts)[carol] == -3001
+
+
+def test_negative_metered_energy_is_refused() -> None:
+    with pytest.raises(SettlementError, match="counter go backwards"):
+        MeteredEnergy(participant=ALICE, import_wh=Wh(-1), export_wh=Wh(0))
+    with pytest.raises(SettlementError, match=">= 0 Wh"):
+        MeteredEnergy(participant=ALICE, import_wh=Wh(0), export_wh=Wh(-5))
+
+
+def test_batch_must_sum_to_zero() -> None:
+    with pytest.raises(SettlementError, match="sums to 1, not 0"):
+        SettlementBatch(
+            interval=INTERVAL,
+            lines=(),
+            amounts=((ALICE, TokenUnits(-5)), (BOB, TokenUnits(6))),
+            trades_root=EMPTY_ROOT,
+            readings_root=EMPTY_ROOT,
+            import_price=IMPORT,
+            export_price=EXPORT,
+        )
+
+
+def test_roots_commit_to_trades_and_readings(cleared: ClearingResult) -> None:
+    leaves = [{"device": "m1", "import_wh_total": 10}, {"device": "m2", "import_wh_total": 7}]
+    batch = settle(
+        cleared,
+        {ALICE: metered(ALICE, 333, 0)},
+        import_price=IMPORT,
+        export_price=EXPORT,
+        reading_leaves=leaves,
+    )
+    assert batch.trades_root == merkle_root(trade_to_dict(t) for t in cleared.trades)
+    assert batch.readings_root == merkle_root(leaves)
+    assert settle_with(cleared).readings_root == EMPTY_ROOT
+
+
+def test_batch_id_is_deterministic_and_commits_to_every_amount(cleared: ClearingResult) -> None:
+    readings = [metered(ALICE, 434, 0), metered(BOB, 0, 300)]
+    batch = settle_with(cleared, *readings)
+    assert settle_with(cleared, *reversed(readings)).batch_id == batch.batch_id
+    assert len(batch.batch_id) == 64
+
+    ids = {batch.batch_id}
+    amounts = list(batch.amounts)
+    for i in range(len(amounts)):
+        j = (i + 1) % len(amounts)
+        moved = list(amounts)
+        moved[i] = (moved[i][0], TokenUnits(moved[i][1] + 1))
+        moved[j] = (moved[j][0], TokenUnits(moved[j][1] - 1))
+        ids.add(dataclasses.replace(batch, amounts=tuple(moved)).batch_id)
+    assert len(ids) == 1 + len(amounts)
+
+    one_more_wh = settle_with(cleared, metered(ALICE, 435, 0), metered(BOB, 0, 300))
+    assert one_more_wh.batch_id != batch.batch_id
+    other_interval = dataclasses.replace(batch, interval=INTERVAL.next())
+    assert other_interval.batch_id != batch.batch_id
+    other_root = dataclasses.replace(batch, readings_root=b"\x01" * 32)
+    assert other_root.batch_id != batch.batch_id
+
+
+# ---------------------------------------------------------------------- properties
+
+PEOPLE = [ParticipantId(p) for p in ("alice", "bob", "carol", "dave")]
+
+TRADES = st.lists(
+    st.tuples(
+        st.sampled_from([*PEOPLE, GRID]),  # seller
+        st.sampled_from([*PEOPLE, GRID]),  # buyer
+        st.integers(1, 5000),  # Wh
+        st.integers(0, 500_000),  # seller price
+        st.integers(0, 200_000),  # buyer price above the seller's
+    ).filter(lambda t: t[0] != t[1]),
+    max_size=10,
+)
+METERED = st.dictionaries(
+    st.sampled_from(PEOPLE),
+    st.tuples(st.integers(0, 20_000), st.integers(0, 20_000), st.booleans()),
+)
+
+
+def hand_result(rows: list[tuple[ParticipantId, ParticipantId, int, int, int]]) -> ClearingResult:
+    """A result whose orders are exactly its trades (one buy and one sell order per trade)."""
+    trades: list[Trade] = []
+    orders: list[OrderResult] = []
+    for i, (seller, buyer, wh, s_price, premium) in enumerate(rows):
+        b_price = s_price + premium
+        trade = Trade(
+            interval=INTERVAL,
+            seller=seller,
+            buyer=buyer,
+            seller_bus=BusId("S"),
+            buyer_bus=BusId("S"),
+            seller_order=None if seller == GRID else OrderId(f"s{i}"),
+            buyer_order=None if buyer == GRID else OrderId(f"b{i}"),
+            energy_wh=Wh(wh),
+            seller_price=PricePerKwh(s_price),
+            buyer_price=PricePerKwh(b_price),
+            buyer_amount=buyer_payment(wh, b_price),
+            seller_amount=seller_revenue(wh, s_price),
+        )
+        trades.append(trade)
+        for who, oid, side, price, amount in (
+            (seller, trade.seller_order, Side.SELL, s_price, trade.seller_amount),
+            (buyer, trade.buyer_order, Side.BUY, b_price, trade.buyer_amount),
+        ):
+            if oid is not None:
+                orders.append(
+                    OrderResult(
+                        order_id=oid,
+                        participant=who,
+                        bus=BusId("S"),
+                        side=side,
+                        accepted_wh=Wh(wh),
+                        price=PricePerKwh(price),
+                        amount=amount,
+                    )
+                )
+    return ClearingResult(
+        interval=INTERVAL,
+        status=ClearingStatus.CLEARED,
+        reason="built by hand",
+        orders=tuple(orders),
+        prices=(),
+        grid_import_wh=Wh(0),
+        grid_export_wh=Wh(0),
+        trades=tuple(trades),
+        welfare=TokenUnits(0),
+        community_rent=TokenUnits(sum(t.buyer_amount - t.seller_amount for t in trades)),
+        solver=None,
+    )
+
+
+@settings(max_examples=150)
+@given(TRADES, METERED, st.integers(0, 500_000), st.integers(0, 500_000))
+def test_batch_is_zero_sum_and_lines_add_up(
+    rows: list[tuple[ParticipantId, ParticipantId, int, int, int]],
+    meters: dict[ParticipantId, tuple[int, int, bool]],
+    tariff_a: int,
+    tariff_b: int,
+) -> None:
+    export_price, import_price = sorted((tariff_a, tariff_b))
+    result = hand_result(rows)
+    readings = {
+        p: MeteredEnergy(
+            participant=p,
+            import_wh=Wh(imp),
+            export_wh=Wh(exp),
+            complete=complete,
+            reason="" if complete else "device missing",
+        )
+        for p, (imp, exp, complete) in meters.items()
+    }
+    batch = settle(result, readings, import_price=import_price, export_price=export_price)
+    amounts = dict(batch.amounts)
+    assert sum(amounts.values()) == 0
+    assert len(amounts) == len(batch.amounts)
+    assert 0 not in amounts.values()
+
+    bought: dict[ParticipantId, int] = defaultdict(int)
+    sold: dict[ParticipantId, int] = defaultdict(int)
+    for t in result.trades:
+        bought[t.buyer] += t.energy_wh
+        sold[t.seller] += t.energy_wh
+    expected_people = ({*bought, *sold} - {GRID}) | set(readings)
+    assert {line.participant for line in batch.lines} == expected_people
+
+    remainders = 0
+    for line in batch.lines:
+        p = line.participant
+        assert amounts.get(p, 0) == line.net_amount
+        assert (line.cleared_buy_wh, line.cleared_sell_wh) == (bought[p], sold[p])
+        reading = readings.get(p)
+        if reading is None or not reading.complete:
+            assert not line.metered
+            assert (line.imbalance_wh, line.imbalance_amount) == (0, 0)
+            continue
+        assert line.metered
+        imbalance = (reading.import_wh - reading.export_wh) - (bought[p] - sold[p])
+        assert line.imbalance_wh == imbalance
+        tariff = import_price if imbalance > 0 else export_price
+        exact = Fraction(abs(imbalance) * tariff, 1000)
+        if imbalance > 0:  # pays at least the exact amount, less than one unit more
+            assert exact <= -line.imbalance_amount < exact + 1
+        else:  # receives at most the exact amount, less than one unit less
+            assert exact - 1 < line.imbalance_amount <= exact
+        remainders += exact.denominator != 1
+
+    # the community keeps every trade's spread and one unit per inexact imbalance payment
+    spread = sum(t.buyer_amount - t.seller_amount for t in result.trades)
+    assert amounts.get(COMMUNITY, 0) == spread + remainders
+    assert amounts.get(COMMUNITY, 0) >= 0  # every trade here has buyer price >= seller price
+    assert batch.debits == sum(a for a in amounts.values() if a > 0)
+
+
+@settings(max_examples=50)
+@given(TRADES)
+def test_metered_equal_to_cleared_has_no_imbalance(
+    rows: list[tuple[ParticipantId, ParticipantId, int, int, int]],
+) -> None:
+    result = hand_result(rows)
+    net: dict[ParticipantId, int] = defaultdict(int)
+    for t in result.trades:
+        net[t.buyer] += t.energy_wh
+        net[t.seller] -= t.energy_wh
+    readings = {
+        p: MeteredEnergy(participant=p, import_wh=Wh(max(n, 0)), export_wh=Wh(max(-n, 0)))
+        for p, n in net.items()
+        if p != GRID
+    }
+    batch = settle(result, readings, import_price=IMPORT, export_price=EXPORT)
+    assert all(line.metered and line.imbalance_wh == 0 for line in batch.lines)
+    trade_amount: dict[ParticipantId, int] = defaultdict(int)
+    for t in result.trades:
+        trade_amount[t.buyer] -= t.buyer_amount
+        trade_amount[t.seller] += t.seller_amount
+        trade_amount[COMMUNITY] += t.buyer_amount - t.seller_amount
+    assert dict(batch.amounts) == {p: a for p, a in trade_amount.items() if a}
