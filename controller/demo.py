@@ -365,7 +365,8 @@ def format_table(report: dict[str, Any]) -> str:
     )
     a = report["audit"]
     lines.append(
-        f"audit: {a['verified']}/{a['records']} interval records match the chain"
+        f"audit: {a['verified']}/{a['records']} interval records match the chain and "
+        "re-clear to identical results"
         + ("" if not a["problems"] else f"; problems: {a['problems']}")
     )
     lines.append(
