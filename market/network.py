@@ -18,7 +18,7 @@ Conventions
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -65,6 +65,13 @@ class NetworkModel:
         Limits of the upstream connection [W]; ``inf`` for none.
     notes : tuple of str
         Human-readable notes from the producer (e.g. relaxed base-case violations).
+    losses : bool
+        Whether the clearing accounts for (linearised) branch losses.
+    p_op_w : ndarray of float, optional
+        Active flow per branch at the operating point the losses are linearised around [W];
+        ``None`` for the base case's flows.
+    aliases : tuple of (BusId, int)
+        Other names of a bus (pandapower buses fused by closed bus-bus switches) -> index.
     """
 
     bus_names: tuple[BusId, ...]
@@ -86,6 +93,10 @@ class NetworkModel:
     slack_import_max_w: float = float("inf")
     slack_export_max_w: float = float("inf")
     notes: tuple[str, ...] = ()
+    losses: bool = False
+    p_op_w: NDArray[np.float64] | None = None
+    aliases: tuple[tuple[BusId, int], ...] = ()
+    bfs_order: NDArray[np.int64] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.bus_names)
@@ -122,12 +133,15 @@ class NetworkModel:
         children: list[list[int]] = [[] for _ in range(n)]
         for a, b in zip(self.from_bus.tolist(), self.to_bus.tolist(), strict=True):
             children[a].append(b)
-        stack = [self.slack]
-        while stack:
-            for child in children[stack.pop()]:
+        order = [self.slack]
+        head = 0
+        while head < len(order):
+            for child in children[order[head]]:
                 if not reached[child]:
                     reached[child] = True
-                    stack.append(child)
+                    order.append(child)
+            head += 1
+        object.__setattr__(self, "bfs_order", np.array(order, dtype=np.int64))
         if not reached.all():
             cut_off = [self.bus_names[i] for i in np.flatnonzero(~reached)[:5]]
             msg = f"buses not connected to the slack (a cycle or an island): {cut_off}"
@@ -147,8 +161,11 @@ class NetworkModel:
         return len(self.from_bus)
 
     def bus_index(self) -> dict[BusId, int]:
-        """Map bus name -> index."""
-        return {name: i for i, name in enumerate(self.bus_names)}
+        """Map bus name (and alias) -> index."""
+        index = {name: i for i, name in enumerate(self.bus_names)}
+        for alias, i in self.aliases:
+            index.setdefault(alias, i)
+        return index
 
     def parents(self) -> NDArray[np.int64]:
         """Parent bus of each bus (-1 for the slack)."""
@@ -161,19 +178,12 @@ class NetworkModel:
         parent = self.parents()
         branch_of = np.full(self.n_bus, -1, dtype=np.int64)
         branch_of[self.to_bus] = np.arange(self.n_branch)
-        depth = np.full(self.n_bus, -1, dtype=np.int64)
+        depth = np.zeros(self.n_bus, dtype=np.int64)
         path_r = np.zeros(self.n_bus)
-        depth[self.slack] = 0
-        for start in range(self.n_bus):
-            chain = []
-            b = start
-            while depth[b] < 0:
-                chain.append(b)
-                b = int(parent[b])
-            for node in reversed(chain):
-                p = int(parent[node])
-                depth[node] = depth[p] + 1
-                path_r[node] = path_r[p] + self.r_pu[branch_of[node]]
+        for node in self.bfs_order[1:].tolist():
+            p = parent[node]
+            depth[node] = depth[p] + 1
+            path_r[node] = path_r[p] + self.r_pu[branch_of[node]]
         return depth, path_r
 
     def with_changes(self, **changes: object) -> NetworkModel:

@@ -7,11 +7,13 @@ when the status is ok. Infeasibility and time limits are statuses, not exception
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from market.clearing.extract import extract
-from market.clearing.model import ClearingOptions, build_model
-from market.clearing.solve import solve, solver_version
+from market.clearing.lp import LpData, build_lp
+from market.clearing.model import BuiltModel, ClearingOptions, build_model
+from market.clearing.solve import solve, solve_lp, solver_version
 from market.domain import ClearingResult, ClearingStatus, OrderBook, SolverReport
 from market.network import NetworkModel
 from market.units import TokenUnits, Wh
@@ -57,9 +59,15 @@ def clear(book: OrderBook, network: NetworkModel, options: ClearingOptions) -> C
         TIME_LIMIT / SOLVER_ERROR accepting nothing, with the reason in words.
     """
     started = time.perf_counter()
-    built = build_model(book, network, options)
-    build_s = time.perf_counter() - started
-    outcome = solve(built, options)
+    built: BuiltModel | LpData
+    if options.engine == "pyomo":
+        built = build_model(book, network, options)
+        build_s = time.perf_counter() - started
+        outcome = solve(built, options)
+    else:
+        built = build_lp(book, network, options)
+        build_s = time.perf_counter() - started
+        outcome = solve_lp(built, options)
     if not outcome.status.is_ok:
         report = SolverReport(
             name="highs",
@@ -78,10 +86,10 @@ def clear(book: OrderBook, network: NetworkModel, options: ClearingOptions) -> C
         return empty_result(book, outcome.status, reason, report)
     t0 = time.perf_counter()
     result = extract(built, outcome, options, book.interval, (build_s, outcome.solve_s))
+    if isinstance(built, LpData) and built.notes:
+        result = dataclasses.replace(result, reason=result.reason + "; " + "; ".join(built.notes))
     extract_s = time.perf_counter() - t0
     if result.solver is not None:
-        import dataclasses  # noqa: PLC0415
-
         result = dataclasses.replace(
             result, solver=dataclasses.replace(result.solver, extract_s=extract_s)
         )

@@ -18,9 +18,11 @@ bus's price (congestion at the upstream connection) goes to the community.
 
 from __future__ import annotations
 
+from market.clearing.lp import LpData
 from market.clearing.model import CURRENCY_PER_UNIT, BuiltModel, ClearingOptions, OrderGroup
 from market.clearing.solve import SolveOutcome
 from market.domain import (
+    COMMUNITY,
     GRID,
     BusId,
     ClearingResult,
@@ -71,14 +73,21 @@ def round_side(values_wh: list[float], caps_wh: list[int], total_wh: int) -> lis
     return floors
 
 
-def balanced_quantities(built: BuiltModel, outcome: SolveOutcome) -> tuple[list[int], int, int]:
+def balanced_quantities(
+    built: BuiltModel | LpData, outcome: SolveOutcome
+) -> tuple[list[int], int, int, int]:
     """Accepted Wh per group and the grid's import/export [Wh], balanced exactly.
 
     Rounding every group on its own can leave a few Wh that nobody sold (or bought), which
     would then be booked against the grid at a tariff the LP never paid. Instead both sides
     of the market (buys + grid export, sells + grid import) are rounded to the same integer
     total with :func:`round_side`, so energy balances to the Wh and the grid trades only what
-    the LP traded with it. The total goes through :func:`market.units.round_half_even`.
+    the LP traded with it. The totals go through :func:`market.units.round_half_even`.
+
+    With losses, the sell side (sells + grid import) exceeds the buy side (buys + grid export)
+    by the market's incremental losses; each side is rounded to its own total and the fourth
+    value returned is the loss energy [Wh] (negative when the market *reduces* the feeder's
+    losses). Without losses the two totals are one.
     """
     groups = built.groups
     kwh = outcome.accepted_kwh
@@ -89,15 +98,15 @@ def balanced_quantities(built: BuiltModel, outcome: SolveOutcome) -> tuple[list[
     sell_vals = [float(kwh[g]) * 1000 for g in sell_idx] + [outcome.grid_import_kwh * 1000]
     buy_caps = [groups[g].energy_wh for g in buy_idx] + [big]
     sell_caps = [groups[g].energy_wh for g in sell_idx] + [big]
-    total = round_half_even(
-        (
-            sum(min(max(v, 0.0), c) for v, c in zip(buy_vals, buy_caps, strict=True))
-            + sum(min(max(v, 0.0), c) for v, c in zip(sell_vals, sell_caps, strict=True))
-        )
-        / 2
-    )
-    buys = round_side(buy_vals, buy_caps, total)
-    sells = round_side(sell_vals, sell_caps, total)
+    buy_total = sum(min(max(v, 0.0), c) for v, c in zip(buy_vals, buy_caps, strict=True))
+    sell_total = sum(min(max(v, 0.0), c) for v, c in zip(sell_vals, sell_caps, strict=True))
+    if built.network.losses:
+        total_buy = round_half_even(buy_total)
+        total_sell = round_half_even(sell_total)
+    else:
+        total_buy = total_sell = round_half_even((buy_total + sell_total) / 2)
+    buys = round_side(buy_vals, buy_caps, total_buy)
+    sells = round_side(sell_vals, sell_caps, total_sell)
     accepted = [0] * len(groups)
     for g, wh in zip(buy_idx, buys, strict=False):
         accepted[g] = wh
@@ -105,11 +114,62 @@ def balanced_quantities(built: BuiltModel, outcome: SolveOutcome) -> tuple[list[
         accepted[g] = wh
     grid_export, grid_import = buys[-1], sells[-1]
     net = min(grid_export, grid_import)  # never both: net them
-    return accepted, grid_import - net, grid_export - net
+    return accepted, grid_import - net, grid_export - net, total_sell - total_buy
+
+
+def settlement_prices(
+    built: BuiltModel | LpData,
+    accepted_by_group: list[int],
+    bus_prices: list[int],
+    mechanism: str,
+) -> tuple[list[int], str]:
+    """The price each group's orders settle at, and a note for the reason.
+
+    * ``nodal``: the group's bus price, clamped to the group's limit (buyers never above,
+      sellers never below);
+    * ``uniform``: one price for every accepted order, the slack bus's price moved into the
+      range that respects every accepted limit ``[max sell limit, min buy limit]``; when
+      congestion leaves that range empty, each order is clamped to its own limit (noted);
+    * ``pay-as-bid``: every order at its own limit.
+    """
+    groups = built.groups
+    if mechanism == "pay-as-bid":
+        return [g.limit_price for g in groups], "pay-as-bid: every order at its limit"
+    if mechanism == "uniform":
+        sells = [
+            g.limit_price
+            for g, a in zip(groups, accepted_by_group, strict=True)
+            if a and g.side is Side.SELL
+        ]
+        buys = [
+            g.limit_price
+            for g, a in zip(groups, accepted_by_group, strict=True)
+            if a and g.side is Side.BUY
+        ]
+        lo, hi = max(sells, default=0), min(buys, default=10**18)
+        ref = bus_prices[built.network.slack]
+        note = ""
+        if lo > hi:
+            note = (
+                f"uniform: no single price respects every limit (sells up to {lo}, buys from "
+                f"{hi}) because the network binds; orders clamped to their limits"
+            )
+        uniform = min(max(ref, lo), hi) if lo <= hi else ref
+        out = [
+            min(uniform, g.limit_price) if g.side is Side.BUY else max(uniform, g.limit_price)
+            for g in groups
+        ]
+        return out, note or f"uniform price {uniform}"
+    return [
+        min(bus_prices[g.bus], g.limit_price)
+        if g.side is Side.BUY
+        else max(bus_prices[g.bus], g.limit_price)
+        for g in groups
+    ], ""
 
 
 def extract(
-    built: BuiltModel,
+    built: BuiltModel | LpData,
     outcome: SolveOutcome,
     options: ClearingOptions,
     interval: Interval,
@@ -117,26 +177,24 @@ def extract(
 ) -> ClearingResult:
     """Build the result of a solved model (``outcome.status`` must be ok).
 
-    ``timings`` are the build and solve times [s] for the solver report.
+    ``timings`` are the build and solve times [s] for the solver report. ``prices`` in the
+    result are always the nodal prices (the duals: what energy is worth at each bus); each
+    order's ``price`` is what it settles at under ``options.mechanism``.
     """
     network = built.network
     names = network.bus_names
-    prices = [round_half_even(-d / CURRENCY_PER_UNIT) for d in outcome.balance_duals]
-
-    accepted_by_group, grid_import, grid_export = balanced_quantities(built, outcome)
+    prices = [max(round_half_even(-d / CURRENCY_PER_UNIT), 0) for d in outcome.balance_duals]
+    accepted_by_group, grid_import, grid_export, loss_wh = balanced_quantities(built, outcome)
+    group_prices, price_note = settlement_prices(
+        built, accepted_by_group, prices, options.mechanism
+    )
     results: list[OrderResult] = []
     welfare_numerator = 0
     sellers: list[Leg] = []
     buyers: list[Leg] = []
     for g, group in enumerate(built.groups):
         accepted = accepted_by_group[g]
-        bus_price = prices[group.bus]
-        price = (
-            min(bus_price, group.limit_price)
-            if group.side is Side.BUY
-            else max(bus_price, group.limit_price)
-        )
-        price = max(price, 0)
+        price = max(group_prices[g], 0)
         sign = 1 if group.side is Side.BUY else -1
         welfare_numerator += sign * accepted * group.limit_price
         shares = share_pro_rata(group, accepted)
@@ -159,8 +217,11 @@ def extract(
 
     bought = sum(leg.remaining_wh for leg in buyers)
     sold = sum(leg.remaining_wh for leg in sellers)
-    if bought + grid_export != sold + grid_import:  # pragma: no cover - guarded by construction
-        msg = f"unbalanced extraction: {bought} + {grid_export} != {sold} + {grid_import}"
+    if bought + grid_export + loss_wh != sold + grid_import:  # pragma: no cover
+        msg = (
+            f"unbalanced extraction: {bought} + {grid_export} + losses {loss_wh} "
+            f"!= {sold} + {grid_import}"
+        )
         raise AssertionError(msg)
     # The grid is paid exactly its tariffs; any congestion rent at the slack goes to the
     # community, like every other price difference.
@@ -168,6 +229,13 @@ def extract(
         sellers.append(Leg(GRID, network.slack, None, grid_import, options.import_price))
     if grid_export:
         buyers.append(Leg(GRID, network.slack, None, grid_export, options.export_price))
+    # The market's incremental losses are bought (or, when it reduces the feeder's losses,
+    # sold) by the community at the slack bus's price, paid from the loss rent.
+    slack_price = prices[network.slack]
+    if loss_wh > 0:
+        buyers.append(Leg(COMMUNITY, network.slack, None, loss_wh, slack_price))
+    elif loss_wh < 0:
+        sellers.append(Leg(COMMUNITY, network.slack, None, -loss_wh, slack_price))
     trades = match(interval, network, sellers, buyers)
 
     paid: dict[OrderId, int] = {}
@@ -189,12 +257,23 @@ def extract(
         for r in sorted(results, key=lambda r: r.order_id)
     )
     welfare_numerator += grid_export * options.export_price - grid_import * options.import_price
+    # What the community nets from the trades: every buyer/seller spread (congestion, loss and
+    # rounding rent) less what it paid for the market's losses (or plus what it sold).
     rent = sum(t.buyer_amount - t.seller_amount for t in trades)
+    rent -= sum(t.buyer_amount for t in trades if t.buyer == COMMUNITY)
+    rent += sum(t.seller_amount for t in trades if t.seller == COMMUNITY)
     cleared_any = bool(bought or sold)
     status = ClearingStatus.CLEARED if cleared_any else ClearingStatus.NO_CROSSING
-    reason = (
-        f"cleared {bought} Wh bought, {sold} Wh sold locally; grid import {grid_import} Wh, "
+    parts = [
+        f"cleared {bought} Wh bought, {sold} Wh sold; grid import {grid_import} Wh, "
         f"export {grid_export} Wh"
+    ]
+    if loss_wh:
+        parts.append(f"incremental losses {loss_wh} Wh (bought by the community)")
+    if price_note:
+        parts.append(price_note)
+    reason = (
+        "; ".join(parts)
         if cleared_any
         else "no order crossed: no bid meets an offer or a grid tariff"
     )

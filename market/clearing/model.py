@@ -1,4 +1,9 @@
-r"""Build the welfare-maximising double auction as a pyomo LP (no solve here).
+r"""The welfare-maximising double auction as an algebraic pyomo model (the reference path).
+
+The production path builds the same LP as sparse arrays (:mod:`market.clearing.lp`, whose
+docstring has the exact constraints, including losses and the exact thermal bounds); this
+module keeps the shared option and grouping types and the readable pyomo model that the tests
+check the fast path against. The maths below is the lossless core.
 
 Orders are aggregated into *groups* of equal (bus, side, limit price): one variable per group,
 never one per order and bus. The network is a LinDistFlow model of a radial feeder (Baran & Wu
@@ -45,13 +50,14 @@ from dataclasses import dataclass
 import pyomo.environ as pyo
 
 from market.domain import BusId, Order, OrderBook, Side
-from market.errors import InvalidNetwork, InvalidOrder
+from market.errors import InvalidOrder
 from market.network import NetworkModel
 
 CURRENCY_PER_UNIT = 1e-6
 """The objective is in currency (token base units x 1e-6), which keeps coefficients near 1."""
 
 N_FACETS = 8
+MECHANISMS = ("nodal", "uniform", "pay-as-bid")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,13 +74,21 @@ class ClearingOptions:
     time_limit_s : float
         Wall-clock limit for the solver [s].
     mechanism : str
-        ``"nodal"`` (pay-as-clear at each bus's price, the default).
+        ``"nodal"`` (pay-as-clear at each bus's price, the default), ``"uniform"`` (one price
+        for all) or ``"pay-as-bid"`` (every order at its own limit).
+    engine : str
+        ``"highspy"`` (sparse arrays straight into HiGHS, the default) or ``"pyomo"`` (the
+        algebraic reference model through pyomo).
+    solver : str
+        HiGHS's ``solver`` option: ``"choose"``, ``"simplex"`` or ``"ipm"``.
     """
 
     import_price: int = 300_000
     export_price: int = 80_000
     time_limit_s: float = 10.0
     mechanism: str = "nodal"
+    engine: str = "highspy"
+    solver: str = "choose"
 
     def __post_init__(self) -> None:
         if self.import_price < 0 or self.export_price < 0:
@@ -86,8 +100,16 @@ class ClearingOptions:
                 "would let the market buy from the grid to sell back at a profit"
             )
             raise InvalidOrder(msg)
-        if self.mechanism != "nodal":
-            msg = f"unknown pricing mechanism {self.mechanism!r}; available: nodal"
+        if self.mechanism not in MECHANISMS:
+            msg = (
+                f"unknown pricing mechanism {self.mechanism!r}; available: {', '.join(MECHANISMS)}"
+            )
+            raise InvalidOrder(msg)
+        if self.engine not in {"highspy", "pyomo"}:
+            msg = f"unknown engine {self.engine!r}; available: highspy, pyomo"
+            raise InvalidOrder(msg)
+        if self.solver not in {"choose", "simplex", "ipm"}:
+            msg = f"unknown solver {self.solver!r}; available: choose, simplex, ipm"
             raise InvalidOrder(msg)
         if not self.time_limit_s > 0:
             msg = "time_limit_s must be > 0"
@@ -139,35 +161,52 @@ def group_orders(book: OrderBook, network: NetworkModel) -> tuple[OrderGroup, ..
 
 
 def build_model(book: OrderBook, network: NetworkModel, options: ClearingOptions) -> BuiltModel:
-    """Build the LP of the module docstring for ``book`` on ``network`` (no solve).
+    """Build the clearing LP as an algebraic pyomo model (no solve).
+
+    The reference formulation: the same maths as :mod:`market.clearing.lp` (read its
+    docstring), written constraint by constraint, so the fast path can be checked against it.
 
     Returns
     -------
     BuiltModel
         The pyomo model with a ``dual`` import suffix, and the order groups in variable order.
     """
-    if book.interval.length_s <= 0:
-        msg = "interval length must be positive"
-        raise InvalidNetwork(msg)
+    from market.clearing.lp import operating_point, subtree_sums  # noqa: PLC0415 - no cycle
+
     h = book.interval.hours
     groups = group_orders(book, network)
     n, nk = network.n_bus, network.n_branch
+    s_kva = network.s_base_va / 1000.0
     base_kw = network.base_p_w / 1000.0
-    base_kvar = network.base_q_var / 1000.0
-    s_base_kva = network.s_base_va / 1000.0
     slack = network.slack
+    p_op, q0 = operating_point(network)
+    if network.losses:
+        beta = 2.0 * network.r_pu * p_op / s_kva
+        alpha = network.r_pu * (q0**2 - p_op**2) / s_kva
+        loss_base = float(sum(alpha + beta * subtree_sums(network, -base_kw)))
+    else:
+        beta = alpha = [0.0] * nk  # type: ignore[assignment]
+        loss_base = 0.0
+    base_net_load = -float(base_kw.sum())
+    p_base = subtree_sums(network, -base_kw)
 
     m = pyo.ConcreteModel(name="peergrid_clearing")
     m.G = pyo.RangeSet(0, len(groups) - 1) if groups else pyo.Set(initialize=[])
     m.B = pyo.RangeSet(0, n - 1)
     m.K = pyo.RangeSet(0, nk - 1) if nk else pyo.Set(initialize=[])
-
     m.a = pyo.Var(m.G, bounds=lambda _m, g: (0.0, groups[g].energy_wh / 1000.0))
     m.g_imp = pyo.Var(bounds=(0.0, None))
     m.g_exp = pyo.Var(bounds=(0.0, None))
-    m.P = pyo.Var(m.K)
-    m.Q = pyo.Var(m.K)
-    m.q_slack = pyo.Var()
+
+    def p_bounds(_m: pyo.ConcreteModel, k: int) -> tuple[float | None, float | None]:
+        s_max = float(network.s_max_va[k]) / 1000.0
+        if not math.isfinite(s_max):
+            return (None, None)
+        p_max = math.sqrt(max(s_max**2 - float(q0[k]) ** 2, 0.0))
+        p_max = max(p_max, abs(float(p_base[k])))  # a base-case overload is never worsened
+        return (-p_max, p_max)
+
+    m.P = pyo.Var(m.K, bounds=p_bounds)
     vmin2 = network.vm_min_pu**2 - network.v_offset_pu2
     vmax2 = network.vm_max_pu**2 - network.v_offset_pu2
     m.v = pyo.Var(m.B, bounds=lambda _m, b: (float(vmin2[b]), float(vmax2[b])))
@@ -184,7 +223,6 @@ def build_model(book: OrderBook, network: NetworkModel, options: ClearingOptions
         + options.export_price * CURRENCY_PER_UNIT * m.g_exp,
         sense=pyo.maximize,
     )
-
     into: list[list[int]] = [[] for _ in range(n)]
     out_of: list[list[int]] = [[] for _ in range(n)]
     for k in range(nk):
@@ -196,59 +234,38 @@ def build_model(book: OrderBook, network: NetworkModel, options: ClearingOptions
         sells_at[groups[g].bus].append(g)
     for g in buys:
         buys_at[groups[g].bus].append(g)
-    base_net_load_kw = -float(base_kw.sum())
 
     def balance_rule(_m: pyo.ConcreteModel, b: int) -> object:
         lhs = (
-            h * (sum(m.P[k] for k in into[b]) - sum(m.P[k] for k in out_of[b]))
+            h * sum(m.P[k] for k in into[b])
+            - h * sum((1.0 + float(beta[k])) * m.P[k] for k in out_of[b])
             + sum(m.a[g] for g in sells_at[b])
             - sum(m.a[g] for g in buys_at[b])
         )
-        rhs = -h * float(base_kw[b])
+        rhs = -h * float(base_kw[b]) + h * sum(float(alpha[k]) for k in out_of[b])
         if b == slack:
             lhs = lhs + m.g_imp - m.g_exp
-            rhs = rhs - h * base_net_load_kw
+            rhs = rhs - h * (base_net_load + loss_base)
         return lhs == rhs
 
     m.balance = pyo.Constraint(m.B, rule=balance_rule)
 
-    def q_balance_rule(_m: pyo.ConcreteModel, b: int) -> object:
-        lhs = sum(m.Q[k] for k in into[b]) - sum(m.Q[k] for k in out_of[b])
-        if b == slack:
-            lhs = lhs + m.q_slack
-        return lhs == -float(base_kvar[b])
-
-    m.q_balance = pyo.Constraint(m.B, rule=q_balance_rule)
-
     def drop_rule(_m: pyo.ConcreteModel, k: int) -> object:
         i, j = int(network.from_bus[k]), int(network.to_bus[k])
-        r = float(network.r_pu[k]) / s_base_kva
-        x = float(network.x_pu[k]) / s_base_kva
-        return m.v[j] == m.v[i] - 2.0 * (r * m.P[k] + x * m.Q[k])
+        r = float(network.r_pu[k]) / s_kva
+        x = float(network.x_pu[k]) / s_kva
+        return m.v[j] - m.v[i] + 2.0 * r * m.P[k] == -2.0 * x * float(q0[k])
 
     m.drop = pyo.Constraint(m.K, rule=drop_rule)
     m.v[slack].fix(network.vm_slack_pu**2)
-
-    limited = [k for k in range(nk) if math.isfinite(float(network.s_max_va[k]))]
-    facets = [math.pi / N_FACETS + f * 2 * math.pi / N_FACETS for f in range(N_FACETS)]
-    shrink = math.cos(math.pi / N_FACETS)
-    m.thermal_idx = pyo.Set(initialize=[(k, f) for k in limited for f in range(N_FACETS)])
-
-    def thermal_rule(_m: pyo.ConcreteModel, k: int, f: int) -> object:
-        s_max_kw = float(network.s_max_va[k]) / 1000.0
-        theta = facets[f]
-        return math.cos(theta) * m.P[k] + math.sin(theta) * m.Q[k] <= s_max_kw * shrink
-
-    m.thermal = pyo.Constraint(m.thermal_idx, rule=thermal_rule)
-
-    slack_net = m.g_imp - m.g_exp + h * base_net_load_kw
+    physical = h * (base_net_load + loss_base)
     if math.isfinite(network.slack_import_max_w):
         m.slack_import_max = pyo.Constraint(
-            expr=slack_net <= h * network.slack_import_max_w / 1000.0
+            expr=m.g_imp - m.g_exp <= h * network.slack_import_max_w / 1000.0 - physical
         )
     if math.isfinite(network.slack_export_max_w):
         m.slack_export_max = pyo.Constraint(
-            expr=-slack_net <= h * network.slack_export_max_w / 1000.0
+            expr=m.g_imp - m.g_exp >= -h * network.slack_export_max_w / 1000.0 - physical
         )
     m.dual = pyo.Suffix(direction=pyo.Suffix.IMPORT)
     return BuiltModel(model=m, groups=groups, network=network, hours=h)

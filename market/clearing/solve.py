@@ -1,4 +1,8 @@
-"""The only place that calls HiGHS (through pyomo's ``highs`` interface on highspy)."""
+"""The only place that calls HiGHS.
+
+Directly through highspy (the fast path, :func:`solve_lp`) or through pyomo's ``highs``
+interface (the reference path, :func:`solve`: the same maths as an algebraic model).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,15 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 
+import highspy
 import numpy as np
 import pyomo.environ as pyo
 from numpy.typing import NDArray
 from pyomo.contrib.solver.common.factory import SolverFactory
 
+from market.clearing.lp import LpData
 from market.clearing.model import BuiltModel, ClearingOptions
-from market.clearing.status import status_of
+from market.clearing.status import highs_status_of, status_of
 from market.domain import ClearingStatus
 
 
@@ -35,6 +41,7 @@ class SolveOutcome:
     balance_duals: NDArray[np.float64]
     v_pu2: NDArray[np.float64]
     objective: float
+    flows_kw: NDArray[np.float64] | None = None
 
 
 def solver_version() -> str:
@@ -85,4 +92,65 @@ def solve(built: BuiltModel, options: ClearingOptions) -> SolveOutcome:
         balance_duals=np.array([duals[m.balance[b]] for b in range(n_bus)], dtype=float),
         v_pu2=np.array([pyo.value(m.v[b]) for b in range(n_bus)], dtype=float),
         objective=float(pyo.value(m.welfare)),
+    )
+
+
+def solve_lp(lp: LpData, options: ClearingOptions) -> SolveOutcome:
+    """Solve ``lp`` with highspy within ``options.time_limit_s``; read values only if ok."""
+    h = highspy.Highs()  # type: ignore[no-untyped-call]
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("threads", 1)
+    h.setOptionValue("time_limit", float(options.time_limit_s))
+    h.setOptionValue("solver", options.solver)
+    model = highspy.HighsLp()
+    model.num_col_ = lp.num_col
+    model.num_row_ = lp.num_row
+    model.sense_ = highspy.ObjSense.kMaximize
+    model.col_cost_ = lp.col_cost
+    model.col_lower_ = lp.col_lower
+    model.col_upper_ = lp.col_upper
+    model.row_lower_ = lp.row_lower
+    model.row_upper_ = lp.row_upper
+    model.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    model.a_matrix_.num_col_ = lp.num_col
+    model.a_matrix_.num_row_ = lp.num_row
+    model.a_matrix_.start_ = lp.a_start
+    model.a_matrix_.index_ = lp.a_index
+    model.a_matrix_.value_ = lp.a_value
+    h.passModel(model)
+    started = time.perf_counter()
+    h.run()
+    elapsed = time.perf_counter() - started
+    model_status = h.getModelStatus()
+    status = highs_status_of(model_status)
+    empty = np.zeros(0)
+    if not status.is_ok:
+        return SolveOutcome(
+            status=status,
+            termination=h.modelStatusToString(model_status),
+            solver_version=solver_version(),
+            solve_s=elapsed,
+            accepted_kwh=empty,
+            grid_import_kwh=0.0,
+            grid_export_kwh=0.0,
+            balance_duals=empty,
+            v_pu2=empty,
+            objective=0.0,
+        )
+    solution = h.getSolution()
+    x = np.asarray(solution.col_value)
+    duals = np.asarray(solution.row_dual)
+    ng = lp.n_groups
+    return SolveOutcome(
+        status=status,
+        termination=h.modelStatusToString(model_status),
+        solver_version=solver_version(),
+        solve_s=elapsed,
+        accepted_kwh=x[:ng].copy(),
+        grid_import_kwh=float(x[ng]),
+        grid_export_kwh=float(x[ng + 1]),
+        balance_duals=duals[: lp.network.n_bus].copy(),
+        v_pu2=x[lp.col_v0 : lp.col_v0 + lp.network.n_bus].copy(),
+        objective=float(h.getInfo().objective_function_value),
+        flows_kw=x[lp.col_p0 : lp.col_p0 + lp.network.n_branch].copy(),
     )

@@ -27,6 +27,24 @@ TERMINATION_TO_STATUS: dict[TerminationCondition, ClearingStatus] = {
 }
 
 
+HIGHS_TO_STATUS: dict[str, ClearingStatus] = {
+    "kOptimal": ClearingStatus.CLEARED,
+    "kInfeasible": ClearingStatus.INFEASIBLE,
+    "kUnboundedOrInfeasible": ClearingStatus.INFEASIBLE,
+    "kUnbounded": ClearingStatus.SOLVER_ERROR,
+    "kTimeLimit": ClearingStatus.TIME_LIMIT,
+    "kIterationLimit": ClearingStatus.TIME_LIMIT,
+    "kModelEmpty": ClearingStatus.NO_CROSSING,
+}
+"""highspy's ``HighsModelStatus`` names -> status; anything else is a SOLVER_ERROR."""
+
+
+def highs_status_of(model_status: object) -> ClearingStatus:
+    """Map a highspy model status (enum member) to PeerGrid's status."""
+    name = getattr(model_status, "name", str(model_status)).split(".")[-1]
+    return HIGHS_TO_STATUS.get(name, ClearingStatus.SOLVER_ERROR)
+
+
 def status_of(termination: TerminationCondition) -> ClearingStatus:
     """Map a pyomo termination condition to PeerGrid's status (unknown -> SOLVER_ERROR)."""
     return TERMINATION_TO_STATUS.get(termination, ClearingStatus.SOLVER_ERROR)

@@ -494,25 +494,21 @@ def test_base_injection_is_not_traded() -> None:
     assert result.accepted_wh == {"b": 0}
 
 
-def test_rent_is_negative_when_the_base_case_overloads_a_line() -> None:
-    """Documents (does not endorse) that the community's rent can be negative.
+def test_base_case_overload_is_never_worsened_nor_charged_to_the_market() -> None:
+    """S - B with a 10 kVA line and 12 kW of inflexible load at B: 2 kW over before any trade.
 
-    S - B with a 10 kVA line and 12 kW of inflexible load at B: even with no trade the line is
-    2 kW over its limit, so the market must inject 2 kW * 0.25 h = 500 Wh at B. The only seller
-    there asks 400k: it is accepted 500 Wh (marginal, price 400k at B) and the energy is sold
-    to the grid at the 80k export tariff (price 80k at S). The seller receives 200_000, the
-    grid pays 40_000: the community funds -160_000, and welfare is -160_000.
-    Congestion rent is non-negative only when the base case respects every limit.
+    The line's limit becomes its base-case flow (never worsened; the reason says so). The market
+    is not forced to buy 500 Wh from the 400k seller at B to relieve a violation it did not
+    cause (which would cost the community 160_000), and a bid at B cannot add load on the line
+    (the seller at B is above its limit), so nothing clears and the rent is 0.
     """
     network = radial_network(["S", "B"], [("S", "B")], s_max_va=10_000.0, base_p_w=[0, -12_000])
-    orders: list[Order] = [offer("s", "B", 2000, 400_000)]
+    orders: list[Order] = [offer("s", "B", 2000, 400_000), bid("b", "B", 1000, 350_000)]
     result = clear_orders(orders, network)
     check_invariants(orders, result)
-    assert result.accepted_wh == {"s": 500}
-    assert result.price_by_bus == {"S": 80_000, "B": 400_000}
-    assert result.grid_export_wh == 500
-    assert result.community_rent == 40_000 - 200_000
-    assert result.welfare == -160_000
+    assert result.accepted_wh == {"s": 0, "b": 0}
+    assert result.community_rent == 0
+    assert result.welfare == 0
 
 
 def test_rounding_residual_never_makes_rent_negative() -> None:
@@ -664,7 +660,9 @@ def test_order_at_an_unknown_bus_is_rejected() -> None:
     [
         ({"import_price": 100, "export_price": 101}, "above import price"),
         ({"import_price": -1, "export_price": 0}, ">= 0"),
-        ({"mechanism": "pay-as-bid"}, "unknown pricing mechanism"),
+        ({"mechanism": "vickrey"}, "unknown pricing mechanism"),
+        ({"engine": "gurobi"}, "unknown engine"),
+        ({"solver": "barrier"}, "unknown solver"),
         ({"time_limit_s": 0}, "time_limit_s"),
     ],
 )

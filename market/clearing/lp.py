@@ -1,0 +1,230 @@
+r"""The clearing LP as sparse arrays for HiGHS (the fast path; no pyomo, no dense matrix).
+
+Same welfare objective as :mod:`market.clearing.model` (read its docstring first); this is the
+production formulation, with two refinements that keep it small and exact for radial feeders
+where orders are active power at unity power factor:
+
+* **Reactive flows are constants.** Orders carry no reactive power, so the reactive flow on
+  each branch is the base case's, :math:`Q^0_k` (sum of the base reactive load below it). The
+  thermal limit :math:`P_k^2 + (Q^0_k)^2 \le S_{max,k}^2` is then exactly the variable bound
+  :math:`|P_k| \le \sqrt{S_{max,k}^2 - (Q^0_k)^2}`: no polygon rows at all.
+* **Losses, linearised.** The loss of branch :math:`k` is
+  :math:`\ell_k = r_k (P_k^2 + (Q^0_k)^2) / (S_{base} v)`, linearised at the operating point
+  :math:`P^{op}_k` as :math:`\ell_k \approx \alpha_k + \beta_k P_k` and drawn at the sending
+  (parent) bus. The market buys its *incremental* losses from the grid (the base case's losses
+  are part of the base case), and nodal prices carry the marginal loss component.
+
+Columns: ``a_g`` (accepted kWh per order group), ``g_imp``, ``g_exp`` (kWh), ``P_k`` (kW),
+``v_b`` (p.u.²). Rows: one energy balance per bus (kWh), one voltage drop per branch, and at most
+two rows for the upstream connection's limits::
+
+    balance(b):  h Σ_{k→b} P_k − h Σ_{b→k} (1 + β_k) P_k + Σ_{sell(b)} a_g − Σ_{buy(b)} a_g
+                 + [b = slack](g_imp − g_exp)
+                 = −h B_b + h Σ_{b→k} α_k − [b = slack] h (Σ_b' −B_b' + L^base)
+    drop(k):     v_j − v_i + 2 r_k P_k / S = −2 x_k Q^0_k / S
+    bounds:      0 ≤ a_g ≤ E_g,  |P_k| ≤ P_max,k,  V_min,b² − δ_b ≤ v_b ≤ V_max,b² − δ_b,
+                 v_slack = V_slack²
+    upstream:    −h P_exp,max ≤ g_imp − g_exp + h (Σ −B + L^base) ≤ h P_imp,max
+
+(:math:`h` interval hours, :math:`B_b` base net injection [kW], :math:`L^{base}` the linearised
+losses at the base-case flows.) A base case that already breaks a thermal limit keeps the
+limit at its base-case flow (never worsened), and a note says so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from market.clearing.model import CURRENCY_PER_UNIT, ClearingOptions, OrderGroup, group_orders
+from market.domain import OrderBook, Side
+from market.network import NetworkModel
+
+INF = math.inf
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class LpData:
+    """A built LP: column/row data in HiGHS's column-wise sparse form, plus how to read it."""
+
+    groups: tuple[OrderGroup, ...]
+    network: NetworkModel
+    hours: float
+    col_cost: NDArray[np.float64]
+    col_lower: NDArray[np.float64]
+    col_upper: NDArray[np.float64]
+    row_lower: NDArray[np.float64]
+    row_upper: NDArray[np.float64]
+    a_start: NDArray[np.int32]
+    a_index: NDArray[np.int32]
+    a_value: NDArray[np.float64]
+    n_groups: int
+    notes: tuple[str, ...]
+
+    @property
+    def num_col(self) -> int:
+        """Number of columns."""
+        return len(self.col_cost)
+
+    @property
+    def num_row(self) -> int:
+        """Number of rows."""
+        return len(self.row_lower)
+
+    @property
+    def col_gi(self) -> int:
+        """Column of the grid import."""
+        return self.n_groups
+
+    @property
+    def col_p0(self) -> int:
+        """First column of the branch flows."""
+        return self.n_groups + 2
+
+    @property
+    def col_v0(self) -> int:
+        """First column of the squared voltages."""
+        return self.n_groups + 2 + self.network.n_branch
+
+
+def subtree_sums(network: NetworkModel, per_bus: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Per branch, the sum of ``per_bus`` over the buses below it (towards the leaves)."""
+    parent = network.parents()
+    acc = per_bus.astype(float).copy()
+    for b in network.bfs_order[:0:-1].tolist():
+        acc[parent[b]] += acc[b]
+    branch_of = np.full(network.n_bus, -1, dtype=np.int64)
+    branch_of[network.to_bus] = np.arange(network.n_branch)
+    out = np.zeros(network.n_branch)
+    out[branch_of[branch_of >= 0]] = acc[np.flatnonzero(branch_of >= 0)]
+    return out
+
+
+def operating_point(network: NetworkModel) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Active flow at the operating point and base reactive flow per branch [kW], [kvar]."""
+    q0 = subtree_sums(network, -network.base_q_var / 1000.0)
+    if network.p_op_w is not None:
+        return network.p_op_w / 1000.0, q0
+    return subtree_sums(network, -network.base_p_w / 1000.0), q0
+
+
+def build_lp(book: OrderBook, network: NetworkModel, options: ClearingOptions) -> LpData:
+    """Build the LP of the module docstring (no solve)."""
+    h = book.interval.hours
+    groups = group_orders(book, network)
+    n, nk, ng = network.n_bus, network.n_branch, len(groups)
+    s_kva = network.s_base_va / 1000.0
+    base_kw = network.base_p_w / 1000.0
+    frm, to = network.from_bus, network.to_bus
+    p_op, q0 = operating_point(network)
+    notes: list[str] = []
+
+    if network.losses:
+        beta = 2.0 * network.r_pu * p_op / s_kva
+        alpha = network.r_pu * (q0**2 - p_op**2) / s_kva
+        p_base = subtree_sums(network, -base_kw)
+        loss_base = float(np.sum(alpha + beta * p_base))
+    else:
+        beta = np.zeros(nk)
+        alpha = np.zeros(nk)
+        loss_base = 0.0
+    base_net_load = -float(base_kw.sum())
+
+    # ---- columns: a_g | g_imp g_exp | P_k | v_b
+    n_col = ng + 2 + nk + n
+    cost = np.zeros(n_col)
+    lower = np.zeros(n_col)
+    upper = np.zeros(n_col)
+    sign = np.array([1.0 if g.side is Side.BUY else -1.0 for g in groups])
+    prices = np.array([g.limit_price for g in groups], dtype=float)
+    cost[:ng] = sign * prices * CURRENCY_PER_UNIT
+    upper[:ng] = np.array([g.energy_wh for g in groups], dtype=float) / 1000.0
+    cost[ng] = -options.import_price * CURRENCY_PER_UNIT
+    cost[ng + 1] = options.export_price * CURRENCY_PER_UNIT
+    upper[ng] = upper[ng + 1] = INF
+
+    s_max_kw = network.s_max_va / 1000.0
+    with np.errstate(invalid="ignore"):
+        p_max = np.sqrt(np.maximum(s_max_kw**2 - q0**2, 0.0))
+    p_max[~np.isfinite(s_max_kw)] = INF
+    p_base_flow = subtree_sums(network, -base_kw)
+    over = np.isfinite(p_max) & (np.abs(p_base_flow) > p_max)
+    if over.any():
+        p_max[over] = np.abs(p_base_flow[over])
+        worst = int(np.argmax(np.where(over, np.abs(p_base_flow) / np.maximum(p_max, 1e-9), 0)))
+        notes.append(
+            f"base case overloads {int(over.sum())} branch(es) before any trade (e.g. "
+            f"{network.branch_names[worst]}); their limit is the base-case flow: never worsened"
+        )
+    lower[ng + 2 : ng + 2 + nk] = -p_max
+    upper[ng + 2 : ng + 2 + nk] = p_max
+    v_lo = network.vm_min_pu**2 - network.v_offset_pu2
+    v_hi = network.vm_max_pu**2 - network.v_offset_pu2
+    lower[ng + 2 + nk :] = v_lo
+    upper[ng + 2 + nk :] = v_hi
+    slack_v = ng + 2 + nk + network.slack
+    lower[slack_v] = upper[slack_v] = network.vm_slack_pu**2
+
+    # ---- rows: balance (n) | drop (nk) | upstream (0-2)
+    rows: list[NDArray[np.int64]] = []
+    cols: list[NDArray[np.int64]] = []
+    vals: list[NDArray[np.float64]] = []
+    group_bus = np.array([g.bus for g in groups], dtype=np.int64)
+    rows.append(group_bus)
+    cols.append(np.arange(ng, dtype=np.int64))
+    vals.append(-sign)  # sell +1, buy -1
+    rows.append(np.array([network.slack, network.slack], dtype=np.int64))
+    cols.append(np.array([ng, ng + 1], dtype=np.int64))
+    vals.append(np.array([1.0, -1.0]))
+    kcols = ng + 2 + np.arange(nk, dtype=np.int64)
+    rows.extend([to, frm])
+    cols.extend([kcols, kcols])
+    vals.extend([np.full(nk, h), -h * (1.0 + beta)])
+    bal_rhs = -h * base_kw + h * np.bincount(frm, weights=alpha, minlength=n)
+    bal_rhs[network.slack] -= h * (base_net_load + loss_base)
+
+    drop_rows = n + np.arange(nk, dtype=np.int64)
+    vcol = ng + 2 + nk
+    rows.extend([drop_rows, drop_rows, drop_rows])
+    cols.extend([vcol + to, vcol + frm, kcols])
+    vals.extend([np.ones(nk), -np.ones(nk), 2.0 * network.r_pu / s_kva])
+    drop_rhs = -2.0 * network.x_pu * q0 / s_kva
+
+    row_lo = [bal_rhs, drop_rhs]
+    row_hi = [bal_rhs, drop_rhs]
+    n_row = n + nk
+    physical = h * (base_net_load + loss_base)
+    if math.isfinite(network.slack_import_max_w) or math.isfinite(network.slack_export_max_w):
+        rows.extend([np.array([n_row, n_row], dtype=np.int64)])
+        cols.extend([np.array([ng, ng + 1], dtype=np.int64)])
+        vals.extend([np.array([1.0, -1.0])])
+        lo = -h * network.slack_export_max_w / 1000.0 - physical
+        hi = h * network.slack_import_max_w / 1000.0 - physical
+        row_lo.append(np.array([lo]))
+        row_hi.append(np.array([hi]))
+        n_row += 1
+
+    r = np.concatenate(rows)
+    c = np.concatenate(cols)
+    v = np.concatenate(vals)
+    order = np.lexsort((r, c))
+    r, c, v = r[order], c[order], v[order]
+    start = np.searchsorted(c, np.arange(n_col + 1)).astype(np.int32)
+    return LpData(
+        groups=groups,
+        network=network,
+        hours=h,
+        col_cost=cost,
+        col_lower=lower,
+        col_upper=upper,
+        row_lower=np.concatenate(row_lo),
+        row_upper=np.concatenate(row_hi),
+        a_start=start,
+        a_index=r.astype(np.int32),
+        a_value=v,
+        n_groups=ng,
+        notes=tuple(notes),
+    )
