@@ -1,31 +1,38 @@
 """Clear an order book on a feeder and prove the result with an AC power flow.
 
-The loop (at most ``max_iterations`` solves):
+The loop (at most ``max_iterations`` solves, default 5):
 
 1. clear the book on the linear model (:func:`market.clearing.clear`);
 2. run pandapower's AC power flow of the cleared dispatch;
 3. if every limit holds within tolerance (0.001 p.u., 0.5 % loading) against the *effective*
    limits (the asked band, widened only where the base case already violated it), done;
-4. otherwise re-linearise: the voltage offset becomes ``vm_ac² − v_lindistflow`` at the
-   cleared dispatch, and each overloaded branch's limit shrinks by ``limit / loading``; go to 1.
+4. otherwise re-linearise at the cleared dispatch: the loss linearisation moves to the cleared
+   flows, the voltage offset becomes ``vm_ac² − v_model`` there, and each overloaded branch's
+   limit shrinks by ``limit / loading``; go to 1.
 
-If no AC-feasible dispatch is found, the documented fallback is **grid only**: nothing is
-accepted, every participant deals with the upstream grid at the tariffs (through imbalance
-settlement), the status is INFEASIBLE and the reason names the last violation. The returned
-result always carries the AC check of the dispatch it stands for (the base case for the
-fallback) and the number of iterations.
+A time budget (``options.time_limit_s``, checked between steps, outside the solver, on top of
+the solver's own limit) bounds the whole loop. If no AC-feasible dispatch is found within the
+iterations or the budget, the documented fallback is **grid only**: nothing is accepted, every
+participant deals with the upstream grid at the tariffs (through imbalance settlement), the
+status is INFEASIBLE (or TIME_LIMIT) and the reason names the last violation. The result always
+carries the AC check of the dispatch it stands for (the base case for the fallback) and the
+number of solves.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections import defaultdict
+import time
+
+import numpy as np
+from numpy.typing import NDArray
 
 from grid_models.errors import PowerFlowFailed
 from grid_models.grids import Grid
-from grid_models.linear import LinearGrid, lindistflow_v2
-from grid_models.powerflow import AcState, dispatch_state, failed_check, summarise, vm_array
+from grid_models.linear import LinearGrid
+from grid_models.powerflow import AcState, failed_check, summarise
 from market.clearing import ClearingOptions, clear, empty_result
+from market.clearing.lp import linear_state
 from market.domain import ClearingResult, ClearingStatus, GridCheck, OrderBook, Side
 from market.network import NetworkModel
 
@@ -33,26 +40,25 @@ MAX_ITERATIONS = 5
 
 
 def dispatch_of(
-    result: ClearingResult, linear: LinearGrid
-) -> tuple[dict[int, float], dict[int, float]]:
-    """Extra loads and sgens [W] per pandapower bus for the accepted orders of ``result``."""
+    result: ClearingResult, network: NetworkModel
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Extra load and generation [W] per model bus for the accepted orders of ``result``."""
     hours = result.interval.hours
-    position = linear.network.bus_index()
-    load_w: dict[int, float] = defaultdict(float)
-    sgen_w: dict[int, float] = defaultdict(float)
+    position = network.bus_index()
+    load_w = np.zeros(network.n_bus)
+    sgen_w = np.zeros(network.n_bus)
     for o in result.orders:
-        if not o.accepted_wh:
-            continue
-        bus = int(linear.pp_index[position[o.bus]])
-        (load_w if o.side is Side.BUY else sgen_w)[bus] += o.accepted_wh / hours
-    return dict(load_w), dict(sgen_w)
+        if o.accepted_wh:
+            target = load_w if o.side is Side.BUY else sgen_w
+            target[position[o.bus]] += o.accepted_wh / hours
+    return load_w, sgen_w
 
 
 def check_result(grid: Grid, linear: LinearGrid, result: ClearingResult) -> GridCheck:
     """AC check of ``result``'s dispatch against the asked limits (what is reported)."""
-    load_w, sgen_w = dispatch_of(result, linear)
+    load_w, sgen_w = dispatch_of(result, linear.network)
     try:
-        state = dispatch_state(grid, load_w, sgen_w)
+        state = linear.checker.run(load_w, sgen_w)
     except PowerFlowFailed:
         return failed_check()
     return summarise(grid, state, linear.vm_min_pu, linear.vm_max_pu)
@@ -77,7 +83,7 @@ def clear_on_grid(
     book : OrderBook
         The interval's orders.
     options : ClearingOptions
-        Tariffs and solver settings.
+        Tariffs, mechanism, solver settings and the time budget [s].
     max_iterations : int
         Solves allowed before the fallback.
 
@@ -86,29 +92,25 @@ def clear_on_grid(
     ClearingResult
         With ``check`` (AC figures against the asked limits) and ``iterations`` set.
     """
+    started = time.perf_counter()
     network = linear.network
-    effective_min = {
-        int(b): float(v) for b, v in zip(linear.pp_index, network.vm_min_pu, strict=True)
-    }
-    effective_max = {
-        int(b): float(v) for b, v in zip(linear.pp_index, network.vm_max_pu, strict=True)
-    }
     notes = " ".join(network.notes)
     last_problem = ""
     for iteration in range(1, max_iterations + 1):
         result = clear(book, network, options)
         if not result.is_ok:
             return _fallback(grid, linear, book, result.status, result.reason, iteration, notes)
-        load_w, sgen_w = dispatch_of(result, linear)
+        load_w, sgen_w = dispatch_of(result, network)
         try:
-            state = dispatch_state(grid, load_w, sgen_w)
+            state = linear.checker.run(load_w, sgen_w)
         except PowerFlowFailed as exc:
             last_problem = str(exc)
             break
-        effective = summarise(grid, state, effective_min, effective_max)
-        reported = summarise(grid, state, linear.vm_min_pu, linear.vm_max_pu)
+        eff_lo, eff_hi = linear.effective_limits(network)
+        effective = summarise(grid, state, eff_lo, eff_hi)
         if not effective.violations:
-            reason = result.reason + (f"; AC check passed after {iteration} solve(s)")
+            reported = summarise(grid, state, linear.vm_min_pu, linear.vm_max_pu)
+            reason = f"{result.reason}; AC check passed after {iteration} solve(s)"
             if notes:
                 reason += f"; {notes}"
             return dataclasses.replace(result, check=reported, iterations=iteration, reason=reason)
@@ -116,7 +118,18 @@ def clear_on_grid(
         last_problem = (
             f"{worst.kind} at {worst.element}: {worst.value:.4f} vs limit {worst.limit:.4f}"
         )
-        network = _relinearise(network, linear, result, state, effective)
+        if time.perf_counter() - started > options.time_limit_s:
+            return _fallback(
+                grid,
+                linear,
+                book,
+                ClearingStatus.TIME_LIMIT,
+                f"time budget of {options.time_limit_s} s spent after {iteration} solve(s) "
+                f"({last_problem})",
+                iteration,
+                notes,
+            )
+        network = relinearise(network, linear, load_w - sgen_w, state, effective)
     return _fallback(
         grid,
         linear,
@@ -128,34 +141,34 @@ def clear_on_grid(
     )
 
 
-def _relinearise(
+def relinearise(
     network: NetworkModel,
     linear: LinearGrid,
-    result: ClearingResult,
+    market_load_w: NDArray[np.float64],
     state: AcState,
     check: GridCheck,
 ) -> NetworkModel:
-    """Move the linear model's operating point to the AC state of the cleared dispatch."""
-    hours = result.interval.hours
-    position = network.bus_index()
-    inj = network.base_p_w.astype(float).copy()
-    for o in result.orders:
-        sign = -1.0 if o.side is Side.BUY else 1.0
-        inj[position[o.bus]] += sign * o.accepted_wh / hours
-    v_lin = lindistflow_v2(network, inj, network.base_q_var)
-    vm_ac = vm_array(state, linear.pp_index)
-    offset = vm_ac**2 - v_lin
+    """Move the linear model's operating point to the AC state of a cleared dispatch.
+
+    ``market_load_w`` is the dispatch's net market load per model bus [W] (buys - sells).
+    """
+    injection = network.base_p_w - market_load_w
+    flows_kw, _ = linear_state(network, injection)
+    moved = network.with_changes(p_op_w=flows_kw * 1000.0)
+    _, v_model = linear_state(moved, injection)
+    offset = state.vm_at(linear.pp_index) ** 2 - v_model
     s_max = network.s_max_va.astype(float).copy()
     overloaded = {
         v.element: v.limit / v.value
         for v in check.violations
         if v.kind in {"line_loading", "trafo_loading"} and v.value > 0
     }
-    for k, name in enumerate(network.branch_names):
-        factors = [overloaded[n] for n in name.split(" || ") if n in overloaded]
-        if factors:
-            s_max[k] *= min(factors) * 0.995
-    return network.with_changes(v_offset_pu2=offset, s_max_va=s_max)
+    if overloaded:
+        for k, name in enumerate(network.branch_names):
+            factors = [overloaded[n] for n in name.split(" || ") if n in overloaded]
+            if factors:
+                s_max[k] *= min(factors) * 0.995
+    return moved.with_changes(v_offset_pu2=offset, s_max_va=s_max)
 
 
 def _fallback(

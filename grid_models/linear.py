@@ -2,8 +2,9 @@
 
 What is modelled, and how:
 
-* **Topology.** In-service lines and two-winding transformers, closed bus-bus switches (as
-  zero-impedance branches), line/trafo switches (an open one takes the element out). The
+* **Topology.** In-service lines and two-winding transformers; buses joined by closed bus-bus
+  switches are fused into one (as pandapower does; the others' names become aliases);
+  line/trafo switches (an open one takes the element out). The
   feeder must be radial from the single ``ext_grid`` bus; parallel branches between the same
   two buses are merged (parallel impedance, summed limit). Buses not reached from the slack are
   left out (orders there are refused as unknown). Meshed grids raise
@@ -18,7 +19,8 @@ What is modelled, and how:
 * **Base injections.** The grid's own loads, sgens, gens and storages (with ``scaling``) are the
   inflexible net injection at each bus.
 * **AC correction.** An AC power flow of the base case gives the operating point: the
-  per-bus offset ``vm_ac² − v_lindistflow`` makes the linear model exact there.
+  per-bus offset ``vm_ac² − v_model`` (``v_model`` from :func:`market.clearing.lp.linear_state`,
+  the LP's own equations with losses) makes the linear model exact there.
 * **Pre-existing violations.** Where the base case itself is outside ``[vm_min, vm_max]``, that
   bus's band is widened to the base-case value, so clearing may improve it but never worsen
   it, and a note says so (the AC check still reports the violation against the real limits).
@@ -36,7 +38,8 @@ from numpy.typing import NDArray
 
 from grid_models.errors import UnsupportedTopology
 from grid_models.grids import Grid
-from grid_models.powerflow import AcState, dispatch_state, vm_array
+from grid_models.powerflow import AcChecker, AcState
+from market.clearing.lp import linear_state
 from market.domain import BusId
 from market.network import NetworkModel
 
@@ -49,7 +52,8 @@ class LinearGrid:
 
     ``pp_index[i]`` is the pandapower bus index of model bus ``i``; ``vm_min_pu``/``vm_max_pu``
     are the limits asked for (the model's own may be widened at pre-existing violations);
-    ``base`` is the AC state of the base case.
+    ``base`` is the AC state of the base case, ``checker`` the AC power flow runner of this
+    grid, and ``bus_model[i]`` the model bus of ``base.bus_index[i]`` (-1 outside the model).
     """
 
     network: NetworkModel
@@ -57,6 +61,20 @@ class LinearGrid:
     vm_min_pu: float
     vm_max_pu: float
     base: AcState
+    checker: AcChecker
+    bus_model: NDArray[np.int64]
+
+    def effective_limits(
+        self, network: NetworkModel | None = None
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """The model's voltage band per pandapower bus of the AC state (fused buses share it)."""
+        net = network or self.network
+        lo = np.full(len(self.bus_model), self.vm_min_pu)
+        hi = np.full(len(self.bus_model), self.vm_max_pu)
+        inside = self.bus_model >= 0
+        lo[inside] = net.vm_min_pu[self.bus_model[inside]]
+        hi[inside] = net.vm_max_pu[self.bus_model[inside]]
+        return lo, hi
 
 
 @dataclass(slots=True)
@@ -134,26 +152,38 @@ def _branches(grid: Grid, vm_min_pu: float) -> list[_Branch]:
                 "trafo",
             )
         )
-    sw = net.switch
-    if len(sw):
-        for i, row in sw[(sw["et"] == "b") & sw["closed"].astype(bool)].iterrows():
-            out.append(
-                _Branch(
-                    int(row["bus"]),
-                    int(row["element"]),
-                    0.0,
-                    0.0,
-                    math.inf,
-                    str(row["name"]) if isinstance(row["name"], str) else f"switch{i}",
-                    "switch",
-                )
-            )
     for element in ("trafo3w", "impedance", "dcline"):
         table = getattr(net, element, None)
         if table is not None and len(table) and bool(table["in_service"].any()):
             msg = f"{grid.spec}: in-service {element} elements are not supported yet"
             raise UnsupportedTopology(msg)
     return out
+
+
+def _fused_buses(net: Any, in_service: set[int], slack: int) -> dict[int, int]:  # noqa: ANN401
+    """Representative bus of every in-service bus after fusing closed bus-bus switches.
+
+    pandapower fuses such buses in its power flow; so does the market (union-find). The slack
+    represents its own group, otherwise the smallest index does.
+    """
+    parent = {b: b for b in in_service}
+
+    def find(b: int) -> int:
+        while parent[b] != b:
+            parent[b] = parent[parent[b]]
+            b = parent[b]
+        return b
+
+    sw = net.switch
+    if len(sw):
+        closed = sw[(sw["et"] == "b") & sw["closed"].astype(bool)]
+        for a, b in zip(closed["bus"].astype(int), closed["element"].astype(int), strict=True):
+            if a in parent and b in parent:
+                ra, rb = find(a), find(b)
+                if ra != rb:
+                    keep, drop = sorted((ra, rb), key=lambda x: (x != slack, x))
+                    parent[drop] = keep
+    return {b: find(b) for b in in_service}
 
 
 def _finite(value: Any, default: float) -> float:  # noqa: ANN401
@@ -240,15 +270,22 @@ def build_linear_grid(
     if len(ext) != 1:
         msg = f"{grid.spec}: exactly one in-service ext_grid is needed, found {len(ext)}"
         raise UnsupportedTopology(msg)
-    slack_pp = int(ext["bus"].iloc[0])
     vm_slack = float(ext["vm_pu"].iloc[0])
-    branches = _merge_parallel(_branches(grid, vm_min_pu))
     in_service = {int(i) for i in net.bus.index[net.bus["in_service"].astype(bool)]}
+    rep = _fused_buses(net, in_service, int(ext["bus"].iloc[0]))
+    slack_pp = rep[int(ext["bus"].iloc[0])]
+    fused: list[_Branch] = []
+    for br in _branches(grid, vm_min_pu):
+        if br.a not in in_service or br.b not in in_service:
+            continue
+        a, b = rep[br.a], rep[br.b]
+        if a != b:  # a branch inside a fused busbar carries nothing
+            fused.append(_Branch(a, b, br.r_pu, br.x_pu, br.s_max_va, br.name, br.kind))
+    branches = _merge_parallel(fused)
     adjacency: dict[int, list[_Branch]] = defaultdict(list)
     for br in branches:
-        if br.a in in_service and br.b in in_service:
-            adjacency[br.a].append(br)
-            adjacency[br.b].append(br)
+        adjacency[br.a].append(br)
+        adjacency[br.b].append(br)
 
     order = [slack_pp]
     seen = {slack_pp}
@@ -276,9 +313,18 @@ def build_linear_grid(
     pp_index = np.array(sorted(seen), dtype=np.int64)
     position = {int(b): i for i, b in enumerate(pp_index)}
     names = tuple(grid.bus_name(int(b)) for b in pp_index)
+    aliases = tuple(
+        (grid.bus_name(b), position[r]) for b, r in sorted(rep.items()) if b != r and r in position
+    )
     p_inj, q_inj = _bus_injections(net)
-    base_p = np.array([p_inj.get(int(b), 0.0) for b in pp_index])
-    base_q = np.array([q_inj.get(int(b), 0.0) for b in pp_index])
+    base_p = np.zeros(len(pp_index))
+    base_q = np.zeros(len(pp_index))
+    for b, value in p_inj.items():
+        if rep.get(b) in position:
+            base_p[position[rep[b]]] += value
+    for b, value in q_inj.items():
+        if rep.get(b) in position:
+            base_q[position[rep[b]]] += value
     n = len(pp_index)
 
     network = NetworkModel(
@@ -298,10 +344,15 @@ def build_linear_grid(
         base_q_var=base_q,
         v_offset_pu2=np.zeros(n),
         s_base_va=S_BASE_VA,
+        losses=True,
+        aliases=aliases,
     )
-    base = dispatch_state(grid, {}, {})
-    vm_base = vm_array(base, pp_index)
-    offset = vm_base**2 - lindistflow_v2(network, base_p, base_q)
+    checker = AcChecker(grid, pp_index)
+    zeros = np.zeros(len(pp_index))
+    base = checker.run(zeros, zeros)
+    vm_base = base.vm_at(pp_index)
+    _, v_model = linear_state(network, base_p)
+    offset = vm_base**2 - v_model
     lo = np.minimum(network.vm_min_pu, vm_base)
     hi = np.maximum(network.vm_max_pu, vm_base)
     notes = []
@@ -322,41 +373,15 @@ def build_linear_grid(
     network = network.with_changes(
         v_offset_pu2=offset, vm_min_pu=lo, vm_max_pu=hi, notes=tuple(notes)
     )
-    return LinearGrid(
-        network=network, pp_index=pp_index, vm_min_pu=vm_min_pu, vm_max_pu=vm_max_pu, base=base
+    bus_model = np.array(
+        [position.get(rep.get(int(b), -1), -1) for b in base.bus_index], dtype=np.int64
     )
-
-
-def lindistflow_v2(
-    network: NetworkModel, p_inj_w: NDArray[np.float64], q_inj_var: NDArray[np.float64]
-) -> NDArray[np.float64]:
-    """Squared voltages [p.u.²] of the LinDistFlow model for net injections [W], [var].
-
-    Without the AC offset: ``v_j = v_i − 2 (r P_ij + x Q_ij) / S_base`` from the slack down.
-    """
-    depth, _ = network.depth_and_path_r()
-    order = np.argsort(depth, kind="stable")
-    n = network.n_bus
-    branch_of = np.full(n, -1, dtype=np.int64)
-    branch_of[network.to_bus] = np.arange(network.n_branch)
-    parent = network.parents()
-    # Flow into each bus from its parent = the net load of its subtree.
-    sub_p = -p_inj_w.astype(float).copy()
-    sub_q = -q_inj_var.astype(float).copy()
-    for b in order[::-1]:
-        par = parent[b]
-        if par >= 0:
-            sub_p[par] += sub_p[b]
-            sub_q[par] += sub_q[b]
-    v = np.zeros(n)
-    v[network.slack] = network.vm_slack_pu**2
-    for b in order:
-        par = parent[b]
-        if par < 0:
-            continue
-        k = branch_of[b]
-        v[b] = (
-            v[par]
-            - 2.0 * (network.r_pu[k] * sub_p[b] + network.x_pu[k] * sub_q[b]) / network.s_base_va
-        )
-    return v
+    return LinearGrid(
+        network=network,
+        pp_index=pp_index,
+        vm_min_pu=vm_min_pu,
+        vm_max_pu=vm_max_pu,
+        base=base,
+        checker=checker,
+        bus_model=bus_model,
+    )

@@ -2,15 +2,16 @@
 
 The grid's own loads and sgens stay as they are (the inflexible base); the cleared orders are
 added as extra loads (bought energy) and sgens (sold energy) at unity power factor at their
-buses, at the average power of the interval. pandapower's ``runpp`` mutates the net, so every
-run works on a copy.
+buses, at the average power of the interval. pandapower's ``runpp`` mutates the net, so the
+checker works on its own copy, made once: it holds one extra load and one extra sgen per
+market bus and only changes their ``p_mw`` between runs, warm-starting Newton-Raphson from
+the previous solution (a deep copy of a 5,000-bus net costs more than its power flow).
 """
 
 from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,16 +32,26 @@ LOADING_TOLERANCE_PERCENT = 0.5
 
 @dataclass(frozen=True, slots=True, eq=False)
 class AcState:
-    """Raw AC results of one run, indexed by pandapower element index."""
+    """Raw AC results of one run, as arrays aligned with pandapower's element indices."""
 
-    vm_pu: Mapping[int, float]
-    line_loading_percent: Mapping[int, float]
-    trafo_loading_percent: Mapping[int, float]
+    bus_index: NDArray[np.int64]
+    vm_pu: NDArray[np.float64]
+    line_index: NDArray[np.int64]
+    line_loading_percent: NDArray[np.float64]
+    trafo_index: NDArray[np.int64]
+    trafo_loading_percent: NDArray[np.float64]
     slack_p_w: float
 
+    def vm_at(self, pp_buses: NDArray[np.int64]) -> NDArray[np.float64]:
+        """Voltages [p.u.] at the given pandapower bus indices."""
+        pos = np.searchsorted(self.bus_index, pp_buses)
+        return self.vm_pu[pos]
 
-def run_ac(net: Any) -> None:  # noqa: ANN401 - a pandapowerNet
+
+def run_ac(net: Any, *, warm: bool = False) -> None:  # noqa: ANN401 - a pandapowerNet
     """Run pandapower's Newton-Raphson power flow on ``net`` in place.
+
+    ``warm`` starts from the previous results (falls back to a DC start if that fails).
 
     Raises
     ------
@@ -50,106 +61,170 @@ def run_ac(net: Any) -> None:  # noqa: ANN401 - a pandapowerNet
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            pp.runpp(net, numba=False, init="dc", max_iteration=30)
+            pp.runpp(net, numba=False, init="results" if warm else "dc", max_iteration=30)
         except pp.LoadflowNotConverged as exc:
+            if warm:
+                run_ac(net, warm=False)
+                return
             msg = f"AC power flow did not converge: {exc}"
             raise PowerFlowFailed(msg) from exc
 
 
-def dispatch_state(
-    grid: Grid,
-    load_w: Mapping[int, float],
-    sgen_w: Mapping[int, float],
-) -> AcState:
-    """AC state of ``grid`` with extra loads/sgens [W] at pandapower bus indices.
+def state_of(net: Any) -> AcState:  # noqa: ANN401
+    """Read an :class:`AcState` from a solved net (NaN rows, e.g. isolated buses, dropped)."""
 
-    Raises
-    ------
-    PowerFlowFailed
-        If the power flow does not converge.
-    """
-    net = copy.deepcopy(grid.net)
-    loads = {b: w for b, w in load_w.items() if w}
-    sgens = {b: w for b, w in sgen_w.items() if w}
-    if loads:
-        pp.create_loads(
-            net,
-            buses=list(loads),
-            p_mw=[w / 1e6 for w in loads.values()],
-            q_mvar=0.0,
-            name=[f"peergrid buy {b}" for b in loads],
-        )
-    if sgens:
-        pp.create_sgens(
-            net,
-            buses=list(sgens),
-            p_mw=[w / 1e6 for w in sgens.values()],
-            q_mvar=0.0,
-            name=[f"peergrid sell {b}" for b in sgens],
-        )
-    run_ac(net)
+    def table(res: Any, column: str) -> tuple[NDArray[np.int64], NDArray[np.float64]]:  # noqa: ANN401
+        values = res[column].to_numpy(dtype=float)
+        index = res.index.to_numpy(dtype=np.int64)
+        keep = np.isfinite(values)
+        order = np.argsort(index[keep], kind="stable")
+        return index[keep][order], values[keep][order]
+
+    bus_index, vm = table(net.res_bus, "vm_pu")
+    line_index, line_loading = table(net.res_line, "loading_percent")
+    trafo_index, trafo_loading = table(net.res_trafo, "loading_percent")
     return AcState(
-        vm_pu={int(i): float(v) for i, v in net.res_bus["vm_pu"].items() if np.isfinite(v)},
-        line_loading_percent={
-            int(i): float(v) for i, v in net.res_line["loading_percent"].items() if np.isfinite(v)
-        },
-        trafo_loading_percent={
-            int(i): float(v) for i, v in net.res_trafo["loading_percent"].items() if np.isfinite(v)
-        },
+        bus_index=bus_index,
+        vm_pu=vm,
+        line_index=line_index,
+        line_loading_percent=line_loading,
+        trafo_index=trafo_index,
+        trafo_loading_percent=trafo_loading,
         slack_p_w=float(net.res_ext_grid["p_mw"].sum() * 1e6),
     )
+
+
+class AcChecker:
+    """Runs AC power flows of dispatches on one copy of a grid.
+
+    Newton-Raphson starts from the first run's solution (the base case), not from whatever ran
+    last, so results are a function of the dispatch alone.
+
+    Parameters
+    ----------
+    grid : Grid
+        The feeder with its base case.
+    pp_buses : ndarray of int
+        The pandapower buses that can receive market injections (the market's buses).
+    """
+
+    def __init__(self, grid: Grid, pp_buses: NDArray[np.int64]) -> None:
+        self.grid = grid
+        self.net = copy.deepcopy(grid.net)
+        self.pp_buses = np.asarray(pp_buses, dtype=np.int64)
+        n = len(self.pp_buses)
+        self._loads = np.asarray(
+            pp.create_loads(
+                self.net,
+                buses=self.pp_buses,
+                p_mw=np.zeros(n),
+                q_mvar=0.0,
+                name=[f"peergrid buy {b}" for b in self.pp_buses],
+            ),
+            dtype=np.int64,
+        )
+        self._sgens = np.asarray(
+            pp.create_sgens(
+                self.net,
+                buses=self.pp_buses,
+                p_mw=np.zeros(n),
+                q_mvar=0.0,
+                name=[f"peergrid sell {b}" for b in self.pp_buses],
+            ),
+            dtype=np.int64,
+        )
+        self._start: tuple[Any, Any] | None = None
+        self.runs = 0
+
+    def run(self, load_w: NDArray[np.float64], sgen_w: NDArray[np.float64]) -> AcState:
+        """AC state with extra loads/sgens [W] per market bus (arrays aligned to ``pp_buses``).
+
+        Raises
+        ------
+        PowerFlowFailed
+            If the power flow does not converge.
+        """
+        self.net.load.loc[self._loads, "p_mw"] = np.asarray(load_w, dtype=float) / 1e6
+        self.net.sgen.loc[self._sgens, "p_mw"] = np.asarray(sgen_w, dtype=float) / 1e6
+        if self._start is not None:
+            # Always start from the first (base case) solution, never from the previous run:
+            # the same dispatch then gives the same bits whatever ran before (determinism).
+            self.net.res_bus["vm_pu"] = self._start[0]
+            self.net.res_bus["va_degree"] = self._start[1]
+        run_ac(self.net, warm=self._start is not None)
+        if self._start is None:
+            self._start = (
+                self.net.res_bus["vm_pu"].copy(),
+                self.net.res_bus["va_degree"].copy(),
+            )
+        self.runs += 1
+        return state_of(self.net)
 
 
 def summarise(
     grid: Grid,
     state: AcState,
-    vm_min_pu: Mapping[int, float] | float,
-    vm_max_pu: Mapping[int, float] | float,
+    vm_min_pu: NDArray[np.float64] | float,
+    vm_max_pu: NDArray[np.float64] | float,
 ) -> GridCheck:
     """Compare ``state`` with the limits and list every violation beyond tolerance.
 
-    Line and transformer limits are each element's ``max_loading_percent`` when the grid has
-    that column, else 100 %.
+    Voltage limits are scalars or arrays aligned with ``state.bus_index``. Line and
+    transformer limits are each element's ``max_loading_percent`` when the grid has that
+    column, else 100 %. Violations are listed worst first within each kind.
     """
     net = grid.net
     violations: list[Violation] = []
-    for b, vm in sorted(state.vm_pu.items()):
-        lo = vm_min_pu if isinstance(vm_min_pu, float) else vm_min_pu.get(b, 0.0)
-        hi = vm_max_pu if isinstance(vm_max_pu, float) else vm_max_pu.get(b, 10.0)
-        name = grid.bus_name(b)
-        if vm < lo - VM_TOLERANCE_PU:
-            violations.append(Violation(kind="vm_min", element=name, value=vm, limit=lo))
-        if vm > hi + VM_TOLERANCE_PU:
-            violations.append(Violation(kind="vm_max", element=name, value=vm, limit=hi))
-    for kind, table, loading in (
-        ("line_loading", net.line, state.line_loading_percent),
-        ("trafo_loading", net.trafo, state.trafo_loading_percent),
+    vm = state.vm_pu
+    lo = np.broadcast_to(np.asarray(vm_min_pu, dtype=float), vm.shape)
+    hi = np.broadcast_to(np.asarray(vm_max_pu, dtype=float), vm.shape)
+    for kind, mask, limit in (
+        ("vm_min", vm < lo - VM_TOLERANCE_PU, lo),
+        ("vm_max", vm > hi + VM_TOLERANCE_PU, hi),
     ):
-        limits = _loading_limits(table)
-        for i, value in sorted(loading.items()):
-            limit = limits.get(i, 100.0)
-            if value > limit + LOADING_TOLERANCE_PERCENT:
-                element = str(table.at[i, "name"]) if "name" in table else f"{kind}{i}"
-                violations.append(Violation(kind=kind, element=element, value=value, limit=limit))
-    vms = list(state.vm_pu.values())
+        idx = np.flatnonzero(mask)
+        idx = idx[np.argsort(-np.abs(vm[idx] - limit[idx]), kind="stable")]
+        violations.extend(
+            Violation(
+                kind=kind,
+                element=grid.bus_name(int(state.bus_index[i])),
+                value=float(vm[i]),
+                limit=float(limit[i]),
+            )
+            for i in idx
+        )
+    for kind, table, index, loading in (
+        ("line_loading", net.line, state.line_index, state.line_loading_percent),
+        ("trafo_loading", net.trafo, state.trafo_index, state.trafo_loading_percent),
+    ):
+        if not len(index):
+            continue
+        if "max_loading_percent" in table:
+            limits = table["max_loading_percent"].reindex(index).to_numpy(dtype=float)
+            limits = np.where(np.isfinite(limits), limits, 100.0)
+        else:
+            limits = np.full(len(index), 100.0)
+        over = np.flatnonzero(loading > limits + LOADING_TOLERANCE_PERCENT)
+        over = over[np.argsort(-(loading[over] - limits[over]), kind="stable")]
+        names = table.get("name")
+        violations.extend(
+            Violation(
+                kind=kind,
+                element=str(names.at[int(index[i])]) if names is not None else f"{kind}{index[i]}",
+                value=float(loading[i]),
+                limit=float(limits[i]),
+            )
+            for i in over
+        )
     return GridCheck(
         converged=True,
-        min_vm_pu=min(vms) if vms else float("nan"),
-        max_vm_pu=max(vms) if vms else float("nan"),
-        max_line_loading_percent=max(state.line_loading_percent.values(), default=0.0),
-        max_trafo_loading_percent=max(state.trafo_loading_percent.values(), default=0.0),
+        min_vm_pu=float(vm.min()) if len(vm) else float("nan"),
+        max_vm_pu=float(vm.max()) if len(vm) else float("nan"),
+        max_line_loading_percent=float(state.line_loading_percent.max(initial=0.0)),
+        max_trafo_loading_percent=float(state.trafo_loading_percent.max(initial=0.0)),
         slack_p_w=round_half_even(state.slack_p_w),
         violations=tuple(violations),
     )
-
-
-def _loading_limits(table: Any) -> dict[int, float]:  # noqa: ANN401 - a DataFrame
-    if "max_loading_percent" not in table:
-        return {}
-    out: dict[int, float] = {}
-    for i, v in table["max_loading_percent"].items():
-        out[int(i)] = float(v) if np.isfinite(v) else 100.0
-    return out
 
 
 def failed_check() -> GridCheck:
@@ -164,8 +239,3 @@ def failed_check() -> GridCheck:
         slack_p_w=0,
         violations=(Violation(kind="not_converged", element="grid", value=nan, limit=nan),),
     )
-
-
-def vm_array(state: AcState, pp_index: NDArray[np.int64]) -> NDArray[np.float64]:
-    """Voltages [p.u.] of ``state`` in the order of ``pp_index``."""
-    return np.array([state.vm_pu[int(i)] for i in pp_index], dtype=float)

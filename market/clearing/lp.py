@@ -119,18 +119,10 @@ def build_lp(book: OrderBook, network: NetworkModel, options: ClearingOptions) -
     s_kva = network.s_base_va / 1000.0
     base_kw = network.base_p_w / 1000.0
     frm, to = network.from_bus, network.to_bus
-    p_op, q0 = operating_point(network)
+    alpha, beta, q0 = loss_coefficients(network)
     notes: list[str] = []
-
-    if network.losses:
-        beta = 2.0 * network.r_pu * p_op / s_kva
-        alpha = network.r_pu * (q0**2 - p_op**2) / s_kva
-        p_base = subtree_sums(network, -base_kw)
-        loss_base = float(np.sum(alpha + beta * p_base))
-    else:
-        beta = np.zeros(nk)
-        alpha = np.zeros(nk)
-        loss_base = 0.0
+    p_base, _ = linear_state(network, network.base_p_w)
+    loss_base = float(np.sum(alpha + beta * p_base))
     base_net_load = -float(base_kw.sum())
 
     # ---- columns: a_g | g_imp g_exp | P_k | v_b
@@ -150,7 +142,7 @@ def build_lp(book: OrderBook, network: NetworkModel, options: ClearingOptions) -
     with np.errstate(invalid="ignore"):
         p_max = np.sqrt(np.maximum(s_max_kw**2 - q0**2, 0.0))
     p_max[~np.isfinite(s_max_kw)] = INF
-    p_base_flow = subtree_sums(network, -base_kw)
+    p_base_flow = p_base
     over = np.isfinite(p_max) & (np.abs(p_base_flow) > p_max)
     if over.any():
         p_max[over] = np.abs(p_base_flow[over])
@@ -228,3 +220,45 @@ def build_lp(book: OrderBook, network: NetworkModel, options: ClearingOptions) -
         n_groups=ng,
         notes=tuple(notes),
     )
+
+
+def loss_coefficients(
+    network: NetworkModel,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Per branch ``alpha`` [kW], ``beta`` [-] of the linearised losses, and ``Q0`` [kvar]."""
+    p_op, q0 = operating_point(network)
+    if not network.losses:
+        return np.zeros(network.n_branch), np.zeros(network.n_branch), q0
+    s_kva = network.s_base_va / 1000.0
+    beta = 2.0 * network.r_pu * p_op / s_kva
+    alpha = network.r_pu * (q0**2 - p_op**2) / s_kva
+    return alpha, beta, q0
+
+
+def linear_state(
+    network: NetworkModel, injection_w: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Branch flows [kW] and squared voltages [p.u.², without the offset] of the LP's model.
+
+    Exactly what the LP's rows imply for the net injection ``injection_w`` [W] per bus
+    (positive = export): flows from the leaves up, each branch's linearised loss drawn at its
+    parent bus, then the voltage drops from the slack down. Used to set the AC offset so the
+    linear model agrees with an AC power flow at a given dispatch.
+    """
+    alpha, beta, q0 = loss_coefficients(network)
+    parent = network.parents()
+    branch_of = np.full(network.n_bus, -1, dtype=np.int64)
+    branch_of[network.to_bus] = np.arange(network.n_branch)
+    load = -np.asarray(injection_w, dtype=float) / 1000.0
+    flow = np.zeros(network.n_branch)
+    for b in network.bfs_order[:0:-1].tolist():
+        k = branch_of[b]
+        flow[k] = load[b]
+        load[parent[b]] += flow[k] + alpha[k] + beta[k] * flow[k]
+    s_kva = network.s_base_va / 1000.0
+    v = np.zeros(network.n_bus)
+    v[network.slack] = network.vm_slack_pu**2
+    for b in network.bfs_order[1:].tolist():
+        k = branch_of[b]
+        v[b] = v[parent[b]] - 2.0 * (network.r_pu[k] * flow[k] + network.x_pu[k] * q0[k]) / s_kva
+    return flow, v

@@ -171,7 +171,7 @@ def build_model(book: OrderBook, network: NetworkModel, options: ClearingOptions
     BuiltModel
         The pyomo model with a ``dual`` import suffix, and the order groups in variable order.
     """
-    from market.clearing.lp import operating_point, subtree_sums  # noqa: PLC0415 - no cycle
+    from market.clearing.lp import linear_state, loss_coefficients  # noqa: PLC0415 - no cycle
 
     h = book.interval.hours
     groups = group_orders(book, network)
@@ -179,16 +179,10 @@ def build_model(book: OrderBook, network: NetworkModel, options: ClearingOptions
     s_kva = network.s_base_va / 1000.0
     base_kw = network.base_p_w / 1000.0
     slack = network.slack
-    p_op, q0 = operating_point(network)
-    if network.losses:
-        beta = 2.0 * network.r_pu * p_op / s_kva
-        alpha = network.r_pu * (q0**2 - p_op**2) / s_kva
-        loss_base = float(sum(alpha + beta * subtree_sums(network, -base_kw)))
-    else:
-        beta = alpha = [0.0] * nk  # type: ignore[assignment]
-        loss_base = 0.0
+    alpha, beta, q0 = loss_coefficients(network)
+    p_base, _ = linear_state(network, network.base_p_w)
+    loss_base = float(sum(alpha + beta * p_base))
     base_net_load = -float(base_kw.sum())
-    p_base = subtree_sums(network, -base_kw)
 
     m = pyo.ConcreteModel(name="peergrid_clearing")
     m.G = pyo.RangeSet(0, len(groups) - 1) if groups else pyo.Set(initialize=[])
