@@ -68,17 +68,28 @@ def leg(who: str, bus: int, wh: int, price: int = 100_000) -> Leg:
 
 
 def test_matching_pairs_electrically_closest_first() -> None:
-    """Sellers at A (1) and C (3), buyers at B (2) and D (4).
+    """Sellers at A (1) and C (3), buyers at B (2) and D (4); tree S-A, A-B, B-C, A-D.
 
-    Distances: A-B 2, A-D 8, C-B 4, C-D 14. A's 600 Wh go to B first (closest pair), then C
-    fills the rest of B (400) and D gets C's remaining 500; A-D never trades.
+    Distances: A-B 2, A-D 8, C-B 4, C-D 14. Matching runs from the leaves up: C's 900 Wh meet
+    B's demand at B (their meeting point), B's last 100 Wh and D's 500 Wh are met by A. The
+    energy-weighted path resistance is 900*4 + 100*2 + 500*8 = 7,800, below the 9,800 of the
+    pair-greedy split (A-B 600, C-B 400, C-D 500): bottom-up matching minimises it on a tree.
     """
     sellers = [leg("a", 1, 600), leg("c", 3, 900)]
     buyers = [leg("b", 2, 1000), leg("d", 4, 500)]
     trades = match(INTERVAL, FEEDER, sellers, buyers)
     flows = {(t.seller, t.buyer): t.energy_wh for t in trades}
-    assert flows == {("a", "b"): 600, ("c", "b"): 400, ("c", "d"): 500}
+    assert flows == {("c", "b"): 900, ("a", "b"): 100, ("a", "d"): 500}
     assert all(x.remaining_wh == 0 for x in [*sellers, *buyers])
+    parent = FEEDER.parents()
+    depth, path_r = FEEDER.depth_and_path_r()
+    index = FEEDER.bus_index()
+    weighted = sum(
+        t.energy_wh
+        * electrical_distance(parent, depth, path_r, index[t.seller_bus], index[t.buyer_bus])
+        for t in trades
+    )
+    assert weighted == 7_800
 
 
 def test_grid_is_matched_after_every_local_pair() -> None:
