@@ -179,8 +179,14 @@ def setpoints_for(
     plan: Plan,
     accepted_wh: Mapping[OrderId, int],
     devices: tuple[DeviceConfig, ...],
+    *,
+    acted: bool = True,
 ) -> tuple[Setpoint, ...]:
     """Setpoints that make devices deliver what cleared.
+
+    With ``acted=False`` (the grid-only fallback: no market decision was taken) every PV
+    inverter runs free at its rating and batteries idle: surplus goes to the grid at the export
+    tariff through imbalance settlement, nothing is curtailed on the market's account.
 
     * PV: curtailed by the surplus that did not sell (``offered - accepted``, as average power)
       below its forecast production; 100 % of its rating when all sold or nothing was offered.
@@ -189,6 +195,8 @@ def setpoints_for(
     Ids of devices without a forecast keep their rating (nothing is curtailed blindly).
     """
     hours = interval.hours
+    if not acted:
+        plan = Plan(orders=(), forecast_w=plan.forecast_w, skipped=plan.skipped)
     by_id = {d.id: d for d in devices}
     pv_cut_w: dict[DeviceId, float] = {}
     battery_w: dict[DeviceId, float] = {d.id: 0.0 for d in devices if d.kind == "battery"}

@@ -5,17 +5,25 @@ One *tick* runs at each interval boundary ``t`` (the end of interval ``T-1`` and
 
 1. **read**: every device is read once into a snapshot (a dead device is a MISSING reading,
    never an exception) and the snapshot is stored;
-2. **decide**: interval ``T-1`` is settled on paper (metered counter deltas between its two
-   boundary snapshots vs. its cleared result, :func:`market.settlement.settle`); interval ``T``
-   is claimed (never cleared twice), its orders are built from standing orders and the
-   forecast, cleared on the feeder with the AC check loop, and setpoints are derived;
-3. **write**: setpoints go to the devices, all in one phase (each write read back; a refused
-   write is reported); then the settlement intent of ``T-1`` is committed to the database and
-   only then sent to the chain (exactly once: the chain is asked first);
-4. **audit**: the record of ``T-1`` (inputs' hashes, result, AC check, readings, settlement
-   transaction, Merkle roots) is stored.
+2. **settle on paper**: every interval that has ended and has a recorded outcome but no
+   settlement yet (normally ``T-1``; older ones after a missed boundary or a crash) is settled
+   from its two boundary snapshots (:func:`market.settlement.settle`); a missing snapshot makes
+   its participants unmetered (settled as cleared, flagged). Each batch is committed to the
+   database as an *intent* now, before anything else can fail;
+3. **decide**: interval ``T`` is claimed (never cleared twice), its orders are built from
+   standing orders and the forecast, cleared on the feeder with the AC check loop, and
+   setpoints are derived. Any failure here becomes a recorded *grid only* outcome with its
+   reason, never an exception out of the tick;
+4. **write**: the result is committed, then setpoints go to the devices, all in one phase
+   (each write read back; a refused write is recorded); then every pending settlement intent
+   (this tick's, and any that failed before) is sent to the chain (exactly once: the client
+   asks the chain first, the contract refuses a second settlement);
+5. **audit**: the record of each settled interval (inputs' hashes, result, AC check, readings,
+   settlement transaction, Merkle roots) is stored.
 
-Each interval ends with exactly one recorded outcome and its reason.
+An interval claimed by a controller that died before recording its result is closed as
+``abandoned`` (nothing was acted on) at the next tick. Each interval therefore ends with
+exactly one recorded outcome and its reason, and each recorded outcome is settled once.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol
 
 from controller.bidding import Forecaster, Plan, plan_orders, setpoints_for
@@ -42,7 +50,7 @@ from controller.store import Store
 from grid_models.acloop import clear_on_grid
 from grid_models.errors import GridModelError
 from grid_models.grids import Grid
-from grid_models.linear import build_linear_grid
+from grid_models.linear import LinearGrid, build_linear_grid
 from market.clearing import ClearingOptions, empty_result
 from market.domain import (
     ClearingResult,
@@ -144,7 +152,16 @@ class TickReport:
     readings_ok: int
     readings_missing: tuple[str, ...]
     cleared: IntervalReport | None
-    settled: SettlementReport | None
+    settlements: tuple[SettlementReport, ...] = ()
+
+    @property
+    def settled(self) -> SettlementReport | None:
+        """The settlement of the interval that ended at this boundary, if any."""
+        ended = int(self.boundary.timestamp())
+        for report in self.settlements:
+            if report.interval.next().interval_id == ended:
+                return report
+        return None
 
 
 @dataclass(eq=False)
@@ -163,8 +180,6 @@ class Cycle:
     settler: Settler | None
     forecaster: Forecaster | None = None
     options: ClearingOptions = field(init=False)
-    _plans: dict[int, Plan] = field(default_factory=dict, init=False)
-    _books: dict[int, OrderBook] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.options = ClearingOptions(
@@ -186,7 +201,6 @@ class Cycle:
         if current.start != boundary:
             msg = f"tick at {boundary.isoformat()} is not on a {length} s boundary"
             raise ValueError(msg)
-        previous = Interval(boundary - timedelta(seconds=length), length)
 
         # 1. read
         snapshot = self.read_all(boundary)
@@ -197,59 +211,97 @@ class Cycle:
             if r.quality is not ReadingQuality.OK
         )
 
-        # 2. decide
-        batch, settle_error = self._settle_on_paper(previous)
-        cleared = self._clear(current, snapshot) if clear_next else None
+        # 2. settle on paper every ended interval; intents are durable before anything else
+        self._close_abandoned(current)
+        errors = self._settle_ended(boundary)
 
-        # 3. write: setpoints first (they are time-critical), then money
+        # 3. decide (never raises: a failure is a recorded grid-only outcome)
+        cleared = self._clear_safely(current, snapshot) if clear_next else None
+
+        # 4. write: result first (the ledger before any side effect), then setpoints, then money
         if cleared is not None:
-            failures = self._write_setpoints(cleared.setpoints)
-            cleared = _replace_failures(cleared, failures)
             self._save_interval(cleared)
-        settled = self._send(previous, batch, settle_error)
+            failures = self._write_setpoints(cleared.setpoints)
+            if failures:
+                cleared = _replace_failures(cleared, failures)
+                self._save_interval(cleared)
+        settlements = errors + self._send_pending()
 
-        # 4. audit
-        if settled is not None and settled.batch is not None:
-            self._audit(previous, settled)
+        # 5. audit
+        for report in settlements:
+            if report.batch is not None or report.error:
+                self._audit(report.interval, report)
         return TickReport(
             boundary=boundary,
             readings_ok=len(snapshot) - len(missing),
             readings_missing=missing,
             cleared=cleared,
-            settled=settled,
+            settlements=tuple(settlements),
         )
 
     # -------------------------------------------------------------------------- clearing
-    def _clear(
+    def _clear_safely(
         self, interval: Interval, snapshot: Mapping[DeviceId, MeterReading]
     ) -> IntervalReport | None:
+        """Clear ``interval``; any failure becomes a recorded grid-only outcome."""
         started = time.perf_counter()
         if not self.store.claim_interval(interval.interval_id, interval.length_s):
             log.warning("interval %s already cleared; not clearing it twice", interval.label())
             return None
+        try:
+            return self._clear(interval, snapshot, started)
+        except Exception as exc:  # the cycle must go on: record why, act on nothing
+            log.exception("clearing %s failed", interval.label())
+            book = OrderBook(interval)
+            result = empty_result(
+                book,
+                ClearingStatus.SOLVER_ERROR,
+                f"clearing failed ({type(exc).__name__}: {exc}); fallback: grid only",
+            )
+            plan = Plan(orders=(), forecast_w={}, skipped=())
+            return IntervalReport(
+                interval=interval,
+                book=book,
+                result=result,
+                setpoints=setpoints_for(interval, plan, {}, self.site.devices, acted=False),
+                write_failures=(),
+                skipped=(),
+                wall_s=time.perf_counter() - started,
+            )
+
+    def _clear(
+        self, interval: Interval, snapshot: Mapping[DeviceId, MeterReading], started: float
+    ) -> IntervalReport:
         plan = plan_orders(
             interval, self.site.participants, self.site.devices, snapshot, self.forecaster
         )
         grid = self.base_grid_for(interval)
-        try:
-            book = build_order_book(
-                interval, [po.order for po in plan.orders], known_buses=set(grid.bus_names)
-            )
-        except MarketError as exc:
-            book = OrderBook(interval)
-            result = empty_result(book, ClearingStatus.SOLVER_ERROR, f"invalid order book: {exc}")
-        else:
-            result = self._clear_book(grid, book)
-        self._plans[interval.interval_id] = plan
-        self._books[interval.interval_id] = book
-        setpoints = setpoints_for(interval, plan, result.accepted_wh, self.site.devices)
+        linear = build_linear_grid(
+            grid, vm_min_pu=self.site.vm_min_pu, vm_max_pu=self.site.vm_max_pu
+        )
+        known = linear.network.bus_index()
+        skipped = list(plan.skipped)
+        orders = []
+        for po in plan.orders:
+            if po.order.bus in known:
+                orders.append(po.order)
+            else:
+                skipped.append(
+                    f"{po.order.order_id}: bus {po.order.bus!r} is not connected to the grid "
+                    "this interval; order not placed"
+                )
+        book = build_order_book(interval, orders)
+        result = self._clear_book(grid, book, linear)
+        setpoints = setpoints_for(
+            interval, plan, result.accepted_wh, self.site.devices, acted=result.is_ok
+        )
         return IntervalReport(
             interval=interval,
             book=book,
             result=result,
             setpoints=setpoints,
             write_failures=(),
-            skipped=plan.skipped,
+            skipped=tuple(skipped),
             wall_s=time.perf_counter() - started,
         )
 
@@ -262,13 +314,16 @@ class Cycle:
         )
         return result_to_dict(self._clear_book(grid, book))
 
-    def _clear_book(self, grid: Grid, book: OrderBook) -> ClearingResult:
+    def _clear_book(
+        self, grid: Grid, book: OrderBook, linear: LinearGrid | None = None
+    ) -> ClearingResult:
         if not len(book):
             return empty_result(book, ClearingStatus.NO_CROSSING, "no orders this interval")
         try:
-            linear = build_linear_grid(
-                grid, vm_min_pu=self.site.vm_min_pu, vm_max_pu=self.site.vm_max_pu
-            )
+            if linear is None:
+                linear = build_linear_grid(
+                    grid, vm_min_pu=self.site.vm_min_pu, vm_max_pu=self.site.vm_max_pu
+                )
             return clear_on_grid(grid, linear, book, self.options)
         except GridModelError as exc:
             return empty_result(
@@ -314,44 +369,79 @@ class Cycle:
         end = self.store.readings_at(interval.next().interval_id)
         return metered_energy(self.site, start, end)
 
-    def _settle_on_paper(self, interval: Interval) -> tuple[SettlementBatch | None, str]:
-        stored = self.store.result(interval.interval_id)
-        if stored is None or self.store.settlement(interval.interval_id) is not None:
-            return None, ""
-        result = result_from_dict(stored, interval)
-        metered, leaves = self.metered(interval)
-        try:
-            batch = settle(
-                result,
-                metered,
-                import_price=self.site.import_price,
-                export_price=self.site.export_price,
-                reading_leaves=leaves,
+    def _close_abandoned(self, current: Interval) -> None:
+        """Record an outcome for intervals claimed by a controller that died mid-clearing."""
+        for interval_id, length_s in self.store.abandoned_intervals(current.interval_id):
+            interval = Interval.from_id(interval_id, length_s)
+            book = OrderBook(interval)
+            result = empty_result(
+                book,
+                ClearingStatus.SOLVER_ERROR,
+                "abandoned: the controller stopped while clearing; nothing was acted on; "
+                "fallback: grid only",
             )
-        except MarketError as exc:
-            return None, f"settlement arithmetic failed: {exc}"
-        return batch, ""
+            self.store.save_result(
+                interval_id,
+                status="abandoned",
+                reason=result.reason,
+                book_hash=book.digest(),
+                n_orders=0,
+                result={**result_to_dict(result), "book": book_to_dict(book)},
+                setpoints=[],
+            )
 
-    def _send(
-        self, interval: Interval, batch: SettlementBatch | None, error: str
-    ) -> SettlementReport | None:
-        if error:
-            return SettlementReport(interval=interval, batch=None, outcome=None, error=error)
-        if batch is None:
-            return None
-        self.store.record_intent(interval.interval_id, batch.batch_id, batch_to_dict(batch))
+    def _settle_ended(self, boundary: datetime) -> list[SettlementReport]:
+        """Settle on paper every ended interval without a settlement; persist the intents."""
+        errors: list[SettlementReport] = []
+        for interval_id, length_s, stored in self.store.unsettled_results(
+            int(boundary.timestamp())
+        ):
+            interval = Interval.from_id(interval_id, length_s)
+            result = result_from_dict(stored, interval)
+            metered, leaves = self.metered(interval)
+            try:
+                batch = settle(
+                    result,
+                    metered,
+                    import_price=self.site.import_price,
+                    export_price=self.site.export_price,
+                    reading_leaves=leaves,
+                )
+            except MarketError as exc:
+                log.exception("settling %s failed", interval.label())
+                errors.append(
+                    SettlementReport(
+                        interval=interval,
+                        batch=None,
+                        outcome=None,
+                        error=f"settlement arithmetic failed: {exc}",
+                    )
+                )
+                continue
+            self.store.record_intent(interval_id, batch.batch_id, batch_to_dict(batch))
+        return errors
+
+    def _send_pending(self) -> list[SettlementReport]:
+        """Send every settlement intent not yet on-chain (this tick's and earlier failures)."""
+        reports: list[SettlementReport] = []
+        for pending in self.store.pending_settlements():
+            interval = Interval.from_id(pending.interval_id, self.site.interval_s)
+            batch = batch_from_dict(pending.batch, interval)
+            reports.append(self._submit(interval, batch))
+        return reports
+
+    def _submit(self, interval: Interval, batch: SettlementBatch) -> SettlementReport:
         if self.settler is None:
             return SettlementReport(
                 interval=interval, batch=batch, outcome=None, error="no chain configured"
             )
         try:
             outcome = self.settler.submit(batch)
-        except Exception as exc:  # any chain failure: keep the intent, report, retry later
-            self.store.mark_failed(interval.interval_id, f"{type(exc).__name__}: {exc}")
-            log.exception("settlement of %s failed", interval.label())
-            return SettlementReport(
-                interval=interval, batch=batch, outcome=None, error=f"{type(exc).__name__}: {exc}"
-            )
+        except Exception as exc:  # any chain failure: keep the intent, report, retry next tick
+            error = f"{type(exc).__name__}: {exc}"
+            self.store.mark_failed(interval.interval_id, error)
+            log.warning("settlement of %s failed (will retry): %s", interval.label(), error)
+            return SettlementReport(interval=interval, batch=batch, outcome=None, error=error)
         self.store.mark_settled(
             interval.interval_id,
             tx_hash=outcome.tx_hash,
@@ -361,31 +451,11 @@ class Cycle:
         return SettlementReport(interval=interval, batch=batch, outcome=outcome)
 
     def resume_pending(self) -> list[SettlementReport]:
-        """Resolve settlement intents left by a crash or a failure (chain asked first)."""
-        reports = []
-        for pending in self.store.pending_settlements():
-            interval = Interval.from_id(pending.interval_id, self.site.interval_s)
-            batch = batch_from_dict(pending.batch, interval)
-            reports.append(self._resend(interval, batch))
+        """Resolve settlement intents left by a crash or a failure (the chain is asked first)."""
+        reports = self._send_pending()
+        for report in reports:
+            self._audit(report.interval, report)
         return reports
-
-    def _resend(self, interval: Interval, batch: SettlementBatch) -> SettlementReport:
-        if self.settler is None:
-            return SettlementReport(interval=interval, batch=batch, outcome=None, error="no chain")
-        try:
-            outcome = self.settler.submit(batch)
-        except Exception as exc:  # keep the intent for the next try
-            self.store.mark_failed(interval.interval_id, f"{type(exc).__name__}: {exc}")
-            return SettlementReport(interval=interval, batch=batch, outcome=None, error=str(exc))
-        self.store.mark_settled(
-            interval.interval_id,
-            tx_hash=outcome.tx_hash,
-            block_number=outcome.block_number,
-            gas_used=outcome.gas_used,
-        )
-        report = SettlementReport(interval=interval, batch=batch, outcome=outcome)
-        self._audit(interval, report)
-        return report
 
     # -------------------------------------------------------------------------- audit
     def _audit(self, interval: Interval, settled: SettlementReport) -> None:
@@ -442,7 +512,10 @@ def metered_energy(
     for p in site.participants:
         imp = exp = 0
         problems: list[str] = []
-        for d in site.devices_of(p.id):
+        devices = site.devices_of(p.id)
+        if not devices:
+            problems.append("no metering device: energy cannot be verified")
+        for d in devices:
             a, b = start.get(d.id), end.get(d.id)
             if a is None or b is None:
                 problems.append(f"{d.id}: no reading at the interval's start or end")

@@ -46,6 +46,7 @@ from market.units import format_tokens
 DEMO_START = datetime(2026, 6, 21, 7, 30, tzinfo=UTC)
 DEMO_INTERVALS = 16
 GRID_DEPOSIT = 1_000_000_000  # the upstream supplier's escrow: 1,000 tokens
+COMMUNITY_DEPOSIT = 100_000_000  # the community's reserve: it buys the market's losses
 WALLET_EXTRA = 20_000_000  # tokens each participant keeps outside escrow
 Sim = PVInverterSim | LoadMeterSim | BatterySim
 
@@ -105,7 +106,8 @@ def fund_chain(site: SiteConfig, client: ChainClient) -> int:
     client.deploy_token("PeerGrid Demo Dollar", "PGD")
     client.deploy_settlement(client.token.address)
     minted = 0
-    labels = [(p.id, p.deposit) for p in site.participants] + [(GRID, GRID_DEPOSIT)]
+    labels = [(p.id, p.deposit) for p in site.participants]
+    labels += [(GRID, GRID_DEPOSIT), (COMMUNITY, COMMUNITY_DEPOSIT)]
     for label, deposit in labels:
         account = derive_account(label)
         client.fund_eth(account.address, 10**18)

@@ -5,14 +5,17 @@ previous run (asking the chain first), then ticks at every interval boundary thr
 :mod:`controller.scheduler` until interrupted. One instance per site: a lock file next to the
 database refuses a second one.
 
-Chain backends: ``embedded`` deploys fresh contracts on an in-process chain at start (its state
-is lost at exit: for trials only). ``anvil`` and ``rpc`` are the on-chain settlement issue's
+Chain backends: ``embedded`` deploys fresh contracts on an in-process chain at start and funds
+every escrow from the site file (its state is lost at exit, and GRID, COMMUNITY and ``derive``
+accounts use demo keys: for trials only). ``anvil`` and ``rpc`` are the on-chain settlement issue's
 work and are refused with a clear message until then.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,15 +31,17 @@ from controller.wiring import (
     load_site_grid,
     participant_accounts,
 )
-from market.domain import Interval
+from market.domain import COMMUNITY, GRID, Interval
 
 log = logging.getLogger("peergrid.run")
 
 
 def _lock_path(site: SiteConfig) -> Path:
+    """One lock per database: next to a SQLite file, else in the user's runtime folder."""
     if site.database.startswith("sqlite:///"):
-        return Path(site.database.removeprefix("sqlite:///") + ".lock")
-    return Path.cwd() / f".peergrid-{abs(hash(site.name))}.lock"
+        return Path(site.database.removeprefix("sqlite:///") + ".lock").resolve()
+    digest = hashlib.sha256(site.database.encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"peergrid-{digest}.lock"
 
 
 def _summary(report: TickReport) -> str:
@@ -46,14 +51,43 @@ def _summary(report: TickReport) -> str:
     if report.cleared is not None:
         r = report.cleared.result
         parts.append(f"cleared {r.interval.label()} {r.status.value} ({r.reason})")
-    if report.settled is not None:
-        s = report.settled
+    for s in report.settlements:
         parts.append(
             f"settled {s.interval.label()} tx {s.outcome.tx_hash}"
             if s.outcome
-            else f"settlement of {s.interval.label()} failed: {s.error}"
+            else f"settlement of {s.interval.label()} pending: {s.error}"
         )
     return "; ".join(parts)
+
+
+COMMUNITY_RESERVE = 100_000_000
+"""Escrow the operator deposits for the community account (it pays the market's losses)."""
+GRID_RESERVE = 1_000_000_000
+"""Escrow of the upstream supplier's account on the embedded chain (it pays for exports)."""
+
+
+def fund_embedded(site: SiteConfig, client: ChainClient) -> int:
+    """Deploy the contracts on an embedded chain and fund every account's escrow.
+
+    Participants deposit their site-file ``deposit``; GRID and COMMUNITY get reserves. The
+    embedded chain lives in this process only, so this is a trial mode: a real site runs on a
+    persistent chain (anvil or RPC) where participants fund their own escrow. Returns the
+    minted supply [token units].
+    """
+    client.fund_eth(client.operator.address, 100 * 10**18)
+    client.deploy_token("PeerGrid Token", "PGT")
+    client.deploy_settlement(client.token.address)
+    minted = 0
+    accounts = [(p.id, p.deposit) for p in site.participants]
+    accounts += [(GRID, GRID_RESERVE), (COMMUNITY, COMMUNITY_RESERVE)]
+    for label, deposit in accounts:
+        account = derive_account(label)
+        client.fund_eth(account.address, 10**18)
+        if deposit:
+            client.mint(account.address, deposit)
+            client.deposit(account, deposit)
+            minted += deposit
+    return minted
 
 
 def run_site(site: SiteConfig, *, once: bool = False) -> int:
@@ -71,9 +105,7 @@ def run_site(site: SiteConfig, *, once: bool = False) -> int:
             devices = build_devices(site)
             try:
                 client = ChainClient(embedded_web3(), derive_account("operator"))
-                client.fund_eth(client.operator.address, 100 * 10**18)
-                client.deploy_token("PeerGrid Token", "PGT")
-                client.deploy_settlement(client.token.address)
+                fund_embedded(site, client)
                 cycle = Cycle(
                     site=site,
                     store=store,

@@ -68,13 +68,26 @@ def record_missed(cycle: Cycle, now: datetime) -> list[int]:
 
 
 def run_tick(cycle: Cycle, boundary: datetime) -> TickReport | None:
-    """Run one tick at ``boundary`` unless it already ran; record the outcome."""
+    """Run one tick at ``boundary`` unless it already ran; record its outcome.
+
+    The boundary is claimed (``running``) before the tick, so it can never run twice, and set
+    to ``ran`` or ``failed`` (with the error) after it. The cycle itself turns clearing and
+    settlement failures into recorded outcomes; what reaches here is unexpected.
+    """
     boundary_id = int(boundary.timestamp())
     record_missed(cycle, boundary)
-    if not cycle.store.record_tick(boundary_id, "ran"):
+    if not cycle.store.record_tick(boundary_id, "running"):
         log.warning("boundary %s already ran; skipping", boundary.isoformat())
         return None
-    return cycle.tick(boundary)
+    try:
+        report = cycle.tick(boundary)
+    except Exception as exc:
+        cycle.store.update_tick(boundary_id, "failed", f"{type(exc).__name__}: {exc}")
+        log.exception("tick at %s failed", boundary.isoformat())
+        return None
+    problems = [s.error for s in report.settlements if s.error]
+    cycle.store.update_tick(boundary_id, "ran", "; ".join(problems))
+    return report
 
 
 def run_forever(

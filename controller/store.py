@@ -116,7 +116,7 @@ ticks = Table(
     "ticks",
     metadata,
     Column("boundary", BigInteger, primary_key=True),
-    Column("outcome", String(32), nullable=False),  # ran | missed | failed
+    Column("outcome", String(32), nullable=False),  # running | ran | missed | failed
     Column("detail", Text, nullable=False, default=""),
     Column("at", DateTime(timezone=True), nullable=False),
 )
@@ -206,6 +206,30 @@ class Store:
                 select(intervals.c.result).where(intervals.c.interval_id == interval_id)
             ).first()
         return None if row is None else row[0]
+
+    def abandoned_intervals(self, before_id: int) -> list[tuple[int, int]]:
+        """Claimed intervals before ``before_id`` that never got a result (a crash)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(intervals.c.interval_id, intervals.c.length_s)
+                .where(intervals.c.status == "claimed")
+                .where(intervals.c.interval_id < before_id)
+                .order_by(intervals.c.interval_id)
+            )
+            return [(int(r[0]), int(r[1])) for r in rows]
+
+    def unsettled_results(self, boundary_id: int) -> list[tuple[int, int, dict[str, Any]]]:
+        """Intervals ended by ``boundary_id`` with a result and no settlement, oldest first."""
+        with self.engine.connect() as conn:
+            settled = select(settlements.c.interval_id)
+            rows = conn.execute(
+                select(intervals.c.interval_id, intervals.c.length_s, intervals.c.result)
+                .where(intervals.c.result.is_not(None))
+                .where(intervals.c.interval_id + intervals.c.length_s <= boundary_id)
+                .where(intervals.c.interval_id.not_in(settled))
+                .order_by(intervals.c.interval_id)
+            )
+            return [(int(r[0]), int(r[1]), r[2]) for r in rows]
 
     def interval_rows(self) -> list[dict[str, Any]]:
         """All intervals, oldest first."""
@@ -361,6 +385,15 @@ class Store:
         except IntegrityError:
             return False
         return True
+
+    def update_tick(self, boundary: int, outcome: str, detail: str = "") -> None:
+        """Set the outcome of a tick recorded with :meth:`record_tick`."""
+        with self._tx() as conn:
+            conn.execute(
+                update(ticks)
+                .where(ticks.c.boundary == boundary)
+                .values(outcome=outcome, detail=detail, at=_now())
+            )
 
     def last_tick(self) -> int | None:
         """The latest recorded boundary."""

@@ -100,3 +100,101 @@ def test_grid_trades_carry_the_tariffs(tmp_path: Path) -> None:
                 assert t.seller_price >= rt.site.import_price
             if t.buyer == GRID:
                 assert t.buyer_price <= rt.site.export_price
+
+
+class FlakySettler:
+    """Fails the first ``failures`` submissions, then passes them to the real settler."""
+
+    def __init__(self, real, failures: int) -> None:
+        self.real = real
+        self.failures = failures
+
+    def submit(self, batch):
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("node unreachable")
+        return self.real.submit(batch)
+
+
+def settled_intervals(rt) -> dict[int, str]:
+    return {
+        row["interval_id"]: (rt.store.settlement(row["interval_id"]) or {}).get("state", "none")
+        for row in rt.store.interval_rows()
+    }
+
+
+def test_a_failing_clear_is_a_recorded_outcome_and_settlement_goes_on(tmp_path: Path) -> None:
+    with demo_runtime(tmp_path) as rt:
+        rt.tick(0)
+        real = rt.cycle.base_grid_for
+
+        def broken(interval):
+            raise RuntimeError("grid data unavailable")
+
+        rt.cycle.base_grid_for = broken
+        report = rt.tick(1)
+        rt.cycle.base_grid_for = real
+        assert report.cleared is not None
+        assert report.cleared.result.status is ClearingStatus.SOLVER_ERROR
+        assert "grid data unavailable" in report.cleared.result.reason
+        # nothing acted on: every inverter free, battery idle
+        assert all(
+            sp.p_w == next(d.rated_w for d in rt.site.devices if d.id == sp.device_id)
+            for sp in report.cleared.setpoints
+            if sp.kind.value == "pv_limit"
+        )
+        assert report.settled is not None
+        assert report.settled.outcome is not None  # interval 0 settled regardless
+        rt.tick(2, clear_next=False)
+        assert set(settled_intervals(rt).values()) == {"settled"}
+        assert rt.conservation()["holds"]
+
+
+def test_a_missed_boundary_still_settles_every_interval(tmp_path: Path) -> None:
+    with demo_runtime(tmp_path) as rt:
+        rt.tick(0)
+        rt.tick(1)
+        for sim in rt.sims.values():  # time passes, nobody reads at boundary 2
+            sim.advance(rt.boundary(2))
+        rt.tick(3)
+        rt.tick(4, clear_next=False)
+        states = settled_intervals(rt)
+        assert len(states) == 3  # intervals 0, 1 and 3: nobody cleared 2 (its boundary was missed)
+        assert set(states.values()) == {"settled"}
+        # the interval that ended at the missed boundary is settled as cleared, flagged
+        interval_1 = int(rt.boundary(1).timestamp())
+        batch = rt.store.settlement(interval_1)["batch"]
+        assert all(not line["metered"] for line in batch["lines"])
+        assert all("no reading" in line["reason"] for line in batch["lines"])
+        assert rt.conservation()["holds"]
+
+
+def test_a_failed_settlement_is_retried_at_the_next_tick(tmp_path: Path) -> None:
+    with demo_runtime(tmp_path) as rt:
+        rt.cycle.settler = FlakySettler(rt.cycle.settler, failures=1)
+        rt.tick(0)
+        first = rt.tick(1)
+        assert first.settled is not None
+        assert first.settled.outcome is None
+        assert "node unreachable" in first.settled.error
+        second = rt.tick(2, clear_next=False)
+        assert {s.interval.interval_id for s in second.settlements if s.outcome} == {
+            int(rt.boundary(0).timestamp()),
+            int(rt.boundary(1).timestamp()),
+        }
+        assert set(settled_intervals(rt).values()) == {"settled"}
+
+
+def test_an_abandoned_claim_is_closed_and_settled(tmp_path: Path) -> None:
+    with demo_runtime(tmp_path) as rt:
+        rt.tick(0)
+        crashed = int(rt.boundary(1).timestamp())
+        assert rt.store.claim_interval(crashed, rt.site.interval_s)  # died before a result
+        for sim in rt.sims.values():
+            sim.advance(rt.boundary(1))
+        rt.cycle.tick(rt.boundary(1), clear_next=False)
+        rt.tick(2)
+        rt.tick(3, clear_next=False)
+        rows = {r["interval_id"]: r for r in rt.store.interval_rows()}
+        assert rows[crashed]["status"] == "abandoned"
+        assert set(settled_intervals(rt).values()) == {"settled"}

@@ -1,0 +1,331 @@
+"""``peergrid devices``: read a Modbus device, or serve a simulated one.
+
+::
+
+    peergrid devices read --host H --port P --unit U [--map sunspec|NAME|FILE]
+                          [--rtu DEV --baud B] [--json]
+    peergrid devices simulate {pv,meter,battery} --port P [--map NAME|FILE] [--unit U]
+                          [--rtu DEV --baud B] [--rated-w W] [--power-w W] [--speed X]
+
+``read`` prints the canonical :class:`~market.domain.MeterReading` (GRID sign: positive =
+import) and, with ``--map sunspec`` (the default), the SunSpec models found with every
+decoded point; with a register map it prints every field of the map. ``simulate`` serves a
+simulator (TCP on ``--host:--port``, and/or RTU on ``--rtu``) until Ctrl-C, its clock
+running at ``--speed`` times real time.
+
+Exit codes: 0 ok; 1 the device failed (no answer, exception, not SunSpec, reading
+MISSING; a simulator that cannot start); 2 bad input (arguments, register map).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from adapters.modbus import sunspec
+from adapters.modbus.client import ModbusTkClient
+from adapters.modbus.devices import DeviceReader, fetch_fields
+from adapters.modbus.errors import AdapterError, RegisterMapError
+from adapters.modbus.registermaps import RegisterMap, available_register_maps, load_register_map
+from adapters.modbus.simulators import (
+    BatterySim,
+    DeviceSimulator,
+    LoadMeterSim,
+    PVInverterSim,
+    clear_sky_profile,
+    constant_profile,
+)
+from controller.serialize import reading_to_dict
+from market.domain import BusId, DeviceId, MeterReading, ParticipantId, ReadingQuality
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+SIMULATOR_KINDS = ("pv", "meter", "battery")
+DEFAULT_MAPS = {"pv": "sunspec_inverter", "meter": "sdm630", "battery": "battery"}
+
+log = logging.getLogger("peergrid.devices")
+
+
+def _out(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(f"peergrid devices: {text}\n")
+
+
+# ---------------------------------------------------------------------------- read
+
+
+def _client(args: argparse.Namespace) -> ModbusTkClient:
+    if args.rtu:
+        return ModbusTkClient.rtu(
+            args.rtu, args.unit, baudrate=args.baud, timeout_s=args.timeout, retries=args.retries
+        )
+    return ModbusTkClient(args.host, args.port, args.unit, args.timeout, args.retries)
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
+
+
+def _models_to_dict(device: sunspec.SunSpecDevice) -> dict[str, Any]:
+    models = []
+    for m in device.models:
+        points: dict[str, dict[str, Any]] = {}
+        for p in m.decode():
+            entry: dict[str, Any] = {"value": _jsonable(p.value)}
+            if p.units:
+                entry["units"] = p.units
+            if p.symbol is not None:
+                entry["symbol"] = p.symbol
+            if p.flags:
+                entry["flags"] = list(p.flags)
+            points[p.path] = entry
+        models.append(
+            {
+                "id": m.model_id,
+                "name": m.name,
+                "label": m.label,
+                "address": m.address,
+                "length": m.length,
+                "points": points,
+            }
+        )
+    return {"base_address": device.base_address, "models": models}
+
+
+def _format_value(entry: dict[str, Any]) -> str:
+    value = entry["value"]
+    if value is None:
+        return "-"
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    if entry.get("units"):
+        text += f" {entry['units']}"
+    if entry.get("symbol"):
+        text += f" ({entry['symbol']})"
+    if entry.get("flags"):
+        text += f" [{', '.join(entry['flags'])}]"
+    return text
+
+
+def _print_text(report: dict[str, Any]) -> None:
+    r = report["reading"]
+    _out(f"device   {report['endpoint']}  map {report['map']}")
+    soc = "-" if r["soc_percent"] is None else f"{r['soc_percent']:g} %"
+    _out(
+        f"reading  {r['quality']}  p_w {r['p_w']} W (+ = import)  import {r['import_wh_total']} Wh"
+        f"  export {r['export_wh_total']} Wh  soc {soc}"
+    )
+    if r["reason"]:
+        _out(f"         {r['reason']}")
+    spec = report.get("sunspec")
+    if spec:
+        _out(f"SunSpec at {spec['base_address']}:")
+        for m in spec["models"]:
+            _out(
+                f"  model {m['id']} {m['name']} ({m['label']}) at {m['address']}, L = {m['length']}"
+            )
+            for path, entry in m["points"].items():
+                _out(f"    {path:<28} {_format_value(entry)}")
+    fields = report.get("fields")
+    if fields:
+        _out("fields:")
+        for name, value in fields.items():
+            _out(f"  {name:<28} {_format_value({'value': value})}")
+
+
+def _read(
+    args: argparse.Namespace, client: ModbusTkClient, register_map: RegisterMap | None
+) -> tuple[dict[str, Any], MeterReading]:
+    report: dict[str, Any] = {"endpoint": client.endpoint, "map": args.map}
+    device = None
+    if register_map is None:
+        device = sunspec.discover(client)
+        register_map = device.register_map("sunspec", unit_id=args.unit)
+        report["sunspec"] = _models_to_dict(device)
+    reader = DeviceReader(
+        DeviceId(args.device_id), ParticipantId("-"), BusId("-"), client, register_map
+    )
+    reading = reader.read(datetime.now(UTC))
+    if device is None and reading.quality is ReadingQuality.OK:
+        values = fetch_fields(client, register_map)
+        report["fields"] = {k: _jsonable(v) for k, v in values.items()}
+    report["reading"] = reading_to_dict(reading)
+    return report, reading
+
+
+def cmd_read(args: argparse.Namespace) -> int:
+    """``devices read``: the canonical reading, and the models or fields of the device."""
+    try:
+        register_map = None if args.map == "sunspec" else load_register_map(args.map)
+        client = _client(args)
+    except ValueError as exc:  # RegisterMapError, or bad serial/unit settings
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    try:
+        report, reading = _read(args, client, register_map)
+    except RegisterMapError as exc:  # a map without p_w cannot make a reading
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    except AdapterError as exc:  # no answer, exception answer, not SunSpec
+        _err(str(exc) if client.endpoint in str(exc) else f"{client.endpoint}: {exc}")
+        return EXIT_FAILED
+    finally:
+        client.close()
+    if args.json:
+        _out(json.dumps(report, indent=2))
+    else:
+        _print_text(report)
+    return EXIT_OK if reading.quality is ReadingQuality.OK else EXIT_FAILED
+
+
+# ---------------------------------------------------------------------------- simulate
+
+
+def _make_simulator(args: argparse.Namespace, start: datetime) -> DeviceSimulator:
+    kind = args.kind
+    map_name = args.map or DEFAULT_MAPS[kind]
+    options: dict[str, Any] = {
+        "register_map": map_name,
+        "unit_id": args.unit,
+        "host": args.host,
+        "port": args.port,
+        "rtu": args.rtu,
+        "baudrate": args.baud,
+        "start_at": start,
+    }
+    if kind == "pv":
+        rated = args.rated_w or 5000.0
+        profile = clear_sky_profile(rated) if args.power_w is None else constant_profile(
+            args.power_w
+        )  # fmt: skip
+        return PVInverterSim(rated, profile, **options)
+    if kind == "meter":
+        power = 1500.0 if args.power_w is None else args.power_w
+        return LoadMeterSim(constant_profile(power), peak_w=abs(power), **options)
+    return BatterySim(args.capacity_wh, args.rated_w or 5000.0, args.soc, **options)
+
+
+def cmd_simulate(args: argparse.Namespace, *, sleep: Callable[[float], None] = time.sleep) -> int:
+    """``devices simulate``: serve a simulator until Ctrl-C (or ``--duration``)."""
+    if args.port is None and args.rtu is None:
+        _err("give --port (0 = any free one) and/or --rtu DEVICE")
+        return EXIT_BAD_INPUT
+    if args.speed <= 0 or (args.duration is not None and args.duration < 0):
+        _err("--speed must be > 0 and --duration >= 0")
+        return EXIT_BAD_INPUT
+    start = datetime.now(UTC)
+    try:
+        sim = _make_simulator(args, start)
+    except (RegisterMapError, ValueError) as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    try:
+        sim.start()
+    except (OSError, TimeoutError) as exc:
+        _err(f"cannot serve {args.kind}: {exc}")
+        return EXIT_FAILED
+    where = []
+    if args.port is not None:
+        where.append(f"tcp {sim.host}:{sim.port}")
+    if args.rtu is not None:
+        where.append(f"rtu {args.rtu} at {args.baud} baud")
+    _out(
+        f"serving {args.kind} ({sim.register_map.name}) unit {sim.unit_id} on "
+        f"{' and '.join(where)}; Ctrl-C stops"
+    )
+    began = time.monotonic()
+    try:
+        while args.duration is None or time.monotonic() - began < args.duration:
+            elapsed = time.monotonic() - began
+            sim.advance(start + timedelta(seconds=elapsed * args.speed))
+            sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.stop()
+    _out("stopped")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- parser
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``devices read`` and ``devices simulate`` to the ``peergrid`` parser."""
+    devices = sub.add_parser("devices", help="read Modbus devices, serve simulated ones")
+    devices_sub = devices.add_subparsers(dest="devices_command", required=True)
+    maps = ", ".join(available_register_maps())
+
+    read = devices_sub.add_parser(
+        "read", help="print a device's canonical reading and its SunSpec models or fields"
+    )
+    read.add_argument("--host", default="127.0.0.1", help="TCP host (default 127.0.0.1)")
+    read.add_argument("--port", type=int, default=502, help="TCP port (default 502)")
+    read.add_argument("--unit", type=int, default=1, help="Modbus unit id (default 1)")
+    read.add_argument(
+        "--map",
+        default="sunspec",
+        help=f"'sunspec' (discover the models; default), a built-in map ({maps}) or a JSON file",
+    )
+    read.add_argument("--rtu", metavar="DEV", help="read over Modbus RTU on this serial device")
+    read.add_argument("--baud", type=int, default=19200, help="RTU speed (default 19200)")
+    read.add_argument("--timeout", type=float, default=1.0, help="seconds per answer (default 1)")
+    read.add_argument("--retries", type=int, default=1, help="extra attempts (default 1)")
+    read.add_argument("--device-id", default="device", help="id to put in the reading")
+    read.add_argument("--json", action="store_true", help="print JSON")
+    read.set_defaults(func=cmd_read)
+
+    sim = devices_sub.add_parser("simulate", help="serve a simulated device until Ctrl-C")
+    sim.add_argument("kind", choices=SIMULATOR_KINDS, help="device kind")
+    sim.add_argument("--host", default="127.0.0.1", help="TCP address (default 127.0.0.1)")
+    sim.add_argument("--port", type=int, default=None, help="TCP port (0 = any free one)")
+    sim.add_argument("--unit", type=int, default=1, help="Modbus unit id (default 1)")
+    sim.add_argument(
+        "--map",
+        default=None,
+        help="register map (default: pv sunspec_inverter, meter sdm630, battery battery; "
+        "also sunspec_der_inverter, sunspec_meter, sunspec_storage, sunspec_der_storage)",
+    )
+    sim.add_argument("--rtu", metavar="DEV", help="also serve Modbus RTU on this serial device")
+    sim.add_argument("--baud", type=int, default=19200, help="RTU speed (default 19200)")
+    sim.add_argument("--rated-w", type=float, default=None, help="PV rating / battery power [W]")
+    sim.add_argument(
+        "--power-w",
+        type=float,
+        default=None,
+        help="constant power [W] (PV available power, meter load; + = import for a meter); "
+        "default: clear-sky PV, 1500 W load",
+    )
+    sim.add_argument("--capacity-wh", type=float, default=10_000.0, help="battery capacity")
+    sim.add_argument("--soc", type=float, default=50.0, help="battery state of charge [%%]")
+    sim.add_argument("--speed", type=float, default=1.0, help="simulated seconds per second")
+    sim.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    sim.set_defaults(func=cmd_simulate)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``devices ...`` on its own (``python -m controller.cli_devices devices read ...``)."""
+    parser = argparse.ArgumentParser(prog="peergrid")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
