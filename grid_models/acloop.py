@@ -95,8 +95,11 @@ def clear_on_grid(
     started = time.perf_counter()
     network = linear.network
     notes = " ".join(network.notes)
+    line_limits, trafo_limits = linear.effective_loading_limits()
     last_problem = ""
+    solves = 0
     for iteration in range(1, max_iterations + 1):
+        solves = iteration
         result = clear(book, network, options)
         if not result.is_ok:
             return _fallback(grid, linear, book, result.status, result.reason, iteration, notes)
@@ -105,9 +108,11 @@ def clear_on_grid(
             state = linear.checker.run(load_w, sgen_w)
         except PowerFlowFailed as exc:
             last_problem = str(exc)
-            break
+            break  # a dispatch the AC model cannot solve: no point re-linearising at it
         eff_lo, eff_hi = linear.effective_limits(network)
-        effective = summarise(grid, state, eff_lo, eff_hi)
+        effective = summarise(
+            grid, state, eff_lo, eff_hi, line_limits=line_limits, trafo_limits=trafo_limits
+        )
         if not effective.violations:
             reported = summarise(grid, state, linear.vm_min_pu, linear.vm_max_pu)
             reason = f"{result.reason}; AC check passed after {iteration} solve(s)"
@@ -135,8 +140,8 @@ def clear_on_grid(
         linear,
         book,
         ClearingStatus.INFEASIBLE,
-        f"no AC-feasible dispatch after {max_iterations} solve(s) ({last_problem})",
-        max_iterations,
+        f"no AC-feasible dispatch after {solves} solve(s) ({last_problem})",
+        solves,
         notes,
     )
 
@@ -158,16 +163,11 @@ def relinearise(
     _, v_model = linear_state(moved, injection)
     offset = state.vm_at(linear.pp_index) ** 2 - v_model
     s_max = network.s_max_va.astype(float).copy()
-    overloaded = {
-        v.element: v.limit / v.value
-        for v in check.violations
-        if v.kind in {"line_loading", "trafo_loading"} and v.value > 0
-    }
-    if overloaded:
-        for k, name in enumerate(network.branch_names):
-            factors = [overloaded[n] for n in name.split(" || ") if n in overloaded]
-            if factors:
-                s_max[k] *= min(factors) * 0.995
+    for v in check.violations:
+        if v.kind in {"line_loading", "trafo_loading"} and v.value > 0:
+            k = linear.branch_of_element.get((v.kind.split("_")[0], v.index))
+            if k is not None:
+                s_max[k] = min(s_max[k], network.s_max_va[k] * v.limit / v.value * 0.995)
     return moved.with_changes(v_offset_pu2=offset, s_max_va=s_max)
 
 

@@ -38,7 +38,7 @@ from numpy.typing import NDArray
 
 from grid_models.errors import UnsupportedTopology
 from grid_models.grids import Grid
-from grid_models.powerflow import AcChecker, AcState
+from grid_models.powerflow import AcChecker, AcState, element_name, loading_limits
 from market.clearing.lp import linear_state
 from market.domain import BusId
 from market.network import NetworkModel
@@ -63,6 +63,7 @@ class LinearGrid:
     base: AcState
     checker: AcChecker
     bus_model: NDArray[np.int64]
+    branch_of_element: dict[tuple[str, int], int]
 
     def effective_limits(
         self, network: NetworkModel | None = None
@@ -76,6 +77,21 @@ class LinearGrid:
         hi[inside] = net.vm_max_pu[self.bus_model[inside]]
         return lo, hi
 
+    def effective_loading_limits(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Line and trafo loading limits [%] aligned with the base state's index arrays.
+
+        The element's own limit, or its base-case loading where the base case (before any
+        trade) already exceeds it: the market may not worsen such an overload, and is not
+        blamed for it.
+        """
+        net = self.checker.grid.net
+        lines = loading_limits(net.line, self.base.line_index)
+        trafos = loading_limits(net.trafo, self.base.trafo_index)
+        return (
+            np.maximum(lines, self.base.line_loading_percent),
+            np.maximum(trafos, self.base.trafo_loading_percent),
+        )
+
 
 @dataclass(slots=True)
 class _Branch:
@@ -86,6 +102,7 @@ class _Branch:
     s_max_va: float
     name: str
     kind: str
+    elements: tuple[tuple[str, int], ...] = ()
 
 
 def _open_switch_elements(net: Any, et: str) -> set[int]:  # noqa: ANN401
@@ -127,8 +144,9 @@ def _branches(grid: Grid, vm_min_pu: float) -> list[_Branch]:
                 float(row["r_ohm_per_km"]) * length / parallel / z_base,
                 float(row["x_ohm_per_km"]) * length / parallel / z_base,
                 s_max if s_max > 0 else math.inf,
-                str(row["name"]) if isinstance(row["name"], str) else f"line{i}",
+                element_name(net.line, int(i), "line"),
                 "line",
+                (("line", int(i)),),
             )
         )
     for i, row in net.trafo.iterrows():
@@ -147,9 +165,12 @@ def _branches(grid: Grid, vm_min_pu: float) -> list[_Branch]:
                 int(row["lv_bus"]),
                 r * scale,
                 x * scale,
-                sn_va * parallel * max_loading / 100.0,
-                str(row["name"]) if isinstance(row["name"], str) else f"trafo{i}",
+                # loading is a current limit: at the lowest voltage the same current carries
+                # proportionally less power, as for lines
+                sn_va * parallel * max_loading / 100.0 * vm_min_pu,
+                element_name(net.trafo, int(i), "trafo"),
                 "trafo",
+                (("trafo", int(i)),),
             )
         )
     for element in ("trafo3w", "impedance", "dcline"):
@@ -205,7 +226,18 @@ def _merge_parallel(branches: list[_Branch]) -> list[_Branch]:
             continue
         if any(b.r_pu == 0 and b.x_pu == 0 for b in group):
             zero = next(b for b in group if b.r_pu == 0 and b.x_pu == 0)
-            merged.append(zero)
+            merged.append(
+                _Branch(
+                    zero.a,
+                    zero.b,
+                    0.0,
+                    0.0,
+                    math.inf,
+                    zero.name,
+                    zero.kind,
+                    tuple(e for b in group for e in b.elements),
+                )
+            )
             continue
         y = sum(1 / complex(b.r_pu, b.x_pu) for b in group)
         z = 1 / y
@@ -218,6 +250,7 @@ def _merge_parallel(branches: list[_Branch]) -> list[_Branch]:
                 sum(b.s_max_va for b in group),
                 " || ".join(b.name for b in group),
                 group[0].kind,
+                tuple(e for b in group for e in b.elements),
             )
         )
     return merged
@@ -280,7 +313,9 @@ def build_linear_grid(
             continue
         a, b = rep[br.a], rep[br.b]
         if a != b:  # a branch inside a fused busbar carries nothing
-            fused.append(_Branch(a, b, br.r_pu, br.x_pu, br.s_max_va, br.name, br.kind))
+            fused.append(
+                _Branch(a, b, br.r_pu, br.x_pu, br.s_max_va, br.name, br.kind, br.elements)
+            )
     branches = _merge_parallel(fused)
     adjacency: dict[int, list[_Branch]] = defaultdict(list)
     for br in branches:
@@ -384,4 +419,5 @@ def build_linear_grid(
         base=base,
         checker=checker,
         bus_model=bus_model,
+        branch_of_element={e: k for k, (_, _, br) in enumerate(tree) for e in br.elements},
     )

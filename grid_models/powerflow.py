@@ -161,17 +161,29 @@ class AcChecker:
         return state_of(self.net)
 
 
+def loading_limits(table: Any, index: NDArray[np.int64]) -> NDArray[np.float64]:  # noqa: ANN401
+    """Each element's ``max_loading_percent`` [%] (100 where the grid has none)."""
+    if "max_loading_percent" not in table:
+        return np.full(len(index), 100.0)
+    limits = table["max_loading_percent"].reindex(index).to_numpy(dtype=float)
+    return np.where(np.isfinite(limits), limits, 100.0)
+
+
 def summarise(
     grid: Grid,
     state: AcState,
     vm_min_pu: NDArray[np.float64] | float,
     vm_max_pu: NDArray[np.float64] | float,
+    *,
+    line_limits: NDArray[np.float64] | None = None,
+    trafo_limits: NDArray[np.float64] | None = None,
 ) -> GridCheck:
     """Compare ``state`` with the limits and list every violation beyond tolerance.
 
     Voltage limits are scalars or arrays aligned with ``state.bus_index``. Line and
     transformer limits are each element's ``max_loading_percent`` when the grid has that
-    column, else 100 %. Violations are listed worst first within each kind.
+    column, else 100 %, unless ``line_limits``/``trafo_limits`` (aligned with the state's
+    index arrays) are given. Violations are listed worst first within each kind.
     """
     net = grid.net
     violations: list[Violation] = []
@@ -190,29 +202,26 @@ def summarise(
                 element=grid.bus_name(int(state.bus_index[i])),
                 value=float(vm[i]),
                 limit=float(limit[i]),
+                index=int(state.bus_index[i]),
             )
             for i in idx
         )
-    for kind, table, index, loading in (
-        ("line_loading", net.line, state.line_index, state.line_loading_percent),
-        ("trafo_loading", net.trafo, state.trafo_index, state.trafo_loading_percent),
+    for kind, table, index, loading, given in (
+        ("line_loading", net.line, state.line_index, state.line_loading_percent, line_limits),
+        ("trafo_loading", net.trafo, state.trafo_index, state.trafo_loading_percent, trafo_limits),
     ):
         if not len(index):
             continue
-        if "max_loading_percent" in table:
-            limits = table["max_loading_percent"].reindex(index).to_numpy(dtype=float)
-            limits = np.where(np.isfinite(limits), limits, 100.0)
-        else:
-            limits = np.full(len(index), 100.0)
+        limits = loading_limits(table, index) if given is None else given
         over = np.flatnonzero(loading > limits + LOADING_TOLERANCE_PERCENT)
         over = over[np.argsort(-(loading[over] - limits[over]), kind="stable")]
-        names = table.get("name")
         violations.extend(
             Violation(
                 kind=kind,
-                element=str(names.at[int(index[i])]) if names is not None else f"{kind}{index[i]}",
+                element=element_name(table, int(index[i]), kind.split("_")[0]),
                 value=float(loading[i]),
                 limit=float(limits[i]),
+                index=int(index[i]),
             )
             for i in over
         )
@@ -225,6 +234,12 @@ def summarise(
         slack_p_w=round_half_even(state.slack_p_w),
         violations=tuple(violations),
     )
+
+
+def element_name(table: Any, index: int, prefix: str) -> str:  # noqa: ANN401
+    """An element's pandapower name, or ``<prefix><index>`` when it has none."""
+    raw = table.at[index, "name"] if "name" in table else None
+    return str(raw) if isinstance(raw, str) and raw.strip() else f"{prefix}{index}"
 
 
 def failed_check() -> GridCheck:

@@ -291,13 +291,15 @@ class Violation:
     """One limit violated in an AC power flow (pandapower names and units).
 
     ``kind`` is ``vm_min``, ``vm_max``, ``line_loading`` or ``trafo_loading``; ``element`` the
-    bus, line or transformer name; ``value`` and ``limit`` in p.u. or percent.
+    bus, line or transformer name and ``index`` its pandapower index (-1 if none); ``value``
+    and ``limit`` in p.u. or percent.
     """
 
     kind: str
     element: str
     value: float
     limit: float
+    index: int = -1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -129,3 +129,34 @@ def format_tokens(units: int) -> str:
     sign = "-" if units < 0 else ""
     whole, frac = divmod(abs(units), 10**TOKEN_DECIMALS)
     return f"{sign}{whole}.{frac:0{TOKEN_DECIMALS}d}"
+
+
+def apportion(values: list[float], caps: list[int], total: int) -> list[int]:
+    """Share an integer ``total`` among items by largest remainder (Hamilton's method).
+
+    Each item gets the floor of its value (clamped to ``[0, cap]``), and the units still
+    missing go one by one to the largest fractional parts, ties to the earlier item. The
+    result sums to ``total`` exactly (if the caps allow it) and no item exceeds its cap. This
+    is the apportionment companion of :func:`round_half_even`: it rounds many optimiser
+    floats at once without creating or losing a unit.
+
+    Parameters
+    ----------
+    values : list of float
+        The exact shares (e.g. accepted energy [Wh] from the optimiser).
+    caps : list of int
+        Upper bound of each item.
+    total : int
+        The integer total to reach.
+    """
+    clamped = [min(max(v, 0.0), float(c)) for v, c in zip(values, caps, strict=True)]
+    floors = [min(math.floor(v), c) for v, c in zip(clamped, caps, strict=True)]
+    missing = total - sum(floors)
+    order = sorted(range(len(clamped)), key=lambda i: (-(clamped[i] - floors[i]), i))
+    for i in order:
+        if missing <= 0:
+            break
+        if floors[i] < caps[i]:
+            floors[i] += 1
+            missing -= 1
+    return floors

@@ -34,7 +34,7 @@ from market.domain import (
     SolverReport,
 )
 from market.matching import Leg, match
-from market.units import PricePerKwh, TokenUnits, Wh, round_half_even
+from market.units import PricePerKwh, TokenUnits, Wh, apportion, round_half_even
 
 
 def share_pro_rata(group: OrderGroup, accepted_wh: int) -> dict[OrderId, int]:
@@ -54,25 +54,6 @@ def share_pro_rata(group: OrderGroup, accepted_wh: int) -> dict[OrderId, int]:
     return shares
 
 
-def round_side(values_wh: list[float], caps_wh: list[int], total_wh: int) -> list[int]:
-    """Integer Wh per item summing exactly to ``total_wh``, each within ``[0, cap]``.
-
-    Largest remainder: every item gets the floor of its (clamped) value, and the units still
-    missing go to the largest fractional parts, ties to the earlier item (canonical order).
-    """
-    clamped = [min(max(v, 0.0), float(c)) for v, c in zip(values_wh, caps_wh, strict=True)]
-    floors = [min(int(v), c) for v, c in zip(clamped, caps_wh, strict=True)]
-    missing = total_wh - sum(floors)
-    order = sorted(range(len(clamped)), key=lambda i: (-(clamped[i] - floors[i]), i))
-    for i in order:
-        if missing <= 0:
-            break
-        if floors[i] < caps_wh[i]:
-            floors[i] += 1
-            missing -= 1
-    return floors
-
-
 def balanced_quantities(
     built: BuiltModel | LpData, outcome: SolveOutcome
 ) -> tuple[list[int], int, int, int]:
@@ -81,7 +62,7 @@ def balanced_quantities(
     Rounding every group on its own can leave a few Wh that nobody sold (or bought), which
     would then be booked against the grid at a tariff the LP never paid. Instead both sides
     of the market (buys + grid export, sells + grid import) are rounded to the same integer
-    total with :func:`round_side`, so energy balances to the Wh and the grid trades only what
+    total with :func:`market.units.apportion`, so energy balances to the Wh and the grid trades only what
     the LP traded with it. The totals go through :func:`market.units.round_half_even`.
 
     With losses, the sell side (sells + grid import) exceeds the buy side (buys + grid export)
@@ -105,8 +86,8 @@ def balanced_quantities(
         total_sell = round_half_even(sell_total)
     else:
         total_buy = total_sell = round_half_even((buy_total + sell_total) / 2)
-    buys = round_side(buy_vals, buy_caps, total_buy)
-    sells = round_side(sell_vals, sell_caps, total_sell)
+    buys = apportion(buy_vals, buy_caps, total_buy)
+    sells = apportion(sell_vals, sell_caps, total_sell)
     accepted = [0] * len(groups)
     for g, wh in zip(buy_idx, buys, strict=False):
         accepted[g] = wh
@@ -122,14 +103,17 @@ def settlement_prices(
     accepted_by_group: list[int],
     bus_prices: list[int],
     mechanism: str,
+    grid_trade: tuple[int, int, ClearingOptions] | None = None,
 ) -> tuple[list[int], str]:
     """The price each group's orders settle at, and a note for the reason.
 
     * ``nodal``: the group's bus price, clamped to the group's limit (buyers never above,
       sellers never below);
     * ``uniform``: one price for every accepted order, the slack bus's price moved into the
-      range that respects every accepted limit ``[max sell limit, min buy limit]``; when
-      congestion leaves that range empty, each order is clamped to its own limit (noted);
+      range that respects every accepted limit ``[max sell limit, min buy limit]`` — the grid
+      counts as an accepted seller at the import tariff when the market imports and as a
+      buyer at the export tariff when it exports, so it is never paid more than buyers pay;
+      when congestion leaves that range empty, each order is clamped to its own limit (noted);
     * ``pay-as-bid``: every order at its own limit.
     """
     groups = built.groups
@@ -146,6 +130,12 @@ def settlement_prices(
             for g, a in zip(groups, accepted_by_group, strict=True)
             if a and g.side is Side.BUY
         ]
+        if grid_trade is not None:
+            grid_import, grid_export, opts = grid_trade
+            if grid_import:
+                sells.append(opts.import_price)
+            if grid_export:
+                buys.append(opts.export_price)
         lo, hi = max(sells, default=0), min(buys, default=10**18)
         ref = bus_prices[built.network.slack]
         note = ""
@@ -186,7 +176,11 @@ def extract(
     prices = [max(round_half_even(-d / CURRENCY_PER_UNIT), 0) for d in outcome.balance_duals]
     accepted_by_group, grid_import, grid_export, loss_wh = balanced_quantities(built, outcome)
     group_prices, price_note = settlement_prices(
-        built, accepted_by_group, prices, options.mechanism
+        built,
+        accepted_by_group,
+        prices,
+        options.mechanism,
+        (grid_import, grid_export, options),
     )
     results: list[OrderResult] = []
     welfare_numerator = 0
