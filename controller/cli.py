@@ -69,6 +69,48 @@ def _stderr_console() -> Any:  # noqa: ANN401 - rich's Console
     return Console(stderr=True)
 
 
+def _cmd_clear(args: argparse.Namespace) -> int:
+    from controller.clearing_job import clear_orders_file  # noqa: PLC0415
+    from grid_models.errors import GridModelError  # noqa: PLC0415
+    from market.errors import MarketError  # noqa: PLC0415
+
+    try:
+        doc = clear_orders_file(
+            args.grid,
+            args.orders,
+            time_step=args.time_step,
+            mechanism=args.mechanism,
+            import_price=args.import_price,
+            export_price=args.export_price,
+            vm_min_pu=args.vm_min,
+            vm_max_pu=args.vm_max,
+            time_limit_s=args.time_limit,
+        )
+    except (MarketError, GridModelError) as exc:
+        print(f"peergrid: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        check = doc["ac_check"] or {}
+        print(f"{doc['status']}: {doc['reason']}")
+        accepted = sum(o["accepted_wh"] for o in doc["orders"] if o["side"] == "buy")
+        print(
+            f"bought {accepted} Wh; grid import {doc['grid']['import_wh']} Wh, export "
+            f"{doc['grid']['export_wh']} Wh; welfare {doc['welfare']}; "
+            f"{len(doc['trades'])} trades; {doc['iterations']} solve(s)"
+        )
+        if check:
+            print(
+                f"AC: vm {check['min_vm_pu']:.4f}-{check['max_vm_pu']:.4f} p.u., "
+                f"max line {check['max_line_loading_percent']:.1f} %, "
+                f"max trafo {check['max_trafo_loading_percent']:.1f} %, "
+                f"{len(check['violations'])} violation(s)"
+            )
+        print("timings: " + ", ".join(f"{k} {v:.3f}" for k, v in doc["timings"].items()))
+    return EXIT_OK if doc["status"] in {"cleared", "no_crossing"} else EXIT_FAILED
+
+
 def _cmd_site_check(args: argparse.Namespace) -> int:
     from controller.wiring import describe, load_site_grid  # noqa: PLC0415
 
@@ -155,6 +197,19 @@ def build_parser() -> argparse.ArgumentParser:
     check = site_sub.add_parser("check", help="validate a site file against its grid")
     check.add_argument("--site", required=True, help="site TOML file")
     check.set_defaults(func=_cmd_site_check)
+
+    clear = sub.add_parser("clear", help="clear an order file on a grid (with the AC check)")
+    clear.add_argument("--grid", required=True, help="cigre-lv, simbench:<code> or a .json file")
+    clear.add_argument("--orders", required=True, help="CSV or JSON order file")
+    clear.add_argument("--time-step", type=int, default=None, help="SimBench 15-min step")
+    clear.add_argument("--mechanism", choices=["nodal", "uniform", "pay-as-bid"], default="nodal")
+    clear.add_argument("--import-price", type=int, default=300_000, help="[base units/kWh]")
+    clear.add_argument("--export-price", type=int, default=80_000, help="[base units/kWh]")
+    clear.add_argument("--vm-min", type=float, default=0.95, help="[p.u.]")
+    clear.add_argument("--vm-max", type=float, default=1.05, help="[p.u.]")
+    clear.add_argument("--time-limit", type=float, default=10.0, help="budget [s]")
+    clear.add_argument("--json", action="store_true", help="print the result as JSON")
+    clear.set_defaults(func=_cmd_clear)
 
     audit = sub.add_parser("audit", help="re-check stored interval records")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)

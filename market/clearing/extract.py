@@ -262,8 +262,10 @@ def extract(
         f"cleared {bought} Wh bought, {sold} Wh sold; grid import {grid_import} Wh, "
         f"export {grid_export} Wh"
     ]
-    if loss_wh:
-        parts.append(f"incremental losses {loss_wh} Wh (bought by the community)")
+    if loss_wh > 0:
+        parts.append(f"the market adds {loss_wh} Wh of losses (bought by the community)")
+    elif loss_wh < 0:
+        parts.append(f"the market saves {-loss_wh} Wh of losses (sold by the community)")
     if price_note:
         parts.append(price_note)
     reason = (
