@@ -62,8 +62,9 @@ def balanced_quantities(
     Rounding every group on its own can leave a few Wh that nobody sold (or bought), which
     would then be booked against the grid at a tariff the LP never paid. Instead both sides
     of the market (buys + grid export, sells + grid import) are rounded to the same integer
-    total with :func:`market.units.apportion`, so energy balances to the Wh and the grid trades only what
-    the LP traded with it. The totals go through :func:`market.units.round_half_even`.
+    total with :func:`market.units.apportion`, so energy balances to the Wh and the grid
+    trades only what the LP traded with it. The totals go through
+    :func:`market.units.round_half_even`.
 
     With losses, the sell side (sells + grid import) exceeds the buy side (buys + grid export)
     by the market's incremental losses; each side is rounded to its own total and the fourth
