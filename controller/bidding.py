@@ -12,6 +12,7 @@ Energy rounding: forecast power [W] -> energy [Wh] goes through
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -81,8 +82,17 @@ def plan_orders(
     devices: tuple[DeviceConfig, ...],
     readings: Mapping[DeviceId, MeterReading],
     forecaster: Forecaster | None = None,
+    *,
+    import_price: int = 0,
 ) -> Plan:
     """Turn every participant's standing orders into orders for ``interval``.
+
+    A ``buy_demand`` order is the household's *inflexible* consumption: it happens whatever the
+    market decides, and what is not bought locally comes from the grid at the import tariff.
+    Its bid is therefore placed at no less than ``import_price`` [token units / kWh] (the
+    participant pays that to the grid anyway), so the market's physical dispatch always
+    contains it; a configured price above the tariff still counts (e.g. to buy local energy
+    through a congested connection).
 
     Returns
     -------
@@ -113,7 +123,10 @@ def plan_orders(
                     f"{p.id}: {so.kind} skipped, no reading or forecast for {', '.join(missing)}"
                 )
                 continue
-            planned.extend(_orders_for(p, so, oid, interval, net_w, own, readings))
+            standing = so
+            if so.kind == "buy_demand" and so.price < import_price:
+                standing = dataclasses.replace(so, price=import_price)
+            planned.extend(_orders_for(p, standing, oid, interval, net_w, own, readings))
     return Plan(orders=tuple(planned), forecast_w=forecasts, skipped=tuple(skipped))
 
 

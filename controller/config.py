@@ -72,7 +72,8 @@ class StandingOrder:
 
     * ``sell_surplus``: offer the forecast surplus (production above consumption) at no less
       than ``price``;
-    * ``buy_demand``: bid for the forecast net consumption at no more than ``price``;
+    * ``buy_demand``: bid for the forecast net consumption (inflexible: it is consumed
+      whatever clears) at no more than ``price``, raised to the import tariff if lower;
     * ``buy`` / ``sell``: a fixed ``energy_wh`` [Wh] each interval at the limit ``price``;
     * ``battery``: bid to charge at no more than ``price`` and offer to discharge at no less
       than ``discharge_price``, each up to the battery's power over the interval within

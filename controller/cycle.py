@@ -273,7 +273,12 @@ class Cycle:
         self, interval: Interval, snapshot: Mapping[DeviceId, MeterReading], started: float
     ) -> IntervalReport:
         plan = plan_orders(
-            interval, self.site.participants, self.site.devices, snapshot, self.forecaster
+            interval,
+            self.site.participants,
+            self.site.devices,
+            snapshot,
+            self.forecaster,
+            import_price=self.site.import_price,
         )
         grid = self.base_grid_for(interval)
         linear = build_linear_grid(

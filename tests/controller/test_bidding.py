@@ -121,3 +121,13 @@ def test_order_ids_are_deterministic() -> None:
     b = plan_orders(IV, (p,), (), {})
     assert a.orders == b.orders
     assert a.orders[0].order.order_id == f"p:{IV.interval_id}:buy:0"
+
+
+def test_inflexible_demand_bids_at_least_the_import_tariff() -> None:
+    cheap = participant(StandingOrder(kind="buy_demand", price=250_000))
+    dear = participant(StandingOrder(kind="buy_demand", price=350_000))
+    readings = {"meter": reading("meter", 2000)}
+    low = plan_orders(IV, (cheap,), (METER,), readings, import_price=300_000)
+    high = plan_orders(IV, (dear,), (METER,), readings, import_price=300_000)
+    assert low.orders[0].order.limit_price == 300_000
+    assert high.orders[0].order.limit_price == 350_000
