@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from controller import cli_devices
 from controller.config import ConfigError, read_site
 
 EXIT_OK = 0
@@ -219,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--no-reclear", action="store_true", help="skip re-clearing")
     verify.add_argument("--json", action="store_true", help="print JSON")
     verify.set_defaults(func=_cmd_audit_verify)
+    cli_devices.register(sub)
     return parser
 
 

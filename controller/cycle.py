@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from adapters.modbus.polling import poll_all
 from controller.bidding import Forecaster, Plan, plan_orders, setpoints_for
 from controller.config import SiteConfig
 from controller.restore import batch_from_dict, result_from_dict
@@ -190,8 +191,8 @@ class Cycle:
 
     # -------------------------------------------------------------------------- phases
     def read_all(self, now: datetime) -> dict[DeviceId, MeterReading]:
-        """Read every device once (the process image)."""
-        return {device_id: reader.read(now) for device_id, reader in self.readers.items()}
+        """Read every device once, concurrently (the process image)."""
+        return poll_all(self.readers, now)
 
     def tick(self, boundary: datetime, *, clear_next: bool = True) -> TickReport:
         """Run the cycle at ``boundary`` (settle the interval that ended, clear the next)."""

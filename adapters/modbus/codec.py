@@ -20,10 +20,13 @@ SunSpec reserves one raw value per type for "not implemented"; with ``sunspec_nu
 kind                       "not implemented" value
 =========================  =====================================
 ``int16``, ``sunssf``      ``0x8000``
-``uint16``, ``enum16``     ``0xFFFF``
+``uint16``, ``enum16``,    ``0xFFFF``
+``bitfield16``
 ``int32``                  ``0x80000000``
-``uint32``                 ``0xFFFFFFFF``
-``acc32``, ``acc64``       ``0`` (an accumulator that never counted)
+``uint32``, ``enum32``,    ``0xFFFFFFFF``
+``bitfield32``
+``acc16``, ``acc32``,      ``0`` (an accumulator that never counted)
+``acc64``
 ``int64``                  ``0x8000000000000000``
 ``uint64``                 ``0xFFFFFFFFFFFFFFFF``
 ``float32``, ``float64``   NaN (decoded NaN is ``None`` even without ``sunspec_nulls``)
@@ -62,8 +65,12 @@ class RegisterKind(enum.StrEnum):
     UINT16 = "uint16"
     SUNSSF = "sunssf"  # a SunSpec scale factor: int16
     ENUM16 = "enum16"  # a SunSpec enumeration: uint16
+    BITFIELD16 = "bitfield16"  # SunSpec flags: uint16, 0xFFFF = not implemented
+    ACC16 = "acc16"  # a SunSpec accumulator: uint16, 0 = not implemented
     INT32 = "int32"
     UINT32 = "uint32"
+    ENUM32 = "enum32"
+    BITFIELD32 = "bitfield32"
     ACC32 = "acc32"  # a SunSpec accumulator: uint32, 0 = not implemented
     FLOAT32 = "float32"
     INT64 = "int64"
@@ -93,8 +100,12 @@ _LAYOUT: dict[RegisterKind, tuple[int, str, int | None]] = {
     RegisterKind.SUNSSF: (1, ">h", -0x8000),
     RegisterKind.UINT16: (1, ">H", 0xFFFF),
     RegisterKind.ENUM16: (1, ">H", 0xFFFF),
+    RegisterKind.BITFIELD16: (1, ">H", 0xFFFF),
+    RegisterKind.ACC16: (1, ">H", 0),
     RegisterKind.INT32: (2, ">i", -0x80000000),
     RegisterKind.UINT32: (2, ">I", 0xFFFFFFFF),
+    RegisterKind.ENUM32: (2, ">I", 0xFFFFFFFF),
+    RegisterKind.BITFIELD32: (2, ">I", 0xFFFFFFFF),
     RegisterKind.ACC32: (2, ">I", 0),
     RegisterKind.FLOAT32: (2, ">f", None),
     RegisterKind.INT64: (4, ">q", -0x8000000000000000),

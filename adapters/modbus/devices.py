@@ -179,7 +179,8 @@ class DeviceReader:
 
     A reader keeps per-device state (failures, pause, last good reading): use one reader per
     device, from one thread at a time. Readers of different devices may run in parallel
-    threads; :class:`~adapters.modbus.client.ModbusTkClient` does not serialise them.
+    threads: :class:`~adapters.modbus.client.ModbusTkClient` serialises requests only per TCP
+    connection or per RTU line (see :class:`~adapters.modbus.polling.Poller`).
 
     Parameters
     ----------
@@ -306,6 +307,15 @@ class DeviceReader:
             self._last_error = f"cannot decode: {exc}"
             return self._substitute(now, self._last_error)
 
+    def unavailable(self, now: datetime, reason: str) -> MeterReading:
+        """The reading to report when the device could not be read at ``now``.
+
+        The last good reading as ``STALE`` if it is at most ``max_age_s`` old, else
+        ``MISSING``; ``reason`` says why. For callers that give up on a read (a
+        :class:`~adapters.modbus.polling.Poller` past its deadline); safe from any thread.
+        """
+        return self._substitute(require_utc(now, "now"), reason)
+
     def _device_failed(self, now: datetime, error: str) -> MeterReading:
         self._failures += 1
         self._verified = not self._identity
@@ -394,6 +404,51 @@ class DeviceReader:
         return reading
 
 
+def fetch_fields(
+    client: RegisterClient,
+    register_map: RegisterMap,
+    names: Iterable[str] | None = None,
+) -> dict[str, Value | None]:
+    """Read fields of a device and decode them, in the field's own unit and sign.
+
+    For inspection (``peergrid devices read``); the cycle reads through
+    :class:`DeviceReader`.
+
+    Parameters
+    ----------
+    client : RegisterClient
+        The device's transport.
+    register_map : RegisterMap
+        Its map.
+    names : iterable of str, optional
+        Fields to read; all of them by default.
+
+    Returns
+    -------
+    dict of str to value
+        Field name -> value (``None`` = not implemented, or registers that do not decode).
+
+    Raises
+    ------
+    DeviceUnavailable, DeviceError
+        The device did not answer.
+    RegisterMapError
+        An unknown field name.
+    """
+    wanted = register_map.fields if names is None else tuple(register_map.field(n) for n in names)
+    image = _RegisterImage()
+    image.fetch(
+        client, plan_reads(register_map.with_scale_factors(wanted), register_map.max_read_gap)
+    )
+    out: dict[str, Value | None] = {}
+    for fld in wanted:
+        try:
+            out[fld.name] = _value(register_map, fld, image)
+        except CodecError:
+            out[fld.name] = None
+    return out
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WriteResult:
     """What became of a setpoint.
@@ -435,7 +490,11 @@ class DeviceWriter:
       ``w_max`` is ``rated_w`` if given, else read from the map's ``w_max`` field (SunSpec
       WRtg). A limit above ``w_max`` is written as the field's maximum (100 %), said in
       ``reason``; a negative one is refused.
-    * ``BATTERY``: ``p_w`` [W] (positive = discharge) goes to the ``battery_setpoint_w`` field.
+    * ``BATTERY``: ``p_w`` [W] (positive = discharge) goes to the ``battery_setpoint_w`` field
+      (after ``battery_setpoint_mode = 1`` and before ``battery_setpoint_ena = 1`` where the
+      map has them: SunSpec 704 WSetMod, WSet, WSetEna), within the field's bounds and the
+      device's ``w_charge_max``/``w_discharge_max``; or, for SunSpec 124, becomes the two
+      storage rates (see :meth:`_battery_rates`).
 
     Only fields with ``writable: true`` are ever written, and only with values inside their
     ``min``/``max``; anything else is a ``WriteResult(ok=False)`` and nothing is sent. After
@@ -551,12 +610,38 @@ class DeviceWriter:
         )
 
     def _battery(self, setpoint: Setpoint, log: list[tuple[str, float]]) -> WriteResult:
+        if self.register_map.for_target(Target.BATTERY_SETPOINT_W) is not None:
+            return self._battery_watts(setpoint, log)
+        if self.register_map.for_target(Target.STORAGE_CHARGE_PCT) is not None:
+            return self._battery_rates(setpoint, log)
+        msg = (
+            f"register map {self.register_map.name!r} has no field for battery_setpoint_w "
+            "(nor the storage_* rates of SunSpec 124)"
+        )
+        raise _Refused(msg)
+
+    def _battery_watts(self, setpoint: Setpoint, log: list[tuple[str, float]]) -> WriteResult:
         fld = self._writable(Target.BATTERY_SETPOINT_W)
+        gates = [
+            self._writable(t)
+            for t in (Target.BATTERY_SETPOINT_MODE, Target.BATTERY_SETPOINT_ENA)
+            if self.register_map.for_target(t) is not None
+        ]
         self._check_range(fld, setpoint.p_w)
-        image = self._read([fld])
-        written = {fld.name: self._write(fld, setpoint.p_w, image, log)}
-        back = self._read([fld])
-        readback = self._confirm([fld], written, back)
+        for gate in gates:
+            self._check_range(gate, 1)
+        self._check_rating(fld, setpoint.p_w)
+        targets = [fld, *gates]
+        image = self._read(targets)
+        # Mode first, then the value, then the enable: the device never acts on a half-made
+        # command.
+        order = [g for g in gates if g.target is Target.BATTERY_SETPOINT_MODE]
+        order += [fld] + [g for g in gates if g.target is Target.BATTERY_SETPOINT_ENA]
+        written = {
+            f.name: self._write(f, setpoint.p_w if f is fld else 1, image, log) for f in order
+        }
+        back = self._read(targets)
+        readback = self._confirm(targets, written, back)
         value = _canonical(self.register_map, fld, back)
         return WriteResult(
             setpoint=setpoint,
@@ -565,6 +650,71 @@ class DeviceWriter:
             written=tuple(log),
             readback=readback,
         )
+
+    def _battery_rates(self, setpoint: Setpoint, log: list[tuple[str, float]]) -> WriteResult:
+        """SunSpec 124: both rate limits at ``100 * p / WChaMax`` % pin the power to ``p``.
+
+        ``OutWRte = pct`` caps the discharge at ``p`` and ``InWRte = -pct`` makes the charge
+        at most ``-p``, i.e. a discharge of at least ``p``; ``StorCtl_Mod = 3`` activates both.
+        """
+        charge = self._writable(Target.STORAGE_CHARGE_PCT)
+        discharge = self._writable(Target.STORAGE_DISCHARGE_PCT)
+        mode = self._writable(Target.STORAGE_CONTROL_MODE)
+        w_fld = self.register_map.for_target(Target.STORAGE_W_MAX)
+        if w_fld is None:
+            msg = f"register map {self.register_map.name!r} has no storage_w_max (WChaMax)"
+            raise _Refused(msg)
+        w_max = _canonical(self.register_map, w_fld, self._read([w_fld]))
+        if w_max is None or w_max <= 0:
+            msg = f"{w_fld.name} reads {w_max!r}: cannot turn {setpoint.p_w} W into a rate"
+            raise _Refused(msg)
+        pct = 100.0 * setpoint.p_w / w_max
+        if abs(pct) > 100:
+            msg = f"{setpoint.p_w} W is beyond {w_fld.name} = {w_max:g} W"
+            raise _Refused(msg)
+        self._check_range(discharge, pct)
+        self._check_range(charge, -pct)
+        self._check_range(mode, 3)
+        targets = [charge, discharge, mode]
+        image = self._read(targets)
+        written = {
+            charge.name: self._write(charge, -pct, image, log),
+            discharge.name: self._write(discharge, pct, image, log),
+            mode.name: self._write(mode, 3, image, log),
+        }
+        back = self._read(targets)
+        readback = self._confirm(targets, written, back)
+        pct_back = _canonical(self.register_map, discharge, back)
+        return WriteResult(
+            setpoint=setpoint,
+            ok=True,
+            readback_w=None if pct_back is None else W(round_half_even(pct_back * w_max / 100)),
+            written=tuple(log),
+            readback=readback,
+        )
+
+    def _check_rating(self, fld: RegisterField, p_w: float) -> None:
+        """Refuse a battery power beyond the device's charge/discharge rating.
+
+        Without static bounds (``min``/``max``) in the map, the rating must be readable:
+        a write nobody bounded is not sent.
+        """
+        target = Target.W_DISCHARGE_MAX if p_w > 0 else Target.W_CHARGE_MAX
+        rating_fld = self.register_map.for_target(target)
+        rating = None
+        if rating_fld is not None and p_w != 0:
+            rating = _canonical(self.register_map, rating_fld, self._read([rating_fld]))
+        if rating is not None and abs(p_w) > rating:
+            what = "discharge" if p_w > 0 else "charge"
+            assert rating_fld is not None  # noqa: S101 - rating came from it
+            msg = f"{abs(p_w)} W {what} is beyond {rating_fld.name} = {rating:g} W"
+            raise _Refused(msg)
+        if rating is None and p_w != 0 and (fld.min is None or fld.max is None):
+            msg = (
+                f"{fld.name!r} has no bounds in {self.register_map.name!r} and the device "
+                f"reports no {target.value}: refusing an unbounded write"
+            )
+            raise _Refused(msg)
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -658,4 +808,5 @@ __all__ = [
     "DeviceReader",
     "DeviceWriter",
     "WriteResult",
+    "fetch_fields",
 ]

@@ -8,13 +8,18 @@ Tree::
 
     AdapterError
      ├── DeviceUnavailable (ConnectionError)   no usable answer after all retries: refused,
-     │                                         timed out, reset, or a garbled frame
+     │    │                                    timed out, reset, or a garbled frame
+     │    └── InvalidFrame                     the last answer was not a well-formed reply to
+     │                                         the request (wrong function code, byte count,
+     │                                         length, unit id or CRC): nothing was taken
      ├── DeviceError                           the device answered with a Modbus exception
      │                                         response; ``code`` says which
      ├── WriteRefused (ValueError)             a write we will not send: not in the register
      │                                         map's allow-list, or out of range
      ├── RegisterMapError (ValueError)         a register map that cannot be used; the message
      │                                         names the map and the field
+     ├── SunSpecError                          no SunSpec marker, a broken model chain, or a
+     │                                         model that does not fit its definition
      └── CodecError (ValueError)               registers that do not decode to the declared
                                                type, or a value that does not fit it
 
@@ -41,18 +46,12 @@ EXCEPTION_NAMES = {
 """Modbus exception codes (Modbus Application Protocol v1.1b3, section 7)."""
 
 
-__all__ = [
-    "AdapterError",
-    "CodecError",
-    "DeviceError",
-    "DeviceUnavailable",
-    "RegisterMapError",
-    "WriteRefused",
-]
-
-
 class DeviceUnavailable(AdapterError, ConnectionError):
     """The device gave no usable answer after all retries (refused, timeout, reset, garbage)."""
+
+
+class InvalidFrame(DeviceUnavailable):
+    """An answer that is not a well-formed reply to the request; no value was taken from it."""
 
 
 class DeviceError(AdapterError):
@@ -81,6 +80,10 @@ class RegisterMapError(AdapterError, ValueError):
     """A register map that cannot be used; the message names the map and the field."""
 
 
+class SunSpecError(AdapterError):
+    """No ``SunS`` marker, a model chain that makes no sense, or a model unlike its definition."""
+
+
 class CodecError(AdapterError, ValueError):
     """Registers that do not decode to the declared type, or a value that does not fit it."""
 
@@ -91,6 +94,8 @@ __all__ = [
     "CodecError",
     "DeviceError",
     "DeviceUnavailable",
+    "InvalidFrame",
     "RegisterMapError",
+    "SunSpecError",
     "WriteRefused",
 ]

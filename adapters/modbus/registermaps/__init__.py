@@ -15,20 +15,35 @@ From registers to a canonical value (``decode_field`` then ``RegisterField.to_ca
 
 Targets and their canonical units and signs:
 
-======================  ========  ==============================================================
-target                  unit      meaning
-======================  ========  ==============================================================
-``p_w``                 W         active power at the device's connection, GRID convention:
-                                  **positive = import (consumption), negative = export**
-``import_wh_total``     Wh        cumulative energy imported (consumed, battery charged)
-``export_wh_total``     Wh        cumulative energy exported (produced, battery discharged)
-``soc_percent``         %         battery state of charge
-``w_max``               W         the power that ``w_max_lim_pct`` is a percentage of
-``w_max_lim_pct``       %         active power limit, percent of ``w_max`` (SunSpec WMaxLimPct)
-``w_max_lim_ena``       (enum)    0 = limit disabled, 1 = limit enabled (SunSpec WMaxLim_Ena)
-``battery_setpoint_w``  W         battery power command, **positive = discharge, negative =
-                                  charge** (the sign of a BATTERY :class:`market.domain.Setpoint`)
-======================  ========  ==============================================================
+===========================  ========  =============================================================
+target                       unit      meaning
+===========================  ========  =============================================================
+``p_w``                      W         active power at the device's connection, GRID convention:
+                                       **positive = import (consumption), negative = export**
+``import_wh_total``          Wh        cumulative energy imported (consumed, battery charged)
+``export_wh_total``          Wh        cumulative energy exported (produced, battery discharged)
+``soc_percent``              %         battery state of charge
+``w_max``                    W         the power that ``w_max_lim_pct`` is a percentage of
+``w_max_lim_pct``            %         active power limit, percent of ``w_max`` (SunSpec WMaxLimPct)
+``w_max_lim_ena``            (enum)    0 = limit disabled, 1 = limit enabled (SunSpec WMaxLim_Ena)
+``battery_setpoint_w``       W         battery power command, **positive = discharge, negative =
+                                       charge** (the sign of a BATTERY
+                                       :class:`market.domain.Setpoint`)
+``battery_setpoint_ena``     (enum)    written 1 after ``battery_setpoint_w`` (SunSpec 704 WSetEna)
+``battery_setpoint_mode``    (enum)    written 1 (watts) before it (SunSpec 704 WSetMod)
+``storage_charge_pct``       %         charge rate limit, percent of ``storage_w_max``; negative
+                                       forces a discharge (SunSpec 124 InWRte)
+``storage_discharge_pct``    %         discharge rate limit, percent of ``storage_w_max``; negative
+                                       forces a charge (SunSpec 124 OutWRte)
+``storage_control_mode``     (bits)    bit 0 activates the charge limit, bit 1 the discharge limit
+                                       (SunSpec 124 StorCtl_Mod)
+``storage_w_max``            W         the 100 % of the two storage rates (SunSpec 124 WChaMax)
+``w_charge_max``             W         largest charge power; battery setpoints beyond it are refused
+``w_discharge_max``          W         largest discharge power; likewise
+===========================  ========  =============================================================
+
+A map is either a list of fields, or (``"sunspec"`` in the JSON) a SunSpec layout whose fields
+are generated from pysunspec2's model definitions by :mod:`adapters.modbus.sunspec`.
 """
 
 from __future__ import annotations
@@ -47,7 +62,7 @@ from typing import Any
 
 from adapters.modbus import codec
 from adapters.modbus.codec import RegisterKind, Table, Value, WordOrder
-from adapters.modbus.errors import CodecError, RegisterMapError
+from adapters.modbus.errors import AdapterError, CodecError, RegisterMapError
 from market.units import round_half_even
 
 MAX_READ_REGISTERS = 125
@@ -67,6 +82,14 @@ class Target(enum.StrEnum):
     W_MAX_LIM_PCT = "w_max_lim_pct"
     W_MAX_LIM_ENA = "w_max_lim_ena"
     BATTERY_SETPOINT_W = "battery_setpoint_w"
+    BATTERY_SETPOINT_ENA = "battery_setpoint_ena"
+    BATTERY_SETPOINT_MODE = "battery_setpoint_mode"
+    STORAGE_CHARGE_PCT = "storage_charge_pct"
+    STORAGE_DISCHARGE_PCT = "storage_discharge_pct"
+    STORAGE_CONTROL_MODE = "storage_control_mode"
+    STORAGE_W_MAX = "storage_w_max"
+    W_CHARGE_MAX = "w_charge_max"
+    W_DISCHARGE_MAX = "w_discharge_max"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +122,14 @@ TARGETS: Mapping[Target, TargetSpec] = {
     Target.W_MAX_LIM_PCT: TargetSpec("%", {"%": 1.0}),
     Target.W_MAX_LIM_ENA: TargetSpec("", {"": 1.0}),
     Target.BATTERY_SETPOINT_W: TargetSpec("W", _POWER, signed=True),
+    Target.BATTERY_SETPOINT_ENA: TargetSpec("", {"": 1.0}),
+    Target.BATTERY_SETPOINT_MODE: TargetSpec("", {"": 1.0}),
+    Target.STORAGE_CHARGE_PCT: TargetSpec("%", {"%": 1.0}),
+    Target.STORAGE_DISCHARGE_PCT: TargetSpec("%", {"%": 1.0}),
+    Target.STORAGE_CONTROL_MODE: TargetSpec("", {"": 1.0}),
+    Target.STORAGE_W_MAX: TargetSpec("W", _POWER),
+    Target.W_CHARGE_MAX: TargetSpec("W", _POWER),
+    Target.W_DISCHARGE_MAX: TargetSpec("W", _POWER),
 }
 """One row per :class:`Target`: its canonical unit, accepted units and sign."""
 
@@ -534,6 +565,8 @@ def encode_field(
 
 _FIELD_KEYS = frozenset(f.name for f in dataclasses.fields(RegisterField))
 _MAP_KEYS = frozenset({"name", "description", "unit_id", "max_read_gap", "defaults", "fields"})
+_SUNSPEC_MAP_KEYS = frozenset({"name", "description", "unit_id", "sunspec"})
+_SUNSPEC_KEYS = frozenset({"base_address", "models"})
 _DEFAULT_KEYS = frozenset({"table", "word_order", "sunspec_nulls"})
 _MAP_DIR = resources.files(__name__)
 
@@ -604,6 +637,8 @@ def parse_register_map(data: Any, source: str = "<data>") -> RegisterMap:  # noq
         raise RegisterMapError(msg)
     where = "map"
     try:
+        if "sunspec" in data:
+            return _parse_sunspec_map(data)
         unknown = set(data) - _MAP_KEYS
         if unknown:
             raise _fail(where, f"unknown key(s) {sorted(unknown)} (known: {sorted(_MAP_KEYS)})")
@@ -627,6 +662,47 @@ def parse_register_map(data: Any, source: str = "<data>") -> RegisterMap:  # noq
     except RegisterMapError as exc:
         msg = f"{source}: {exc}"
         raise RegisterMapError(msg) from None
+
+
+def _parse_sunspec_map(data: dict[str, Any]) -> RegisterMap:
+    """A map generated from a declared SunSpec layout (see ``README.md``)."""
+    # Imported here: adapters.modbus.sunspec builds on this module.
+    from adapters.modbus import sunspec  # noqa: PLC0415
+
+    where = "map"
+    unknown = set(data) - _SUNSPEC_MAP_KEYS
+    if unknown:
+        known = sorted(_SUNSPEC_MAP_KEYS)
+        raise _fail(where, f"unknown key(s) {sorted(unknown)} next to 'sunspec' (known: {known})")
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        raise _fail(where, f"'name' must be a non-empty string, got {name!r}")
+    spec = data["sunspec"]
+    if not isinstance(spec, dict) or set(spec) - _SUNSPEC_KEYS or "models" not in spec:
+        raise _fail(where, f"'sunspec' is {{'base_address': 40000, 'models': [1, 103, ...]}}, "
+                           f"got {spec!r}")  # fmt: skip
+    models: list[int | tuple[int, dict[str, int]]] = []
+    for entry in spec["models"]:
+        if isinstance(entry, int) and not isinstance(entry, bool):
+            models.append(entry)
+        elif (
+            isinstance(entry, dict)
+            and set(entry) <= {"id", "repeats"}
+            and isinstance(entry.get("id"), int)
+            and isinstance(entry.get("repeats", {}), dict)
+        ):
+            models.append((entry["id"], dict(entry.get("repeats", {}))))
+        else:
+            raise _fail(where, f"a SunSpec model is an id or {{'id': 160, 'repeats': "
+                               f"{{'module': 2}}}}, got {entry!r}")  # fmt: skip
+    unit_id = data.get("unit_id", 1)
+    if isinstance(unit_id, bool) or not isinstance(unit_id, int):
+        raise _fail(where, f"unit_id must be an integer, got {unit_id!r}")
+    try:
+        device = sunspec.declared_device(models, spec.get("base_address", 40000))
+    except AdapterError as exc:
+        raise _fail(where, str(exc)) from None
+    return device.register_map(name, unit_id=unit_id, description=data.get("description", ""))
 
 
 def load_register_map(name_or_path: str | os.PathLike[str]) -> RegisterMap:

@@ -56,6 +56,11 @@ VECTORS = [
     (K.ACC64, ABCD, [0x0000, 0x0000, 0x0000, 0x0007], 7),
     (K.FLOAT64, ABCD, [0x3FF0, 0x0000, 0x0000, 0x0000], 1.0),
     (K.FLOAT64, CDAB, [0x0000, 0x0000, 0x0000, 0x3FF0], 1.0),
+    (K.ACC16, ABCD, [0x0102], 258),
+    (K.BITFIELD16, ABCD, [0x8001], 0x8001),
+    (K.ENUM32, ABCD, [0x0000, 0x0002], 2),
+    (K.ENUM32, CDAB, [0x0002, 0x0000], 2),
+    (K.BITFIELD32, ABCD, [0x8000, 0x0001], 0x80000001),
 ]
 
 
@@ -81,6 +86,10 @@ NOT_IMPLEMENTED = [
     (K.INT64, [0x8000, 0, 0, 0], -(2**63)),
     (K.UINT64, [0xFFFF] * 4, 2**64 - 1),
     (K.ACC64, [0, 0, 0, 0], 0),
+    (K.ACC16, [0x0000], 0),
+    (K.BITFIELD16, [0xFFFF], 65535),
+    (K.ENUM32, [0xFFFF, 0xFFFF], 2**32 - 1),
+    (K.BITFIELD32, [0xFFFF, 0xFFFF], 2**32 - 1),
 ]
 
 

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from adapters.modbus import sunspec
 from adapters.modbus.devices import Backoff, DeviceReader, DeviceWriter
 from adapters.modbus.errors import RegisterMapError
 from adapters.modbus.fake import FakeRegisterClient
@@ -106,13 +107,13 @@ def test_model_id_mismatch_is_reported():
     fake = FakeRegisterClient(holding={**SUNSPEC, 40070: 101})
     r = reader(fake, "sunspec_inverter").read(T0)
     assert r.quality is ReadingQuality.MISSING
-    assert "I_ID is 101, expected 103" in r.reason
+    assert "103.ID is 101, expected 103" in r.reason
 
 
 @pytest.mark.parametrize(
     ("patch", "reason"),
     [
-        ({40084: 0x8000}, "p_w not available: W is not implemented"),
+        ({40084: 0x8000}, "p_w not available: 103.W is not implemented"),
         ({40085: 0x8000}, "p_w not available"),
         ({40085: 0x000B}, "cannot decode: scale factor 11 is outside -10..10"),
     ],
@@ -312,8 +313,8 @@ def test_pv_limit_is_written_as_percent_then_enabled_and_confirmed():
     # 2000 W of WRtg 5000 W = 40 %, with WMaxLimPct_SF = -2: 4000
     assert [(w.address, w.values) for w in fake.writes] == [(40155, (4000,)), (40159, (1,))]
     assert fake.registers["holding"][40155] == 4000
-    assert dict(result.written) == {"WMaxLimPct": 40.0, "WMaxLim_Ena": 1.0}
-    assert dict(result.readback) == {"WMaxLimPct": 40.0, "WMaxLim_Ena": 1}
+    assert dict(result.written) == {"123.WMaxLimPct": 40.0, "123.WMaxLim_Ena": 1.0}
+    assert dict(result.readback) == {"123.WMaxLimPct": 40.0, "123.WMaxLim_Ena": 1}
 
 
 def test_pv_limit_with_a_given_rating_and_rounding():
@@ -431,3 +432,108 @@ def test_unavailable_device_write_is_not_ok():
     result = pv_writer(fake).write(_setpoint("pv", SetpointKind.PV_LIMIT, 1000))
     assert not result.ok
     assert result.reason == "device error: fake device: unavailable (injected fault)"
+
+
+# ---------------------------------------------------------------------------- SunSpec control
+
+DER_STORAGE = [1, 701, 702, 704, 802]
+
+
+def der_storage(make_sunspec_image, **values):
+    regs = make_sunspec_image(DER_STORAGE, values={
+        "704.WSet_SF": 0, "704.WMaxLimPct_SF": 0xFFFE, "704.WSet": [0, 0], "704.WSetEna": 0,
+        "704.WSetMod": 0, "802.WChaDisChaMax_SF": 0, "802.WChaRteMax": 4000,
+        "802.WDisChaRteMax": 3000, **values,
+    })  # fmt: skip
+    fake = FakeRegisterClient(holding=regs)
+    rmap = sunspec.discover(fake).register_map("bat")
+    fake.requests.clear()
+    return fake, DeviceWriter(DeviceId("bat"), fake, rmap)
+
+
+def test_704_watt_setpoint_writes_mode_then_value_then_enable(make_sunspec_image):
+    fake, writer = der_storage(make_sunspec_image)
+    result = writer.write(_setpoint("bat", SetpointKind.BATTERY, -2500))  # charge 2.5 kW
+    assert result.ok, result.reason
+    assert result.readback_w == -2500
+    assert [name for name, _ in result.written] == ["704.WSetMod", "704.WSet", "704.WSetEna"]
+    wset = writer.register_map.field("704.WSet").address
+    holding = fake.registers["holding"]
+    assert [holding[wset], holding[wset + 1]] == [0xFFFF, 0xF63C]  # int32 -2500
+
+
+@pytest.mark.parametrize(
+    ("p_w", "message"),
+    [(3001, "3001 W discharge is beyond 802.WDisChaRteMax = 3000 W"),
+     (-4001, "4001 W charge is beyond 802.WChaRteMax = 4000 W")],
+)  # fmt: skip
+def test_704_setpoint_beyond_the_battery_rating_never_reaches_the_wire(
+    make_sunspec_image, p_w, message
+):
+    fake, writer = der_storage(make_sunspec_image)
+    result = writer.write(_setpoint("bat", SetpointKind.BATTERY, p_w))
+    assert not result.ok
+    assert message in result.reason
+    assert fake.writes == []
+
+
+def test_an_unbounded_setpoint_is_refused(make_sunspec_image):
+    fake, writer = der_storage(make_sunspec_image, **{"802.WDisChaRteMax": 0xFFFF})
+    result = writer.write(_setpoint("bat", SetpointKind.BATTERY, 1000))
+    assert not result.ok
+    assert "no bounds" in result.reason
+    assert "refusing an unbounded write" in result.reason
+    assert fake.writes == []
+
+
+def test_704_pv_limit_and_its_enable(make_sunspec_image):
+    regs = make_sunspec_image([1, 701, 702, 704], values={
+        "702.W_SF": 0, "702.WMaxRtg": 8000, "704.WMaxLimPct_SF": 0xFFFE,
+        "704.WMaxLimPct": 10000, "704.WMaxLimPctEna": 0,
+    })  # fmt: skip
+    fake = FakeRegisterClient(holding=regs)
+    rmap = sunspec.discover(fake).register_map("pv")
+    result = DeviceWriter(DeviceId("pv"), fake, rmap).write(
+        _setpoint("pv", SetpointKind.PV_LIMIT, 2000)
+    )
+    assert result.ok, result.reason
+    assert dict(result.written) == {"704.WMaxLimPct": 25.0, "704.WMaxLimPctEna": 1.0}
+    assert result.readback_w == 2000
+
+
+def test_124_storage_rates_pin_the_power(make_sunspec_image):
+    regs = make_sunspec_image([1, 103, 120, 124], values={
+        "124.WChaMax": 5000, "124.WChaMax_SF": 0, "124.InOutWRte_SF": 0xFFFE,
+        "124.InWRte": 10000, "124.OutWRte": 10000, "124.StorCtl_Mod": 0,
+    })  # fmt: skip
+    fake = FakeRegisterClient(holding=regs)
+    rmap = sunspec.discover(fake).register_map("bat")
+    writer = DeviceWriter(DeviceId("bat"), fake, rmap)
+    result = writer.write(_setpoint("bat", SetpointKind.BATTERY, 1500))  # discharge 30 %
+    assert result.ok, result.reason
+    assert dict(result.written) == {"124.InWRte": -30.0, "124.OutWRte": 30.0,
+                                    "124.StorCtl_Mod": 3.0}  # fmt: skip
+    assert result.readback_w == 1500
+    in_rte = rmap.field("124.InWRte").address
+    assert fake.registers["holding"][in_rte] == (-3000) & 0xFFFF
+    fake.requests.clear()
+    refused = writer.write(_setpoint("bat", SetpointKind.BATTERY, -6000))
+    assert not refused.ok
+    assert "beyond 124.WChaMax = 5000 W" in refused.reason
+    assert fake.writes == []
+
+
+def test_no_unlisted_or_out_of_range_write_reaches_the_wire(make_sunspec_image):
+    """Whatever is asked, the only addresses written are the allow-listed ones."""
+    fake, writer = der_storage(make_sunspec_image)
+    allowed = {a for f in writer.register_map.writable_fields for a in range(f.address, f.end)}
+    for p_w in (-(10**9), -4001, -4000, -1, 0, 1, 2999, 3000, 3001, 10**9):
+        writer.write(_setpoint("bat", SetpointKind.BATTERY, p_w))
+        writer.write(_setpoint("bat", SetpointKind.PV_LIMIT, p_w))
+    written = {a for w in fake.writes for a in range(w.address, w.address + w.count)}
+    assert written <= allowed
+    values = [
+        w.values for w in fake.writes if w.address == writer.register_map.field("704.WSet").address
+    ]
+    setpoints = {(v[0] << 16 | v[1]) - (1 << 32 if v[0] >> 15 else 0) for v in values}
+    assert setpoints <= set(range(-4000, 3001))

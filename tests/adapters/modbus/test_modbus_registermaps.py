@@ -34,31 +34,31 @@ def test_builtin_maps_are_listed_and_load():
 
 def test_sunspec_inverter_map():
     m = load_register_map("sunspec_inverter")
-    w = m.field("W")
+    w = m.field("103.W")
     assert (w.address, w.kind, w.scale_factor_field, w.invert) == (
         40084,
         RegisterKind.INT16,
-        "W_SF",
+        "103.W_SF",
         True,
     )
     assert m.for_target(Target.P_W) is w
-    assert m.for_target("export_wh_total").name == "WH"
-    assert m.field("WH").kind is RegisterKind.ACC32
-    assert m.for_target(Target.W_MAX).name == "WRtg"
+    assert m.for_target("export_wh_total").name == "103.WH"
+    assert m.field("103.WH").kind is RegisterKind.ACC32
+    assert m.for_target(Target.W_MAX).name == "120.WRtg"
     pct = m.for_target(Target.W_MAX_LIM_PCT)
     assert (pct.name, pct.address, pct.writable, pct.min, pct.max) == (
-        "WMaxLimPct",
+        "123.WMaxLimPct",
         40155,
         True,
         0,
         100,
     )
-    assert m.scale_factor_of(pct).name == "WMaxLimPct_SF"
+    assert m.scale_factor_of(pct).name == "123.WMaxLimPct_SF"
     assert m.for_target(Target.W_MAX_LIM_ENA).writable
-    assert {f.name for f in m.writable_fields} == {"WMaxLimPct", "WMaxLim_Ena"}
+    assert {f.name for f in m.writable_fields} == {"123.WMaxLimPct", "123.WMaxLim_Ena"}
     assert m.field("SunS").expect == "SunS"
     assert m.field("SunS").expected_registers() == [0x5375, 0x6E53]
-    assert [f.expect for f in m.identity_fields if f.name.endswith("_ID")] == [
+    assert [f.expect for f in m.identity_fields if f.name.endswith(".ID")] == [
         1,
         103,
         120,
@@ -90,7 +90,7 @@ def test_battery_map():
 
 def test_plan_reads_merges_neighbours_within_the_gap():
     m = load_register_map("sunspec_inverter")
-    flds = m.with_scale_factors([m.field("W"), m.field("WH")])
+    flds = m.with_scale_factors([m.field("103.W"), m.field("103.WH")])
     assert plan_reads(flds, max_gap=32) == (ReadBlock(Table.HOLDING, 40084, 13),)
     assert plan_reads(flds, max_gap=0) == (
         ReadBlock(Table.HOLDING, 40084, 2),
@@ -108,7 +108,7 @@ def test_plan_reads_merges_neighbours_within_the_gap():
 
 def test_decode_and_encode_field_with_scale_and_unit():
     m = load_register_map("sunspec_inverter")
-    w = m.field("W")
+    w = m.field("103.W")
     assert decode_field(w, [0x0BB8], scale_factor=-1) == 300.0
     assert w.to_canonical(300.0) == -300.0  # production is export
     assert decode_field(w, [0x0BB8], scale_factor=None) is None

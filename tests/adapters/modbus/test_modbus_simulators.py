@@ -24,9 +24,9 @@ def test_pv_produces_the_available_power_and_counts_energy():
     pv = PVInverterSim(5000, constant_profile(4000), start_at=T0, energy0_wh=1000)
     pv.advance(T0 + H)
     assert pv.produced_wh == pytest.approx(5000)
-    assert pv.get_field("W") == 4000  # device sign: producing is positive
-    assert pv.get_field("WH") == 5000
-    assert pv.get_field("WRtg") == 5000
+    assert pv.get_field("103.W") == 4000  # device sign: producing is positive
+    assert pv.get_field("103.WH") == 5000
+    assert pv.get_field("120.WRtg") == 5000
     assert pv.get_field("SunS") == "SunS"
     assert pv.limit_w == 5000
 
@@ -43,9 +43,9 @@ def test_pv_is_capped_by_its_rating_and_never_consumes():
 def test_curtailment_written_to_the_registers_lowers_production():
     pv = PVInverterSim(5000, constant_profile(4000), start_at=T0)
     pv.advance(T0 + H)
-    pv.set_field("WMaxLimPct", 50)  # what a client writes: 50 % of 5000 W
+    pv.set_field("123.WMaxLimPct", 50)  # what a client writes: 50 % of 5000 W
     assert pv.limit_w == 5000  # not enabled yet
-    pv.set_field("WMaxLim_Ena", 1)
+    pv.set_field("123.WMaxLim_Ena", 1)
     assert pv.limit_w == 2500
     pv.advance(T0 + 2 * H)
     assert pv.produced_wh == pytest.approx(4000 + 2500)
@@ -55,8 +55,8 @@ def test_curtailment_written_to_the_registers_lowers_production():
 def test_large_inverters_get_a_scale_factor():
     pv = PVInverterSim(100_000, constant_profile(80_000), start_at=T0)
     pv.advance(T0 + H)
-    assert pv.get_field("W_SF") == 1
-    assert pv.get_field("W") == 80_000
+    assert pv.get_field("103.W_SF") == 1
+    assert pv.get_field("103.W") == 80_000
 
 
 def test_load_meter_counts_import_and_export():
@@ -145,3 +145,82 @@ def test_bad_parameters():
         BatterySim(1000, 1000, soc0=120)
     with pytest.raises(ValueError, match="unit ids"):
         LoadMeterSim(constant_profile(0), unit_id=0)
+
+
+# ---------------------------------------------------------------------------- SunSpec simulators
+
+
+def test_sunspec_simulators_start_not_implemented_and_fill_the_common_model():
+    pv = PVInverterSim(5000, constant_profile(4000), start_at=T0, unit_id=7)
+    assert pv.get_field("1.Mn") == "PeerGrid"
+    assert pv.get_field("1.Md") == "PVInverterSim"
+    assert pv.get_field("1.SN") == "SIM-007"
+    assert pv.get_field("1.DA") == 7
+    assert pv.get_field("103.A") is None  # the simulator does not model currents
+    assert pv.get_field("103.PhVphA") is None
+    assert pv.get_field("103.W") == 4000
+    assert pv.get_field("103.WH_SF") == 0
+
+
+def test_der_inverter_obeys_the_704_limit_only_when_enabled():
+    pv = PVInverterSim(6000, constant_profile(5000), start_at=T0,
+                       register_map="sunspec_der_inverter")  # fmt: skip
+    pv.set_field("704.WMaxLimPct", 50)
+    assert pv.limit_w == 6000
+    pv.set_field("704.WMaxLimPctEna", 1)
+    pv.advance(T0 + H)
+    assert pv.p_w == 3000
+    assert pv.get_field("701.W") == 3000  # DER sign: generation is positive
+    assert pv.get_field("702.WMaxRtg") == 6000
+
+
+def test_124_storage_follows_both_rates():
+    bat = BatterySim(10_000, 5000, 50, start_at=T0, register_map="sunspec_storage")
+    assert bat.get_field("124.WChaMax") == 5000
+    assert bat.setpoint_w == 0  # no limit active: idle
+    bat.set_field("124.OutWRte", 40)
+    bat.set_field("124.InWRte", -40)
+    assert bat.setpoint_w == 0  # not active yet
+    bat.set_field("124.StorCtl_Mod", 3)
+    assert bat.setpoint_w == 2000  # forced discharge at 40 % of 5000 W
+    bat.set_field("124.OutWRte", -20)
+    bat.set_field("124.InWRte", 20)
+    assert bat.setpoint_w == -1000  # forced charge
+    bat.set_field("124.StorCtl_Mod", 1)  # only the charge limit: 20 % charge at most
+    assert bat.setpoint_w == 0
+    bat.set_field("124.InWRte", -30)
+    assert bat.setpoint_w == 1500  # a negative charge limit forces a discharge
+    bat.advance(T0 + H)
+    assert bat.soc_percent == pytest.approx(35.0)
+    assert bat.get_field("124.ChaState") == pytest.approx(35.0)
+
+
+def test_704_storage_needs_mode_and_enable():
+    bat = BatterySim(10_000, 5000, 50, start_at=T0, register_map="sunspec_der_storage")
+    bat.set_field("704.WSet", -2000)
+    assert bat.setpoint_w == 0
+    bat.set_field("704.WSetEna", 1)
+    assert bat.setpoint_w == -2000
+    bat.set_field("704.WSetMod", 0)  # percent mode: not modelled, so the battery holds
+    assert bat.setpoint_w == 0
+    assert bat.get_field("802.WChaRteMax") == 5000
+
+
+def test_series_profile_interpolates_and_repeats():
+    from adapters.modbus.simulators import series_profile
+
+    profile = series_profile(T0, 900, [0, 1000, 3000])
+    assert profile(T0) == 0
+    assert profile(T0 + timedelta(seconds=450)) == pytest.approx(500)
+    assert profile(T0 + timedelta(seconds=1800)) == 3000
+    assert profile(T0 + timedelta(seconds=2250)) == pytest.approx(1500)  # back towards 0
+    assert profile(T0 + timedelta(seconds=2700)) == 0  # next period
+    with pytest.raises(ValueError, match="step_s"):
+        series_profile(T0, 0, [1])
+
+
+def test_simulator_needs_a_transport():
+    with pytest.raises(ValueError, match=r"TCP port .* or an RTU serial device"):
+        LoadMeterSim(constant_profile(1), port=None)
+    with pytest.raises(ValueError, match="delay_s"):
+        LoadMeterSim(constant_profile(1)).set_fault("slow", delay_s=-1)
