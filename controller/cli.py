@@ -109,7 +109,7 @@ def _cmd_clear(args: argparse.Namespace) -> int:
                 f"{len(check['violations'])} violation(s)"
             )
         print("timings: " + ", ".join(f"{k} {v:.3f}" for k, v in doc["timings"].items()))
-    return EXIT_OK if doc["status"] in {"cleared", "no_crossing"} else EXIT_FAILED
+    return EXIT_OK if doc["status"] in {"cleared", "no_crossing", "blocked"} else EXIT_FAILED
 
 
 def _cmd_site_check(args: argparse.Namespace) -> int:

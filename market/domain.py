@@ -264,6 +264,7 @@ class ClearingStatus(enum.StrEnum):
 
     CLEARED = "cleared"
     NO_CROSSING = "no_crossing"
+    BLOCKED = "blocked"  # the book crosses, but network limits or losses block every trade
     INFEASIBLE = "infeasible"
     TIME_LIMIT = "time_limit"
     SOLVER_ERROR = "solver_error"
@@ -271,7 +272,7 @@ class ClearingStatus(enum.StrEnum):
     @property
     def is_ok(self) -> bool:
         """Whether primal values and prices are meaningful."""
-        return self in {ClearingStatus.CLEARED, ClearingStatus.NO_CROSSING}
+        return self in {ClearingStatus.CLEARED, ClearingStatus.NO_CROSSING, ClearingStatus.BLOCKED}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

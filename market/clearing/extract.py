@@ -99,6 +99,19 @@ def balanced_quantities(
     return accepted, grid_import - net, grid_export - net, total_sell - total_buy
 
 
+def book_crosses(built: BuiltModel | LpData, options: ClearingOptions) -> bool:
+    """Whether some trade pays at the published tariffs, ignoring the network.
+
+    True when a bid is above the cheapest supply (the lowest offer or the import tariff), or
+    an offer below the best demand (the highest bid or the export tariff).
+    """
+    bids = [g.limit_price for g in built.groups if g.side is Side.BUY]
+    offers = [g.limit_price for g in built.groups if g.side is Side.SELL]
+    cheapest = min([*offers, options.import_price])
+    dearest = max([*bids, options.export_price])
+    return any(b > cheapest for b in bids) or any(o < dearest for o in offers)
+
+
 def settlement_prices(
     built: BuiltModel | LpData,
     accepted_by_group: list[int],
@@ -258,7 +271,11 @@ def extract(
     rent -= sum(t.buyer_amount for t in trades if t.buyer == COMMUNITY)
     rent += sum(t.seller_amount for t in trades if t.seller == COMMUNITY)
     cleared_any = bool(bought or sold)
-    status = ClearingStatus.CLEARED if cleared_any else ClearingStatus.NO_CROSSING
+    status = ClearingStatus.CLEARED
+    if not cleared_any:
+        status = (
+            ClearingStatus.BLOCKED if book_crosses(built, options) else ClearingStatus.NO_CROSSING
+        )
     parts = [
         f"cleared {bought} Wh bought, {sold} Wh sold; grid import {grid_import} Wh, "
         f"export {grid_export} Wh"
@@ -269,18 +286,28 @@ def extract(
         parts.append(f"the market saves {-loss_wh} Wh of losses (sold by the community)")
     if price_note:
         parts.append(price_note)
-    reason = (
-        "; ".join(parts)
-        if cleared_any
-        else "no order crossed: no bid meets an offer or a grid tariff"
-    )
+    if cleared_any:
+        reason = "; ".join(parts)
+    elif status is ClearingStatus.BLOCKED:
+        lo, hi = min(prices), max(prices)
+        reason = (
+            "the book crosses (a bid meets an offer or a tariff) but network limits or losses "
+            f"block every trade: nodal prices range {lo}-{hi} per kWh"
+        )
+    else:
+        reason = "no order crossed: no bid meets an offer or a grid tariff"
     build_s, solve_s = timings
     return ClearingResult(
         interval=interval,
         status=status,
         reason=reason,
         orders=orders,
-        prices=tuple((BusId(names[b]), PricePerKwh(p)) for b, p in enumerate(prices)),
+        prices=tuple(
+            sorted(
+                [(BusId(names[b]), PricePerKwh(p)) for b, p in enumerate(prices)]
+                + [(BusId(alias), PricePerKwh(prices[b])) for alias, b in network.aliases]
+            )
+        ),
         grid_import_wh=Wh(grid_import),
         grid_export_wh=Wh(grid_export),
         trades=trades,

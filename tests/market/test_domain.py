@@ -289,9 +289,9 @@ def test_content_hash_ignores_key_order() -> None:
 # ------------------------------------------------------------------ small types
 
 
-def test_only_cleared_and_no_crossing_are_ok() -> None:
+def test_only_cleared_no_crossing_and_blocked_are_ok() -> None:
     ok = {s for s in ClearingStatus if s.is_ok}
-    assert ok == {ClearingStatus.CLEARED, ClearingStatus.NO_CROSSING}
+    assert ok == {ClearingStatus.CLEARED, ClearingStatus.NO_CROSSING, ClearingStatus.BLOCKED}
 
 
 def test_trade_id_is_a_content_hash() -> None:
