@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from market.domain import content_hash
 from market.merkle import merkle_root
+from market.settlement import batch_id_of
 
 
 class OnChainBatch(Protocol):
@@ -62,14 +63,13 @@ def verify_record(
     batch = record.get("settlement")
     if batch is None:
         return [f"{interval}: no settlement batch"]
-    recomputed_id = content_hash(
-        {
-            "interval": interval,
-            "length_s": record["length_s"],
-            "amounts": batch["amounts"],
-            "trades_root": batch["trades_root"],
-            "readings_root": batch["readings_root"],
-        }
+    recomputed_id = batch_id_of(
+        interval,
+        record["length_s"],
+        batch["amounts"],
+        batch["trades_root"],
+        batch["readings_root"],
+        batch.get("rewards", []),
     )
     if recomputed_id != batch["batch_id"]:
         problems.append(f"{interval}: batch id does not match the batch's content")

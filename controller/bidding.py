@@ -26,12 +26,13 @@ from market.domain import (
     Offer,
     Order,
     OrderId,
+    ParticipantId,
     ReadingQuality,
     Setpoint,
     SetpointKind,
     Side,
 )
-from market.units import PricePerKwh, W, Wh, power_to_energy_wh, round_half_even
+from market.units import PricePerKwh, W, Wh, buyer_payment, power_to_energy_wh, round_half_even
 
 
 class Forecaster(Protocol):
@@ -185,6 +186,50 @@ def _orders_for(
             offer = make(Offer, f"{oid}:{bat.id}:discharge", discharge, so.discharge_price)
             out.append(PlannedOrder(order=offer, device=bat.id, kind="battery_discharge"))
     return out
+
+
+def cap_by_credit(plan: Plan, credit: Mapping[ParticipantId, int]) -> Plan:
+    """Cap each participant's bids so that what they can cost fits its free escrow.
+
+    ``credit`` is each participant's escrow not yet spoken for [token base units]. A bid of
+    ``wh`` at ``limit`` costs at most ``ceil(wh * limit / 1000)``; bids are served dearest
+    first, each cut to what the remaining credit pays for. Participants not in ``credit``
+    are left alone. A cut is recorded in ``skipped``.
+    """
+    remaining = dict(credit)
+    out: list[PlannedOrder] = []
+    notes = list(plan.skipped)
+    order = sorted(
+        range(len(plan.orders)),
+        key=lambda i: (-plan.orders[i].order.limit_price, plan.orders[i].order.order_id),
+    )
+    capped: dict[int, PlannedOrder | None] = {}
+    for i in order:
+        po = plan.orders[i]
+        o = po.order
+        if not isinstance(o, Bid) or o.participant not in remaining or o.limit_price == 0:
+            continue
+        budget = remaining[o.participant]
+        affordable = max(budget, 0) * 1000 // o.limit_price
+        wh = min(o.energy_wh, affordable)
+        remaining[o.participant] = budget - buyer_payment(wh, o.limit_price)
+        if wh < o.energy_wh:
+            notes.append(
+                f"{o.order_id}: cut from {o.energy_wh} to {wh} Wh: escrow of {o.participant} "
+                f"covers no more at {o.limit_price} per kWh"
+            )
+            capped[i] = (
+                dataclasses.replace(po, order=dataclasses.replace(o, energy_wh=Wh(wh)))
+                if wh > 0
+                else None
+            )
+    for i, po in enumerate(plan.orders):
+        if i in capped:
+            if capped[i] is not None:
+                out.append(capped[i])  # type: ignore[arg-type]
+        else:
+            out.append(po)
+    return Plan(orders=tuple(out), forecast_w=plan.forecast_w, skipped=tuple(notes))
 
 
 def setpoints_for(

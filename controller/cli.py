@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from controller import cli_devices
+from controller.cli_chain import register as register_chain
 from controller.config import ConfigError, read_site
 
 EXIT_OK = 0
@@ -50,7 +51,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             bar.update(task, completed=done, total=total, description=f"boundary {label} done")
 
         report = run_demo(
-            intervals=args.intervals, start=start, out_dir=Path(args.out), progress=progress
+            intervals=args.intervals,
+            start=start,
+            out_dir=Path(args.out),
+            progress=progress,
+            chain=args.chain,
         )
     if args.json:
         print(json.dumps(report, indent=2))
@@ -186,6 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--start", type=_parse_start, default=None, help="first interval (UTC)")
     demo.add_argument("--out", default="peergrid-demo", help="folder for the report and database")
     demo.add_argument("--json", action="store_true", help="print the report as JSON")
+    demo.add_argument(
+        "--chain",
+        choices=["embedded", "anvil"],
+        default="embedded",
+        help="embedded py-evm (default) or a local anvil node (npm @foundry-rs/anvil)",
+    )
     demo.set_defaults(func=_cmd_demo)
 
     run = sub.add_parser("run", help="run a site in real time, aligned to interval boundaries")
@@ -221,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", action="store_true", help="print JSON")
     verify.set_defaults(func=_cmd_audit_verify)
     cli_devices.register(sub)
+    register_chain(sub)
     return parser
 
 

@@ -18,8 +18,12 @@ Example (``controller/sites/demo.toml`` is the complete one the demo uses)::
 
     [chain]
     backend = "embedded"            # embedded | anvil | rpc
-    rpc_url = ""                    # for anvil / rpc
-    confirmations = 0
+    rpc_url = ""                    # for rpc
+    confirmations = 0               # finality depth [blocks]
+    state_path = ""                 # anvil's state file (kept across restarts)
+    token_address = ""              # anvil / rpc: the deployed contracts
+    settlement_address = ""
+    operator_key_env = "PEERGRID_OPERATOR_KEY"   # env var holding the operator's key (0x...)
 
     [[participants]]
     id = "alice"
@@ -133,6 +137,8 @@ class ChainConfig:
     confirmations: int = 0
     token_address: str = ""
     settlement_address: str = ""
+    state_path: str = ""
+    operator_key_env: str = "PEERGRID_OPERATOR_KEY"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -270,7 +276,13 @@ def parse_site(data: Mapping[str, Any], source: str = "<memory>") -> SiteConfig:
         confirmations=_int("chain", chain_raw, "confirmations", 0),
         token_address=_str("chain", chain_raw, "token_address", ""),
         settlement_address=_str("chain", chain_raw, "settlement_address", ""),
+        state_path=_str("chain", chain_raw, "state_path", ""),
+        operator_key_env=_str("chain", chain_raw, "operator_key_env", "PEERGRID_OPERATOR_KEY"),
     )
+    if backend == "rpc" and not chain.rpc_url:
+        msg = "chain: backend 'rpc' needs rpc_url"
+        raise ConfigError(msg)
+
     participants: list[ParticipantConfig] = []
     seen: set[str] = set()
     for i, raw in enumerate(data.get("participants", [])):

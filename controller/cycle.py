@@ -36,7 +36,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from adapters.modbus.polling import poll_all
-from controller.bidding import Forecaster, Plan, plan_orders, setpoints_for
+from controller.bidding import Forecaster, Plan, cap_by_credit, plan_orders, setpoints_for
 from controller.config import SiteConfig
 from controller.restore import batch_from_dict, result_from_dict
 from controller.serialize import (
@@ -281,6 +281,9 @@ class Cycle:
             self.forecaster,
             import_price=self.site.import_price,
         )
+        credit = self._free_credit()
+        if credit:
+            plan = cap_by_credit(plan, credit)
         grid = self.base_grid_for(interval)
         linear = build_linear_grid(
             grid, vm_min_pu=self.site.vm_min_pu, vm_max_pu=self.site.vm_max_pu
@@ -310,6 +313,28 @@ class Cycle:
             skipped=tuple(skipped),
             wall_s=time.perf_counter() - started,
         )
+
+    def _free_credit(self) -> dict[ParticipantId, int]:
+        """Each participant's escrow not spoken for by pending settlements [token units].
+
+        Empty when the settler cannot report escrow (then no credit check is made). Pending
+        intents (settled on paper, not yet on-chain) are subtracted, so the same tokens never
+        back two intervals.
+        """
+        escrow_of = getattr(self.settler, "escrow", None)
+        if escrow_of is None:
+            return {}
+        owed: dict[str, int] = {}
+        for pending in self.store.pending_settlements():
+            for account, amount in pending.batch.get("amounts", []):
+                if amount < 0:
+                    owed[account] = owed.get(account, 0) - amount
+        credit: dict[ParticipantId, int] = {}
+        for p in self.site.participants:
+            balance = escrow_of(p.id)
+            if balance is not None:
+                credit[p.id] = int(balance) - owed.get(p.id, 0)
+        return credit
 
     def reclear(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """Clear an audit record's stored order book again (an auditor's determinism check)."""

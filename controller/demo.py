@@ -26,7 +26,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from adapters.chain.client import ChainClient, derive_account, embedded_web3
+from adapters.chain.backends import connect
+from adapters.chain.client import ChainClient, derive_account
 from adapters.modbus.simulators import BatterySim, LoadMeterSim, PVInverterSim
 from controller.audit import verify_records
 from controller.config import DeviceConfig, SiteConfig, parse_site
@@ -47,6 +48,8 @@ DEMO_START = datetime(2026, 6, 21, 7, 30, tzinfo=UTC)
 DEMO_INTERVALS = 16
 GRID_DEPOSIT = 1_000_000_000  # the upstream supplier's escrow: 1,000 tokens
 COMMUNITY_DEPOSIT = 100_000_000  # the community's reserve: it buys the market's losses
+REWARD_RATE = 1_000_000  # reward base units per verified local kWh
+REWARD_CAP = 50_000_000  # at most this many reward units per interval
 WALLET_EXTRA = 20_000_000  # tokens each participant keeps outside escrow
 Sim = PVInverterSim | LoadMeterSim | BatterySim
 
@@ -100,17 +103,27 @@ def start_simulators(
     return sims, forecasts, dataclasses.replace(site, devices=tuple(devices))
 
 
-def fund_chain(site: SiteConfig, client: ChainClient) -> int:
-    """Deploy, mint and deposit; return the minted supply [token units]."""
-    client.fund_eth(client.operator.address, 100 * 10**18)
-    client.deploy_token("PeerGrid Demo Dollar", "PGD")
-    client.deploy_settlement(client.token.address)
+def fund_chain(site: SiteConfig, client: ChainClient, *, fund_eth: bool = True) -> int:
+    """Deploy, mint and deposit; return the minted supply [token units].
+
+    The reward token pays producers ``REWARD_RATE`` reward units per verified local kWh
+    (at most ``REWARD_CAP`` per interval), minted in each settlement transaction.
+    """
+    if fund_eth:
+        client.fund_eth(client.operator.address, 100 * 10**18)
+    client.deploy_all(
+        token_name="PeerGrid Demo Dollar",  # noqa: S106 - a token's name, not a secret
+        token_symbol="PGD",  # noqa: S106
+        reward_rate=REWARD_RATE,
+        reward_cap=REWARD_CAP,
+    )
     minted = 0
     labels = [(p.id, p.deposit) for p in site.participants]
     labels += [(GRID, GRID_DEPOSIT), (COMMUNITY, COMMUNITY_DEPOSIT)]
     for label, deposit in labels:
         account = derive_account(label)
-        client.fund_eth(account.address, 10**18)
+        if fund_eth:
+            client.fund_eth(account.address, 10**18)
         client.mint(account.address, deposit + WALLET_EXTRA)
         minted += deposit + WALLET_EXTRA
         if deposit:
@@ -222,6 +235,17 @@ class DemoRuntime:
             "holds": wallets + escrow == self.minted == supply,
         }
 
+    def rewards(self) -> dict[str, int]:
+        """Reward tokens earned (unclaimed, held by the settlement contract) per producer."""
+        states = self.client.account_states([self.accounts[p.id] for p in self.site.participants])
+        by_address = {str(address).lower(): state for address, state in states.items()}
+        out: dict[str, int] = {}
+        for p in self.site.participants:
+            state = by_address.get(self.accounts[p.id].lower())
+            if state is not None and state.unclaimed_rewards:
+                out[p.id] = int(state.unclaimed_rewards)
+        return out
+
     def verify(self) -> dict[str, Any]:
         """Every audit record against the chain, and re-cleared from its stored book."""
         return verify_records(
@@ -232,11 +256,23 @@ class DemoRuntime:
 
 
 @contextmanager
-def demo_runtime(out_dir: Path, start: datetime = DEMO_START) -> Iterator[DemoRuntime]:
-    """Start the demo's simulators, chain and database; stop them on exit."""
+def demo_runtime(
+    out_dir: Path, start: datetime = DEMO_START, chain: str = "embedded"
+) -> Iterator[DemoRuntime]:
+    """Start the demo's simulators, chain and database; stop them on exit.
+
+    ``chain`` is ``embedded`` (py-evm in this process) or ``anvil`` (a local node from npm
+    ``@foundry-rs/anvil``, started on a free loopback port with its state file in
+    ``out_dir``, stopped at the end).
+    """
     site = demo_site()
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("peergrid-demo.sqlite", "peergrid-demo.sqlite-wal", "peergrid-demo.sqlite-shm"):
+    for name in (
+        "peergrid-demo.sqlite",
+        "peergrid-demo.sqlite-wal",
+        "peergrid-demo.sqlite-shm",
+        "anvil-state.json",
+    ):
         (out_dir / name).unlink(missing_ok=True)
     site = dataclasses.replace(
         site, database=f"sqlite:///{(out_dir / 'peergrid-demo.sqlite').as_posix()}"
@@ -245,8 +281,14 @@ def demo_runtime(out_dir: Path, start: datetime = DEMO_START) -> Iterator[DemoRu
     sims, forecasts, site = start_simulators(site, start)
     store = Store(site.database)
     devices = build_devices(site)
+    connection = None
     try:
-        client = ChainClient(embedded_web3(), derive_account("operator"))
+        connection = connect(
+            chain, state_path=out_dir / "anvil-state.json" if chain == "anvil" else None
+        )
+        client = ChainClient(
+            connection.w3, derive_account("operator"), on_nonce=store.save_next_nonce
+        )
         minted = fund_chain(site, client)
         accounts = participant_accounts(site)
         cycle = Cycle(
@@ -272,6 +314,8 @@ def demo_runtime(out_dir: Path, start: datetime = DEMO_START) -> Iterator[DemoRu
         devices.close()
         for sim in sims.values():
             sim.stop()
+        if connection is not None:
+            connection.close()
         store.close()
 
 
@@ -281,10 +325,11 @@ def run_demo(
     start: datetime = DEMO_START,
     out_dir: Path = Path("peergrid-demo"),
     progress: Callable[[int, int, str], None] | None = None,
+    chain: str = "embedded",
 ) -> dict[str, Any]:
     """Run the demo and return its report (see the module docstring)."""
     started = time.perf_counter()
-    with demo_runtime(out_dir, start) as rt:
+    with demo_runtime(out_dir, start, chain) as rt:
         rows: list[dict[str, Any]] = []
         cleared: dict[int, IntervalReport] = {}
         ticks: list[dict[str, Any]] = []
@@ -320,6 +365,8 @@ def run_demo(
             },
             "audit": rt.verify(),
             "all_settled": len(rows) == intervals and all(r["settled"] for r in rows),
+            "chain": chain,
+            "rewards": rt.rewards(),
             "wall_s": round(time.perf_counter() - started, 2),
             "out_dir": str(out_dir),
         }

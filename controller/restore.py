@@ -93,6 +93,7 @@ def batch_from_dict(data: Mapping[str, Any], interval: Interval) -> SettlementBa
         readings_root=bytes.fromhex(data["readings_root"]),
         import_price=int(data["import_price"]),
         export_price=int(data["export_price"]),
+        rewards_wh=tuple((ParticipantId(p), Wh(wh)) for p, wh in data.get("rewards", [])),
     )
     if batch.batch_id != data["batch_id"]:
         msg = f"stored batch {data['batch_id']} does not match its content ({batch.batch_id})"

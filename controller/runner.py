@@ -8,18 +8,23 @@ database refuses a second one.
 Chain backends: ``embedded`` deploys fresh contracts on an in-process chain at start and funds
 every escrow from the site file (its state is lost at exit, and GRID, COMMUNITY and ``derive``
 accounts use demo keys: for trials only). ``anvil`` and ``rpc`` are the on-chain settlement issue's
-work and are refused with a clear message until then.
+connect to a persistent chain: ``anvil`` (started by PeerGrid with ``state_path``) or any
+``rpc`` URL; the contracts are attached from the site file (deploy them with ``peergrid chain
+deploy``), the operator key comes from the environment, and the operator's nonce is kept in
+the database so a restart neither reuses nor skips one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from adapters.chain.client import ChainClient, derive_account, embedded_web3
+from adapters.chain.backends import connect
+from adapters.chain.client import ChainClient, Signer, account_from_key, derive_account
 from controller.config import ConfigError, SiteConfig
 from controller.cycle import Cycle, TickReport
 from controller.scheduler import AlreadyRunning, run_forever, run_tick, single_instance
@@ -90,22 +95,53 @@ def fund_embedded(site: SiteConfig, client: ChainClient) -> int:
     return minted
 
 
+def _operator(site: SiteConfig) -> Signer:
+    """The operator's signing account: a demo key on the embedded chain, else from the env."""
+    if site.chain.backend == "embedded":
+        return derive_account("operator")
+    key = os.environ.get(site.chain.operator_key_env, "")
+    if not key:
+        msg = (
+            f"chain: set {site.chain.operator_key_env} to the operator's private key "
+            f"for backend {site.chain.backend!r}"
+        )
+        raise ConfigError(msg)
+    return account_from_key(key)
+
+
 def run_site(site: SiteConfig, *, once: bool = False) -> int:
     """Run ``site`` in real time (or one boundary with ``once``); returns an exit code."""
-    if site.chain.backend != "embedded":
+    if site.chain.backend != "embedded" and not (
+        site.chain.token_address and site.chain.settlement_address
+    ):
         msg = (
-            f"chain.backend = {site.chain.backend!r} is not available yet; use 'embedded' "
-            "(on-chain settlement on anvil/RPC is tracked by its own issue)"
+            f"chain: backend {site.chain.backend!r} needs token_address and "
+            "settlement_address (deploy them with 'peergrid chain deploy')"
         )
         raise ConfigError(msg)
     grid = load_site_grid(site)
+    operator = _operator(site)
     try:
         with single_instance(_lock_path(site)):
             store = Store(site.database)
             devices = build_devices(site)
+            connection = connect(
+                site.chain.backend,
+                rpc_url=site.chain.rpc_url or None,
+                state_path=site.chain.state_path or None,
+            )
             try:
-                client = ChainClient(embedded_web3(), derive_account("operator"))
-                fund_embedded(site, client)
+                client = ChainClient(
+                    connection.w3,
+                    operator,
+                    confirmations=site.chain.confirmations,
+                    on_nonce=store.save_next_nonce,
+                )
+                if site.chain.backend == "embedded":
+                    fund_embedded(site, client)
+                else:
+                    client.attach(site.chain.token_address, site.chain.settlement_address)
+                    client.reconcile_nonce(store.load_next_nonce(str(operator.address)))
                 cycle = Cycle(
                     site=site,
                     store=store,
@@ -123,6 +159,7 @@ def run_site(site: SiteConfig, *, once: bool = False) -> int:
                 return 0
             finally:
                 devices.close()
+                connection.close()
                 store.close()
     except AlreadyRunning as exc:
         log.error("%s", exc)  # noqa: TRY400 - the message is the whole story

@@ -138,6 +138,7 @@ def batch_to_dict(batch: SettlementBatch) -> dict[str, Any]:
         "readings_root": batch.readings_root.hex(),
         "import_price": batch.import_price,
         "export_price": batch.export_price,
+        "rewards": [[p, wh] for p, wh in batch.rewards_wh],
         "lines": [
             {
                 "participant": ln.participant,

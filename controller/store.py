@@ -11,6 +11,8 @@ Tables and the rules they keep:
 * ``audit``: one record per interval for utilities (inputs' hashes, result, AC check,
   readings, settlement transaction, Merkle roots) and its SHA-256.
 * ``ticks``: every scheduler tick, including missed ones, with its outcome.
+* ``chain_nonces``: the next nonce of each sending account, so a restart never reuses or
+  skips one.
 
 Every write is one transaction: an error leaves nothing half-written.
 """
@@ -119,6 +121,14 @@ ticks = Table(
     Column("outcome", String(32), nullable=False),  # running | ran | missed | failed
     Column("detail", Text, nullable=False, default=""),
     Column("at", DateTime(timezone=True), nullable=False),
+)
+
+
+chain_nonces = Table(
+    "chain_nonces",
+    metadata,
+    Column("address", String(64), primary_key=True),
+    Column("next", BigInteger, nullable=False),
 )
 
 
@@ -354,6 +364,24 @@ class Store:
                 .order_by(settlements.c.interval_id)
             ).mappings()
             return [PendingSettlement(r["interval_id"], r["batch_id"], r["batch"]) for r in rows]
+
+    # -- chain nonces ----------------------------------------------------------------------
+    def load_next_nonce(self, address: str) -> int | None:
+        """The next nonce persisted for a sender, or ``None``."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(chain_nonces.c.next).where(chain_nonces.c.address == address)
+            ).first()
+        return None if row is None else int(row[0])
+
+    def save_next_nonce(self, address: str, nonce: int) -> None:
+        """Persist a sender's next nonce (called by the chain client after every change)."""
+        with self._tx() as conn:
+            updated = conn.execute(
+                update(chain_nonces).where(chain_nonces.c.address == address).values(next=nonce)
+            )
+            if not updated.rowcount:
+                conn.execute(insert(chain_nonces).values(address=address, next=nonce))
 
     # -- audit and ticks -------------------------------------------------------------------
     def save_audit(self, interval_id: int, record: Mapping[str, Any]) -> str:

@@ -148,15 +148,29 @@ class ChainSettler:
     accounts: Mapping[ParticipantId, str]
     receipts: list[SettlementReceipt] = field(default_factory=list)
 
+    def escrow(self, participant: str) -> int | None:
+        """Escrow a participant can still be charged [token base units] (the credit check).
+
+        The contract's ``available``: escrow less any withdrawal it has asked for.
+        """
+        address = self.accounts.get(ParticipantId(participant))
+        return None if address is None else int(self.client.available_credit(address))
+
     def submit(self, batch: SettlementBatch) -> ChainOutcome:
         """Settle ``batch`` on-chain; an interval already settled is reported, not resent."""
         transfers = [(self.accounts[p], int(a)) for p, a in batch.amounts]
+        rewards = (
+            [(self.accounts[p], int(wh)) for p, wh in batch.rewards_wh]
+            if self.client.reward_token is not None
+            else []
+        )
         receipt = self.client.submit_settlement(
             batch.interval.interval_id,
             bytes.fromhex(batch.batch_id),
             transfers,
             batch.trades_root,
             batch.readings_root,
+            rewards=rewards,
         )
         self.receipts.append(receipt)
         return ChainOutcome(

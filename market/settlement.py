@@ -15,8 +15,9 @@ Rules (exact integers, DESIGN.md section 3):
    ``metered=False`` with the reason, so the operator can settle it by hand. Nothing is guessed.
 
 The batch's ``amounts`` are signed per account (positive = credit, negative = debit) and sum to
-zero, to the unit; its ``batch_id`` is the content hash of everything the chain records and is
-the idempotency key of the settlement transaction.
+zero, to the unit; ``rewards_wh`` is each producer's verified local delivery (the basis of the
+reward token, :func:`verified_local_wh`); its ``batch_id`` is the content hash of everything the
+chain records and is the idempotency key of the settlement transaction.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ class SettlementBatch:
     readings_root: bytes
     import_price: int
     export_price: int
+    rewards_wh: tuple[tuple[ParticipantId, Wh], ...] = ()
 
     def __post_init__(self) -> None:
         total = sum(a for _, a in self.amounts)
@@ -110,20 +112,62 @@ class SettlementBatch:
     @property
     def batch_id(self) -> str:
         """Hex SHA-256 of the batch's content: the on-chain idempotency key."""
-        return content_hash(
-            {
-                "interval": self.interval.interval_id,
-                "length_s": self.interval.length_s,
-                "amounts": [[p, a] for p, a in self.amounts],
-                "trades_root": self.trades_root.hex(),
-                "readings_root": self.readings_root.hex(),
-            }
+        return batch_id_of(
+            self.interval.interval_id,
+            self.interval.length_s,
+            [[p, a] for p, a in self.amounts],
+            self.trades_root.hex(),
+            self.readings_root.hex(),
+            [[p, wh] for p, wh in self.rewards_wh],
         )
 
     @property
     def debits(self) -> TokenUnits:
         """Total paid by debited accounts [token units] (equals total credits)."""
         return TokenUnits(-sum(a for _, a in self.amounts if a < 0))
+
+
+def batch_id_of(
+    interval_id: int,
+    length_s: int,
+    amounts: list[list[Any]],
+    trades_root_hex: str,
+    readings_root_hex: str,
+    rewards_wh: list[list[Any]],
+) -> str:
+    """The batch id from a batch's parts (what an auditor recomputes from a record)."""
+    content: dict[str, Any] = {
+        "interval": interval_id,
+        "length_s": length_s,
+        "amounts": amounts,
+        "trades_root": trades_root_hex,
+        "readings_root": readings_root_hex,
+    }
+    if rewards_wh:
+        content["rewards_wh"] = rewards_wh
+    return content_hash(content)
+
+
+def verified_local_wh(
+    result: ClearingResult, lines: Iterable[SettlementLine]
+) -> tuple[tuple[ParticipantId, Wh], ...]:
+    """Energy each producer verifiably delivered inside the microgrid [Wh] (the reward basis).
+
+    ``min(energy it sold to other participants, its metered export)``: only trades between
+    participants count (not sales to the grid), and only what the meters confirm. An
+    unmetered participant earns nothing for the interval.
+    """
+    sold_locally: dict[ParticipantId, int] = defaultdict(int)
+    system = {GRID, COMMUNITY}
+    for t in result.trades:
+        if t.seller not in system and t.buyer not in system:
+            sold_locally[t.seller] += t.energy_wh
+    out: list[tuple[ParticipantId, Wh]] = []
+    for line in lines:
+        wh = min(sold_locally.get(line.participant, 0), line.metered_export_wh)
+        if line.metered and wh > 0:
+            out.append((line.participant, Wh(wh)))
+    return tuple(sorted(out))
 
 
 def settle(
@@ -220,6 +264,7 @@ def settle(
         )
     return SettlementBatch(
         interval=result.interval,
+        rewards_wh=verified_local_wh(result, lines),
         lines=tuple(lines),
         amounts=tuple((acct, TokenUnits(amt)) for acct, amt in sorted(amounts.items()) if amt != 0),
         trades_root=merkle_root(trade_to_dict(t) for t in result.trades),

@@ -25,7 +25,7 @@ from typing import Any, cast
 
 from eth_typing import ABI
 
-CONTRACT_NAMES = ("PaymentToken", "Settlement")
+CONTRACT_NAMES = ("PaymentToken", "RewardToken", "Settlement")
 """Contracts with a committed artifact, by file stem."""
 
 
@@ -76,7 +76,7 @@ def artifact_text(name: str) -> str:
 
 
 def load_artifact(name: str) -> Artifact:
-    """Load the committed artifact of contract ``name`` (``"PaymentToken"`` or ``"Settlement"``).
+    """Load the committed artifact of contract ``name`` (one of :data:`CONTRACT_NAMES`).
 
     Raises
     ------

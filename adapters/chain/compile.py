@@ -12,14 +12,21 @@ whose search paths are the contracts folder and the folder that holds the instal
 The EVM version is fixed (``cancun``) rather than left to the compiler's default, so the
 bytecode runs on any current EVM chain and does not change when the default moves.
 
-**Why snekmate for the token.** ``snekmate.tokens.erc20`` and ``snekmate.auth.ownable``
-0.1.2 declare ``# pragma version ~=0.4.3`` and compile cleanly with vyper 0.4.3 (no
-warnings). ``PaymentToken.vy`` initialises both modules, exports the ERC-20, EIP-2612
-``permit`` and ownership functions, and replaces snekmate's minter-role ``mint`` with an
-owner-only one; snekmate's ``burn``, ``set_minter`` and ``is_minter`` are not exported. An
-audited, widely used ERC-20 is safer than a hand-written one. ``Settlement.vy`` is
-hand-written: snekmate has no escrow/settlement module, and its operator role is one
-address rather than ``ownable``'s owner (so deployer and operator can differ).
+**Why snekmate.** ``snekmate.tokens.erc20``, ``snekmate.auth.ownable``,
+``snekmate.auth.access_control``, ``snekmate.utils.pausable`` and ``snekmate.utils.math``
+(its 512-bit ``_mul_div`` scales rewards under the cap) 0.1.2 declare
+``# pragma version ~=0.4.3`` and compile cleanly with vyper 0.4.3 (no warnings). An audited,
+widely used ERC-20 is safer than a hand-written one.
+
+* ``PaymentToken.vy`` exports the ERC-20, EIP-2612 ``permit`` and ownership functions and
+  replaces snekmate's minter-role ``mint`` with an owner-only one.
+* ``RewardToken.vy`` exports snekmate's minter-role ``mint`` and ``set_minter``; it revokes the
+  deployer's own minter role in its constructor, so only the minters the owner appoints (the
+  ``Settlement`` contract) can mint, and the owner can never appoint itself.
+* ``Settlement.vy`` takes its admin/operator roles from ``access_control`` and its emergency
+  stop from ``pausable``; the escrow, the packed settlement and the SHA-256 Merkle proofs are
+  hand-written (snekmate's ``merkle_proof_verification`` hashes with keccak256 and without
+  the leaf/node domain separation PeerGrid's trees use).
 
 **Determinism.** The artifact JSON is written with sorted keys, an indent of 2 and a
 trailing newline. The bytecode ends with Vyper's CBOR metadata, which holds the compiler

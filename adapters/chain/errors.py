@@ -7,9 +7,11 @@ web3, eth-account and eth-tester exceptions are wrapped where the adapter calls 
 Tree::
 
     ChainError (AdapterError)      anything that went wrong talking to the chain
+    ├── NodeUnavailable            the node does not start or does not answer (ConnectionError)
     ├── TransactionReverted        a transaction or call was reverted; carries the reason
     ├── AlreadySettled             the interval is settled on-chain, with another batch id
     ├── InsufficientEscrow         a debit exceeds the account's escrow (checked before sending)
+    ├── NonceConflict              a nonce this client sent with was used by another transaction
     └── ConfirmationTimeout        no receipt, or too few confirmations, within the time limit
 """
 
@@ -20,6 +22,10 @@ from adapters.errors import AdapterError
 
 class ChainError(AdapterError):
     """Root of the chain adapter's exceptions (an :class:`~adapters.errors.AdapterError`)."""
+
+
+class NodeUnavailable(ChainError, ConnectionError):
+    """The chain node could not be started or does not answer."""
 
 
 class TransactionReverted(ChainError):
@@ -89,6 +95,29 @@ class InsufficientEscrow(ChainError):
         )
 
 
+class NonceConflict(ChainError):
+    """A nonce this client signed with was mined in a transaction it did not send.
+
+    Another process signs with the same key. The transaction of this client can never be
+    mined; nothing was paid by it.
+
+    Parameters
+    ----------
+    sender : str
+        Checksummed address of the sending account.
+    nonce : int
+        The nonce.
+    """
+
+    def __init__(self, sender: str, nonce: int) -> None:
+        self.sender = sender
+        self.nonce = nonce
+        super().__init__(
+            f"nonce {nonce} of {sender} was used by a transaction this client did not send; "
+            "is another process signing with the same key?"
+        )
+
+
 class ConfirmationTimeout(ChainError, TimeoutError):
     """A receipt or the requested confirmations did not arrive in time.
 
@@ -111,5 +140,7 @@ __all__ = [
     "ChainError",
     "ConfirmationTimeout",
     "InsufficientEscrow",
+    "NodeUnavailable",
+    "NonceConflict",
     "TransactionReverted",
 ]

@@ -131,3 +131,22 @@ def test_inflexible_demand_bids_at_least_the_import_tariff() -> None:
     high = plan_orders(IV, (dear,), (METER,), readings, import_price=300_000)
     assert low.orders[0].order.limit_price == 300_000
     assert high.orders[0].order.limit_price == 350_000
+
+
+def test_bids_are_capped_by_free_escrow_dearest_first() -> None:
+    from controller.bidding import cap_by_credit
+
+    p = participant(
+        StandingOrder(kind="buy", price=400_000, energy_wh=1000),
+        StandingOrder(kind="buy", price=300_000, energy_wh=1000),
+        StandingOrder(kind="sell", price=50_000, energy_wh=500),
+    )
+    plan = plan_orders(IV, (p,), (), {})
+    # 400k * 1 kWh = 400_000 units for the dear bid; 200_000 left buys 666 Wh at 300k
+    capped = cap_by_credit(plan, {"p": 600_000})
+    energy = {po.order.limit_price: po.order.energy_wh for po in capped.orders}
+    assert energy == {400_000: 1000, 300_000: 666, 50_000: 500}
+    assert any("cut from 1000 to 666 Wh" in note for note in capped.skipped)
+    broke = cap_by_credit(plan, {"p": 0})
+    assert [po.order.side.value for po in broke.orders] == ["sell"]  # offers are never capped
+    assert cap_by_credit(plan, {}).orders == plan.orders

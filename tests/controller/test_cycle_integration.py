@@ -200,3 +200,14 @@ def test_an_abandoned_claim_is_closed_and_settled(tmp_path: Path) -> None:
         rows = {r["interval_id"]: r for r in rt.store.interval_rows()}
         assert rows[crashed]["status"] == "abandoned"
         assert set(settled_intervals(rt).values()) == {"settled"}
+
+
+def test_demo_settles_on_anvil_too(tmp_path: Path) -> None:
+    """The same cycle through a real node: anvil from npm, started and stopped by PeerGrid."""
+    report = run_demo(intervals=3, out_dir=tmp_path, chain="anvil")
+    assert report["chain"] == "anvil"
+    assert report["all_settled"]
+    assert report["conservation"]["holds"]
+    assert report["audit"]["problems"] == []
+    assert report["rewards"]  # producers earned reward tokens for verified local energy
+    assert (tmp_path / "anvil-state.json").exists()

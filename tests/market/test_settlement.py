@@ -411,3 +411,32 @@ def test_metered_equal_to_cleared_has_no_imbalance(
         trade_amount[t.seller] += t.seller_amount
         trade_amount[COMMUNITY] += t.buyer_amount - t.seller_amount
     assert dict(batch.amounts) == {p: a for p, a in trade_amount.items() if a}
+
+
+def test_rewards_count_only_metered_energy_sold_to_participants() -> None:
+    from market_factories import INTERVAL, bid, offer, radial_network
+
+    from market.clearing import ClearingOptions, clear
+    from market.orderbook import build_order_book
+    from market.settlement import MeteredEnergy, settle, verified_local_wh
+
+    network = radial_network(["S", "A"], [("S", "A")])
+    orders = [offer("pv", "A", 1000, 50_000), bid("home", "A", 600, 320_000)]
+    result = clear(build_order_book(INTERVAL, orders), network, ClearingOptions())
+    # 600 Wh go to the neighbour, 400 Wh to the grid at the export tariff
+    assert result.accepted_wh == {"pv": 1000, "home": 600}
+
+    def batch(export_wh: int, complete: bool = True):
+        metered = {
+            "p-pv": MeteredEnergy(
+                participant="p-pv", import_wh=0, export_wh=export_wh, complete=complete
+            ),
+            "p-home": MeteredEnergy(participant="p-home", import_wh=600, export_wh=0),
+        }
+        return settle(result, metered, import_price=300_000, export_price=80_000)
+
+    assert batch(1000).rewards_wh == (("p-pv", 600),)
+    assert batch(500).rewards_wh == (("p-pv", 500),)  # the meter caps it
+    assert batch(1000, complete=False).rewards_wh == ()  # unverified: nothing
+    assert batch(1000).batch_id != batch(500).batch_id
+    assert verified_local_wh(result, batch(1000).lines) == (("p-pv", 600),)

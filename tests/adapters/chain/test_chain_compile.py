@@ -30,11 +30,13 @@ def test_check_exits_1_when_an_artifact_is_stale(
     data = json.loads(path.read_text())
     data["bytecode"] = data["bytecode"][:-2] + "00"
     path.write_text(chain_compile.render_artifact(data))
+    (stale_dir / "RewardToken.json").unlink()
     monkeypatch.setattr(chain_compile, "ARTIFACTS_DIR", stale_dir)
 
     assert chain_compile.main(["--check"]) == 1
     err = capsys.readouterr().err
     assert "Settlement.json" in err
+    assert "RewardToken.json" in err  # missing counts as stale
     assert "PaymentToken.json" not in err
 
 
@@ -65,9 +67,42 @@ def test_token_abi_exposes_owner_only_minting_and_no_minter_role() -> None:
     assert not names & {"set_minter", "is_minter", "burn", "burn_from"}
 
 
+def test_reward_token_abi_has_minters_and_permit_but_no_burn() -> None:
+    names = {entry.get("name") for entry in load_artifact("RewardToken").abi}
+    assert {"mint", "set_minter", "is_minter", "permit", "transfer_ownership"} <= names
+    assert not names & {"burn", "burn_from", "renounce_ownership"}
+
+
+def test_settlement_abi_has_roles_pause_and_proofs() -> None:
+    names = {entry.get("name") for entry in load_artifact("Settlement").abi}
+    assert {
+        "settle",
+        "deposit",
+        "deposit_with_permit",
+        "deposit_for",
+        "request_withdrawal",
+        "withdraw",
+        "claim_rewards",
+        "verify_trade",
+        "verify_reading",
+        "grantRole",
+        "revokeRole",
+        "hasRole",
+        "OPERATOR_ROLE",
+        "DEFAULT_ADMIN_ROLE",
+        "pause",
+        "unpause",
+        "paused",
+        "set_reward_policy",
+        "Settled",
+        "SettlementEntries",
+    } <= names
+    assert "transfer_operator" not in names
+
+
 def test_unknown_artifact_is_rejected() -> None:
     with pytest.raises(FileNotFoundError, match="no artifact"):
-        load_artifact("RewardToken")
+        load_artifact("Nope")
 
 
 def test_module_entry_point_checks_artifacts() -> None:

@@ -1,0 +1,608 @@
+"""Sending transactions exactly once: local signing, gap-free nonces, replacement, finality.
+
+:class:`TxSender` is the part of :class:`~adapters.chain.client.ChainClient` that talks to
+the node about transactions. Per sending account it
+
+* keeps the **next nonce locally**. It is read once from the node (``pending`` count) and then
+  counted up per broadcast; on any doubt (a send that failed in a way that may or may not
+  have reached the node) it is read again. A nonce is therefore never skipped: the node never
+  holds a transaction waiting behind a hole. The owner can read and set it
+  (:meth:`next_nonce`, :meth:`set_next_nonce`, :meth:`reconcile_nonce`) and is told of every
+  change (``on_nonce``) to persist it.
+* sends **one transaction at a time** (a lock per account, held until the transaction is
+  final), so a replacement or a rebroadcast can never collide with a later nonce.
+* **replaces a stuck transaction**: no receipt ``stuck_after_s`` after the last broadcast
+  means the same nonce is signed again with both fee fields raised by ``fee_bump_percent``
+  (nodes require >= 10 %), up to ``max_replacements`` times; whichever version is mined wins,
+  and it can only be one of them.
+* **waits to a finality depth**: the receipt counts once ``confirmations`` blocks are on top
+  of its block and that block is still the canonical one at its height. A reorganisation
+  that drops the block is noticed (the receipt disappears or its block hash changes); if the
+  node forgot the transaction, the very same signed bytes are broadcast again (same nonce and
+  hash, so it can be mined at most once), and the wait starts over.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Final, TypeVar
+
+from eth_account.signers.local import LocalAccount
+from eth_tester.exceptions import TransactionFailed
+from eth_tester.exceptions import ValidationError as TesterValidationError
+from eth_typing import ChecksumAddress, HexStr
+from eth_utils.exceptions import ValidationError as EvmValidationError
+from hexbytes import HexBytes
+from web3 import Web3
+from web3.exceptions import ContractLogicError, TransactionNotFound, Web3Exception
+from web3.types import TxParams, TxReceipt, Wei
+
+from adapters.chain.errors import (
+    ChainError,
+    ConfirmationTimeout,
+    NonceConflict,
+    TransactionReverted,
+)
+
+T = TypeVar("T")
+
+log = logging.getLogger("peergrid.chain")
+
+NODE_ERRORS: Final = (Web3Exception, OSError, TesterValidationError, EvmValidationError)
+"""What a node (or the embedded chain, which raises py-evm's own errors) fails with."""
+
+DEFAULT_PRIORITY_FEE_WEI: Final = Wei(1_000_000_000)  # 1 gwei
+MAX_TX_GAS: Final = 16_777_216
+"""Most gas one transaction may use since Osaka (EIP-7825, 2**24) [gas]."""
+
+CHECK_EVERY_S: Final = 0.25
+"""Least time between checks of a waiting transaction's nonce and mempool presence [s]."""
+
+_KNOWN = ("already known", "already imported", "known transaction")
+_UNDERPRICED = ("underpriced", "fee too low", "replacement")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TxResult:
+    """A mined, final transaction that succeeded.
+
+    Attributes
+    ----------
+    tx_hash : str
+        Transaction hash, ``0x``-prefixed hex.
+    block_number : int
+        Block that holds the transaction.
+    gas_used : int
+        Gas used [gas].
+    nonce : int
+        The sender's nonce it used.
+    replacements : int
+        How many times it was re-signed with higher fees before one version was mined.
+    reorgs : int
+        How many reorganisations dropped or moved it before it became final.
+    """
+
+    tx_hash: str
+    block_number: int
+    gas_used: int
+    nonce: int = -1
+    replacements: int = 0
+    reorgs: int = 0
+
+
+@dataclass(eq=False)
+class _InFlight:
+    """One nonce of one account, and every signed version of it."""
+
+    account: LocalAccount
+    sender: ChecksumAddress
+    nonce: int
+    fields: dict[str, Any]
+    fees: dict[str, int]
+    versions: list[tuple[HexBytes, bytes]] = field(default_factory=list)
+    sent_at: float = 0.0
+    replacements: int = 0
+    reorgs: int = 0
+    seen_block: tuple[int, HexBytes] | None = None
+    checked_at: float = 0.0
+
+    @property
+    def latest(self) -> tuple[HexBytes, bytes]:
+        return self.versions[-1]
+
+
+class TxSender:
+    """Signs, sends and awaits transactions exactly once per nonce (see the module docstring).
+
+    Parameters
+    ----------
+    w3 : Web3
+        Connection to the chain.
+    confirmations : int
+        Blocks on top of a transaction's block before it counts [blocks]; 0 returns at the
+        receipt. On the embedded chain blocks are only mined by transactions: keep 0 there.
+    timeout_s : float
+        Longest wait for one transaction to become final [s].
+    poll_s : float
+        Interval between polls of the node [s].
+    priority_fee_wei : int
+        Tip per gas [wei]; the fee cap is twice the latest base fee plus the tip.
+    stuck_after_s : float or None
+        Re-sign with higher fees when no receipt came this long after the last broadcast [s];
+        ``None`` never replaces.
+    fee_bump_percent : int
+        Raise of both fee fields per replacement [%], at least 10 (what nodes require).
+    max_replacements : int
+        Most replacements per transaction.
+    on_nonce : callable or None
+        Called with ``(sender, next_nonce)`` after every broadcast and every nonce reset, for
+        the owner to persist.
+    """
+
+    def __init__(
+        self,
+        w3: Web3,
+        *,
+        confirmations: int = 0,
+        timeout_s: float = 120.0,
+        poll_s: float = 0.1,
+        priority_fee_wei: int = DEFAULT_PRIORITY_FEE_WEI,
+        stuck_after_s: float | None = None,
+        fee_bump_percent: int = 25,
+        max_replacements: int = 5,
+        on_nonce: Callable[[str, int], None] | None = None,
+    ) -> None:
+        if confirmations < 0:
+            msg = f"confirmations must be >= 0, got {confirmations}"
+            raise ValueError(msg)
+        if fee_bump_percent < 10:
+            msg = f"fee_bump_percent must be >= 10 (nodes refuse less), got {fee_bump_percent}"
+            raise ValueError(msg)
+        self.w3 = w3
+        self.confirmations = confirmations
+        self.timeout_s = timeout_s
+        self.poll_s = poll_s
+        self.priority_fee_wei = int(priority_fee_wei)
+        self.stuck_after_s = stuck_after_s
+        self.fee_bump_percent = fee_bump_percent
+        self.max_replacements = max_replacements
+        self.on_nonce = on_nonce
+        self._nonces: dict[ChecksumAddress, int] = {}
+        self._locks: dict[ChecksumAddress, threading.RLock] = {}
+        self._guard = threading.Lock()
+        self._chain_id: int | None = None
+
+    # ------------------------------------------------------------------ nonces
+
+    def lock_for(self, sender: str) -> threading.RLock:
+        """The lock that serialises everything ``sender`` sends through this object."""
+        address = Web3.to_checksum_address(sender)
+        with self._guard:
+            return self._locks.setdefault(address, threading.RLock())
+
+    def chain_nonces(self, sender: str) -> tuple[int, int]:
+        """``(latest, pending)`` transaction counts of ``sender`` on the node."""
+        address = Web3.to_checksum_address(sender)
+        latest = int(self.rpc(lambda: self.w3.eth.get_transaction_count(address, "latest")))
+        pending = int(self.rpc(lambda: self.w3.eth.get_transaction_count(address, "pending")))
+        return latest, max(latest, pending)
+
+    def next_nonce(self, sender: str) -> int:
+        """The nonce ``sender``'s next transaction will use (read from the node if unknown)."""
+        address = Web3.to_checksum_address(sender)
+        with self.lock_for(address):
+            if address not in self._nonces:
+                self._set(address, self.chain_nonces(address)[1])
+            return self._nonces[address]
+
+    def set_next_nonce(self, sender: str, nonce: int) -> int:
+        """Use ``nonce`` for ``sender``'s next transaction.
+
+        It must lie between the node's ``latest`` count (lower: already mined) and its
+        ``pending`` count (higher: the transaction would wait forever behind a gap); a nonce
+        below ``pending`` replaces the transaction waiting with it, which must then pay more.
+
+        Raises
+        ------
+        ValueError
+            If ``nonce`` is outside that range.
+        """
+        address = Web3.to_checksum_address(sender)
+        with self.lock_for(address):
+            latest, pending = self.chain_nonces(address)
+            if nonce < latest:
+                msg = f"nonce {nonce} of {address} is already mined (next unmined: {latest})"
+                raise ValueError(msg)
+            if nonce > pending:
+                msg = (
+                    f"nonce {nonce} of {address} would leave a gap: the node's next nonce "
+                    f"is {pending}"
+                )
+                raise ValueError(msg)
+            self._set(address, nonce)
+            return nonce
+
+    def reconcile_nonce(self, sender: str, persisted: int | None) -> int:
+        """Adopt the node's ``pending`` count after a restart; log how ``persisted`` differs.
+
+        A persisted next nonce above the node's means transactions were signed but never
+        reached the node (or the node lost them): they are not on the chain, and continuing
+        at the node's count leaves no gap. Below it means this key sent more than this
+        client recorded (another process, or a crash between broadcast and persisting).
+
+        Returns
+        -------
+        int
+            The next nonce now in use.
+        """
+        address = Web3.to_checksum_address(sender)
+        with self.lock_for(address):
+            latest, pending = self.chain_nonces(address)
+            if persisted is not None and persisted != pending:
+                log.warning(
+                    "%s: persisted next nonce %d, node says %d (mined %d); continuing at %d",
+                    address,
+                    persisted,
+                    pending,
+                    latest,
+                    pending,
+                )
+            self._set(address, pending)
+            return pending
+
+    def wait_for_in_flight(self, sender: str) -> None:
+        """Wait until transactions ``sender`` has waiting at the node are mined.
+
+        Only those this object did not send itself (e.g. left by a process that crashed):
+        after :meth:`transact` returns, nothing of its own is waiting.
+
+        Raises
+        ------
+        ConfirmationTimeout
+            If they are still waiting after ``timeout_s``.
+        """
+        address = Web3.to_checksum_address(sender)
+        with self.lock_for(address):
+            deadline = time.monotonic() + self.timeout_s
+            latest, pending = self.chain_nonces(address)
+            while latest < pending:
+                if time.monotonic() > deadline:
+                    msg = f"{address} nonces {latest}..{pending - 1}"
+                    raise ConfirmationTimeout(msg, self.timeout_s)
+                time.sleep(self.poll_s)
+                latest, pending = self.chain_nonces(address)
+
+    def _set(self, sender: ChecksumAddress, nonce: int) -> None:
+        self._nonces[sender] = nonce
+        if self.on_nonce is not None:
+            self.on_nonce(sender, nonce)
+
+    # ------------------------------------------------------------------ sending
+
+    def transact(
+        self,
+        account: LocalAccount,
+        to: ChecksumAddress | None,
+        data: HexStr,
+        gas: int,
+        *,
+        value: int = 0,
+    ) -> tuple[TxReceipt, TxResult]:
+        """Sign locally, send, wait until final; raise if the EVM reverted.
+
+        Returns
+        -------
+        (TxReceipt, TxResult)
+            The final receipt and its summary.
+
+        Raises
+        ------
+        TransactionReverted
+            The transaction was mined and reverted (the reason replayed with ``eth_call``).
+        ConfirmationTimeout
+            Not final within ``timeout_s``; it may still be mined later.
+        NonceConflict
+            Another transaction took the nonce.
+        ChainError
+            The node failed.
+        """
+        sender = Web3.to_checksum_address(account.address)
+        with self.lock_for(sender):
+            flight = self._broadcast_new(account, sender, to, data, min(gas, MAX_TX_GAS), value)
+            receipt = self._await_final(flight)
+        result = TxResult(
+            tx_hash=hex0x(receipt["transactionHash"]),
+            block_number=int(receipt["blockNumber"]),
+            gas_used=int(receipt["gasUsed"]),
+            nonce=flight.nonce,
+            replacements=flight.replacements,
+            reorgs=flight.reorgs,
+        )
+        if receipt["status"] != 1:
+            reason = self._replay_reason(sender, to, data, gas, int(receipt["blockNumber"]))
+            raise TransactionReverted(reason, result.tx_hash)
+        return receipt, result
+
+    def _broadcast_new(
+        self,
+        account: LocalAccount,
+        sender: ChecksumAddress,
+        to: ChecksumAddress | None,
+        data: HexStr,
+        gas: int,
+        value: int,
+    ) -> _InFlight:
+        retried = False
+        while True:
+            nonce = self.next_nonce(sender)
+            fields: dict[str, Any] = {
+                "chainId": self.chain_id(),
+                "nonce": nonce,
+                "gas": gas,
+                "value": value,
+                "data": data,
+            }
+            if to is not None:
+                fields["to"] = to
+            flight = _InFlight(
+                account=account, sender=sender, nonce=nonce, fields=fields, fees=self._fees()
+            )
+            try:
+                self._broadcast(flight)
+            except (ContractLogicError, TransactionFailed) as exc:
+                self._nonces.pop(sender, None)
+                raise TransactionReverted(revert_reason(exc)) from exc
+            except NODE_ERRORS as exc:
+                # The nonce may or may not have been used: ask the node again.
+                self._nonces.pop(sender, None)
+                if not retried and "nonce" in str(exc).lower():
+                    retried = True
+                    continue
+                msg = f"sending a transaction from {sender} (nonce {nonce}) failed: {exc}"
+                raise ChainError(msg) from exc
+            self._set(sender, nonce + 1)
+            return flight
+
+    def _broadcast(self, flight: _InFlight) -> None:
+        """Sign ``flight`` with its current fees and send it; record the version if sent."""
+        signed = flight.account.sign_transaction({**flight.fields, **flight.fees})
+        raw = bytes(signed.raw_transaction)
+        tx_hash = HexBytes(signed.hash)
+        try:
+            self.w3.eth.send_raw_transaction(raw)
+        except NODE_ERRORS as exc:
+            text = str(exc).lower()
+            if not any(k in text for k in _KNOWN) and not self._node_knows(tx_hash):
+                raise
+        flight.versions.append((tx_hash, raw))
+        flight.sent_at = time.monotonic()
+
+    def _node_knows(self, tx_hash: HexBytes) -> bool:
+        try:
+            self.w3.eth.get_transaction(tx_hash)
+        except TransactionNotFound:
+            return False
+        except NODE_ERRORS:
+            return False
+        return True
+
+    def _await_final(self, flight: _InFlight) -> TxReceipt:
+        deadline = time.monotonic() + self.timeout_s
+        polls = 0
+        while True:
+            receipt = self._receipt_of(flight)
+            if receipt is None:
+                self._keep_alive(flight)
+            else:
+                block = int(receipt["blockNumber"])
+                block_hash = HexBytes(receipt["blockHash"])
+                if flight.seen_block is not None and flight.seen_block != (block, block_hash):
+                    flight.reorgs += 1
+                    log.warning(
+                        "%s nonce %d moved from block %d to %d (reorganisation)",
+                        flight.sender,
+                        flight.nonce,
+                        flight.seen_block[0],
+                        block,
+                    )
+                flight.seen_block = (block, block_hash)
+                if self.confirmations == 0:
+                    return receipt
+                head = int(self.rpc(lambda: self.w3.eth.block_number))
+                if head >= block + self.confirmations:
+                    canonical = self.rpc(partial(self.w3.eth.get_block, block))
+                    if HexBytes(canonical["hash"]) == block_hash:
+                        return receipt
+            if time.monotonic() > deadline:
+                raise ConfirmationTimeout(hex0x(flight.latest[0]), self.timeout_s)
+            time.sleep(self.pause(polls))
+            polls += 1
+
+    def pause(self, polls: int) -> float:
+        """Wait before poll number ``polls + 1`` [s]: 5 ms doubling up to ``poll_s``.
+
+        A dev node mines within milliseconds; a public chain takes seconds. Starting short
+        and backing off serves both without hammering either.
+        """
+        return float(min(self.poll_s, 0.005 * 2 ** min(polls, 16)))
+
+    def _receipt_of(self, flight: _InFlight) -> TxReceipt | None:
+        for tx_hash, _raw in reversed(flight.versions):
+            try:
+                return self.w3.eth.get_transaction_receipt(tx_hash)
+            except TransactionNotFound:
+                continue
+            except NODE_ERRORS as exc:
+                log.warning("reading the receipt of %s failed: %s", hex0x(tx_hash), exc)
+                return None
+        return None
+
+    def _keep_alive(self, flight: _InFlight) -> None:
+        """No receipt: notice a reorganisation, a consumed nonce, a forgotten or stuck tx."""
+        if flight.seen_block is not None:
+            flight.reorgs += 1
+            log.warning(
+                "%s nonce %d: its block %d is no longer canonical (reorganisation)",
+                flight.sender,
+                flight.nonce,
+                flight.seen_block[0],
+            )
+            flight.seen_block = None
+        # The checks below cost 3+ requests: at most every CHECK_EVERY_S (a hosted node
+        # rate-limits; a dev node mines in milliseconds and never gets here).
+        now = time.monotonic()
+        if now - flight.checked_at < max(CHECK_EVERY_S, self.poll_s):
+            return
+        flight.checked_at = now
+        latest, _pending = self.chain_nonces(flight.sender)
+        if latest > flight.nonce:
+            # Mined, and its receipt not indexed yet -- or another transaction took the nonce.
+            time.sleep(self.poll_s)
+            if self._receipt_of(flight) is None:
+                raise NonceConflict(flight.sender, flight.nonce)
+            return
+        if not any(self._node_knows(h) for h, _ in flight.versions):
+            log.warning(
+                "%s nonce %d: the node forgot %s; broadcasting it again",
+                flight.sender,
+                flight.nonce,
+                hex0x(flight.latest[0]),
+            )
+            self._rebroadcast(flight)
+            return
+        stuck = self.stuck_after_s is not None and (
+            time.monotonic() - flight.sent_at > self.stuck_after_s
+        )
+        if stuck and flight.replacements < self.max_replacements:
+            self._replace(flight)
+
+    def _rebroadcast(self, flight: _InFlight) -> None:
+        try:
+            self.w3.eth.send_raw_transaction(flight.latest[1])
+        except NODE_ERRORS as exc:
+            log.warning("rebroadcast of %s failed: %s", hex0x(flight.latest[0]), exc)
+        flight.sent_at = time.monotonic()
+
+    def _replace(self, flight: _InFlight) -> None:
+        """Sign the same nonce with both fees raised, and send it."""
+        bump = 100 + self.fee_bump_percent
+        current = self._fees()
+        if "gasPrice" in flight.fees:
+            price = max(_ceil_pct(flight.fees["gasPrice"], bump), current.get("gasPrice", 0))
+            flight.fees = {"gasPrice": price}
+        else:
+            tip = _ceil_pct(flight.fees["maxPriorityFeePerGas"], bump)
+            cap = max(
+                _ceil_pct(flight.fees["maxFeePerGas"], bump),
+                current.get("maxFeePerGas", 0) - current.get("maxPriorityFeePerGas", 0) + tip,
+            )
+            flight.fees = {"maxFeePerGas": cap, "maxPriorityFeePerGas": tip}
+        flight.replacements += 1
+        try:
+            self._broadcast(flight)
+        except NODE_ERRORS as exc:
+            text = str(exc).lower()
+            flight.sent_at = time.monotonic()
+            if "nonce" in text:
+                return  # an earlier version was mined meanwhile; the next poll finds it
+            if any(k in text for k in _UNDERPRICED):
+                log.warning("replacement of %s refused (%s); bumping again", flight.sender, exc)
+                return
+            msg = f"replacing nonce {flight.nonce} failed: {exc}"
+            raise ChainError(msg) from exc
+        log.warning(
+            "%s nonce %d stuck for %.1f s: replaced by %s (%s)",
+            flight.sender,
+            flight.nonce,
+            self.stuck_after_s or 0.0,
+            hex0x(flight.latest[0]),
+            flight.fees,
+        )
+
+    # ------------------------------------------------------------------ node helpers
+
+    def chain_id(self) -> int:
+        """The chain id (read once)."""
+        if self._chain_id is None:
+            self._chain_id = int(self.rpc(lambda: self.w3.eth.chain_id))
+        return self._chain_id
+
+    def _fees(self) -> dict[str, int]:
+        block = self.rpc(lambda: self.w3.eth.get_block("latest"))
+        base_fee = block.get("baseFeePerGas")
+        if base_fee is None:  # a chain without EIP-1559
+            return {"gasPrice": int(self.rpc(lambda: self.w3.eth.gas_price))}
+        return {
+            "maxFeePerGas": 2 * int(base_fee) + self.priority_fee_wei,
+            "maxPriorityFeePerGas": self.priority_fee_wei,
+        }
+
+    def _replay_reason(
+        self,
+        sender: ChecksumAddress,
+        to: ChecksumAddress | None,
+        data: HexStr,
+        gas: int,
+        block_number: int,
+    ) -> str:
+        """The revert reason of a mined, failed transaction, by replaying it as a call.
+
+        The call runs on the state after the block's parent: exact on the embedded chain and
+        on anvil with automine (one transaction per block), a close guess elsewhere, and
+        ``""`` if the replay succeeds.
+        """
+        call: TxParams = {"from": sender, "data": data, "gas": gas}
+        if to is not None:
+            call["to"] = to
+        try:
+            self.w3.eth.call(call, block_identifier=max(block_number - 1, 0))
+        except (ContractLogicError, TransactionFailed) as exc:
+            return revert_reason(exc)
+        except NODE_ERRORS:
+            return ""
+        return ""
+
+    def rpc(self, request: Callable[[], T]) -> T:
+        """Run ``request``; node failures become :class:`ChainError`."""
+        try:
+            return request()
+        except NODE_ERRORS as exc:
+            msg = f"chain request failed: {exc}"
+            raise ChainError(msg) from exc
+
+
+def _ceil_pct(value: int, percent: int) -> int:
+    return max(value + 1, -(-value * percent // 100))
+
+
+def hex0x(value: bytes) -> str:
+    """``0x``-prefixed hex of ``value``."""
+    return "0x" + bytes(value).hex()
+
+
+_REVERT_PREFIX = "execution reverted"
+
+
+def revert_reason(exc: Exception) -> str:
+    """The contract's reason from a web3 or eth-tester revert exception."""
+    text = getattr(exc, "message", None) or (str(exc.args[0]) if exc.args else str(exc))
+    text = str(text).strip()
+    if text.startswith(_REVERT_PREFIX):
+        text = text[len(_REVERT_PREFIX) :].lstrip(": ").strip()
+    return text
+
+
+__all__ = [
+    "DEFAULT_PRIORITY_FEE_WEI",
+    "MAX_TX_GAS",
+    "NODE_ERRORS",
+    "TxResult",
+    "TxSender",
+    "hex0x",
+    "revert_reason",
+]
