@@ -599,7 +599,8 @@ def report(command, args, grid_rows, rows, nonet, pm_version, elapsed, load0, lo
     )
     out(
         "Welfare in currency (token units / 1e6) per 15-min interval; pymarket has no upstream "
-        "grid, so its mechanisms are compared with the peer-only optimum.\n"
+        "grid, so its mechanisms are compared with the peer-only optimum. pymarket is not a "
+        "project dependency: `pip install pymarket==0.7.6` (pulls pulp and matplotlib).\n"
     )
     out(
         "| N | merit order, peer only | PeerGrid 1 bus, peer only | huang | muda | p2p | "
