@@ -48,10 +48,15 @@ class AcState:
         return self.vm_pu[pos]
 
 
-def run_ac(net: Any, *, warm: bool = False) -> None:  # noqa: ANN401 - a pandapowerNet
+RECYCLE = {"bus_pq": True, "trafo": False, "gen": False}
+"""pandapower's ``recycle``: only the P/Q of loads and sgens change between runs."""
+
+
+def run_ac(net: Any, *, warm: bool = False, recycle: bool = False) -> None:  # noqa: ANN401
     """Run pandapower's Newton-Raphson power flow on ``net`` in place.
 
-    ``warm`` starts from the previous results (falls back to a DC start if that fails).
+    ``warm`` starts from the previous results (falls back to a DC start if that fails);
+    ``recycle`` keeps (first run) or reuses (later runs) pandapower's internal matrices.
 
     Raises
     ------
@@ -61,7 +66,13 @@ def run_ac(net: Any, *, warm: bool = False) -> None:  # noqa: ANN401 - a pandapo
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            pp.runpp(net, numba=False, init="results" if warm else "dc", max_iteration=30)
+            pp.runpp(
+                net,
+                numba=False,
+                init="results" if warm else "dc",
+                max_iteration=30,
+                recycle=RECYCLE if recycle else None,
+            )
         except pp.LoadflowNotConverged as exc:
             if warm:
                 run_ac(net, warm=False)
@@ -133,11 +144,15 @@ class AcChecker:
             ),
             dtype=np.int64,
         )
-        self._start: tuple[Any, Any] | None = None
+        self._start: tuple[Any, Any, Any] | None = None
         self.runs = 0
 
     def run(self, load_w: NDArray[np.float64], sgen_w: NDArray[np.float64]) -> AcState:
         """AC state with extra loads/sgens [W] per market bus (arrays aligned to ``pp_buses``).
+
+        After the first (base case) run, pandapower's ``recycle`` reuses the admittance
+        matrices and the bus/branch tables (only P/Q change), and Newton-Raphson starts from
+        the base case's solution, restored bit for bit before each run (determinism).
 
         Raises
         ------
@@ -146,17 +161,16 @@ class AcChecker:
         """
         self.net.load.loc[self._loads, "p_mw"] = np.asarray(load_w, dtype=float) / 1e6
         self.net.sgen.loc[self._sgens, "p_mw"] = np.asarray(sgen_w, dtype=float) / 1e6
-        if self._start is not None:
-            # Always start from the first (base case) solution, never from the previous run:
-            # the same dispatch then gives the same bits whatever ran before (determinism).
-            self.net.res_bus["vm_pu"] = self._start[0]
-            self.net.res_bus["va_degree"] = self._start[1]
-        run_ac(self.net, warm=self._start is not None)
         if self._start is None:
-            self._start = (
-                self.net.res_bus["vm_pu"].copy(),
-                self.net.res_bus["va_degree"].copy(),
-            )
+            run_ac(self.net, recycle=True)
+            ppc = self.net._ppc
+            self._start = (ppc["internal"]["bus"].copy(), ppc["bus"].copy(), ppc["internal"]["V"])
+        else:
+            ppc = self.net._ppc
+            ppc["internal"]["bus"][:] = self._start[0]
+            ppc["bus"][:] = self._start[1]
+            ppc["internal"]["V"] = self._start[2].copy()
+            run_ac(self.net, warm=True, recycle=True)
         self.runs += 1
         return state_of(self.net)
 
