@@ -43,29 +43,12 @@ def raw_highs(
     Same options as :func:`market.clearing.solve.solve_lp` (``threads=1``, ``solver``,
     ``time_limit``, no output); only ``run()`` is timed.
     """
-    import highspy
+    from market.clearing.model import ClearingOptions
+    from market.clearing.solve import highs_for
 
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    h.setOptionValue("threads", 1)
-    h.setOptionValue("time_limit", float(time_limit_s))
-    h.setOptionValue("solver", solver)
-    model = highspy.HighsLp()
-    model.num_col_ = lp.num_col
-    model.num_row_ = lp.num_row
-    model.sense_ = highspy.ObjSense.kMaximize
-    model.col_cost_ = lp.col_cost
-    model.col_lower_ = lp.col_lower
-    model.col_upper_ = lp.col_upper
-    model.row_lower_ = lp.row_lower
-    model.row_upper_ = lp.row_upper
-    model.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    model.a_matrix_.num_col_ = lp.num_col
-    model.a_matrix_.num_row_ = lp.num_row
-    model.a_matrix_.start_ = lp.a_start
-    model.a_matrix_.index_ = lp.a_index
-    model.a_matrix_.value_ = lp.a_value
-    h.passModel(model)
+    # the production path's HiGHS set-up (same options), with the full LP's bounds
+    options = ClearingOptions(time_limit_s=time_limit_s, solver=solver)
+    h = highs_for(lp, options, lp.col_lower, lp.col_upper)
     started = time.perf_counter()
     h.run()
     elapsed = time.perf_counter() - started

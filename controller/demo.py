@@ -38,6 +38,7 @@ from controller.wiring import (
     ChainSettler,
     base_grid_factory,
     build_devices,
+    fund_trial_chain,
     load_site_grid,
     participant_accounts,
 )
@@ -103,32 +104,21 @@ def start_simulators(
     return sims, forecasts, dataclasses.replace(site, devices=tuple(devices))
 
 
-def fund_chain(site: SiteConfig, client: ChainClient, *, fund_eth: bool = True) -> int:
-    """Deploy, mint and deposit; return the minted supply [token units].
+def fund_chain(site: SiteConfig, client: ChainClient) -> int:
+    """Deploy, mint and deposit for the demo; return the minted supply [token units].
 
     The reward token pays producers ``REWARD_RATE`` reward units per verified local kWh
     (at most ``REWARD_CAP`` per interval), minted in each settlement transaction.
     """
-    if fund_eth:
-        client.fund_eth(client.operator.address, 100 * 10**18)
-    client.deploy_all(
-        token_name="PeerGrid Demo Dollar",  # noqa: S106 - a token's name, not a secret
-        token_symbol="PGD",  # noqa: S106
-        reward_rate=REWARD_RATE,
-        reward_cap=REWARD_CAP,
+    return fund_trial_chain(
+        site,
+        client,
+        grid_reserve=GRID_DEPOSIT,
+        community_reserve=COMMUNITY_DEPOSIT,
+        wallet_extra=WALLET_EXTRA,
+        token=("PeerGrid Demo Dollar", "PGD"),
+        reward=(REWARD_RATE, REWARD_CAP),
     )
-    minted = 0
-    labels = [(p.id, p.deposit) for p in site.participants]
-    labels += [(GRID, GRID_DEPOSIT), (COMMUNITY, COMMUNITY_DEPOSIT)]
-    for label, deposit in labels:
-        account = derive_account(label)
-        if fund_eth:
-            client.fund_eth(account.address, 10**18)
-        client.mint(account.address, deposit + WALLET_EXTRA)
-        minted += deposit + WALLET_EXTRA
-        if deposit:
-            client.deposit(account, deposit)
-    return minted
 
 
 def _curtailed_wh(cleared: IntervalReport | None) -> int:

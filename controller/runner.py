@@ -33,10 +33,11 @@ from controller.wiring import (
     ChainSettler,
     base_grid_factory,
     build_devices,
+    fund_trial_chain,
     load_site_grid,
     participant_accounts,
 )
-from market.domain import COMMUNITY, GRID, Interval
+from market.domain import Interval
 
 log = logging.getLogger("peergrid.run")
 
@@ -72,27 +73,14 @@ GRID_RESERVE = 1_000_000_000
 
 
 def fund_embedded(site: SiteConfig, client: ChainClient) -> int:
-    """Deploy the contracts on an embedded chain and fund every account's escrow.
+    """Deploy on the embedded chain and fund every account's escrow (trial mode).
 
-    Participants deposit their site-file ``deposit``; GRID and COMMUNITY get reserves. The
-    embedded chain lives in this process only, so this is a trial mode: a real site runs on a
-    persistent chain (anvil or RPC) where participants fund their own escrow. Returns the
-    minted supply [token units].
+    The embedded chain lives in this process only: a real site runs on a persistent chain
+    (anvil or RPC) where participants fund their own escrow. Returns the minted supply.
     """
-    client.fund_eth(client.operator.address, 100 * 10**18)
-    client.deploy_token("PeerGrid Token", "PGT")
-    client.deploy_settlement(client.token.address)
-    minted = 0
-    accounts = [(p.id, p.deposit) for p in site.participants]
-    accounts += [(GRID, GRID_RESERVE), (COMMUNITY, COMMUNITY_RESERVE)]
-    for label, deposit in accounts:
-        account = derive_account(label)
-        client.fund_eth(account.address, 10**18)
-        if deposit:
-            client.mint(account.address, deposit)
-            client.deposit(account, deposit)
-            minted += deposit
-    return minted
+    return fund_trial_chain(
+        site, client, grid_reserve=GRID_RESERVE, community_reserve=COMMUNITY_RESERVE
+    )
 
 
 def _operator(site: SiteConfig) -> Signer:

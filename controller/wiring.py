@@ -126,6 +126,46 @@ def build_devices(site: SiteConfig, *, timeout_s: float = 0.5, retries: int = 1)
     return out
 
 
+def fund_trial_chain(
+    site: SiteConfig,
+    client: ChainClient,
+    *,
+    grid_reserve: int,
+    community_reserve: int,
+    wallet_extra: int = 0,
+    token: tuple[str, str] = ("PeerGrid Token", "PGT"),
+    reward: tuple[int, int] | None = None,
+) -> int:
+    """Deploy the contracts on a trial chain (embedded or a fresh anvil) and fund every escrow.
+
+    Every account (``derive`` demo keys) gets gas money; participants deposit their site-file
+    ``deposit``, GRID and COMMUNITY their reserves, and each also keeps ``wallet_extra`` in its
+    wallet. ``reward`` is (rate, cap) of the reward token, or ``None`` for none. On a real
+    site participants fund their own escrow. Returns the minted supply [token units].
+    """
+    client.fund_eth(client.operator.address, 100 * 10**18)
+    rate, cap = reward or (0, 0)
+    client.deploy_all(
+        token_name=token[0],
+        token_symbol=token[1],
+        reward_name=None if reward is None else "PeerGrid Energy Reward",
+        reward_rate=rate,
+        reward_cap=cap,
+    )
+    minted = 0
+    accounts = [(p.id, p.deposit) for p in site.participants]
+    accounts += [(GRID, grid_reserve), (COMMUNITY, community_reserve)]
+    for label, deposit in accounts:
+        account = derive_account(label)
+        client.fund_eth(account.address, 10**18)
+        if deposit + wallet_extra:
+            client.mint(account.address, deposit + wallet_extra)
+            minted += deposit + wallet_extra
+        if deposit:
+            client.deposit(account, deposit)
+    return minted
+
+
 def account_of(site: SiteConfig, participant: str) -> str:
     """The chain address of a participant (or of GRID / COMMUNITY).
 

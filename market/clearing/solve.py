@@ -43,6 +43,23 @@ class SolveOutcome:
     objective: float
     flows_kw: NDArray[np.float64] | None = None
 
+    @classmethod
+    def failed(cls, status: ClearingStatus, termination: str, solve_s: float) -> SolveOutcome:
+        """An outcome without values (the status is not ok)."""
+        empty = np.zeros(0)
+        return cls(
+            status=status,
+            termination=termination,
+            solver_version=solver_version(),
+            solve_s=solve_s,
+            accepted_kwh=empty,
+            grid_import_kwh=0.0,
+            grid_export_kwh=0.0,
+            balance_duals=empty,
+            v_pu2=empty,
+            objective=0.0,
+        )
+
 
 def solver_version() -> str:
     """Version of highspy in this environment."""
@@ -65,20 +82,8 @@ def solve(built: BuiltModel, options: ClearingOptions) -> SolveOutcome:
     status = status_of(results.termination_condition)
     n_groups = len(built.groups)
     n_bus = built.network.n_bus
-    empty = np.zeros(0)
     if not status.is_ok:
-        return SolveOutcome(
-            status=status,
-            termination=str(results.termination_condition.name),
-            solver_version=solver_version(),
-            solve_s=elapsed,
-            accepted_kwh=empty,
-            grid_import_kwh=0.0,
-            grid_export_kwh=0.0,
-            balance_duals=empty,
-            v_pu2=empty,
-            objective=0.0,
-        )
+        return SolveOutcome.failed(status, str(results.termination_condition.name), elapsed)
     results.solution_loader.load_vars()
     duals = results.solution_loader.get_duals([m.balance[b] for b in range(n_bus)])
     return SolveOutcome(
@@ -102,7 +107,7 @@ with every group below them (measured: 0.03 s -> 1.5 s on a 44-bus feeder with 1
 LAZY_MAX_ROUNDS = 10
 
 
-def _highs_for(
+def highs_for(
     lp: LpData,
     options: ClearingOptions,
     lower: NDArray[np.float64],
@@ -156,7 +161,7 @@ def solve_lp(lp: LpData, options: ClearingOptions) -> SolveOutcome:
         upper[slack_v] = lp.col_upper[slack_v]
     elapsed = 0.0
     for rounds in range(1, LAZY_MAX_ROUNDS + 2):
-        h = _highs_for(lp, options, lower, upper)
+        h = highs_for(lp, options, lower, upper)
         started = time.perf_counter()
         h.run()
         elapsed += time.perf_counter() - started
@@ -176,20 +181,8 @@ def solve_lp(lp: LpData, options: ClearingOptions) -> SolveOutcome:
         upper[violated] = lp.col_upper[violated]
     model_status = h.getModelStatus()
     status = highs_status_of(model_status)
-    empty = np.zeros(0)
     if not status.is_ok:
-        return SolveOutcome(
-            status=status,
-            termination=h.modelStatusToString(model_status),
-            solver_version=solver_version(),
-            solve_s=elapsed,
-            accepted_kwh=empty,
-            grid_import_kwh=0.0,
-            grid_export_kwh=0.0,
-            balance_duals=empty,
-            v_pu2=empty,
-            objective=0.0,
-        )
+        return SolveOutcome.failed(status, h.modelStatusToString(model_status), elapsed)
     solution = h.getSolution()
     x = np.asarray(solution.col_value)
     duals = np.asarray(solution.row_dual)
