@@ -17,9 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from market.domain import content_hash
+from market.domain import batch_id_of, content_hash
 from market.merkle import merkle_root
-from market.settlement import batch_id_of
 
 
 class OnChainBatch(Protocol):

@@ -63,12 +63,13 @@ from market.domain import (
     ParticipantId,
     ReadingQuality,
     Setpoint,
+    SettlementBatch,
     content_hash,
     require_utc,
 )
 from market.errors import MarketError
 from market.orderbook import build_order_book, parse_order_rows
-from market.settlement import MeteredEnergy, SettlementBatch, settle
+from market.settlement import MeteredEnergy, settle
 from market.units import Wh
 
 log = logging.getLogger("peergrid.cycle")

@@ -13,10 +13,11 @@ from market.domain import (
     OrderId,
     OrderResult,
     ParticipantId,
+    SettlementBatch,
+    SettlementLine,
     Side,
     Trade,
 )
-from market.settlement import SettlementBatch, SettlementLine
 from market.units import PricePerKwh, TokenUnits, Wh
 
 

@@ -12,10 +12,10 @@ from market.domain import (
     MeterReading,
     OrderBook,
     Setpoint,
+    SettlementBatch,
     order_to_dict,
     trade_to_dict,
 )
-from market.settlement import SettlementBatch
 
 
 def dumps(obj: Any) -> str:  # noqa: ANN401 - any JSON value

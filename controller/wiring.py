@@ -27,8 +27,7 @@ from controller.cycle import ChainOutcome, Reader, Writer
 from controller.profiles import load_shape
 from grid_models.errors import GridModelError
 from grid_models.grids import Grid, load_grid
-from market.domain import COMMUNITY, GRID, DeviceId, Interval, ParticipantId
-from market.settlement import SettlementBatch
+from market.domain import COMMUNITY, GRID, DeviceId, Interval, ParticipantId, SettlementBatch
 
 
 def load_site_grid(site: SiteConfig) -> Grid:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NewType
 
-from market.errors import InvalidInterval, InvalidOrder
+from market.errors import InvalidInterval, InvalidOrder, SettlementError
 from market.units import PricePerKwh, TokenUnits, W, Wh
 
 ParticipantId = NewType("ParticipantId", str)
@@ -507,6 +507,89 @@ def content_hash(payload: Any) -> str:  # noqa: ANN401 - any JSON value
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SettlementLine:
+    """One participant's settlement for one interval. Amounts [token units], + = credit."""
+
+    participant: ParticipantId
+    cleared_buy_wh: Wh
+    cleared_sell_wh: Wh
+    metered_import_wh: Wh
+    metered_export_wh: Wh
+    imbalance_wh: Wh
+    trade_amount: TokenUnits
+    imbalance_amount: TokenUnits
+    metered: bool
+    reason: str = ""
+
+    @property
+    def net_amount(self) -> TokenUnits:
+        """Signed total [token units]: positive = the participant is paid."""
+        return TokenUnits(self.trade_amount + self.imbalance_amount)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SettlementBatch:
+    """Everything one settlement transaction carries, for one interval.
+
+    ``amounts`` are (account, signed token units) sorted by account, summing to zero.
+    ``trades_root`` and ``readings_root`` are 32-byte Merkle roots (:mod:`market.merkle`).
+    """
+
+    interval: Interval
+    lines: tuple[SettlementLine, ...]
+    amounts: tuple[tuple[ParticipantId, TokenUnits], ...]
+    trades_root: bytes
+    readings_root: bytes
+    import_price: int
+    export_price: int
+    rewards_wh: tuple[tuple[ParticipantId, Wh], ...] = ()
+
+    def __post_init__(self) -> None:
+        total = sum(a for _, a in self.amounts)
+        if total != 0:
+            msg = f"settlement batch for {self.interval.label()} sums to {total}, not 0"
+            raise SettlementError(msg)
+
+    @property
+    def batch_id(self) -> str:
+        """Hex SHA-256 of the batch's content: the on-chain idempotency key."""
+        return batch_id_of(
+            self.interval.interval_id,
+            self.interval.length_s,
+            [[p, a] for p, a in self.amounts],
+            self.trades_root.hex(),
+            self.readings_root.hex(),
+            [[p, wh] for p, wh in self.rewards_wh],
+        )
+
+    @property
+    def debits(self) -> TokenUnits:
+        """Total paid by debited accounts [token units] (equals total credits)."""
+        return TokenUnits(-sum(a for _, a in self.amounts if a < 0))
+
+
+def batch_id_of(
+    interval_id: int,
+    length_s: int,
+    amounts: list[list[Any]],
+    trades_root_hex: str,
+    readings_root_hex: str,
+    rewards_wh: list[list[Any]],
+) -> str:
+    """The batch id from a batch's parts (what an auditor recomputes from a record)."""
+    content: dict[str, Any] = {
+        "interval": interval_id,
+        "length_s": length_s,
+        "amounts": amounts,
+        "trades_root": trades_root_hex,
+        "readings_root": readings_root_hex,
+    }
+    if rewards_wh:
+        content["rewards_wh"] = rewards_wh
+    return content_hash(content)
+
+
 __all__ = [
     "COMMUNITY",
     "GRID",
@@ -527,10 +610,13 @@ __all__ = [
     "ReadingQuality",
     "Setpoint",
     "SetpointKind",
+    "SettlementBatch",
+    "SettlementLine",
     "Side",
     "SolverReport",
     "Trade",
     "Violation",
+    "batch_id_of",
     "content_hash",
     "order_sort_key",
     "require_utc",

@@ -25,6 +25,8 @@ from market.domain import (
     OrderId,
     OrderResult,
     ParticipantId,
+    SettlementBatch,
+    SettlementLine,
     Side,
     Trade,
     trade_to_dict,
@@ -32,7 +34,7 @@ from market.domain import (
 from market.errors import SettlementError
 from market.merkle import EMPTY_ROOT, merkle_root
 from market.orderbook import build_order_book
-from market.settlement import MeteredEnergy, SettlementBatch, SettlementLine, settle
+from market.settlement import MeteredEnergy, settle
 from market.units import PricePerKwh, TokenUnits, Wh, buyer_payment, seller_revenue
 
 IMPORT = 300_001

@@ -25,11 +25,11 @@ from market.domain import (
     Interval,
     OrderId,
     ParticipantId,
+    SettlementBatch,
     Trade,
     trade_to_dict,
 )
 from market.merkle import merkle_proof, merkle_root
-from market.settlement import SettlementBatch
 from market.units import PricePerKwh, TokenUnits, Wh
 
 pytestmark = pytest.mark.integration
