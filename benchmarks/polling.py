@@ -30,9 +30,9 @@ from modbus_tk import defines as mb
 from modbus_tk import modbus_tcp
 
 from adapters.modbus.client import ModbusTkClient
-from adapters.modbus.devices import DeviceReader
+from adapters.modbus.mapfiles import parse_register_map
 from adapters.modbus.polling import Poller
-from adapters.modbus.registermaps import parse_register_map
+from adapters.modbus.reading import DeviceReader
 from adapters.modbus.simulators import LoadMeterSim, constant_profile
 from market.domain import BusId, DeviceId, ParticipantId, ReadingQuality
 

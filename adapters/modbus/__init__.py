@@ -2,55 +2,61 @@
 
 ::
 
-    Poller                             polling.py      one cycle: every device read at once,
-            |                                          none able to stall it (deadline)
-    DeviceReader / DeviceWriter        devices.py      MeterReading in, Setpoint out; failures
-            |            |                             are values (MISSING/STALE, ok=False)
-            |       RegisterMap        registermaps/   declarative JSON maps: address, type,
-            |            |                             word order, scale, sign, target
-            |            |  sunspec.py                 SunSpec: pysunspec2's model definitions
-            |            |                             as data, discovery, generated maps
-            |          codec           codec.py        registers <-> values (pure)
-            |
-      RegisterClient (Protocol)        client.py       ModbusTkClient (TCP, or RTU on an
-                                                       RtuLine): the modbus_tk master
-                                       frames.py       PDUs and frame lengths, checked (pure)
-                                       fake.py         FakeRegisterClient (memory)
+    Poller                              polling.py     one cycle: every device read at once,
+       |                                               none able to stall it (deadline)
+    DeviceReader      DeviceWriter      reading.py     MeterReading in, Setpoint out; failures
+       |                  |             writing.py     are values (MISSING/STALE, ok=False)
+    RegisterImage, plan_reads           image.py       one read pass: requests, registers
+       |                                               and the fields decoded from them
+    decode_field / encode_field         fields.py      a field's registers <-> its value
+       |
+    RegisterMap, RegisterField, Target  regmap.py      the map schema, validated (pure)
+       ^                                mapfiles.py    JSON map files -> RegisterMap; the
+       |                                               built-in maps are data in registermaps/
+    sunspec/  models.py                                pysunspec2's model definitions as data,
+              device.py                                point layout and decoding (pure); a
+              discovery.py                             model chain and its generated map;
+                                                       discovery through a RegisterClient
+    codec                               codec.py       registers <-> values (pure)
 
-``simulators.py`` serves simulated devices (real Modbus servers, TCP and RTU) for the demo and
-the tests; import it explicitly. Errors: :mod:`adapters.modbus.errors`.
+    RegisterClient (Protocol)           client.py      ModbusTkClient (TCP, or RTU on an
+                                                       RtuLine): the modbus_tk master
+                                        frames.py      PDUs and frame lengths, checked (pure)
+                                        protocol.py    function and exception codes, request
+                                                       limits: the protocol's numbers, once
+                                        fake.py        FakeRegisterClient (memory)
+
+``simulators/`` serves simulated devices (real Modbus servers, TCP and RTU) for the demo and
+the tests; import it explicitly. Errors: :mod:`adapters.modbus.errors`. No module here
+imports one that imports it back.
 """
 
 from adapters.modbus.client import ModbusTkClient, RegisterClient, RtuLine
 from adapters.modbus.codec import RegisterKind, Table, WordOrder
-from adapters.modbus.devices import (
-    Backoff,
-    DeviceHealth,
-    DeviceReader,
-    DeviceWriter,
-    WriteResult,
-    fetch_fields,
-)
 from adapters.modbus.errors import (
     AdapterError,
     CodecError,
     DeviceError,
     DeviceUnavailable,
+    InvalidArgument,
     InvalidFrame,
     RegisterMapError,
+    SimulatorNotStarted,
     SunSpecError,
     WriteRefused,
 )
 from adapters.modbus.fake import FakeRegisterClient
-from adapters.modbus.polling import Poller, poll_all
-from adapters.modbus.registermaps import (
-    RegisterField,
-    RegisterMap,
-    Target,
+from adapters.modbus.mapfiles import (
     available_register_maps,
     load_register_map,
+    parse_register_map,
 )
-from adapters.modbus.sunspec import SunSpecDevice, declared_device, discover
+from adapters.modbus.polling import Poller, poll_all
+from adapters.modbus.reading import Backoff, DeviceHealth, DeviceReader, fetch_fields
+from adapters.modbus.regmap import RegisterField, RegisterMap, Target
+from adapters.modbus.sunspec.device import SunSpecDevice, declared_device
+from adapters.modbus.sunspec.discovery import discover
+from adapters.modbus.writing import DeviceWriter, WriteResult
 
 __all__ = [
     "AdapterError",
@@ -62,6 +68,7 @@ __all__ = [
     "DeviceUnavailable",
     "DeviceWriter",
     "FakeRegisterClient",
+    "InvalidArgument",
     "InvalidFrame",
     "ModbusTkClient",
     "Poller",
@@ -71,6 +78,7 @@ __all__ = [
     "RegisterMap",
     "RegisterMapError",
     "RtuLine",
+    "SimulatorNotStarted",
     "SunSpecDevice",
     "SunSpecError",
     "Table",
@@ -83,5 +91,6 @@ __all__ = [
     "discover",
     "fetch_fields",
     "load_register_map",
+    "parse_register_map",
     "poll_all",
 ]

@@ -35,16 +35,31 @@ from modbus_tk.exceptions import ModbusInvalidResponseError
 
 from adapters.modbus import frames
 from adapters.modbus.codec import Table
-from adapters.modbus.errors import DeviceError, DeviceUnavailable, InvalidFrame, WriteRefused
-from adapters.modbus.registermaps import MAX_READ_REGISTERS, MAX_WRITE_REGISTERS
+from adapters.modbus.errors import (
+    AnswerTimeout,
+    ConnectionClosed,
+    DeviceError,
+    DeviceUnavailable,
+    InvalidArgument,
+    InvalidFrame,
+    WriteRefused,
+)
+from adapters.modbus.protocol import (
+    ADDRESS_SPACE,
+    MAX_READ_REGISTERS,
+    MAX_WRITE_REGISTERS,
+    ExceptionCode,
+    FunctionCode,
+)
 
 LOGGER = logging.getLogger(__name__)
 
 _READ_FUNCTION = {
-    Table.HOLDING: frames.READ_HOLDING_REGISTERS,
-    Table.INPUT: frames.READ_INPUT_REGISTERS,
+    Table.HOLDING: FunctionCode.READ_HOLDING_REGISTERS,
+    Table.INPUT: FunctionCode.READ_INPUT_REGISTERS,
 }
-_RETRIED_CODES = frozenset({5, 6})  # acknowledge, server busy: the device asks to come back
+# The device asks to come back later: retried like a transport failure.
+_RETRIED_CODES = frozenset({ExceptionCode.ACKNOWLEDGE, ExceptionCode.SERVER_DEVICE_BUSY})
 _T = TypeVar("_T")
 
 
@@ -59,6 +74,20 @@ class RegisterClient(Protocol):
     def read_registers(self, table: str, address: int, count: int) -> list[int]:
         """Read ``count`` registers of ``table`` (``"holding"``/``"input"``) from ``address``.
 
+        Parameters
+        ----------
+        table : str
+            ``"holding"`` or ``"input"``.
+        address : int
+            First register, 0-based.
+        count : int
+            Number of registers, ``1 .. 125``.
+
+        Returns
+        -------
+        list of int
+            Raw registers, each ``0 .. 65535``.
+
         Raises
         ------
         DeviceUnavailable
@@ -70,6 +99,13 @@ class RegisterClient(Protocol):
 
     def write_registers(self, address: int, values: Sequence[int]) -> None:
         """Write holding registers from ``address`` (Modbus function 16).
+
+        Parameters
+        ----------
+        address : int
+            First register, 0-based.
+        values : sequence of int
+            Raw registers, each ``0 .. 65535``, at most 123.
 
         Raises
         ------
@@ -90,23 +126,51 @@ class RegisterClient(Protocol):
 def check_request(table: str, address: int, count: int) -> Table:
     """Validate a read request; return its table.
 
+    Parameters
+    ----------
+    table : str
+        ``"holding"`` or ``"input"``.
+    address : int
+        First register, 0-based.
+    count : int
+        Registers asked for.
+
+    Returns
+    -------
+    Table
+        The table.
+
     Raises
     ------
     ValueError
-        An unknown table, or an address range outside ``0 .. 65535`` or above 125 registers.
+        An unknown table.
+    InvalidArgument
+        An address range outside ``0 .. 65535`` or above 125 registers.
     """
     tbl = Table(table)
     if not 1 <= count <= MAX_READ_REGISTERS:
         msg = f"a read asks for 1..{MAX_READ_REGISTERS} registers, got {count}"
-        raise ValueError(msg)
-    if address < 0 or address + count > 0x10000:
+        raise InvalidArgument(msg)
+    if address < 0 or address + count > ADDRESS_SPACE:
         msg = f"registers {address}..{address + count - 1} are outside 0..65535"
-        raise ValueError(msg)
+        raise InvalidArgument(msg)
     return tbl
 
 
 def check_write(address: int, values: Sequence[int]) -> list[int]:
     """Validate a write request; return the values as a list.
+
+    Parameters
+    ----------
+    address : int
+        First register, 0-based.
+    values : sequence of int
+        Raw registers.
+
+    Returns
+    -------
+    list of int
+        ``values``, checked.
 
     Raises
     ------
@@ -118,7 +182,7 @@ def check_write(address: int, values: Sequence[int]) -> list[int]:
     if not 1 <= len(regs) <= MAX_WRITE_REGISTERS:
         msg = f"a write carries 1..{MAX_WRITE_REGISTERS} registers, got {len(regs)}"
         raise WriteRefused(msg)
-    if address < 0 or address + len(regs) > 0x10000:
+    if address < 0 or address + len(regs) > ADDRESS_SPACE:
         msg = f"registers {address}..{address + len(regs) - 1} are outside 0..65535"
         raise WriteRefused(msg)
     for reg in regs:
@@ -156,7 +220,7 @@ class _TcpMaster(modbus_tcp.TcpMaster):  # type: ignore[misc] # modbus_tk has no
             if not chunk:
                 if not buf:
                     msg = "the device closed the connection"
-                    raise ConnectionResetError(msg)
+                    raise ConnectionClosed(msg)
                 msg = f"answer cut after {len(buf)} bytes"
                 raise InvalidFrame(msg)
             buf += chunk
@@ -188,7 +252,7 @@ class _RtuMaster(modbus_rtu.RtuMaster):  # type: ignore[misc] # modbus_tk has no
         head = bytes(self._serial.read(3))
         if not head:
             msg = "no answer"
-            raise TimeoutError(msg)
+            raise AnswerTimeout(msg)
         if len(head) < 3:
             msg = f"answer cut after {len(head)} bytes"
             raise InvalidFrame(msg)
@@ -280,6 +344,11 @@ class RtuLine:
         Character format (8N1 by default).
     timeout_s : float
         Time [s] allowed for each answer.
+
+    Raises
+    ------
+    InvalidArgument
+        A timeout that is not > 0, or serial settings pyserial rejects.
     """
 
     def __init__(
@@ -294,7 +363,7 @@ class RtuLine:
     ) -> None:
         if timeout_s <= 0:
             msg = f"timeout_s must be > 0, got {timeout_s}"
-            raise ValueError(msg)
+            raise InvalidArgument(msg)
         if isinstance(device, str):
             port = serial.Serial()  # not opened yet: the first request opens it
             port.port = device
@@ -305,7 +374,7 @@ class RtuLine:
                 port.stopbits = stopbits
             except ValueError as exc:
                 msg = f"serial settings for {device}: {exc}"
-                raise ValueError(msg) from exc
+                raise InvalidArgument(msg) from exc
         else:
             port = device
             baudrate = int(port.baudrate)
@@ -323,7 +392,22 @@ class RtuLine:
     def client(
         self, unit_id: int = 1, *, retries: int = 2, backoff_s: float = 0.05
     ) -> ModbusTkClient:
-        """A client for the device ``unit_id`` on this line (closing it keeps the line open)."""
+        """A client for the device ``unit_id`` on this line (closing it keeps the line open).
+
+        Parameters
+        ----------
+        unit_id : int
+            Modbus unit id of the device, ``0 .. 255``.
+        retries : int
+            Extra attempts after a failed one, ``>= 0``.
+        backoff_s : float
+            First pause [s] between attempts; doubles each time.
+
+        Returns
+        -------
+        ModbusTkClient
+            A client sharing this line's port and lock.
+        """
         return ModbusTkClient._over(
             self._link, unit_id, timeout_s=self.timeout_s, retries=retries, backoff_s=backoff_s,
             owns_link=False, host=self.device, port=0,
@@ -380,6 +464,12 @@ class ModbusTkClient:
     backoff_s : float
         First pause [s] between attempts; doubles each time.
 
+    Raises
+    ------
+    InvalidArgument
+        A unit id outside ``0 .. 255``, a timeout that is not > 0, or negative retries or
+        backoff.
+
     See Also
     --------
     ModbusTkClient.rtu : the same over a serial line.
@@ -431,10 +521,20 @@ class ModbusTkClient:
             ``"N"``, ``"E"`` or ``"O"``.
         timeout_s, retries, backoff_s
             As for TCP.
+
+        Returns
+        -------
+        ModbusTkClient
+            The client; the serial port opens on the first request.
+
+        Raises
+        ------
+        InvalidArgument
+            A unit id outside ``1 .. 247``, or settings as for TCP and :class:`RtuLine`.
         """
         if not 1 <= unit_id <= 247:
             msg = f"an RTU unit id is 1..247, got {unit_id}"
-            raise ValueError(msg)
+            raise InvalidArgument(msg)
         _check_settings(unit_id, timeout_s, retries, backoff_s)
         line = RtuLine(device, baudrate, parity=parity, timeout_s=timeout_s)
         return cls._over(
@@ -511,7 +611,8 @@ class ModbusTkClient:
         DeviceError
             The device answered with a Modbus exception.
         ValueError
-            A malformed request (unknown table, too many registers); nothing was sent.
+            A malformed request (unknown table; :class:`InvalidArgument`: too many
+            registers); nothing was sent.
         """
         tbl = check_request(table, address, count)
         function = _READ_FUNCTION[tbl]
@@ -596,13 +697,13 @@ class ModbusTkClient:
 def _check_settings(unit_id: int, timeout_s: float, retries: int, backoff_s: float) -> None:
     if not 0 <= unit_id <= 255:
         msg = f"unit_id must be 0..255, got {unit_id}"
-        raise ValueError(msg)
+        raise InvalidArgument(msg)
     if timeout_s <= 0 or retries < 0 or backoff_s < 0:
         msg = (
             "need timeout_s > 0, retries >= 0, backoff_s >= 0; "
             f"got {timeout_s}, {retries}, {backoff_s}"
         )
-        raise ValueError(msg)
+        raise InvalidArgument(msg)
 
 
 def _is_mac_error(exc: BaseException | None) -> bool:

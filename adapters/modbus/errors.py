@@ -9,9 +9,13 @@ Tree::
     AdapterError
      ├── DeviceUnavailable (ConnectionError)   no usable answer after all retries: refused,
      │    │                                    timed out, reset, or a garbled frame
-     │    └── InvalidFrame                     the last answer was not a well-formed reply to
-     │                                         the request (wrong function code, byte count,
-     │                                         length, unit id or CRC): nothing was taken
+     │    ├── InvalidFrame                     the last answer was not a well-formed reply to
+     │    │                                    the request (wrong function code, byte count,
+     │    │                                    length, unit id or CRC): nothing was taken
+     │    ├── AnswerTimeout (TimeoutError)     one attempt on a serial line got no answer in
+     │    │                                    time (retried by the client)
+     │    └── ConnectionClosed                 the device closed the TCP connection instead
+     │         (ConnectionResetError)          of answering (retried by the client)
      ├── DeviceError                           the device answered with a Modbus exception
      │                                         response; ``code`` says which
      ├── WriteRefused (ValueError)             a write we will not send: not in the register
@@ -20,30 +24,23 @@ Tree::
      │                                         names the map and the field
      ├── SunSpecError                          no SunSpec marker, a broken model chain, or a
      │                                         model that does not fit its definition
-     └── CodecError (ValueError)               registers that do not decode to the declared
-                                               type, or a value that does not fit it
+     ├── CodecError (ValueError)               registers that do not decode to the declared
+     │                                         type, or a value that does not fit it
+     ├── InvalidArgument (ValueError)          a setting or request this adapter cannot use:
+     │                                         a read outside the protocol's limits, a
+     │                                         timeout, unit id, backoff, worker count, or a
+     │                                         simulator's rating, profile or clock
+     └── SimulatorNotStarted (TimeoutError)    a simulator's server did not come up in time
 
-:class:`~adapters.modbus.devices.DeviceReader` and
-:class:`~adapters.modbus.devices.DeviceWriter` turn the device errors into values
+:class:`~adapters.modbus.reading.DeviceReader` and
+:class:`~adapters.modbus.writing.DeviceWriter` turn the device errors into values
 (``quality=MISSING``, ``WriteResult(ok=False)``): a failed device never stops the cycle.
 """
 
 from __future__ import annotations
 
 from adapters.errors import AdapterError
-
-EXCEPTION_NAMES = {
-    1: "illegal function",
-    2: "illegal data address",
-    3: "illegal data value",
-    4: "server device failure",
-    5: "acknowledge",
-    6: "server device busy",
-    8: "memory parity error",
-    10: "gateway path unavailable",
-    11: "gateway target device failed to respond",
-}
-"""Modbus exception codes (Modbus Application Protocol v1.1b3, section 7)."""
+from adapters.modbus.protocol import EXCEPTION_NAMES
 
 
 class DeviceUnavailable(AdapterError, ConnectionError):
@@ -54,22 +51,31 @@ class InvalidFrame(DeviceUnavailable):
     """An answer that is not a well-formed reply to the request; no value was taken from it."""
 
 
+class AnswerTimeout(DeviceUnavailable, TimeoutError):
+    """One attempt got no answer within the timeout (the client retries, then reports)."""
+
+
+class ConnectionClosed(DeviceUnavailable, ConnectionResetError):
+    """The device closed the connection instead of answering (the client retries)."""
+
+
 class DeviceError(AdapterError):
     """The device answered with a Modbus exception response.
 
     Parameters
     ----------
     code : int
-        The Modbus exception code (2 = illegal data address, 4 = server device failure ...).
+        The Modbus exception code (2 = illegal data address, 4 = server device failure ...;
+        :class:`~adapters.modbus.protocol.ExceptionCode`).
     message : str
         What was asked, for the log.
     """
 
     def __init__(self, code: int, message: str = "") -> None:
-        self.code = code
-        name = EXCEPTION_NAMES.get(code, "unknown exception")
+        self.code = int(code)
+        name = EXCEPTION_NAMES.get(self.code, "unknown exception")
         prefix = f"{message}: " if message else ""
-        super().__init__(f"{prefix}Modbus exception code {code} ({name})")
+        super().__init__(f"{prefix}Modbus exception code {self.code} ({name})")
 
 
 class WriteRefused(AdapterError, ValueError):
@@ -88,14 +94,25 @@ class CodecError(AdapterError, ValueError):
     """Registers that do not decode to the declared type, or a value that does not fit it."""
 
 
+class InvalidArgument(AdapterError, ValueError):
+    """A setting or request this adapter cannot use; nothing was sent or started."""
+
+
+class SimulatorNotStarted(AdapterError, TimeoutError):
+    """A simulator's server did not start serving within its start timeout."""
+
+
 __all__ = [
-    "EXCEPTION_NAMES",
     "AdapterError",
+    "AnswerTimeout",
     "CodecError",
+    "ConnectionClosed",
     "DeviceError",
     "DeviceUnavailable",
+    "InvalidArgument",
     "InvalidFrame",
     "RegisterMapError",
+    "SimulatorNotStarted",
     "SunSpecError",
     "WriteRefused",
 ]

@@ -24,10 +24,8 @@ from dataclasses import dataclass
 
 from adapters.modbus.client import check_request, check_write
 from adapters.modbus.codec import Table
-from adapters.modbus.errors import DeviceError, DeviceUnavailable
-
-ILLEGAL_DATA_ADDRESS = 2
-SERVER_DEVICE_FAILURE = 4
+from adapters.modbus.errors import DeviceError, DeviceUnavailable, InvalidArgument
+from adapters.modbus.protocol import ExceptionCode
 
 
 class FakeFault(enum.StrEnum):
@@ -62,6 +60,11 @@ class FakeRegisterClient:
     writable : iterable of int, optional
         Holding addresses that accept writes; ``None`` lets every holding address accept them.
         A write elsewhere fails with exception code 2.
+
+    Raises
+    ------
+    InvalidArgument
+        A register outside ``0 .. 65535``, or an address outside the table.
     """
 
     def __init__(
@@ -81,7 +84,7 @@ class FakeRegisterClient:
                 check_request(table, address, 1)
                 if isinstance(value, bool) or not isinstance(value, int) or value >> 16:
                     msg = f"{table.value} {address}: a register is 0..65535, got {value!r}"
-                    raise ValueError(msg)
+                    raise InvalidArgument(msg)
         self.fill = fill
         self.writable = None if writable is None else frozenset(writable)
         self.fault = FakeFault.NONE
@@ -89,11 +92,27 @@ class FakeRegisterClient:
         self.closed = 0
 
     def set_fault(self, fault: FakeFault | str) -> None:
-        """Make every following request fail (``"unavailable"``, ``"exception"``) or not."""
+        """Make every following request fail (``"unavailable"``, ``"exception"``) or not.
+
+        Parameters
+        ----------
+        fault : FakeFault or str
+            ``"none"``, ``"unavailable"`` or ``"exception"``.
+        """
         self.fault = FakeFault(fault)
 
     def set_registers(self, table: Table | str, address: int, values: Sequence[int]) -> None:
-        """Put literal registers at ``address`` (e.g. to change a measurement between reads)."""
+        """Put literal registers at ``address`` (e.g. to change a measurement between reads).
+
+        Parameters
+        ----------
+        table : Table or str
+            ``"holding"`` or ``"input"``.
+        address : int
+            First register.
+        values : sequence of int
+            Raw registers, each ``0 .. 65535``.
+        """
         regs = check_write(address, values)
         tbl = Table(table)
         for offset, value in enumerate(regs):
@@ -104,10 +123,30 @@ class FakeRegisterClient:
             msg = "fake device: unavailable (injected fault)"
             raise DeviceUnavailable(msg)
         if self.fault is FakeFault.EXCEPTION:
-            raise DeviceError(SERVER_DEVICE_FAILURE, "fake device")
+            raise DeviceError(ExceptionCode.SERVER_DEVICE_FAILURE, "fake device")
 
     def read_registers(self, table: str, address: int, count: int) -> list[int]:
-        """Return the literal registers (see :class:`~adapters.modbus.client.RegisterClient`)."""
+        """Return the literal registers (see :class:`~adapters.modbus.client.RegisterClient`).
+
+        Parameters
+        ----------
+        table : str
+            ``"holding"`` or ``"input"``.
+        address : int
+            First register.
+        count : int
+            Number of registers, ``1 .. 125``.
+
+        Returns
+        -------
+        list of int
+            The registers; ``fill`` where none was given.
+
+        Raises
+        ------
+        DeviceUnavailable, DeviceError
+            An injected fault, or (with ``fill=None``) a register that was not given.
+        """
         tbl = check_request(table, address, count)
         self.requests.append(Request("read", tbl, address, count))
         self._check_fault()
@@ -116,18 +155,35 @@ class FakeRegisterClient:
         for addr in range(address, address + count):
             value = regs.get(addr, self.fill)
             if value is None:
-                raise DeviceError(ILLEGAL_DATA_ADDRESS, f"fake device: read {tbl.value} {addr}")
+                msg = f"fake device: read {tbl.value} {addr}"
+                raise DeviceError(ExceptionCode.ILLEGAL_DATA_ADDRESS, msg)
             out.append(value)
         return out
 
     def write_registers(self, address: int, values: Sequence[int]) -> None:
-        """Store holding registers (see :class:`~adapters.modbus.client.RegisterClient`)."""
+        """Store holding registers (see :class:`~adapters.modbus.client.RegisterClient`).
+
+        Parameters
+        ----------
+        address : int
+            First register.
+        values : sequence of int
+            Raw registers, each ``0 .. 65535``, at most 123.
+
+        Raises
+        ------
+        DeviceUnavailable, DeviceError
+            An injected fault, or an address outside ``writable``.
+        WriteRefused
+            Values that are not registers.
+        """
         regs = check_write(address, values)
         self.requests.append(Request("write", Table.HOLDING, address, len(regs), tuple(regs)))
         self._check_fault()
         addresses = range(address, address + len(regs))
         if self.writable is not None and not set(addresses) <= self.writable:
-            raise DeviceError(ILLEGAL_DATA_ADDRESS, f"fake device: write at {address}")
+            msg = f"fake device: write at {address}"
+            raise DeviceError(ExceptionCode.ILLEGAL_DATA_ADDRESS, msg)
         for addr, value in zip(addresses, regs, strict=True):
             self.registers[Table.HOLDING][addr] = value
 

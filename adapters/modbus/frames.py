@@ -40,67 +40,87 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
-from adapters.modbus.errors import DeviceError, InvalidFrame
-
-READ_HOLDING_REGISTERS = 3
-READ_INPUT_REGISTERS = 4
-WRITE_SINGLE_REGISTER = 6
-WRITE_MULTIPLE_REGISTERS = 16
-READ_FUNCTIONS = frozenset({READ_HOLDING_REGISTERS, READ_INPUT_REGISTERS})
-
-MAX_READ = 125
-"""Most registers one read may ask for."""
-MAX_WRITE = 123
-"""Most registers one write may carry."""
-MAX_TCP_LENGTH = 254
-"""Largest MBAP length field: unit id + a 253-byte PDU."""
-MAX_RTU_FRAME = 256
-"""Largest RTU frame [bytes]: address + 253-byte PDU + CRC."""
+from adapters.modbus.errors import DeviceError, InvalidArgument, InvalidFrame, WriteRefused
+from adapters.modbus.protocol import (
+    ADDRESS_SPACE,
+    EXCEPTION_FLAG,
+    MAX_READ_REGISTERS,
+    MAX_TCP_LENGTH,
+    MAX_WRITE_REGISTERS,
+    READ_FUNCTIONS,
+    FunctionCode,
+)
 
 
 def read_request(function: int, address: int, count: int) -> bytes:
     """The PDU of a register read (function 3 or 4).
 
+    Parameters
+    ----------
+    function : int
+        3 (holding registers) or 4 (input registers).
+    address : int
+        First register, ``0 .. 65535``.
+    count : int
+        Registers to read, ``1 .. 125``.
+
+    Returns
+    -------
+    bytes
+        ``function, address, count`` (5 bytes).
+
     Raises
     ------
-    ValueError
+    InvalidArgument
         Not a read function, or an address range outside ``0 .. 65535`` / above 125.
     """
     if function not in READ_FUNCTIONS:
         msg = f"function {function} is not a register read (3 or 4)"
-        raise ValueError(msg)
-    if not 1 <= count <= MAX_READ or not 0 <= address <= 0xFFFF - count + 1:
+        raise InvalidArgument(msg)
+    if not 1 <= count <= MAX_READ_REGISTERS or not 0 <= address <= ADDRESS_SPACE - count:
         msg = f"cannot read {count} registers at {address}"
-        raise ValueError(msg)
+        raise InvalidArgument(msg)
     return struct.pack(">BHH", function, address, count)
 
 
 def write_request(address: int, values: Sequence[int]) -> bytes:
     """The PDU of a multiple-register write (function 16).
 
+    Parameters
+    ----------
+    address : int
+        First register, ``0 .. 65535``.
+    values : sequence of int
+        Raw registers, each ``0 .. 65535``, ``1 .. 123`` of them.
+
+    Returns
+    -------
+    bytes
+        ``16, address, count, byte count, data``.
+
     Raises
     ------
-    ValueError
+    WriteRefused
         An address range outside ``0 .. 65535``, 0 or more than 123 values, or a value that
         is not ``0 .. 65535``.
     """
     n = len(values)
-    if not 1 <= n <= MAX_WRITE or not 0 <= address <= 0xFFFF - n + 1:
+    if not 1 <= n <= MAX_WRITE_REGISTERS or not 0 <= address <= ADDRESS_SPACE - n:
         msg = f"cannot write {n} registers at {address}"
-        raise ValueError(msg)
+        raise WriteRefused(msg)
     try:
         data = struct.pack(f">{n}H", *values)
     except struct.error as exc:
         msg = f"register values must be 0..65535: {list(values)}"
-        raise ValueError(msg) from exc
-    return struct.pack(">BHHB", WRITE_MULTIPLE_REGISTERS, address, n, 2 * n) + data
+        raise WriteRefused(msg) from exc
+    return struct.pack(">BHHB", FunctionCode.WRITE_MULTIPLE_REGISTERS, address, n, 2 * n) + data
 
 
 def _check_exception(pdu: bytes, function: int, what: str) -> None:
     if not pdu:
         msg = f"{what}: empty answer"
         raise InvalidFrame(msg)
-    if pdu[0] == function | 0x80:
+    if pdu[0] == function | EXCEPTION_FLAG:
         if len(pdu) != 2:
             msg = f"{what}: exception answer of {len(pdu)} bytes (expected 2)"
             raise InvalidFrame(msg)
@@ -146,6 +166,15 @@ def parse_read_response(pdu: bytes, function: int, count: int) -> list[int]:
 def parse_write_response(pdu: bytes, address: int, count: int) -> None:
     """Check a function-16 answer echoes ``address`` and ``count``.
 
+    Parameters
+    ----------
+    pdu : bytes
+        The answer's PDU (after the MAC layer).
+    address : int
+        First register written.
+    count : int
+        Registers written.
+
     Raises
     ------
     DeviceError
@@ -154,7 +183,7 @@ def parse_write_response(pdu: bytes, address: int, count: int) -> None:
         Anything else that is not exactly ``16, address, count``.
     """
     what = f"write of {count} register(s) at {address}"
-    _check_exception(pdu, WRITE_MULTIPLE_REGISTERS, what)
+    _check_exception(pdu, FunctionCode.WRITE_MULTIPLE_REGISTERS, what)
     if len(pdu) != 5 or struct.unpack(">HH", pdu[1:]) != (address, count):
         msg = f"{what}: device answered {pdu.hex()}"
         raise InvalidFrame(msg)
@@ -167,6 +196,11 @@ def tcp_length(header: bytes) -> int:
     ----------
     header : bytes
         The first 6 bytes: transaction id, protocol id, length.
+
+    Returns
+    -------
+    int
+        The length field: unit id plus PDU [bytes], ``2 .. 254``.
 
     Raises
     ------
@@ -194,6 +228,11 @@ def rtu_frame_length(head: bytes) -> int:
     head : bytes
         At least the address, the function code and the next byte.
 
+    Returns
+    -------
+    int
+        5 for an exception answer, ``5 + byte count`` for a read, 8 for a write echo.
+
     Raises
     ------
     InvalidFrame
@@ -203,26 +242,17 @@ def rtu_frame_length(head: bytes) -> int:
         msg = f"an RTU answer needs 3 bytes to know its length, got {len(head)}"
         raise InvalidFrame(msg)
     function = head[1]
-    if function & 0x80:
+    if function & EXCEPTION_FLAG:
         return 5
     if function in READ_FUNCTIONS:
         return 5 + head[2]
-    if function in {WRITE_SINGLE_REGISTER, WRITE_MULTIPLE_REGISTERS}:
+    if function in {FunctionCode.WRITE_SINGLE_REGISTER, FunctionCode.WRITE_MULTIPLE_REGISTERS}:
         return 8
     msg = f"RTU answer with function code {function}"
     raise InvalidFrame(msg)
 
 
 __all__ = [
-    "MAX_READ",
-    "MAX_RTU_FRAME",
-    "MAX_TCP_LENGTH",
-    "MAX_WRITE",
-    "READ_FUNCTIONS",
-    "READ_HOLDING_REGISTERS",
-    "READ_INPUT_REGISTERS",
-    "WRITE_MULTIPLE_REGISTERS",
-    "WRITE_SINGLE_REGISTER",
     "parse_read_response",
     "parse_write_response",
     "read_request",

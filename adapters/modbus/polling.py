@@ -2,7 +2,7 @@
 
 OpenEMS's cycle reads every device into a process image before the controllers run;
 :class:`Poller` is that read phase, in threads. Each device is read by its own
-:class:`~adapters.modbus.devices.DeviceReader` (which already turns failures into
+:class:`~adapters.modbus.reading.DeviceReader` (which already turns failures into
 ``MISSING``/``STALE`` readings and pauses a dead device with a growing backoff), on a shared
 thread pool, so a slow or dead device costs one worker for its timeout and the others go on.
 
@@ -14,8 +14,8 @@ Examples
 --------
 >>> from datetime import UTC, datetime
 >>> from adapters.modbus.fake import FakeRegisterClient
->>> from adapters.modbus.devices import DeviceReader
->>> from adapters.modbus.registermaps import load_register_map
+>>> from adapters.modbus.mapfiles import load_register_map
+>>> from adapters.modbus.reading import DeviceReader
 >>> meter = DeviceReader("m1", "alice", "b1", FakeRegisterClient(), load_register_map("sdm630"))
 >>> with Poller({"m1": meter}) as poller:
 ...     readings = poller.poll(datetime(2026, 6, 21, 12, tzinfo=UTC))
@@ -34,6 +34,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
+from adapters.modbus.errors import InvalidArgument
 from market.domain import (
     BusId,
     DeviceId,
@@ -53,7 +54,7 @@ DEFAULT_MAX_WORKERS = 64
 class PolledReader(Protocol):
     """A device reader as the poller needs it: :meth:`read`.
 
-    A :class:`~adapters.modbus.devices.DeviceReader` also offers ``unavailable(now,
+    A :class:`~adapters.modbus.reading.DeviceReader` also offers ``unavailable(now,
     reason)`` (STALE from its last good values, or MISSING), which the poller uses for a
     read it gave up on; for other readers it reports MISSING under the reader's
     ``device_id``, ``participant`` and ``bus`` attributes (the dictionary key and ``""`` if
@@ -61,7 +62,18 @@ class PolledReader(Protocol):
     """
 
     def read(self, now: datetime) -> MeterReading:
-        """Read the device; never raises for device trouble."""
+        """Read the device; never raises for device trouble.
+
+        Parameters
+        ----------
+        now : datetime
+            The cycle's time (timezone-aware).
+
+        Returns
+        -------
+        MeterReading
+            ``OK``, ``STALE`` or ``MISSING``.
+        """
         ...
 
 
@@ -101,6 +113,11 @@ class Poller:
         Longest cycle [s]; ``None`` waits for every read (each is bounded by its client's
         timeouts and retries).
 
+    Raises
+    ------
+    InvalidArgument
+        ``max_workers < 1`` or ``deadline_s <= 0``.
+
     Notes
     -----
     Use one poller per set of readers and call :meth:`poll` from one thread at a time;
@@ -116,10 +133,10 @@ class Poller:
     ) -> None:
         if max_workers is not None and max_workers < 1:
             msg = f"max_workers must be >= 1, got {max_workers}"
-            raise ValueError(msg)
+            raise InvalidArgument(msg)
         if deadline_s is not None and deadline_s <= 0:
             msg = f"deadline_s must be > 0, got {deadline_s}"
-            raise ValueError(msg)
+            raise InvalidArgument(msg)
         self.readers = dict(readers)
         workers = max_workers or max(1, min(DEFAULT_MAX_WORKERS, len(self.readers)))
         self.deadline_s = deadline_s
@@ -219,6 +236,22 @@ def poll_all(
 
     The controller's read phase, as a drop-in for ``{d: r.read(now) for d, r in
     readers.items()}``. A poller kept across cycles saves starting threads each time.
+
+    Parameters
+    ----------
+    readers : Mapping[DeviceId, PolledReader]
+        The devices, by id.
+    now : datetime
+        The cycle's time (timezone-aware), passed to every reader.
+    max_workers : int, optional
+        Threads; default ``min(64, number of devices)``.
+    deadline_s : float, optional
+        Longest cycle [s]; ``None`` waits for every read.
+
+    Returns
+    -------
+    dict of DeviceId to MeterReading
+        One reading per device, in the order of ``readers``.
     """
     poller = Poller(readers, max_workers=max_workers, deadline_s=deadline_s)
     try:

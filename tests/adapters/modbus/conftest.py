@@ -59,12 +59,12 @@ def no_leaks():
 def sunspec_image(models, base=40000, *, values=None, end=True):
     """Literal registers of a SunSpec device: {address: register}.
 
-    ``models`` as for :func:`adapters.modbus.sunspec.declared_device`; ``values`` maps
+    ``models`` as for :func:`adapters.modbus.sunspec.device.declared_device`; ``values`` maps
     ``"<model>.<path>"`` to raw registers (a list) or to an integer for a one-register point.
     Points not given are SunSpec's "not implemented" pattern.
     """
     from adapters.modbus import codec
-    from adapters.modbus.sunspec import declared_device
+    from adapters.modbus.sunspec.device import declared_device
 
     device = declared_device(models, base)
     regs = {base: 0x5375, base + 1: 0x6E53}

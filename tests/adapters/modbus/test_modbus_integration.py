@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from adapters.modbus.client import ModbusTkClient, RegisterClient
-from adapters.modbus.devices import DeviceReader, DeviceWriter
 from adapters.modbus.errors import DeviceError, DeviceUnavailable, WriteRefused
-from adapters.modbus.registermaps import load_register_map
+from adapters.modbus.mapfiles import load_register_map
+from adapters.modbus.reading import DeviceReader
 from adapters.modbus.simulators import (
     BatterySim,
     LoadMeterSim,
@@ -21,6 +21,7 @@ from adapters.modbus.simulators import (
     SimulatedSite,
     constant_profile,
 )
+from adapters.modbus.writing import DeviceWriter
 from market.domain import (
     BusId,
     DeviceId,

@@ -11,11 +11,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from adapters.modbus.client import ModbusTkClient
-from adapters.modbus.devices import Backoff, DeviceReader
 from adapters.modbus.errors import DeviceError, DeviceUnavailable, InvalidFrame
 from adapters.modbus.fake import FakeRegisterClient
+from adapters.modbus.mapfiles import load_register_map
 from adapters.modbus.polling import Poller, poll_all
-from adapters.modbus.registermaps import load_register_map
+from adapters.modbus.reading import Backoff, DeviceReader
 from adapters.modbus.simulators import (
     BatterySim,
     LoadMeterSim,

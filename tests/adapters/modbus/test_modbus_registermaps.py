@@ -11,17 +11,8 @@ import pytest
 
 from adapters.modbus.codec import RegisterKind, Table, WordOrder
 from adapters.modbus.errors import AdapterError, RegisterMapError
-from adapters.modbus.registermaps import (
-    ReadBlock,
-    RegisterField,
-    Target,
-    available_register_maps,
-    decode_field,
-    encode_field,
-    load_register_map,
-    parse_register_map,
-    plan_reads,
-)
+from adapters.modbus.mapfiles import available_register_maps, load_register_map, parse_register_map
+from adapters.modbus.regmap import RegisterField, Target
 
 README = Path(__file__).parents[3] / "adapters" / "modbus" / "registermaps" / "README.md"
 
@@ -86,39 +77,6 @@ def test_battery_map():
     assert m.for_target(Target.IMPORT_WH_TOTAL).word_order is WordOrder.CDAB
     sp = m.for_target(Target.BATTERY_SETPOINT_W)
     assert (sp.writable, sp.min, sp.max) == (True, -5000, 5000)
-
-
-def test_plan_reads_merges_neighbours_within_the_gap():
-    m = load_register_map("sunspec_inverter")
-    flds = m.with_scale_factors([m.field("103.W"), m.field("103.WH")])
-    assert plan_reads(flds, max_gap=32) == (ReadBlock(Table.HOLDING, 40084, 13),)
-    assert plan_reads(flds, max_gap=0) == (
-        ReadBlock(Table.HOLDING, 40084, 2),
-        ReadBlock(Table.HOLDING, 40094, 3),
-    )
-    # the 125-register limit splits even contiguous fields
-    assert len(plan_reads(m.fields, max_gap=1000)) == 2
-    sdm = load_register_map("sdm630")
-    assert plan_reads(sdm.fields, max_gap=32) == (
-        ReadBlock(Table.INPUT, 0, 6),
-        ReadBlock(Table.INPUT, 0x34, 24),
-    )
-    assert plan_reads(sdm.fields, max_gap=46) == (ReadBlock(Table.INPUT, 0, 76),)
-
-
-def test_decode_and_encode_field_with_scale_and_unit():
-    m = load_register_map("sunspec_inverter")
-    w = m.field("103.W")
-    assert decode_field(w, [0x0BB8], scale_factor=-1) == 300.0
-    assert w.to_canonical(300.0) == -300.0  # production is export
-    assert decode_field(w, [0x0BB8], scale_factor=None) is None
-    assert encode_field(w, 300.0, scale_factor=-1) == [0x0BB8]
-    soc = load_register_map("battery").for_target(Target.SOC_PERCENT)
-    assert decode_field(soc, [505]) == pytest.approx(50.5)
-    assert encode_field(soc, 50.5) == [505]
-    imp = load_register_map("sdm630").for_target(Target.IMPORT_WH_TOTAL)
-    assert imp.to_canonical(12.5) == 12500.0
-    assert imp.from_canonical(12500.0) == 12.5
 
 
 def test_fields_are_frozen_and_hashable():

@@ -13,9 +13,10 @@ import pytest
 
 from adapters.modbus import sunspec
 from adapters.modbus.client import ModbusTkClient
-from adapters.modbus.devices import DeviceReader, DeviceWriter
 from adapters.modbus.errors import DeviceError, DeviceUnavailable, InvalidFrame
+from adapters.modbus.reading import DeviceReader
 from adapters.modbus.simulators import BatterySim, LoadMeterSim, PVInverterSim, constant_profile
+from adapters.modbus.writing import DeviceWriter
 from market.domain import (
     BusId,
     DeviceId,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from adapters.modbus.errors import RegisterMapError
-from adapters.modbus.registermaps import parse_register_map
+from adapters.modbus.mapfiles import parse_register_map
 from adapters.modbus.simulators import (
     BatterySim,
     LoadMeterSim,

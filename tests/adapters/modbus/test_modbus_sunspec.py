@@ -14,10 +14,11 @@ import sunspec2.device
 
 from adapters.modbus import sunspec
 from adapters.modbus.codec import RegisterKind
-from adapters.modbus.devices import DeviceReader
 from adapters.modbus.errors import DeviceError, DeviceUnavailable, RegisterMapError, SunSpecError
 from adapters.modbus.fake import FakeRegisterClient
-from adapters.modbus.registermaps import Target, load_register_map, parse_register_map
+from adapters.modbus.mapfiles import load_register_map, parse_register_map
+from adapters.modbus.reading import DeviceReader
+from adapters.modbus.regmap import Target
 from market.domain import BusId, DeviceId, ParticipantId, ReadingQuality
 
 T0 = datetime(2026, 6, 21, 12, tzinfo=UTC)
