@@ -1,13 +1,21 @@
 """The one exception root of the ``adapters`` package.
 
-::
+Each adapter draws its own part of the tree in full in its ``errors`` module; in short::
 
     AdapterError
-     ├── adapters.modbus.errors: DeviceUnavailable (ConnectionError), DeviceError,
-     │                           WriteRefused (ValueError), RegisterMapError (ValueError),
-     │                           CodecError (ValueError)
-     └── adapters.chain.errors.ChainError: TransactionReverted, AlreadySettled,
-                                            InsufficientEscrow, ConfirmationTimeout (TimeoutError)
+     ├── adapters.modbus.errors (no sub-root):
+     │    DeviceUnavailable (ConnectionError)
+     │    │   ├── InvalidFrame, AnswerTimeout (TimeoutError),
+     │    │   └── ConnectionClosed (ConnectionResetError)
+     │    DeviceError, WriteRefused (ValueError), RegisterMapError (ValueError),
+     │    SunSpecError, CodecError (ValueError), InvalidArgument (ValueError),
+     │    SimulatorNotStarted (TimeoutError)
+     └── adapters.chain.errors.ChainError:
+          InvalidArgument (ValueError)
+          │   ├── InvalidAccount, InvalidSettlement
+          ArtifactNotFound (FileNotFoundError), CompilerUnavailable (ModuleNotFoundError),
+          NodeUnavailable (ConnectionError), TransactionReverted, AlreadySettled,
+          InsufficientEscrow, NonceConflict, ConfirmationTimeout (TimeoutError)
 """
 
 from __future__ import annotations

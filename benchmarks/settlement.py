@@ -36,8 +36,10 @@ import vyper
 from eth_account import Account
 from web3 import Web3
 
-from adapters.chain.backends import AnvilNode, embedded_web3, rpc_web3
-from adapters.chain.client import ChainClient, derive_account
+from adapters.chain import ChainClient, derive_account, embedded_web3
+from adapters.chain.backends import AnvilNode, rpc_web3
+from market.domain import Interval, ParticipantId, SettlementBatch
+from market.units import TokenUnits, Wh
 
 TOKEN = 10**6
 TARGET_GAS_PER_PARTICIPANT = 7_000
@@ -121,15 +123,21 @@ def run_backend(backend: str, sizes: list[int], repeat: int) -> list[Row]:
                 nonlocal interval
                 interval += 900
                 energy = [(a, 1_000 + i) for i, a in enumerate(holders[len(holders) // 2 :])]
-                started = time.perf_counter()
-                receipt = client.submit_settlement(
-                    interval,
-                    os.urandom(32),
-                    batch(k),
-                    os.urandom(32),
-                    os.urandom(32),
-                    rewards=energy if rewards else (),
+                settlement = SettlementBatch(
+                    interval=Interval.from_id(interval),
+                    lines=(),
+                    amounts=tuple((ParticipantId(a), TokenUnits(v)) for a, v in batch(k)),
+                    trades_root=os.urandom(32),
+                    readings_root=os.urandom(32),
+                    import_price=0,
+                    export_price=0,
+                    rewards_wh=tuple((ParticipantId(a), Wh(wh)) for a, wh in energy)
+                    if rewards
+                    else (),
                 )
+                accounts = {ParticipantId(a): a for a in holders}
+                started = time.perf_counter()
+                receipt = client.submit_settlement(settlement, accounts)
                 return receipt.gas_used, time.perf_counter() - started
 
             settle(0, rewards=True)  # warm-up: first reward lanes and mint balance

@@ -25,6 +25,8 @@ from typing import Any, cast
 
 from eth_typing import ABI
 
+from adapters.chain.errors import ArtifactNotFound
+
 CONTRACT_NAMES = ("PaymentToken", "RewardToken", "Settlement")
 """Contracts with a committed artifact, by file stem."""
 
@@ -63,25 +65,45 @@ class Artifact:
 def artifact_text(name: str) -> str:
     """Read the committed artifact file of contract ``name`` as text.
 
+    Parameters
+    ----------
+    name : str
+        Contract name, one of :data:`CONTRACT_NAMES`.
+
+    Returns
+    -------
+    str
+        The artifact's JSON text.
+
     Raises
     ------
-    FileNotFoundError
-        If there is no artifact for ``name``.
+    ArtifactNotFound
+        If there is no artifact for ``name`` (a :class:`FileNotFoundError`).
     """
     if name not in CONTRACT_NAMES:
         msg = f"no artifact for contract {name!r}; known: {', '.join(CONTRACT_NAMES)}"
-        raise FileNotFoundError(msg)
+        raise ArtifactNotFound(msg)
     ref = resources.files("adapters.chain").joinpath("artifacts", f"{name}.json")
     return ref.read_text(encoding="utf-8")
 
 
 def load_artifact(name: str) -> Artifact:
-    """Load the committed artifact of contract ``name`` (one of :data:`CONTRACT_NAMES`).
+    """Load the committed artifact of contract ``name``.
+
+    Parameters
+    ----------
+    name : str
+        Contract name, one of :data:`CONTRACT_NAMES`.
+
+    Returns
+    -------
+    Artifact
+        ABI, bytecodes and provenance of the contract.
 
     Raises
     ------
-    FileNotFoundError
-        If there is no artifact for ``name``.
+    ArtifactNotFound
+        If there is no artifact for ``name`` (a :class:`FileNotFoundError`).
     """
     data: dict[str, Any] = json.loads(artifact_text(name))
     return Artifact(

@@ -38,11 +38,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 
-from eth_tester import EthereumTester, PyEVMBackend
-from web3 import EthereumTesterProvider, HTTPProvider, IPCProvider, Web3
+from web3 import HTTPProvider, IPCProvider, Web3
 from web3.exceptions import Web3Exception
 
-from adapters.chain.errors import ChainError, NodeUnavailable
+from adapters.chain.embedded import embedded_web3
+from adapters.chain.errors import ChainError, InvalidArgument, NodeUnavailable
 
 BACKENDS: Final = ("embedded", "anvil", "rpc")
 """Names accepted by :func:`connect`."""
@@ -62,33 +62,35 @@ _NPM_PLATFORMS: Final = {
 }
 
 
-def embedded_web3() -> Web3:
-    """A :class:`~web3.Web3` on a fresh in-process chain (eth-tester on py-evm).
-
-    The chain lives in memory and is lost with the process. Its ten prefunded accounts
-    (``w3.eth.accounts``) hold 1,000,000 ether each;
-    :meth:`~adapters.chain.client.ChainClient.fund_eth` pays from the first one.
-    """
-    return Web3(EthereumTesterProvider(EthereumTester(PyEVMBackend())))
-
-
 def rpc_web3(url: str, *, timeout_s: float = 30.0) -> Web3:
     """A :class:`~web3.Web3` on the JSON-RPC endpoint ``url`` (not contacted yet).
 
     ``url`` is an ``http(s)://`` URL or the path of a node's ``.ipc`` socket. (web3 8 talks
     WebSocket only asynchronously; use the node's HTTP endpoint.)
 
+    Parameters
+    ----------
+    url : str
+        The endpoint.
+    timeout_s : float
+        Request timeout [s] (whole seconds, at least 1, for IPC).
+
+    Returns
+    -------
+    Web3
+        The connection.
+
     Raises
     ------
-    ValueError
-        If ``url`` is neither.
+    InvalidArgument
+        If ``url`` is neither (a :class:`ValueError`).
     """
     if url.startswith(("http://", "https://")):
         return Web3(HTTPProvider(url, request_kwargs={"timeout": timeout_s}))
     if url.endswith(".ipc"):
         return Web3(IPCProvider(url, timeout=max(1, round(timeout_s))))
     msg = f"rpc_url must be an http(s):// URL or an .ipc path, got {url!r}"
-    raise ValueError(msg)
+    raise InvalidArgument(msg)
 
 
 def find_anvil(path: str | os.PathLike[str] | None = None) -> Path:
@@ -150,7 +152,18 @@ def _native_anvil(path: Path) -> Path:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on ``host`` right now."""
+    """A TCP port that is free on ``host`` right now.
+
+    Parameters
+    ----------
+    host : str
+        The interface to bind.
+
+    Returns
+    -------
+    int
+        The port (another process may take it before it is used).
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
@@ -264,15 +277,16 @@ class AnvilNode:
             self.state_path = Path(self.state_path)
             self.state_path.parent.mkdir(parents=True, exist_ok=True)
         chosen = self.port is None
-        for attempt in range(3):
+        attempt = 0
+        while True:
             if chosen:
                 self.port = free_port()
             try:
                 return self._start_once()
             except NodeUnavailable as exc:
-                if not chosen or "in use" not in str(exc).lower() or attempt == 2:
+                attempt += 1
+                if not chosen or "in use" not in str(exc).lower() or attempt == 3:
                     raise
-        raise AssertionError  # pragma: no cover - the loop returns or raises
 
     def _start_once(self) -> Self:
         cmd = self.command()
@@ -308,7 +322,13 @@ class AnvilNode:
             time.sleep(0.05)
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        """Stop the node: SIGTERM (anvil writes its state file), SIGKILL after ``timeout_s``."""
+        """Stop the node: SIGTERM (anvil writes its state file), SIGKILL after ``timeout_s``.
+
+        Parameters
+        ----------
+        timeout_s : float
+            Longest wait for the node to exit after each signal [s].
+        """
         process = self._process
         if process is None:
             return
@@ -321,10 +341,6 @@ class AnvilNode:
                 process.wait(timeout=timeout_s)
         self._process = None
         self._cleanup()
-
-    def log_text(self) -> str:
-        """What the node printed so far."""
-        return self._read_log()
 
     def _read_log(self) -> str:
         if self._log is None or not self._log.exists():
@@ -430,8 +446,9 @@ def connect(
 
     Raises
     ------
-    ValueError
-        Unknown backend, or ``rpc`` without a URL.
+    InvalidArgument
+        Unknown backend, or ``rpc`` without a URL or with one that is not http(s) or IPC
+        (a :class:`ValueError`).
     NodeUnavailable
         If the node does not start or does not answer.
     """
@@ -450,7 +467,7 @@ def connect(
     if backend == "rpc":
         if not rpc_url:
             msg = "the rpc backend needs rpc_url"
-            raise ValueError(msg)
+            raise InvalidArgument(msg)
         w3 = rpc_web3(rpc_url, timeout_s=timeout_s)
         try:
             w3.eth.chain_id  # noqa: B018 - the first request proves the node answers
@@ -459,7 +476,7 @@ def connect(
             raise NodeUnavailable(msg) from exc
         return ChainConnection(w3=w3, backend=backend, url=rpc_url)
     msg = f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}"
-    raise ValueError(msg)
+    raise InvalidArgument(msg)
 
 
 __all__ = [
@@ -468,7 +485,6 @@ __all__ = [
     "AnvilNode",
     "ChainConnection",
     "connect",
-    "embedded_web3",
     "find_anvil",
     "free_port",
     "rpc_web3",

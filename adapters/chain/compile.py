@@ -50,6 +50,7 @@ from vyper.compiler.input_bundle import FilesystemInputBundle
 from vyper.compiler.settings import OptimizationLevel, Settings
 
 from adapters.chain.artifact import CONTRACT_NAMES
+from adapters.chain.errors import CompilerUnavailable
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CONTRACTS_DIR = PACKAGE_DIR / "contracts"
@@ -68,7 +69,7 @@ def _snekmate_search_path() -> Path:
     spec = importlib.util.find_spec("snekmate")
     if spec is None or not spec.submodule_search_locations:
         msg = "snekmate is not installed: pip install snekmate==0.1.2"
-        raise ModuleNotFoundError(msg)
+        raise CompilerUnavailable(msg)
     return Path(next(iter(spec.submodule_search_locations))).parent
 
 
@@ -85,6 +86,11 @@ def compile_contract(name: str) -> dict[str, Any]:
     dict
         ``abi``, ``bytecode``, ``bytecode_runtime``, ``compiler``, ``evm_version``,
         ``source_sha256``.
+
+    Raises
+    ------
+    CompilerUnavailable
+        If ``snekmate`` is not installed (a :class:`ModuleNotFoundError`).
     """
     path = CONTRACTS_DIR / f"{name}.vy"
     source = path.read_text(encoding="utf-8")
@@ -109,12 +115,29 @@ def compile_contract(name: str) -> dict[str, Any]:
 
 
 def render_artifact(artifact: dict[str, Any]) -> str:
-    """Serialise an artifact deterministically: sorted keys, indent 2, trailing newline."""
+    """Serialise an artifact deterministically: sorted keys, indent 2, trailing newline.
+
+    Parameters
+    ----------
+    artifact : dict
+        What :func:`compile_contract` returns.
+
+    Returns
+    -------
+    str
+        The file's text.
+    """
     return json.dumps(artifact, sort_keys=True, indent=2, ensure_ascii=True) + "\n"
 
 
 def artifact_path(name: str) -> Path:
-    """Path of the committed artifact of contract ``name``."""
+    """Path of the committed artifact of contract ``name``.
+
+    Parameters
+    ----------
+    name : str
+        Contract name, one of :data:`~adapters.chain.artifact.CONTRACT_NAMES`.
+    """
     return ARTIFACTS_DIR / f"{name}.json"
 
 
@@ -145,7 +168,18 @@ def stale_artifacts() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line entry point; returns the process exit code."""
+    """Command line entry point (see the module docstring).
+
+    Parameters
+    ----------
+    argv : list of str or None
+        Arguments; ``None`` reads ``sys.argv``.
+
+    Returns
+    -------
+    int
+        Exit code: 0 done or up to date, 1 a committed artifact is stale.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m adapters.chain.compile",
         description="Compile PeerGrid's Vyper contracts into adapters/chain/artifacts/.",

@@ -23,6 +23,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
+from adapters.chain.errors import InvalidSettlement
+
 A = TypeVar("A", bound=str)
 
 INDEX_SHIFT: Final = 160
@@ -33,8 +35,6 @@ MAX_MAGNITUDE: Final = (1 << 79) - 1
 MAX_WH: Final = (1 << 80) - 1
 """Largest energy in one entry [Wh]."""
 MAX_INDEX: Final = (1 << 96) - 1
-LANE_MAX: Final = (1 << 64) - 1
-"""Largest escrow or reward balance the contract holds for one account [base units]."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,29 +59,51 @@ class Entry:
 def pack_entry(entry: Entry) -> int:
     """The ``uint256`` word of ``entry``.
 
+    Parameters
+    ----------
+    entry : Entry
+        One account's line.
+
+    Returns
+    -------
+    int
+        The packed word (see the module docstring for the layout).
+
     Raises
     ------
-    ValueError
-        If a field is out of range, or the entry carries neither money nor energy.
+    InvalidSettlement
+        If a field is out of range, or the entry carries neither money nor energy (a
+        :class:`ValueError`).
     """
     if not 1 <= entry.index <= MAX_INDEX:
         msg = f"account index must be in 1..{MAX_INDEX}, got {entry.index}"
-        raise ValueError(msg)
+        raise InvalidSettlement(msg)
     if abs(entry.amount) > MAX_MAGNITUDE:
         msg = f"amount {entry.amount} exceeds {MAX_MAGNITUDE} token base units"
-        raise ValueError(msg)
+        raise InvalidSettlement(msg)
     if not 0 <= entry.reward_wh <= MAX_WH:
         msg = f"reward energy must be in 0..{MAX_WH} Wh, got {entry.reward_wh}"
-        raise ValueError(msg)
+        raise InvalidSettlement(msg)
     if entry.amount == 0 and entry.reward_wh == 0:
         msg = f"entry of account {entry.index} carries no amount and no energy"
-        raise ValueError(msg)
+        raise InvalidSettlement(msg)
     sign = SIGN_BIT if entry.amount < 0 else 0
     return (entry.index << INDEX_SHIFT) | (entry.reward_wh << WH_SHIFT) | sign | abs(entry.amount)
 
 
 def unpack_entry(word: int) -> Entry:
-    """The :class:`Entry` of a packed ``uint256`` word (inverse of :func:`pack_entry`)."""
+    """The :class:`Entry` of a packed ``uint256`` word (inverse of :func:`pack_entry`).
+
+    Parameters
+    ----------
+    word : int
+        A packed entry, as the ``SettlementEntries`` event carries it.
+
+    Returns
+    -------
+    Entry
+        Its index, signed amount and energy.
+    """
     magnitude = word & MAX_MAGNITUDE
     return Entry(
         index=word >> INDEX_SHIFT,
@@ -106,11 +128,16 @@ def build_entries(
     rewards : iterable of (address, Wh)
         Verified local energy [Wh], at most one per account.
 
+    Returns
+    -------
+    list of int
+        One packed word per account with a non-zero amount or energy, by index.
+
     Raises
     ------
-    ValueError
+    InvalidSettlement
         If an account appears twice in ``amounts`` or in ``rewards``, has no index, or two
-        accounts share an index.
+        accounts share an index (a :class:`ValueError`).
     """
     lines: dict[A, list[int]] = {}
     for position, pairs in enumerate((amounts, rewards)):
@@ -119,7 +146,7 @@ def build_entries(
             if line[position]:
                 what = "amount" if position == 0 else "reward"
                 msg = f"{address} has more than one {what}; net them first"
-                raise ValueError(msg)
+                raise InvalidSettlement(msg)
             line[position] = value
     by_index: dict[int, Entry] = {}
     for address, (amount, wh) in lines.items():
@@ -128,17 +155,16 @@ def build_entries(
         index = indices.get(address, 0)
         if index <= 0:
             msg = f"{address} is not registered with the settlement contract"
-            raise ValueError(msg)
+            raise InvalidSettlement(msg)
         if index in by_index:
             msg = f"two accounts share index {index}"
-            raise ValueError(msg)
+            raise InvalidSettlement(msg)
         by_index[index] = Entry(index=index, amount=amount, reward_wh=wh)
     return [pack_entry(by_index[i]) for i in sorted(by_index)]
 
 
 __all__ = [
     "INDEX_SHIFT",
-    "LANE_MAX",
     "MAX_INDEX",
     "MAX_MAGNITUDE",
     "MAX_WH",

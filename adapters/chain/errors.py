@@ -6,13 +6,31 @@ web3, eth-account and eth-tester exceptions are wrapped where the adapter calls 
 
 Tree::
 
-    ChainError (AdapterError)      anything that went wrong talking to the chain
-    ├── NodeUnavailable            the node does not start or does not answer (ConnectionError)
-    ├── TransactionReverted        a transaction or call was reverted; carries the reason
-    ├── AlreadySettled             the interval is settled on-chain, with another batch id
-    ├── InsufficientEscrow         a debit exceeds the account's escrow (checked before sending)
-    ├── NonceConflict              a nonce this client sent with was used by another transaction
-    └── ConfirmationTimeout        no receipt, or too few confirmations, within the time limit
+    ChainError (AdapterError)            anything that went wrong in the chain adapter
+    ├── InvalidArgument (ValueError)     refused before anything reached the node: a backend
+    │   │                                name or URL, a sender setting, a nonce outside the
+    │   │                                node's range, a Merkle proof element, a deposit batch
+    │   ├── InvalidAccount               not a private key, an address or a demo-key label
+    │   └── InvalidSettlement            a batch the contract cannot take: a participant
+    │                                    without an account, a malformed id or root, amounts
+    │                                    that do not sum to zero, too many accounts, an entry
+    │                                    out of the packed format's range
+    ├── ArtifactNotFound                 no committed artifact for a contract name
+    │   (FileNotFoundError)
+    ├── CompilerUnavailable              a build step (``python -m adapters.chain.compile``)
+    │   (ModuleNotFoundError)            misses a compiler input (snekmate)
+    ├── NodeUnavailable (ConnectionError)  the node does not start or does not answer
+    ├── TransactionReverted              a transaction or call was reverted; carries the reason
+    ├── AlreadySettled                   the interval is settled on-chain, with another batch id
+    ├── InsufficientEscrow               a debit exceeds the account's escrow (checked before
+    │                                    sending)
+    ├── NonceConflict                    a nonce this client sent with was used by another
+    │                                    transaction
+    └── ConfirmationTimeout              no receipt, or too few confirmations, within the time
+        (TimeoutError)                   limit
+
+The :class:`InvalidArgument` family dual-inherits :class:`ValueError`, so ``peergrid chain``
+reports it as bad input (exit 2) rather than as a failure of the chain (exit 1).
 """
 
 from __future__ import annotations
@@ -22,6 +40,26 @@ from adapters.errors import AdapterError
 
 class ChainError(AdapterError):
     """Root of the chain adapter's exceptions (an :class:`~adapters.errors.AdapterError`)."""
+
+
+class InvalidArgument(ChainError, ValueError):
+    """An argument or setting the adapter refuses before anything reaches the node."""
+
+
+class InvalidAccount(InvalidArgument):
+    """Not a private key, not a 20-byte address, or an empty demo-key label."""
+
+
+class InvalidSettlement(InvalidArgument):
+    """A settlement batch (or one packed entry of it) the settlement contract cannot take."""
+
+
+class ArtifactNotFound(ChainError, FileNotFoundError):
+    """There is no committed artifact for the contract name asked for."""
+
+
+class CompilerUnavailable(ChainError, ModuleNotFoundError):
+    """The contract build step misses one of its inputs (the ``snekmate`` package)."""
 
 
 class NodeUnavailable(ChainError, ConnectionError):
@@ -137,9 +175,14 @@ class ConfirmationTimeout(ChainError, TimeoutError):
 
 __all__ = [
     "AlreadySettled",
+    "ArtifactNotFound",
     "ChainError",
+    "CompilerUnavailable",
     "ConfirmationTimeout",
     "InsufficientEscrow",
+    "InvalidAccount",
+    "InvalidArgument",
+    "InvalidSettlement",
     "NodeUnavailable",
     "NonceConflict",
     "TransactionReverted",

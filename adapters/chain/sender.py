@@ -20,6 +20,12 @@ the node about transactions. Per sending account it
   that drops the block is noticed (the receipt disappears or its block hash changes); if the
   node forgot the transaction, the very same signed bytes are broadcast again (same nonce and
   hash, so it can be mined at most once), and the wait starts over.
+
+**Why an object and not web3 middleware.** web3's middleware sees one request at a time. The
+concerns above span many requests and must hold state between them: the local nonce, the lock
+held from signing until finality, the signed versions of one nonce that a replacement or a
+rebroadcast needs. Fee and gas rules are pure functions in :mod:`adapters.chain.gas`; node
+errors are translated in :mod:`adapters.chain.node`.
 """
 
 from __future__ import annotations
@@ -30,35 +36,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 from eth_account.signers.local import LocalAccount
-from eth_tester.exceptions import TransactionFailed
-from eth_tester.exceptions import ValidationError as TesterValidationError
 from eth_typing import ChecksumAddress, HexStr
-from eth_utils.exceptions import ValidationError as EvmValidationError
 from hexbytes import HexBytes
 from web3 import Web3
-from web3.exceptions import ContractLogicError, TransactionNotFound, Web3Exception
-from web3.types import TxParams, TxReceipt, Wei
+from web3.exceptions import TransactionNotFound
+from web3.types import TxParams, TxReceipt
 
 from adapters.chain.errors import (
     ChainError,
     ConfirmationTimeout,
+    InvalidArgument,
     NonceConflict,
     TransactionReverted,
 )
-
-T = TypeVar("T")
+from adapters.chain.gas import DEFAULT_PRIORITY_FEE_WEI, MAX_TX_GAS, bumped_fees, eip1559_fees
+from adapters.chain.node import NODE_ERRORS, REVERT_ERRORS, hex0x, revert_reason, rpc
 
 log = logging.getLogger("peergrid.chain")
-
-NODE_ERRORS: Final = (Web3Exception, OSError, TesterValidationError, EvmValidationError)
-"""What a node (or the embedded chain, which raises py-evm's own errors) fails with."""
-
-DEFAULT_PRIORITY_FEE_WEI: Final = Wei(1_000_000_000)  # 1 gwei
-MAX_TX_GAS: Final = 16_777_216
-"""Most gas one transaction may use since Osaka (EIP-7825, 2**24) [gas]."""
 
 CHECK_EVERY_S: Final = 0.25
 """Least time between checks of a waiting transaction's nonce and mempool presence [s]."""
@@ -159,10 +156,10 @@ class TxSender:
     ) -> None:
         if confirmations < 0:
             msg = f"confirmations must be >= 0, got {confirmations}"
-            raise ValueError(msg)
+            raise InvalidArgument(msg)
         if fee_bump_percent < 10:
             msg = f"fee_bump_percent must be >= 10 (nodes refuse less), got {fee_bump_percent}"
-            raise ValueError(msg)
+            raise InvalidArgument(msg)
         self.w3 = w3
         self.confirmations = confirmations
         self.timeout_s = timeout_s
@@ -180,20 +177,53 @@ class TxSender:
     # ------------------------------------------------------------------ nonces
 
     def lock_for(self, sender: str) -> threading.RLock:
-        """The lock that serialises everything ``sender`` sends through this object."""
+        """The lock that serialises everything ``sender`` sends through this object.
+
+        Parameters
+        ----------
+        sender : str
+            Address of the sending account.
+
+        Returns
+        -------
+        threading.RLock
+            The account's lock (re-entrant: :meth:`transact` takes it again inside).
+        """
         address = Web3.to_checksum_address(sender)
         with self._guard:
             return self._locks.setdefault(address, threading.RLock())
 
     def chain_nonces(self, sender: str) -> tuple[int, int]:
-        """``(latest, pending)`` transaction counts of ``sender`` on the node."""
+        """The transaction counts of ``sender`` on the node.
+
+        Parameters
+        ----------
+        sender : str
+            Address of the account.
+
+        Returns
+        -------
+        (int, int)
+            ``latest`` (mined) and ``pending`` (mined or waiting, never below ``latest``).
+        """
         address = Web3.to_checksum_address(sender)
-        latest = int(self.rpc(lambda: self.w3.eth.get_transaction_count(address, "latest")))
-        pending = int(self.rpc(lambda: self.w3.eth.get_transaction_count(address, "pending")))
+        latest = int(rpc(lambda: self.w3.eth.get_transaction_count(address, "latest")))
+        pending = int(rpc(lambda: self.w3.eth.get_transaction_count(address, "pending")))
         return latest, max(latest, pending)
 
     def next_nonce(self, sender: str) -> int:
-        """The nonce ``sender``'s next transaction will use (read from the node if unknown)."""
+        """The nonce ``sender``'s next transaction will use (read from the node if unknown).
+
+        Parameters
+        ----------
+        sender : str
+            Address of the sending account.
+
+        Returns
+        -------
+        int
+            The next nonce.
+        """
         address = Web3.to_checksum_address(sender)
         with self.lock_for(address):
             if address not in self._nonces:
@@ -207,23 +237,35 @@ class TxSender:
         ``pending`` count (higher: the transaction would wait forever behind a gap); a nonce
         below ``pending`` replaces the transaction waiting with it, which must then pay more.
 
+        Parameters
+        ----------
+        sender : str
+            Address of the sending account.
+        nonce : int
+            The nonce its next transaction is to use.
+
+        Returns
+        -------
+        int
+            ``nonce``.
+
         Raises
         ------
-        ValueError
-            If ``nonce`` is outside that range.
+        InvalidArgument
+            If ``nonce`` is outside that range (a :class:`ValueError`).
         """
         address = Web3.to_checksum_address(sender)
         with self.lock_for(address):
             latest, pending = self.chain_nonces(address)
             if nonce < latest:
                 msg = f"nonce {nonce} of {address} is already mined (next unmined: {latest})"
-                raise ValueError(msg)
+                raise InvalidArgument(msg)
             if nonce > pending:
                 msg = (
                     f"nonce {nonce} of {address} would leave a gap: the node's next nonce "
                     f"is {pending}"
                 )
-                raise ValueError(msg)
+                raise InvalidArgument(msg)
             self._set(address, nonce)
             return nonce
 
@@ -234,6 +276,13 @@ class TxSender:
         reached the node (or the node lost them): they are not on the chain, and continuing
         at the node's count leaves no gap. Below it means this key sent more than this
         client recorded (another process, or a crash between broadcast and persisting).
+
+        Parameters
+        ----------
+        sender : str
+            Address of the sending account.
+        persisted : int or None
+            The next nonce the owner persisted before the restart (``None``: none).
 
         Returns
         -------
@@ -260,6 +309,11 @@ class TxSender:
 
         Only those this object did not send itself (e.g. left by a process that crashed):
         after :meth:`transact` returns, nothing of its own is waiting.
+
+        Parameters
+        ----------
+        sender : str
+            Address of the sending account.
 
         Raises
         ------
@@ -290,10 +344,19 @@ class TxSender:
         to: ChecksumAddress | None,
         data: HexStr,
         gas: int,
-        *,
-        value: int = 0,
     ) -> tuple[TxReceipt, TxResult]:
-        """Sign locally, send, wait until final; raise if the EVM reverted.
+        """Sign locally, send (no ether along), wait until final; raise if the EVM reverted.
+
+        Parameters
+        ----------
+        account : LocalAccount
+            Signs the transaction and pays its gas.
+        to : ChecksumAddress or None
+            The contract called; ``None`` deploys ``data`` as a new contract.
+        data : str
+            Calldata (or creation bytecode), ``0x``-prefixed hex.
+        gas : int
+            Gas limit [gas], capped at :data:`~adapters.chain.gas.MAX_TX_GAS`.
 
         Returns
         -------
@@ -313,7 +376,7 @@ class TxSender:
         """
         sender = Web3.to_checksum_address(account.address)
         with self.lock_for(sender):
-            flight = self._broadcast_new(account, sender, to, data, min(gas, MAX_TX_GAS), value)
+            flight = self._broadcast_new(account, sender, to, data, min(gas, MAX_TX_GAS))
             receipt = self._await_final(flight)
         result = TxResult(
             tx_hash=hex0x(receipt["transactionHash"]),
@@ -335,7 +398,6 @@ class TxSender:
         to: ChecksumAddress | None,
         data: HexStr,
         gas: int,
-        value: int,
     ) -> _InFlight:
         retried = False
         while True:
@@ -344,7 +406,7 @@ class TxSender:
                 "chainId": self.chain_id(),
                 "nonce": nonce,
                 "gas": gas,
-                "value": value,
+                "value": 0,
                 "data": data,
             }
             if to is not None:
@@ -354,7 +416,7 @@ class TxSender:
             )
             try:
                 self._broadcast(flight)
-            except (ContractLogicError, TransactionFailed) as exc:
+            except REVERT_ERRORS as exc:
                 self._nonces.pop(sender, None)
                 raise TransactionReverted(revert_reason(exc)) from exc
             except NODE_ERRORS as exc:
@@ -413,9 +475,9 @@ class TxSender:
                 flight.seen_block = (block, block_hash)
                 if self.confirmations == 0:
                     return receipt
-                head = int(self.rpc(lambda: self.w3.eth.block_number))
+                head = int(rpc(lambda: self.w3.eth.block_number))
                 if head >= block + self.confirmations:
-                    canonical = self.rpc(partial(self.w3.eth.get_block, block))
+                    canonical = rpc(partial(self.w3.eth.get_block, block))
                     if HexBytes(canonical["hash"]) == block_hash:
                         return receipt
             if time.monotonic() > deadline:
@@ -428,6 +490,16 @@ class TxSender:
 
         A dev node mines within milliseconds; a public chain takes seconds. Starting short
         and backing off serves both without hammering either.
+
+        Parameters
+        ----------
+        polls : int
+            Polls made so far.
+
+        Returns
+        -------
+        float
+            The wait [s].
         """
         return float(min(self.poll_s, 0.005 * 2 ** min(polls, 16)))
 
@@ -490,18 +562,7 @@ class TxSender:
 
     def _replace(self, flight: _InFlight) -> None:
         """Sign the same nonce with both fees raised, and send it."""
-        bump = 100 + self.fee_bump_percent
-        current = self._fees()
-        if "gasPrice" in flight.fees:
-            price = max(_ceil_pct(flight.fees["gasPrice"], bump), current.get("gasPrice", 0))
-            flight.fees = {"gasPrice": price}
-        else:
-            tip = _ceil_pct(flight.fees["maxPriorityFeePerGas"], bump)
-            cap = max(
-                _ceil_pct(flight.fees["maxFeePerGas"], bump),
-                current.get("maxFeePerGas", 0) - current.get("maxPriorityFeePerGas", 0) + tip,
-            )
-            flight.fees = {"maxFeePerGas": cap, "maxPriorityFeePerGas": tip}
+        flight.fees = bumped_fees(flight.fees, self._fees(), self.fee_bump_percent)
         flight.replacements += 1
         try:
             self._broadcast(flight)
@@ -527,20 +588,17 @@ class TxSender:
     # ------------------------------------------------------------------ node helpers
 
     def chain_id(self) -> int:
-        """The chain id (read once)."""
+        """The chain id of the node (read once, then remembered)."""
         if self._chain_id is None:
-            self._chain_id = int(self.rpc(lambda: self.w3.eth.chain_id))
+            self._chain_id = int(rpc(lambda: self.w3.eth.chain_id))
         return self._chain_id
 
     def _fees(self) -> dict[str, int]:
-        block = self.rpc(lambda: self.w3.eth.get_block("latest"))
+        block = rpc(lambda: self.w3.eth.get_block("latest"))
         base_fee = block.get("baseFeePerGas")
         if base_fee is None:  # a chain without EIP-1559
-            return {"gasPrice": int(self.rpc(lambda: self.w3.eth.gas_price))}
-        return {
-            "maxFeePerGas": 2 * int(base_fee) + self.priority_fee_wei,
-            "maxPriorityFeePerGas": self.priority_fee_wei,
-        }
+            return {"gasPrice": int(rpc(lambda: self.w3.eth.gas_price))}
+        return eip1559_fees(int(base_fee), self.priority_fee_wei)
 
     def _replay_reason(
         self,
@@ -561,48 +619,11 @@ class TxSender:
             call["to"] = to
         try:
             self.w3.eth.call(call, block_identifier=max(block_number - 1, 0))
-        except (ContractLogicError, TransactionFailed) as exc:
+        except REVERT_ERRORS as exc:
             return revert_reason(exc)
         except NODE_ERRORS:
             return ""
         return ""
 
-    def rpc(self, request: Callable[[], T]) -> T:
-        """Run ``request``; node failures become :class:`ChainError`."""
-        try:
-            return request()
-        except NODE_ERRORS as exc:
-            msg = f"chain request failed: {exc}"
-            raise ChainError(msg) from exc
 
-
-def _ceil_pct(value: int, percent: int) -> int:
-    return max(value + 1, -(-value * percent // 100))
-
-
-def hex0x(value: bytes) -> str:
-    """``0x``-prefixed hex of ``value``."""
-    return "0x" + bytes(value).hex()
-
-
-_REVERT_PREFIX = "execution reverted"
-
-
-def revert_reason(exc: Exception) -> str:
-    """The contract's reason from a web3 or eth-tester revert exception."""
-    text = getattr(exc, "message", None) or (str(exc.args[0]) if exc.args else str(exc))
-    text = str(text).strip()
-    if text.startswith(_REVERT_PREFIX):
-        text = text[len(_REVERT_PREFIX) :].lstrip(": ").strip()
-    return text
-
-
-__all__ = [
-    "DEFAULT_PRIORITY_FEE_WEI",
-    "MAX_TX_GAS",
-    "NODE_ERRORS",
-    "TxResult",
-    "TxSender",
-    "hex0x",
-    "revert_reason",
-]
+__all__ = ["TxResult", "TxSender"]

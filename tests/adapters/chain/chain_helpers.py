@@ -1,19 +1,24 @@
 """Helpers shared by the chain adapter's tests (``conftest.py`` holds the fixtures).
 
 ``deploy_stack`` deploys the payment token, the reward token and the settlement contract on any
-chain and funds a few participants with escrow.
+chain and funds a few participants with escrow. ``make_batch`` builds the kernel's
+``SettlementBatch`` that ``ChainClient.submit_settlement`` takes, with the addresses themselves
+as participant ids.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from adapters.chain.client import ChainClient, derive_account
+from adapters.chain import ChainClient, derive_account
+from market.domain import Interval, ParticipantId, SettlementBatch
+from market.units import TokenUnits, Wh
 
 TOKEN = 10**6
 """One token in base units (6 decimals)."""
@@ -84,3 +89,38 @@ def deploy_stack(
         minted=MINTED_PER_PARTICIPANT * len(accounts),
         intervals=itertools.count(1_782_000_000, 900),
     )
+
+
+def digest(label: str) -> bytes:
+    """A 32-byte hash of ``label`` (for roots and ids)."""
+    return hashlib.sha256(label.encode()).digest()
+
+
+def make_batch(
+    interval_id: int,
+    transfers: Sequence[tuple[str, int]] = (),
+    *,
+    rewards: Sequence[tuple[str, int]] = (),
+    trades_root: bytes | None = None,
+    readings_root: bytes | None = None,
+    label: str = "batch",
+) -> tuple[SettlementBatch, dict[ParticipantId, str]]:
+    """A settlement batch and its participant -> address mapping, for ``submit_settlement``.
+
+    Each address is its own participant (so ``a`` and ``a.lower()`` are two participants that
+    share one account). The interval is one second long, so any ``interval_id`` is aligned.
+    The roots default to hashes of ``label``: batches that differ only in ``label`` have
+    different batch ids.
+    """
+    accounts = {ParticipantId(a): a for a, _ in [*transfers, *rewards]}
+    batch = SettlementBatch(
+        interval=Interval.from_id(interval_id, 1),
+        lines=(),
+        amounts=tuple((ParticipantId(a), TokenUnits(v)) for a, v in transfers),
+        trades_root=digest(f"{label}:trades") if trades_root is None else trades_root,
+        readings_root=digest(f"{label}:readings") if readings_root is None else readings_root,
+        import_price=0,
+        export_price=0,
+        rewards_wh=tuple((ParticipantId(a), Wh(v)) for a, v in rewards),
+    )
+    return batch, accounts

@@ -18,7 +18,7 @@ import pytest
 from chain_helpers import Deployed, deploy_stack
 
 from adapters.chain.backends import AnvilNode, rpc_web3
-from adapters.chain.client import embedded_web3
+from adapters.chain.embedded import embedded_web3
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ It does what the controller does, with the controller's store (:class:`controlle
    same SQLite file;
 2. resolve settlement intents a previous run left (the client asks the chain first);
 3. for each interval: persist the intent (the batch, deterministic in the interval), settle
-   it through :meth:`ChainClient.submit_settlement`, record the receipt.
+   it through :meth:`ChainClient.submit_settlement` (as the kernel's ``SettlementBatch``, the
+   addresses being the participants), record the receipt.
 
 It prints one line per step (``ready``, ``intent N``, ``sent N``, ``settled N``, ``done``) so
 the test knows where it killed it; ``--pace S`` sleeps S seconds after ``intent`` and after
@@ -35,9 +36,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from adapters.chain import ChainClient, derive_account
 from adapters.chain.backends import rpc_web3
-from adapters.chain.client import ChainClient, derive_account
 from controller.store import Store
+from market.domain import Interval, ParticipantId, SettlementBatch
+from market.units import TokenUnits, Wh
 
 INTERVAL_S = 900
 BASE = 1_782_000_000
@@ -61,15 +64,31 @@ def make_batch(k: int, accounts: list[str]) -> dict[str, Any]:
         transfers[payer] = transfers.get(payer, 0) - amount
         transfers[payee] = transfers.get(payee, 0) + amount
     rewards = {rng.choice(accounts): rng.randint(1, 5_000)}
-    body = {
+    body: dict[str, Any] = {
         "interval": interval_id(k),
         "transfers": sorted([a, v] for a, v in transfers.items()),
         "rewards": sorted([a, v] for a, v in rewards.items()),
         "trades_root": hashlib.sha256(b"trades-%d" % k).hexdigest(),
         "readings_root": hashlib.sha256(b"readings-%d" % k).hexdigest(),
     }
-    body["batch_id"] = hashlib.sha256(repr(body).encode()).hexdigest()
+    body["batch_id"] = to_batch(body)[0].batch_id
     return body
+
+
+def to_batch(body: dict[str, Any]) -> tuple[SettlementBatch, dict[ParticipantId, str]]:
+    """The kernel's batch of a stored body, and its participant -> address mapping."""
+    pairs = [*body["transfers"], *body["rewards"]]
+    batch = SettlementBatch(
+        interval=Interval.from_id(int(body["interval"]), INTERVAL_S),
+        lines=(),
+        amounts=tuple((ParticipantId(a), TokenUnits(int(v))) for a, v in body["transfers"]),
+        trades_root=bytes.fromhex(body["trades_root"]),
+        readings_root=bytes.fromhex(body["readings_root"]),
+        import_price=0,
+        export_price=0,
+        rewards_wh=tuple((ParticipantId(a), Wh(int(v))) for a, v in body["rewards"]),
+    )
+    return batch, {ParticipantId(a): a for a, _ in pairs}
 
 
 class NonceLog:
@@ -126,14 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     say("ready")
 
     def settle(interval: int, batch: dict[str, Any]) -> None:
-        receipt = client.submit_settlement(
-            interval,
-            bytes.fromhex(batch["batch_id"]),
-            [(a, int(v)) for a, v in batch["transfers"]],
-            bytes.fromhex(batch["trades_root"]),
-            bytes.fromhex(batch["readings_root"]),
-            rewards=[(a, int(v)) for a, v in batch["rewards"]],
-        )
+        receipt = client.submit_settlement(*to_batch(batch))
         say("sent", interval, receipt.status)
         time.sleep(args.pace)
         store.mark_settled(

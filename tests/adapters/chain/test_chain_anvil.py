@@ -7,7 +7,6 @@ block time.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -19,18 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chain_helpers import TOKEN, deploy_stack
+from chain_helpers import TOKEN, deploy_stack, make_batch
 
+from adapters.chain import ChainClient, SettlementStatus, derive_account
 from adapters.chain.backends import AnvilNode, connect, find_anvil, rpc_web3
-from adapters.chain.client import ChainClient, SettlementStatus, derive_account
-from adapters.chain.errors import ConfirmationTimeout, NodeUnavailable, NonceConflict
+from adapters.chain.errors import (
+    ConfirmationTimeout,
+    InvalidArgument,
+    NodeUnavailable,
+    NonceConflict,
+)
 from controller.store import Store
 
 pytestmark = pytest.mark.integration
-
-
-def digest(label: str) -> bytes:
-    return hashlib.sha256(label.encode()).digest()
 
 
 def rpc(w3, method: str, *params: Any) -> Any:
@@ -88,9 +88,8 @@ def test_connect_anvil_keeps_the_chain_in_its_state_file(tmp_path: Path) -> None
         assert conn.url.startswith("http://127.0.0.1:")
         stack = deploy_stack(conn.w3, participants=("alice", "bob"))
         alice, bob = stack.participants["alice"].address, stack.participants["bob"].address
-        first = stack.client.submit_settlement(
-            7, digest("b7"), [(alice, -3), (bob, 3)], digest("t"), digest("r")
-        )
+        batch7 = make_batch(7, [(alice, -3), (bob, 3)])
+        first = stack.client.submit_settlement(*batch7)
         pid = conn.node.pid if conn.node else None
     assert state.is_file()
     assert pid is not None
@@ -102,9 +101,7 @@ def test_connect_anvil_keeps_the_chain_in_its_state_file(tmp_path: Path) -> None
         client = ChainClient(w3, derive_account("operator"))
         client.attach(stack.token_address, stack.settlement_address)
         assert client.escrow_balance(bob) == 400 * TOKEN + 3
-        again = client.submit_settlement(
-            7, digest("b7"), [(alice, -3), (bob, 3)], digest("t"), digest("r")
-        )
+        again = client.submit_settlement(*batch7)
         assert again.status is SettlementStatus.ALREADY_SETTLED
         assert (again.tx_hash, again.block_number, again.gas_used) == (
             first.tx_hash,
@@ -122,11 +119,11 @@ def test_connect_rpc_and_embedded(node: AnvilNode) -> None:
         assert conn.node is None
     with connect("embedded") as conn:
         assert conn.w3.eth.chain_id == 131277322940537  # eth-tester's
-    with pytest.raises(ValueError, match="needs rpc_url"):
+    with pytest.raises(InvalidArgument, match="needs rpc_url"):
         connect("rpc")
-    with pytest.raises(ValueError, match="backend must be one of"):
+    with pytest.raises(InvalidArgument, match="backend must be one of"):
         connect("ganache")
-    with pytest.raises(ValueError, match="http"):
+    with pytest.raises(ValueError, match="http"):  # an InvalidArgument is a ValueError
         connect("rpc", rpc_url="ftp://example.org")
     with pytest.raises(NodeUnavailable, match="no EVM node answers"):
         connect("rpc", rpc_url="http://127.0.0.1:9", timeout_s=1)
@@ -272,16 +269,13 @@ def test_a_reorganisation_inside_the_finality_depth_is_noticed(
     client = ChainClient(w3, stack.operator, confirmations=3, poll_s=0.05, timeout_s=60)
     client.attach(stack.token_address, stack.settlement_address)
     store = Store(f"sqlite:///{node.state_path.parent / 'store.sqlite'}")  # type: ignore[union-attr]
-    interval, batch = 1_782_000_000, digest("reorg-batch")
-    store.record_intent(interval, batch.hex(), {"amounts": [[alice, -11], [bob, 11]]})
+    interval = 1_782_000_000
+    batch = make_batch(interval, [(alice, -11), (bob, 11)])
+    store.record_intent(interval, batch[0].batch_id, {"amounts": [[alice, -11], [bob, 11]]})
     escrow = client.escrow_balance(bob)
     rpc(w3, "anvil_mine", 3)  # the deposits (which registered alice and bob) are final
 
-    call = Background(
-        lambda: client.submit_settlement(
-            interval, batch, [(alice, -11), (bob, 11)], digest("t"), digest("r")
-        )
-    )
+    call = Background(lambda: client.submit_settlement(*batch))
     wait_until(lambda: client.is_settled(interval))
     dropped = client.settled_events(interval_id=interval)[0]
     rpc(w3, "anvil_mine", 1)  # one block on top: still inside the depth of 3
@@ -329,9 +323,8 @@ def test_a_restart_after_a_dropped_settlement_settles_it_again(node: AnvilNode) 
     alice, bob = stack.participants["alice"].address, stack.participants["bob"].address
     hasty = stack.client  # confirmations=0: returns at the receipt
     escrow = hasty.escrow_balance(bob)
-    first = hasty.submit_settlement(
-        5, digest("b5"), [(alice, -2), (bob, 2)], digest("t"), digest("r")
-    )
+    batch5 = make_batch(5, [(alice, -2), (bob, 2)])
+    first = hasty.submit_settlement(*batch5)
     rpc(w3, "anvil_reorg", w3.eth.block_number - first.block_number + 1, [])
     assert not hasty.is_settled(5)
 
@@ -348,15 +341,11 @@ def test_a_restart_after_a_dropped_settlement_settles_it_again(node: AnvilNode) 
     mining = threading.Thread(target=mine, daemon=True)
     mining.start()
     try:
-        again = careful.submit_settlement(
-            5, digest("b5"), [(alice, -2), (bob, 2)], digest("t"), digest("r")
-        )
+        again = careful.submit_settlement(*batch5)
         assert again.status is SettlementStatus.SETTLED
         assert again.nonce == first.nonce  # the dropped nonce is reused: no gap
         # asked again: the answer is final and nothing is sent
-        third = careful.submit_settlement(
-            5, digest("b5"), [(alice, -2), (bob, 2)], digest("t"), digest("r")
-        )
+        third = careful.submit_settlement(*batch5)
         assert third.status is SettlementStatus.ALREADY_SETTLED
         assert third.tx_hash == again.tx_hash
     finally:
@@ -395,9 +384,9 @@ def test_nonce_api_reads_sets_and_reconciles(node: AnvilNode) -> None:
     assert client.next_nonce() == chain + 1
     assert seen[-1] == (stack.operator.address, chain + 1)
 
-    with pytest.raises(ValueError, match="already mined"):
+    with pytest.raises(InvalidArgument, match="already mined"):
         client.set_next_nonce(chain)
-    with pytest.raises(ValueError, match="would leave a gap"):
+    with pytest.raises(InvalidArgument, match="would leave a gap"):
         client.set_next_nonce(chain + 5)
     assert client.set_next_nonce(chain + 1) == chain + 1
     assert client.reconcile_nonce(chain + 9) == chain + 1  # a persisted nonce ahead: ignored
@@ -417,17 +406,18 @@ def test_a_restarted_client_waits_for_what_its_predecessor_left_in_flight(
     # The predecessor signed and sent the settlement, then died before the receipt.
     predecessor = ChainClient(w3, stack.operator)
     predecessor.attach(stack.token_address, stack.settlement_address)
+    batch9, accounts = make_batch(9, [(alice, -4), (bob, 4)])
     data = predecessor.settlement.encode_abi(
         "settle",
         args=[
             9,
-            digest("b9"),
+            bytes.fromhex(batch9.batch_id),
             [
                 (predecessor.account_states([alice])[alice].index << 160) | (1 << 79) | 4,
                 (predecessor.account_states([bob])[bob].index << 160) | 4,
             ],
-            digest("t"),
-            digest("r"),
+            batch9.trades_root,
+            batch9.readings_root,
         ],
     )
     nonce = w3.eth.get_transaction_count(stack.operator.address)
@@ -448,11 +438,7 @@ def test_a_restarted_client_waits_for_what_its_predecessor_left_in_flight(
 
     successor = ChainClient(w3, stack.operator, poll_s=0.05, timeout_s=30)
     successor.attach(stack.token_address, stack.settlement_address)
-    call = Background(
-        lambda: successor.submit_settlement(
-            9, digest("b9"), [(alice, -4), (bob, 4)], digest("t"), digest("r")
-        )
-    )
+    call = Background(lambda: successor.submit_settlement(batch9, accounts))
     time.sleep(0.3)
     assert not call.done()  # waiting for the predecessor's transaction, not sending
     rpc(w3, "evm_mine")

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from adapters.chain import ChainClient, derive_account
 from adapters.chain.backends import AnvilNode, rpc_web3
-from adapters.chain.client import ChainClient, derive_account
 from controller import cli_chain
-from controller.serialize import batch_to_dict
 from controller.store import Store
+from market.codec import batch_to_dict
 from market.domain import (
     COMMUNITY,
     BusId,
@@ -272,4 +272,3 @@ def test_resolution_prefers_flags_then_environment_then_site(site_and_chain, mon
     resolved = cli_chain.resolve(args, cli_chain._site(args))
     assert resolved.backend == "anvil"  # the site's
     assert (resolved.rpc_url, resolved.confirmations) == ("http://flag:1", 0)
-    assert cli_chain.canonical_json({"b": 1, "a": [1, 2]}) == b'{"a":[1,2],"b":1}'

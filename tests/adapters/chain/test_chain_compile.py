@@ -11,6 +11,7 @@ import pytest
 
 from adapters.chain import compile as chain_compile
 from adapters.chain.artifact import CONTRACT_NAMES, artifact_text, load_artifact
+from adapters.chain.errors import ArtifactNotFound
 
 
 def test_recompiling_reproduces_committed_artifacts_byte_for_byte() -> None:
@@ -101,7 +102,7 @@ def test_settlement_abi_has_roles_pause_and_proofs() -> None:
 
 
 def test_unknown_artifact_is_rejected() -> None:
-    with pytest.raises(FileNotFoundError, match="no artifact"):
+    with pytest.raises(ArtifactNotFound, match="no artifact"):
         load_artifact("Nope")
 
 

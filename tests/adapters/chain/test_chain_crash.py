@@ -29,8 +29,8 @@ import pytest
 from chain_helpers import deploy_stack
 from crash_driver import interval_id, make_batch
 
+from adapters.chain import derive_account
 from adapters.chain.backends import AnvilNode, rpc_web3
-from adapters.chain.client import derive_account
 from controller.store import Store
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

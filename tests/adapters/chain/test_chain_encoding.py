@@ -16,6 +16,7 @@ from adapters.chain.encoding import (
     pack_entry,
     unpack_entry,
 )
+from adapters.chain.errors import InvalidSettlement
 
 
 def test_literal_words() -> None:
@@ -60,7 +61,7 @@ def test_pack_then_unpack_is_identity(entry: Entry) -> None:
     ],
 )
 def test_out_of_range_fields_are_refused(entry: Entry, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InvalidSettlement, match=message):
         pack_entry(entry)
 
 
@@ -76,11 +77,11 @@ def test_build_entries_sorts_by_index_and_merges_rewards() -> None:
 
 
 def test_build_entries_refuses_duplicates_and_unknown_accounts() -> None:
-    with pytest.raises(ValueError, match="more than one amount"):
+    with pytest.raises(InvalidSettlement, match="more than one amount"):
         build_entries({"a": 1}, [("a", 1), ("a", -1)])
-    with pytest.raises(ValueError, match="more than one reward"):
+    with pytest.raises(InvalidSettlement, match="more than one reward"):
         build_entries({"a": 1}, [], [("a", 1), ("a", 2)])
-    with pytest.raises(ValueError, match="not registered"):
+    with pytest.raises(InvalidSettlement, match="not registered"):
         build_entries({"a": 1}, [("b", 1)])
-    with pytest.raises(ValueError, match="share index"):
+    with pytest.raises(InvalidSettlement, match="share index"):
         build_entries({"a": 1, "b": 1}, [("a", 1), ("b", -1)])

@@ -12,9 +12,11 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from chain_helpers import make_batch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from adapters.chain.errors import InvalidArgument
 from market.domain import BusId, Interval, OrderId, ParticipantId, Trade, trade_to_dict
 from market.merkle import EMPTY_ROOT, leaf_hash, merkle_proof, merkle_root
 from market.units import PricePerKwh, TokenUnits, Wh
@@ -49,9 +51,8 @@ def trade(i: int) -> dict:
 
 def settle_roots(deployed, trades_root: bytes, readings_root: bytes) -> int:
     interval = deployed.next_interval()
-    deployed.client.submit_settlement(
-        interval, hashlib.sha256(b"m%d" % interval).digest(), [], trades_root, readings_root
-    )
+    batch = make_batch(interval, trades_root=trades_root, readings_root=readings_root)
+    deployed.client.submit_settlement(*batch)
     return interval
 
 
@@ -131,5 +132,5 @@ def test_a_single_leaf_tree_has_an_empty_proof(deployed) -> None:
 
 
 def test_proof_elements_must_be_32_bytes(deployed) -> None:
-    with pytest.raises(ValueError, match="32 bytes"):
+    with pytest.raises(InvalidArgument, match="32 bytes"):
         deployed.client.verify_trade(1, b"{}", [b"short"])

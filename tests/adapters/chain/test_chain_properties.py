@@ -8,15 +8,14 @@ and a batch that would overdraw an escrow changes nothing. (The stateful test in
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
-from chain_helpers import REWARD_CAP, REWARD_RATE
+from chain_helpers import REWARD_CAP, REWARD_RATE, make_batch
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from adapters.chain.client import SettlementStatus, net_rewards, net_transfers
+from adapters.chain import SettlementStatus
 from adapters.chain.errors import InsufficientEscrow
+from adapters.chain.settlement import net_rewards, net_transfers
 
 TOKEN = 10**6
 N_PARTICIPANTS = 6
@@ -59,9 +58,10 @@ def test_random_zero_sum_batches_conserve_money(deployed, batch, overdraw, energ
         amount = escrow_before[payer] + 1
         transfers += [(payer, -amount), (payee, amount)]
     interval = deployed.next_interval()
-    batch_id = hashlib.sha256(repr((interval, batch)).encode()).digest()
-
     rewards = [(addresses[who], wh) for who, wh in energy]
+    settlement = make_batch(
+        interval, transfers, rewards=rewards, trades_root=b"\x01" * 32, readings_root=b"\x02" * 32
+    )
     unclaimed_before = {a: client.unclaimed_rewards(a) for a in addresses}
     reward_supply = client.reward_supply()
 
@@ -70,17 +70,13 @@ def test_random_zero_sum_batches_conserve_money(deployed, batch, overdraw, energ
     event("overdrawn" if overdrawn else "settled")
     if overdrawn:
         with pytest.raises(InsufficientEscrow) as info:
-            client.submit_settlement(
-                interval, batch_id, transfers, b"\x01" * 32, b"\x02" * 32, rewards=rewards
-            )
+            client.submit_settlement(*settlement)
         assert info.value.account == overdrawn[0]
         assert not client.is_settled(interval)
         expected_escrow = escrow_before
         expected_rewards = unclaimed_before
     else:
-        receipt = client.submit_settlement(
-            interval, batch_id, transfers, b"\x01" * 32, b"\x02" * 32, rewards=rewards
-        )
+        receipt = client.submit_settlement(*settlement)
         assert receipt.status is SettlementStatus.SETTLED
         assert sorted(client.settled_transfers(interval)) == sorted(net)
         assert sorted(client.settled_rewards(interval)) == sorted(net_rewards(rewards))

@@ -6,34 +6,25 @@ not the client's pre-checks, is what refuses them.
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
-from chain_helpers import REWARD_CAP, REWARD_RATE, deploy_stack
+from chain_helpers import REWARD_CAP, REWARD_RATE, deploy_stack, digest, make_batch
 
-from adapters.chain.client import (
-    ChainClient,
-    SettlementStatus,
-    derive_account,
-    embedded_web3,
-    net_rewards,
-    net_transfers,
-    settle_gas_limit,
-)
+from adapters.chain import ChainClient, SettlementStatus, derive_account, embedded_web3
 from adapters.chain.encoding import Entry, pack_entry
 from adapters.chain.errors import (
     AlreadySettled,
     ChainError,
     ConfirmationTimeout,
     InsufficientEscrow,
+    InvalidAccount,
+    InvalidSettlement,
     TransactionReverted,
 )
+from adapters.chain.gas import settle_gas_limit
+from adapters.chain.settlement import net_rewards, net_transfers, on_chain_batch
+from market.domain import ParticipantId
 
 TOKEN = 10**6
-
-
-def digest(label: str) -> bytes:
-    return hashlib.sha256(label.encode()).digest()
 
 
 def index(deployed, name: str) -> int:
@@ -53,7 +44,7 @@ def raw_settle(deployed, interval_id, entries, *, sender=None, batch=b"\x11" * 3
     data = client.settlement.encode_abi(
         "settle", args=[interval_id, batch, words, b"\x22" * 32, b"\x33" * 32]
     )
-    return client._transact(
+    return client.sender.transact(
         sender or deployed.operator, client.settlement.address, data, settle_gas_limit(10)
     )[1]
 
@@ -171,12 +162,11 @@ def test_settle_moves_escrow_exactly_and_conserves_the_total(deployed) -> None:
         (p["dave"].address, 1),
     ]
     interval = deployed.next_interval()
-    receipt = client.submit_settlement(
-        interval, digest("batch-1"), transfers, digest("trades"), digest("readings")
-    )
+    batch, accounts = make_batch(interval, transfers)
+    receipt = client.submit_settlement(batch, accounts)
     assert receipt.status is SettlementStatus.SETTLED
     assert receipt.status == "settled"
-    assert receipt.batch_id == digest("batch-1").hex()
+    assert receipt.batch_id == batch.batch_id
     assert receipt.interval_id == interval
     assert receipt.tx_hash.startswith("0x")
     assert receipt.nonce >= 0
@@ -201,21 +191,21 @@ def test_roots_and_batch_id_are_recorded_and_emitted(deployed) -> None:
     assert not client.is_settled(interval)
     assert client.settled_batch(interval) == (bytes(32), bytes(32), bytes(32))
 
-    receipt = client.submit_settlement(
+    batch, accounts = make_batch(
         interval,
-        digest("batch-roots"),
         [(p["alice"].address, -5), (p["bob"].address, 5)],
-        digest("trades-root"),
-        digest("readings-root"),
+        trades_root=digest("trades-root"),
+        readings_root=digest("readings-root"),
     )
+    receipt = client.submit_settlement(batch, accounts)
     batch_id, trades_root, readings_root = client.settled_batch(interval)
-    assert batch_id == digest("batch-roots")
+    assert batch_id == bytes.fromhex(batch.batch_id)
     assert trades_root == digest("trades-root")
     assert readings_root == digest("readings-root")
 
     (event,) = client.settled_events(interval_id=interval)
     assert event.interval_id == interval
-    assert event.batch_id == digest("batch-roots").hex()
+    assert event.batch_id == batch.batch_id
     assert event.trades_root == digest("trades-root").hex()
     assert event.readings_root == digest("readings-root").hex()
     assert event.n_entries == 2
@@ -239,21 +229,19 @@ def test_resubmitting_a_settled_batch_reports_it_without_sending(deployed) -> No
     client = deployed.client
     p = deployed.participants
     interval = deployed.next_interval()
-    args = (
+    batch, accounts = make_batch(
         interval,
-        digest("batch-once"),
         [(p["carol"].address, -7), (p["dave"].address, 7)],
-        digest("t"),
-        digest("r"),
+        rewards=[(p["dave"].address, 500)],
     )
-    first = client.submit_settlement(*args, rewards=[(p["dave"].address, 500)])
+    first = client.submit_settlement(batch, accounts)
     before = escrows(deployed)
     block = deployed.w3.eth.block_number
     nonce = deployed.w3.eth.get_transaction_count(deployed.operator.address)
 
     # A restart with a fresh client (no cached state) must not pay twice.
     restarted = as_client(deployed, deployed.operator)
-    again = restarted.submit_settlement(*args, rewards=[(p["dave"].address, 500)])
+    again = restarted.submit_settlement(batch, accounts)
 
     assert again.status is SettlementStatus.ALREADY_SETTLED
     assert (
@@ -282,12 +270,14 @@ def test_settled_interval_with_another_batch_id_raises_already_settled(deployed)
     p = deployed.participants
     interval = deployed.next_interval()
     transfers = [(p["alice"].address, -1), (p["bob"].address, 1)]
-    client.submit_settlement(interval, digest("first"), transfers, digest("t"), digest("r"))
+    first = make_batch(interval, transfers, label="first")
+    second = make_batch(interval, transfers, label="second")
+    client.submit_settlement(*first)
     with pytest.raises(AlreadySettled) as info:
-        client.submit_settlement(interval, digest("second"), transfers, digest("t"), digest("r"))
+        client.submit_settlement(*second)
     assert info.value.interval_id == interval
-    assert info.value.recorded_batch_id == digest("first").hex()
-    assert info.value.attempted_batch_id == digest("second").hex()
+    assert info.value.recorded_batch_id == first[0].batch_id
+    assert info.value.attempted_batch_id == second[0].batch_id
 
 
 def test_amounts_that_do_not_sum_to_zero_revert(deployed) -> None:
@@ -299,12 +289,9 @@ def test_amounts_that_do_not_sum_to_zero_revert(deployed) -> None:
         raw_settle(deployed, interval, [("bob", 1, 0)])
     assert escrows(deployed) == before
     assert not deployed.client.is_settled(interval)
-    # The client refuses such a batch before it reaches the chain.
-    p = deployed.participants
-    with pytest.raises(ValueError, match="sum to zero"):
-        deployed.client.submit_settlement(
-            interval, digest("b"), [(p["bob"].address, 1)], digest("t"), digest("r")
-        )
+    # The client refuses such amounts before they reach the chain.
+    with pytest.raises(InvalidSettlement, match="sum to zero"):
+        net_transfers([(deployed.participants["bob"].address, 1)])
 
 
 def test_entries_out_of_order_twice_empty_or_unknown_revert(deployed) -> None:
@@ -322,7 +309,7 @@ def test_entries_out_of_order_twice_empty_or_unknown_revert(deployed) -> None:
         "settle", args=[interval, b"\x01" * 32, [a << 160], b"\x00" * 32, b"\x00" * 32]
     )
     with pytest.raises(TransactionReverted, match="empty entry"):
-        deployed.client._transact(
+        deployed.client.sender.transact(
             deployed.operator, deployed.client.settlement.address, data, 400_000
         )
     assert not deployed.client.is_settled(interval)
@@ -349,14 +336,11 @@ def test_client_names_the_account_short_of_escrow_and_sends_nothing(deployed) ->
     carol = p["carol"].address
     available = client.escrow_balance(carol)
     block = deployed.w3.eth.block_number
+    batch = make_batch(
+        deployed.next_interval(), [(p["dave"].address, available + 10), (carol, -(available + 10))]
+    )
     with pytest.raises(InsufficientEscrow) as info:
-        client.submit_settlement(
-            deployed.next_interval(),
-            digest("overdraft"),
-            [(p["dave"].address, available + 10), (carol, -(available + 10))],
-            digest("t"),
-            digest("r"),
-        )
+        client.submit_settlement(*batch)
     assert info.value.account == carol
     assert info.value.required == available + 10
     assert info.value.available == available
@@ -367,7 +351,7 @@ def test_client_names_the_account_short_of_escrow_and_sends_nothing(deployed) ->
 def test_an_interval_without_transfers_still_records_its_roots(deployed) -> None:
     interval = deployed.next_interval()
     receipt = deployed.client.submit_settlement(
-        interval, digest("empty"), [], digest("no-trades"), digest("readings")
+        *make_batch(interval, trades_root=digest("no-trades"), readings_root=digest("readings"))
     )
     assert receipt.status is SettlementStatus.SETTLED
     assert deployed.client.settled_batch(interval).readings_root == digest("readings")
@@ -380,12 +364,7 @@ def test_unregistered_accounts_are_registered_before_settling(deployed) -> None:
     seller = derive_account("fresh-seller").address
     assert client.account_states([seller])[seller].index == 0
     receipt = client.submit_settlement(
-        deployed.next_interval(),
-        digest("fresh"),
-        [(alice, -9), (seller, 9)],
-        digest("t"),
-        digest("r"),
-        rewards=[(seller, 2_000)],
+        *make_batch(deployed.next_interval(), [(alice, -9), (seller, 9)], rewards=[(seller, 2_000)])
     )
     state = client.account_states([seller])[seller]
     assert state.index > 0
@@ -399,18 +378,14 @@ def test_largest_batch_of_fresh_accounts_fits_its_gas_limit(deployed) -> None:
     alice = deployed.participants["alice"].address
     fresh = [derive_account(f"fresh-{i}").address for i in range(255)]
     transfers = [(alice, -len(fresh)), *((address, 1) for address in fresh)]
-    receipt = deployed.client.submit_settlement(
-        deployed.next_interval(), digest("largest"), transfers, digest("t"), digest("r")
-    )
+    receipt = deployed.client.submit_settlement(*make_batch(deployed.next_interval(), transfers))
     assert receipt.status is SettlementStatus.SETTLED
     assert receipt.gas_used < settle_gas_limit(256, 255)
     assert deployed.client.escrow_balance(fresh[-1]) == 1
 
     too_many = [(alice, -1025), *((derive_account(f"x{i}").address, 1) for i in range(1025))]
-    with pytest.raises(ValueError, match="at most 1024 accounts"):
-        deployed.client.submit_settlement(
-            deployed.next_interval(), digest("too-many"), too_many, digest("t"), digest("r")
-        )
+    with pytest.raises(InvalidSettlement, match="at most 1024 accounts"):
+        deployed.client.submit_settlement(*make_batch(deployed.next_interval(), too_many))
 
 
 # ---------------------------------------------------------------------- rewards
@@ -424,12 +399,11 @@ def test_rewards_are_minted_at_the_rate_in_the_settlement_transaction(deployed) 
     held = client.total_rewards()
     before = client.unclaimed_rewards(bob), client.unclaimed_rewards(carol)
     receipt = client.submit_settlement(
-        deployed.next_interval(),
-        digest("rewards"),
-        [(p["alice"].address, -100), (bob, 100)],
-        digest("t"),
-        digest("r"),
-        rewards=[(bob, 1_500), (carol, 333), (bob, 500)],  # bob's energy is summed
+        *make_batch(
+            deployed.next_interval(),
+            [(p["alice"].address, -100), (bob, 100)],
+            rewards=[(bob, 1_500), (carol, 333), (bob.lower(), 500)],  # one account: summed
+        )
     )
     assert receipt.rewards_minted == 2_000 * REWARD_RATE // 1000 + 333 * REWARD_RATE // 1000
     assert client.reward_supply() == supply + receipt.rewards_minted
@@ -453,12 +427,7 @@ def test_rewards_above_the_cap_are_scaled_down_pro_rata(deployed) -> None:
     # 60 kWh + 40 kWh at 1 PGR/kWh = 100 PGR, cap 50 PGR: each gets half, floored.
     before = client.unclaimed_rewards(dave), client.unclaimed_rewards(erin)
     receipt = client.submit_settlement(
-        deployed.next_interval(),
-        digest("capped"),
-        [],
-        digest("t"),
-        digest("r"),
-        rewards=[(dave, 60_000), (erin, 40_000)],
+        *make_batch(deployed.next_interval(), rewards=[(dave, 60_000), (erin, 40_000)])
     )
     assert receipt.rewards_minted == REWARD_CAP
     assert client.unclaimed_rewards(dave) == before[0] + 30 * REWARD_RATE
@@ -483,7 +452,7 @@ def test_reward_policy_is_admin_only(deployed) -> None:
         client.set_reward_policy(REWARD_RATE, REWARD_CAP)
 
 
-def test_a_deployment_without_reward_token_refuses_rewards() -> None:
+def test_a_deployment_without_reward_token_settles_money_only() -> None:
     w3 = embedded_web3()
     operator = derive_account("operator")
     client = ChainClient(w3, operator)
@@ -492,10 +461,11 @@ def test_a_deployment_without_reward_token_refuses_rewards() -> None:
     client.deploy_settlement(token)
     assert client.reward_token is None
     assert client.reward_balance(operator.address) == 0
-    with pytest.raises(ValueError, match="no reward token"):
-        client.submit_settlement(
-            1, digest("b"), [], digest("t"), digest("r"), rewards=[(operator.address, 1)]
-        )
+    receipt = client.submit_settlement(*make_batch(900, rewards=[(operator.address, 1)]))
+    assert receipt.status is SettlementStatus.SETTLED
+    assert receipt.rewards_minted == 0
+    assert client.settled_rewards(900) == ()
+    assert client.settled_batch(900).batch_id.hex() == receipt.batch_id
     with pytest.raises(TransactionReverted, match="no reward token"):
         client.set_reward_policy(1, 1)
 
@@ -542,17 +512,13 @@ def test_admin_grants_and_revokes_the_operator_role(deployed) -> None:
     client.grant_operator(new_operator.address)
     successor = as_client(deployed, new_operator)
     transfers = [(p["alice"].address, -1), (p["bob"].address, 1)]
-    receipt = successor.submit_settlement(
-        deployed.next_interval(), digest("new-op"), transfers, digest("t"), digest("r")
-    )
+    receipt = successor.submit_settlement(*make_batch(deployed.next_interval(), transfers))
     assert receipt.status is SettlementStatus.SETTLED
 
     client.revoke_operator(new_operator.address)
     assert not client.is_operator(new_operator.address)
     with pytest.raises(TransactionReverted, match="missing role"):
-        successor.submit_settlement(
-            deployed.next_interval(), digest("old-op"), transfers, digest("t"), digest("r")
-        )
+        successor.submit_settlement(*make_batch(deployed.next_interval(), transfers))
 
 
 def test_separate_admin_and_operator_keys() -> None:
@@ -582,14 +548,9 @@ def test_pause_stops_settlements_and_deposits_but_not_withdrawals(deployed) -> N
     try:
         assert client.is_paused()
         interval = deployed.next_interval()
+        batch = make_batch(interval, [(p["alice"].address, -1), (p["bob"].address, 1)])
         with pytest.raises(TransactionReverted, match="contract is paused"):
-            client.submit_settlement(
-                interval,
-                digest("paused"),
-                [(p["alice"].address, -1), (p["bob"].address, 1)],
-                digest("t"),
-                digest("r"),
-            )
+            client.submit_settlement(*batch)
         with pytest.raises(TransactionReverted, match="contract is paused"):
             client.deposit(p["frank"], 1)
         escrow = client.escrow_balance(p["frank"].address)
@@ -633,7 +594,7 @@ def test_nonce_cache_recovers_after_another_client_sent(deployed) -> None:
 def test_demo_accounts_are_deterministic() -> None:
     assert derive_account("alice").address == derive_account("alice").address
     assert derive_account("alice").address != derive_account("bob").address
-    with pytest.raises(ValueError, match="non-empty"):
+    with pytest.raises(InvalidAccount, match="non-empty"):
         derive_account("")
 
 
@@ -641,21 +602,42 @@ def test_net_transfers_nets_per_account_and_checks_inputs() -> None:
     a, b, c = (derive_account(n).address for n in ("a", "b", "c"))
     assert net_transfers([(a, -5), (b, 3), (a, 2), (c, 0), (b.lower(), 0)]) == ((a, -3), (b, 3))
     assert net_transfers([(a, 4), (a, -4)]) == ()
-    with pytest.raises(ValueError, match="not an address"):
+    with pytest.raises(InvalidAccount, match="not an address"):
         net_transfers([("0x1234", 0)])
-    with pytest.raises(ValueError, match="must be an int"):
+    with pytest.raises(InvalidSettlement, match="must be an int"):
         net_transfers([(a, 1.0)])  # type: ignore[list-item]
+    with pytest.raises(InvalidSettlement, match="sum to zero"):
+        net_transfers([(a, 1)])
     assert net_rewards([(a, 5), (b, 0), (a.lower(), 1)]) == ((a, 6),)
-    with pytest.raises(ValueError, match=">= 0 Wh"):
+    with pytest.raises(InvalidSettlement, match=">= 0 Wh"):
         net_rewards([(a, -1)])
 
 
-def test_submit_settlement_rejects_malformed_arguments(deployed) -> None:
+def test_a_batch_is_translated_into_the_contracts_terms() -> None:
+    a, b, c = (derive_account(n).address for n in ("a", "b", "c"))
+    batch, accounts = make_batch(
+        1_782_000_000, [(a, -5), (b, 3), (b.lower(), 2), (c, 0)], rewards=[(b, 7), (c, 1)]
+    )
+    call = on_chain_batch(batch, accounts, with_rewards=True)
+    assert call.interval_id == 1_782_000_000
+    assert call.batch_id == bytes.fromhex(batch.batch_id)
+    assert (call.trades_root, call.readings_root) == (batch.trades_root, batch.readings_root)
+    assert call.transfers == ((a, -5), (b, 5))  # two participants, one account: netted
+    assert call.rewards == ((b, 7), (c, 1))
+    assert call.accounts == [a, b, c]
+    assert on_chain_batch(batch, accounts, with_rewards=False).rewards == ()
+    with pytest.raises(InvalidSettlement, match="no chain account"):
+        on_chain_batch(batch, {ParticipantId(a): a}, with_rewards=True)
+
+
+def test_submit_settlement_rejects_malformed_batches(deployed) -> None:
     client = deployed.client
-    with pytest.raises(ValueError, match="batch_id must be 32 bytes"):
-        client.submit_settlement(1, b"short", [], digest("t"), digest("r"))
-    with pytest.raises(ValueError, match="uint256"):
-        client.submit_settlement(-1, digest("b"), [], digest("t"), digest("r"))
+    with pytest.raises(InvalidSettlement, match="trades_root must be 32 bytes"):
+        client.submit_settlement(*make_batch(1, trades_root=b"short"))
+    with pytest.raises(InvalidSettlement, match="uint256"):
+        client.submit_settlement(*make_batch(-1))
+    with pytest.raises(ValueError, match="readings_root"):  # an InvalidArgument is a ValueError
+        client.submit_settlement(*make_batch(1, readings_root=bytes(31)))
 
 
 def test_confirmations_wait_for_blocks_on_top_and_time_out(deployed) -> None:

@@ -46,8 +46,9 @@ from hypothesis.stateful import (
 )
 from web3 import Web3
 
+from adapters.chain import ChainClient, derive_account
 from adapters.chain.backends import AnvilNode, rpc_web3
-from adapters.chain.client import OPERATOR_ROLE, ChainClient, derive_account
+from adapters.chain.deployment import OPERATOR_ROLE
 from adapters.chain.encoding import Entry, pack_entry
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -124,7 +125,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
             account = accounts[name]
             client.mint(account.address, WALLET)
             data = client.token.encode_abi("approve", args=[client.settlement.address, 2**256 - 1])
-            client._transact(account, client.token.address, data, 100_000)
+            client.sender.transact(account, client.token.address, data, 100_000)
         client.register([accounts[n].address for n in NAMES])
         states = client.account_states([accounts[n].address for n in NAMES])
         block = w3.eth.get_block("latest")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.chain.client import ChainClient, derive_account
+from adapters.chain import ChainClient, derive_account
 from adapters.chain.errors import TransactionReverted
 from market.units import TOKEN_DECIMALS
 
@@ -19,7 +19,7 @@ def as_account(deployed, account) -> ChainClient:
 
 def send(deployed, account, contract, fn, *args, gas=150_000):
     data = contract.encode_abi(fn, args=list(args))
-    return deployed.client._transact(account, contract.address, data, gas)[1]
+    return deployed.client.sender.transact(account, contract.address, data, gas)[1]
 
 
 # ---------------------------------------------------------------------- payment token
@@ -168,7 +168,7 @@ def test_reward_token_only_the_settlement_contract_mints(deployed) -> None:
 
 
 def test_reward_token_ownership_moves_without_a_minter_role() -> None:
-    from adapters.chain.client import embedded_web3
+    from adapters.chain import embedded_web3
 
     w3 = embedded_web3()
     owner, heir = derive_account("reward-owner"), derive_account("reward-heir")
@@ -179,7 +179,7 @@ def test_reward_token_ownership_moves_without_a_minter_role() -> None:
     assert reward is not None
     assert reward.address == address
     data = reward.encode_abi("transfer_ownership", args=[heir.address])
-    client._transact(owner, reward.address, data, 100_000)
+    client.sender.transact(owner, reward.address, data, 100_000)
     assert reward.functions.owner().call() == heir.address
     assert not reward.functions.is_minter(heir.address).call()
     assert not reward.functions.is_minter(owner.address).call()
