@@ -6,7 +6,7 @@ auditor verifies, per interval:
 
 1. the batch id recomputes from the batch's content (amounts and roots);
 2. the trades root recomputes from the result's trades, and the readings root from the
-   readings (:mod:`market.merkle`);
+   boundary readings (:func:`market.codec.reading_leaves`, :mod:`market.merkle`);
 3. the batch's amounts sum to zero, to the unit;
 4. the chain records the same batch id and roots for the interval;
 5. optionally, clearing the stored order book again gives byte-identical trades and prices.
@@ -17,7 +17,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from market.domain import batch_id_of, content_hash
+from market.canonical import content_hash
+from market.codec import reading_leaves
+from market.domain import batch_id_of
 from market.merkle import merkle_root
 
 
@@ -40,23 +42,29 @@ class OnChainBatch(Protocol):
         ...
 
 
-def reading_leaves(record: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The readings root's leaves, rebuilt from a record's boundary readings."""
-    start = {r["device_id"]: r for r in record.get("readings_start") or []}
-    end = {r["device_id"]: r for r in record.get("readings_end") or []}
-    return [
-        {"device_id": d, "participant": start[d]["participant"], "start": start[d], "end": end[d]}
-        for d in sorted(start)
-        if d in end
-    ]
-
-
 def verify_record(
     record: Mapping[str, Any],
     settled_batch: Callable[[int], OnChainBatch] | None = None,
     reclear: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
 ) -> list[str]:
-    """Problems found in one interval record (empty = verified)."""
+    """Problems found in one interval record (empty = verified).
+
+    Parameters
+    ----------
+    record : mapping
+        One audit record as the cycle stored it (``interval`` [Unix s], ``length_s`` [s],
+        ``result``, ``readings_start``/``readings_end``, ``settlement``).
+    settled_batch : callable, optional
+        What the chain recorded for an interval id; checks 4 are skipped without it.
+    reclear : callable, optional
+        Clears a record's order book again and returns the result's JSON form; check 5 is
+        skipped without it.
+
+    Returns
+    -------
+    list of str
+        One line per problem, each starting with the interval id.
+    """
     problems: list[str] = []
     interval = int(record["interval"])
     batch = record.get("settlement")
@@ -77,7 +85,8 @@ def verify_record(
     trades = record.get("result", {}).get("trades", [])
     if merkle_root(trades).hex() != batch["trades_root"]:
         problems.append(f"{interval}: trades root does not match the trades")
-    if merkle_root(reading_leaves(record)).hex() != batch["readings_root"]:
+    leaves = reading_leaves(record.get("readings_start") or [], record.get("readings_end") or [])
+    if merkle_root(leaves).hex() != batch["readings_root"]:
         problems.append(f"{interval}: readings root does not match the readings")
     if settled_batch is not None:
         on_chain = settled_batch(interval)
@@ -101,7 +110,20 @@ def verify_records(
     settled_batch: Callable[[int], OnChainBatch] | None = None,
     reclear: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Verify stored audit rows (``{"record": ...}``) and summarise."""
+    """Verify stored audit rows and summarise.
+
+    Parameters
+    ----------
+    records : iterable of mapping
+        Audit rows (``{"record": ...}``) or bare records.
+    settled_batch, reclear : callable, optional
+        As for :func:`verify_record`.
+
+    Returns
+    -------
+    dict
+        ``records`` (count), ``verified`` (count without problems) and ``problems`` (list).
+    """
     problems: list[str] = []
     n = verified = 0
     for row in records:

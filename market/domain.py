@@ -14,12 +14,11 @@ Units and signs (DESIGN.md section 3):
 from __future__ import annotations
 
 import enum
-import hashlib
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NewType
 
+from market.canonical import content_hash
 from market.errors import InvalidInterval, InvalidOrder, SettlementError
 from market.units import PricePerKwh, TokenUnits, W, Wh
 
@@ -37,6 +36,18 @@ COMMUNITY = ParticipantId("COMMUNITY")
 
 def require_utc(moment: datetime, what: str = "timestamp") -> datetime:
     """Return ``moment`` converted to UTC; reject naive datetimes.
+
+    Parameters
+    ----------
+    moment : datetime
+        A timezone-aware time.
+    what : str
+        What the time is, for the error message.
+
+    Returns
+    -------
+    datetime
+        The same instant in UTC.
 
     Raises
     ------
@@ -76,14 +87,40 @@ class Interval:
 
     @classmethod
     def containing(cls, moment: datetime, length_s: int = 900) -> Interval:
-        """Return the interval of ``length_s`` [s] that contains ``moment``."""
+        """Return the interval of ``length_s`` [s] that contains ``moment``.
+
+        Parameters
+        ----------
+        moment : datetime
+            A timezone-aware time.
+        length_s : int
+            Interval length [s].
+
+        Returns
+        -------
+        Interval
+            The aligned interval with ``start <= moment < end``.
+        """
         moment = require_utc(moment)
         epoch = int(moment.timestamp())
         return cls(datetime.fromtimestamp(epoch - epoch % length_s, UTC), length_s)
 
     @classmethod
     def from_id(cls, interval_id: int, length_s: int = 900) -> Interval:
-        """The interval whose start is ``interval_id`` Unix seconds."""
+        """The interval whose start is ``interval_id`` Unix seconds.
+
+        Parameters
+        ----------
+        interval_id : int
+            The start [Unix s], aligned to ``length_s``.
+        length_s : int
+            Interval length [s].
+
+        Returns
+        -------
+        Interval
+            The interval.
+        """
         return cls(datetime.fromtimestamp(interval_id, UTC), length_s)
 
     @property
@@ -106,7 +143,18 @@ class Interval:
         return Interval(self.end, self.length_s)
 
     def contains(self, moment: datetime) -> bool:
-        """Whether ``moment`` lies in ``[start, end)``."""
+        """Whether ``moment`` lies in ``[start, end)``.
+
+        Parameters
+        ----------
+        moment : datetime
+            A timezone-aware time.
+
+        Returns
+        -------
+        bool
+            True inside the half-open interval.
+        """
         moment = require_utc(moment)
         return self.start <= moment < self.end
 
@@ -197,7 +245,18 @@ Order = Bid | Offer
 
 
 def order_sort_key(order: Order) -> tuple[str, str, int, str]:
-    """Canonical order of orders: bus, side, price, id. Input order never matters."""
+    """Canonical order of orders: bus, side, price, id. Input order never matters.
+
+    Parameters
+    ----------
+    order : Bid or Offer
+        An order.
+
+    Returns
+    -------
+    tuple
+        ``(bus, side, limit price [token units / kWh], order id)``, the sort key.
+    """
     return (order.bus, order.side.value, order.limit_price, order.order_id)
 
 
@@ -237,18 +296,44 @@ class OrderBook:
         return len(self.bids) + len(self.offers)
 
     def digest(self) -> str:
-        """SHA-256 of the canonical JSON of the book (an audit input hash)."""
-        return content_hash(
-            {
-                "interval": self.interval.interval_id,
-                "length_s": self.interval.length_s,
-                "orders": [order_to_dict(o) for o in self.orders],
-            }
-        )
+        """Hex SHA-256 of the canonical JSON of :func:`book_to_dict` (an audit input hash)."""
+        return content_hash(book_to_dict(self))
+
+
+def book_to_dict(book: OrderBook) -> dict[str, Any]:
+    """JSON form of an order book: interval id [Unix s], length [s] and orders in book order.
+
+    Parameters
+    ----------
+    book : OrderBook
+        The book.
+
+    Returns
+    -------
+    dict
+        ``{"interval", "length_s", "orders"}``; each order as :func:`order_to_dict` gives it.
+    """
+    return {
+        "interval": book.interval.interval_id,
+        "length_s": book.interval.length_s,
+        "orders": [order_to_dict(o) for o in book.orders],
+    }
 
 
 def order_to_dict(order: Order) -> dict[str, Any]:
-    """Plain JSON-able form of an order."""
+    """JSON form of an order (energy [Wh], limit price [token units / kWh]).
+
+    Parameters
+    ----------
+    order : Bid or Offer
+        The order.
+
+    Returns
+    -------
+    dict
+        ``order_id``, ``participant``, ``bus``, ``side`` (``buy``/``sell``), ``energy_wh``
+        and ``limit_price``.
+    """
     return {
         "order_id": order.order_id,
         "participant": order.participant,
@@ -257,6 +342,17 @@ def order_to_dict(order: Order) -> dict[str, Any]:
         "energy_wh": order.energy_wh,
         "limit_price": order.limit_price,
     }
+
+
+class Mechanism(enum.StrEnum):
+    """How accepted orders are priced; the values are the CLI's and the JSON's strings."""
+
+    NODAL = "nodal"
+    """Pay-as-clear at each order's bus price (the default)."""
+    UNIFORM = "uniform"
+    """One price for every accepted order."""
+    PAY_AS_BID = "pay-as-bid"
+    """Every order at its own limit."""
 
 
 class ClearingStatus(enum.StrEnum):
@@ -287,16 +383,48 @@ class SolverReport:
     extract_s: float
 
 
+class ViolationKind(enum.StrEnum):
+    """Which limit an AC power flow violated."""
+
+    VM_MIN = "vm_min"  # a bus voltage below its minimum [p.u.]
+    VM_MAX = "vm_max"  # a bus voltage above its maximum [p.u.]
+    LINE_LOADING = "line_loading"  # a line loaded beyond its limit [%]
+    TRAFO_LOADING = "trafo_loading"  # a transformer loaded beyond its limit [%]
+    NOT_CONVERGED = "not_converged"  # the power flow found no solution
+
+    @property
+    def element_type(self) -> str:
+        """The pandapower table of the violated element: ``bus``, ``line``, ``trafo``, ``grid``.
+
+        ``grid`` (the whole grid) for :attr:`NOT_CONVERGED`.
+        """
+        return _ELEMENT_TYPE[self]
+
+    @property
+    def is_loading(self) -> bool:
+        """Whether the violation is a branch (line or transformer) overload."""
+        return self in {ViolationKind.LINE_LOADING, ViolationKind.TRAFO_LOADING}
+
+
+_ELEMENT_TYPE = {
+    ViolationKind.VM_MIN: "bus",
+    ViolationKind.VM_MAX: "bus",
+    ViolationKind.LINE_LOADING: "line",
+    ViolationKind.TRAFO_LOADING: "trafo",
+    ViolationKind.NOT_CONVERGED: "grid",
+}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Violation:
     """One limit violated in an AC power flow (pandapower names and units).
 
-    ``kind`` is ``vm_min``, ``vm_max``, ``line_loading`` or ``trafo_loading``; ``element`` the
-    bus, line or transformer name and ``index`` its pandapower index (-1 if none); ``value``
-    and ``limit`` in p.u. or percent.
+    ``element`` is the bus, line or transformer name (``grid`` when the power flow did not
+    converge) and ``index`` its pandapower index (-1 if none); ``value`` and ``limit`` are in
+    p.u. for voltages and percent for loadings (NaN when the power flow did not converge).
     """
 
-    kind: str
+    kind: ViolationKind
     element: str
     value: float
     limit: float
@@ -354,7 +482,21 @@ class Trade:
 
 
 def trade_to_dict(trade: Trade, *, with_id: bool = True) -> dict[str, Any]:
-    """Plain JSON-able form of a trade."""
+    """JSON form of a trade: the leaf of the trades Merkle tree.
+
+    Parameters
+    ----------
+    trade : Trade
+        The trade.
+    with_id : bool
+        Add ``trade_id``, the content hash of the form without it.
+
+    Returns
+    -------
+    dict
+        The interval id [Unix s], both parties, buses and orders (``null`` for the grid),
+        ``energy_wh`` [Wh], both prices [token units / kWh] and both amounts [token units].
+    """
     out: dict[str, Any] = {
         "interval": trade.interval.interval_id,
         "seller": trade.seller,
@@ -413,7 +555,7 @@ class ClearingResult:
     solver: SolverReport | None
     check: GridCheck | None = None
     iterations: int = 1
-    mechanism: str = "nodal"
+    mechanism: Mechanism = Mechanism.NODAL
 
     @property
     def is_ok(self) -> bool:
@@ -436,7 +578,20 @@ class ClearingResult:
         return Wh(sum(o.accepted_wh for o in self.orders if o.side is Side.BUY))
 
     def with_check(self, check: GridCheck, iterations: int) -> ClearingResult:
-        """A copy carrying the AC check of its dispatch."""
+        """A copy carrying the AC check of its dispatch.
+
+        Parameters
+        ----------
+        check : GridCheck
+            The AC power flow of the final dispatch.
+        iterations : int
+            How many clearings the AC loop needed.
+
+        Returns
+        -------
+        ClearingResult
+            This result with ``check`` and ``iterations`` replaced.
+        """
         return _replace(self, check=check, iterations=iterations)
 
 
@@ -501,10 +656,24 @@ class Setpoint:
     p_w: W
 
 
-def content_hash(payload: Any) -> str:  # noqa: ANN401 - any JSON value
-    """SHA-256 hex digest of the canonical JSON of ``payload`` (sorted keys, no spaces)."""
-    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tariffs:
+    """The upstream grid's prices for a participant's imbalance [token units / kWh].
+
+    ``import_price`` is paid for energy taken beyond what was cleared (bought from
+    :data:`GRID`), ``export_price`` received for energy taken short of it (sold to the grid).
+    Both are integers >= 0.
+    """
+
+    import_price: PricePerKwh
+    export_price: PricePerKwh
+
+    def __post_init__(self) -> None:
+        for name in ("import_price", "export_price"):
+            price = getattr(self, name)
+            if isinstance(price, bool) or not isinstance(price, int) or price < 0:
+                msg = f"tariff {name} must be an integer >= 0 [token units/kWh], got {price!r}"
+                raise SettlementError(msg)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -577,7 +746,30 @@ def batch_id_of(
     readings_root_hex: str,
     rewards_wh: list[list[Any]],
 ) -> str:
-    """The batch id from a batch's parts (what an auditor recomputes from a record)."""
+    """The batch id from a batch's parts (what an auditor recomputes from a record).
+
+    The content hash (:mod:`market.canonical`) of ``{"interval", "length_s", "amounts",
+    "trades_root", "readings_root"}``, plus ``"rewards_wh"`` when it is not empty (so batches
+    without rewards kept the ids they had before rewards existed).
+
+    Parameters
+    ----------
+    interval_id : int
+        The interval's start [Unix s].
+    length_s : int
+        The interval's length [s].
+    amounts : list of [str, int]
+        ``[account, signed token units]`` pairs, sorted by account.
+    trades_root_hex, readings_root_hex : str
+        The Merkle roots as 64 lowercase hex digits.
+    rewards_wh : list of [str, int]
+        ``[producer, verified local delivery [Wh]]`` pairs.
+
+    Returns
+    -------
+    str
+        64 lowercase hex digits.
+    """
     content: dict[str, Any] = {
         "interval": interval_id,
         "length_s": length_s,
@@ -600,6 +792,7 @@ __all__ = [
     "DeviceId",
     "GridCheck",
     "Interval",
+    "Mechanism",
     "MeterReading",
     "Offer",
     "Order",
@@ -614,10 +807,14 @@ __all__ = [
     "SettlementLine",
     "Side",
     "SolverReport",
+    "Tariffs",
     "Trade",
     "Violation",
+    "ViolationKind",
     "batch_id_of",
-    "content_hash",
+    "book_to_dict",
     "order_sort_key",
+    "order_to_dict",
     "require_utc",
+    "trade_to_dict",
 ]

@@ -1,18 +1,24 @@
-"""Settlement arithmetic: cleared trades plus metered imbalance -> one zero-sum batch.
+"""Settlement: a cleared interval and its two reading snapshots -> one zero-sum batch.
 
-Rules (exact integers, DESIGN.md section 3):
+``settle(result, start_readings, end_readings, tariffs)`` applies these rules (exact
+integers, DESIGN.md section 3):
 
 1. **Trades.** For every trade the buyer pays ``ceil(wh * buyer_price / 1000)`` and the seller
    receives ``floor(wh * seller_price / 1000)``; the difference (rounding remainder and
    congestion rent) goes to :data:`~market.domain.COMMUNITY`.
-2. **Imbalance.** A participant's metered net import over the interval (sum over its devices
-   of the counter deltas) is compared with its cleared net purchase. Taking more than cleared
-   (consumed more, or produced less) is bought from :data:`~market.domain.GRID` at the import
-   tariff; taking less is sold to the grid at the export tariff. The same ceil/floor rule
+2. **Metering.** Each participant's metered energy is the sum of its devices' counter deltas
+   between the two snapshots (:func:`market.metering.metered_energy`).
+3. **Imbalance.** A participant's metered net import (import minus export) is compared with
+   its cleared net purchase. Taking more than cleared (consumed more, or produced less) is
+   bought from :data:`~market.domain.GRID` at the import tariff; taking less is sold to the
+   grid at the export tariff (:class:`~market.domain.Tariffs`). The same ceil/floor rule
    applies, the remainder again to the community.
-3. **Unmetered.** A participant without a complete reading (a device MISSING at the start or end
+4. **Unmetered.** A participant without a complete reading (a device MISSING at the start or end
    of the interval) settles its trades as cleared and no imbalance; the line is flagged
    ``metered=False`` with the reason, so the operator can settle it by hand. Nothing is guessed.
+5. **Roots.** ``trades_root`` is the Merkle root (:mod:`market.merkle`) of the trades
+   (:func:`~market.domain.trade_to_dict`), ``readings_root`` that of the devices' boundary
+   readings (:func:`~market.codec.reading_leaves`).
 
 The batch's ``amounts`` are signed per account (positive = credit, negative = debit) and sum to
 zero, to the unit; ``rewards_wh`` is each producer's verified local delivery (the basis of the
@@ -23,46 +29,25 @@ chain records and is the idempotency key of the settlement transaction.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
 
+from market.codec import reading_leaves, reading_to_dict
 from market.domain import (
     COMMUNITY,
     GRID,
     ClearingResult,
+    DeviceId,
+    MeterReading,
     ParticipantId,
     SettlementBatch,
     SettlementLine,
     Side,
+    Tariffs,
     trade_to_dict,
 )
-from market.errors import SettlementError
 from market.merkle import merkle_root
+from market.metering import MeteredEnergy, metered_energy
 from market.units import TokenUnits, Wh, buyer_payment, seller_revenue
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MeteredEnergy:
-    """A participant's metered energy over one interval [Wh], summed over its devices.
-
-    ``import_wh`` is energy taken from the microgrid, ``export_wh`` energy fed into it, both
-    >= 0. ``complete`` is False when a device's counters were missing; ``reason`` says which.
-    """
-
-    participant: ParticipantId
-    import_wh: Wh
-    export_wh: Wh
-    complete: bool = True
-    reason: str = ""
-
-    def __post_init__(self) -> None:
-        if self.import_wh < 0 or self.export_wh < 0:
-            msg = (
-                f"{self.participant}: metered energy must be >= 0 Wh, got import "
-                f"{self.import_wh}, export {self.export_wh} (did a counter go backwards?)"
-            )
-            raise SettlementError(msg)
 
 
 def verified_local_wh(
@@ -73,6 +58,18 @@ def verified_local_wh(
     ``min(energy it sold to other participants, its metered export)``: only trades between
     participants count (not sales to the grid), and only what the meters confirm. An
     unmetered participant earns nothing for the interval.
+
+    Parameters
+    ----------
+    result : ClearingResult
+        The interval's clearing (its trades).
+    lines : iterable of SettlementLine
+        The interval's settlement lines (metered export [Wh], whether metered).
+
+    Returns
+    -------
+    tuple of (ParticipantId, Wh)
+        Producers with a positive verified delivery [Wh], sorted by participant.
     """
     sold_locally: dict[ParticipantId, int] = defaultdict(int)
     system = {GRID, COMMUNITY}
@@ -89,31 +86,53 @@ def verified_local_wh(
 
 def settle(
     result: ClearingResult,
-    metered: Mapping[ParticipantId, MeteredEnergy],
+    start_readings: Mapping[DeviceId, MeterReading],
+    end_readings: Mapping[DeviceId, MeterReading],
+    tariffs: Tariffs,
     *,
-    import_price: int,
-    export_price: int,
-    reading_leaves: Iterable[Mapping[str, Any]] = (),
+    meters: Mapping[ParticipantId, Sequence[DeviceId]] | None = None,
 ) -> SettlementBatch:
-    """Settle a cleared interval against metered energy.
+    """Settle a cleared interval against the meters (the module's rules).
 
     Parameters
     ----------
     result : ClearingResult
         The interval's clearing (its trades and accepted orders).
-    metered : mapping of ParticipantId to MeteredEnergy
-        Metered energy per participant; a participant with cleared orders but no entry is
-        settled as unmetered (flagged).
-    import_price, export_price : int
-        Grid tariffs for imbalance [token base units / kWh].
-    reading_leaves : iterable of mapping
-        The readings behind ``metered`` as JSON objects, hashed into ``readings_root``.
+    start_readings, end_readings : mapping of DeviceId to MeterReading
+        The snapshots at the interval's start and end (cumulative counters [Wh]).
+    tariffs : Tariffs
+        The grid's prices for imbalance [token units / kWh].
+    meters : mapping of ParticipantId to sequence of DeviceId, optional
+        Which devices meter each participant (the site's configuration); a listed
+        participant without a complete reading is settled as unmetered. Default: the
+        devices the snapshots show, by their readings' participant.
 
     Returns
     -------
     SettlementBatch
-        Zero-sum amounts per account and the Merkle roots.
+        Zero-sum amounts per account, one line per participant and the Merkle roots.
+
+    Raises
+    ------
+    SettlementError
+        If the batch would not sum to zero (a bug, never an input).
     """
+    metered = metered_energy(start_readings, end_readings, meters)
+    leaves = reading_leaves(
+        [reading_to_dict(r) for r in start_readings.values()],
+        [reading_to_dict(r) for r in end_readings.values()],
+    )
+    return _settle_metered(result, metered, tariffs, merkle_root(leaves))
+
+
+def _settle_metered(
+    result: ClearingResult,
+    metered: Mapping[ParticipantId, MeteredEnergy],
+    tariffs: Tariffs,
+    readings_root: bytes,
+) -> SettlementBatch:
+    """Rules 1, 3 and 4 on metered energy; ``readings_root`` goes into the batch as given."""
+    import_price, export_price = tariffs.import_price, tariffs.export_price
     amounts: dict[ParticipantId, int] = defaultdict(int)
     trade_amount: dict[ParticipantId, int] = defaultdict(int)
     for t in result.trades:
@@ -185,7 +204,10 @@ def settle(
         lines=tuple(lines),
         amounts=tuple((acct, TokenUnits(amt)) for acct, amt in sorted(amounts.items()) if amt != 0),
         trades_root=merkle_root(trade_to_dict(t) for t in result.trades),
-        readings_root=merkle_root(reading_leaves),
+        readings_root=readings_root,
         import_price=import_price,
         export_price=export_price,
     )
+
+
+__all__ = ["settle", "verified_local_wh"]

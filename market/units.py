@@ -24,6 +24,8 @@ import math
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import NewType
 
+from market.errors import InvalidQuantity
+
 Wh = NewType("Wh", int)
 W = NewType("W", int)
 TokenUnits = NewType("TokenUnits", int)
@@ -56,22 +58,22 @@ def round_half_even(value: float) -> int:
 
     Raises
     ------
-    ValueError
-        If ``value`` is NaN or infinite.
+    InvalidQuantity
+        If ``value`` is NaN or infinite (a ``ValueError``).
     """
     if not math.isfinite(value):
         msg = f"cannot round a non-finite value to an integer: {value!r}"
-        raise ValueError(msg)
+        raise InvalidQuantity(msg)
     return int(Decimal(value).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
 
 
 def _amount_numerator(energy_wh: int, price: int) -> int:
     if energy_wh < 0:
         msg = f"energy_wh must be >= 0, got {energy_wh}"
-        raise ValueError(msg)
+        raise InvalidQuantity(msg)
     if price < 0:
         msg = f"price must be >= 0 for a payment, got {price}"
-        raise ValueError(msg)
+        raise InvalidQuantity(msg)
     return energy_wh * price
 
 
@@ -89,6 +91,11 @@ def buyer_payment(energy_wh: int, price: int) -> TokenUnits:
     -------
     TokenUnits
         Payment [token base units], rounded up so the community never funds a trade.
+
+    Raises
+    ------
+    InvalidQuantity
+        If ``energy_wh`` or ``price`` is negative (a ``ValueError``).
     """
     return TokenUnits(-(-_amount_numerator(energy_wh, price) // WH_PER_KWH))
 
@@ -107,6 +114,11 @@ def seller_revenue(energy_wh: int, price: int) -> TokenUnits:
     -------
     TokenUnits
         Revenue [token base units], rounded down.
+
+    Raises
+    ------
+    InvalidQuantity
+        If ``energy_wh`` or ``price`` is negative (a ``ValueError``).
     """
     return TokenUnits(_amount_numerator(energy_wh, price) // WH_PER_KWH)
 
@@ -114,18 +126,52 @@ def seller_revenue(energy_wh: int, price: int) -> TokenUnits:
 def energy_to_power_w(energy_wh: int, interval_seconds: int) -> float:
     """Average power [W] that delivers ``energy_wh`` [Wh] over ``interval_seconds`` [s].
 
-    Returns a float on purpose: it feeds the optimiser and the AC check only.
+    Parameters
+    ----------
+    energy_wh : int
+        Energy [Wh].
+    interval_seconds : int
+        Duration [s], > 0.
+
+    Returns
+    -------
+    float
+        Power [W]; a float on purpose: it feeds the optimiser and the AC check only.
     """
     return energy_wh * SECONDS_PER_HOUR / interval_seconds
 
 
 def power_to_energy_wh(p_w: float, interval_seconds: int) -> Wh:
-    """Energy [Wh] of a constant power ``p_w`` [W] held for ``interval_seconds`` [s]."""
+    """Energy [Wh] of a constant power ``p_w`` [W] held for ``interval_seconds`` [s].
+
+    Parameters
+    ----------
+    p_w : float
+        Power [W].
+    interval_seconds : int
+        Duration [s].
+
+    Returns
+    -------
+    Wh
+        Energy [Wh], rounded by :func:`round_half_even`.
+    """
     return Wh(round_half_even(p_w * interval_seconds / SECONDS_PER_HOUR))
 
 
 def format_tokens(units: int) -> str:
-    """Format token base units as a decimal string with 6 places (``1_500_000`` -> ``1.500000``)."""
+    """Format token base units as a decimal string with 6 places (``1_500_000`` -> ``1.500000``).
+
+    Parameters
+    ----------
+    units : int
+        Amount [token base units], signed.
+
+    Returns
+    -------
+    str
+        The amount in tokens, exact, with a ``-`` for negatives.
+    """
     sign = "-" if units < 0 else ""
     whole, frac = divmod(abs(units), 10**TOKEN_DECIMALS)
     return f"{sign}{whole}.{frac:0{TOKEN_DECIMALS}d}"
@@ -148,6 +194,11 @@ def apportion(values: list[float], caps: list[int], total: int) -> list[int]:
         Upper bound of each item.
     total : int
         The integer total to reach.
+
+    Returns
+    -------
+    list of int
+        One integer per item, within ``[0, cap]``.
     """
     clamped = [min(max(v, 0.0), float(c)) for v, c in zip(values, caps, strict=True)]
     floors = [min(math.floor(v), c) for v, c in zip(clamped, caps, strict=True)]

@@ -13,9 +13,19 @@ from fractions import Fraction
 
 import numpy as np
 
-from market.domain import Bid, BusId, Interval, Offer, OrderId, ParticipantId
+from market.domain import (
+    Bid,
+    BusId,
+    DeviceId,
+    Interval,
+    MeterReading,
+    Offer,
+    OrderId,
+    ParticipantId,
+    ReadingQuality,
+)
 from market.network import NetworkModel
-from market.units import PricePerKwh, Wh
+from market.units import PricePerKwh, W, Wh
 
 INTERVAL = Interval(datetime(2026, 6, 21, 12, 0, tzinfo=UTC), 900)
 """A 15-minute interval (0.25 h) used wherever the length does not matter."""
@@ -112,3 +122,53 @@ def radial_network(
 def exact_amount(energy_wh: int, price: int) -> Fraction:
     """``energy_wh * price / 1000`` as an exact fraction [token units]."""
     return Fraction(energy_wh * price, 1000)
+
+
+def meter_reading(
+    device: str,
+    participant: str,
+    at: datetime,
+    import_wh_total: int,
+    export_wh_total: int,
+    quality: ReadingQuality = ReadingQuality.OK,
+) -> MeterReading:
+    """A counter reading of ``device`` at ``at``; a non-OK one carries zeros and a reason."""
+    ok = quality is ReadingQuality.OK
+    return MeterReading(
+        device_id=DeviceId(device),
+        participant=ParticipantId(participant),
+        bus=BusId("S"),
+        measured_at=at,
+        p_w=W(0),
+        import_wh_total=Wh(import_wh_total if ok else 0),
+        export_wh_total=Wh(export_wh_total if ok else 0),
+        quality=quality,
+        reason="" if ok else "no answer",
+    )
+
+
+Snapshot = dict[DeviceId, MeterReading]
+
+
+def snapshots(
+    *meters: tuple[str, int, int, bool], interval: Interval = INTERVAL
+) -> tuple[Snapshot, Snapshot]:
+    """Start and end snapshots of ``(participant, import Wh, export Wh, complete)`` meters.
+
+    One device ``<participant>-meter`` each, counters starting at 1000/2000 Wh; an incomplete
+    meter is MISSING at the end.
+    """
+    start: Snapshot = {}
+    end: Snapshot = {}
+    for participant, imp, exp, complete in meters:
+        device = DeviceId(f"{participant}-meter")
+        start[device] = meter_reading(device, participant, interval.start, 1000, 2000)
+        end[device] = meter_reading(
+            device,
+            participant,
+            interval.end,
+            1000 + imp,
+            2000 + exp,
+            ReadingQuality.OK if complete else ReadingQuality.MISSING,
+        )
+    return start, end

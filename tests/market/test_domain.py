@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from market_factories import INTERVAL, bid, offer
 
+from market.canonical import content_hash
 from market.domain import (
     COMMUNITY,
     GRID,
@@ -23,10 +24,11 @@ from market.domain import (
     OrderId,
     ParticipantId,
     Side,
+    Tariffs,
     Trade,
-    content_hash,
+    ViolationKind,
 )
-from market.errors import InvalidInterval, InvalidOrder, MarketError
+from market.errors import InvalidInterval, InvalidOrder, MarketError, SettlementError
 from market.units import PricePerKwh, TokenUnits, W, Wh
 
 NOON = datetime(2026, 6, 21, 12, 0, tzinfo=UTC)
@@ -287,6 +289,29 @@ def test_content_hash_ignores_key_order() -> None:
 
 
 # ------------------------------------------------------------------ small types
+
+
+def test_violation_kinds_name_their_pandapower_table() -> None:
+    assert {k.value: k.element_type for k in ViolationKind} == {
+        "vm_min": "bus",
+        "vm_max": "bus",
+        "line_loading": "line",
+        "trafo_loading": "trafo",
+        "not_converged": "grid",
+    }
+    assert {k for k in ViolationKind if k.is_loading} == {
+        ViolationKind.LINE_LOADING,
+        ViolationKind.TRAFO_LOADING,
+    }
+    assert ViolationKind("line_loading") == "line_loading"  # the stored strings are unchanged
+
+
+def test_tariffs_are_integer_prices_of_at_least_zero() -> None:
+    tariffs = Tariffs(import_price=PricePerKwh(300_000), export_price=PricePerKwh(0))
+    assert (tariffs.import_price, tariffs.export_price) == (300_000, 0)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(SettlementError, match="export_price"):
+            Tariffs(import_price=PricePerKwh(1), export_price=bad)  # type: ignore[arg-type]
 
 
 def test_only_cleared_no_crossing_and_blocked_are_ok() -> None:

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from market.errors import NotALeaf, NotCanonical
 from market.merkle import EMPTY_ROOT, leaf_hash, merkle_proof, merkle_root, verify_proof
 
 
@@ -116,5 +117,12 @@ def test_root_changes_with_any_item() -> None:
 
 
 def test_proof_for_a_foreign_item_raises() -> None:
-    with pytest.raises(KeyError, match="not a leaf"):
+    with pytest.raises(NotALeaf, match="not a leaf"):
         merkle_proof([{"n": 1}, {"n": 2}], {"n": 3})
+    with pytest.raises(KeyError):  # NotALeaf is a KeyError too
+        merkle_proof([], {"n": 3})
+
+
+def test_a_leaf_without_canonical_json_is_refused() -> None:
+    with pytest.raises(NotCanonical, match="soc_percent"):
+        leaf_hash({"device_id": "m1", "soc_percent": float("nan")})

@@ -1,7 +1,8 @@
 """Settlement: cleared trades plus metered imbalance make one zero-sum batch.
 
 Literal cases use a real clearing on one bus (numbers derived in the docstrings); the
-properties use hand-built results with random trades and meters.
+properties use hand-built results with random trades and meters. Meters are counter readings
+at the interval's two boundaries (``market_factories.snapshots``), as the cycle stores them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from fractions import Fraction
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from market_factories import INTERVAL, bid, offer, radial_network
+from market_factories import INTERVAL, bid, meter_reading, offer, radial_network, snapshots
 
 from market.clearing import ClearingOptions, clear
 from market.domain import (
@@ -22,24 +23,31 @@ from market.domain import (
     BusId,
     ClearingResult,
     ClearingStatus,
+    DeviceId,
     OrderId,
     OrderResult,
     ParticipantId,
+    ReadingQuality,
     SettlementBatch,
     SettlementLine,
     Side,
+    Tariffs,
     Trade,
     trade_to_dict,
 )
 from market.errors import SettlementError
 from market.merkle import EMPTY_ROOT, merkle_root
 from market.orderbook import build_order_book
-from market.settlement import MeteredEnergy, settle
+from market.settlement import settle, verified_local_wh
 from market.units import PricePerKwh, TokenUnits, Wh, buyer_payment, seller_revenue
 
 IMPORT = 300_001
 EXPORT = 80_001
 """Imbalance tariffs [units / kWh], chosen so that 101 Wh is never a whole number of units."""
+TARIFFS = Tariffs(import_price=PricePerKwh(IMPORT), export_price=PricePerKwh(EXPORT))
+
+Meter = tuple[str, int, int, bool]
+"""(participant, metered import [Wh], metered export [Wh], complete)."""
 
 ALICE = ParticipantId("alice")
 BOB = ParticipantId("bob")
@@ -65,17 +73,12 @@ def cleared() -> ClearingResult:
     return result
 
 
-def metered(participant: ParticipantId, import_wh: int, export_wh: int) -> MeteredEnergy:
-    return MeteredEnergy(participant=participant, import_wh=Wh(import_wh), export_wh=Wh(export_wh))
+def metered(participant: ParticipantId, import_wh: int, export_wh: int) -> Meter:
+    return (participant, import_wh, export_wh, True)
 
 
-def settle_with(result: ClearingResult, *readings: MeteredEnergy) -> SettlementBatch:
-    return settle(
-        result,
-        {m.participant: m for m in readings},
-        import_price=IMPORT,
-        export_price=EXPORT,
-    )
+def settle_with(result: ClearingResult, *meters: Meter) -> SettlementBatch:
+    return settle(result, *snapshots(*meters), TARIFFS)
 
 
 def line_of(batch: SettlementBatch, participant: str) -> SettlementLine:
@@ -169,20 +172,46 @@ def test_missing_participant_is_flagged_and_settled_as_cleared(cleared: Clearing
 
 
 def test_incomplete_reading_is_flagged_with_its_reason(cleared: ClearingResult) -> None:
-    partial = MeteredEnergy(
-        participant=ALICE,
-        import_wh=Wh(5000),
-        export_wh=Wh(0),
-        complete=False,
-        reason="meter m-7 MISSING at interval end",
-    )
-    batch = settle_with(cleared, partial, metered(BOB, 0, 333))
+    """Alice's m-1 read 5000 Wh, her m-7 was MISSING at the end: what was read is reported."""
+    start, end = snapshots(metered(BOB, 0, 333))
+    t0, t1 = INTERVAL.start, INTERVAL.end
+    start |= {
+        DeviceId("m-1"): meter_reading("m-1", ALICE, t0, 0, 0),
+        DeviceId("m-7"): meter_reading("m-7", ALICE, t0, 0, 0),
+    }
+    end |= {
+        DeviceId("m-1"): meter_reading("m-1", ALICE, t1, 5000, 0),
+        DeviceId("m-7"): meter_reading("m-7", ALICE, t1, 0, 0, ReadingQuality.MISSING),
+    }
+    batch = settle(cleared, start, end, TARIFFS)
     line = line_of(batch, ALICE)
     assert not line.metered
     assert line.imbalance_wh == 0
     assert line.metered_import_wh == 5000
-    assert "meter m-7 MISSING at interval end" in line.reason
+    assert line.reason == "unmetered, settled as cleared: m-7: reading ok/missing"
     assert GRID not in dict(batch.amounts)
+
+
+def test_listed_meters_decide_who_is_metered(cleared: ClearingResult) -> None:
+    """With the site's meters given, a participant without a device, or whose device was not
+    read at all, is unmetered with that reason; a listed participant without orders gets a
+    line too."""
+    start, end = snapshots(metered(ALICE, 333, 0), metered(BOB, 0, 333))
+    meters = {
+        ALICE: [DeviceId("alice-meter"), DeviceId("alice-pv")],
+        BOB: [DeviceId("bob-meter")],
+        ParticipantId("carol"): [],
+    }
+    batch = settle(cleared, start, end, TARIFFS, meters=meters)
+    assert line_of(batch, ALICE).reason == (
+        "unmetered, settled as cleared: alice-pv: no reading at the interval's start or end"
+    )
+    assert line_of(batch, BOB).metered
+    carol = line_of(batch, "carol")
+    assert carol.reason == (
+        "unmetered, settled as cleared: no metering device: energy cannot be verified"
+    )
+    assert (carol.trade_amount, carol.imbalance_amount) == (0, 0)
 
 
 def test_metered_participant_without_orders_settles_imbalance_only(
@@ -196,13 +225,6 @@ def test_metered_participant_without_orders_settles_imbalance_only(
     line = line_of(batch, carol)
     assert (line.cleared_buy_wh, line.cleared_sell_wh, line.imbalance_wh) == (0, 0, 10)
     assert dict(batch.amounts)[carol] == -3001
-
-
-def test_negative_metered_energy_is_refused() -> None:
-    with pytest.raises(SettlementError, match="counter go backwards"):
-        MeteredEnergy(participant=ALICE, import_wh=Wh(-1), export_wh=Wh(0))
-    with pytest.raises(SettlementError, match=">= 0 Wh"):
-        MeteredEnergy(participant=ALICE, import_wh=Wh(0), export_wh=Wh(-5))
 
 
 def test_batch_must_sum_to_zero() -> None:
@@ -219,16 +241,37 @@ def test_batch_must_sum_to_zero() -> None:
 
 
 def test_roots_commit_to_trades_and_readings(cleared: ClearingResult) -> None:
-    leaves = [{"device": "m1", "import_wh_total": 10}, {"device": "m2", "import_wh_total": 7}]
-    batch = settle(
-        cleared,
-        {ALICE: metered(ALICE, 333, 0)},
-        import_price=IMPORT,
-        export_price=EXPORT,
-        reading_leaves=leaves,
-    )
+    """One readings leaf per device read at both ends, written out by hand here."""
+    start, end = snapshots(metered(ALICE, 333, 0), metered(BOB, 0, 333))
+    del end[DeviceId("bob-meter")]  # read at the start only: no leaf
+    batch = settle(cleared, start, end, TARIFFS)
+    reading = {
+        "device_id": "alice-meter",
+        "participant": "alice",
+        "bus": "S",
+        "p_w": 0,
+        "quality": "ok",
+        "reason": "",
+        "soc_percent": None,
+    }
+    leaf = {
+        "device_id": "alice-meter",
+        "participant": "alice",
+        "start": reading
+        | {
+            "measured_at": "2026-06-21T12:00:00+00:00",
+            "import_wh_total": 1000,
+            "export_wh_total": 2000,
+        },
+        "end": reading
+        | {
+            "measured_at": "2026-06-21T12:15:00+00:00",
+            "import_wh_total": 1333,
+            "export_wh_total": 2000,
+        },
+    }
     assert batch.trades_root == merkle_root(trade_to_dict(t) for t in cleared.trades)
-    assert batch.readings_root == merkle_root(leaves)
+    assert batch.readings_root == merkle_root([leaf])
     assert settle_with(cleared).readings_root == EMPTY_ROOT
 
 
@@ -338,17 +381,11 @@ def test_batch_is_zero_sum_and_lines_add_up(
 ) -> None:
     export_price, import_price = sorted((tariff_a, tariff_b))
     result = hand_result(rows)
-    readings = {
-        p: MeteredEnergy(
-            participant=p,
-            import_wh=Wh(imp),
-            export_wh=Wh(exp),
-            complete=complete,
-            reason="" if complete else "device missing",
-        )
-        for p, (imp, exp, complete) in meters.items()
-    }
-    batch = settle(result, readings, import_price=import_price, export_price=export_price)
+    readings = {p: (p, imp, exp, complete) for p, (imp, exp, complete) in meters.items()}
+    tariffs = Tariffs(
+        import_price=PricePerKwh(import_price), export_price=PricePerKwh(export_price)
+    )
+    batch = settle(result, *snapshots(*readings.values()), tariffs)
     amounts = dict(batch.amounts)
     assert sum(amounts.values()) == 0
     assert len(amounts) == len(batch.amounts)
@@ -368,12 +405,12 @@ def test_batch_is_zero_sum_and_lines_add_up(
         assert amounts.get(p, 0) == line.net_amount
         assert (line.cleared_buy_wh, line.cleared_sell_wh) == (bought[p], sold[p])
         reading = readings.get(p)
-        if reading is None or not reading.complete:
+        if reading is None or not reading[3]:
             assert not line.metered
             assert (line.imbalance_wh, line.imbalance_amount) == (0, 0)
             continue
         assert line.metered
-        imbalance = (reading.import_wh - reading.export_wh) - (bought[p] - sold[p])
+        imbalance = (reading[1] - reading[2]) - (bought[p] - sold[p])
         assert line.imbalance_wh == imbalance
         tariff = import_price if imbalance > 0 else export_price
         exact = Fraction(abs(imbalance) * tariff, 1000)
@@ -400,12 +437,8 @@ def test_metered_equal_to_cleared_has_no_imbalance(
     for t in result.trades:
         net[t.buyer] += t.energy_wh
         net[t.seller] -= t.energy_wh
-    readings = {
-        p: MeteredEnergy(participant=p, import_wh=Wh(max(n, 0)), export_wh=Wh(max(-n, 0)))
-        for p, n in net.items()
-        if p != GRID
-    }
-    batch = settle(result, readings, import_price=IMPORT, export_price=EXPORT)
+    readings = [(p, max(n, 0), max(-n, 0), True) for p, n in net.items() if p != GRID]
+    batch = settle(result, *snapshots(*readings), TARIFFS)
     assert all(line.metered and line.imbalance_wh == 0 for line in batch.lines)
     trade_amount: dict[ParticipantId, int] = defaultdict(int)
     for t in result.trades:
@@ -416,26 +449,17 @@ def test_metered_equal_to_cleared_has_no_imbalance(
 
 
 def test_rewards_count_only_metered_energy_sold_to_participants() -> None:
-    from market_factories import INTERVAL, bid, offer, radial_network
-
-    from market.clearing import ClearingOptions, clear
-    from market.orderbook import build_order_book
-    from market.settlement import MeteredEnergy, settle, verified_local_wh
-
     network = radial_network(["S", "A"], [("S", "A")])
     orders = [offer("pv", "A", 1000, 50_000), bid("home", "A", 600, 320_000)]
     result = clear(build_order_book(INTERVAL, orders), network, ClearingOptions())
     # 600 Wh go to the neighbour, 400 Wh to the grid at the export tariff
     assert result.accepted_wh == {"pv": 1000, "home": 600}
 
-    def batch(export_wh: int, complete: bool = True):
-        metered = {
-            "p-pv": MeteredEnergy(
-                participant="p-pv", import_wh=0, export_wh=export_wh, complete=complete
-            ),
-            "p-home": MeteredEnergy(participant="p-home", import_wh=600, export_wh=0),
-        }
-        return settle(result, metered, import_price=300_000, export_price=80_000)
+    tariffs = Tariffs(import_price=PricePerKwh(300_000), export_price=PricePerKwh(80_000))
+
+    def batch(export_wh: int, complete: bool = True) -> SettlementBatch:
+        meters = snapshots(("p-pv", 0, export_wh, complete), ("p-home", 600, 0, True))
+        return settle(result, *meters, tariffs)
 
     assert batch(1000).rewards_wh == (("p-pv", 600),)
     assert batch(500).rewards_wh == (("p-pv", 500),)  # the meter caps it

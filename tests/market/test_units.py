@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from market.errors import InvalidQuantity
 from market.units import (
     TOKEN_DECIMALS,
     buyer_payment,
@@ -49,7 +50,7 @@ def test_round_half_even_literal(value: float, expected: int) -> None:
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
 def test_round_half_even_rejects_non_finite(value: float) -> None:
-    with pytest.raises(ValueError, match="non-finite"):
+    with pytest.raises(InvalidQuantity, match="non-finite"):
         round_half_even(value)
 
 
@@ -111,9 +112,9 @@ def test_payments_are_exact_when_divisible(kwh: int, price: int) -> None:
 
 @pytest.mark.parametrize(("energy_wh", "price"), [(-1, 100), (100, -1), (-5, -5)])
 def test_payments_reject_negative_inputs(energy_wh: int, price: int) -> None:
-    with pytest.raises(ValueError, match=">= 0"):
+    with pytest.raises(InvalidQuantity, match=">= 0"):
         buyer_payment(energy_wh, price)
-    with pytest.raises(ValueError, match=">= 0"):
+    with pytest.raises(InvalidQuantity, match=">= 0"):
         seller_revenue(energy_wh, price)
 
 
