@@ -43,7 +43,7 @@ def raw_highs(
     Same options as :func:`market.clearing.solve.solve_lp` (``threads=1``, ``solver``,
     ``time_limit``, no output); only ``run()`` is timed.
     """
-    from market.clearing.model import ClearingOptions
+    from market.clearing.options import ClearingOptions
     from market.clearing.solve import highs_for
 
     # the production path's HiGHS set-up (same options), with the full LP's bounds

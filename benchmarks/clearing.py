@@ -3,7 +3,7 @@
 For each grid (``load_grid_cached(spec, time_step)``; loading is excluded from every time, the
 network-model build is reported on its own) and each order count N, a seeded random book of N
 orders (half bids, half offers, at random non-slack buses of the model) is cleared by
-``grid_models.acloop.clear_on_grid`` (build + solve + extract + the AC power-flow loop) and
+``controller.grid_clearing.clear_on_grid`` (build + solve + extract + the AC power-flow loop) and
 compared, in the same run, with:
 
 1. **raw HiGHS** on the identical LP: every LP the run built (``market.clearing.lp.build_lp``,
@@ -26,7 +26,7 @@ Orders (seeded, the same values on every grid; only the buses differ): bids buy 
 at 40,000-285,000; tariffs import 300,000, export 80,000 (``ClearingOptions`` defaults). The
 interval is the SimBench time step's 15 minutes (from 2016-01-01, as ``peergrid clear``).
 
-Timing is instrumented from outside: ``grid_models.acloop.clear`` and
+Timing is instrumented from outside: ``controller.grid_clearing.clear`` and
 ``market.clearing.build_lp`` are wrapped (to add up each solve's build/solve/extract and to
 capture the LPs) and the grid's ``checker.run`` is timed (the AC power flows); "other" is the
 rest of the loop (dispatch, AC summary, re-linearisation). Medians of ``--repeat`` runs.
@@ -59,15 +59,15 @@ try:  # run as a script (benchmarks/ on sys.path) or as ``python -m benchmarks.c
 except ImportError:  # pragma: no cover
     from benchmarks import _refs
 
+from controller import grid_clearing
 from controller.clearing_job import SIMBENCH_YEAR_START
-from grid_models import acloop
 from grid_models.grids import load_grid_cached
 from grid_models.linear import build_linear_grid
 from grid_models.powerflow import LOADING_TOLERANCE_PERCENT, VM_TOLERANCE_PU, summarise
 from market import clearing
 from market.clearing import ClearingOptions
-from market.clearing.model import group_orders
-from market.domain import Bid, Interval, Offer, Side
+from market.clearing.groups import group_orders
+from market.domain import Bid, Interval, Offer, Side, ViolationKind
 from market.orderbook import build_order_book
 
 GRIDS = (
@@ -132,7 +132,7 @@ class Probe:
         self.clears: list[tuple[float, Any]] = []
         self.lps: list[Any] = []
         self.ac_s: list[float] = []
-        self._clear = acloop.clear
+        self._clear = grid_clearing.clear
         self._build_lp = clearing.build_lp
 
         def timed_clear(book, network, options):
@@ -146,7 +146,7 @@ class Probe:
             self.lps.append(lp)
             return lp
 
-        acloop.clear = timed_clear
+        grid_clearing.clear = timed_clear
         clearing.build_lp = capturing_build_lp
 
     def attach(self, linear) -> None:
@@ -193,7 +193,7 @@ def measure(probe: Probe, grid, linear, book, options: ClearingOptions, repeat: 
     for _ in range(repeat):
         probe.reset()
         t = time.perf_counter()
-        result = acloop.clear_on_grid(grid, linear, book, options)
+        result = grid_clearing.clear_on_grid(grid, linear, book, options)
         e2e = time.perf_counter() - t
         reports = [s for _, s in probe.clears if s is not None]
         runs.append(
@@ -360,13 +360,14 @@ def main() -> None:
             new_viol = 0
             if check is not None:
                 for v in check.violations:
-                    tol = VM_TOLERANCE_PU if v.kind.startswith("vm") else LOADING_TOLERANCE_PERCENT
+                    on_bus = v.kind.element_type == "bus"
+                    tol = VM_TOLERANCE_PU if on_bus else LOADING_TOLERANCE_PERCENT
                     before = base_viol.get((v.kind, v.index))
                     if before is None or (
                         abs(v.value - before) > tol
                         and (
-                            (v.kind == "vm_min" and v.value < before)
-                            or (v.kind != "vm_min" and v.value > before)
+                            (v.kind is ViolationKind.VM_MIN and v.value < before)
+                            or (v.kind is not ViolationKind.VM_MIN and v.value > before)
                         )
                     ):
                         new_viol += 1

@@ -1,7 +1,8 @@
 """One-shot clearing of an order file on a grid: ``peergrid clear`` and its Python function.
 
 Reads the orders (CSV or JSON), loads the grid (cached for SimBench), clears with the AC
-validation loop and returns a JSON-able document:
+validation loop (:func:`controller.grid_clearing.clear_on_grid`) and returns a JSON-able
+document:
 
 ``status``, ``reason``, ``orders`` (order_id, accepted_wh, price, amount), ``prices`` (bus ->
 nodal price), ``grid`` (import_wh, export_wh), ``trades``, ``welfare``, ``community_rent``,
@@ -24,11 +25,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from controller.serialize import result_to_dict
-from grid_models.acloop import clear_on_grid
+from controller.grid_clearing import clear_on_grid
 from grid_models.grids import load_grid_cached
 from grid_models.linear import build_linear_grid
-from market.clearing import ClearingOptions
+from market.clearing import ClearingOptions, Mechanism
+from market.codec import result_to_dict
 from market.domain import Interval
 from market.errors import InvalidOrder
 from market.orderbook import ORDER_COLUMNS, parse_order_rows
@@ -39,6 +40,17 @@ DEFAULT_START = datetime(2026, 1, 1, tzinfo=UTC)
 
 def read_order_rows(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a CSV or JSON order file.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.json`` file (a list of order objects, or ``{"orders": [...]}``), else CSV with
+        the header of the module docstring.
+
+    Returns
+    -------
+    list of dict
+        One dict per order row, values as read (strings for CSV).
 
     Raises
     ------
@@ -75,7 +87,7 @@ def clear_orders_file(
     orders: str | Path,
     *,
     time_step: int | None = None,
-    mechanism: str = "nodal",
+    mechanism: Mechanism = Mechanism.NODAL,
     import_price: int = 300_000,
     export_price: int = 80_000,
     vm_min_pu: float = 0.95,
@@ -84,6 +96,30 @@ def clear_orders_file(
     interval_start: datetime | None = None,
 ) -> dict[str, Any]:
     """Clear the orders of a file on a grid; see the module docstring for the document.
+
+    Parameters
+    ----------
+    grid : str
+        Grid spec: ``cigre-lv``, ``simbench:<code>`` or a pandapower JSON file.
+    orders : str or Path
+        The order file (:func:`read_order_rows`).
+    time_step : int, optional
+        SimBench 15-min time step of the base loads and of the interval [-].
+    mechanism : Mechanism
+        How accepted orders are priced (``nodal``, ``uniform``, ``pay-as-bid``).
+    import_price, export_price : int
+        The upstream grid's tariffs [token base units / kWh].
+    vm_min_pu, vm_max_pu : float
+        Voltage band [p.u.].
+    time_limit_s : float
+        Time budget of the clearing loop [s].
+    interval_start : datetime, optional
+        Start of the interval (tz-aware UTC); default the time step's, or 2026-01-01.
+
+    Returns
+    -------
+    dict
+        The JSON-able document of the module docstring.
 
     Raises
     ------

@@ -63,6 +63,16 @@ class Grid:
     def bus_index(self, name: str) -> int:
         """Pandapower index of the bus called ``name``.
 
+        Parameters
+        ----------
+        name : str
+            The bus name (pandapower ``bus.name``).
+
+        Returns
+        -------
+        int
+            Its pandapower index.
+
         Raises
         ------
         UnknownBus
@@ -75,7 +85,18 @@ class Grid:
             raise UnknownBus(msg) from None
 
     def bus_name(self, index: int) -> BusId:
-        """Name of the bus with pandapower index ``index``."""
+        """Name of the bus with pandapower index ``index``.
+
+        Parameters
+        ----------
+        index : int
+            Pandapower bus index.
+
+        Returns
+        -------
+        BusId
+            Its ``name``, or ``bus<index>`` when it has none.
+        """
         raw = self.net.bus.at[index, "name"]
         return BusId(str(raw) if isinstance(raw, str) and raw.strip() else f"bus{index}")
 
@@ -84,7 +105,17 @@ class Grid:
         return Grid(self.spec, copy.deepcopy(self.net), self.profiles, self.time_step)
 
     def at_time_step(self, step: int) -> Grid:
-        """A copy with loads and sgens set from the SimBench profiles at ``step`` (15 min).
+        """A copy with loads and sgens set from the SimBench profiles at ``step``.
+
+        Parameters
+        ----------
+        step : int
+            Index of the 15-min time step in the profiles' year [-].
+
+        Returns
+        -------
+        Grid
+            The copy, with ``time_step`` set.
 
         Raises
         ------
@@ -107,7 +138,18 @@ class Grid:
         return out
 
     def scaled(self, load_scale: float = 1.0, sgen_scale: float = 1.0) -> Grid:
-        """A copy with every load's P/Q and every sgen's P multiplied by the given factors."""
+        """A copy with every load's P and Q and every sgen's P multiplied by factors.
+
+        Parameters
+        ----------
+        load_scale, sgen_scale : float
+            Factors for the loads and the static generators [-].
+
+        Returns
+        -------
+        Grid
+            The scaled copy.
+        """
         out = self.copy()
         out.net.load["p_mw"] *= load_scale
         out.net.load["q_mvar"] *= load_scale
@@ -127,6 +169,18 @@ def load_grid_cached(spec: str, time_step: int | None = None) -> Grid:
     Converting a SimBench MV/LV grid with its profiles takes 5-25 s; the cached JSON of the
     converted net at one time step loads in about 1.5 s, so a one-shot CLI call does not pay
     the conversion twice. Non-SimBench specs are loaded directly (they are fast).
+
+    Parameters
+    ----------
+    spec : str
+        Grid spec (see the module docstring).
+    time_step : int, optional
+        SimBench 15-min time step to set the base case to [-].
+
+    Returns
+    -------
+    Grid
+        The grid at that time step (without profiles when read from the cache).
 
     Raises
     ------
@@ -162,6 +216,16 @@ def load_grid_cached(spec: str, time_step: int | None = None) -> Grid:
 
 def load_grid(spec: str) -> Grid:
     """Load the grid named by ``spec`` (see the module docstring).
+
+    Parameters
+    ----------
+    spec : str
+        ``cigre-lv``, ``simbench:<code>`` or a pandapower JSON file.
+
+    Returns
+    -------
+    Grid
+        The grid, with its SimBench profiles when it has some.
 
     Raises
     ------
@@ -200,6 +264,16 @@ def _get_simbench(spec: str, code: str) -> Grid:
 def read_pandapower_json(path: Path) -> Grid:
     """Read a pandapower JSON file.
 
+    Parameters
+    ----------
+    path : Path
+        The file.
+
+    Returns
+    -------
+    Grid
+        The network, named by its path.
+
     Raises
     ------
     UnknownGrid
@@ -217,8 +291,3 @@ def read_pandapower_json(path: Path) -> Grid:
         msg = f"{path}: a grid needs buses and an ext_grid (the upstream connection)"
         raise UnknownGrid(msg)
     return Grid(str(path), net)
-
-
-def participant_buses(grid: Grid, names: list[str]) -> list[int]:
-    """Pandapower indices of ``names``; raises :class:`UnknownBus` naming the first unknown."""
-    return [grid.bus_index(n) for n in names]

@@ -19,7 +19,7 @@ What is modelled, and how:
 * **Base injections.** The grid's own loads, sgens, gens and storages (with ``scaling``) are the
   inflexible net injection at each bus.
 * **AC correction.** An AC power flow of the base case gives the operating point: the
-  per-bus offset ``vm_ac² − v_model`` (``v_model`` from :func:`market.clearing.lp.linear_state`,
+  per-bus offset ``vm_ac² − v_model`` (``v_model`` from :func:`market.network.linear_state`,
   the LP's own equations with losses) makes the linear model exact there.
 * **Pre-existing violations.** Where the base case itself is outside ``[vm_min, vm_max]``, that
   bus's band is widened to the base-case value, so clearing may improve it but never worsen
@@ -39,9 +39,8 @@ from numpy.typing import NDArray
 from grid_models.errors import UnsupportedTopology
 from grid_models.grids import Grid
 from grid_models.powerflow import AcChecker, AcState, element_name, loading_limits
-from market.clearing.lp import linear_state
 from market.domain import BusId
-from market.network import NetworkModel
+from market.network import NetworkModel, linear_state
 
 S_BASE_VA = 1e6
 
@@ -68,7 +67,19 @@ class LinearGrid:
     def effective_limits(
         self, network: NetworkModel | None = None
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        """The model's voltage band per pandapower bus of the AC state (fused buses share it)."""
+        """The model's voltage band per pandapower bus of the AC state (fused buses share it).
+
+        Parameters
+        ----------
+        network : NetworkModel, optional
+            A re-linearised model of this grid; default :attr:`network`.
+
+        Returns
+        -------
+        vm_min_pu, vm_max_pu : ndarray of float
+            Lower and upper limit [p.u.] per bus of ``base.bus_index``; the asked band for
+            buses outside the model.
+        """
         net = network or self.network
         lo = np.full(len(self.bus_model), self.vm_min_pu)
         hi = np.full(len(self.bus_model), self.vm_max_pu)

@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from grid_models.errors import PowerFlowFailed
 from grid_models.grids import Grid
-from market.domain import GridCheck, Violation
+from market.domain import GridCheck, Violation, ViolationKind
 from market.units import round_half_even
 
 VM_TOLERANCE_PU = 0.001
@@ -43,7 +43,18 @@ class AcState:
     slack_p_w: float
 
     def vm_at(self, pp_buses: NDArray[np.int64]) -> NDArray[np.float64]:
-        """Voltages [p.u.] at the given pandapower bus indices."""
+        """Voltages at the given pandapower bus indices.
+
+        Parameters
+        ----------
+        pp_buses : ndarray of int
+            Pandapower bus indices present in :attr:`bus_index`.
+
+        Returns
+        -------
+        ndarray of float
+            Voltage magnitude per bus [p.u.].
+        """
         pos = np.searchsorted(self.bus_index, pp_buses)
         return self.vm_pu[pos]
 
@@ -55,8 +66,14 @@ RECYCLE = {"bus_pq": True, "trafo": False, "gen": False}
 def run_ac(net: Any, *, warm: bool = False, recycle: bool = False) -> None:  # noqa: ANN401
     """Run pandapower's Newton-Raphson power flow on ``net`` in place.
 
-    ``warm`` starts from the previous results (falls back to a DC start if that fails);
-    ``recycle`` keeps (first run) or reuses (later runs) pandapower's internal matrices.
+    Parameters
+    ----------
+    net : pandapowerNet
+        The network; its ``res_*`` tables are written.
+    warm : bool
+        Start from the previous results (falls back to a DC start if that fails).
+    recycle : bool
+        Keep (first run) or reuse (later runs) pandapower's internal matrices.
 
     Raises
     ------
@@ -82,7 +99,19 @@ def run_ac(net: Any, *, warm: bool = False, recycle: bool = False) -> None:  # n
 
 
 def state_of(net: Any) -> AcState:  # noqa: ANN401
-    """Read an :class:`AcState` from a solved net (NaN rows, e.g. isolated buses, dropped)."""
+    """Read an :class:`AcState` from a solved net.
+
+    Parameters
+    ----------
+    net : pandapowerNet
+        A net after a converged ``runpp``.
+
+    Returns
+    -------
+    AcState
+        Voltages [p.u.], loadings [%] and the slack's exchange [W]; NaN rows (e.g. isolated
+        buses) dropped, indices sorted.
+    """
 
     def table(res: Any, column: str) -> tuple[NDArray[np.int64], NDArray[np.float64]]:  # noqa: ANN401
         values = res[column].to_numpy(dtype=float)
@@ -145,14 +174,24 @@ class AcChecker:
             dtype=np.int64,
         )
         self._start: tuple[Any, Any, Any] | None = None
-        self.runs = 0
 
     def run(self, load_w: NDArray[np.float64], sgen_w: NDArray[np.float64]) -> AcState:
-        """AC state with extra loads/sgens [W] per market bus (arrays aligned to ``pp_buses``).
+        """AC state with extra loads and sgens at the market's buses.
 
         After the first (base case) run, pandapower's ``recycle`` reuses the admittance
         matrices and the bus/branch tables (only P/Q change), and Newton-Raphson starts from
         the base case's solution, restored bit for bit before each run (determinism).
+
+        Parameters
+        ----------
+        load_w, sgen_w : ndarray of float
+            Extra consumption and generation per market bus [W], aligned with ``pp_buses``;
+            unity power factor.
+
+        Returns
+        -------
+        AcState
+            The solved state.
 
         Raises
         ------
@@ -171,12 +210,24 @@ class AcChecker:
             ppc["bus"][:] = self._start[1]
             ppc["internal"]["V"] = self._start[2].copy()
             run_ac(self.net, warm=True, recycle=True)
-        self.runs += 1
         return state_of(self.net)
 
 
 def loading_limits(table: Any, index: NDArray[np.int64]) -> NDArray[np.float64]:  # noqa: ANN401
-    """Each element's ``max_loading_percent`` [%] (100 where the grid has none)."""
+    """Each element's loading limit.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        ``net.line`` or ``net.trafo``.
+    index : ndarray of int
+        The elements, in the order wanted.
+
+    Returns
+    -------
+    ndarray of float
+        ``max_loading_percent`` per element [%]; 100 where the grid has none.
+    """
     if "max_loading_percent" not in table:
         return np.full(len(index), 100.0)
     limits = table["max_loading_percent"].reindex(index).to_numpy(dtype=float)
@@ -198,6 +249,23 @@ def summarise(
     transformer limits are each element's ``max_loading_percent`` when the grid has that
     column, else 100 %, unless ``line_limits``/``trafo_limits`` (aligned with the state's
     index arrays) are given. Violations are listed worst first within each kind.
+
+    Parameters
+    ----------
+    grid : Grid
+        The feeder (element names).
+    state : AcState
+        The AC state to check.
+    vm_min_pu, vm_max_pu : float or ndarray of float
+        Voltage band [p.u.].
+    line_limits, trafo_limits : ndarray of float, optional
+        Loading limits [%] aligned with ``state.line_index`` / ``state.trafo_index``.
+
+    Returns
+    -------
+    GridCheck
+        Extremes of voltage [p.u.] and loading [%], the slack's exchange [W] and the
+        violations beyond :data:`VM_TOLERANCE_PU` / :data:`LOADING_TOLERANCE_PERCENT`.
     """
     net = grid.net
     violations: list[Violation] = []
@@ -205,8 +273,8 @@ def summarise(
     lo = np.broadcast_to(np.asarray(vm_min_pu, dtype=float), vm.shape)
     hi = np.broadcast_to(np.asarray(vm_max_pu, dtype=float), vm.shape)
     for kind, mask, limit in (
-        ("vm_min", vm < lo - VM_TOLERANCE_PU, lo),
-        ("vm_max", vm > hi + VM_TOLERANCE_PU, hi),
+        (ViolationKind.VM_MIN, vm < lo - VM_TOLERANCE_PU, lo),
+        (ViolationKind.VM_MAX, vm > hi + VM_TOLERANCE_PU, hi),
     ):
         idx = np.flatnonzero(mask)
         idx = idx[np.argsort(-np.abs(vm[idx] - limit[idx]), kind="stable")]
@@ -221,8 +289,20 @@ def summarise(
             for i in idx
         )
     for kind, table, index, loading, given in (
-        ("line_loading", net.line, state.line_index, state.line_loading_percent, line_limits),
-        ("trafo_loading", net.trafo, state.trafo_index, state.trafo_loading_percent, trafo_limits),
+        (
+            ViolationKind.LINE_LOADING,
+            net.line,
+            state.line_index,
+            state.line_loading_percent,
+            line_limits,
+        ),
+        (
+            ViolationKind.TRAFO_LOADING,
+            net.trafo,
+            state.trafo_index,
+            state.trafo_loading_percent,
+            trafo_limits,
+        ),
     ):
         if not len(index):
             continue
@@ -232,7 +312,7 @@ def summarise(
         violations.extend(
             Violation(
                 kind=kind,
-                element=element_name(table, int(index[i]), kind.split("_")[0]),
+                element=element_name(table, int(index[i]), kind.element_type),
                 value=float(loading[i]),
                 limit=float(limits[i]),
                 index=int(index[i]),
@@ -251,7 +331,22 @@ def summarise(
 
 
 def element_name(table: Any, index: int, prefix: str) -> str:  # noqa: ANN401
-    """An element's pandapower name, or ``<prefix><index>`` when it has none."""
+    """An element's pandapower name.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The element table (``net.line``, ``net.trafo`` ...).
+    index : int
+        The element's index.
+    prefix : str
+        Name stem for an unnamed element.
+
+    Returns
+    -------
+    str
+        Its ``name``, or ``<prefix><index>`` when it has none.
+    """
     raw = table.at[index, "name"] if "name" in table else None
     return str(raw) if isinstance(raw, str) and raw.strip() else f"{prefix}{index}"
 
@@ -266,5 +361,7 @@ def failed_check() -> GridCheck:
         max_line_loading_percent=nan,
         max_trafo_loading_percent=nan,
         slack_p_w=0,
-        violations=(Violation(kind="not_converged", element="grid", value=nan, limit=nan),),
+        violations=(
+            Violation(kind=ViolationKind.NOT_CONVERGED, element="grid", value=nan, limit=nan),
+        ),
     )

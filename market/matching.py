@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from market.domain import COMMUNITY, GRID, BusId, Interval, OrderId, ParticipantId, Trade
+from market.errors import UnbalancedEnergy
 from market.network import NetworkModel
 from market.units import PricePerKwh, Wh, buyer_payment, seller_revenue
 
@@ -39,20 +40,34 @@ def match(
     sellers: list[Leg],
     buyers: list[Leg],
 ) -> tuple[Trade, ...]:
-    """Pair ``sellers`` with ``buyers`` into trades; total sold must equal total bought [Wh].
+    """Pair ``sellers`` with ``buyers`` into trades, electrically closest first.
 
-    ``sellers``/``buyers`` are consumed (their ``remaining_wh`` drops to zero).
+    Parameters
+    ----------
+    interval : Interval
+        The interval the trades belong to.
+    network : NetworkModel
+        The feeder (its tree decides who meets whom first).
+    sellers, buyers : list of Leg
+        The two sides; consumed (their ``remaining_wh`` drops to zero). Their totals [Wh]
+        must be equal.
+
+    Returns
+    -------
+    tuple of Trade
+        Each with the seller's and the buyer's price and the exact payments
+        (:func:`market.units.buyer_payment`, :func:`market.units.seller_revenue`).
 
     Raises
     ------
-    ValueError
-        If the two sides do not carry the same energy.
+    UnbalancedEnergy
+        If the two sides do not carry the same energy (a ``ValueError``).
     """
     total_sold = sum(leg.remaining_wh for leg in sellers)
     total_bought = sum(leg.remaining_wh for leg in buyers)
     if total_sold != total_bought:
         msg = f"cannot match {total_sold} Wh sold against {total_bought} Wh bought"
-        raise ValueError(msg)
+        raise UnbalancedEnergy(msg)
     names = network.bus_names
     n = network.n_bus
     sell_at: list[list[Leg]] = [[] for _ in range(n)]
@@ -82,7 +97,7 @@ def match(
     left_sells, left_buys = _pair(interval, names, rest_sells, rest_buys, trades)
     if left_sells or left_buys:  # pragma: no cover - excluded by the totals check above
         msg = "matching left energy unpaired"
-        raise ValueError(msg)
+        raise UnbalancedEnergy(msg)
     return tuple(trades)
 
 

@@ -1,4 +1,4 @@
-"""What the auction needs to know about the feeder: a radial branch model for LinDistFlow.
+r"""What the auction needs to know about the feeder: a radial branch model for LinDistFlow.
 
 Declared here, produced by ``grid_models`` (dependency inversion), so the auction runs without
 pandapower. Everything is numpy and sparse: one row per bus and per branch, never a dense
@@ -14,10 +14,28 @@ Conventions
   positive = generation exceeding load (export), the pandapower ``sgen`` sign.
 * ``v_offset_pu2`` corrects LinDistFlow's squared voltage towards the AC power flow at the
   operating point it was linearised around: ``v_ac**2 ≈ v_lindistflow + v_offset``.
+
+The linear network state
+------------------------
+The equations the clearing LP states (:mod:`market.clearing.lp`) and ``grid_models`` uses to
+calibrate the model against an AC power flow are defined here, once, in numpy:
+
+* :func:`operating_point`: the active flow :math:`P^{op}_k` the losses are linearised around
+  (``p_op_w``, or the base case's flows) and the constant reactive flow :math:`Q^0_k` (the
+  base reactive load below each branch) [kW], [kvar];
+* :func:`loss_coefficients`: branch :math:`k`'s loss
+  :math:`\ell_k = r_k (P_k^2 + (Q^0_k)^2) / S_{base}` linearised at :math:`P^{op}_k` as
+  :math:`\ell_k \approx \alpha_k + \beta_k P_k` with
+  :math:`\alpha_k = r_k ((Q^0_k)^2 - (P^{op}_k)^2) / S_{base}` [kW] and
+  :math:`\beta_k = 2 r_k P^{op}_k / S_{base}` [-] (zero without ``losses``);
+* :func:`linear_state`: branch flows and squared voltages of a given net injection, flows from
+  the leaves up (each branch's loss drawn at its parent bus) and
+  :math:`v_j = v_i - 2 (r_k P_k + x_k Q^0_k) / S_{base}` from the slack down.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -187,9 +205,18 @@ class NetworkModel:
         return depth, path_r
 
     def with_changes(self, **changes: object) -> NetworkModel:
-        """A copy with some fields replaced (used by the AC re-linearisation loop)."""
-        import dataclasses  # noqa: PLC0415
+        """A copy with some fields replaced, validated again.
 
+        Parameters
+        ----------
+        **changes : object
+            Field name -> new value (e.g. ``v_offset_pu2`` after an AC power flow).
+
+        Returns
+        -------
+        NetworkModel
+            The new model; the original is unchanged.
+        """
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
 
@@ -200,11 +227,24 @@ def electrical_distance(
     a: int,
     b: int,
 ) -> float:
-    """Resistance [p.u.] of the tree path between buses ``a`` and ``b``.
+    """Resistance of the tree path between buses ``a`` and ``b``.
 
-    ``parent``, ``depth`` and ``path_r`` come from :meth:`NetworkModel.parents` and
-    :meth:`NetworkModel.depth_and_path_r`. Walks up from the deeper bus to the common
-    ancestor: O(depth), no matrices.
+    Walks up from the deeper bus to the common ancestor: O(depth), no matrices.
+
+    Parameters
+    ----------
+    parent : ndarray of int
+        Parent bus of each bus (:meth:`NetworkModel.parents`).
+    depth, path_r : ndarray
+        Hops and cumulative resistance [p.u.] from the slack
+        (:meth:`NetworkModel.depth_and_path_r`).
+    a, b : int
+        The two bus indices.
+
+    Returns
+    -------
+    float
+        Sum of the branch resistances between them [p.u.].
     """
     x, y = a, b
     while x != y:
@@ -213,3 +253,122 @@ def electrical_distance(
         else:
             y = int(parent[y])
     return float(path_r[a] + path_r[b] - 2 * path_r[x])
+
+
+def subtree_sums(network: NetworkModel, per_bus: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Per branch, the sum of ``per_bus`` over the buses below it (towards the leaves).
+
+    Parameters
+    ----------
+    network : NetworkModel
+        The radial feeder.
+    per_bus : ndarray of float
+        One value per bus (any unit).
+
+    Returns
+    -------
+    ndarray of float
+        One value per branch: the sum over the branch's child bus and everything below it.
+    """
+    parent = network.parents()
+    acc = per_bus.astype(float).copy()
+    for b in network.bfs_order[:0:-1].tolist():
+        acc[parent[b]] += acc[b]
+    branch_of = np.full(network.n_bus, -1, dtype=np.int64)
+    branch_of[network.to_bus] = np.arange(network.n_branch)
+    out = np.zeros(network.n_branch)
+    out[branch_of[branch_of >= 0]] = acc[np.flatnonzero(branch_of >= 0)]
+    return out
+
+
+def operating_point(network: NetworkModel) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Active flow at the operating point and the base reactive flow of each branch.
+
+    Parameters
+    ----------
+    network : NetworkModel
+        The feeder; ``p_op_w`` if set, else the lossless flows of its base injections.
+
+    Returns
+    -------
+    p_op_kw : ndarray of float
+        Active flow per branch the losses are linearised around [kW], parent to child.
+    q0_kvar : ndarray of float
+        Reactive flow per branch, the base reactive load below it [kvar] (orders carry no
+        reactive power, so it is a constant of the clearing).
+    """
+    q0 = subtree_sums(network, -network.base_q_var / 1000.0)
+    if network.p_op_w is not None:
+        return network.p_op_w / 1000.0, q0
+    return subtree_sums(network, -network.base_p_w / 1000.0), q0
+
+
+def loss_coefficients(
+    network: NetworkModel,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Coefficients of the linearised branch losses ``loss_k ≈ alpha_k + beta_k P_k``.
+
+    Parameters
+    ----------
+    network : NetworkModel
+        The feeder; all zeros when ``network.losses`` is false.
+
+    Returns
+    -------
+    alpha_kw : ndarray of float
+        ``r_k ((Q0_k)² - (P_op_k)²) / S_base`` per branch [kW].
+    beta : ndarray of float
+        ``2 r_k P_op_k / S_base`` per branch [-].
+    q0_kvar : ndarray of float
+        Base reactive flow per branch [kvar] (see :func:`operating_point`).
+    """
+    p_op, q0 = operating_point(network)
+    if not network.losses:
+        return np.zeros(network.n_branch), np.zeros(network.n_branch), q0
+    s_kva = network.s_base_va / 1000.0
+    beta = 2.0 * network.r_pu * p_op / s_kva
+    alpha = network.r_pu * (q0**2 - p_op**2) / s_kva
+    return alpha, beta, q0
+
+
+def linear_state(
+    network: NetworkModel, injection_w: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Branch flows and squared voltages that the clearing LP's rows imply for an injection.
+
+    Flows from the leaves up, each branch's linearised loss (:func:`loss_coefficients`) drawn
+    at its parent bus, then the voltage drops ``v_j = v_i - 2 (r_k P_k + x_k Q0_k) / S_base``
+    from the slack down. Used to set the AC offset so that the linear model agrees with an AC
+    power flow at a given dispatch.
+
+    Parameters
+    ----------
+    network : NetworkModel
+        The feeder.
+    injection_w : ndarray of float
+        Net injection per bus [W] (positive = export).
+
+    Returns
+    -------
+    flow_kw : ndarray of float
+        Active flow per branch, parent to child [kW].
+    v_pu2 : ndarray of float
+        Squared voltage per bus [p.u.²], without ``v_offset_pu2``.
+    """
+    alpha, beta, q0 = loss_coefficients(network)
+    parent = network.parents()
+    branch_of = np.full(network.n_bus, -1, dtype=np.int64)
+    branch_of[network.to_bus] = np.arange(network.n_branch)
+    load = -np.asarray(injection_w, dtype=float) / 1000.0
+    flow = np.zeros(network.n_branch)
+    for b in network.bfs_order[:0:-1].tolist():
+        k = branch_of[b]
+        flow[k] = load[b]
+        load[parent[b]] += flow[k] + alpha[k] + beta[k] * flow[k]
+    s_kva = network.s_base_va / 1000.0
+    v = np.zeros(network.n_bus)
+    v[network.slack] = network.vm_slack_pu**2
+    for b in network.bfs_order[1:].tolist():
+        k = branch_of[b]
+        v[b] = v[parent[b]] - 2.0 * (network.r_pu[k] * flow[k] + network.x_pu[k] * q0[k]) / s_kva
+    return flow, v

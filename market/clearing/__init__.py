@@ -1,8 +1,22 @@
 """Network-constrained double auction: ``clear(book, network, options) -> ClearingResult``.
 
-Staged as build -> solve -> extract (PyPSA's ``optimize``): :func:`build_model` never solves,
-:func:`solve` is the only HiGHS call, and :func:`extract` reads primal values and duals only
-when the status is ok. Infeasibility and time limits are statuses, not exceptions.
+Staged as build -> solve -> extract (PyPSA's ``optimize``): :func:`build_lp` (or the pyomo
+reference :func:`~market.clearing.model.build_model`) never solves, :mod:`market.clearing.solve`
+holds the only HiGHS calls, and :func:`extract` reads primal values and duals only when the
+status is ok. Infeasibility and time limits are statuses, not exceptions.
+
+Modules (each imports only those above it)::
+
+    groups    orders aggregated by (bus, side, limit price): the LP's variables
+    pricing   every price rule: nodal prices, mechanisms, limits, tariffs (Mechanism)
+    options   ClearingOptions, Engine, HighsSolver
+    lp        the LP as sparse arrays (the fast path)
+    model     the same LP as a pyomo model (the reference; its docstring has the maths)
+    status    solver outcome -> ClearingStatus, the one table
+    solve     the only HiGHS calls (highspy, and pyomo's highs interface)
+    extract   solution -> ClearingResult (integers, prices, trades)
+
+highspy and pyomo are imported nowhere else in PeerGrid.
 """
 
 from __future__ import annotations
@@ -12,19 +26,37 @@ import time
 
 from market.clearing.extract import extract
 from market.clearing.lp import LpData, build_lp
-from market.clearing.model import BuiltModel, ClearingOptions, build_model
+from market.clearing.model import BuiltModel, build_model
+from market.clearing.options import ClearingOptions, Engine, HighsSolver
 from market.clearing.solve import solve, solve_lp, solver_version
-from market.domain import ClearingResult, ClearingStatus, OrderBook, SolverReport
+from market.domain import ClearingResult, ClearingStatus, Mechanism, OrderBook, SolverReport
 from market.network import NetworkModel
 from market.units import TokenUnits, Wh
 
-__all__ = ["ClearingOptions", "clear", "empty_result"]
+__all__ = ["ClearingOptions", "Engine", "HighsSolver", "Mechanism", "clear", "empty_result"]
 
 
 def empty_result(
     book: OrderBook, status: ClearingStatus, reason: str, solver: SolverReport | None = None
 ) -> ClearingResult:
-    """A result that accepts nothing (no crossing, or the fallback after a failure)."""
+    """A result that accepts nothing (no crossing, or the fallback after a failure).
+
+    Parameters
+    ----------
+    book : OrderBook
+        The interval's orders (only its interval is used).
+    status : ClearingStatus
+        Why nothing is accepted.
+    reason : str
+        The same, in words.
+    solver : SolverReport, optional
+        The failed solve's report, if there was one.
+
+    Returns
+    -------
+    ClearingResult
+        No orders, prices or trades; zero grid exchange, welfare and rent.
+    """
     return ClearingResult(
         interval=book.interval,
         status=status,
@@ -60,7 +92,7 @@ def clear(book: OrderBook, network: NetworkModel, options: ClearingOptions) -> C
     """
     started = time.perf_counter()
     built: BuiltModel | LpData
-    if options.engine == "pyomo":
+    if options.engine is Engine.PYOMO:
         built = build_model(book, network, options)
         build_s = time.perf_counter() - started
         outcome = solve(built, options)

@@ -1,25 +1,29 @@
 """Turn a solved model into a :class:`~market.domain.ClearingResult` (integers from here on).
 
-Rounding happens here and only through :func:`market.units.round_half_even`:
+Rounding happens only through :func:`market.units.round_half_even`:
 
 * each order group's accepted energy [kWh float] -> Wh, clamped to ``[0, energy_wh]``, with
   both market sides rounded jointly so that they balance exactly;
 * a group's Wh are shared among its orders pro rata to their size, by largest remainder,
   ties to the smaller order id (deterministic, and no Wh is created or lost);
-* each bus's price = ``-dual`` of its energy balance [token units / kWh].
+* each bus's price = ``-dual`` of its energy balance [token units / kWh]
+  (:func:`market.clearing.pricing.nodal_prices`).
 
-Pay-as-clear at the bus price, clamped to the order's own limit: a buyer never pays more than
-its limit and a seller never receives less than its limit, even where rounding or a degenerate
-dual would say otherwise. Both sides of the market are rounded to the same
-integer total (:func:`balanced_quantities`), so energy balances to the Wh and the upstream grid
-trades exactly what the LP traded with it, at exactly its tariffs; the difference to the slack
-bus's price (congestion at the upstream connection) goes to the community.
+Every price comes from :mod:`market.clearing.pricing` (nodal prices from the duals, each
+order's settlement price under the mechanism, clamped to its limit, the grid at its tariffs).
+Both sides of the market are rounded to the same integer total (:func:`balanced_quantities`),
+so energy balances to the Wh and the upstream grid trades exactly what the LP traded with it,
+at exactly its tariffs; the difference to the slack bus's price (congestion at the upstream
+connection) goes to the community.
 """
 
 from __future__ import annotations
 
+from market.clearing.groups import OrderGroup
 from market.clearing.lp import LpData
-from market.clearing.model import CURRENCY_PER_UNIT, BuiltModel, ClearingOptions, OrderGroup
+from market.clearing.model import BuiltModel
+from market.clearing.options import ClearingOptions
+from market.clearing.pricing import book_crosses, nodal_prices, settlement_prices
 from market.clearing.solve import SolveOutcome
 from market.domain import (
     COMMUNITY,
@@ -33,12 +37,28 @@ from market.domain import (
     Side,
     SolverReport,
 )
+from market.errors import UnbalancedEnergy
 from market.matching import Leg, match
 from market.units import PricePerKwh, TokenUnits, Wh, apportion, round_half_even
 
 
 def share_pro_rata(group: OrderGroup, accepted_wh: int) -> dict[OrderId, int]:
-    """Split ``accepted_wh`` [Wh] of ``group`` among its orders by largest remainder."""
+    """Split ``accepted_wh`` of ``group`` among its orders by largest remainder.
+
+    Parameters
+    ----------
+    group : OrderGroup
+        Orders of one bus, side and limit price.
+    accepted_wh : int
+        The group's accepted energy [Wh], ``0 <= accepted_wh``.
+
+    Returns
+    -------
+    dict of OrderId to int
+        Each order's share [Wh], pro rata to its size; the Wh left by the floors go to the
+        largest remainders, ties to the smaller order id. The shares sum to ``accepted_wh``
+        (to the group's total when more is accepted).
+    """
     total = group.energy_wh
     if accepted_wh >= total:
         return {o.order_id: o.energy_wh for o in group.orders}
@@ -70,6 +90,22 @@ def balanced_quantities(
     by the market's incremental losses; each side is rounded to its own total and the fourth
     value returned is the loss energy [Wh] (negative when the market *reduces* the feeder's
     losses). Without losses the two totals are one.
+
+    Parameters
+    ----------
+    built : BuiltModel or LpData
+        The model that was solved (its order groups and network).
+    outcome : SolveOutcome
+        Its ok solution [kWh].
+
+    Returns
+    -------
+    accepted_wh : list of int
+        Accepted energy per group [Wh].
+    grid_import_wh, grid_export_wh : int
+        The market's net exchange with the upstream grid [Wh] (one of them is 0).
+    loss_wh : int
+        The market's incremental losses [Wh] (sell side minus buy side).
     """
     groups = built.groups
     kwh = outcome.accepted_kwh
@@ -99,79 +135,6 @@ def balanced_quantities(
     return accepted, grid_import - net, grid_export - net, total_sell - total_buy
 
 
-def book_crosses(built: BuiltModel | LpData, options: ClearingOptions) -> bool:
-    """Whether some trade pays at the published tariffs, ignoring the network.
-
-    True when a bid is above the cheapest supply (the lowest offer or the import tariff), or
-    an offer below the best demand (the highest bid or the export tariff).
-    """
-    bids = [g.limit_price for g in built.groups if g.side is Side.BUY]
-    offers = [g.limit_price for g in built.groups if g.side is Side.SELL]
-    cheapest = min([*offers, options.import_price])
-    dearest = max([*bids, options.export_price])
-    return any(b > cheapest for b in bids) or any(o < dearest for o in offers)
-
-
-def settlement_prices(
-    built: BuiltModel | LpData,
-    accepted_by_group: list[int],
-    bus_prices: list[int],
-    mechanism: str,
-    grid_trade: tuple[int, int, ClearingOptions] | None = None,
-) -> tuple[list[int], str]:
-    """The price each group's orders settle at, and a note for the reason.
-
-    * ``nodal``: the group's bus price, clamped to the group's limit (buyers never above,
-      sellers never below);
-    * ``uniform``: one price for every accepted order, the slack bus's price moved into the
-      range that respects every accepted limit ``[max sell limit, min buy limit]`` — the grid
-      counts as an accepted seller at the import tariff when the market imports and as a
-      buyer at the export tariff when it exports, so it is never paid more than buyers pay;
-      when congestion leaves that range empty, each order is clamped to its own limit (noted);
-    * ``pay-as-bid``: every order at its own limit.
-    """
-    groups = built.groups
-    if mechanism == "pay-as-bid":
-        return [g.limit_price for g in groups], "pay-as-bid: every order at its limit"
-    if mechanism == "uniform":
-        sells = [
-            g.limit_price
-            for g, a in zip(groups, accepted_by_group, strict=True)
-            if a and g.side is Side.SELL
-        ]
-        buys = [
-            g.limit_price
-            for g, a in zip(groups, accepted_by_group, strict=True)
-            if a and g.side is Side.BUY
-        ]
-        if grid_trade is not None:
-            grid_import, grid_export, opts = grid_trade
-            if grid_import:
-                sells.append(opts.import_price)
-            if grid_export:
-                buys.append(opts.export_price)
-        lo, hi = max(sells, default=0), min(buys, default=10**18)
-        ref = bus_prices[built.network.slack]
-        note = ""
-        if lo > hi:
-            note = (
-                f"uniform: no single price respects every limit (sells up to {lo}, buys from "
-                f"{hi}) because the network binds; orders clamped to their limits"
-            )
-        uniform = min(max(ref, lo), hi) if lo <= hi else ref
-        out = [
-            min(uniform, g.limit_price) if g.side is Side.BUY else max(uniform, g.limit_price)
-            for g in groups
-        ]
-        return out, note or f"uniform price {uniform}"
-    return [
-        min(bus_prices[g.bus], g.limit_price)
-        if g.side is Side.BUY
-        else max(bus_prices[g.bus], g.limit_price)
-        for g in groups
-    ], ""
-
-
 def extract(
     built: BuiltModel | LpData,
     outcome: SolveOutcome,
@@ -181,20 +144,47 @@ def extract(
 ) -> ClearingResult:
     """Build the result of a solved model (``outcome.status`` must be ok).
 
-    ``timings`` are the build and solve times [s] for the solver report. ``prices`` in the
-    result are always the nodal prices (the duals: what energy is worth at each bus); each
-    order's ``price`` is what it settles at under ``options.mechanism``.
+    ``prices`` in the result are always the nodal prices (the duals: what energy is worth at
+    each bus); each order's ``price`` is what it settles at under ``options.mechanism``.
+
+    Parameters
+    ----------
+    built : BuiltModel or LpData
+        The model that was solved.
+    outcome : SolveOutcome
+        Its ok solution.
+    options : ClearingOptions
+        Tariffs [token units / kWh] and mechanism.
+    interval : Interval
+        The interval the trades belong to.
+    timings : tuple of float
+        Build and solve times [s] for the solver report.
+
+    Returns
+    -------
+    ClearingResult
+        CLEARED, or BLOCKED / NO_CROSSING when nothing trades, with prices, trades and the
+        reason in words (``extract_s`` is left at 0 for the caller to fill in).
+
+    Raises
+    ------
+    UnbalancedEnergy
+        If the rounded quantities do not balance to the Wh (a bug, never expected).
     """
     network = built.network
     names = network.bus_names
-    prices = [max(round_half_even(-d / CURRENCY_PER_UNIT), 0) for d in outcome.balance_duals]
+    prices = nodal_prices(outcome.balance_duals)
     accepted_by_group, grid_import, grid_export, loss_wh = balanced_quantities(built, outcome)
     group_prices, price_note = settlement_prices(
-        built,
+        built.groups,
         accepted_by_group,
         prices,
-        options.mechanism,
-        (grid_import, grid_export, options),
+        slack=network.slack,
+        mechanism=options.mechanism,
+        grid_import_wh=grid_import,
+        grid_export_wh=grid_export,
+        import_price=options.import_price,
+        export_price=options.export_price,
     )
     results: list[OrderResult] = []
     welfare_numerator = 0
@@ -202,7 +192,7 @@ def extract(
     buyers: list[Leg] = []
     for g, group in enumerate(built.groups):
         accepted = accepted_by_group[g]
-        price = max(group_prices[g], 0)
+        price = group_prices[g]
         sign = 1 if group.side is Side.BUY else -1
         welfare_numerator += sign * accepted * group.limit_price
         shares = share_pro_rata(group, accepted)
@@ -230,7 +220,7 @@ def extract(
             f"unbalanced extraction: {bought} + {grid_export} + losses {loss_wh} "
             f"!= {sold} + {grid_import}"
         )
-        raise AssertionError(msg)
+        raise UnbalancedEnergy(msg)
     # The grid is paid exactly its tariffs; any congestion rent at the slack goes to the
     # community, like every other price difference.
     if grid_import:
@@ -274,7 +264,9 @@ def extract(
     status = ClearingStatus.CLEARED
     if not cleared_any:
         status = (
-            ClearingStatus.BLOCKED if book_crosses(built, options) else ClearingStatus.NO_CROSSING
+            ClearingStatus.BLOCKED
+            if book_crosses(built.groups, options.import_price, options.export_price)
+            else ClearingStatus.NO_CROSSING
         )
     parts = [
         f"cleared {bought} Wh bought, {sold} Wh sold; grid import {grid_import} Wh, "

@@ -1,22 +1,24 @@
 r"""The clearing LP as sparse arrays for HiGHS (the fast path; no pyomo, no dense matrix).
 
-Same welfare objective as :mod:`market.clearing.model` (read its docstring first); this is the
-production formulation, with two refinements that keep it small and exact for radial feeders
-where orders are active power at unity power factor:
+The same LP as :mod:`market.clearing.model` (read its docstring for the notation and the
+maths; the engine cross-check tests hold the two to the same optimum), built column-wise for
+highspy. Two choices keep it small and exact for radial feeders where orders are active power
+at unity power factor:
 
 * **Reactive flows are constants.** Orders carry no reactive power, so the reactive flow on
   each branch is the base case's, :math:`Q^0_k` (sum of the base reactive load below it). The
   thermal limit :math:`P_k^2 + (Q^0_k)^2 \le S_{max,k}^2` is then exactly the variable bound
-  :math:`|P_k| \le \sqrt{S_{max,k}^2 - (Q^0_k)^2}`: no polygon rows at all.
-* **Losses, linearised.** The loss of branch :math:`k` is
-  :math:`\ell_k = r_k (P_k^2 + (Q^0_k)^2) / (S_{base} v)`, linearised at the operating point
-  :math:`P^{op}_k` as :math:`\ell_k \approx \alpha_k + \beta_k P_k` and drawn at the sending
-  (parent) bus. The market buys its *incremental* losses from the grid (the base case's losses
-  are part of the base case), and nodal prices carry the marginal loss component.
+  :math:`|P_k| \le \sqrt{S_{max,k}^2 - (Q^0_k)^2}`: no thermal rows at all.
+* **Losses, linearised.** The loss of branch :math:`k`,
+  :math:`\ell_k = r_k (P_k^2 + (Q^0_k)^2) / S_{base}`, is linearised at the operating point
+  :math:`P^{op}_k` as :math:`\ell_k \approx \alpha_k + \beta_k P_k`
+  (:func:`market.network.loss_coefficients`) and drawn at the sending (parent) bus. The market
+  buys its *incremental* losses from the grid (the base case's losses are part of the base
+  case), and nodal prices carry the marginal loss component.
 
 Columns: ``a_g`` (accepted kWh per order group), ``g_imp``, ``g_exp`` (kWh), ``P_k`` (kW),
-``v_b`` (p.u.²). Rows: one energy balance per bus (kWh), one voltage drop per branch, and at most
-two rows for the upstream connection's limits::
+``v_b`` (p.u.²). Rows: one energy balance per bus (kWh), one voltage drop per branch, and one
+ranged row for the upstream connection's limits when either is finite::
 
     balance(b):  h Σ_{k→b} P_k − h Σ_{b→k} (1 + β_k) P_k + Σ_{sell(b)} a_g − Σ_{buy(b)} a_g
                  + [b = slack](g_imp − g_exp)
@@ -39,9 +41,11 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from market.clearing.model import CURRENCY_PER_UNIT, ClearingOptions, OrderGroup, group_orders
+from market.clearing.groups import OrderGroup, group_orders
+from market.clearing.options import ClearingOptions
+from market.clearing.pricing import CURRENCY_PER_UNIT
 from market.domain import OrderBook, Side
-from market.network import NetworkModel
+from market.network import NetworkModel, linear_state, loss_coefficients
 
 INF = math.inf
 
@@ -75,11 +79,6 @@ class LpData:
         return len(self.row_lower)
 
     @property
-    def col_gi(self) -> int:
-        """Column of the grid import."""
-        return self.n_groups
-
-    @property
     def col_p0(self) -> int:
         """First column of the branch flows."""
         return self.n_groups + 2
@@ -90,29 +89,24 @@ class LpData:
         return self.n_groups + 2 + self.network.n_branch
 
 
-def subtree_sums(network: NetworkModel, per_bus: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Per branch, the sum of ``per_bus`` over the buses below it (towards the leaves)."""
-    parent = network.parents()
-    acc = per_bus.astype(float).copy()
-    for b in network.bfs_order[:0:-1].tolist():
-        acc[parent[b]] += acc[b]
-    branch_of = np.full(network.n_bus, -1, dtype=np.int64)
-    branch_of[network.to_bus] = np.arange(network.n_branch)
-    out = np.zeros(network.n_branch)
-    out[branch_of[branch_of >= 0]] = acc[np.flatnonzero(branch_of >= 0)]
-    return out
-
-
-def operating_point(network: NetworkModel) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Active flow at the operating point and base reactive flow per branch [kW], [kvar]."""
-    q0 = subtree_sums(network, -network.base_q_var / 1000.0)
-    if network.p_op_w is not None:
-        return network.p_op_w / 1000.0, q0
-    return subtree_sums(network, -network.base_p_w / 1000.0), q0
-
-
 def build_lp(book: OrderBook, network: NetworkModel, options: ClearingOptions) -> LpData:
-    """Build the LP of the module docstring (no solve)."""
+    """Build the LP of the module docstring (no solve).
+
+    Parameters
+    ----------
+    book : OrderBook
+        Validated orders of one interval.
+    network : NetworkModel
+        The feeder's linear model.
+    options : ClearingOptions
+        The tariffs (the grid columns' costs).
+
+    Returns
+    -------
+    LpData
+        The LP in HiGHS's column-wise form, the order groups in column order, and notes (a
+        base-case overload kept at its base-case flow).
+    """
     h = book.interval.hours
     groups = group_orders(book, network)
     n, nk, ng = network.n_bus, network.n_branch, len(groups)
@@ -220,45 +214,3 @@ def build_lp(book: OrderBook, network: NetworkModel, options: ClearingOptions) -
         n_groups=ng,
         notes=tuple(notes),
     )
-
-
-def loss_coefficients(
-    network: NetworkModel,
-) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
-    """Per branch ``alpha`` [kW], ``beta`` [-] of the linearised losses, and ``Q0`` [kvar]."""
-    p_op, q0 = operating_point(network)
-    if not network.losses:
-        return np.zeros(network.n_branch), np.zeros(network.n_branch), q0
-    s_kva = network.s_base_va / 1000.0
-    beta = 2.0 * network.r_pu * p_op / s_kva
-    alpha = network.r_pu * (q0**2 - p_op**2) / s_kva
-    return alpha, beta, q0
-
-
-def linear_state(
-    network: NetworkModel, injection_w: NDArray[np.float64]
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Branch flows [kW] and squared voltages [p.u.², without the offset] of the LP's model.
-
-    Exactly what the LP's rows imply for the net injection ``injection_w`` [W] per bus
-    (positive = export): flows from the leaves up, each branch's linearised loss drawn at its
-    parent bus, then the voltage drops from the slack down. Used to set the AC offset so the
-    linear model agrees with an AC power flow at a given dispatch.
-    """
-    alpha, beta, q0 = loss_coefficients(network)
-    parent = network.parents()
-    branch_of = np.full(network.n_bus, -1, dtype=np.int64)
-    branch_of[network.to_bus] = np.arange(network.n_branch)
-    load = -np.asarray(injection_w, dtype=float) / 1000.0
-    flow = np.zeros(network.n_branch)
-    for b in network.bfs_order[:0:-1].tolist():
-        k = branch_of[b]
-        flow[k] = load[b]
-        load[parent[b]] += flow[k] + alpha[k] + beta[k] * flow[k]
-    s_kva = network.s_base_va / 1000.0
-    v = np.zeros(network.n_bus)
-    v[network.slack] = network.vm_slack_pu**2
-    for b in network.bfs_order[1:].tolist():
-        k = branch_of[b]
-        v[b] = v[parent[b]] - 2.0 * (network.r_pu[k] * flow[k] + network.x_pu[k] * q0[k]) / s_kva
-    return flow, v

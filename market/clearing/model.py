@@ -1,135 +1,87 @@
-r"""The welfare-maximising double auction as an algebraic pyomo model (the reference path).
+r"""The clearing LP as an algebraic pyomo model: the readable reference for the fast path.
 
-The production path builds the same LP as sparse arrays (:mod:`market.clearing.lp`, whose
-docstring has the exact constraints, including losses and the exact thermal bounds); this
-module keeps the shared option and grouping types and the readable pyomo model that the tests
-check the fast path against. The maths below is the lossless core.
+:func:`build_model` states, constraint by constraint, the same LP that :mod:`market.clearing.lp`
+builds as sparse arrays for HiGHS (the production path); the engine cross-check tests solve
+both and compare. Orders are aggregated into *groups* of equal (bus, side, limit price)
+(:mod:`market.clearing.groups`): one variable per group, never one per order and bus. The
+network is LinDistFlow on a radial feeder (Baran & Wu 1989, linearised): one row per bus and
+per branch.
 
-Orders are aggregated into *groups* of equal (bus, side, limit price): one variable per group,
-never one per order and bus. The network is a LinDistFlow model of a radial feeder (Baran & Wu
-1989, linearised): sparse, one row per bus and branch.
+Notation (interval of :math:`h` hours; energies in kWh, powers in kW and kvar, voltages in
+p.u.; the linear network state is :mod:`market.network`'s):
 
-Notation (interval of :math:`h` hours; energies in kWh, powers in kW/kvar):
+* :math:`a_g \in [0, E_g]` accepted energy of group :math:`g` [kWh] with limit price
+  :math:`c_g`; :math:`c` in currency / kWh (token base units x
+  :data:`~market.clearing.pricing.CURRENCY_PER_UNIT`);
+* :math:`g^{imp}, g^{exp} \ge 0` the market's purchase from / sale to the upstream grid [kWh]
+  at the import and export tariffs :math:`c^{imp} \ge c^{exp}`;
+* :math:`P_k` active flow on branch :math:`k` from its parent bus :math:`i` to its child bus
+  :math:`j` [kW]; its reactive flow is the constant :math:`Q^0_k` [kvar], the base reactive
+  load below it (orders are active power at unity power factor), so there is no reactive
+  variable and no reactive balance;
+* :math:`v_b` squared voltage magnitude [p.u.²] without the AC correction :math:`\delta_b`
+  (``v_offset_pu2``);
+* :math:`B_b` the inflexible net injection at bus :math:`b` [kW] (positive = export);
+* :math:`\alpha_k` [kW], :math:`\beta_k` [-] the branch losses linearised at the operating
+  point, :math:`\ell_k \approx \alpha_k + \beta_k P_k` (zero when ``network.losses`` is
+  false; :func:`market.network.loss_coefficients`), and
+  :math:`L^{base} = \sum_k (\alpha_k + \beta_k P^{base}_k)` the linearised losses at the
+  base case's flows :math:`P^{base}` (:func:`market.network.linear_state`);
+* :math:`r_k, x_k` branch resistance and reactance [p.u.] on :math:`S = S_{base}` [kVA].
 
-* :math:`a_g \in [0, E_g]` accepted energy of group :math:`g` with limit price :math:`c_g`;
-* :math:`g^{imp}, g^{exp} \ge 0` the market's purchase from / sale to the upstream grid at the
-  import and export tariffs :math:`c^{imp} \ge c^{exp}`;
-* :math:`P_k, Q_k` flow on branch :math:`k` from its parent :math:`i` to its child :math:`j`;
-* :math:`v_b` squared voltage magnitude [p.u.^2]; :math:`\delta_b` the AC correction
-  (``v_offset_pu2``); :math:`B_b` the inflexible net injection at bus :math:`b` [kW].
-
-Objective (welfare, currency units = token base units / 1e6)::
+Objective ``welfare`` (currency)::
 
     max  Σ_{g∈buy} c_g a_g − Σ_{g∈sell} c_g a_g − c^imp g^imp + c^exp g^exp
 
 Constraints::
 
-    energy balance (b):  h (Σ_{k→b} P_k − Σ_{b→k} P_k) + Σ_{g∈sell(b)} a_g − Σ_{g∈buy(b)} a_g
-                         + [b = slack] (g^imp − g^exp) = −h B_b − [b = slack] h Σ_b' B_b'
-    reactive balance (b): Σ_{k→b} Q_k − Σ_{b→k} Q_k + [b = slack] q^s = −B^q_b
-    voltage drop (k):    v_j = v_i − 2 (r_k P_k + x_k Q_k) / S_base
-    slack voltage:       v_slack = V_slack²
-    voltage band (b):    V_min,b² − δ_b ≤ v_b ≤ V_max,b² − δ_b
-    thermal (k, f):      cos θ_f P_k + sin θ_f Q_k ≤ S_max,k cos(π/8),  θ_f = π/8 + f π/4
-    upstream limit:      −P_exp,max ≤ (g^imp − g^exp) − Σ_b B_b h / h ≤ P_imp,max
+    balance(b):   h Σ_{k→b} P_k − h Σ_{b→k} (1 + β_k) P_k + Σ_{g∈sell(b)} a_g − Σ_{g∈buy(b)} a_g
+                  + [b = slack] (g^imp − g^exp)
+                  = −h B_b + h Σ_{b→k} α_k − [b = slack] h (Σ_b' −B_b' + L^base)
+    drop(k):      v_j − v_i + 2 r_k P_k / S = −2 x_k Q^0_k / S
+    thermal (k):  |P_k| ≤ max(√(S_max,k² − (Q^0_k)²), |P^base_k|)     (variable bounds; none
+                                                                      where S_max,k = ∞)
+    voltage (b):  V_min,b² − δ_b ≤ v_b ≤ V_max,b² − δ_b,   v_slack = V_slack² (fixed)
+    slack_import_max:  g^imp − g^exp ≤ h P_imp,max − h (Σ_b −B_b + L^base)   (if finite)
+    slack_export_max:  g^imp − g^exp ≥ −h P_exp,max − h (Σ_b −B_b + L^base)  (if finite)
 
-The slack's physical exchange is the market's grid trade plus the base case's net load
-(a constant), so inflexible loads and generation shape the flows but are never traded: base
-generation does not sell to market buyers for free. The thermal polygon is inscribed in the
-circle :math:`P^2 + Q^2 \le S_{max}^2` with vertices on the P and Q axes, so it never admits
-a flow above the limit and is exact for pure active power. The dual of each energy balance is
-the negative of the nodal price (currency per kWh).
+The slack's physical exchange is the market's grid trade plus the base case's net load and
+losses (constants), so inflexible loads and generation shape the flows but are never traded.
+The thermal bound is exact for a flow with the constant reactive part :math:`Q^0_k`
+(:math:`P_k^2 + (Q^0_k)^2 \le S_{max,k}^2`); a branch the base case already overloads keeps its
+base-case flow as the limit (never worsened). The dual of ``balance(b)`` is minus the nodal
+price [currency / kWh] (:func:`market.clearing.pricing.nodal_prices`).
 """
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from dataclasses import dataclass
 
 import pyomo.environ as pyo
 
-from market.domain import BusId, Order, OrderBook, Side
-from market.errors import InvalidOrder
-from market.network import NetworkModel
-
-CURRENCY_PER_UNIT = 1e-6
-"""The objective is in currency (token base units x 1e-6), which keeps coefficients near 1."""
-
-N_FACETS = 8
-MECHANISMS = ("nodal", "uniform", "pay-as-bid")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ClearingOptions:
-    """Tariffs and settings of one clearing.
-
-    Parameters
-    ----------
-    import_price : int
-        Price at which the upstream grid sells to the market [token base units / kWh].
-    export_price : int
-        Price at which the upstream grid buys from the market [token base units / kWh];
-        must not exceed ``import_price``.
-    time_limit_s : float
-        Wall-clock limit for the solver [s].
-    mechanism : str
-        ``"nodal"`` (pay-as-clear at each bus's price, the default), ``"uniform"`` (one price
-        for all) or ``"pay-as-bid"`` (every order at its own limit).
-    engine : str
-        ``"highspy"`` (sparse arrays straight into HiGHS, the default) or ``"pyomo"`` (the
-        algebraic reference model through pyomo).
-    solver : str
-        HiGHS's ``solver`` option: ``"choose"``, ``"simplex"`` or ``"ipm"``.
-    """
-
-    import_price: int = 300_000
-    export_price: int = 80_000
-    time_limit_s: float = 10.0
-    mechanism: str = "nodal"
-    engine: str = "highspy"
-    solver: str = "choose"
-
-    def __post_init__(self) -> None:
-        if self.import_price < 0 or self.export_price < 0:
-            msg = "tariffs must be >= 0"
-            raise InvalidOrder(msg)
-        if self.export_price > self.import_price:
-            msg = (
-                f"export price {self.export_price} above import price {self.import_price} "
-                "would let the market buy from the grid to sell back at a profit"
-            )
-            raise InvalidOrder(msg)
-        if self.mechanism not in MECHANISMS:
-            msg = (
-                f"unknown pricing mechanism {self.mechanism!r}; available: {', '.join(MECHANISMS)}"
-            )
-            raise InvalidOrder(msg)
-        if self.engine not in {"highspy", "pyomo"}:
-            msg = f"unknown engine {self.engine!r}; available: highspy, pyomo"
-            raise InvalidOrder(msg)
-        if self.solver not in {"choose", "simplex", "ipm"}:
-            msg = f"unknown solver {self.solver!r}; available: choose, simplex, ipm"
-            raise InvalidOrder(msg)
-        if not self.time_limit_s > 0:
-            msg = "time_limit_s must be > 0"
-            raise InvalidOrder(msg)
-
-
-@dataclass(frozen=True, slots=True)
-class OrderGroup:
-    """Orders of equal bus, side and limit price; one LP variable."""
-
-    bus: int
-    side: Side
-    limit_price: int
-    energy_wh: int
-    orders: tuple[Order, ...]
+from market.clearing.groups import OrderGroup, group_orders
+from market.clearing.options import ClearingOptions
+from market.clearing.pricing import CURRENCY_PER_UNIT
+from market.domain import OrderBook, Side
+from market.network import NetworkModel, linear_state, loss_coefficients
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class BuiltModel:
-    """A built (unsolved) model and the index data to read it back."""
+    """A built (unsolved) pyomo model and the index data to read it back.
+
+    Parameters
+    ----------
+    model : pyomo.environ.ConcreteModel
+        The LP of the module docstring, with a ``dual`` import suffix.
+    groups : tuple of OrderGroup
+        The order groups, in the order of the variables ``a``.
+    network : NetworkModel
+        The feeder it was built on.
+    hours : float
+        Interval length [h].
+    """
 
     model: pyo.ConcreteModel
     groups: tuple[OrderGroup, ...]
@@ -137,42 +89,23 @@ class BuiltModel:
     hours: float
 
 
-def group_orders(book: OrderBook, network: NetworkModel) -> tuple[OrderGroup, ...]:
-    """Aggregate the book's orders by (bus, side, limit price), in canonical order."""
-    index = network.bus_index()
-    buckets: dict[tuple[int, Side, int], list[Order]] = defaultdict(list)
-    for order in book.orders:
-        if order.bus not in index:
-            msg = f"order {order.order_id}: bus {order.bus!r} is not in the network"
-            raise InvalidOrder(msg)
-        buckets[(index[BusId(order.bus)], order.side, order.limit_price)].append(order)
-    return tuple(
-        OrderGroup(
-            bus=bus,
-            side=side,
-            limit_price=price,
-            energy_wh=sum(o.energy_wh for o in orders),
-            orders=tuple(orders),
-        )
-        for (bus, side, price), orders in sorted(
-            buckets.items(), key=lambda kv: (kv[0][0], kv[0][1].value, kv[0][2])
-        )
-    )
-
-
 def build_model(book: OrderBook, network: NetworkModel, options: ClearingOptions) -> BuiltModel:
-    """Build the clearing LP as an algebraic pyomo model (no solve).
+    """Build the LP of the module docstring as an algebraic pyomo model (no solve).
 
-    The reference formulation: the same maths as :mod:`market.clearing.lp` (read its
-    docstring), written constraint by constraint, so the fast path can be checked against it.
+    Parameters
+    ----------
+    book : OrderBook
+        Validated orders of one interval.
+    network : NetworkModel
+        The feeder's linear model.
+    options : ClearingOptions
+        The tariffs (the objective's grid terms).
 
     Returns
     -------
     BuiltModel
         The pyomo model with a ``dual`` import suffix, and the order groups in variable order.
     """
-    from market.clearing.lp import linear_state, loss_coefficients  # noqa: PLC0415 - no cycle
-
     h = book.interval.hours
     groups = group_orders(book, network)
     n, nk = network.n_bus, network.n_branch

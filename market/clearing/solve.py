@@ -17,7 +17,8 @@ from numpy.typing import NDArray
 from pyomo.contrib.solver.common.factory import SolverFactory
 
 from market.clearing.lp import LpData
-from market.clearing.model import BuiltModel, ClearingOptions
+from market.clearing.model import BuiltModel
+from market.clearing.options import ClearingOptions
 from market.clearing.status import highs_status_of, status_of
 from market.domain import ClearingStatus
 
@@ -28,7 +29,7 @@ class SolveOutcome:
 
     ``accepted_kwh`` per order group, ``grid_import_kwh``/``grid_export_kwh`` the market's
     grid trade, ``balance_duals`` the dual of each bus's energy balance [currency / kWh],
-    ``v_pu2`` the squared voltages of the linear model.
+    ``objective`` the welfare [currency].
     """
 
     status: ClearingStatus
@@ -39,13 +40,26 @@ class SolveOutcome:
     grid_import_kwh: float
     grid_export_kwh: float
     balance_duals: NDArray[np.float64]
-    v_pu2: NDArray[np.float64]
     objective: float
-    flows_kw: NDArray[np.float64] | None = None
 
     @classmethod
     def failed(cls, status: ClearingStatus, termination: str, solve_s: float) -> SolveOutcome:
-        """An outcome without values (the status is not ok)."""
+        """An outcome without values (the status is not ok).
+
+        Parameters
+        ----------
+        status : ClearingStatus
+            The (not ok) status.
+        termination : str
+            The solver's own name for it.
+        solve_s : float
+            Time spent solving [s].
+
+        Returns
+        -------
+        SolveOutcome
+            With empty arrays and zero quantities.
+        """
         empty = np.zeros(0)
         return cls(
             status=status,
@@ -56,7 +70,6 @@ class SolveOutcome:
             grid_import_kwh=0.0,
             grid_export_kwh=0.0,
             balance_duals=empty,
-            v_pu2=empty,
             objective=0.0,
         )
 
@@ -67,7 +80,21 @@ def solver_version() -> str:
 
 
 def solve(built: BuiltModel, options: ClearingOptions) -> SolveOutcome:
-    """Solve ``built`` with HiGHS within ``options.time_limit_s``; read values only if ok."""
+    """Solve the pyomo model with HiGHS (pyomo's ``highs`` interface); read values only if ok.
+
+    Parameters
+    ----------
+    built : BuiltModel
+        The reference model (:func:`market.clearing.model.build_model`).
+    options : ClearingOptions
+        ``time_limit_s`` [s] for the solver.
+
+    Returns
+    -------
+    SolveOutcome
+        Accepted energy per group [kWh], grid exchange [kWh] and balance duals
+        [currency / kWh], or only the status when it is not ok.
+    """
     m = built.model
     opt = SolverFactory("highs")
     started = time.perf_counter()
@@ -95,7 +122,6 @@ def solve(built: BuiltModel, options: ClearingOptions) -> SolveOutcome:
         grid_import_kwh=float(pyo.value(m.g_imp)),
         grid_export_kwh=float(pyo.value(m.g_exp)),
         balance_duals=np.array([duals[m.balance[b]] for b in range(n_bus)], dtype=float),
-        v_pu2=np.array([pyo.value(m.v[b]) for b in range(n_bus)], dtype=float),
         objective=float(pyo.value(m.welfare)),
     )
 
@@ -113,12 +139,27 @@ def highs_for(
     lower: NDArray[np.float64],
     upper: NDArray[np.float64],
 ) -> highspy.Highs:
-    """A fresh HiGHS instance holding ``lp`` with the given column bounds."""
+    """A fresh HiGHS instance holding ``lp`` with the given column bounds.
+
+    Parameters
+    ----------
+    lp : LpData
+        The LP (:func:`market.clearing.lp.build_lp`).
+    options : ClearingOptions
+        ``time_limit_s`` [s] and ``solver``; one thread, no output.
+    lower, upper : ndarray of float
+        Column bounds to use instead of the LP's own (the lazy network bounds).
+
+    Returns
+    -------
+    highspy.Highs
+        Ready to ``run()``.
+    """
     h = highspy.Highs()  # type: ignore[no-untyped-call]
     h.setOptionValue("output_flag", False)
     h.setOptionValue("threads", 1)
     h.setOptionValue("time_limit", float(options.time_limit_s))
-    h.setOptionValue("solver", options.solver)
+    h.setOptionValue("solver", options.solver.value)
     model = highspy.HighsLp()
     model.num_col_ = lp.num_col
     model.num_row_ = lp.num_row
@@ -148,6 +189,19 @@ def solve_lp(lp: LpData, options: ClearingOptions) -> SolveOutcome:
     the bounds the solution violates put back, until none is violated. That optimum is
     feasible for the full LP and so optimal for it (same objective; measured: the same duals).
     ``solve_s`` adds up every ``run()``.
+
+    Parameters
+    ----------
+    lp : LpData
+        The LP (:func:`market.clearing.lp.build_lp`).
+    options : ClearingOptions
+        ``time_limit_s`` [s] per run and HiGHS's ``solver``.
+
+    Returns
+    -------
+    SolveOutcome
+        Accepted energy per group [kWh], grid exchange [kWh] and balance duals
+        [currency / kWh], or only the status when it is not ok.
     """
     p0 = lp.col_p0
     lazy = lp.n_groups <= LAZY_MAX_GROUPS_PER_BUS * lp.network.n_bus
@@ -196,7 +250,5 @@ def solve_lp(lp: LpData, options: ClearingOptions) -> SolveOutcome:
         grid_import_kwh=float(x[ng]),
         grid_export_kwh=float(x[ng + 1]),
         balance_duals=duals[: lp.network.n_bus].copy(),
-        v_pu2=x[lp.col_v0 : lp.col_v0 + lp.network.n_bus].copy(),
         objective=float(h.getInfo().objective_function_value),
-        flows_kw=x[lp.col_p0 : lp.col_p0 + lp.network.n_branch].copy(),
     )

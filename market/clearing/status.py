@@ -40,11 +40,33 @@ HIGHS_TO_STATUS: dict[str, ClearingStatus] = {
 
 
 def highs_status_of(model_status: object) -> ClearingStatus:
-    """Map a highspy model status (enum member) to PeerGrid's status."""
+    """Map a highspy model status to PeerGrid's status.
+
+    Parameters
+    ----------
+    model_status : object
+        A ``highspy.HighsModelStatus`` member (or anything whose name ends like one).
+
+    Returns
+    -------
+    ClearingStatus
+        From :data:`HIGHS_TO_STATUS`; SOLVER_ERROR for anything else.
+    """
     name = getattr(model_status, "name", str(model_status)).split(".")[-1]
     return HIGHS_TO_STATUS.get(name, ClearingStatus.SOLVER_ERROR)
 
 
 def status_of(termination: TerminationCondition) -> ClearingStatus:
-    """Map a pyomo termination condition to PeerGrid's status (unknown -> SOLVER_ERROR)."""
+    """Map a pyomo termination condition to PeerGrid's status.
+
+    Parameters
+    ----------
+    termination : TerminationCondition
+        pyomo's termination condition.
+
+    Returns
+    -------
+    ClearingStatus
+        From :data:`TERMINATION_TO_STATUS`; SOLVER_ERROR for anything else.
+    """
     return TERMINATION_TO_STATUS.get(termination, ClearingStatus.SOLVER_ERROR)

@@ -13,7 +13,7 @@ from grid_models.errors import UnknownBus, UnknownGrid, UnsupportedTopology
 from grid_models.grids import Grid, load_grid
 from grid_models.linear import build_linear_grid
 from grid_models.powerflow import run_ac
-from market.clearing.lp import linear_state
+from market.network import linear_state
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from pyomo.contrib.solver.common.results import TerminationCondition
 
 from market.clearing import ClearingOptions, clear
 from market.clearing.extract import share_pro_rata
-from market.clearing.model import OrderGroup
+from market.clearing.groups import OrderGroup
 from market.clearing.status import TERMINATION_TO_STATUS, status_of
 from market.domain import (
     GRID,

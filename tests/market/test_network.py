@@ -9,7 +9,7 @@ import pytest
 from market_factories import INTERVAL, radial_network
 
 from market.domain import GRID, OrderId, ParticipantId
-from market.errors import InvalidNetwork
+from market.errors import InvalidNetwork, UnbalancedEnergy
 from market.matching import Leg, match
 from market.network import electrical_distance
 
@@ -105,7 +105,7 @@ def test_grid_is_matched_after_every_local_pair() -> None:
 
 
 def test_matching_refuses_unbalanced_sides() -> None:
-    with pytest.raises(ValueError, match="cannot match 10 Wh sold against 11 Wh bought"):
+    with pytest.raises(UnbalancedEnergy, match="cannot match 10 Wh sold against 11 Wh bought"):
         match(INTERVAL, FEEDER, [leg("a", 1, 10)], [leg("b", 2, 11)])
 
 

@@ -1,5 +1,9 @@
 """Clear an order book on a feeder and prove the result with an AC power flow.
 
+The one place that calls both the market (:func:`market.clearing.clear`) and the grid
+(``grid_models``); ``peergrid clear`` (:mod:`controller.clearing_job`), the interval cycle
+(:mod:`controller.cycle`) and ``benchmarks/clearing.py`` clear through :func:`clear_on_grid`.
+
 The loop (at most ``max_iterations`` solves, default 5):
 
 1. clear the book on the linear model (:func:`market.clearing.clear`);
@@ -9,10 +13,10 @@ The loop (at most ``max_iterations`` solves, default 5):
    is AC-feasible; done, unless the AC losses differ from the LP's by more than
    :data:`LOSS_TOLERANCE` of the traded energy, then re-linearise (4) and solve again, keeping
    this result if the next one is not AC-feasible;
-4. otherwise re-linearise at the cleared dispatch: the losses are linearised halfway between
-   the base case's and the cleared flows (exact incremental losses there), the voltage offset
-   becomes ``vm_ac² − v_model`` at the cleared dispatch, and each overloaded branch's limit
-   shrinks by ``limit / loading``; go to 1.
+4. otherwise re-linearise at the cleared dispatch (:func:`grid_models.dispatch.relinearise`:
+   the losses are linearised halfway between the base case's and the cleared flows, the
+   voltage offset becomes ``vm_ac² − v_model`` at the cleared dispatch, and each overloaded
+   branch's limit shrinks by ``limit / loading``); go to 1.
 
 The cyclic garbage collector is paused for the call (:func:`_without_cyclic_gc`).
 
@@ -34,17 +38,13 @@ import time
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-import numpy as np
-from numpy.typing import NDArray
-
+from grid_models.dispatch import dispatch_of, relinearise
 from grid_models.errors import PowerFlowFailed
 from grid_models.grids import Grid
 from grid_models.linear import LinearGrid
-from grid_models.powerflow import AcState, failed_check, summarise
+from grid_models.powerflow import summarise
 from market.clearing import ClearingOptions, clear, empty_result
-from market.clearing.lp import linear_state
-from market.domain import ClearingResult, ClearingStatus, GridCheck, OrderBook, Side
-from market.network import NetworkModel
+from market.domain import ClearingResult, ClearingStatus, GridCheck, OrderBook
 
 MAX_ITERATIONS = 5
 LOSS_TOLERANCE = 1e-3
@@ -80,31 +80,6 @@ def _without_cyclic_gc(func: Callable[_P, _R]) -> Callable[_P, _R]:
     return wrapper
 
 
-def dispatch_of(
-    result: ClearingResult, network: NetworkModel
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Extra load and generation [W] per model bus for the accepted orders of ``result``."""
-    hours = result.interval.hours
-    position = network.bus_index()
-    load_w = np.zeros(network.n_bus)
-    sgen_w = np.zeros(network.n_bus)
-    for o in result.orders:
-        if o.accepted_wh:
-            target = load_w if o.side is Side.BUY else sgen_w
-            target[position[o.bus]] += o.accepted_wh / hours
-    return load_w, sgen_w
-
-
-def check_result(grid: Grid, linear: LinearGrid, result: ClearingResult) -> GridCheck:
-    """AC check of ``result``'s dispatch against the asked limits (what is reported)."""
-    load_w, sgen_w = dispatch_of(result, linear.network)
-    try:
-        state = linear.checker.run(load_w, sgen_w)
-    except PowerFlowFailed:
-        return failed_check()
-    return summarise(grid, state, linear.vm_min_pu, linear.vm_max_pu)
-
-
 @_without_cyclic_gc
 def clear_on_grid(
     grid: Grid,
@@ -123,11 +98,12 @@ def clear_on_grid(
     linear : LinearGrid
         Its linear model (:func:`grid_models.linear.build_linear_grid`).
     book : OrderBook
-        The interval's orders.
+        The interval's orders (energy [Wh], limit prices [token base units / kWh]).
     options : ClearingOptions
-        Tariffs, mechanism, solver settings and the time budget [s].
+        Tariffs [token base units / kWh], mechanism, solver settings and the time budget
+        ``time_limit_s`` [s] of the whole loop.
     max_iterations : int
-        Solves allowed before the fallback.
+        Solves allowed before the fallback [-].
 
     Returns
     -------
@@ -212,35 +188,6 @@ def clear_on_grid(
     )
 
 
-def relinearise(
-    network: NetworkModel,
-    linear: LinearGrid,
-    market_load_w: NDArray[np.float64],
-    state: AcState,
-    check: GridCheck,
-) -> NetworkModel:
-    """Move the linear model's operating point towards the AC state of a cleared dispatch.
-
-    ``market_load_w`` is the dispatch's net market load per model bus [W] (buys - sells).
-    """
-    injection = network.base_p_w - market_load_w
-    flows_kw, _ = linear_state(network, injection)
-    base_kw, _ = linear_state(network, network.base_p_w)
-    # losses are linearised halfway between the base case's and the cleared flows: that
-    # tangent has the secant's slope, so the LP's incremental losses (cleared minus base) are
-    # exact at the cleared dispatch; a tangent at either end misses r dP^2 / S per branch
-    moved = network.with_changes(p_op_w=(flows_kw + base_kw) / 2 * 1000.0)
-    _, v_model = linear_state(moved, injection)
-    offset = state.vm_at(linear.pp_index) ** 2 - v_model
-    s_max = network.s_max_va.astype(float).copy()
-    for v in check.violations:
-        if v.kind in {"line_loading", "trafo_loading"} and v.value > 0:
-            k = linear.branch_of_element.get((v.kind.split("_")[0], v.index))
-            if k is not None:
-                s_max[k] = min(s_max[k], network.s_max_va[k] * v.limit / v.value * 0.995)
-    return moved.with_changes(v_offset_pu2=offset, s_max_va=s_max)
-
-
 def _fallback(
     grid: Grid,
     linear: LinearGrid,
@@ -255,5 +202,4 @@ def _fallback(
     reason = f"{why}; fallback: grid only (no local trade)"
     if notes:
         reason += f"; {notes}"
-    empty = empty_result(book, status, reason)
-    return dataclasses.replace(empty, check=base_check, iterations=iterations)
+    return empty_result(book, status, reason).with_check(base_check, iterations)

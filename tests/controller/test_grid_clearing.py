@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 import pandapower as pp
 import pytest
 
-from grid_models.acloop import check_result, clear_on_grid
+from controller.grid_clearing import clear_on_grid
+from grid_models.dispatch import check_result
 from grid_models.grids import Grid, load_grid
 from grid_models.linear import build_linear_grid
 from market.clearing import ClearingOptions

@@ -2,7 +2,7 @@
 
 Random order books (a few participants, each with a one- to three-step curve at one bus, which
 may be an alias of a fused bus; random tariffs; 15-min or 1-h intervals) are cleared by
-:func:`grid_models.acloop.clear_on_grid` on the reference grids:
+:func:`controller.grid_clearing.clear_on_grid` on the reference grids:
 
 * CIGRE LV at 35 % of its nominal loads (base case 0.971-1.000 p.u., no violation);
 * SimBench ``1-LV-rural1--0-sw`` at time step 48 (base case 1.012-1.025 p.u., trafo 30 %),
@@ -38,13 +38,12 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from controller.serialize import result_to_dict
-from grid_models.acloop import clear_on_grid
+from controller.grid_clearing import clear_on_grid
 from grid_models.grids import Grid, load_grid, load_grid_cached
 from grid_models.linear import LinearGrid, build_linear_grid
 from grid_models.powerflow import summarise
 from market.clearing import ClearingOptions
-from market.clearing.lp import linear_state, loss_coefficients
+from market.codec import result_to_dict
 from market.domain import (
     COMMUNITY,
     GRID,
@@ -59,6 +58,7 @@ from market.domain import (
     OrderId,
     Side,
 )
+from market.network import linear_state, loss_coefficients
 from market.orderbook import build_order_book
 from market.units import buyer_payment, round_half_even, seller_revenue
 
