@@ -15,17 +15,34 @@ Tables and the rules they keep:
   skips one.
 
 Every write is one transaction: an error leaves nothing half-written.
+
+The schema is managed by Alembic (``controller/migrations/``; every schema change is a
+revision there). Opening a :class:`Store` upgrades the database to the newest revision, or
+refuses it and leaves it untouched:
+
+* a database without PeerGrid tables gets them (``upgrade head``);
+* a database PeerGrid 0.1.0 wrote (its tables, no ``alembic_version``) is recognised as the
+  baseline, stamped ``0001`` and upgraded, keeping every row;
+* a revision this release does not know (newer software wrote it), or PeerGrid tables that do
+  not match the baseline, raise :class:`controller.errors.SchemaError`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -41,21 +58,17 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    inspect,
     select,
     update,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.types import TypeEngine
 
-from controller.serialize import dumps
-from market.domain import (
-    BusId,
-    DeviceId,
-    MeterReading,
-    ParticipantId,
-    ReadingQuality,
-    content_hash,
-)
+from controller.errors import SchemaError
+from market.canonical import canonical_json, content_hash
+from market.domain import BusId, DeviceId, MeterReading, ParticipantId, ReadingQuality
 from market.units import W, Wh
 
 metadata = MetaData()
@@ -145,15 +158,236 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+# -- schema revisions (Alembic) ------------------------------------------------------------
+MIGRATIONS = Path(__file__).with_name("migrations")
+BASELINE_REVISION = "0001"  # the schema of PeerGrid 0.1.0, written without migrations
+
+
+class SchemaState(StrEnum):
+    """Where a usable database stands relative to this release's migrations."""
+
+    EMPTY = "empty"  # no PeerGrid table: an upgrade creates them
+    BASELINE = "baseline"  # PeerGrid 0.1.0's tables without a revision: stamped, then upgraded
+    BEHIND = "behind"  # a known revision older than the head
+    HEAD = "head"  # the newest revision: nothing to do
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaStatus:
+    """A database's schema revision (``None``: not stamped), this release's head and the state."""
+
+    revision: str | None
+    head: str
+    state: SchemaState
+
+
+@functools.cache
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory(str(MIGRATIONS))
+
+
+def head_revision() -> str:
+    """The newest schema revision this release knows."""
+    head = _scripts().get_current_head()
+    if head is None:
+        msg = f"{MIGRATIONS / 'versions'} holds no revision (a broken installation)"
+        raise SchemaError(msg)
+    return head
+
+
+def _alembic_config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def _type_name(kind: TypeEngine[Any]) -> str:
+    try:
+        return kind.python_type.__name__
+    except NotImplementedError:
+        return type(kind).__name__.lower()
+
+
+def _table_signatures(connection: Connection, tables: set[str]) -> dict[str, dict[str, Any]]:
+    """What a table must have to be the same table on any database (names, not dialect types).
+
+    Columns by name with their Python type and nullability, the primary key, the unique
+    constraints (by columns: their names differ between dialects) and the other indexes.
+    """
+    found = inspect(connection)
+    out: dict[str, dict[str, Any]] = {}
+    for table in sorted(tables):
+        out[table] = {
+            "columns": {
+                c["name"]: f"{_type_name(c['type'])}{'' if c['nullable'] else ' not null'}"
+                for c in found.get_columns(table)
+            },
+            "primary key": sorted(found.get_pk_constraint(table)["constrained_columns"]),
+            "unique constraints": sorted(
+                sorted(u["column_names"]) for u in found.get_unique_constraints(table)
+            ),
+            "indexes": sorted(
+                (str(i["name"]), [str(c) for c in i["column_names"]], bool(i["unique"]))
+                for i in found.get_indexes(table)
+                if "duplicates_constraint" not in i
+            ),
+        }
+    return out
+
+
+@functools.cache
+def _baseline_signatures() -> dict[str, dict[str, Any]]:
+    """The tables revision ``0001`` makes, built in an in-memory SQLite database."""
+    engine = create_engine("sqlite://")
+    try:
+        with engine.begin() as conn:
+            command.upgrade(_alembic_config(conn), BASELINE_REVISION)
+            tables = set(inspect(conn).get_table_names()) - {"alembic_version"}
+            return _table_signatures(conn, tables)
+    finally:
+        engine.dispose()
+
+
+def _baseline_differences(connection: Connection, present: set[str]) -> list[str]:
+    want = _baseline_signatures()
+    have = _table_signatures(connection, present)
+    problems = [f"table {t} is missing" for t in sorted(want.keys() - have.keys())]
+    for table in sorted(have):
+        for aspect, expected in want[table].items():
+            got = have[table][aspect]
+            if aspect == "columns":
+                problems += [
+                    f"{table}.{name}: {got.get(name, 'missing')} (0.1.0: {kind})"
+                    for name, kind in expected.items()
+                    if got.get(name) != kind
+                ]
+                problems += [f"{table}.{name}: not in 0.1.0" for name in got.keys() - expected]
+            elif got != expected:
+                problems.append(f"{table} {aspect}: {got} (0.1.0: {expected})")
+    return problems
+
+
+def schema_status(connection: Connection, where: str = "database") -> SchemaStatus:
+    """Read where the database on ``connection`` stands; raise if this release must refuse it.
+
+    Parameters
+    ----------
+    connection
+        An open connection; only read.
+    where
+        How messages name the database (its URL without password).
+
+    Raises
+    ------
+    SchemaError
+        The database's revision is unknown to this release (newer software wrote it), or it
+        has PeerGrid tables but no revision and they do not match the baseline schema.
+    """
+    head = head_revision()
+    current = MigrationContext.configure(connection).get_current_heads()
+    known = {script.revision for script in _scripts().walk_revisions()}
+    unknown = sorted(set(current) - known)
+    if unknown:
+        msg = (
+            f"{where}: schema revision {', '.join(unknown)} is unknown to this release of "
+            f"PeerGrid (its newest is {head}): newer software wrote this database. Run that "
+            "release, or a copy of the database from before it; the database was left unchanged"
+        )
+        raise SchemaError(msg)
+    if len(current) > 1:
+        msg = f"{where}: several schema revisions ({', '.join(current)}); expected one"
+        raise SchemaError(msg)
+    if current:
+        state = SchemaState.HEAD if current[0] == head else SchemaState.BEHIND
+        return SchemaStatus(current[0], head, state)
+    present = set(inspect(connection).get_table_names()) & _baseline_signatures().keys()
+    if not present:
+        return SchemaStatus(None, head, SchemaState.EMPTY)
+    problems = _baseline_differences(connection, present)
+    if problems:
+        msg = (
+            f"{where}: PeerGrid tables without a schema revision that do not match the schema "
+            f"of PeerGrid 0.1.0 (revision {BASELINE_REVISION}): {'; '.join(problems)}. "
+            "The database was left unchanged"
+        )
+        raise SchemaError(msg)
+    return SchemaStatus(None, head, SchemaState.BASELINE)
+
+
+def upgrade_schema(connection: Connection, where: str = "database") -> str:
+    """Bring the database on ``connection`` to the head revision; returns the head.
+
+    A database of PeerGrid 0.1.0 is first stamped with the baseline revision; an empty one
+    gets every table. The caller commits (or rolls back) the transaction.
+
+    Parameters
+    ----------
+    connection
+        An open connection inside a transaction.
+    where
+        How messages name the database (its URL without password).
+
+    Raises
+    ------
+    SchemaError
+        As :func:`schema_status`; nothing is written then.
+    """
+    status = schema_status(connection, where)
+    config = _alembic_config(connection)
+    if status.state is SchemaState.BASELINE:
+        command.stamp(config, BASELINE_REVISION)
+    if status.state is not SchemaState.HEAD:
+        command.upgrade(config, "head")
+    return status.head
+
+
+def read_schema_status(url: str) -> SchemaStatus:
+    """The schema status of the database at ``url``, read without changing it.
+
+    Parameters
+    ----------
+    url
+        SQLAlchemy database URL (``sqlite:///file``, ``postgresql://...``).
+
+    Raises
+    ------
+    SchemaError
+        As :func:`schema_status`.
+    """
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return schema_status(conn, engine.url.render_as_string(hide_password=True))
+    finally:
+        engine.dispose()
+
+
 class Store:
-    """The controller's database. Create with a SQLAlchemy URL (``sqlite:///file``)."""
+    """The controller's database. Create with a SQLAlchemy URL (``sqlite:///file``).
+
+    Opening it upgrades the schema to the head revision (``revision`` holds it) or raises
+    :class:`SchemaError`, leaving the database untouched.
+
+    Parameters
+    ----------
+    url
+        SQLAlchemy database URL.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine: Engine = create_engine(url, future=True)
+        where = self.engine.url.render_as_string(hide_password=True)
+        try:  # check before the SQLite pragmas (WAL): a refused database is not touched
+            with self.engine.connect() as conn:
+                schema_status(conn, where)
+        finally:
+            self.engine.dispose()
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            self.revision: str = upgrade_schema(conn, where)
 
     def close(self) -> None:
         """Release the connection pool."""
@@ -204,8 +438,8 @@ class Store:
                     reason=reason,
                     book_hash=book_hash,
                     n_orders=n_orders,
-                    result=json.loads(dumps(result)),
-                    setpoints=json.loads(dumps(setpoints)),
+                    result=json.loads(canonical_json(result)),
+                    setpoints=json.loads(canonical_json(setpoints)),
                 )
             )
 
@@ -310,7 +544,7 @@ class Store:
                         interval_id=interval_id,
                         batch_id=batch_id,
                         state="intent",
-                        batch=json.loads(dumps(batch)),
+                        batch=json.loads(canonical_json(batch)),
                         updated_at=_now(),
                     )
                 )
@@ -386,7 +620,7 @@ class Store:
     # -- audit and ticks -------------------------------------------------------------------
     def save_audit(self, interval_id: int, record: Mapping[str, Any]) -> str:
         """Store (or replace) an interval's audit record; returns its SHA-256."""
-        clean = json.loads(dumps(record))
+        clean = json.loads(canonical_json(record))
         digest = content_hash(clean)
         with self._tx() as conn:
             conn.execute(audit.delete().where(audit.c.interval_id == interval_id))
