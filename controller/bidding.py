@@ -13,11 +13,13 @@ Energy rounding: forecast power [W] -> energy [Wh] goes through
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from controller.config import DeviceConfig, ParticipantConfig, StandingOrder
+from controller.config import DeviceConfig, DeviceKind, OrderKind, ParticipantConfig, StandingOrder
+from market.clearing.pricing import demand_bid_price
 from market.domain import (
     Bid,
     DeviceId,
@@ -30,7 +32,6 @@ from market.domain import (
     ReadingQuality,
     Setpoint,
     SetpointKind,
-    Side,
 )
 from market.units import PricePerKwh, W, Wh, buyer_payment, power_to_energy_wh, round_half_even
 
@@ -39,17 +40,45 @@ class Forecaster(Protocol):
     """Expected average power of a device over an interval [W, + = consumption]."""
 
     def forecast_w(self, device: DeviceConfig, interval: Interval) -> float | None:
-        """Return the forecast, or None when there is none."""
+        """Return the forecast, or None when there is none.
+
+        Parameters
+        ----------
+        device : DeviceConfig
+            The device.
+        interval : Interval
+            The interval the power is averaged over.
+
+        Returns
+        -------
+        float or None
+            Average power over ``interval`` [W, + = consumption, - = production].
+        """
         ...
+
+
+class PlannedKind(enum.StrEnum):
+    """What a planned order is for: its standing order's kind, or a battery's direction.
+
+    ``setpoints_for`` reads it: an unsold ``sell_surplus`` offer curtails its PV inverter,
+    accepted ``battery_charge`` / ``battery_discharge`` energy sets its battery's power.
+    """
+
+    SELL_SURPLUS = "sell_surplus"
+    BUY_DEMAND = "buy_demand"
+    BUY = "buy"
+    SELL = "sell"
+    BATTERY_CHARGE = "battery_charge"
+    BATTERY_DISCHARGE = "battery_discharge"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PlannedOrder:
-    """An order with the device it drives (for setpoints) and the forecast behind it."""
+    """An order with the device it drives (for setpoints) and what it is for."""
 
     order: Order
     device: DeviceId | None
-    kind: str
+    kind: PlannedKind
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,19 +122,42 @@ def plan_orders(
     Its bid is therefore placed at no less than ``import_price`` [token units / kWh] (the
     participant pays that to the grid anyway), so the market's physical dispatch always
     contains it; a configured price above the tariff still counts (e.g. to buy local energy
-    through a congested connection).
+    through a congested connection). The rule is
+    :func:`market.clearing.pricing.demand_bid_price`.
+
+    Each participant's net forecast power is the sum over its non-battery devices (the
+    ``forecaster``'s figure, else the latest reading's ``p_w``); a ``sell_surplus`` or
+    ``buy_demand`` order of a participant with a device lacking both is skipped, with the
+    reason in ``Plan.skipped``.
+
+    Parameters
+    ----------
+    interval : Interval
+        The interval the orders are for.
+    participants : tuple of ParticipantConfig
+        The participants with their standing orders.
+    devices : tuple of DeviceConfig
+        Every device of the site.
+    readings : Mapping of DeviceId to MeterReading
+        The latest reading of each device (GRID sign, ``p_w`` [W]; ``soc_percent`` [%]).
+    forecaster : Forecaster or None
+        Expected average power per device over ``interval`` [W]; ``None`` uses the readings.
+    import_price : int
+        The grid's import tariff [token units/kWh], the floor of ``buy_demand`` bids.
 
     Returns
     -------
     Plan
-        Orders in a deterministic order with ids ``<participant>:<interval_id>:<kind>:<n>``.
+        Orders in a deterministic order with ids ``<participant>:<interval_id>:<kind>:<n>``
+        (battery orders append ``:<device>:charge`` or ``:<device>:discharge``), the device
+        forecasts used [W] and the skipped participants' reasons.
     """
     planned: list[PlannedOrder] = []
     forecasts: dict[DeviceId, float] = {}
     skipped: list[str] = []
     for p in participants:
         own = [d for d in devices if d.participant == p.id]
-        non_battery = [d for d in own if d.kind != "battery"]
+        non_battery = [d for d in own if d.kind is not DeviceKind.BATTERY]
         powers: dict[DeviceId, float] = {}
         missing: list[str] = []
         for d in non_battery:
@@ -118,15 +170,16 @@ def plan_orders(
         net_w = sum(powers.values())
         for n, so in enumerate(p.orders):
             oid = OrderId(f"{p.id}:{interval.interval_id}:{so.kind}:{n}")
-            needs_forecast = so.kind in {"sell_surplus", "buy_demand"}
+            needs_forecast = so.kind in {OrderKind.SELL_SURPLUS, OrderKind.BUY_DEMAND}
             if needs_forecast and missing:
                 skipped.append(
                     f"{p.id}: {so.kind} skipped, no reading or forecast for {', '.join(missing)}"
                 )
                 continue
             standing = so
-            if so.kind == "buy_demand" and so.price < import_price:
-                standing = dataclasses.replace(so, price=import_price)
+            floor = demand_bid_price(so.price, import_price)
+            if so.kind is OrderKind.BUY_DEMAND and floor != so.price:
+                standing = dataclasses.replace(so, price=floor)
             planned.extend(_orders_for(p, standing, oid, interval, net_w, own, readings))
     return Plan(orders=tuple(planned), forecast_w=forecasts, skipped=tuple(skipped))
 
@@ -140,7 +193,7 @@ def _orders_for(
     own: list[DeviceConfig],
     readings: Mapping[DeviceId, MeterReading],
 ) -> list[PlannedOrder]:
-    pv = next((d.id for d in own if d.kind == "pv"), None)
+    pv = next((d.id for d in own if d.kind is DeviceKind.PV), None)
 
     def make(cls: type[Bid] | type[Offer], order_id: str, energy: int, price: int) -> Order:
         return cls(
@@ -152,23 +205,26 @@ def _orders_for(
             limit_price=PricePerKwh(price),
         )
 
-    if so.kind == "sell_surplus":
+    if so.kind is OrderKind.SELL_SURPLUS:
         energy = power_to_energy_wh(-net_w, interval.length_s) if net_w < 0 else 0
         if energy <= 0:
             return []
-        return [PlannedOrder(order=make(Offer, oid, energy, so.price), device=pv, kind=so.kind)]
-    if so.kind == "buy_demand":
+        offer = make(Offer, oid, energy, so.price)
+        return [PlannedOrder(order=offer, device=pv, kind=PlannedKind.SELL_SURPLUS)]
+    if so.kind is OrderKind.BUY_DEMAND:
         energy = power_to_energy_wh(net_w, interval.length_s) if net_w > 0 else 0
         if energy <= 0:
             return []
-        return [PlannedOrder(order=make(Bid, oid, energy, so.price), device=None, kind=so.kind)]
-    if so.kind in {"buy", "sell"}:
-        cls: type[Bid] | type[Offer] = Bid if so.kind == "buy" else Offer
-        order = make(cls, oid, so.energy_wh, so.price)
-        return [PlannedOrder(order=order, device=None, kind=so.kind)]
+        bid = make(Bid, oid, energy, so.price)
+        return [PlannedOrder(order=bid, device=None, kind=PlannedKind.BUY_DEMAND)]
+    if so.kind in {OrderKind.BUY, OrderKind.SELL}:
+        buy = so.kind is OrderKind.BUY
+        order = make(Bid if buy else Offer, oid, so.energy_wh, so.price)
+        kind = PlannedKind.BUY if buy else PlannedKind.SELL
+        return [PlannedOrder(order=order, device=None, kind=kind)]
     # battery
     out: list[PlannedOrder] = []
-    for bat in (d for d in own if d.kind == "battery"):
+    for bat in (d for d in own if d.kind is DeviceKind.BATTERY):
         reading = readings.get(bat.id)
         if reading is None or reading.quality is not ReadingQuality.OK:
             continue
@@ -180,21 +236,42 @@ def _orders_for(
         stock = round_half_even((soc - so.min_soc_percent) / 100 * bat.capacity_wh)
         charge, discharge = min(power_wh, room), min(power_wh, stock)
         if charge > 0:
-            bid = make(Bid, f"{oid}:{bat.id}:charge", charge, so.price)
-            out.append(PlannedOrder(order=bid, device=bat.id, kind="battery_charge"))
+            charge_bid = make(Bid, f"{oid}:{bat.id}:charge", charge, so.price)
+            out.append(
+                PlannedOrder(order=charge_bid, device=bat.id, kind=PlannedKind.BATTERY_CHARGE)
+            )
         if discharge > 0:
-            offer = make(Offer, f"{oid}:{bat.id}:discharge", discharge, so.discharge_price)
-            out.append(PlannedOrder(order=offer, device=bat.id, kind="battery_discharge"))
+            discharge_offer = make(
+                Offer, f"{oid}:{bat.id}:discharge", discharge, so.discharge_price
+            )
+            out.append(
+                PlannedOrder(
+                    order=discharge_offer, device=bat.id, kind=PlannedKind.BATTERY_DISCHARGE
+                )
+            )
     return out
 
 
 def cap_by_credit(plan: Plan, credit: Mapping[ParticipantId, int]) -> Plan:
     """Cap each participant's bids so that what they can cost fits its free escrow.
 
-    ``credit`` is each participant's escrow not yet spoken for [token base units]. A bid of
-    ``wh`` at ``limit`` costs at most ``ceil(wh * limit / 1000)``; bids are served dearest
-    first, each cut to what the remaining credit pays for. Participants not in ``credit``
-    are left alone. A cut is recorded in ``skipped``.
+    A bid of ``wh`` at ``limit`` costs at most ``ceil(wh * limit / 1000)``
+    (:func:`market.units.buyer_payment`); bids are served dearest first (ties by order id),
+    each cut to ``floor(remaining * 1000 / limit)`` [Wh]. A bid cut to 0 Wh is dropped.
+    Offers, bids at a zero limit and bids of participants not in ``credit`` are left alone;
+    the orders keep their original sequence.
+
+    Parameters
+    ----------
+    plan : Plan
+        The interval's planned orders.
+    credit : Mapping of ParticipantId to int
+        Each participant's escrow not yet spoken for [token units].
+
+    Returns
+    -------
+    Plan
+        The capped plan; each cut is noted in ``skipped``.
     """
     remaining = dict(credit)
     out: list[PlannedOrder] = []
@@ -250,28 +327,48 @@ def setpoints_for(
       below its forecast production; 100 % of its rating when all sold or nothing was offered.
     * Battery: ``(discharge accepted - charge accepted) / hours`` [W], 0 when nothing cleared.
 
-    Ids of devices without a forecast keep their rating (nothing is curtailed blindly).
+    A PV inverter without a forecast keeps its rating (nothing is curtailed blindly). Meters
+    get no setpoint.
+
+    Parameters
+    ----------
+    interval : Interval
+        The interval the setpoints hold for.
+    plan : Plan
+        The interval's planned orders and device forecasts [W].
+    accepted_wh : Mapping of OrderId to int
+        Energy accepted per order by the clearing [Wh].
+    devices : tuple of DeviceConfig
+        Every device of the site (``rated_w`` [W]).
+    acted : bool
+        Whether the market's decision is acted on; ``False`` for the grid-only fallback.
+
+    Returns
+    -------
+    tuple of Setpoint
+        One per PV inverter (``PV_LIMIT`` [W], at most its rating) and per battery
+        (``BATTERY`` [W], + = discharge), in site-file order.
     """
     hours = interval.hours
     if not acted:
         plan = Plan(orders=(), forecast_w=plan.forecast_w, skipped=plan.skipped)
     by_id = {d.id: d for d in devices}
     pv_cut_w: dict[DeviceId, float] = {}
-    battery_w: dict[DeviceId, float] = {d.id: 0.0 for d in devices if d.kind == "battery"}
+    battery_w: dict[DeviceId, float] = {d.id: 0.0 for d in devices if d.kind is DeviceKind.BATTERY}
     for po in plan.orders:
         if po.device is None:
             continue
         accepted = accepted_wh.get(po.order.order_id, 0)
-        if po.kind == "sell_surplus":
+        if po.kind is PlannedKind.SELL_SURPLUS:
             unsold = po.order.energy_wh - accepted
             pv_cut_w[po.device] = pv_cut_w.get(po.device, 0.0) + unsold / hours
-        elif po.kind == "battery_discharge":
+        elif po.kind is PlannedKind.BATTERY_DISCHARGE:
             battery_w[po.device] += accepted / hours
-        elif po.kind == "battery_charge":
+        elif po.kind is PlannedKind.BATTERY_CHARGE:
             battery_w[po.device] -= accepted / hours
     out: list[Setpoint] = []
     for d in devices:
-        if d.kind == "pv":
+        if d.kind is DeviceKind.PV:
             limit = float(d.rated_w)
             if d.id in pv_cut_w and d.id in plan.forecast_w and pv_cut_w[d.id] > 0:
                 production = -plan.forecast_w[d.id]
@@ -284,7 +381,7 @@ def setpoints_for(
                     p_w=W(min(round_half_even(limit), d.rated_w)),
                 )
             )
-        elif d.kind == "battery" and d.id in by_id:
+        elif d.kind is DeviceKind.BATTERY and d.id in by_id:
             out.append(
                 Setpoint(
                     device_id=d.id,
@@ -296,4 +393,12 @@ def setpoints_for(
     return tuple(out)
 
 
-__all__ = ["Forecaster", "Plan", "PlannedOrder", "Side", "plan_orders", "setpoints_for"]
+__all__ = [
+    "Forecaster",
+    "Plan",
+    "PlannedKind",
+    "PlannedOrder",
+    "cap_by_credit",
+    "plan_orders",
+    "setpoints_for",
+]

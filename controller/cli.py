@@ -14,9 +14,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from controller import cli_devices
+from controller import cli_db, cli_devices
 from controller.cli_chain import register as register_chain
-from controller.config import ConfigError, read_site
+from controller.config import read_site
+from controller.errors import ConfigError, SchemaError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -78,6 +79,7 @@ def _stderr_console() -> Any:  # noqa: ANN401 - rich's Console
 def _cmd_clear(args: argparse.Namespace) -> int:
     from controller.clearing_job import clear_orders_file  # noqa: PLC0415
     from grid_models.errors import GridModelError  # noqa: PLC0415
+    from market.clearing import Mechanism  # noqa: PLC0415
     from market.errors import MarketError  # noqa: PLC0415
 
     try:
@@ -85,7 +87,7 @@ def _cmd_clear(args: argparse.Namespace) -> int:
             args.grid,
             args.orders,
             time_step=args.time_step,
-            mechanism=args.mechanism,
+            mechanism=Mechanism(args.mechanism),
             import_price=args.import_price,
             export_price=args.export_price,
             vm_min_pu=args.vm_min,
@@ -134,29 +136,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
     from controller.audit import verify_records  # noqa: PLC0415
-    from controller.cycle import Cycle  # noqa: PLC0415
-    from controller.store import Store  # noqa: PLC0415
-    from controller.wiring import base_grid_factory, load_site_grid  # noqa: PLC0415
+    from controller.wiring import build_runtime  # noqa: PLC0415
 
     site = read_site(args.site)
-    url = args.db or site.database
-    store = Store(url)
-    try:
-        records = store.audit_records()
-        reclear = None
-        if not args.no_reclear:
-            cycle = Cycle(
-                site=site,
-                store=store,
-                base_grid_for=base_grid_factory(site, load_site_grid(site)),
-                readers={},
-                writers={},
-                settler=None,
-            )
-            reclear = cycle.reclear
-        summary = verify_records(records, settled_batch=None, reclear=reclear)
-    finally:
-        store.close()
+    with build_runtime(
+        site,
+        store_url=args.db or site.database,
+        grid=not args.no_reclear,
+        devices=False,
+        chain=False,
+    ) as runtime:
+        summary = verify_records(
+            runtime.store.audit_records(),
+            settled_batch=None,
+            reclear=None if args.no_reclear else runtime.cycle.reclear,
+        )
     summary["chain_checked"] = False
     summary["note"] = (
         "batch ids, Merkle roots and zero sums recomputed"
@@ -233,11 +227,25 @@ def build_parser() -> argparse.ArgumentParser:
     verify.set_defaults(func=_cmd_audit_verify)
     cli_devices.register(sub)
     register_chain(sub)
+    cli_db.register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``peergrid`` console script."""
+    """Entry point of the ``peergrid`` console script.
+
+    Parameters
+    ----------
+    argv : list of str or None
+        The arguments (``None``: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit code (module docstring); a :class:`~controller.errors.ConfigError` is
+        or :class:`~controller.errors.SchemaError` (a database this release refuses) is
+        printed and gives 2.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -248,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--intervals must be >= 1")
     try:
         code: int = args.func(args)
-    except ConfigError as exc:
+    except (ConfigError, SchemaError) as exc:
         print(f"peergrid: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return code

@@ -41,7 +41,7 @@ flag                        environment                 site ``[chain]`` / note
 ==========================  ==========================  =====================================
 
 Keys: a ``0x`` hex private key, or ``derive:LABEL`` for the demo keys of
-:func:`adapters.chain.client.derive_account` (anyone who knows the label knows the key: dev
+:func:`adapters.chain.accounts.derive_account` (anyone who knows the label knows the key: dev
 chains only). On anvil without a key, ``derive:operator`` is used, and the operator and admin
 are paid ether from anvil's prefunded accounts.
 
@@ -61,7 +61,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from controller.config import ConfigError, SiteConfig, read_site
+from controller.config import ChainBackend, SiteConfig, read_site
+from controller.errors import ConfigError
 
 if TYPE_CHECKING:
     from adapters.chain import AccountState, ChainClient
@@ -81,7 +82,7 @@ DEV_ETHER_WEI = 100 * 10**18
 class ChainArgs:
     """Where the chain is and who signs, resolved from flags, environment and site."""
 
-    backend: str
+    backend: ChainBackend
     rpc_url: str
     state: str
     confirmations: int
@@ -92,7 +93,13 @@ class ChainArgs:
 
 
 def register(sub: Any) -> None:  # noqa: ANN401 - argparse's private _SubParsersAction
-    """Add ``peergrid chain ...`` to the subparsers ``sub`` of ``peergrid``'s parser."""
+    """Add ``peergrid chain ...`` to the subparsers ``sub`` of ``peergrid``'s parser.
+
+    Parameters
+    ----------
+    sub : argparse subparsers action
+        What ``ArgumentParser.add_subparsers`` returned for ``peergrid``.
+    """
     chain = sub.add_parser("chain", help="deploy, inspect and settle on an anvil or RPC chain")
     chain_sub = chain.add_subparsers(dest="chain_command", required=True)
 
@@ -160,7 +167,27 @@ def _site(args: argparse.Namespace) -> SiteConfig | None:
 
 
 def resolve(args: argparse.Namespace, site: SiteConfig | None) -> ChainArgs:
-    """Flags, then environment, then the site's ``[chain]`` table (module docstring)."""
+    """Flags, then environment, then the site's ``[chain]`` table (module docstring).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The command's parsed flags.
+    site : SiteConfig or None
+        The ``--site`` file, if given.
+
+    Returns
+    -------
+    ChainArgs
+        Backend (``anvil`` or ``rpc``), URL, anvil state file, confirmations [blocks],
+        contract addresses and keys.
+
+    Raises
+    ------
+    ConfigError
+        An unreadable ``--deployment`` file, an ``embedded`` or unknown backend, or ``rpc``
+        without URL or operator key.
+    """
     env = os.environ
     chain = site.chain if site is not None else None
     deployment: dict[str, Any] = {}
@@ -170,24 +197,27 @@ def resolve(args: argparse.Namespace, site: SiteConfig | None) -> ChainArgs:
         except (OSError, ValueError) as exc:
             msg = f"--deployment {args.deployment}: {exc}"
             raise ConfigError(msg) from None
-    site_backend = chain.backend if chain is not None and chain.backend != "embedded" else ""
-    backend = (
+    site_backend = (
+        chain.backend if chain is not None and chain.backend is not ChainBackend.EMBEDDED else ""
+    )
+    named = (
         args.backend
         or env.get("PEERGRID_CHAIN_BACKEND")
         or deployment.get("backend")
         or site_backend
-        or "anvil"
+        or ChainBackend.ANVIL
     )
-    if backend not in {"anvil", "rpc"}:
-        msg = f"chain backend must be anvil or rpc for 'peergrid chain', got {backend!r}"
+    if named not in {ChainBackend.ANVIL, ChainBackend.RPC}:
+        msg = f"chain backend must be anvil or rpc for 'peergrid chain', got {named!r}"
         raise ConfigError(msg)
+    backend = ChainBackend(named)
     rpc_url = (
         args.rpc_url
         or env.get("PEERGRID_RPC_URL")
         or (chain.rpc_url if chain is not None else "")
-        or (deployment.get("rpc_url", "") if backend == "rpc" else "")
+        or (deployment.get("rpc_url", "") if backend is ChainBackend.RPC else "")
     )
-    if backend == "rpc" and not rpc_url:
+    if backend is ChainBackend.RPC and not rpc_url:
         msg = "the rpc backend needs --rpc-url (or PEERGRID_RPC_URL, or the site's rpc_url)"
         raise ConfigError(msg)
     confirmations = args.confirmations
@@ -196,7 +226,7 @@ def resolve(args: argparse.Namespace, site: SiteConfig | None) -> ChainArgs:
         confirmations = int(raw) if raw else (chain.confirmations if chain is not None else 0)
     operator_key = args.operator_key or env.get("PEERGRID_OPERATOR_KEY", "")
     if not operator_key:
-        if backend == "rpc":
+        if backend is ChainBackend.RPC:
             msg = "the rpc backend needs --operator-key (or PEERGRID_OPERATOR_KEY)"
             raise ConfigError(msg)
         operator_key = "derive:operator"
@@ -235,13 +265,31 @@ def _account(key: str, what: str) -> Any:  # noqa: ANN401 - an eth-account Local
 
 @contextmanager
 def open_client(resolved: ChainArgs, *, attach: bool = True) -> Iterator[ChainClient]:
-    """Connect, build the client (attached to the contracts), close at the end."""
+    """Connect, build the client (attached to the contracts), close at the end.
+
+    Parameters
+    ----------
+    resolved : ChainArgs
+        Where the chain is and who signs.
+    attach : bool
+        Attach to the token and settlement contracts (``False`` for ``deploy``).
+
+    Yields
+    ------
+    ChainClient
+        The client, signing as the operator (and the admin).
+
+    Raises
+    ------
+    ConfigError
+        A key that is neither hex nor ``derive:LABEL``, or ``attach`` without addresses.
+    """
     from adapters.chain import ChainClient, connect  # noqa: PLC0415
 
     conn = connect(
         resolved.backend,
         rpc_url=resolved.rpc_url or None,
-        state_path=resolved.state if resolved.backend == "anvil" else None,
+        state_path=resolved.state if resolved.backend is ChainBackend.ANVIL else None,
     )
     try:
         client = ChainClient(
@@ -271,15 +319,12 @@ def _run(args: argparse.Namespace, body: Any) -> int:  # noqa: ANN401 - the comm
 
     try:
         code: int = body()
-    except ConfigError as exc:
+    except ValueError as exc:  # ConfigError, and the chain's InvalidArgument family
         sys.stderr.write(f"peergrid chain: error: {exc}\n")
         return EXIT_BAD_INPUT
     except ChainError as exc:
         sys.stderr.write(f"peergrid chain: {type(exc).__name__}: {exc}\n")
         return EXIT_FAILED
-    except ValueError as exc:
-        sys.stderr.write(f"peergrid chain: error: {exc}\n")
-        return EXIT_BAD_INPUT
     return code
 
 
@@ -287,12 +332,24 @@ def _run(args: argparse.Namespace, body: Any) -> int:  # noqa: ANN401 - the comm
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    """``peergrid chain deploy``."""
+    """``peergrid chain deploy``: deploy the contracts (module docstring).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The command's parsed flags.
+
+    Returns
+    -------
+    int
+        The exit code (module docstring).
+    """
 
     def body() -> int:
         resolved = resolve(args, _site(args))
         with open_client(resolved, attach=False) as client:
-            if resolved.backend == "anvil":  # dev chain: pay gas from anvil's own accounts
+            # a dev chain: pay gas from anvil's own accounts
+            if resolved.backend is ChainBackend.ANVIL:
                 for who in {client.operator.address, client.admin.address}:
                     client.fund_eth(who, DEV_ETHER_WEI)
             deployment = client.deploy_all(
@@ -307,7 +364,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             data = {
                 "backend": resolved.backend,
                 "rpc_url": resolved.rpc_url,
-                "state": resolved.state if resolved.backend == "anvil" else "",
+                "state": resolved.state if resolved.backend is ChainBackend.ANVIL else "",
                 "chain_id": client.chain_id(),
                 "block": client.block_number(),
                 **asdict(deployment),
@@ -324,7 +381,18 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """``peergrid chain status``."""
+    """``peergrid chain status``: the chain's state, compared with a store.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The command's parsed flags.
+
+    Returns
+    -------
+    int
+        The exit code (module docstring).
+    """
 
     def body() -> int:
         site = _site(args)
@@ -393,7 +461,18 @@ def _compare_store(client: ChainClient, url: str, problems: list[str]) -> dict[s
 
 
 def cmd_balances(args: argparse.Namespace) -> int:
-    """``peergrid chain balances``."""
+    """``peergrid chain balances``: balances of addresses or a site's participants.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The command's parsed flags.
+
+    Returns
+    -------
+    int
+        The exit code (module docstring).
+    """
 
     def body() -> int:
         from adapters.chain import checksum_address  # noqa: PLC0415
@@ -456,13 +535,23 @@ def cmd_settle_pending(args: argparse.Namespace) -> int:
 
     The controller records each receipt and its audit record on its next start: its own
     resolution of pending intents asks the chain, finds the batch there, and sends nothing.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The command's parsed flags (``--site`` is required).
+
+    Returns
+    -------
+    int
+        0 if every pending intent was settled (or already was), else 1 (2 for bad input).
     """
 
     def body() -> int:
         from adapters.chain import ChainError  # noqa: PLC0415
-        from controller.restore import batch_from_dict  # noqa: PLC0415
         from controller.store import Store  # noqa: PLC0415
         from controller.wiring import participant_accounts  # noqa: PLC0415
+        from market.codec import batch_from_dict  # noqa: PLC0415
         from market.domain import Interval  # noqa: PLC0415
 
         site = _site(args)
@@ -483,15 +572,7 @@ def cmd_settle_pending(args: argparse.Namespace) -> int:
                 entry: dict[str, Any] = {"interval_id": item.interval_id, "batch_id": item.batch_id}
                 try:
                     batch = batch_from_dict(item.batch, interval)
-                    rewards = [(accounts[p], int(wh)) for p, wh in item.batch.get("rewards", [])]
-                    receipt = client.submit_settlement(
-                        item.interval_id,
-                        bytes.fromhex(batch.batch_id),
-                        [(accounts[p], int(a)) for p, a in batch.amounts],
-                        batch.trades_root,
-                        batch.readings_root,
-                        rewards=rewards,
-                    )
+                    receipt = client.submit_settlement(batch, accounts)
                     entry |= {
                         "status": str(receipt.status),
                         "tx_hash": receipt.tx_hash,
@@ -512,9 +593,21 @@ def cmd_settle_pending(args: argparse.Namespace) -> int:
 
 
 def cmd_verify_trade(args: argparse.Namespace) -> int:
-    """``peergrid chain verify-trade``."""
+    """``peergrid chain verify-trade``: one trade against the trades root on-chain.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The command's parsed flags.
+
+    Returns
+    -------
+    int
+        0 if the contract verifies the trade's proof, else 1 (2 for bad input).
+    """
 
     def body() -> int:
+        from market.canonical import canonical_json  # noqa: PLC0415
         from market.merkle import leaf_hash, verify_proof  # noqa: PLC0415
 
         site = _site(args)
@@ -540,11 +633,6 @@ def cmd_verify_trade(args: argparse.Namespace) -> int:
     return _run(args, body)
 
 
-def canonical_json(item: dict[str, Any]) -> bytes:
-    """The leaf bytes ``market.merkle`` hashes: JSON, sorted keys, no spaces."""
-    return json.dumps(item, sort_keys=True, separators=(",", ":"), default=str).encode()
-
-
 def _leaf_from_files(args: argparse.Namespace) -> tuple[dict[str, Any], list[bytes]]:
     try:
         leaf = json.loads(Path(args.leaf).read_text(encoding="utf-8"))
@@ -561,8 +649,8 @@ def _leaf_from_files(args: argparse.Namespace) -> tuple[dict[str, Any], list[byt
 def _leaf_from_store(
     args: argparse.Namespace, site: SiteConfig | None
 ) -> tuple[dict[str, Any], list[bytes]]:
-    from controller.restore import result_from_dict  # noqa: PLC0415
     from controller.store import Store  # noqa: PLC0415
+    from market.codec import result_from_dict  # noqa: PLC0415
     from market.domain import Interval, trade_to_dict  # noqa: PLC0415
     from market.merkle import merkle_proof  # noqa: PLC0415
 
@@ -590,4 +678,4 @@ def _leaf_from_store(
     return chosen, merkle_proof(leaves, chosen)
 
 
-__all__ = ["ChainArgs", "canonical_json", "register", "resolve"]
+__all__ = ["ChainArgs", "register", "resolve"]

@@ -30,9 +30,10 @@ from typing import Any
 
 from adapters.modbus import sunspec
 from adapters.modbus.client import ModbusTkClient
-from adapters.modbus.devices import DeviceReader, fetch_fields
 from adapters.modbus.errors import AdapterError, RegisterMapError
-from adapters.modbus.registermaps import RegisterMap, available_register_maps, load_register_map
+from adapters.modbus.mapfiles import available_register_maps, load_register_map
+from adapters.modbus.reading import DeviceReader, fetch_fields
+from adapters.modbus.regmap import RegisterMap
 from adapters.modbus.simulators import (
     BatterySim,
     DeviceSimulator,
@@ -41,15 +42,16 @@ from adapters.modbus.simulators import (
     clear_sky_profile,
     constant_profile,
 )
-from controller.serialize import reading_to_dict
+from controller.config import DEFAULT_MAPS, DeviceKind
+from market.codec import reading_to_dict
 from market.domain import BusId, DeviceId, MeterReading, ParticipantId, ReadingQuality
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 
-SIMULATOR_KINDS = ("pv", "meter", "battery")
-DEFAULT_MAPS = {"pv": "sunspec_inverter", "meter": "sdm630", "battery": "battery"}
+SIMULATOR_KINDS = tuple(k.value for k in (DeviceKind.PV, DeviceKind.METER, DeviceKind.BATTERY))
+"""``devices simulate``'s kinds, as argparse choices (plain strings, in ``--help`` order)."""
 
 log = logging.getLogger("peergrid.devices")
 
@@ -167,7 +169,19 @@ def _read(
 
 
 def cmd_read(args: argparse.Namespace) -> int:
-    """``devices read``: the canonical reading, and the models or fields of the device."""
+    """``devices read``: the canonical reading, and the models or fields of the device.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The command's parsed flags.
+
+    Returns
+    -------
+    int
+        0 if the reading is OK; 1 if the device failed or the reading is not OK; 2 for a bad
+        register map or serial/unit setting.
+    """
     try:
         register_map = None if args.map == "sunspec" else load_register_map(args.map)
         client = _client(args)
@@ -195,7 +209,7 @@ def cmd_read(args: argparse.Namespace) -> int:
 
 
 def _make_simulator(args: argparse.Namespace, start: datetime) -> DeviceSimulator:
-    kind = args.kind
+    kind = DeviceKind(args.kind)
     map_name = args.map or DEFAULT_MAPS[kind]
     options: dict[str, Any] = {
         "register_map": map_name,
@@ -206,20 +220,36 @@ def _make_simulator(args: argparse.Namespace, start: datetime) -> DeviceSimulato
         "baudrate": args.baud,
         "start_at": start,
     }
-    if kind == "pv":
+    if kind is DeviceKind.PV:
         rated = args.rated_w or 5000.0
         profile = clear_sky_profile(rated) if args.power_w is None else constant_profile(
             args.power_w
         )  # fmt: skip
         return PVInverterSim(rated, profile, **options)
-    if kind == "meter":
+    if kind is DeviceKind.METER:
         power = 1500.0 if args.power_w is None else args.power_w
         return LoadMeterSim(constant_profile(power), peak_w=abs(power), **options)
     return BatterySim(args.capacity_wh, args.rated_w or 5000.0, args.soc, **options)
 
 
 def cmd_simulate(args: argparse.Namespace, *, sleep: Callable[[float], None] = time.sleep) -> int:
-    """``devices simulate``: serve a simulator until Ctrl-C (or ``--duration``)."""
+    """``devices simulate``: serve a simulator until Ctrl-C (or ``--duration``).
+
+    About every 0.2 s the simulator's clock is set to ``start + elapsed * --speed`` (elapsed
+    wall time [s]).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The command's parsed flags.
+    sleep : Callable
+        Waits the given time [s] (tests pass a fake).
+
+    Returns
+    -------
+    int
+        0 when stopped; 1 if the simulator cannot serve; 2 for bad arguments.
+    """
     if args.port is None and args.rtu is None:
         _err("give --port (0 = any free one) and/or --rtu DEVICE")
         return EXIT_BAD_INPUT
@@ -264,7 +294,13 @@ def cmd_simulate(args: argparse.Namespace, *, sleep: Callable[[float], None] = t
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``devices read`` and ``devices simulate`` to the ``peergrid`` parser."""
+    """Add ``devices read`` and ``devices simulate`` to the ``peergrid`` parser.
+
+    Parameters
+    ----------
+    sub : argparse subparsers action
+        What ``ArgumentParser.add_subparsers`` returned for ``peergrid``.
+    """
     devices = sub.add_parser("devices", help="read Modbus devices, serve simulated ones")
     devices_sub = devices.add_subparsers(dest="devices_command", required=True)
     maps = ", ".join(available_register_maps())
@@ -317,7 +353,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``devices ...`` on its own (``python -m controller.cli_devices devices read ...``)."""
+    """Run ``devices ...`` on its own (``python -m controller.cli_devices devices read ...``).
+
+    Parameters
+    ----------
+    argv : sequence of str or None
+        The arguments (``None``: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The command's exit code (module docstring).
+    """
     parser = argparse.ArgumentParser(prog="peergrid")
     sub = parser.add_subparsers(dest="command", required=True)
     register(sub)

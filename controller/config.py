@@ -49,23 +49,54 @@ Every error names the item (``participants[2] (bob): ...``) and nothing is half-
 
 from __future__ import annotations
 
+import enum
 import math
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from controller.errors import ConfigError
 from market.domain import BusId, DeviceId, ParticipantId
 
-ORDER_KINDS = ("sell_surplus", "buy_demand", "buy", "sell", "battery")
-DEVICE_KINDS = ("meter", "pv", "battery")
-CHAIN_BACKENDS = ("embedded", "anvil", "rpc")
-DEFAULT_MAPS = {"meter": "sdm630", "pv": "sunspec_inverter", "battery": "battery"}
+
+class OrderKind(enum.StrEnum):
+    """What a standing order trades each interval (its TOML ``kind``, see StandingOrder)."""
+
+    SELL_SURPLUS = "sell_surplus"
+    BUY_DEMAND = "buy_demand"
+    BUY = "buy"
+    SELL = "sell"
+    BATTERY = "battery"
 
 
-class ConfigError(ValueError):
-    """A site file that cannot be used; the message names the item and the field."""
+class DeviceKind(enum.StrEnum):
+    """What a Modbus device is (its TOML ``kind``): a meter, a PV inverter or a battery."""
+
+    METER = "meter"
+    PV = "pv"
+    BATTERY = "battery"
+
+
+class ChainBackend(enum.StrEnum):
+    """Where settlement happens (the ``[chain]`` table's ``backend``).
+
+    ``embedded``: an in-process chain, deployed and funded at start (trials only);
+    ``anvil``: a local anvil node started by PeerGrid with a state file; ``rpc``: any node.
+    """
+
+    EMBEDDED = "embedded"
+    ANVIL = "anvil"
+    RPC = "rpc"
+
+
+DEFAULT_MAPS = {
+    DeviceKind.METER: "sdm630",
+    DeviceKind.PV: "sunspec_inverter",
+    DeviceKind.BATTERY: "battery",
+}
+"""The built-in register map of each device kind, used when a device names none."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,7 +117,7 @@ class StandingOrder:
     Prices in token base units per kWh.
     """
 
-    kind: str
+    kind: OrderKind
     price: int
     energy_wh: int = 0
     discharge_price: int = 0
@@ -109,14 +140,16 @@ class ParticipantConfig:
 class DeviceConfig:
     """A Modbus device of a participant.
 
-    ``rated_w`` and ``capacity_wh`` describe the device for the simulators and the bidding
-    (PV rating [W]; battery power [W] and capacity [Wh]); ``profile`` names a simulator
-    profile.
+    ``rated_w`` and ``capacity_wh`` describe the device for the simulators, the bidding and
+    the setpoints (PV rating [W]; battery power [W] and capacity [Wh]); ``soc0_percent`` is
+    a simulated battery's initial state of charge [%] and ``profile_scale_w`` a simulated
+    load's peak [W] (the demo's simulators). ``profile`` is a free-text label of the
+    device's profile (``"pv"``, ``"household"``); nothing reads it.
     """
 
     id: DeviceId
     participant: ParticipantId
-    kind: str
+    kind: DeviceKind
     host: str
     port: int
     unit: int
@@ -132,7 +165,7 @@ class DeviceConfig:
 class ChainConfig:
     """Which chain settles, and how."""
 
-    backend: str = "embedded"
+    backend: ChainBackend = ChainBackend.EMBEDDED
     rpc_url: str = ""
     confirmations: int = 0
     token_address: str = ""
@@ -161,10 +194,20 @@ class SiteConfig:
     participants: tuple[ParticipantConfig, ...]
     devices: tuple[DeviceConfig, ...]
     source: str = ""
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def participant(self, pid: str) -> ParticipantConfig:
-        """The participant called ``pid``."""
+        """The participant called ``pid``.
+
+        Parameters
+        ----------
+        pid : str
+            The participant's id.
+
+        Raises
+        ------
+        ConfigError
+            No participant has that id.
+        """
         for p in self.participants:
             if p.id == pid:
                 return p
@@ -172,8 +215,17 @@ class SiteConfig:
         raise ConfigError(msg)
 
     def devices_of(self, pid: str) -> tuple[DeviceConfig, ...]:
-        """Devices of participant ``pid``."""
+        """The devices of participant ``pid``, in site-file order (empty if it has none).
+
+        Parameters
+        ----------
+        pid : str
+            The participant's id.
+        """
         return tuple(d for d in self.devices if d.participant == pid)
+
+
+_K = TypeVar("_K", bound=enum.StrEnum)
 
 
 def _int(
@@ -223,13 +275,22 @@ def _str(where: str, table: Mapping[str, Any], key: str, default: str | None = N
     return raw
 
 
+def _kind(
+    where: str, raw: Mapping[str, Any], key: str, kinds: type[_K], default: str | None = None
+) -> _K:
+    """``raw[key]`` as a member of ``kinds``; a string that is none of them is a ConfigError."""
+    text = _str(where, raw, key, default)
+    try:
+        return kinds(text)
+    except ValueError:
+        msg = f"{where}: {key} must be one of {', '.join(kinds)}, got {text!r}"
+        raise ConfigError(msg) from None
+
+
 def _standing_order(where: str, raw: Mapping[str, Any]) -> StandingOrder:
-    kind = _str(where, raw, "kind")
-    if kind not in ORDER_KINDS:
-        msg = f"{where}: kind must be one of {', '.join(ORDER_KINDS)}, got {kind!r}"
-        raise ConfigError(msg)
+    kind = _kind(where, raw, "kind", OrderKind)
     energy = _int(where, raw, "energy_wh", 0)
-    if kind in {"buy", "sell"} and energy <= 0:
+    if kind in {OrderKind.BUY, OrderKind.SELL} and energy <= 0:
         msg = f"{where}: a fixed {kind} order needs energy_wh > 0"
         raise ConfigError(msg)
     order = StandingOrder(
@@ -240,7 +301,7 @@ def _standing_order(where: str, raw: Mapping[str, Any]) -> StandingOrder:
         min_soc_percent=_float(where, raw, "min_soc_percent", 10.0),
         max_soc_percent=_float(where, raw, "max_soc_percent", 95.0),
     )
-    if kind == "battery" and order.discharge_price < order.price:
+    if kind is OrderKind.BATTERY and order.discharge_price < order.price:
         msg = f"{where}: discharge_price must be >= price (the charge ceiling)"
         raise ConfigError(msg)
     return order
@@ -249,7 +310,22 @@ def _standing_order(where: str, raw: Mapping[str, Any]) -> StandingOrder:
 def parse_site(data: Mapping[str, Any], source: str = "<memory>") -> SiteConfig:
     """Validate a parsed TOML document into a :class:`SiteConfig`.
 
-    Bus names are checked against the grid later, by the wiring (which loads the grid).
+    Missing optional keys take the defaults shown in the module docstring; unknown keys are
+    ignored. Bus names are checked against the grid later, by
+    :func:`controller.wiring.load_site_grid` (which loads the grid).
+
+    Parameters
+    ----------
+    data : Mapping
+        The document as :func:`tomllib.loads` returns it.
+    source : str
+        Where it came from (a file name), quoted in errors and kept as ``SiteConfig.source``.
+
+    Returns
+    -------
+    SiteConfig
+        The site, with kinds as :class:`OrderKind`, :class:`DeviceKind` and
+        :class:`ChainBackend`.
 
     Raises
     ------
@@ -266,10 +342,7 @@ def parse_site(data: Mapping[str, Any], source: str = "<memory>") -> SiteConfig:
     if 86400 % interval_s:
         msg = f"site: interval_s must divide a day evenly, got {interval_s}"
         raise ConfigError(msg)
-    backend = _str("chain", chain_raw, "backend", "embedded")
-    if backend not in CHAIN_BACKENDS:
-        msg = f"chain: backend must be one of {', '.join(CHAIN_BACKENDS)}, got {backend!r}"
-        raise ConfigError(msg)
+    backend = _kind("chain", chain_raw, "backend", ChainBackend, "embedded")
     chain = ChainConfig(
         backend=backend,
         rpc_url=_str("chain", chain_raw, "rpc_url", ""),
@@ -279,7 +352,7 @@ def parse_site(data: Mapping[str, Any], source: str = "<memory>") -> SiteConfig:
         state_path=_str("chain", chain_raw, "state_path", ""),
         operator_key_env=_str("chain", chain_raw, "operator_key_env", "PEERGRID_OPERATOR_KEY"),
     )
-    if backend == "rpc" and not chain.rpc_url:
+    if backend is ChainBackend.RPC and not chain.rpc_url:
         msg = "chain: backend 'rpc' needs rpc_url"
         raise ConfigError(msg)
 
@@ -325,10 +398,7 @@ def parse_site(data: Mapping[str, Any], source: str = "<memory>") -> SiteConfig:
         if owner not in seen:
             msg = f"{where}: unknown participant {owner!r}"
             raise ConfigError(msg)
-        kind = _str(where, raw, "kind")
-        if kind not in DEVICE_KINDS:
-            msg = f"{where}: kind must be one of {', '.join(DEVICE_KINDS)}, got {kind!r}"
-            raise ConfigError(msg)
+        kind = _kind(where, raw, "kind", DeviceKind)
         devices.append(
             DeviceConfig(
                 id=DeviceId(did),
@@ -376,7 +446,12 @@ def parse_site(data: Mapping[str, Any], source: str = "<memory>") -> SiteConfig:
 
 
 def read_site(path: str | Path) -> SiteConfig:
-    """Read and validate a site TOML file.
+    """Read a site TOML file and validate it with :func:`parse_site`.
+
+    Parameters
+    ----------
+    path : str or Path
+        The site file (UTF-8 TOML).
 
     Raises
     ------

@@ -38,21 +38,24 @@ from typing import Any, Protocol
 from adapters.modbus.polling import poll_all
 from controller.bidding import Forecaster, Plan, cap_by_credit, plan_orders, setpoints_for
 from controller.config import SiteConfig
-from controller.restore import batch_from_dict, result_from_dict
-from controller.serialize import (
+from controller.errors import NotOnBoundary
+from controller.grid_clearing import clear_on_grid
+from controller.store import Store
+from grid_models.errors import GridModelError
+from grid_models.grids import Grid
+from grid_models.linear import LinearGrid, build_linear_grid
+from market.canonical import content_hash
+from market.clearing import ClearingOptions, empty_result
+from market.codec import (
+    batch_from_dict,
     batch_to_dict,
     book_to_dict,
     reading_to_dict,
+    result_from_dict,
     result_to_dict,
     setpoint_to_dict,
     timings_of,
 )
-from controller.store import Store
-from grid_models.acloop import clear_on_grid
-from grid_models.errors import GridModelError
-from grid_models.grids import Grid
-from grid_models.linear import LinearGrid, build_linear_grid
-from market.clearing import ClearingOptions, empty_result
 from market.domain import (
     ClearingResult,
     ClearingStatus,
@@ -64,13 +67,13 @@ from market.domain import (
     ReadingQuality,
     Setpoint,
     SettlementBatch,
-    content_hash,
+    Tariffs,
     require_utc,
 )
 from market.errors import MarketError
 from market.orderbook import build_order_book, parse_order_rows
-from market.settlement import MeteredEnergy, settle
-from market.units import Wh
+from market.settlement import settle
+from market.units import PricePerKwh
 
 log = logging.getLogger("peergrid.cycle")
 
@@ -79,7 +82,13 @@ class Reader(Protocol):
     """Reads one device; never raises for device trouble (MISSING instead)."""
 
     def read(self, now: datetime) -> MeterReading:
-        """Read the device at ``now``."""
+        """Read the device at ``now``.
+
+        Parameters
+        ----------
+        now : datetime
+            The boundary the reading belongs to (UTC); older readings are STALE.
+        """
         ...
 
 
@@ -101,7 +110,13 @@ class Writer(Protocol):
     """Writes setpoints to one device (allow-listed, range-checked, read back)."""
 
     def write(self, setpoint: Setpoint) -> WriteOutcome:
-        """Write ``setpoint``."""
+        """Write ``setpoint``.
+
+        Parameters
+        ----------
+        setpoint : Setpoint
+            The device's setpoint for the interval (``p_w`` [W]).
+        """
         ...
 
 
@@ -119,7 +134,13 @@ class Settler(Protocol):
     """Sends a settlement batch to the chain, exactly once per interval."""
 
     def submit(self, batch: SettlementBatch) -> ChainOutcome:
-        """Settle ``batch``; if the chain already has the interval, report it, send nothing."""
+        """Settle ``batch``; if the chain already has the interval, report it, send nothing.
+
+        Parameters
+        ----------
+        batch : SettlementBatch
+            The interval's settlement (amounts [token units]).
+        """
         ...
 
 
@@ -192,17 +213,47 @@ class Cycle:
 
     # -------------------------------------------------------------------------- phases
     def read_all(self, now: datetime) -> dict[DeviceId, MeterReading]:
-        """Read every device once, concurrently (the process image)."""
+        """Read every device once, concurrently (the process image).
+
+        Parameters
+        ----------
+        now : datetime
+            The boundary the readings belong to (UTC).
+
+        Returns
+        -------
+        dict of DeviceId to MeterReading
+            One reading per device; a dead device gives a MISSING reading.
+        """
         return poll_all(self.readers, now)
 
     def tick(self, boundary: datetime, *, clear_next: bool = True) -> TickReport:
-        """Run the cycle at ``boundary`` (settle the interval that ended, clear the next)."""
+        """Run the cycle at ``boundary`` (settle the interval that ended, clear the next).
+
+        Parameters
+        ----------
+        boundary : datetime
+            An interval boundary (UTC, a multiple of ``site.interval_s`` [s] from the epoch).
+        clear_next : bool
+            Clear the interval that starts at ``boundary`` (``False``: read, settle and
+            audit only).
+
+        Returns
+        -------
+        TickReport
+            Readings, the clearing (if any) and every settlement sent or failed.
+
+        Raises
+        ------
+        NotOnBoundary
+            ``boundary`` is not an interval boundary.
+        """
         boundary = require_utc(boundary, "boundary")
         length = self.site.interval_s
         current = Interval.containing(boundary, length)
         if current.start != boundary:
             msg = f"tick at {boundary.isoformat()} is not on a {length} s boundary"
-            raise ValueError(msg)
+            raise NotOnBoundary(msg)
 
         # 1. read
         snapshot = self.read_all(boundary)
@@ -338,7 +389,21 @@ class Cycle:
         return credit
 
     def reclear(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        """Clear an audit record's stored order book again (an auditor's determinism check)."""
+        """Clear an audit record's stored order book again (an auditor's determinism check).
+
+        The book is cleared on the base case of the record's interval with the site's
+        options, as :meth:`tick` clears it.
+
+        Parameters
+        ----------
+        record : Mapping
+            An audit record (``interval`` [Unix s], ``length_s`` [s], ``book``).
+
+        Returns
+        -------
+        dict
+            The clearing result in its stored form (:func:`result_to_dict`).
+        """
         interval = Interval.from_id(int(record["interval"]), int(record["length_s"]))
         grid = self.base_grid_for(interval)
         book = parse_order_rows(
@@ -393,14 +458,6 @@ class Cycle:
         )
 
     # -------------------------------------------------------------------------- settlement
-    def metered(
-        self, interval: Interval
-    ) -> tuple[dict[ParticipantId, MeteredEnergy], list[dict[str, Any]]]:
-        """Metered energy per participant over ``interval`` from its boundary snapshots."""
-        start = self.store.readings_at(interval.interval_id)
-        end = self.store.readings_at(interval.next().interval_id)
-        return metered_energy(self.site, start, end)
-
     def _close_abandoned(self, current: Interval) -> None:
         """Record an outcome for intervals claimed by a controller that died mid-clearing."""
         for interval_id, length_s in self.store.abandoned_intervals(current.interval_id):
@@ -425,19 +482,23 @@ class Cycle:
     def _settle_ended(self, boundary: datetime) -> list[SettlementReport]:
         """Settle on paper every ended interval without a settlement; persist the intents."""
         errors: list[SettlementReport] = []
+        tariffs = Tariffs(
+            import_price=PricePerKwh(self.site.import_price),
+            export_price=PricePerKwh(self.site.export_price),
+        )
+        meters = {p.id: [d.id for d in self.site.devices_of(p.id)] for p in self.site.participants}
         for interval_id, length_s, stored in self.store.unsettled_results(
             int(boundary.timestamp())
         ):
             interval = Interval.from_id(interval_id, length_s)
             result = result_from_dict(stored, interval)
-            metered, leaves = self.metered(interval)
             try:
                 batch = settle(
                     result,
-                    metered,
-                    import_price=self.site.import_price,
-                    export_price=self.site.export_price,
-                    reading_leaves=leaves,
+                    self.store.readings_at(interval.interval_id),
+                    self.store.readings_at(interval.next().interval_id),
+                    tariffs,
+                    meters=meters,
                 )
             except MarketError as exc:
                 log.exception("settling %s failed", interval.label())
@@ -527,54 +588,3 @@ def _replace_failures(report: IntervalReport, failures: tuple[str, ...]) -> Inte
     import dataclasses  # noqa: PLC0415
 
     return dataclasses.replace(report, write_failures=failures)
-
-
-def metered_energy(
-    site: SiteConfig,
-    start: Mapping[DeviceId, MeterReading],
-    end: Mapping[DeviceId, MeterReading],
-) -> tuple[dict[ParticipantId, MeteredEnergy], list[dict[str, Any]]]:
-    """Counter deltas per participant between two snapshots, and the readings as leaves.
-
-    A device whose reading is not OK at either end, or whose counter went backwards, makes
-    its participant incomplete (settled as cleared, flagged).
-    """
-    out: dict[ParticipantId, MeteredEnergy] = {}
-    leaves: list[dict[str, Any]] = []
-    for p in site.participants:
-        imp = exp = 0
-        problems: list[str] = []
-        devices = site.devices_of(p.id)
-        if not devices:
-            problems.append("no metering device: energy cannot be verified")
-        for d in devices:
-            a, b = start.get(d.id), end.get(d.id)
-            if a is None or b is None:
-                problems.append(f"{d.id}: no reading at the interval's start or end")
-                continue
-            leaves.append(
-                {
-                    "device_id": d.id,
-                    "participant": p.id,
-                    "start": reading_to_dict(a),
-                    "end": reading_to_dict(b),
-                }
-            )
-            if a.quality is not ReadingQuality.OK or b.quality is not ReadingQuality.OK:
-                problems.append(f"{d.id}: reading {a.quality.value}/{b.quality.value}")
-                continue
-            d_imp = b.import_wh_total - a.import_wh_total
-            d_exp = b.export_wh_total - a.export_wh_total
-            if d_imp < 0 or d_exp < 0:
-                problems.append(f"{d.id}: counter went backwards (meter reset?)")
-                continue
-            imp += d_imp
-            exp += d_exp
-        out[p.id] = MeteredEnergy(
-            participant=p.id,
-            import_wh=Wh(imp),
-            export_wh=Wh(exp),
-            complete=not problems,
-            reason="; ".join(problems),
-        )
-    return out, leaves

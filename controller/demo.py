@@ -26,22 +26,22 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from adapters.chain.backends import connect
-from adapters.chain.client import ChainClient, derive_account
+from adapters.chain import ChainClient
 from adapters.modbus.simulators import BatterySim, LoadMeterSim, PVInverterSim
 from controller.audit import verify_records
-from controller.config import DeviceConfig, SiteConfig, parse_site
+from controller.config import (
+    ChainBackend,
+    ChainConfig,
+    DeviceConfig,
+    DeviceKind,
+    OrderKind,
+    SiteConfig,
+    parse_site,
+)
 from controller.cycle import Cycle, IntervalReport, TickReport
 from controller.profiles import Profile, load_actual, load_forecast, pv_actual, pv_forecast
 from controller.store import Store
-from controller.wiring import (
-    ChainSettler,
-    base_grid_factory,
-    build_devices,
-    fund_trial_chain,
-    load_site_grid,
-    participant_accounts,
-)
+from controller.wiring import TrialFunding, build_runtime
 from market.domain import COMMUNITY, GRID, Interval
 from market.units import format_tokens
 
@@ -52,11 +52,20 @@ COMMUNITY_DEPOSIT = 100_000_000  # the community's reserve: it buys the market's
 REWARD_RATE = 1_000_000  # reward base units per verified local kWh
 REWARD_CAP = 50_000_000  # at most this many reward units per interval
 WALLET_EXTRA = 20_000_000  # tokens each participant keeps outside escrow
+DEMO_TRIAL = TrialFunding(
+    grid_reserve=GRID_DEPOSIT,
+    community_reserve=COMMUNITY_DEPOSIT,
+    wallet_extra=WALLET_EXTRA,
+    token=("PeerGrid Demo Dollar", "PGD"),
+    reward=(REWARD_RATE, REWARD_CAP),
+)
+"""The demo chain's funding: the reward token pays producers ``REWARD_RATE`` reward units per
+verified local kWh (at most ``REWARD_CAP`` per interval), minted in each settlement."""
 Sim = PVInverterSim | LoadMeterSim | BatterySim
 
 
 def demo_site() -> SiteConfig:
-    """The demo site shipped with PeerGrid."""
+    """The demo site shipped with PeerGrid (``controller/sites/demo.toml``, parsed)."""
     import tomllib  # noqa: PLC0415
 
     text = resources.files("controller").joinpath("sites/demo.toml").read_text("utf-8")
@@ -70,7 +79,18 @@ class ProfileForecaster:
     forecasts: dict[str, Profile]
 
     def forecast_w(self, device: DeviceConfig, interval: Interval) -> float | None:
-        """Average forecast power [W, + = consumption] over ``interval``."""
+        """Average forecast power over ``interval`` [W, + = consumption].
+
+        The mean of the profile at the midpoints of six equal parts of the interval, negated
+        for PV (production).
+
+        Parameters
+        ----------
+        device : DeviceConfig
+            The device; ``None`` is returned for a device without a forecast profile.
+        interval : Interval
+            The interval averaged over.
+        """
         profile = self.forecasts.get(device.id)
         if profile is None:
             return None
@@ -78,22 +98,40 @@ class ProfileForecaster:
             interval.start + timedelta(seconds=interval.length_s * (k + 0.5) / 6) for k in range(6)
         ]
         mean = sum(profile(t) for t in samples) / len(samples)
-        return -mean if device.kind == "pv" else mean
+        return -mean if device.kind is DeviceKind.PV else mean
 
 
 def start_simulators(
     site: SiteConfig, t0: datetime
 ) -> tuple[dict[str, Sim], dict[str, Profile], SiteConfig]:
-    """Start one simulator per device; return them, the forecasts, and the site with ports."""
+    """Start one simulator per device on 127.0.0.1 (a free port each).
+
+    PV inverters follow :func:`~controller.profiles.pv_actual` of their ``rated_w`` [W],
+    meters :func:`~controller.profiles.load_actual` of their ``profile_scale_w`` [W], and
+    batteries start at ``soc0_percent`` [%] of ``capacity_wh`` [Wh].
+
+    Parameters
+    ----------
+    site : SiteConfig
+        The site whose devices are simulated.
+    t0 : datetime
+        The simulators' start time (UTC).
+
+    Returns
+    -------
+    tuple
+        The running simulators and the forecast profiles (PV and meters) by device id, and
+        the site with each device's host and port set to its simulator's.
+    """
     sims: dict[str, Sim] = {}
     forecasts: dict[str, Profile] = {}
     devices = []
     for d in site.devices:
         sim: Sim
-        if d.kind == "pv":
+        if d.kind is DeviceKind.PV:
             sim = PVInverterSim(d.rated_w, pv_actual(d.rated_w, d.id), start_at=t0)
             forecasts[d.id] = pv_forecast(d.rated_w)
-        elif d.kind == "meter":
+        elif d.kind is DeviceKind.METER:
             sim = LoadMeterSim(load_actual(d.profile_scale_w, d.id), start_at=t0)
             forecasts[d.id] = load_forecast(d.profile_scale_w)
         else:
@@ -104,23 +142,6 @@ def start_simulators(
     return sims, forecasts, dataclasses.replace(site, devices=tuple(devices))
 
 
-def fund_chain(site: SiteConfig, client: ChainClient) -> int:
-    """Deploy, mint and deposit for the demo; return the minted supply [token units].
-
-    The reward token pays producers ``REWARD_RATE`` reward units per verified local kWh
-    (at most ``REWARD_CAP`` per interval), minted in each settlement transaction.
-    """
-    return fund_trial_chain(
-        site,
-        client,
-        grid_reserve=GRID_DEPOSIT,
-        community_reserve=COMMUNITY_DEPOSIT,
-        wallet_extra=WALLET_EXTRA,
-        token=("PeerGrid Demo Dollar", "PGD"),
-        reward=(REWARD_RATE, REWARD_CAP),
-    )
-
-
 def _curtailed_wh(cleared: IntervalReport | None) -> int:
     """PV surplus offered but not accepted [Wh] (the setpoints curtail it)."""
     if cleared is None:
@@ -129,12 +150,28 @@ def _curtailed_wh(cleared: IntervalReport | None) -> int:
     return sum(
         o.energy_wh - accepted.get(o.order_id, 0)
         for o in cleared.book.offers
-        if ":sell_surplus:" in o.order_id
+        if f":{OrderKind.SELL_SURPLUS}:" in o.order_id
     )
 
 
 def row_of(report: TickReport, cleared: dict[int, IntervalReport]) -> dict[str, Any] | None:
-    """The table row of the interval settled at this tick (None at the first tick)."""
+    """The table row of the interval settled at this tick (None if none was settled).
+
+    Parameters
+    ----------
+    report : TickReport
+        The tick's report.
+    cleared : dict of int to IntervalReport
+        The clearing reports so far by interval id [Unix s].
+
+    Returns
+    -------
+    dict or None
+        Status, order count, cleared, local (peer-to-peer), grid import/export and
+        curtailed energy [Wh], min/max nodal price [token units/kWh], voltage range [p.u.],
+        max loading [%], AC iterations, settlement transaction, gas, batch id, imbalance
+        [Wh] and reason.
+    """
     s = report.settled
     if s is None:
         return None
@@ -185,11 +222,30 @@ class DemoRuntime:
     start: datetime
 
     def boundary(self, k: int) -> datetime:
-        """The ``k``-th boundary from the start."""
+        """The ``k``-th boundary from the start (``start + k * interval_s``).
+
+        Parameters
+        ----------
+        k : int
+            Boundary number (0 = ``start``).
+        """
         return self.start + timedelta(seconds=self.site.interval_s * k)
 
     def tick(self, k: int, *, clear_next: bool = True) -> TickReport:
-        """Advance the simulators to boundary ``k`` and run the cycle there."""
+        """Advance the running simulators to boundary ``k`` and run the cycle there.
+
+        Parameters
+        ----------
+        k : int
+            Boundary number (0 = ``start``).
+        clear_next : bool
+            Also clear the interval that starts there (``False`` only settles).
+
+        Returns
+        -------
+        TickReport
+            The tick's report.
+        """
         boundary = self.boundary(k)
         for sim in self.sims.values():
             if sim.running:
@@ -247,14 +303,32 @@ class DemoRuntime:
 
 @contextmanager
 def demo_runtime(
-    out_dir: Path, start: datetime = DEMO_START, chain: str = "embedded"
+    out_dir: Path, start: datetime = DEMO_START, chain: str = ChainBackend.EMBEDDED
 ) -> Iterator[DemoRuntime]:
     """Start the demo's simulators, chain and database; stop them on exit.
 
-    ``chain`` is ``embedded`` (py-evm in this process) or ``anvil`` (a local node from npm
-    ``@foundry-rs/anvil``, started on a free loopback port with its state file in
-    ``out_dir``, stopped at the end).
+    The database (``peergrid-demo.sqlite``) and an anvil state file left in ``out_dir`` by
+    an earlier run are deleted first. The runtime comes from
+    :func:`controller.wiring.build_runtime` on a trial chain funded with
+    :data:`DEMO_TRIAL`, with the simulators' profiles as the forecast.
+
+    Parameters
+    ----------
+    out_dir : Path
+        Folder of the database (and of anvil's state file); created if missing.
+    start : datetime
+        The first boundary (UTC); the simulators' clocks start there.
+    chain : {"embedded", "anvil"}
+        ``embedded`` (py-evm in this process) or ``anvil`` (a local node from npm
+        ``@foundry-rs/anvil``, started on a free loopback port with its state file in
+        ``out_dir``, stopped at the end).
+
+    Yields
+    ------
+    DemoRuntime
+        The running demo.
     """
+    backend = ChainBackend(chain)
     site = demo_site()
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in (
@@ -265,48 +339,33 @@ def demo_runtime(
     ):
         (out_dir / name).unlink(missing_ok=True)
     site = dataclasses.replace(
-        site, database=f"sqlite:///{(out_dir / 'peergrid-demo.sqlite').as_posix()}"
+        site,
+        database=f"sqlite:///{(out_dir / 'peergrid-demo.sqlite').as_posix()}",
+        chain=ChainConfig(
+            backend=backend,
+            state_path=(out_dir / "anvil-state.json").as_posix()
+            if backend is ChainBackend.ANVIL
+            else "",
+        ),
     )
-    grid = load_site_grid(site)
     sims, forecasts, site = start_simulators(site, start)
-    store = Store(site.database)
-    devices = build_devices(site)
-    connection = None
     try:
-        connection = connect(
-            chain, state_path=out_dir / "anvil-state.json" if chain == "anvil" else None
-        )
-        client = ChainClient(
-            connection.w3, derive_account("operator"), on_nonce=store.save_next_nonce
-        )
-        minted = fund_chain(site, client)
-        accounts = participant_accounts(site)
-        cycle = Cycle(
-            site=site,
-            store=store,
-            base_grid_for=base_grid_factory(site, grid),
-            readers=devices.readers,
-            writers=devices.writers,
-            settler=ChainSettler(client, accounts),
-            forecaster=ProfileForecaster(forecasts),
-        )
-        yield DemoRuntime(
-            site=site,
-            sims=sims,
-            cycle=cycle,
-            client=client,
-            store=store,
-            accounts={str(k): v for k, v in accounts.items()},
-            minted=minted,
-            start=start,
-        )
+        with build_runtime(
+            site, trial=DEMO_TRIAL, forecaster=ProfileForecaster(forecasts)
+        ) as runtime:
+            yield DemoRuntime(
+                site=site,
+                sims=sims,
+                cycle=runtime.cycle,
+                client=runtime.client,
+                store=runtime.store,
+                accounts={str(k): v for k, v in runtime.accounts.items()},
+                minted=runtime.minted,
+                start=start,
+            )
     finally:
-        devices.close()
         for sim in sims.values():
             sim.stop()
-        if connection is not None:
-            connection.close()
-        store.close()
 
 
 def run_demo(
@@ -315,9 +374,33 @@ def run_demo(
     start: datetime = DEMO_START,
     out_dir: Path = Path("peergrid-demo"),
     progress: Callable[[int, int, str], None] | None = None,
-    chain: str = "embedded",
+    chain: str = ChainBackend.EMBEDDED,
 ) -> dict[str, Any]:
-    """Run the demo and return its report (see the module docstring)."""
+    """Run the demo and return its report (see the module docstring).
+
+    Ticks ``intervals + 1`` boundaries (the last one settles without clearing), then writes
+    ``report.json`` and ``audit.jsonl`` to ``out_dir`` next to the database.
+
+    Parameters
+    ----------
+    intervals : int
+        Intervals to clear and settle.
+    start : datetime
+        The first boundary (UTC).
+    out_dir : Path
+        Folder for the report, the audit log and the database.
+    progress : Callable or None
+        Called after each boundary with (boundaries done, boundaries in all, ``HH:MM``).
+    chain : {"embedded", "anvil"}
+        The chain backend (see :func:`demo_runtime`).
+
+    Returns
+    -------
+    dict
+        The report: per-interval rows (see :func:`row_of`), ticks, balances and conservation
+        [token units], contract addresses, the audit summary, rewards [reward units],
+        ``all_settled``, ``wall_s`` [s] and ``out_dir``.
+    """
     started = time.perf_counter()
     with demo_runtime(out_dir, start, chain) as rt:
         rows: list[dict[str, Any]] = []
@@ -355,7 +438,7 @@ def run_demo(
             },
             "audit": rt.verify(),
             "all_settled": len(rows) == intervals and all(r["settled"] for r in rows),
-            "chain": chain,
+            "chain": ChainBackend(chain).value,
             "rewards": rt.rewards(),
             "wall_s": round(time.perf_counter() - started, 2),
             "out_dir": str(out_dir),
@@ -368,7 +451,13 @@ def run_demo(
 
 
 def format_table(report: dict[str, Any]) -> str:
-    """The per-interval table and balances as plain text."""
+    """The per-interval table, the balances, conservation and the audit as plain text.
+
+    Parameters
+    ----------
+    report : dict
+        A report of :func:`run_demo`.
+    """
     lines = []
     head = (
         f"{'interval':<17} {'status':<11} {'ord':>3} {'cleared':>8} {'local':>7} "

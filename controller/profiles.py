@@ -36,7 +36,16 @@ def _noise(key: str, moment: datetime, minutes: int) -> float:
 
 
 def clear_sky_fraction(moment: datetime) -> float:
-    """Fraction of PV rating available under a clear sky at ``moment`` (0 at night)."""
+    """Fraction of PV rating available under a clear sky at ``moment`` (0 at night).
+
+    ``sin(pi * x) ** 1.5`` with ``x`` the fraction of the day between sunrise (05:30) and
+    sunset (20:30), UTC solar time.
+
+    Parameters
+    ----------
+    moment : datetime
+        The time (UTC).
+    """
     h = _hour(moment)
     if h <= SUNRISE_H or h >= SUNSET_H:
         return 0.0
@@ -45,7 +54,15 @@ def clear_sky_fraction(moment: datetime) -> float:
 
 
 def pv_forecast(rated_w: float, cloudiness: float = 0.15) -> Profile:
-    """Forecast PV power [W]: clear sky x (1 - day cloudiness)."""
+    """Forecast PV power [W]: ``0.85 * rated_w * clear_sky_fraction * (1 - cloudiness)``.
+
+    Parameters
+    ----------
+    rated_w : float
+        The inverter's rating [W].
+    cloudiness : float
+        The day's cloudiness (fraction of clear-sky power lost, 0 .. 1).
+    """
 
     def profile(moment: datetime) -> float:
         return rated_w * 0.85 * clear_sky_fraction(moment) * (1 - cloudiness)
@@ -54,7 +71,17 @@ def pv_forecast(rated_w: float, cloudiness: float = 0.15) -> Profile:
 
 
 def pv_actual(rated_w: float, key: str, cloudiness: float = 0.15) -> Profile:
-    """Actual PV power [W]: the forecast with 5-minute cloud dips of up to 35 % (deterministic)."""
+    """Actual PV power [W]: the forecast with 5-minute cloud dips of up to 35 % (deterministic).
+
+    Parameters
+    ----------
+    rated_w : float
+        The inverter's rating [W].
+    key : str
+        Seed of the dips (the device id: every device gets its own clouds).
+    cloudiness : float
+        The day's cloudiness (fraction of clear-sky power lost, 0 .. 1).
+    """
     forecast = pv_forecast(rated_w, cloudiness)
 
     def profile(moment: datetime) -> float:
@@ -65,7 +92,16 @@ def pv_actual(rated_w: float, key: str, cloudiness: float = 0.15) -> Profile:
 
 
 def load_shape(moment: datetime) -> float:
-    """Residential load as a fraction of its peak (0.25 .. 1)."""
+    """Residential load as a fraction of its peak (0.25 .. 1).
+
+    ``0.25 + 0.75 * max(morning, evening, midday)``: Gaussian bumps at 07:30 (width 1.5 h),
+    19:00 (2 h) and 12:30 (3 h, at 35 %).
+
+    Parameters
+    ----------
+    moment : datetime
+        The time (UTC).
+    """
     h = _hour(moment)
     morning = math.exp(-(((h - 7.5) / 1.5) ** 2))
     evening = math.exp(-(((h - 19.0) / 2.0) ** 2))
@@ -74,7 +110,13 @@ def load_shape(moment: datetime) -> float:
 
 
 def load_forecast(peak_w: float) -> Profile:
-    """Forecast household consumption [W]."""
+    """Forecast household consumption [W]: ``peak_w * load_shape``.
+
+    Parameters
+    ----------
+    peak_w : float
+        The household's peak consumption [W].
+    """
 
     def profile(moment: datetime) -> float:
         return peak_w * load_shape(moment)
@@ -83,7 +125,15 @@ def load_forecast(peak_w: float) -> Profile:
 
 
 def load_actual(peak_w: float, key: str) -> Profile:
-    """Actual household consumption [W]: the forecast +/- 20 % in 5-minute slots."""
+    """Actual household consumption [W]: the forecast +/- 20 % in 5-minute slots.
+
+    Parameters
+    ----------
+    peak_w : float
+        The household's peak consumption [W].
+    key : str
+        Seed of the deviations (the device id).
+    """
     forecast = load_forecast(peak_w)
 
     def profile(moment: datetime) -> float:

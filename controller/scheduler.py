@@ -24,18 +24,29 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from controller.cycle import Cycle, TickReport
+from controller.errors import AlreadyRunning
 from market.domain import Interval
 
 log = logging.getLogger("peergrid.scheduler")
 
 
-class AlreadyRunning(RuntimeError):
-    """Another controller holds this site's lock."""
-
-
 @contextmanager
 def single_instance(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``lock_path`` for the block, or raise :class:`AlreadyRunning`."""
+    """Hold an exclusive lock on ``lock_path`` for the block, or raise :class:`AlreadyRunning`.
+
+    The lock file (created with its folder if missing) holds the holder's process id; the
+    lock is released when the block ends or the process dies.
+
+    Parameters
+    ----------
+    lock_path : Path
+        The lock file.
+
+    Raises
+    ------
+    AlreadyRunning
+        Another process holds the lock.
+    """
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -52,7 +63,20 @@ def single_instance(lock_path: Path) -> Iterator[None]:
 
 
 def record_missed(cycle: Cycle, now: datetime) -> list[int]:
-    """Record boundaries between the last tick and ``now`` that never ran; return them."""
+    """Record boundaries between the last tick and ``now`` that never ran; return them.
+
+    Parameters
+    ----------
+    cycle : Cycle
+        The site's cycle (its store holds the ticks; ``site.interval_s`` [s]).
+    now : datetime
+        The current time (UTC); the boundary of the interval containing it is not counted.
+
+    Returns
+    -------
+    list of int
+        The boundaries recorded as ``missed`` now [Unix s]; none before the first tick.
+    """
     length = cycle.site.interval_s
     last = cycle.store.last_tick()
     current = Interval.containing(now, length).interval_id
@@ -70,9 +94,23 @@ def record_missed(cycle: Cycle, now: datetime) -> list[int]:
 def run_tick(cycle: Cycle, boundary: datetime) -> TickReport | None:
     """Run one tick at ``boundary`` unless it already ran; record its outcome.
 
-    The boundary is claimed (``running``) before the tick, so it can never run twice, and set
-    to ``ran`` or ``failed`` (with the error) after it. The cycle itself turns clearing and
-    settlement failures into recorded outcomes; what reaches here is unexpected.
+    Boundaries missed since the last tick are recorded first (:func:`record_missed`). The
+    boundary is claimed (``running``) before the tick, so it can never run twice, and set to
+    ``ran`` (with any settlement errors) or ``failed`` (with the error) after it. The cycle
+    itself turns clearing and settlement failures into recorded outcomes; an exception that
+    reaches here is logged and recorded, not raised.
+
+    Parameters
+    ----------
+    cycle : Cycle
+        The site's cycle.
+    boundary : datetime
+        The interval boundary to run (UTC).
+
+    Returns
+    -------
+    TickReport or None
+        The tick's report; ``None`` if the boundary already ran or the tick failed.
     """
     boundary_id = int(boundary.timestamp())
     record_missed(cycle, boundary)
@@ -95,7 +133,22 @@ def run_forever(
     on_tick: Callable[[TickReport], None],
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> None:
-    """Tick at every boundary from the next one on, until interrupted (Ctrl-C)."""
+    """Tick at every boundary from the next one on, until interrupted (Ctrl-C).
+
+    Pending settlement intents are resolved first (:meth:`Cycle.resume_pending`). Each job
+    runs :func:`run_tick` at the latest boundary up to one second after it fires (so a job
+    fired slightly early still runs its own boundary).
+
+    Parameters
+    ----------
+    cycle : Cycle
+        The site's cycle (``site.interval_s`` [s] sets the period).
+    on_tick : Callable
+        Called with each tick's :class:`TickReport` (not for boundaries that already ran or
+        failed).
+    now : Callable
+        The clock (UTC).
+    """
     length = cycle.site.interval_s
     start = Interval.containing(now(), length).end
     resumed = cycle.resume_pending()

@@ -48,29 +48,19 @@ def test_cli_verifies_a_clean_record_set(
 def test_tampering_is_caught(
     demo_dir: Path, path: tuple[object, ...], value: int, problem: str
 ) -> None:
-    store = Store(f"sqlite:///{(demo_dir / 'peergrid-demo.sqlite').as_posix()}")
-    row = store.audit_records()[0]
-    record = json.loads(json.dumps(row["record"]))
-    target = record
-    for key in path[:-1]:
-        target = target[key]  # type: ignore[index]
-    target[path[-1]] = value  # type: ignore[index]
     from controller.config import read_site
-    from controller.cycle import Cycle
-    from controller.wiring import base_grid_factory, load_site_grid
+    from controller.wiring import build_runtime
 
     site = read_site(demo_dir / "site.toml")
-    cycle = Cycle(
-        site=site,
-        store=store,
-        base_grid_for=base_grid_factory(site, load_site_grid(site)),
-        readers={},
-        writers={},
-        settler=None,
-    )
-    problems = verify_record(record, reclear=cycle.reclear)
+    with build_runtime(site, devices=False, chain=False) as runtime:
+        row = runtime.store.audit_records()[0]
+        record = json.loads(json.dumps(row["record"]))
+        target = record
+        for key in path[:-1]:
+            target = target[key]  # type: ignore[index]
+        target[path[-1]] = value  # type: ignore[index]
+        problems = verify_record(record, reclear=runtime.cycle.reclear)
     assert any(problem in p for p in problems), problems
-    store.close()
 
 
 def test_cli_exit_1_on_a_tampered_database(tmp_path: Path, demo_dir: Path) -> None:

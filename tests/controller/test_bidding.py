@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from controller.bidding import plan_orders, setpoints_for
-from controller.config import DeviceConfig, ParticipantConfig, StandingOrder
+from controller.bidding import PlannedKind, plan_orders, setpoints_for
+from controller.config import DeviceConfig, DeviceKind, OrderKind, ParticipantConfig, StandingOrder
 from market.domain import Interval, MeterReading, ReadingQuality, SetpointKind, Side
 
 IV = Interval(datetime(2026, 6, 21, 12, tzinfo=UTC))
@@ -33,13 +33,15 @@ def participant(*orders: StandingOrder) -> ParticipantConfig:
 
 
 PV = DeviceConfig(
-    id="pv", participant="p", kind="pv", host="h", port=1, unit=1, map="m", rated_w=8000
+    id="pv", participant="p", kind=DeviceKind.PV, host="h", port=1, unit=1, map="m", rated_w=8000
 )
-METER = DeviceConfig(id="meter", participant="p", kind="meter", host="h", port=2, unit=1, map="m")
+METER = DeviceConfig(
+    id="meter", participant="p", kind=DeviceKind.METER, host="h", port=2, unit=1, map="m"
+)
 BAT = DeviceConfig(
     id="bat",
     participant="p",
-    kind="battery",
+    kind=DeviceKind.BATTERY,
     host="h",
     port=3,
     unit=1,
@@ -51,8 +53,8 @@ BAT = DeviceConfig(
 
 def test_surplus_becomes_an_offer_and_unsold_surplus_is_curtailed() -> None:
     p = participant(
-        StandingOrder(kind="sell_surplus", price=90_000),
-        StandingOrder(kind="buy_demand", price=300_000),
+        StandingOrder(kind=OrderKind.SELL_SURPLUS, price=90_000),
+        StandingOrder(kind=OrderKind.BUY_DEMAND, price=300_000),
     )
     plan = plan_orders(
         IV, (p,), (PV, METER), {"pv": reading("pv", -6000), "meter": reading("meter", 2000)}
@@ -72,8 +74,8 @@ def test_surplus_becomes_an_offer_and_unsold_surplus_is_curtailed() -> None:
 
 def test_demand_becomes_a_bid() -> None:
     p = participant(
-        StandingOrder(kind="sell_surplus", price=90_000),
-        StandingOrder(kind="buy_demand", price=300_000),
+        StandingOrder(kind=OrderKind.SELL_SURPLUS, price=90_000),
+        StandingOrder(kind=OrderKind.BUY_DEMAND, price=300_000),
     )
     plan = plan_orders(
         IV, (p,), (PV, METER), {"pv": reading("pv", -1000), "meter": reading("meter", 3000)}
@@ -85,8 +87,8 @@ def test_demand_becomes_a_bid() -> None:
 
 def test_missing_reading_skips_forecast_orders_but_not_fixed_ones() -> None:
     p = participant(
-        StandingOrder(kind="buy_demand", price=300_000),
-        StandingOrder(kind="buy", price=250_000, energy_wh=700),
+        StandingOrder(kind=OrderKind.BUY_DEMAND, price=300_000),
+        StandingOrder(kind=OrderKind.BUY, price=250_000, energy_wh=700),
     )
     plan = plan_orders(IV, (p,), (METER,), {"meter": reading("meter", 0, ReadingQuality.MISSING)})
     assert [po.order.energy_wh for po in plan.orders] == [700]
@@ -97,7 +99,7 @@ def test_missing_reading_skips_forecast_orders_but_not_fixed_ones() -> None:
 def test_battery_orders_respect_soc_window_and_setpoint_sign() -> None:
     p = participant(
         StandingOrder(
-            kind="battery",
+            kind=OrderKind.BATTERY,
             price=120_000,
             discharge_price=280_000,
             min_soc_percent=10,
@@ -106,17 +108,17 @@ def test_battery_orders_respect_soc_window_and_setpoint_sign() -> None:
     )
     plan = plan_orders(IV, (p,), (BAT,), {"bat": reading("bat", 0, soc=85.0)})
     by_kind = {po.kind: po.order for po in plan.orders}
-    assert by_kind["battery_charge"].energy_wh == 500  # 5 % of 10 kWh room
-    assert by_kind["battery_discharge"].energy_wh == 1000  # 4 kW for 15 min
-    sps = setpoints_for(IV, plan, {by_kind["battery_discharge"].order_id: 800}, (BAT,))
+    assert by_kind[PlannedKind.BATTERY_CHARGE].energy_wh == 500  # 5 % of 10 kWh room
+    assert by_kind[PlannedKind.BATTERY_DISCHARGE].energy_wh == 1000  # 4 kW for 15 min
+    sps = setpoints_for(IV, plan, {by_kind[PlannedKind.BATTERY_DISCHARGE].order_id: 800}, (BAT,))
     assert sps[0].kind is SetpointKind.BATTERY
     assert sps[0].p_w == 3200  # positive = discharge
-    sps = setpoints_for(IV, plan, {by_kind["battery_charge"].order_id: 500}, (BAT,))
+    sps = setpoints_for(IV, plan, {by_kind[PlannedKind.BATTERY_CHARGE].order_id: 500}, (BAT,))
     assert sps[0].p_w == -2000
 
 
 def test_order_ids_are_deterministic() -> None:
-    p = participant(StandingOrder(kind="buy", price=1, energy_wh=5))
+    p = participant(StandingOrder(kind=OrderKind.BUY, price=1, energy_wh=5))
     a = plan_orders(IV, (p,), (), {})
     b = plan_orders(IV, (p,), (), {})
     assert a.orders == b.orders
@@ -124,8 +126,8 @@ def test_order_ids_are_deterministic() -> None:
 
 
 def test_inflexible_demand_bids_at_least_the_import_tariff() -> None:
-    cheap = participant(StandingOrder(kind="buy_demand", price=250_000))
-    dear = participant(StandingOrder(kind="buy_demand", price=350_000))
+    cheap = participant(StandingOrder(kind=OrderKind.BUY_DEMAND, price=250_000))
+    dear = participant(StandingOrder(kind=OrderKind.BUY_DEMAND, price=350_000))
     readings = {"meter": reading("meter", 2000)}
     low = plan_orders(IV, (cheap,), (METER,), readings, import_price=300_000)
     high = plan_orders(IV, (dear,), (METER,), readings, import_price=300_000)
@@ -137,9 +139,9 @@ def test_bids_are_capped_by_free_escrow_dearest_first() -> None:
     from controller.bidding import cap_by_credit
 
     p = participant(
-        StandingOrder(kind="buy", price=400_000, energy_wh=1000),
-        StandingOrder(kind="buy", price=300_000, energy_wh=1000),
-        StandingOrder(kind="sell", price=50_000, energy_wh=500),
+        StandingOrder(kind=OrderKind.BUY, price=400_000, energy_wh=1000),
+        StandingOrder(kind=OrderKind.BUY, price=300_000, energy_wh=1000),
+        StandingOrder(kind=OrderKind.SELL, price=50_000, energy_wh=500),
     )
     plan = plan_orders(IV, (p,), (), {})
     # 400k * 1 kWh = 400_000 units for the dear bid; 200_000 left buys 666 Wh at 300k

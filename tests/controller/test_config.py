@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from controller.cli import main
-from controller.config import ConfigError, parse_site, read_site
+from controller.config import parse_site, read_site
 from controller.demo import demo_site
+from controller.errors import ConfigError
 from controller.wiring import load_site_grid
 
 MINIMAL = """

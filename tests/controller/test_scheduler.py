@@ -12,10 +12,10 @@ import pytest
 from adapters.modbus.simulators import LoadMeterSim, PVInverterSim
 from controller.cli import main
 from controller.config import parse_site
-from controller.cycle import Cycle
-from controller.scheduler import AlreadyRunning, record_missed, run_tick, single_instance
+from controller.errors import AlreadyRunning, NotOnBoundary
+from controller.scheduler import record_missed, run_tick, single_instance
 from controller.store import Store
-from controller.wiring import base_grid_factory, load_site_grid
+from controller.wiring import build_runtime
 from market.domain import Interval
 
 SITE = """
@@ -63,15 +63,8 @@ def test_second_instance_is_refused(tmp_path: Path) -> None:
 
 def test_ticks_never_run_twice_and_gaps_are_recorded(tmp_path: Path) -> None:
     site = parse_site(tomllib.loads(SITE.format(db=tmp_path / "s.sqlite", pv_port=1, meter_port=2)))
-    store = Store(site.database)
-    cycle = Cycle(
-        site=site,
-        store=store,
-        base_grid_for=base_grid_factory(site, load_site_grid(site)),
-        readers={},
-        writers={},
-        settler=None,
-    )
+    runtime = build_runtime(site, devices=False, chain=False)
+    cycle, store = runtime.cycle, runtime.store
     t0 = datetime(2026, 6, 21, 12, tzinfo=UTC)
     first = run_tick(cycle, t0)
     assert first is not None
@@ -83,9 +76,10 @@ def test_ticks_never_run_twice_and_gaps_are_recorded(tmp_path: Path) -> None:
     outcomes = [(r["boundary"], r["outcome"]) for r in store.tick_rows()]
     assert outcomes[0] == (int(t0.timestamp()), "ran")
     assert [o for _, o in outcomes[1:]] == ["missed"] * 3
-    with pytest.raises(ValueError, match="boundary"):
+    with pytest.raises(NotOnBoundary, match="boundary"):
         cycle.tick(t0 + timedelta(minutes=7))
-    store.close()
+    assert issubclass(NotOnBoundary, ValueError)  # callers that caught ValueError still do
+    runtime.close()
 
 
 @pytest.mark.integration

@@ -1,0 +1,46 @@
+"""The one exception root of the ``controller`` package.
+
+::
+
+    ControllerError
+     ├── ConfigError (ValueError)       a site file or a command's input that cannot be used;
+     │                                  the message names the item and the field
+     ├── NotOnBoundary (ValueError)     a tick asked for at a time that is not an interval
+     │                                  boundary
+     ├── AlreadyRunning (RuntimeError)  another controller holds this site's lock
+     ├── SchemaError                    a database whose schema this release refuses: a revision
+     │                                  it does not know, or tables unlike the baseline
+     └── NotWired (RuntimeError)        a part the runtime was built without (e.g. the grid
+                                        of ``peergrid audit verify --no-reclear``) was used
+
+The command line maps :class:`ConfigError` to exit code 2 and :class:`AlreadyRunning` to
+exit code 1. Errors of the other packages (``MarketError``, ``GridModelError``,
+``AdapterError``) pass through the controller unchanged, except where the controller turns
+them into a recorded outcome (a failed clearing, a settlement to retry).
+"""
+
+from __future__ import annotations
+
+
+class ControllerError(Exception):
+    """Root of every error raised by the ``controller`` package."""
+
+
+class ConfigError(ControllerError, ValueError):
+    """A site file or command input that cannot be used; the message names the item and field."""
+
+
+class NotOnBoundary(ControllerError, ValueError):
+    """A cycle tick asked for at a time that is not a boundary of the site's intervals."""
+
+
+class AlreadyRunning(ControllerError, RuntimeError):
+    """Another controller holds this site's lock."""
+
+
+class SchemaError(ControllerError):
+    """A database this release refuses (unknown revision, or tables unlike the baseline)."""
+
+
+class NotWired(ControllerError, RuntimeError):
+    """A part of the runtime that :func:`controller.wiring.build_runtime` was told to leave out."""
