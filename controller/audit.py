@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from market.canonical import content_hash
 from market.codec import reading_leaves
-from market.domain import batch_id_of
+from market.domain import batch_id_of, utc_label
 from market.merkle import merkle_root
 
 
@@ -63,13 +63,15 @@ def verify_record(
     Returns
     -------
     list of str
-        One line per problem, each starting with the interval id.
+        One line per problem, each starting with the interval's start in UTC and its id
+        (``interval 2026-06-21T08:30Z (id 1782030600): ...``).
     """
     problems: list[str] = []
     interval = int(record["interval"])
+    where = f"interval {utc_label(interval)} (id {interval})"
     batch = record.get("settlement")
     if batch is None:
-        return [f"{interval}: no settlement batch"]
+        return [f"{where}: no settlement batch"]
     recomputed_id = batch_id_of(
         interval,
         record["length_s"],
@@ -79,29 +81,29 @@ def verify_record(
         batch.get("rewards", []),
     )
     if recomputed_id != batch["batch_id"]:
-        problems.append(f"{interval}: batch id does not match the batch's content")
+        problems.append(f"{where}: batch id does not match the batch's content")
     if sum(a for _, a in batch["amounts"]) != 0:
-        problems.append(f"{interval}: amounts do not sum to zero")
+        problems.append(f"{where}: amounts do not sum to zero")
     trades = record.get("result", {}).get("trades", [])
     if merkle_root(trades).hex() != batch["trades_root"]:
-        problems.append(f"{interval}: trades root does not match the trades")
+        problems.append(f"{where}: trades root does not match the trades")
     leaves = reading_leaves(record.get("readings_start") or [], record.get("readings_end") or [])
     if merkle_root(leaves).hex() != batch["readings_root"]:
-        problems.append(f"{interval}: readings root does not match the readings")
+        problems.append(f"{where}: readings root does not match the readings")
     if settled_batch is not None:
         on_chain = settled_batch(interval)
         if on_chain.batch_id.hex() != batch["batch_id"]:
-            problems.append(f"{interval}: the chain holds another batch id")
+            problems.append(f"{where}: the chain holds another batch id")
         if on_chain.trades_root.hex() != batch["trades_root"]:
-            problems.append(f"{interval}: the chain holds another trades root")
+            problems.append(f"{where}: the chain holds another trades root")
         if on_chain.readings_root.hex() != batch["readings_root"]:
-            problems.append(f"{interval}: the chain holds another readings root")
+            problems.append(f"{where}: the chain holds another readings root")
     if reclear is not None:
         again = reclear(record)
         stored = record.get("result", {})
         for key in ("trades", "prices", "orders"):
             if content_hash(again.get(key)) != content_hash(stored.get(key)):
-                problems.append(f"{interval}: re-clearing the book gives other {key}")
+                problems.append(f"{where}: re-clearing the book gives other {key}")
     return problems
 
 

@@ -25,6 +25,7 @@ from market.domain import (
     DeviceId,
     Interval,
     MeterReading,
+    MeterRole,
     Offer,
     Order,
     OrderId,
@@ -125,7 +126,8 @@ def plan_orders(
     through a congested connection). The rule is
     :func:`market.clearing.pricing.demand_bid_price`.
 
-    Each participant's net forecast power is the sum over its non-battery devices (the
+    Each participant's net forecast power is its connection-point meters' power where it has
+    any (they net everything behind them), else the sum over its non-battery devices (the
     ``forecaster``'s figure, else the latest reading's ``p_w``); a ``sell_surplus`` or
     ``buy_demand`` order of a participant with a device lacking both is skipped, with the
     reason in ``Plan.skipped``.
@@ -157,7 +159,10 @@ def plan_orders(
     skipped: list[str] = []
     for p in participants:
         own = [d for d in devices if d.participant == p.id]
-        non_battery = [d for d in own if d.kind is not DeviceKind.BATTERY]
+        # A connection-point meter already nets everything behind it (PV, loads, battery):
+        # where a participant has one, its forecast is that meter's, so nothing counts twice.
+        at_connection = [d for d in own if d.role is MeterRole.CONNECTION_POINT]
+        non_battery = at_connection or [d for d in own if d.kind is not DeviceKind.BATTERY]
         powers: dict[DeviceId, float] = {}
         missing: list[str] = []
         for d in non_battery:

@@ -10,32 +10,44 @@ nodal price), ``grid`` (import_wh, export_wh), ``trades``, ``welfare``, ``commun
 ``timings`` (seconds per stage; left out of the deterministic part).
 
 Order files: CSV with a header ``order_id,participant,bus,side,energy_wh,limit_price`` or JSON
-(a list of such objects, or ``{"orders": [...]}``); ``bus`` is the pandapower bus name,
-``side`` buy/sell, ``energy_wh`` > 0 [Wh], ``limit_price`` >= 0 [token base units / kWh].
-The interval is the SimBench time step's (15-min steps from 2016-01-01, the profiles' year)
-or ``interval_start``.
+(a list of such objects, or ``{"orders": [...]}``), UTF-8 with or without a byte order mark
+(spreadsheets write one), spaces after commas allowed; ``bus`` is the pandapower bus name
+(``peergrid grid buses --grid SPEC`` lists them), ``side`` buy/sell, ``energy_wh`` a whole
+number 1 .. 10**9 [Wh], ``limit_price`` a whole number 0 .. 10**9 [token base units / kWh]
+(:func:`market.orderbook.parse_order_rows`). Unknown columns are refused, naming the closest
+known one. The interval is the SimBench time step's (15-min steps from 2016-01-01, the
+profiles' year) or ``interval_start``.
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
+import io
 import json
+import math
+import re
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from controller.grid_clearing import clear_on_grid
-from grid_models.grids import load_grid_cached
-from grid_models.linear import build_linear_grid
-from market.clearing import ClearingOptions, Mechanism
+from controller.cli_types import VOLTAGE_RANGE_PU
+from controller.errors import ConfigError
+from controller.userfiles import read_text
 from market.codec import result_to_dict
-from market.domain import Interval
+from market.domain import Interval, Mechanism
 from market.errors import InvalidOrder
 from market.orderbook import ORDER_COLUMNS, parse_order_rows
+from market.units import MAX_PRICE_PER_KWH
 
 SIMBENCH_YEAR_START = datetime(2016, 1, 1, tzinfo=UTC)
 DEFAULT_START = datetime(2026, 1, 1, tzinfo=UTC)
+MAX_TIME_STEP = 366 * 96 - 1
+"""Last 15-min step of SimBench's profile year (2016, a leap year) [-]."""
+MAX_TIME_LIMIT_S = 3600.0
+"""Longest time budget of one clearing [s]."""
 
 
 def read_order_rows(path: str | Path) -> list[dict[str, Any]]:
@@ -45,7 +57,8 @@ def read_order_rows(path: str | Path) -> list[dict[str, Any]]:
     ----------
     path : str or Path
         A ``.json`` file (a list of order objects, or ``{"orders": [...]}``), else CSV with
-        the header of the module docstring.
+        the header of the module docstring. UTF-8, with or without a byte order mark;
+        spaces after the commas of a CSV file are ignored.
 
     Returns
     -------
@@ -54,32 +67,122 @@ def read_order_rows(path: str | Path) -> list[dict[str, Any]]:
 
     Raises
     ------
+    ConfigError
+        A file that cannot be read as UTF-8 text (:func:`controller.userfiles.read_text`).
     InvalidOrder
-        Missing file, unreadable format, or a missing header column.
+        Not CSV or JSON as described, a missing, repeated or unknown column (with the
+        closest known name), a row with more or fewer fields than the header.
     """
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        msg = f"order file not found: {p}"
-        raise InvalidOrder(msg) from None
+    text = read_text(p, "order file")
     if p.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            msg = f"{p}: not valid JSON: {exc}"
-            raise InvalidOrder(msg) from None
-        rows = data.get("orders") if isinstance(data, dict) else data
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            msg = f"{p}: expected a list of order objects (or {{'orders': [...]}})"
+        return _json_rows(p, text)
+    return _csv_rows(p, text)
+
+
+def _unknown_columns(where: str, names: Iterable[str]) -> None:
+    unknown = [n for n in names if n not in ORDER_COLUMNS]
+    if not unknown:
+        return
+    parts = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, ORDER_COLUMNS, n=1, cutoff=0.6)
+        parts.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    msg = (
+        f"{where}: unknown column(s) {', '.join(parts)}; the columns are {', '.join(ORDER_COLUMNS)}"
+    )
+    raise InvalidOrder(msg)
+
+
+MAX_JSON_DEPTH = 16
+"""Deepest nesting of arrays and objects in a JSON order file (a valid one has 3) [-]."""
+
+_JSON_TOKENS = re.compile(r'\\.|["\[\]{}]')
+"""What the depth count looks at: an escape pair (skipped), a quote, a bracket."""
+
+
+def _nests_too_deep(text: str) -> bool:
+    """Whether arrays and objects in the JSON ``text`` nest deeper than :data:`MAX_JSON_DEPTH`.
+
+    ``json.loads`` recurses in C once per level; a process whose recursion limit a library
+    raised (py-evm sets 100 000) would crash on a deep enough document instead of raising
+    ``RecursionError``, so the depth is checked first, in one linear pass (brackets inside
+    strings do not count).
+    """
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return False
+    depth = 0
+    in_string = False
+    for match in _JSON_TOKENS.finditer(text):
+        found = match.group()
+        if found == '"':
+            in_string = not in_string
+        elif in_string or found.startswith("\\"):
+            continue
+        elif found in ("[", "{"):
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def _json_rows(p: Path, text: str) -> list[dict[str, Any]]:
+    if _nests_too_deep(text):
+        msg = f"{p}: JSON nested more than {MAX_JSON_DEPTH} levels deep; not an order file"
+        raise InvalidOrder(msg)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        msg = f"{p}: not valid JSON: {exc}"
+        raise InvalidOrder(msg) from None
+    if isinstance(data, dict):
+        if set(data) != {"orders"}:
+            msg = f'{p}: expected {{"orders": [...]}} and no other key, got keys {sorted(data)}'
             raise InvalidOrder(msg)
-        return rows
-    reader = csv.DictReader(text.splitlines())
-    missing = [c for c in ORDER_COLUMNS if c not in (reader.fieldnames or [])]
+        data = data["orders"]
+    if not isinstance(data, list):
+        msg = f'{p}: expected a list of order objects (or {{"orders": [...]}})'
+        raise InvalidOrder(msg)
+    for number, row in enumerate(data, start=1):
+        if not isinstance(row, dict):
+            msg = f"{p}: row {number}: expected an order object, got {type(row).__name__}"
+            raise InvalidOrder(msg)
+        _unknown_columns(f"{p}: row {number}", row)
+    return data
+
+
+def _csv_rows(p: Path, text: str) -> list[dict[str, Any]]:
+    reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True, strict=True)
+    try:
+        header = [name.strip() for name in next(reader, [])]
+        lines = [(reader.line_num, fields) for fields in reader if fields]
+    except csv.Error as exc:
+        msg = f"{p}: line {reader.line_num}: not valid CSV: {exc}"
+        raise InvalidOrder(msg) from None
+    if not header:
+        msg = f"{p}: empty; expected the header {','.join(ORDER_COLUMNS)}"
+        raise InvalidOrder(msg)
+    repeated = sorted({n for n in header if header.count(n) > 1})
+    if repeated:
+        msg = f"{p}: column(s) {', '.join(repeated)} appear more than once in the header"
+        raise InvalidOrder(msg)
+    _unknown_columns(f"{p}: header", header)
+    missing = [c for c in ORDER_COLUMNS if c not in header]
     if missing:
         msg = f"{p}: missing column(s) {', '.join(missing)} in the header"
         raise InvalidOrder(msg)
-    return list(reader)
+    rows = []
+    for number, (line, fields) in enumerate(lines, start=1):
+        if len(fields) != len(header):
+            msg = (
+                f"{p}: row {number} (line {line}) has {len(fields)} field(s), the header "
+                f"{len(header)}"
+            )
+            raise InvalidOrder(msg)
+        rows.append(dict(zip(header, fields, strict=True)))
+    return rows
 
 
 def clear_orders_file(
@@ -123,20 +226,22 @@ def clear_orders_file(
 
     Raises
     ------
+    ConfigError
+        An option out of range (a voltage limit outside :data:`VOLTAGE_RANGE_PU` or NaN, the
+        lower not below the upper, a price outside 0 .. 10**9 or an export price above the
+        import price, a time limit not in
+        (0, :data:`MAX_TIME_LIMIT_S`], a time step outside 0 .. :data:`MAX_TIME_STEP`), or
+        an order file that cannot be read; before any grid work.
     InvalidOrder
-        Bad order rows (the message names the row), before any grid work.
+        Bad order rows (the message names the row and column), before any grid work; an
+        order at an unknown bus after the grid is loaded (with the closest bus names).
     GridModelError
         Unknown grid spec or unusable topology.
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    _check_options(vm_min_pu, vm_max_pu, import_price, export_price, time_limit_s, time_step)
     rows = read_order_rows(orders)
-    options = ClearingOptions(
-        import_price=import_price,
-        export_price=export_price,
-        mechanism=mechanism,
-        time_limit_s=time_limit_s,
-    )
     if interval_start is None:
         interval_start = (
             SIMBENCH_YEAR_START + timedelta(minutes=15 * time_step)
@@ -145,6 +250,18 @@ def clear_orders_file(
         )
     interval = Interval.containing(interval_start, 900)
     parse_order_rows(rows, interval)  # every row-level error before the (slow) grid load
+    # pandapower and the solver (~2 s to import) only once the input is known to be good
+    from controller.grid_clearing import clear_on_grid  # noqa: PLC0415
+    from grid_models.grids import load_grid_cached  # noqa: PLC0415
+    from grid_models.linear import build_linear_grid  # noqa: PLC0415
+    from market.clearing import ClearingOptions  # noqa: PLC0415
+
+    options = ClearingOptions(
+        import_price=import_price,
+        export_price=export_price,
+        mechanism=mechanism,
+        time_limit_s=time_limit_s,
+    )
     t = time.perf_counter()
     loaded = load_grid_cached(grid, time_step)
     timings["grid_load_s"] = time.perf_counter() - t
@@ -165,3 +282,44 @@ def clear_orders_file(
     doc["time_step"] = time_step
     doc["timings"] = {k: round(v, 4) for k, v in timings.items()}
     return doc
+
+
+def _check_options(
+    vm_min_pu: float,
+    vm_max_pu: float,
+    import_price: int,
+    export_price: int,
+    time_limit_s: float,
+    time_step: int | None,
+) -> None:
+    """Refuse options out of range with a :class:`ConfigError` naming the option."""
+    low, high = VOLTAGE_RANGE_PU
+    for name, vm in (("vm_min_pu", vm_min_pu), ("vm_max_pu", vm_max_pu)):
+        if not (math.isfinite(vm) and low <= vm <= high):
+            msg = f"{name} must be a voltage from {low} to {high} p.u., got {vm}"
+            raise ConfigError(msg)
+    if not vm_min_pu < vm_max_pu:
+        msg = f"vm_min_pu ({vm_min_pu}) must be below vm_max_pu ({vm_max_pu})"
+        raise ConfigError(msg)
+    for name, price in (("import_price", import_price), ("export_price", export_price)):
+        if isinstance(price, bool) or not isinstance(price, int):
+            msg = f"{name} must be a whole number of token base units per kWh, got {price!r}"
+            raise ConfigError(msg)
+        if not 0 <= price <= MAX_PRICE_PER_KWH:
+            msg = f"{name} must be from 0 to {MAX_PRICE_PER_KWH:_} per kWh, got {price}"
+            raise ConfigError(msg)
+    if export_price > import_price:
+        msg = f"export_price ({export_price}) must not exceed import_price ({import_price})"
+        raise ConfigError(msg)
+    if not (math.isfinite(time_limit_s) and 0 < time_limit_s <= MAX_TIME_LIMIT_S):
+        msg = (
+            f"time_limit_s must be more than 0 and at most {MAX_TIME_LIMIT_S:g} s, "
+            f"got {time_limit_s}"
+        )
+        raise ConfigError(msg)
+    if time_step is not None and not 0 <= time_step <= MAX_TIME_STEP:
+        msg = (
+            f"time step {time_step} out of range 0..{MAX_TIME_STEP} (15-min steps of "
+            "SimBench's profile year)"
+        )
+        raise ConfigError(msg)

@@ -9,27 +9,50 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
-from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from controller import cli_db, cli_devices
+from controller import cli_db, cli_devices, cli_grid, cli_keys
 from controller.cli_chain import register as register_chain
+from controller.cli_types import (
+    non_negative_int,
+    per_unit_voltage,
+    positive_int,
+    positive_seconds,
+    price_per_kwh,
+    utc_time,
+)
 from controller.config import read_site
-from controller.errors import ConfigError, SchemaError
+from controller.errors import ConfigError, MissingDatabase, SchemaError, SiteMismatch
+from grid_models.errors import InvalidGrid, UnknownBus, UnknownGrid, UnsupportedTopology
+from market.errors import InvalidOrder
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 
+INPUT_ERRORS: tuple[type[Exception], ...] = (
+    ConfigError,
+    SchemaError,
+    SiteMismatch,
+    MissingDatabase,
+    InvalidOrder,
+    UnknownGrid,
+    InvalidGrid,
+    UnknownBus,
+    UnsupportedTopology,
+)
+"""The errors that mean bad input (each message names the item): exit code 2, one line."""
 
-def _parse_start(text: str) -> datetime:
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        msg = f"--start must carry a time zone (e.g. 2026-06-21T09:00Z), got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return moment
+
+class _Parser(argparse.ArgumentParser):
+    """``ArgumentParser`` whose usage errors are one line (exit code 2), pointing at --help."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``PROG: error: MESSAGE (see 'PROG --help')`` to stderr and exit with 2."""
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -38,13 +61,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from controller.demo import DEMO_START, format_table, run_demo  # noqa: PLC0415
 
     start = args.start or DEMO_START
+    console = _stderr_console()
     with Progress(
         TextColumn("[bold]peergrid demo[/] {task.description}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total} boundaries"),
         TimeElapsedColumn(),
         transient=True,
-        console=_stderr_console(),
+        console=console,
+        disable=not console.is_terminal,  # no bar (and no stray newline) in logs and pipes
     ) as bar:
         task = bar.add_task("starting simulators and chain", total=args.intervals + 1)
 
@@ -78,25 +103,19 @@ def _stderr_console() -> Any:  # noqa: ANN401 - rich's Console
 
 def _cmd_clear(args: argparse.Namespace) -> int:
     from controller.clearing_job import clear_orders_file  # noqa: PLC0415
-    from grid_models.errors import GridModelError  # noqa: PLC0415
-    from market.clearing import Mechanism  # noqa: PLC0415
-    from market.errors import MarketError  # noqa: PLC0415
+    from market.domain import Mechanism  # noqa: PLC0415
 
-    try:
-        doc = clear_orders_file(
-            args.grid,
-            args.orders,
-            time_step=args.time_step,
-            mechanism=Mechanism(args.mechanism),
-            import_price=args.import_price,
-            export_price=args.export_price,
-            vm_min_pu=args.vm_min,
-            vm_max_pu=args.vm_max,
-            time_limit_s=args.time_limit,
-        )
-    except (MarketError, GridModelError) as exc:
-        print(f"peergrid: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    doc = clear_orders_file(
+        args.grid,
+        args.orders,
+        time_step=args.time_step,
+        mechanism=Mechanism(args.mechanism),
+        import_price=args.import_price,
+        export_price=args.export_price,
+        vm_min_pu=args.vm_min,
+        vm_max_pu=args.vm_max,
+        time_limit_s=args.time_limit,
+    )
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
@@ -120,18 +139,51 @@ def _cmd_clear(args: argparse.Namespace) -> int:
 
 
 def _cmd_site_check(args: argparse.Namespace) -> int:
-    from controller.wiring import describe, load_site_grid  # noqa: PLC0415
+    """``peergrid site check``: the validation of ``run`` (file, then grid); ``--probe`` reads."""
+    from datetime import UTC, datetime  # noqa: PLC0415
 
-    site = read_site(args.site)
+    from controller.wiring import build_devices, describe, load_site_grid  # noqa: PLC0415
+
+    site = read_site(args.site, runnable=True)
     load_site_grid(site)
-    print(json.dumps(describe(site), indent=2))
+    doc = describe(site)
+    code = EXIT_OK
+    if args.probe:
+        devices = build_devices(site, timeout_s=args.timeout)
+        try:
+            probe = []
+            for device_id, reader in devices.readers.items():
+                reading = reader.read(datetime.now(UTC))
+                probe.append(
+                    {
+                        "device": device_id,
+                        "quality": reading.quality.value,
+                        "p_w": reading.p_w,
+                        "reason": reading.reason,
+                    }
+                )
+        finally:
+            devices.close()
+        doc["probe"] = probe
+        if any(r["quality"] != "ok" for r in probe):
+            code = EXIT_FAILED
+    print(json.dumps(doc, indent=2))
+    return code
+
+
+def _cmd_site_schema(args: argparse.Namespace) -> int:
+    """``peergrid site schema``: the site file's JSON Schema."""
+    from controller.config import site_schema  # noqa: PLC0415
+
+    del args
+    print(json.dumps(site_schema(), indent=2))
     return EXIT_OK
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from controller.runner import run_site  # noqa: PLC0415
 
-    return run_site(read_site(args.site), once=args.once)
+    return run_site(read_site(args.site, runnable=True), once=args.once)
 
 
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -142,6 +194,7 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
     with build_runtime(
         site,
         store_url=args.db or site.database,
+        create_store=False,
         grid=not args.no_reclear,
         devices=False,
         chain=False,
@@ -168,21 +221,22 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``peergrid``."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="peergrid",
         description="Peer-to-peer energy trading microgrid controller.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    sub = parser.add_subparsers(dest="command", required=True)
+    # Any: argparse's _SubParsersAction is invariant in its parser class (_Parser here)
+    sub: Any = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run the whole loop on embedded defaults")
     demo.add_argument(
         "--intervals",
-        type=int,
+        type=positive_int,
         default=16,
         help="intervals to run (default 16: 07:30-11:30 UTC on 21 June)",
     )
-    demo.add_argument("--start", type=_parse_start, default=None, help="first interval (UTC)")
+    demo.add_argument("--start", type=utc_time, default=None, help="first interval (UTC)")
     demo.add_argument("--out", default="peergrid-demo", help="folder for the report and database")
     demo.add_argument("--json", action="store_true", help="print the report as JSON")
     demo.add_argument(
@@ -200,20 +254,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     site = sub.add_parser("site", help="site files")
     site_sub = site.add_subparsers(dest="site_command", required=True)
-    check = site_sub.add_parser("check", help="validate a site file against its grid")
+    check = site_sub.add_parser(
+        "check", help="validate a site file as 'run' does (and its grid); exit 2 on problems"
+    )
     check.add_argument("--site", required=True, help="site TOML file")
+    check.add_argument(
+        "--probe", action="store_true", help="also read every device once (exit 1 if one fails)"
+    )
+    check.add_argument(
+        "--timeout", type=positive_seconds, default=2.0, help="--probe: answer timeout [s]"
+    )
     check.set_defaults(func=_cmd_site_check)
+    schema = site_sub.add_parser("schema", help="print the site file's JSON Schema")
+    schema.set_defaults(func=_cmd_site_schema)
 
     clear = sub.add_parser("clear", help="clear an order file on a grid (with the AC check)")
     clear.add_argument("--grid", required=True, help="cigre-lv, simbench:<code> or a .json file")
     clear.add_argument("--orders", required=True, help="CSV or JSON order file")
-    clear.add_argument("--time-step", type=int, default=None, help="SimBench 15-min step")
+    clear.add_argument(
+        "--time-step", type=non_negative_int, default=None, help="SimBench 15-min step"
+    )
     clear.add_argument("--mechanism", choices=["nodal", "uniform", "pay-as-bid"], default="nodal")
-    clear.add_argument("--import-price", type=int, default=300_000, help="[base units/kWh]")
-    clear.add_argument("--export-price", type=int, default=80_000, help="[base units/kWh]")
-    clear.add_argument("--vm-min", type=float, default=0.95, help="[p.u.]")
-    clear.add_argument("--vm-max", type=float, default=1.05, help="[p.u.]")
-    clear.add_argument("--time-limit", type=float, default=10.0, help="budget [s]")
+    clear.add_argument(
+        "--import-price", type=price_per_kwh, default=300_000, help="[base units/kWh]"
+    )
+    clear.add_argument(
+        "--export-price", type=price_per_kwh, default=80_000, help="[base units/kWh]"
+    )
+    clear.add_argument("--vm-min", type=per_unit_voltage, default=0.95, help="[p.u.]")
+    clear.add_argument("--vm-max", type=per_unit_voltage, default=1.05, help="[p.u.]")
+    clear.add_argument("--time-limit", type=positive_seconds, default=10.0, help="budget [s]")
     clear.add_argument("--json", action="store_true", help="print the result as JSON")
     clear.set_defaults(func=_cmd_clear)
 
@@ -228,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_devices.register(sub)
     register_chain(sub)
     cli_db.register(sub)
+    cli_keys.register(sub)
+    cli_grid.register(sub)
     return parser
 
 
@@ -242,9 +314,12 @@ def main(argv: list[str] | None = None) -> int:
     Returns
     -------
     int
-        The exit code (module docstring); a :class:`~controller.errors.ConfigError` is
-        or :class:`~controller.errors.SchemaError` (a database this release refuses) is
-        printed and gives 2.
+        The exit code (module docstring); a :class:`~controller.errors.ConfigError`, a
+        :class:`~controller.errors.SchemaError` (a database this release refuses), a
+        :class:`~controller.errors.SiteMismatch` (another site's database) or a
+        :class:`~controller.errors.MissingDatabase` (no database for a command that reads),
+        and the market's and grid's input errors (:data:`INPUT_ERRORS`) are printed on one
+        line and give 2; so are argparse's usage errors.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -252,13 +327,14 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if getattr(args, "intervals", 1) < 1:
-        parser.error("--intervals must be >= 1")
     try:
         code: int = args.func(args)
-    except (ConfigError, SchemaError) as exc:
+    except INPUT_ERRORS as exc:
         print(f"peergrid: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:  # the reader went away (``peergrid grid buses ... | head``)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return EXIT_FAILED
     return code
 
 

@@ -14,6 +14,9 @@ Subcommands (each takes ``--json``):
                     is asked first, so nothing is paid twice)
 ``verify-trade``    checks one trade against the trades root recorded on-chain: from the store
                     (``--db``, ``--interval``, ``--trade``) or from a leaf and proof given
+``rotate-operator`` gives ``--new-operator ADDRESS`` the operator role and takes it from the
+                    old operator (``--old-operator``, default: the configured operator key's
+                    address); signed by the admin
 ==================  =========================================================================
 
 Where the chain is: ``--backend anvil`` starts anvil on a free port with ``--state FILE``
@@ -30,20 +33,41 @@ flag                        environment                 site ``[chain]`` / note
                                                         skipped (it would not outlive the
                                                         command); default ``anvil``
 ``--rpc-url``               ``PEERGRID_RPC_URL``        ``rpc_url``
-``--state``                 ``PEERGRID_ANVIL_STATE``    anvil's state file
+``--state``                 ``PEERGRID_ANVIL_STATE``    ``state_path`` (anvil's state file)
 ``--confirmations``         ``PEERGRID_CONFIRMATIONS``  ``confirmations``
 ``--token``                 ``PEERGRID_TOKEN``          ``token_address``
 ``--settlement``            ``PEERGRID_SETTLEMENT``     ``settlement_address``
 ``--deployment FILE``                                   ``deploy --out FILE``: addresses, and
                                                         backend, URL, state file if not given
-``--operator-key``          ``PEERGRID_OPERATOR_KEY``   hex private key, or ``derive:LABEL``
-``--admin-key``             ``PEERGRID_ADMIN_KEY``      default: the operator's key
+``--operator-keystore``     ``PEERGRID_OPERATOR_        ``operator_keystore``
+                            KEYSTORE``
+``--operator-key-env NAME``                             ``operator_key_env``; without a site
+                                                        ``PEERGRID_OPERATOR_KEY``
+``--admin-keystore``        ``PEERGRID_ADMIN_KEYSTORE`` ``admin_keystore``
+``--admin-key-env NAME``                                ``admin_key_env``; else
+                                                        ``PEERGRID_ADMIN_KEY`` if set; else
+                                                        the operator's key
+``--password-env NAME``                                 ``keystore_password_env``; default
+                                                        ``PEERGRID_KEYSTORE_PASSWORD``
 ==========================  ==========================  =====================================
 
-Keys: a ``0x`` hex private key, or ``derive:LABEL`` for the demo keys of
-:func:`adapters.chain.accounts.derive_account` (anyone who knows the label knows the key: dev
-chains only). On anvil without a key, ``derive:operator`` is used, and the operator and admin
-are paid ether from anvil's prefunded accounts.
+Keys (:mod:`controller.keys`): a keystore file (Web3 Secret Storage JSON, written by
+``peergrid keys new|import``; its password from the ``--password-env`` variable or typed on a
+terminal) or the name of an environment variable holding the hex key. A key is never given on
+the command line (every user sees the process list), and derived demo keys are not accepted:
+``peergrid chain`` works on persistent chains. Only the commands that sign open a key:
+``settle-pending`` the operator's; ``deploy`` the admin's (it signs) and the operator's (its
+address becomes the first operator); ``rotate-operator`` the admin's. ``status``, ``balances``
+and ``verify-trade`` only read (``status`` shows the operator's roles when a key is
+configured, reading a keystore's address without its password). On ``anvil`` (a dev chain)
+``deploy`` and ``rotate-operator`` pay the accounts that will sign gas money from anvil's
+prefunded accounts; on ``rpc`` they bring their own.
+
+The store (``status``, ``settle-pending``, ``verify-trade`` from ``--db`` or the site's
+``database``) is only read: one that does not exist is an error, and with ``--site`` one bound
+to another site (:mod:`controller.site_identity`: name, chain id, Settlement address, grid;
+``verify-trade`` reads it before connecting, so not the chain id) is refused before anything
+is sent.
 
 Exit codes as ``peergrid``: 0 ok; 1 the job ran and something failed (an interval not
 settled, a trade that does not verify, the chain unreachable); 2 bad input.
@@ -57,15 +81,27 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from controller.config import ChainBackend, SiteConfig, read_site
+from controller.config import ChainBackend, ChainConfig, SiteConfig, read_site
 from controller.errors import ConfigError
+from controller.keys import (
+    DEFAULT_ADMIN_KEY_ENV,
+    DEFAULT_OPERATOR_KEY_ENV,
+    DEFAULT_PASSWORD_ENV,
+    KeyRole,
+    KeySource,
+    site_admin_key,
+    site_operator_key,
+)
+from controller.userfiles import read_text
+from market.domain import utc_label
 
 if TYPE_CHECKING:
     from adapters.chain import AccountState, ChainClient
+    from controller.site_identity import SiteIdentity
 
 # adapters.chain (web3, ~1 s to import) is imported by the commands, not here: registering
 # the subcommands must not slow down every other ``peergrid`` command.
@@ -88,8 +124,8 @@ class ChainArgs:
     confirmations: int
     token: str
     settlement: str
-    operator_key: str
-    admin_key: str
+    operator: KeySource
+    admin: KeySource
 
 
 def register(sub: Any) -> None:  # noqa: ANN401 - argparse's private _SubParsersAction
@@ -143,6 +179,16 @@ def register(sub: Any) -> None:  # noqa: ANN401 - argparse's private _SubParsers
     verify.add_argument("--proof", default=None, help="comma-separated hex siblings (--leaf)")
     verify.set_defaults(func=cmd_verify_trade)
 
+    rotate = chain_sub.add_parser(
+        "rotate-operator", help="move the operator role to a new key (signed by the admin)"
+    )
+    _common(rotate)
+    rotate.add_argument("--new-operator", required=True, help="address of the new operator key")
+    rotate.add_argument(
+        "--old-operator", default=None, help="address losing the role (default: the configured)"
+    )
+    rotate.set_defaults(func=cmd_rotate_operator)
+
 
 def _common(parser: argparse.ArgumentParser, *, addresses: bool = True) -> None:
     parser.add_argument("--site", default=None, help="site TOML file ([chain] table)")
@@ -150,8 +196,22 @@ def _common(parser: argparse.ArgumentParser, *, addresses: bool = True) -> None:
     parser.add_argument("--rpc-url", default=None)
     parser.add_argument("--state", default=None, help=f"anvil state file ({DEFAULT_STATE})")
     parser.add_argument("--confirmations", type=int, default=None, help="finality depth")
-    parser.add_argument("--operator-key", default=None, help="hex key or derive:LABEL")
-    parser.add_argument("--admin-key", default=None, help="hex key or derive:LABEL")
+    keys = parser.add_argument_group("keys (never a key itself: see 'peergrid keys')")
+    operator = keys.add_mutually_exclusive_group()
+    operator.add_argument("--operator-keystore", default=None, help="operator's keystore file")
+    operator.add_argument(
+        "--operator-key-env", default=None, help="environment variable with the operator's key"
+    )
+    admin = keys.add_mutually_exclusive_group()
+    admin.add_argument("--admin-keystore", default=None, help="admin's keystore file")
+    admin.add_argument(
+        "--admin-key-env", default=None, help="environment variable with the admin's key"
+    )
+    keys.add_argument(
+        "--password-env",
+        default=None,
+        help=f"environment variable with the keystores' password ({DEFAULT_PASSWORD_ENV})",
+    )
     if addresses:
         parser.add_argument("--token", default=None, help="payment token address")
         parser.add_argument("--settlement", default=None, help="settlement contract address")
@@ -186,16 +246,17 @@ def resolve(args: argparse.Namespace, site: SiteConfig | None) -> ChainArgs:
     ------
     ConfigError
         An unreadable ``--deployment`` file, an ``embedded`` or unknown backend, or ``rpc``
-        without URL or operator key.
+        without URL. Keys are only located here, not read (:func:`open_client` reads them).
     """
     env = os.environ
     chain = site.chain if site is not None else None
     deployment: dict[str, Any] = {}
     if getattr(args, "deployment", None):
+        text = read_text(args.deployment, "--deployment file")  # ConfigError naming it
         try:
-            deployment = json.loads(Path(args.deployment).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            msg = f"--deployment {args.deployment}: {exc}"
+            deployment = json.loads(text)
+        except ValueError as exc:
+            msg = f"--deployment {args.deployment}: not valid JSON: {exc}"
             raise ConfigError(msg) from None
     site_backend = (
         chain.backend if chain is not None and chain.backend is not ChainBackend.EMBEDDED else ""
@@ -224,18 +285,14 @@ def resolve(args: argparse.Namespace, site: SiteConfig | None) -> ChainArgs:
     if confirmations is None:
         raw = env.get("PEERGRID_CONFIRMATIONS")
         confirmations = int(raw) if raw else (chain.confirmations if chain is not None else 0)
-    operator_key = args.operator_key or env.get("PEERGRID_OPERATOR_KEY", "")
-    if not operator_key:
-        if backend is ChainBackend.RPC:
-            msg = "the rpc backend needs --operator-key (or PEERGRID_OPERATOR_KEY)"
-            raise ConfigError(msg)
-        operator_key = "derive:operator"
+    operator, admin = _key_sources(args, chain)
     return ChainArgs(
         backend=backend,
         rpc_url=rpc_url,
         state=args.state
         or env.get("PEERGRID_ANVIL_STATE")
         or deployment.get("state")
+        or (chain.state_path if chain is not None else "")
         or DEFAULT_STATE,
         confirmations=confirmations,
         token=getattr(args, "token", None)
@@ -246,46 +303,95 @@ def resolve(args: argparse.Namespace, site: SiteConfig | None) -> ChainArgs:
         or env.get("PEERGRID_SETTLEMENT", "")
         or deployment.get("settlement", "")
         or (chain.settlement_address if chain is not None else ""),
-        operator_key=operator_key,
-        admin_key=args.admin_key or env.get("PEERGRID_ADMIN_KEY", "") or operator_key,
+        operator=operator,
+        admin=admin,
     )
 
 
-def _account(key: str, what: str) -> Any:  # noqa: ANN401 - an eth-account LocalAccount
-    from adapters.chain import account_from_key, derive_account  # noqa: PLC0415
+def _key_sources(
+    args: argparse.Namespace, chain: ChainConfig | None
+) -> tuple[KeySource, KeySource]:
+    """The operator's and the admin's key sources (module docstring's table, first wins)."""
+    env = os.environ
+    password_env = (
+        getattr(args, "password_env", None)
+        or (chain.keystore_password_env if chain is not None else "")
+        or DEFAULT_PASSWORD_ENV
+    )
 
-    if key.startswith("derive:"):
-        return derive_account(key.removeprefix("derive:"))
-    try:
-        return account_from_key(key)
-    except ValueError:
-        msg = f"{what}: not a private key (0x + 64 hex digits) nor derive:LABEL"
-        raise ConfigError(msg) from None
+    def source(role: KeyRole, keystore: str | None, key_env: str | None) -> KeySource:
+        return KeySource(
+            role=role, keystore=keystore or "", key_env=key_env or "", password_env=password_env
+        )
+
+    if args.operator_keystore or args.operator_key_env:
+        operator = source(KeyRole.OPERATOR, args.operator_keystore, args.operator_key_env)
+    elif env.get("PEERGRID_OPERATOR_KEYSTORE"):
+        operator = source(KeyRole.OPERATOR, env["PEERGRID_OPERATOR_KEYSTORE"], None)
+    elif chain is not None:
+        operator = replace(site_operator_key(chain), password_env=password_env)
+    else:
+        operator = source(KeyRole.OPERATOR, None, DEFAULT_OPERATOR_KEY_ENV)
+
+    site_admin = site_admin_key(chain) if chain is not None else None
+    if args.admin_keystore or args.admin_key_env:
+        admin = source(KeyRole.ADMIN, args.admin_keystore, args.admin_key_env)
+    elif env.get("PEERGRID_ADMIN_KEYSTORE"):
+        admin = source(KeyRole.ADMIN, env["PEERGRID_ADMIN_KEYSTORE"], None)
+    elif site_admin is not None:
+        admin = replace(site_admin, password_env=password_env)
+    elif env.get(DEFAULT_ADMIN_KEY_ENV):
+        admin = source(KeyRole.ADMIN, None, DEFAULT_ADMIN_KEY_ENV)
+    else:  # one key for both roles
+        admin = replace(operator, role=KeyRole.ADMIN)
+    return operator, admin
+
+
+def _same_key(a: KeySource, b: KeySource) -> bool:
+    return (a.keystore, a.key_env, a.password_env) == (b.keystore, b.key_env, b.password_env)
 
 
 @contextmanager
-def open_client(resolved: ChainArgs, *, attach: bool = True) -> Iterator[ChainClient]:
-    """Connect, build the client (attached to the contracts), close at the end.
+def open_client(
+    resolved: ChainArgs, *, attach: bool = True, operator: bool = False, admin: bool = False
+) -> Iterator[ChainClient]:
+    """Open the keys asked for, connect, build the client (attached), close at the end.
+
+    Keys are opened before anything is started, so a wrong password or a missing key
+    leaves the chain untouched.
 
     Parameters
     ----------
     resolved : ChainArgs
-        Where the chain is and who signs.
+        Where the chain is and where the keys come from.
     attach : bool
         Attach to the token and settlement contracts (``False`` for ``deploy``).
+    operator : bool
+        Sign as the operator (its key is opened). ``False``: a random throwaway account,
+        never funded, stands in (the command only reads).
+    admin : bool
+        Sign as the admin (its key is opened; the operator's when they are one key).
+        ``False``: the operator's account stands in.
 
     Yields
     ------
     ChainClient
-        The client, signing as the operator (and the admin).
+        The client.
 
     Raises
     ------
+    KeyUnavailable
+        A key asked for that cannot be had (:meth:`KeySource.signer`).
     ConfigError
-        A key that is neither hex nor ``derive:LABEL``, or ``attach`` without addresses.
+        ``attach`` without contract addresses.
     """
-    from adapters.chain import ChainClient, connect  # noqa: PLC0415
+    from adapters.chain import ChainClient, connect, new_account  # noqa: PLC0415
 
+    operator_signer = resolved.operator.signer() if operator else new_account()
+    admin_signer = None
+    if admin:
+        shared = operator and _same_key(resolved.operator, resolved.admin)
+        admin_signer = operator_signer if shared else resolved.admin.signer()
     conn = connect(
         resolved.backend,
         rpc_url=resolved.rpc_url or None,
@@ -294,8 +400,8 @@ def open_client(resolved: ChainArgs, *, attach: bool = True) -> Iterator[ChainCl
     try:
         client = ChainClient(
             conn.w3,
-            _account(resolved.operator_key, "--operator-key"),
-            admin=_account(resolved.admin_key, "--admin-key"),
+            operator_signer,
+            admin=admin_signer,
             confirmations=resolved.confirmations,
         )
         if attach:
@@ -347,7 +453,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
     def body() -> int:
         resolved = resolve(args, _site(args))
-        with open_client(resolved, attach=False) as client:
+        with open_client(resolved, attach=False, operator=True, admin=True) as client:
             # a dev chain: pay gas from anvil's own accounts
             if resolved.backend is ChainBackend.ANVIL:
                 for who in {client.operator.address, client.admin.address}:
@@ -372,7 +478,13 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                 "operator": client.operator.address,
             }
         if args.out:
-            Path(args.out).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+            try:
+                Path(args.out).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+            except OSError as exc:
+                # deployed: say where, so the addresses are not lost with the file
+                sys.stdout.write(json.dumps(data, indent=2) + "\n")
+                msg = f"--out {args.out}: cannot write it ({exc.strerror or exc}); printed above"
+                raise ConfigError(msg) from None
         text = "\n".join(f"{k:>12}: {v}" for k, v in data.items())
         _print(args, data, text)
         return EXIT_OK
@@ -397,21 +509,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     def body() -> int:
         site = _site(args)
         resolved = resolve(args, site)
+        operator = resolved.operator.address() if resolved.operator.configured() else None
+        admin = resolved.admin.address() if resolved.admin.configured() else None
         with open_client(resolved) as client:
             events = client.settled_events()
             policy = client.reward_policy()
-            operator = client.operator.address
             data: dict[str, Any] = {
                 "backend": resolved.backend,
                 "chain_id": client.chain_id(),
                 "block": client.block_number(),
                 **asdict(client.deployment()),
-                "operator": {
+                "operator": None
+                if operator is None
+                else {
                     "address": operator,
                     "is_operator": client.is_operator(operator),
-                    "is_admin": client.is_admin(client.admin.address),
-                    "next_nonce": client.next_nonce(),
+                    "next_nonce": client.next_nonce(operator),
                 },
+                "admin": None
+                if admin is None
+                else {"address": admin, "is_admin": client.is_admin(admin)},
                 "paused": client.is_paused(),
                 "token_supply": client.total_supply(),
                 "total_escrow": client.total_escrow(),
@@ -425,7 +542,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             problems: list[str] = []
             url = args.db or (site.database if site is not None else None)
             if url:
-                data["store"] = _compare_store(client, url, problems)
+                data["store"] = _compare_store(client, url, problems, site)
         text = "\n".join(f"{k:>18}: {v}" for k, v in data.items())
         _print(args, data, text)
         return EXIT_OK if not problems else EXIT_FAILED
@@ -433,10 +550,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     return _run(args, body)
 
 
-def _compare_store(client: ChainClient, url: str, problems: list[str]) -> dict[str, Any]:
+def _compare_store(
+    client: ChainClient, url: str, problems: list[str], site: SiteConfig | None
+) -> dict[str, Any]:
     from controller.store import Store  # noqa: PLC0415 - SQLAlchemy only when asked
 
-    store = Store(url)
+    store = Store(url, create=False, site=_chain_identity(site, client))
     try:
         pending = store.pending_settlements()
         settled = 0
@@ -448,7 +567,8 @@ def _compare_store(client: ChainClient, url: str, problems: list[str]) -> dict[s
             on_chain = client.settled_batch(int(record["interval_id"])).batch_id.hex()
             if on_chain != record["batch_id"]:
                 problems.append(
-                    f"interval {record['interval_id']}: store has batch {record['batch_id']}, "
+                    f"interval {utc_label(int(record['interval_id']))} "
+                    f"(id {record['interval_id']}): store has batch {record['batch_id']}, "
                     f"chain has {on_chain or 'nothing'}"
                 )
         return {
@@ -458,6 +578,17 @@ def _compare_store(client: ChainClient, url: str, problems: list[str]) -> dict[s
         }
     finally:
         store.close()
+
+
+def _chain_identity(site: SiteConfig | None, client: ChainClient) -> SiteIdentity | None:
+    """The identity of ``site`` on the chain ``client`` is attached to (``None``: no site)."""
+    from controller.site_identity import site_identity  # noqa: PLC0415 - loads the grid
+
+    if site is None:
+        return None
+    return site_identity(
+        site, trial=False, chain_id=client.chain_id(), settlement=client.settlement.address
+    )
 
 
 def cmd_balances(args: argparse.Namespace) -> int:
@@ -485,7 +616,7 @@ def cmd_balances(args: argparse.Namespace) -> int:
 
             labels |= {
                 checksum_address(address): str(p)
-                for p, address in participant_accounts(site).items()
+                for p, address in participant_accounts(site, trial=False).items()
             }
         if not labels:
             msg = "whose balances? give --account ADDRESS (repeat) or --site FILE"
@@ -559,14 +690,15 @@ def cmd_settle_pending(args: argparse.Namespace) -> int:
             msg = "settle-pending needs --site (interval length and participants' accounts)"
             raise ConfigError(msg)
         resolved = resolve(args, site)
-        accounts = participant_accounts(site)
-        store = Store(args.db or site.database)
-        try:
-            pending = store.pending_settlements()
-        finally:
-            store.close()
+        accounts = participant_accounts(site, trial=False)
         results: list[dict[str, Any]] = []
-        with open_client(resolved) as client:
+        with open_client(resolved, operator=True) as client:
+            identity = _chain_identity(site, client)
+            store = Store(args.db or site.database, create=False, site=identity)
+            try:
+                pending = store.pending_settlements()
+            finally:
+                store.close()
             for item in pending:
                 interval = Interval.from_id(item.interval_id, site.interval_s)
                 entry: dict[str, Any] = {"interval_id": item.interval_id, "batch_id": item.batch_id}
@@ -583,7 +715,8 @@ def cmd_settle_pending(args: argparse.Namespace) -> int:
                     entry |= {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
                 results.append(entry)
         lines = [f"{len(results)} pending settlement(s)"] + [
-            f"  {r['interval_id']}: {r['status']} {r.get('tx_hash') or r.get('error', '')}"
+            f"  {utc_label(r['interval_id'])} (id {r['interval_id']}): {r['status']} "
+            f"{r.get('tx_hash') or r.get('error', '')}"
             for r in results
         ]
         _print(args, results, "\n".join(lines))
@@ -658,7 +791,12 @@ def _leaf_from_store(
     if not url or args.trade is None:
         msg = "give --db (or --site) and --trade, or --leaf FILE and --proof"
         raise ConfigError(msg)
-    store = Store(url)
+    from controller.site_identity import site_identity  # noqa: PLC0415
+
+    # read before connecting: the chain id is not compared, the Settlement address (the site
+    # file's), name and grid are
+    identity = None if site is None else site_identity(site, trial=False)
+    store = Store(url, create=False, site=identity)
     try:
         stored = store.result(args.interval)
     finally:
@@ -678,4 +816,73 @@ def _leaf_from_store(
     return chosen, merkle_proof(leaves, chosen)
 
 
-__all__ = ["ChainArgs", "register", "resolve"]
+def cmd_rotate_operator(args: argparse.Namespace) -> int:
+    """``peergrid chain rotate-operator``: move the operator role to a new key.
+
+    Signed by the admin: grants the role to ``--new-operator`` (unless it holds it), then
+    revokes it from the old operator (``--old-operator``, else the configured operator key's
+    address, read without its password), which can no longer settle. Refused when the
+    admin key is the old operator's (it would keep the admin role and could grant itself
+    the operator role again). On ``anvil`` the new operator gets gas money.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The command's parsed flags.
+
+    Returns
+    -------
+    int
+        0 when the new operator holds the role and the old one does not (2 for bad input,
+        1 when the chain fails, e.g. the key given as admin holds no admin role).
+    """
+
+    def body() -> int:
+        from adapters.chain import checksum_address  # noqa: PLC0415
+
+        resolved = resolve(args, _site(args))
+        new = str(checksum_address(args.new_operator))
+        old = str(
+            checksum_address(args.old_operator)
+            if args.old_operator
+            else resolved.operator.address()
+        )
+        if new == old:
+            msg = f"--new-operator {new} is the operator already"
+            raise ConfigError(msg)
+        if resolved.admin.configured() and resolved.admin.address() == old:
+            msg = (
+                f"the admin key ({resolved.admin.describe()}) is the old operator's: it would "
+                "keep the admin role; sign with a separate admin key (--admin-keystore)"
+            )
+            raise ConfigError(msg)
+        with open_client(resolved, admin=True) as client:
+            if client.admin.address == old:
+                msg = "the admin key is the old operator's; sign with a separate admin key"
+                raise ConfigError(msg)
+            if resolved.backend is ChainBackend.ANVIL:
+                client.fund_eth(new, DEV_ETHER_WEI)
+            granted = None if client.is_operator(new) else client.grant_operator(new).tx_hash
+            revoked = client.revoke_operator(old).tx_hash if client.is_operator(old) else None
+            data = {
+                "old_operator": old,
+                "new_operator": new,
+                "admin": client.admin.address,
+                "grant_tx": granted,
+                "revoke_tx": revoked,
+                "old_is_operator": client.is_operator(old),
+                "new_is_operator": client.is_operator(new),
+            }
+        text = (
+            f"operator role: {old} -> {new} (grant {granted or 'already held'}, "
+            f"revoke {revoked or 'not held'}); now point the site's operator_keystore at the "
+            "new key"
+        )
+        _print(args, data, text)
+        ok = data["new_is_operator"] and not data["old_is_operator"]
+        return EXIT_OK if ok else EXIT_FAILED
+
+    return _run(args, body)
+
+
+__all__ = ["ChainArgs", "open_client", "register", "resolve"]

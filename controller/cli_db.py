@@ -3,17 +3,20 @@
 =============  ==============================================================================
 ``current``    prints the database's schema revision (``none`` before the first upgrade) and
                where it stands: at the head, behind it, PeerGrid 0.1.0's tables, or empty;
-               reads only
+               then, once a ``run`` has bound it, the site it belongs to and its
+               fingerprint; reads only, and a database that does not exist is an error
 ``upgrade``    upgrades the database to the head revision (what every command that opens
-               the store, ``run`` and ``demo`` first, does) and prints the revision
+               the store, ``run`` and ``demo`` first, does) and prints the revision; creates
+               the database if there is none. With ``--site``, a database bound to another
+               site is refused (name, Settlement address and grid are compared)
 =============  ==============================================================================
 
 Each takes ``--db URL`` (a SQLAlchemy URL) or ``--site FILE`` (the site's ``database``).
 
 Exit codes as ``peergrid``: 0 ok; 1 the database could not be reached; 2 bad input: a bad
-URL (or its driver not installed) or site file, or a database this release refuses (a
-revision it does not know, written by newer software, or tables that do not match the
-baseline), which is left unchanged.
+URL (or its driver not installed) or site file, a database that does not exist (``current``),
+another site's database, or a database this release refuses (a revision it does not know,
+written by newer software, or tables that do not match the baseline), which is left unchanged.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.config import read_site
-from controller.errors import ConfigError, SchemaError
+from controller.errors import ConfigError, MissingDatabase, SchemaError, SiteMismatch
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -60,14 +63,10 @@ def _url(args: argparse.Namespace) -> str:
 
 def _missing_sqlite_file(url: str) -> Path | None:
     """The file of a ``sqlite:///`` URL if it does not exist yet (``None`` otherwise)."""
-    from sqlalchemy.engine import make_url  # noqa: PLC0415 - SQLAlchemy only when asked
+    from controller.store import sqlite_file  # noqa: PLC0415 - SQLAlchemy only when asked
 
-    parsed = make_url(url)
-    name = parsed.database
-    if parsed.get_backend_name() != "sqlite" or not name or name == ":memory:":
-        return None
-    path = Path(name)
-    return None if path.exists() else path
+    path = sqlite_file(url)
+    return None if path is None or path.exists() else path
 
 
 def _run(body: Callable[[str], str], args: argparse.Namespace) -> int:
@@ -76,7 +75,14 @@ def _run(body: Callable[[str], str], args: argparse.Namespace) -> int:
 
     try:
         text = body(_url(args))
-    except (ConfigError, SchemaError, ArgumentError, NoSuchModuleError) as exc:
+    except (
+        ConfigError,
+        SchemaError,
+        SiteMismatch,
+        MissingDatabase,
+        ArgumentError,
+        NoSuchModuleError,
+    ) as exc:
         sys.stderr.write(f"peergrid db: error: {exc}\n")
         return EXIT_BAD_INPUT
     except ImportError as exc:  # SQLAlchemy imports the URL's driver when it connects
@@ -97,12 +103,16 @@ def cmd_current(args: argparse.Namespace) -> int:
     args
         The parsed arguments (``--db`` or ``--site``).
     """
-    from controller.store import SchemaState, read_schema_status  # noqa: PLC0415
+    from controller.store import SchemaState, read_bound_site, read_schema_status  # noqa: PLC0415
 
     def body(url: str) -> str:
         missing = _missing_sqlite_file(url)
         if missing is not None:
-            return f"none (no database at {missing} yet: 'peergrid db upgrade' creates it)"
+            msg = (
+                f"no database at {missing.resolve()}: nothing was created ('peergrid db "
+                "upgrade' or 'peergrid run' creates it)"
+            )
+            raise MissingDatabase(msg)
         status = read_schema_status(url)
         notes = {
             SchemaState.HEAD: "head",
@@ -115,7 +125,11 @@ def cmd_current(args: argparse.Namespace) -> int:
                 f"no PeerGrid tables: 'peergrid db upgrade' creates them at {status.head}"
             ),
         }
-        return f"{status.revision or 'none'} ({notes[status.state]})"
+        line = f"{status.revision or 'none'} ({notes[status.state]})"
+        site = read_bound_site(url)
+        if site is None:
+            return line
+        return f"{line}\nsite: {site.describe()}, fingerprint {site.fingerprint}"
 
     return _run(body, args)
 
@@ -128,11 +142,13 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     args
         The parsed arguments (``--db`` or ``--site``).
     """
+    from controller.site_identity import site_identity  # noqa: PLC0415
     from controller.store import SchemaState, Store, read_schema_status  # noqa: PLC0415
 
     def body(url: str) -> str:
+        site = site_identity(read_site(args.site)) if args.site else None
         before = None if _missing_sqlite_file(url) else read_schema_status(url)
-        store = Store(url)
+        store = Store(url, site=site)
         store.close()
         if before is not None and before.state is SchemaState.HEAD:
             return f"{store.revision} (head; already up to date)"

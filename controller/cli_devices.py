@@ -42,6 +42,15 @@ from adapters.modbus.simulators import (
     clear_sky_profile,
     constant_profile,
 )
+from controller.cli_types import (
+    baud_rate,
+    finite_float,
+    modbus_unit,
+    non_negative_int,
+    positive_seconds,
+    tcp_port,
+    tcp_port_or_zero,
+)
 from controller.config import DEFAULT_MAPS, DeviceKind
 from market.codec import reading_to_dict
 from market.domain import BusId, DeviceId, MeterReading, ParticipantId, ReadingQuality
@@ -309,17 +318,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "read", help="print a device's canonical reading and its SunSpec models or fields"
     )
     read.add_argument("--host", default="127.0.0.1", help="TCP host (default 127.0.0.1)")
-    read.add_argument("--port", type=int, default=502, help="TCP port (default 502)")
-    read.add_argument("--unit", type=int, default=1, help="Modbus unit id (default 1)")
+    read.add_argument("--port", type=tcp_port, default=502, help="TCP port (default 502)")
+    read.add_argument("--unit", type=modbus_unit, default=1, help="Modbus unit id (default 1)")
     read.add_argument(
         "--map",
         default="sunspec",
         help=f"'sunspec' (discover the models; default), a built-in map ({maps}) or a JSON file",
     )
     read.add_argument("--rtu", metavar="DEV", help="read over Modbus RTU on this serial device")
-    read.add_argument("--baud", type=int, default=19200, help="RTU speed (default 19200)")
-    read.add_argument("--timeout", type=float, default=1.0, help="seconds per answer (default 1)")
-    read.add_argument("--retries", type=int, default=1, help="extra attempts (default 1)")
+    read.add_argument("--baud", type=baud_rate, default=19200, help="RTU speed (default 19200)")
+    read.add_argument(
+        "--timeout", type=positive_seconds, default=1.0, help="seconds per answer (default 1)"
+    )
+    read.add_argument(
+        "--retries", type=non_negative_int, default=1, help="extra attempts (default 1)"
+    )
     read.add_argument("--device-id", default="device", help="id to put in the reading")
     read.add_argument("--json", action="store_true", help="print JSON")
     read.set_defaults(func=cmd_read)
@@ -327,8 +340,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sim = devices_sub.add_parser("simulate", help="serve a simulated device until Ctrl-C")
     sim.add_argument("kind", choices=SIMULATOR_KINDS, help="device kind")
     sim.add_argument("--host", default="127.0.0.1", help="TCP address (default 127.0.0.1)")
-    sim.add_argument("--port", type=int, default=None, help="TCP port (0 = any free one)")
-    sim.add_argument("--unit", type=int, default=1, help="Modbus unit id (default 1)")
+    sim.add_argument(
+        "--port", type=tcp_port_or_zero, default=None, help="TCP port (0 = any free one)"
+    )
+    sim.add_argument("--unit", type=modbus_unit, default=1, help="Modbus unit id (default 1)")
     sim.add_argument(
         "--map",
         default=None,
@@ -336,19 +351,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "also sunspec_der_inverter, sunspec_meter, sunspec_storage, sunspec_der_storage)",
     )
     sim.add_argument("--rtu", metavar="DEV", help="also serve Modbus RTU on this serial device")
-    sim.add_argument("--baud", type=int, default=19200, help="RTU speed (default 19200)")
-    sim.add_argument("--rated-w", type=float, default=None, help="PV rating / battery power [W]")
+    sim.add_argument("--baud", type=baud_rate, default=19200, help="RTU speed (default 19200)")
+    sim.add_argument(
+        "--rated-w", type=finite_float, default=None, help="PV rating / battery power [W]"
+    )
     sim.add_argument(
         "--power-w",
-        type=float,
+        type=finite_float,
         default=None,
         help="constant power [W] (PV available power, meter load; + = import for a meter); "
         "default: clear-sky PV, 1500 W load",
     )
-    sim.add_argument("--capacity-wh", type=float, default=10_000.0, help="battery capacity")
-    sim.add_argument("--soc", type=float, default=50.0, help="battery state of charge [%%]")
-    sim.add_argument("--speed", type=float, default=1.0, help="simulated seconds per second")
-    sim.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    sim.add_argument("--capacity-wh", type=finite_float, default=10_000.0, help="battery capacity")
+    sim.add_argument("--soc", type=finite_float, default=50.0, help="battery state of charge [%%]")
+    sim.add_argument("--speed", type=finite_float, default=1.0, help="simulated seconds per second")
+    sim.add_argument(
+        "--duration", type=finite_float, default=None, help="stop after this many seconds"
+    )
     sim.set_defaults(func=cmd_simulate)
 
 

@@ -1,7 +1,7 @@
 """The interval cycle: read -> decide -> write, then settle and audit (OpenEMS ``CycleWorker``).
 
 One *tick* runs at each interval boundary ``t`` (the end of interval ``T-1`` and the start of
-``T``; gate closure for ``T`` is ``t``):
+``T``):
 
 1. **read**: every device is read once into a snapshot (a dead device is a MISSING reading,
    never an exception) and the snapshot is stored;
@@ -24,15 +24,31 @@ One *tick* runs at each interval boundary ``t`` (the end of interval ``T-1`` and
 An interval claimed by a controller that died before recording its result is closed as
 ``abandoned`` (nothing was acted on) at the next tick. Each interval therefore ends with
 exactly one recorded outcome and its reason, and each recorded outcome is settled once.
+
+Clearing uses the site's pricing ``mechanism`` and ``engine`` (:attr:`Cycle.options`); an
+auditor's re-clearing (:meth:`Cycle.reclear`) prices with the mechanism the record names.
+
+**Gate closure.** The order book of ``T`` is frozen at ``T.start - site.gate_closure_s``
+(:meth:`Cycle.gate_closure`, reported as :attr:`IntervalReport.gate_closure`): an order that
+arrives later is not part of ``T``'s book. Today every order is built by the cycle itself from
+the participants' standing orders (fixed in the site file, so known before any gate closure)
+and the latest readings; the signed orders of the HTTP API are the ones the rule will be
+enforced on. The tick still clears ``T`` at ``T.start``; clearing it at its gate closure (so
+that setpoints are in place when ``T`` starts) is a change of the scheduler not made yet.
+
+**Metering.** Settlement meters each participant by the roles of its devices
+(:class:`~market.domain.MeterRole`, :mod:`market.metering`): its connection-point meters where
+it has any, else the sum of its generation, load and storage devices.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from adapters.modbus.polling import poll_all
@@ -62,6 +78,7 @@ from market.domain import (
     DeviceId,
     Interval,
     MeterReading,
+    MeterRole,
     OrderBook,
     ParticipantId,
     ReadingQuality,
@@ -69,8 +86,10 @@ from market.domain import (
     SettlementBatch,
     Tariffs,
     require_utc,
+    utc_label,
 )
 from market.errors import MarketError
+from market.metering import Meter
 from market.orderbook import build_order_book, parse_order_rows
 from market.settlement import settle
 from market.units import PricePerKwh
@@ -146,9 +165,14 @@ class Settler(Protocol):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IntervalReport:
-    """What happened when interval ``T`` was cleared."""
+    """What happened when interval ``T`` was cleared.
+
+    ``gate_closure`` is when ``T``'s order book was frozen (UTC; see the module docstring),
+    ``wall_s`` the clearing's duration [s].
+    """
 
     interval: Interval
+    gate_closure: datetime
     book: OrderBook
     result: ClearingResult
     setpoints: tuple[Setpoint, ...]
@@ -193,6 +217,8 @@ class Cycle:
 
     ``base_grid_for(interval)`` returns the feeder with its inflexible base case for that
     interval (e.g. a SimBench time step, or the grid's loads scaled by a profile).
+    ``options`` are the clearing's tariffs [token units / kWh], solver time limit [s],
+    pricing mechanism and engine, all from the site.
     """
 
     site: SiteConfig
@@ -209,7 +235,38 @@ class Cycle:
             import_price=self.site.import_price,
             export_price=self.site.export_price,
             time_limit_s=self.site.solver_time_limit_s,
+            mechanism=self.site.mechanism,
+            engine=self.site.engine,
         )
+
+    def gate_closure(self, interval: Interval) -> datetime:
+        """When ``interval``'s order book is frozen: ``start - site.gate_closure_s`` (UTC).
+
+        Parameters
+        ----------
+        interval : Interval
+            The interval whose orders are traded.
+
+        Returns
+        -------
+        datetime
+            The gate closure; orders arriving after it are not part of the interval's book.
+        """
+        return interval.start - timedelta(seconds=self.site.gate_closure_s)
+
+    def meters(self) -> dict[ParticipantId, list[Meter]]:
+        """Every participant's metering devices and their roles (the settlement roster).
+
+        Returns
+        -------
+        dict of ParticipantId to list of Meter
+            Per participant (all of them, a participant without devices with an empty
+            list), its devices in site-file order with their ``role``.
+        """
+        return {
+            p.id: [Meter(d.id, MeterRole(d.role)) for d in self.site.devices_of(p.id)]
+            for p in self.site.participants
+        }
 
     # -------------------------------------------------------------------------- phases
     def read_all(self, now: datetime) -> dict[DeviceId, MeterReading]:
@@ -252,7 +309,7 @@ class Cycle:
         length = self.site.interval_s
         current = Interval.containing(boundary, length)
         if current.start != boundary:
-            msg = f"tick at {boundary.isoformat()} is not on a {length} s boundary"
+            msg = f"tick at {utc_label(boundary)} is not on a {length} s interval boundary"
             raise NotOnBoundary(msg)
 
         # 1. read
@@ -314,6 +371,7 @@ class Cycle:
             plan = Plan(orders=(), forecast_w={}, skipped=())
             return IntervalReport(
                 interval=interval,
+                gate_closure=self.gate_closure(interval),
                 book=book,
                 result=result,
                 setpoints=setpoints_for(interval, plan, {}, self.site.devices, acted=False),
@@ -358,6 +416,7 @@ class Cycle:
         )
         return IntervalReport(
             interval=interval,
+            gate_closure=self.gate_closure(interval),
             book=book,
             result=result,
             setpoints=setpoints,
@@ -392,12 +451,14 @@ class Cycle:
         """Clear an audit record's stored order book again (an auditor's determinism check).
 
         The book is cleared on the base case of the record's interval with the site's
-        options, as :meth:`tick` clears it.
+        options, as :meth:`tick` clears it, except the pricing mechanism: the one the
+        record's result names (a site may have changed its mechanism since).
 
         Parameters
         ----------
         record : Mapping
-            An audit record (``interval`` [Unix s], ``length_s`` [s], ``book``).
+            An audit record (``interval`` [Unix s], ``length_s`` [s], ``book``, and
+            ``result.mechanism``; without it the site's mechanism).
 
         Returns
         -------
@@ -409,10 +470,17 @@ class Cycle:
         book = parse_order_rows(
             (record.get("book") or {}).get("orders", []), interval, set(grid.bus_names)
         )
-        return result_to_dict(self._clear_book(grid, book))
+        mechanism = (record.get("result") or {}).get("mechanism") or self.options.mechanism
+        options = dataclasses.replace(self.options, mechanism=mechanism)
+        return result_to_dict(self._clear_book(grid, book, options=options))
 
     def _clear_book(
-        self, grid: Grid, book: OrderBook, linear: LinearGrid | None = None
+        self,
+        grid: Grid,
+        book: OrderBook,
+        linear: LinearGrid | None = None,
+        *,
+        options: ClearingOptions | None = None,
     ) -> ClearingResult:
         if not len(book):
             return empty_result(book, ClearingStatus.NO_CROSSING, "no orders this interval")
@@ -421,7 +489,7 @@ class Cycle:
                 linear = build_linear_grid(
                     grid, vm_min_pu=self.site.vm_min_pu, vm_max_pu=self.site.vm_max_pu
                 )
-            return clear_on_grid(grid, linear, book, self.options)
+            return clear_on_grid(grid, linear, book, options or self.options)
         except GridModelError as exc:
             return empty_result(
                 book, ClearingStatus.INFEASIBLE, f"grid model failed: {exc}; fallback: grid only"
@@ -436,7 +504,14 @@ class Cycle:
             outcome = writer.write(sp)
             if not outcome.ok:
                 failures.append(f"{sp.device_id}: {outcome.reason}")
-                log.warning("setpoint %s refused: %s", sp, outcome.reason)
+                log.warning(
+                    "setpoint of %s for %s (%s %d W) refused: %s",
+                    sp.device_id,
+                    sp.interval.label(),
+                    sp.kind.value,
+                    sp.p_w,
+                    outcome.reason,
+                )
         return tuple(failures)
 
     def _save_interval(self, report: IntervalReport) -> None:
@@ -486,7 +561,7 @@ class Cycle:
             import_price=PricePerKwh(self.site.import_price),
             export_price=PricePerKwh(self.site.export_price),
         )
-        meters = {p.id: [d.id for d in self.site.devices_of(p.id)] for p in self.site.participants}
+        meters = self.meters()
         for interval_id, length_s, stored in self.store.unsettled_results(
             int(boundary.timestamp())
         ):
@@ -585,6 +660,4 @@ class Cycle:
 
 
 def _replace_failures(report: IntervalReport, failures: tuple[str, ...]) -> IntervalReport:
-    import dataclasses  # noqa: PLC0415
-
     return dataclasses.replace(report, write_failures=failures)

@@ -39,10 +39,12 @@ from controller.config import (
     parse_site,
 )
 from controller.cycle import Cycle, IntervalReport, TickReport
+from controller.errors import ConfigError
 from controller.profiles import Profile, load_actual, load_forecast, pv_actual, pv_forecast
 from controller.store import Store
+from controller.userfiles import output_folder
 from controller.wiring import TrialFunding, build_runtime
-from market.domain import COMMUNITY, GRID, Interval
+from market.domain import COMMUNITY, GRID, Interval, utc_label
 from market.units import format_tokens
 
 DEMO_START = datetime(2026, 6, 21, 7, 30, tzinfo=UTC)
@@ -327,10 +329,22 @@ def demo_runtime(
     ------
     DemoRuntime
         The running demo.
+
+    Raises
+    ------
+    ConfigError
+        ``start`` is not on an interval boundary, or ``out_dir`` cannot be made or written
+        to; before anything is started.
     """
     backend = ChainBackend(chain)
     site = demo_site()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if int(start.timestamp()) % site.interval_s or start.microsecond:
+        msg = (
+            f"start {utc_label(start)} is not on a boundary of the demo's "
+            f"{site.interval_s // 60}-minute intervals (e.g. {utc_label(DEMO_START)})"
+        )
+        raise ConfigError(msg)
+    output_folder(out_dir, "demo's output folder")
     for name in (
         "peergrid-demo.sqlite",
         "peergrid-demo.sqlite-wal",

@@ -10,10 +10,15 @@
      ├── AlreadyRunning (RuntimeError)  another controller holds this site's lock
      ├── SchemaError                    a database whose schema this release refuses: a revision
      │                                  it does not know, or tables unlike the baseline
+     ├── SiteMismatch (ValueError)      a database bound to another site (name, chain,
+     │                                  Settlement contract or grid differ); left unchanged
+     ├── MissingDatabase                a read-only command (audit verify, db current, chain
+     │   (FileNotFoundError)            status ...) pointed at a database that does not exist
      └── NotWired (RuntimeError)        a part the runtime was built without (e.g. the grid
                                         of ``peergrid audit verify --no-reclear``) was used
 
-The command line maps :class:`ConfigError` to exit code 2 and :class:`AlreadyRunning` to
+The command line maps :class:`ConfigError`, :class:`SchemaError`, :class:`SiteMismatch` and
+:class:`MissingDatabase` to exit code 2 and :class:`AlreadyRunning` to
 exit code 1. Errors of the other packages (``MarketError``, ``GridModelError``,
 ``AdapterError``) pass through the controller unchanged, except where the controller turns
 them into a recorded outcome (a failed clearing, a settlement to retry).
@@ -40,6 +45,14 @@ class AlreadyRunning(ControllerError, RuntimeError):
 
 class SchemaError(ControllerError):
     """A database this release refuses (unknown revision, or tables unlike the baseline)."""
+
+
+class SiteMismatch(ControllerError, ValueError):
+    """The database belongs to another site; the message names both identities."""
+
+
+class MissingDatabase(ControllerError, FileNotFoundError):
+    """A command that only reads was pointed at a database that does not exist (none made)."""
 
 
 class NotWired(ControllerError, RuntimeError):

@@ -25,7 +25,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from controller.cycle import Cycle, TickReport
 from controller.errors import AlreadyRunning
-from market.domain import Interval
+from market.domain import Interval, utc_label
 
 log = logging.getLogger("peergrid.scheduler")
 
@@ -115,13 +115,13 @@ def run_tick(cycle: Cycle, boundary: datetime) -> TickReport | None:
     boundary_id = int(boundary.timestamp())
     record_missed(cycle, boundary)
     if not cycle.store.record_tick(boundary_id, "running"):
-        log.warning("boundary %s already ran; skipping", boundary.isoformat())
+        log.warning("boundary %s already ran; skipping", utc_label(boundary))
         return None
     try:
         report = cycle.tick(boundary)
     except Exception as exc:
         cycle.store.update_tick(boundary_id, "failed", f"{type(exc).__name__}: {exc}")
-        log.exception("tick at %s failed", boundary.isoformat())
+        log.exception("tick at %s failed", utc_label(boundary))
         return None
     problems = [s.error for s in report.settlements if s.error]
     cycle.store.update_tick(boundary_id, "ran", "; ".join(problems))
@@ -170,7 +170,7 @@ def run_forever(
         coalesce=True,
         misfire_grace_time=max(length // 3, 1),
     )
-    log.info("first tick at %s, then every %d s", start.isoformat(), length)
+    log.info("first tick at %s, then every %d s", utc_label(start), length)
     try:
         scheduler.start()
     except (KeyboardInterrupt, SystemExit):

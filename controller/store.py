@@ -13,6 +13,12 @@ Tables and the rules they keep:
 * ``ticks``: every scheduler tick, including missed ones, with its outcome.
 * ``chain_nonces``: the next nonce of each sending account, so a restart never reuses or
   skips one.
+* ``site_identity`` (revision ``0002``): the one site this database belongs to, its
+  fingerprint and fields (:mod:`controller.site_identity`). It is written when the store is
+  first *bound* to a site (``peergrid run`` and ``peergrid demo``, once they know the chain);
+  :meth:`Store.check_site` compares every later site with it and refuses another one with
+  :class:`~controller.errors.SiteMismatch`, before anything is written. A database of
+  PeerGrid 0.1.0 (revision ``0001``, no identity) is bound by the first ``run`` that opens it.
 
 Every write is one transaction: an error leaves nothing half-written.
 
@@ -25,6 +31,11 @@ refuses it and leaves it untouched:
   baseline, stamped ``0001`` and upgraded, keeping every row;
 * a revision this release does not know (newer software wrote it), or PeerGrid tables that do
   not match the baseline, raise :class:`controller.errors.SchemaError`.
+
+Only ``run``, ``demo`` and ``db upgrade`` create a database (``Store(url)``); commands that
+read (``audit verify``, ``db current``, ``chain status`` ...) open it with ``create=False``,
+and a SQLite file that does not exist, or a database without PeerGrid tables, raises
+:class:`~controller.errors.MissingDatabase` instead of leaving an empty database behind.
 """
 
 from __future__ import annotations
@@ -46,6 +57,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import (
     JSON,
     BigInteger,
+    CheckConstraint,
     Column,
     DateTime,
     Float,
@@ -62,11 +74,12 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.types import TypeEngine
 
-from controller.errors import SchemaError
+from controller.errors import ConfigError, MissingDatabase, SchemaError, SiteMismatch
+from controller.site_identity import SiteIdentity
 from market.canonical import canonical_json, content_hash
 from market.domain import BusId, DeviceId, MeterReading, ParticipantId, ReadingQuality
 from market.units import W, Wh
@@ -142,6 +155,20 @@ chain_nonces = Table(
     metadata,
     Column("address", String(64), primary_key=True),
     Column("next", BigInteger, nullable=False),
+)
+
+site_identity = Table(
+    "site_identity",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # always 1: one site
+    Column("fingerprint", String(64), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("chain", String(80), nullable=False),  # trial | eip155:<chain id>
+    Column("settlement", String(42), nullable=False),  # "" on a trial chain
+    Column("grid_digest", String(64), nullable=False),
+    Column("grid_spec", Text, nullable=False),  # for messages only
+    Column("bound_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("id = 1", name="ck_site_identity_one_row"),
 )
 
 
@@ -342,6 +369,159 @@ def upgrade_schema(connection: Connection, where: str = "database") -> str:
     return status.head
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file of a ``sqlite:///`` URL (relative to the current folder if relative).
+
+    Parameters
+    ----------
+    url
+        SQLAlchemy database URL.
+
+    Returns
+    -------
+    Path or None
+        The database file, whether it exists or not; ``None`` for an in-memory SQLite
+        database and for every other dialect.
+
+    Raises
+    ------
+    sqlalchemy.exc.ArgumentError
+        ``url`` is not a database URL.
+    """
+    parsed = make_url(url)
+    name = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not name or name == ":memory:":
+        return None
+    if name.startswith("file:") and parsed.query.get("uri") == "true":
+        return None  # an SQLite URI filename: opened by SQLite itself, not a plain path
+    return Path(name)
+
+
+def _refuse_missing(url: str, where: str) -> None:
+    """Raise :class:`MissingDatabase` if ``url`` is a SQLite file that does not exist."""
+    path = sqlite_file(url)
+    if path is not None and not path.exists():
+        msg = (
+            f"no database at {path.resolve()} ({where}): nothing was created. Check the "
+            "site file's [site] database or --db; 'peergrid run' and 'peergrid db upgrade' "
+            "create a database"
+        )
+        raise MissingDatabase(msg)
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def open_engine(url: str, **options: Any) -> Engine:  # noqa: ANN401 - create_engine's options
+    """``create_engine(url)``, with a URL a person got wrong refused in one line.
+
+    Parameters
+    ----------
+    url
+        SQLAlchemy database URL (``sqlite:///file``, ``postgresql+psycopg://...``).
+    **options
+        Passed to :func:`sqlalchemy.create_engine`.
+
+    Returns
+    -------
+    Engine
+        The engine (not yet connected).
+
+    Raises
+    ------
+    ConfigError
+        ``url`` is not a database URL, names a database kind SQLAlchemy does not know or
+        whose driver is not installed, or a SQLite file that is a folder, lies in a folder
+        that does not exist, or is not a SQLite database. The message never shows a
+        password.
+    """
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError  # noqa: PLC0415
+
+    try:
+        path = sqlite_file(url)
+        engine = create_engine(url, **options)
+    except NoSuchModuleError:  # before ArgumentError, its base class
+        kind = url.split(":", 1)[0]
+        msg = f"unknown kind of database {kind!r} in the database URL (sqlite or postgresql)"
+        raise ConfigError(msg) from None
+    except (ArgumentError, ValueError):  # ValueError: e.g. a port that is not a number
+        shown = url if "@" not in url else "<URL with credentials>"
+        msg = (
+            f"not a database URL: {shown!r} (e.g. sqlite:///peergrid.sqlite or "
+            "postgresql+psycopg://user@host/dbname)"
+        )
+        raise ConfigError(msg) from None
+    except ImportError as exc:  # the dialect imports its driver here
+        where = make_url(url).render_as_string(hide_password=True)
+        msg = (
+            f"the database driver for {where} is not installed ({exc}); install it "
+            "(e.g. pip install 'psycopg[binary]') or use sqlite:///FILE"
+        )
+        raise ConfigError(msg) from None
+    if path is not None:
+        _refuse_bad_sqlite_path(path)
+    return engine
+
+
+def _refuse_bad_sqlite_path(path: Path) -> None:
+    """Raise :class:`ConfigError` for a SQLite path SQLite would fail on with a traceback."""
+    if path.is_dir():
+        msg = f"database file {path} is a directory, not a SQLite database"
+        raise ConfigError(msg)
+    if not path.exists():
+        if not path.resolve().parent.is_dir():
+            msg = f"no folder {path.resolve().parent} for the database file {path.name}"
+            raise ConfigError(msg)
+        return
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        msg = f"cannot read database file {path}: {exc.strerror or exc}"
+        raise ConfigError(msg) from None
+    if head and head != SQLITE_HEADER:
+        msg = f"{path} is not a SQLite database"
+        raise ConfigError(msg)
+
+
+def bound_identity(connection: Connection) -> SiteIdentity | None:
+    """The identity of the site the database on ``connection`` is bound to (only read).
+
+    Parameters
+    ----------
+    connection
+        An open connection.
+
+    Returns
+    -------
+    SiteIdentity or None
+        ``None`` when the database is bound to no site yet (or predates revision ``0002``).
+    """
+    if not inspect(connection).has_table(site_identity.name):
+        return None
+    row = connection.execute(select(site_identity)).mappings().first()
+    if row is None:
+        return None
+    return SiteIdentity(
+        name=row["name"],
+        chain=row["chain"],
+        settlement=row["settlement"],
+        grid_digest=row["grid_digest"],
+        grid_spec=row["grid_spec"],
+    )
+
+
+def _refuse_other_site(bound: SiteIdentity, given: SiteIdentity, where: str) -> None:
+    differ = bound.differences(given)
+    if differ:
+        msg = (
+            f"{where} belongs to site {bound.describe()}, not to site {given.describe()}: "
+            f"they differ in {', '.join(differ)}. Each site needs its own database (the site "
+            "file's [site] database); this one was left unchanged"
+        )
+        raise SiteMismatch(msg)
+
+
 def read_schema_status(url: str) -> SchemaStatus:
     """The schema status of the database at ``url``, read without changing it.
 
@@ -354,8 +534,10 @@ def read_schema_status(url: str) -> SchemaStatus:
     ------
     SchemaError
         As :func:`schema_status`.
+    ConfigError
+        A bad URL or SQLite path (:func:`open_engine`).
     """
-    engine = create_engine(url)
+    engine = open_engine(url)
     try:
         with engine.connect() as conn:
             return schema_status(conn, engine.url.render_as_string(hide_password=True))
@@ -363,31 +545,83 @@ def read_schema_status(url: str) -> SchemaStatus:
         engine.dispose()
 
 
+def read_bound_site(url: str) -> SiteIdentity | None:
+    """The site the database at ``url`` is bound to, read without changing it.
+
+    Parameters
+    ----------
+    url
+        SQLAlchemy database URL of an existing database.
+
+    Returns
+    -------
+    SiteIdentity or None
+        ``None`` when it is bound to no site.
+    """
+    engine = open_engine(url)
+    try:
+        with engine.connect() as conn:
+            return bound_identity(conn)
+    finally:
+        engine.dispose()
+
+
 class Store:
     """The controller's database. Create with a SQLAlchemy URL (``sqlite:///file``).
 
-    Opening it upgrades the schema to the head revision (``revision`` holds it) or raises
-    :class:`SchemaError`, leaving the database untouched.
+    Opening it checks the database first, then upgrades the schema to the head revision
+    (``revision`` holds it). A refused database is left untouched.
 
     Parameters
     ----------
     url
         SQLAlchemy database URL.
+    create
+        Create the database (and its tables) if there is none; ``False`` for commands that
+        only read.
+    site
+        Compare the site the database is bound to with this one before anything is written
+        (fields it leaves ``None`` are not compared); it is not bound here (see
+        :meth:`check_site`).
+
+    Raises
+    ------
+    ConfigError
+        A bad URL or SQLite path, or a driver that is not installed (:func:`open_engine`).
+    SchemaError
+        A revision this release does not know, or tables unlike the baseline.
+    MissingDatabase
+        ``create`` is ``False`` and the SQLite file does not exist or the database has no
+        PeerGrid tables.
+    SiteMismatch
+        The database is bound to another site than ``site``.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True, site: SiteIdentity | None = None) -> None:
         self.url = url
-        self.engine: Engine = create_engine(url, future=True)
-        where = self.engine.url.render_as_string(hide_password=True)
+        self.engine: Engine = open_engine(url, future=True)
+        self.where = self.engine.url.render_as_string(hide_password=True)
+        if not create:
+            _refuse_missing(url, self.where)  # before connecting: SQLite would create it
         try:  # check before the SQLite pragmas (WAL): a refused database is not touched
             with self.engine.connect() as conn:
-                schema_status(conn, where)
+                status = schema_status(conn, self.where)
+                if not create and status.state is SchemaState.EMPTY:
+                    msg = (
+                        f"{self.where} holds no PeerGrid tables: not a controller's database "
+                        "(nothing was created; 'peergrid run' and 'peergrid db upgrade' "
+                        "create them)"
+                    )
+                    raise MissingDatabase(msg)
+                bound = bound_identity(conn) if site is not None else None
+                if bound is not None and site is not None:
+                    _refuse_other_site(bound, site, self.where)
         finally:
             self.engine.dispose()
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         with self.engine.begin() as conn:
-            self.revision: str = upgrade_schema(conn, where)
+            self.revision: str = upgrade_schema(conn, self.where)
 
     def close(self) -> None:
         """Release the connection pool."""
@@ -397,6 +631,58 @@ class Store:
     def _tx(self) -> Iterator[Connection]:
         with self.engine.begin() as conn:
             yield conn
+
+    # -- the site ----------------------------------------------------------------------------
+    def site(self) -> SiteIdentity | None:
+        """The site this database is bound to (``None``: none yet)."""
+        with self.engine.connect() as conn:
+            return bound_identity(conn)
+
+    def check_site(self, identity: SiteIdentity, *, bind: bool = False) -> SiteIdentity | None:
+        """Refuse another site; with ``bind``, bind a database that has no site yet.
+
+        Parameters
+        ----------
+        identity
+            The site of the command (fields left ``None`` are not compared).
+        bind
+            Record ``identity`` if the database is bound to no site and ``identity`` is
+            complete (``peergrid run`` and ``peergrid demo``, once connected to the chain).
+
+        Returns
+        -------
+        SiteIdentity or None
+            The site the database is bound to now (``None``: still none).
+
+        Raises
+        ------
+        SiteMismatch
+            The database is bound to another site; nothing was written.
+        """
+        bound = self.site()
+        fingerprint = identity.fingerprint
+        if bound is None and bind and fingerprint is not None:
+            try:
+                with self._tx() as conn:
+                    conn.execute(
+                        insert(site_identity).values(
+                            id=1,
+                            fingerprint=fingerprint,
+                            name=identity.name,
+                            chain=identity.chain,
+                            settlement=identity.settlement,
+                            grid_digest=identity.grid_digest,
+                            grid_spec=identity.grid_spec,
+                            bound_at=_now(),
+                        )
+                    )
+            except IntegrityError:  # another process bound it first: compare with that one
+                bound = self.site()
+            else:
+                return identity
+        if bound is not None:
+            _refuse_other_site(bound, identity, self.where)
+        return bound
 
     # -- intervals -------------------------------------------------------------------------
     def claim_interval(self, interval_id: int, length_s: int) -> bool:

@@ -11,20 +11,24 @@ leaving out what it does not need. The parts:
   (15-min steps from 1 January); other grids scale their loads by ``base_load_scale`` and
   the daily load shape of :mod:`controller.profiles`. The cycle linearises each interval's
   base case itself (the linear grid depends on the interval's operating point);
-* devices: one :class:`~adapters.modbus.client.ModbusTkClient` per device with a
-  :class:`~adapters.modbus.reading.DeviceReader` and, for PV and batteries, a
-  :class:`~adapters.modbus.writing.DeviceWriter`;
+* devices (:func:`build_devices`): one :class:`~adapters.modbus.client.ModbusTkClient` per
+  device (Modbus TCP, or RTU on the serial line it shares with the other devices of its
+  ``serial_port``) with a :class:`~adapters.modbus.reading.DeviceReader` and, for PV and
+  batteries, a :class:`~adapters.modbus.writing.DeviceWriter`; ``map = "sunspec"`` devices
+  discover their models on first contact (:mod:`adapters.modbus.discovered`);
 * chain: a :class:`ChainSettler` on :class:`~adapters.chain.client.ChainClient`. A *trial*
   chain (always the ``embedded`` backend; the demo's fresh anvil too) gets fresh contracts
   and funded escrows at start (:func:`fund_trial_chain`) and signs with demo keys; a
   persistent chain (``anvil``, ``rpc``) is attached at the site file's addresses and signs
-  with the operator key from the environment;
-* store: :class:`~controller.store.Store` at ``site.database`` (or another URL).
+  only as the operator, with the key of the site's keystore or environment variable
+  (:mod:`controller.keys`); GRID, COMMUNITY and participants are the site file's addresses
+  there (:func:`account_of`: derived demo accounts only on a trial chain);
+* store: :class:`~controller.store.Store` at ``site.database`` (or another URL), for this
+  site only: another site's database is refused (:mod:`controller.site_identity`).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
@@ -32,19 +36,42 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-from adapters.chain import ChainClient, Signer, account_from_key, connect, derive_account
-from adapters.modbus.client import ModbusTkClient
+from adapters.chain import (
+    ChainClient,
+    InvalidAccount,
+    Signer,
+    checksum_address,
+    connect,
+    derive_account,
+)
+from adapters.errors import AdapterError
+from adapters.modbus.client import ModbusTkClient, RtuLine
+from adapters.modbus.discovered import (
+    SUNSPEC_DISCOVERY,
+    DiscoveredMap,
+    DiscoveringReader,
+    DiscoveringWriter,
+)
 from adapters.modbus.mapfiles import load_register_map
 from adapters.modbus.reading import DeviceReader
 from adapters.modbus.writing import DeviceWriter
 from controller.bidding import Forecaster
-from controller.config import ChainBackend, DeviceKind, SiteConfig
+from controller.config import (
+    ChainBackend,
+    DeviceConfig,
+    DeviceKind,
+    InvalidSite,
+    SiteConfig,
+    Transport,
+)
 from controller.cycle import ChainOutcome, Cycle, Reader, Writer
 from controller.errors import ConfigError, NotWired
+from controller.keys import site_operator_key
 from controller.profiles import load_shape
+from controller.site_identity import site_identity
 from controller.store import Store
 from grid_models.errors import GridModelError
-from grid_models.grids import Grid, load_grid
+from grid_models.grids import Grid, load_grid, unknown_bus_message
 from market.domain import COMMUNITY, GRID, DeviceId, Interval, ParticipantId, SettlementBatch
 
 
@@ -60,7 +87,8 @@ def load_site_grid(site: SiteConfig) -> Grid:
     Raises
     ------
     ConfigError
-        Unknown grid or unknown bus, naming the participant.
+        An unknown grid; :class:`~controller.config.InvalidSite` naming every participant
+        whose bus the grid does not have, with the closest bus names.
     """
     try:
         grid = load_grid(site.grid)
@@ -68,10 +96,13 @@ def load_site_grid(site: SiteConfig) -> Grid:
         msg = f"site.grid: {exc}"
         raise ConfigError(msg) from None
     names = set(grid.bus_names)
-    for i, p in enumerate(site.participants):
-        if p.bus not in names:
-            msg = f"participants[{i}] ({p.id}): unknown bus {p.bus!r} in grid {site.grid}"
-            raise ConfigError(msg)
+    problems = [
+        f"participants[{i}] ({p.id}).bus: {unknown_bus_message(p.bus, names, site.grid)}"
+        for i, p in enumerate(site.participants)
+        if p.bus not in names
+    ]
+    if problems:
+        raise InvalidSite(site.source or "<memory>", problems)
     return grid
 
 
@@ -118,25 +149,97 @@ def base_grid_factory(site: SiteConfig, grid: Grid) -> Callable[[Interval], Grid
 
 @dataclass(eq=False)
 class Devices:
-    """The site's device adapters; close them with :meth:`close`."""
+    """The site's device adapters; close them with :meth:`close`.
+
+    ``clients`` are the Modbus TCP connections and the clients of RTU devices, ``lines`` the
+    serial lines those share (one per ``serial_port``).
+    """
 
     readers: dict[DeviceId, Reader] = field(default_factory=dict)
     writers: dict[DeviceId, Writer] = field(default_factory=dict)
     clients: list[ModbusTkClient] = field(default_factory=list)
+    lines: list[RtuLine] = field(default_factory=list)
 
     def close(self) -> None:
-        """Close every Modbus connection."""
+        """Close every Modbus connection and serial line."""
         for c in self.clients:
             c.close()
+        for line in self.lines:
+            line.close()
+
+
+def _serial_settings(d: DeviceConfig) -> tuple[int, str, int, int]:
+    return (d.baudrate, str(d.parity), d.bytesize, d.stopbits)
+
+
+def _rtu_client(
+    d: DeviceConfig,
+    where: str,
+    lines: dict[str, tuple[RtuLine, DeviceConfig]],
+    units: dict[tuple[str, int], DeviceId],
+    out: Devices,
+    *,
+    timeout_s: float,
+    retries: int,
+) -> ModbusTkClient:
+    """A client for an RTU device on the line of its ``serial_port`` (made on first use)."""
+    if not d.serial_port:
+        msg = f"{where}: transport 'rtu' needs serial_port"
+        raise ConfigError(msg)
+    if (d.serial_port, d.unit) in units:
+        msg = (
+            f"{where}: unit {d.unit} on {d.serial_port} is already device "
+            f"{units[d.serial_port, d.unit]!r} (devices on one line need different unit ids)"
+        )
+        raise ConfigError(msg)
+    units[d.serial_port, d.unit] = d.id
+    if d.serial_port in lines:
+        line, first = lines[d.serial_port]
+        if _serial_settings(d) != _serial_settings(first):
+            msg = (
+                f"{where}: {d.serial_port} is set up as baudrate/parity/bytesize/stopbits "
+                f"{'/'.join(map(str, _serial_settings(first)))} by device {first.id!r}, not "
+                f"{'/'.join(map(str, _serial_settings(d)))}"
+            )
+            raise ConfigError(msg)
+    else:
+        try:
+            line = RtuLine(
+                d.serial_port,
+                d.baudrate,
+                parity=str(d.parity),
+                bytesize=d.bytesize,
+                stopbits=d.stopbits,
+                timeout_s=timeout_s,
+            )
+        except AdapterError as exc:
+            msg = f"{where}: serial line {d.serial_port}: {exc}"
+            raise ConfigError(msg) from None
+        lines[d.serial_port] = (line, d)
+        out.lines.append(line)
+    return line.client(d.unit, retries=retries)
 
 
 def build_devices(site: SiteConfig, *, timeout_s: float = 0.5, retries: int = 1) -> Devices:
     """Modbus readers and writers for every device of ``site``.
 
+    A TCP device gets its own connection to ``host:port``. RTU devices get a client on the
+    :class:`~adapters.modbus.client.RtuLine` of their ``serial_port``: the devices on one
+    port share one line (one request at a time, told apart by their unit ids), with the
+    line's ``baudrate`` [bit/s], ``parity``, ``bytesize`` and ``stopbits``. Nothing is
+    opened here: each connection or port opens on its first request.
+
+    A device with ``map = "sunspec"`` gets a :class:`~adapters.modbus.discovered.
+    DiscoveringReader` (and writer) sharing one :class:`~adapters.modbus.discovered.
+    DiscoveredMap`: its SunSpec models are discovered on first contact and the map is kept;
+    a failed discovery is a MISSING reading with its reason, tried again at the next read.
+    Other devices read and write through their named register map.
+
     Parameters
     ----------
     site : SiteConfig
-        The devices (host, port, unit, register map) and ``max_reading_age_s`` [s].
+        The devices (transport, host/port or serial line, unit, register map, rating) and
+        ``max_reading_age_s`` [s].
     timeout_s : float
         Modbus answer timeout per request [s].
     retries : int
@@ -150,22 +253,41 @@ def build_devices(site: SiteConfig, *, timeout_s: float = 0.5, retries: int = 1)
     Raises
     ------
     ConfigError
-        A device with an unknown register map or without a port.
+        A TCP device without a port, an RTU device without a serial port, two RTU devices
+        with one unit id on one line or with different settings for one line, or an
+        unknown register map.
     """
     out = Devices()
+    lines: dict[str, tuple[RtuLine, DeviceConfig]] = {}
+    units: dict[tuple[str, int], DeviceId] = {}
     for i, d in enumerate(site.devices):
         where = f"devices[{i}] ({d.id})"
-        if not d.port:
-            msg = f"{where}: no port (0 is only for simulated devices of the demo)"
-            raise ConfigError(msg)
-        try:
-            register_map = load_register_map(d.map)
-        except (ValueError, OSError) as exc:
-            msg = f"{where}: register map {d.map!r}: {exc}"
-            raise ConfigError(msg) from None
-        participant = site.participant(d.participant)
-        client = ModbusTkClient(d.host, d.port, d.unit, timeout_s=timeout_s, retries=retries)
+        discovering = d.map == SUNSPEC_DISCOVERY
+        register_map = None
+        if not discovering:
+            try:
+                register_map = load_register_map(d.map)
+            except (ValueError, OSError) as exc:
+                msg = f"{where}: register map {d.map!r}: {exc}"
+                raise ConfigError(msg) from None
+        if d.transport is Transport.RTU:
+            client = _rtu_client(d, where, lines, units, out, timeout_s=timeout_s, retries=retries)
+        else:
+            if not d.port:
+                msg = f"{where}: no port (0 is only for simulated devices of the demo)"
+                raise ConfigError(msg)
+            client = ModbusTkClient(d.host, d.port, d.unit, timeout_s=timeout_s, retries=retries)
         out.clients.append(client)
+        participant = site.participant(d.participant)
+        writes = d.kind in {DeviceKind.PV, DeviceKind.BATTERY}
+        if register_map is None:
+            found = DiscoveredMap(client, f"sunspec:{d.id}")
+            out.readers[d.id] = DiscoveringReader(
+                d.id, participant.id, participant.bus, found, site.max_reading_age_s
+            )
+            if writes:
+                out.writers[d.id] = DiscoveringWriter(d.id, found, rated_w=d.rated_w or None)
+            continue
         out.readers[d.id] = DeviceReader(
             d.id,
             participant.id,
@@ -174,7 +296,7 @@ def build_devices(site: SiteConfig, *, timeout_s: float = 0.5, retries: int = 1)
             register_map,
             max_age_s=site.max_reading_age_s,
         )
-        if d.kind in {DeviceKind.PV, DeviceKind.BATTERY}:
+        if writes:
             out.writers[d.id] = DeviceWriter(d.id, client, register_map, rated_w=d.rated_w or None)
     return out
 
@@ -205,10 +327,12 @@ EMBEDDED_TRIAL = TrialFunding(grid_reserve=1_000_000_000, community_reserve=100_
 def fund_trial_chain(site: SiteConfig, client: ChainClient, funding: TrialFunding) -> int:
     """Deploy the contracts on a trial chain (embedded or a fresh anvil) and fund every escrow.
 
-    The operator gets 100 ether and every account (``derive`` demo keys) 1 ether of gas
-    money; participants deposit their site-file ``deposit``, GRID and COMMUNITY their
-    reserves, and each also keeps ``funding.wallet_extra`` in its wallet. On a real site
-    participants fund their own escrow.
+    The operator gets 100 ether and every demo-key account (``derive``, GRID and COMMUNITY
+    without an address) 1 ether of gas money; participants deposit their site-file
+    ``deposit``, GRID and COMMUNITY their reserves, and each also keeps
+    ``funding.wallet_extra`` in its wallet. An account the site names by address (its key is
+    its owner's) gets its escrow through the operator's ``deposit_for``. On a persistent
+    chain nothing is funded: owners fund their own escrow.
 
     Parameters
     ----------
@@ -238,41 +362,76 @@ def fund_trial_chain(site: SiteConfig, client: ChainClient, funding: TrialFundin
     accounts = [(p.id, p.deposit) for p in site.participants]
     accounts += [(GRID, funding.grid_reserve), (COMMUNITY, funding.community_reserve)]
     for label, deposit in accounts:
-        account = derive_account(label)
-        client.fund_eth(account.address, 10**18)
+        address = account_of(site, label, trial=True)
+        demo = derive_account(label)
+        if address != demo.address:  # an owner's address: the operator deposits for it
+            if extra:
+                client.mint(address, extra)
+            if deposit:
+                client.mint(client.operator.address, deposit)
+                client.deposit_for(client.operator, [(address, deposit)])
+            minted += deposit + extra
+            continue
+        client.fund_eth(demo.address, 10**18)
         if deposit + extra:
-            client.mint(account.address, deposit + extra)
+            client.mint(demo.address, deposit + extra)
             minted += deposit + extra
         if deposit:
-            client.deposit(account, deposit)
+            client.deposit(demo, deposit)
     return minted
 
 
-def account_of(site: SiteConfig, participant: str) -> str:
+def account_of(site: SiteConfig, participant: str, *, trial: bool) -> str:
     """The chain address of a participant (or of GRID / COMMUNITY).
 
-    GRID, COMMUNITY and participants with ``account = "derive"`` get the address of
-    :func:`adapters.chain.accounts.derive_account` (demo and test keys: anyone who knows the
-    name knows the key); other participants the address of their site file.
+    A participant's is its site-file ``account``; GRID's and COMMUNITY's are
+    ``[chain] grid_account`` and ``community_account``. On a trial chain only, a participant
+    with ``account = "derive"`` and GRID or COMMUNITY without an address get the address of
+    :func:`adapters.chain.accounts.derive_account` of their name (a demo key: anyone who
+    knows the name knows the key); on a persistent chain they are refused.
 
     Parameters
     ----------
     site : SiteConfig
-        The participants and their ``account``.
+        The participants and their ``account``; ``site.chain``'s GRID and COMMUNITY addresses.
     participant : str
         A participant id, ``GRID`` or ``COMMUNITY``.
+    trial : bool
+        Whether the chain is a trial chain (embedded, or the demo's own anvil).
+
+    Returns
+    -------
+    str
+        The address (checksummed).
 
     Raises
     ------
     ConfigError
-        An unknown participant.
+        An unknown participant; a derived account on a persistent chain; an address that is
+        not one.
     """
-    if participant in {GRID, COMMUNITY}:
-        return str(derive_account(participant).address)
-    account = site.participant(participant).account
+    if participant == GRID:
+        where, account = "chain.grid_account", site.chain.grid_account or "derive"
+    elif participant == COMMUNITY:
+        where, account = "chain.community_account", site.chain.community_account or "derive"
+    else:
+        config = site.participant(participant)
+        account = config.account
+        where = f"participants[{site.participants.index(config)}] ({participant}).account"
     if account == "derive":
+        if not trial:
+            msg = (
+                f"{where}: a derived (demo) key is refused on backend "
+                f"'{site.chain.backend}'; anyone who knows the name knows its key. "
+                "Give the owner's 0x address"
+            )
+            raise ConfigError(msg)
         return str(derive_account(participant).address)
-    return account
+    try:
+        return str(checksum_address(account))
+    except InvalidAccount:
+        msg = f"{where}: not a 0x address: {account!r}"
+        raise ConfigError(msg) from None
 
 
 @dataclass(eq=False)
@@ -328,17 +487,29 @@ class ChainSettler:
         )
 
 
-def participant_accounts(site: SiteConfig) -> dict[ParticipantId, str]:
+def participant_accounts(site: SiteConfig, *, trial: bool) -> dict[ParticipantId, str]:
     """Addresses of every participant plus GRID and COMMUNITY (see :func:`account_of`).
 
     Parameters
     ----------
     site : SiteConfig
-        The participants and their ``account``.
+        The participants and their ``account``; ``site.chain``'s GRID and COMMUNITY addresses.
+    trial : bool
+        Whether the chain is a trial chain (derived demo accounts allowed).
+
+    Returns
+    -------
+    dict
+        Participant id (and ``GRID``, ``COMMUNITY``) -> checksummed address.
+
+    Raises
+    ------
+    ConfigError
+        As :func:`account_of`.
     """
-    accounts = {p.id: account_of(site, p.id) for p in site.participants}
-    accounts[GRID] = account_of(site, GRID)
-    accounts[COMMUNITY] = account_of(site, COMMUNITY)
+    accounts = {p.id: account_of(site, p.id, trial=trial) for p in site.participants}
+    accounts[GRID] = account_of(site, GRID, trial=trial)
+    accounts[COMMUNITY] = account_of(site, COMMUNITY, trial=trial)
     return accounts
 
 
@@ -374,26 +545,27 @@ def operator_account(site: SiteConfig, *, trial: bool) -> Signer:
     Parameters
     ----------
     site : SiteConfig
-        ``site.chain.operator_key_env`` names the environment variable holding the key.
+        ``site.chain.operator_keystore`` (opened with the password in the environment
+        variable ``keystore_password_env``, or typed on a terminal) or else the environment
+        variable ``site.chain.operator_key_env`` (:func:`controller.keys.site_operator_key`).
     trial : bool
-        A trial chain signs with the ``operator`` demo key; any other chain with the key
-        from the environment.
+        A trial chain signs with the ``operator`` demo key; any other chain with the site's
+        key.
+
+    Returns
+    -------
+    Signer
+        The operator's account.
 
     Raises
     ------
-    ConfigError
-        The environment variable is unset or empty.
+    KeyUnavailable
+        No key, no password, a keystore that does not open, a variable without a key (a
+        :class:`~controller.errors.ConfigError`; the message never holds key material).
     """
     if trial:
         return derive_account("operator")
-    key = os.environ.get(site.chain.operator_key_env, "")
-    if not key:
-        msg = (
-            f"chain: set {site.chain.operator_key_env} to the operator's private key "
-            f"for backend '{site.chain.backend}'"
-        )
-        raise ConfigError(msg)
-    return account_from_key(key)
+    return site_operator_key(site.chain).signer()
 
 
 def _no_grid(interval: Interval) -> Grid:
@@ -470,6 +642,7 @@ def build_runtime(
     site: SiteConfig,
     *,
     store_url: str | None = None,
+    create_store: bool = True,
     grid: bool = True,
     devices: bool = True,
     chain: bool = True,
@@ -485,12 +658,21 @@ def build_runtime(
     (persistent; the operator's nonce is reconciled with the store's). If any step fails,
     everything opened so far is closed again.
 
+    The store is opened only for this site (:mod:`controller.site_identity`): the site it is
+    bound to is compared when it is opened (name, Settlement address, grid) and, with the
+    chain, again once the node's chain id is known, before anything is sent or written; a
+    store bound to no site is then bound to this one. Without the chain it is compared, not
+    bound.
+
     Parameters
     ----------
     site : SiteConfig
         The site.
     store_url : str or None
         Database URL; ``None`` uses ``site.database``.
+    create_store : bool
+        Create the database if there is none (``False`` for ``peergrid audit verify``, which
+        only reads: a missing database is an error).
     grid : bool
         Load the grid (``False``: the cycle cannot clear; ``peergrid audit verify
         --no-reclear``).
@@ -516,8 +698,13 @@ def build_runtime(
     Raises
     ------
     ConfigError
-        A persistent chain without contract addresses or operator key, an unknown grid or
-        bus, a device without a port or with an unknown register map.
+        A persistent chain without contract addresses or operator key (or with a derived
+        demo account), an unknown grid or bus, a device :func:`build_devices` refuses (no
+        port or serial port, an unknown register map, a serial line set up two ways).
+    SiteMismatch
+        The database belongs to another site (it is left unchanged).
+    MissingDatabase
+        ``create_store`` is ``False`` and there is no database.
     """
     is_trial = chain and (trial is not None or site.chain.backend is ChainBackend.EMBEDDED)
     if chain and not is_trial and not (site.chain.token_address and site.chain.settlement_address):
@@ -528,11 +715,15 @@ def build_runtime(
         raise ConfigError(msg)
     loaded = load_site_grid(site) if grid else None
     operator = operator_account(site, trial=is_trial) if chain else None
+    accounts = participant_accounts(site, trial=is_trial) if chain else {}
     resources = ExitStack()
     try:
         if guard is not None:
             resources.enter_context(guard)
-        store = Store(store_url or site.database)
+        identity = site_identity(
+            site, loaded, trial=trial is not None or site.chain.backend is ChainBackend.EMBEDDED
+        )
+        store = Store(store_url or site.database, create=create_store, site=identity)
         resources.callback(store.close)
         devs = build_devices(site) if devices else Devices()
         resources.callback(devs.close)
@@ -551,12 +742,13 @@ def build_runtime(
                 confirmations=site.chain.confirmations,
                 on_nonce=store.save_next_nonce,
             )
+            store.check_site(identity.on_chain(client.chain_id()), bind=True)
             if is_trial:
                 minted = fund_trial_chain(site, client, trial or EMBEDDED_TRIAL)
             else:
                 client.attach(site.chain.token_address, site.chain.settlement_address)
                 client.reconcile_nonce(store.load_next_nonce(str(operator.address)))
-            settler = ChainSettler(client, participant_accounts(site))
+            settler = ChainSettler(client, accounts)
         base_grid_for = base_grid_factory(site, loaded) if loaded is not None else _no_grid
         cycle = Cycle(
             site=site,

@@ -8,14 +8,18 @@ A grid *spec* is one of:
 * a path to a pandapower JSON file (``*.json``).
 
 Buses are named by their pandapower ``name``; unnamed buses get ``bus<index>``. Names must be
-unique: participants and orders refer to buses by name.
+unique: participants and orders refer to buses by name. An unknown name is answered with the
+closest names (:func:`closest_bus_names`); ``peergrid grid buses --grid SPEC`` lists them all
+(:meth:`Grid.buses`).
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
 import os
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +27,83 @@ from typing import Any
 import pandapower as pp
 import pandapower.networks as pn
 
-from grid_models.errors import GridModelError, UnknownBus, UnknownGrid
+from grid_models.errors import InvalidGrid, UnknownBus, UnknownGrid
 from market.domain import BusId
 
 BUILTIN_GRIDS = ("cigre-lv",)
+
+CLOSE = 0.6
+"""Least similarity of a name suggested for an unknown one (difflib's default cutoff) [-]."""
+
+
+def closest_bus_names(name: str, names: Iterable[str], n: int = 3) -> list[str]:
+    """The names in ``names`` most like ``name`` (:func:`difflib.get_close_matches`).
+
+    Parameters
+    ----------
+    name : str
+        A bus name that is not in the grid.
+    names : iterable of str
+        The grid's bus names.
+    n : int
+        How many to return at most [-].
+
+    Returns
+    -------
+    list of str
+        Up to ``n`` names with a similarity (:meth:`difflib.SequenceMatcher.ratio`) of at
+        least :data:`CLOSE`, the closest first and equally close ones in alphabetical order;
+        empty when none is close.
+    """
+    matcher = difflib.SequenceMatcher(b=name)
+    scored = []
+    for candidate in set(names):
+        matcher.set_seq1(candidate)
+        if matcher.real_quick_ratio() >= CLOSE and matcher.quick_ratio() >= CLOSE:
+            score = matcher.ratio()
+            if score >= CLOSE:
+                scored.append((-score, candidate))
+    return [candidate for _, candidate in sorted(scored)[:n]]
+
+
+def unknown_bus_message(name: str, names: Iterable[str], spec: str) -> str:
+    """``unknown bus 'X' in grid SPEC``, with the closest names when some are close.
+
+    Parameters
+    ----------
+    name : str
+        The unknown bus name.
+    names : iterable of str
+        The grid's bus names.
+    spec : str
+        The grid spec, as the user gave it.
+
+    Returns
+    -------
+    str
+        E.g. ``unknown bus 'Bus R19' in grid cigre-lv (closest: 'Bus R1', 'Bus R11', 'Bus R10';
+        'peergrid grid buses --grid cigre-lv' lists them all)``.
+    """
+    close = closest_bus_names(name, names)
+    listing = f"'peergrid grid buses --grid {spec}' lists them all"
+    hint = f"closest: {', '.join(repr(c) for c in close)}; {listing}" if close else listing
+    return f"unknown bus {name!r} in grid {spec} ({hint})"
+
+
+@dataclass(frozen=True, slots=True)
+class BusInfo:
+    """One bus of a grid, as ``peergrid grid buses`` lists it."""
+
+    name: BusId
+    """The name orders and participants use (pandapower ``name``, else ``bus<index>``)."""
+    index: int
+    """Pandapower index [-]."""
+    vn_kv: float
+    """Nominal voltage [kV]."""
+    slack: bool
+    """Whether an ext_grid (the upstream connection, the slack) sits at this bus."""
+    in_service: bool
+    """Whether the bus is in service (orders at an out-of-service bus are refused)."""
 
 
 @dataclass(eq=False)
@@ -50,7 +127,7 @@ class Grid:
             name = BusId(str(raw) if isinstance(raw, str) and raw.strip() else f"bus{idx}")
             if name in names:
                 msg = f"{self.spec}: bus name {name!r} is used by buses {names[name]} and {idx}"
-                raise GridModelError(msg)
+                raise InvalidGrid(msg)
             names[name] = int(idx)
         self._names = names
 
@@ -59,6 +136,31 @@ class Grid:
         """Names of the in-service buses, in pandapower index order."""
         in_service = self.net.bus["in_service"]
         return tuple(n for n, i in self._names.items() if bool(in_service.loc[i]))
+
+    def buses(self) -> tuple[BusInfo, ...]:
+        """Every bus (in service or not), in pandapower index order.
+
+        Returns
+        -------
+        tuple of BusInfo
+            Name, index, nominal voltage [kV], whether it is the slack, in service.
+        """
+        bus = self.net.bus
+        slack = {
+            int(b)
+            for b, on in zip(self.net.ext_grid["bus"], self.net.ext_grid["in_service"], strict=True)
+            if bool(on)
+        }
+        return tuple(
+            BusInfo(
+                name=name,
+                index=idx,
+                vn_kv=float(bus.at[idx, "vn_kv"]),
+                slack=idx in slack,
+                in_service=bool(bus.at[idx, "in_service"]),
+            )
+            for name, idx in sorted(self._names.items(), key=lambda item: item[1])
+        )
 
     def bus_index(self, name: str) -> int:
         """Pandapower index of the bus called ``name``.
@@ -76,12 +178,12 @@ class Grid:
         Raises
         ------
         UnknownBus
-            If there is no such bus.
+            If there is no such bus; the message names the closest ones.
         """
         try:
             return self._names[BusId(name)]
         except KeyError:
-            msg = f"unknown bus {name!r} in grid {self.spec}"
+            msg = unknown_bus_message(name, self._names, self.spec)
             raise UnknownBus(msg) from None
 
     def bus_name(self, index: int) -> BusId:
@@ -119,16 +221,16 @@ class Grid:
 
         Raises
         ------
-        GridModelError
+        InvalidGrid
             If the grid has no profiles or ``step`` is out of range.
         """
         if not self.profiles:
             msg = f"grid {self.spec} has no profiles; time steps need a SimBench grid"
-            raise GridModelError(msg)
+            raise InvalidGrid(msg)
         loads = self.profiles[("load", "p_mw")]
         if not 0 <= step < len(loads):
-            msg = f"time step {step} out of range 0..{len(loads) - 1}"
-            raise GridModelError(msg)
+            msg = f"time step {step} out of range 0..{len(loads) - 1} (15-min steps of a year)"
+            raise InvalidGrid(msg)
         out = self.copy()
         for (element, column), frame in self.profiles.items():
             table = getattr(out.net, element)
@@ -186,15 +288,18 @@ def load_grid_cached(spec: str, time_step: int | None = None) -> Grid:
     ------
     UnknownGrid
         As :func:`load_grid`.
-    GridModelError
+    InvalidGrid
         If ``time_step`` is given for a grid without profiles, or out of range.
     """
+    if time_step is not None and time_step < 0:
+        msg = f"time step {time_step} out of range: steps count 15-min periods from 0"
+        raise InvalidGrid(msg)
     if not spec.startswith("simbench:"):
         grid = load_grid(spec)
         return grid if time_step is None else grid.at_time_step(time_step)
     code = spec.removeprefix("simbench:")
-    if not code.replace("-", "").replace("_", "").isalnum():
-        msg = f"unknown SimBench code {code!r}"
+    if not code.replace("-", "").replace("_", "").isalnum() or not code.isascii():
+        msg = f"unknown SimBench code {code!r} (e.g. simbench:1-LV-rural1--0-sw)"
         raise UnknownGrid(msg)
     path = cache_dir() / "simbench" / f"{code}{'' if time_step is None else f'-t{time_step}'}.json"
     if path.is_file():
@@ -230,7 +335,8 @@ def load_grid(spec: str) -> Grid:
     Raises
     ------
     UnknownGrid
-        If ``spec`` is neither built in, a SimBench code, nor a readable pandapower JSON file.
+        If ``spec`` is neither built in, a SimBench code, nor a readable pandapower JSON file;
+        a misspelt built-in name is answered with the right one.
     """
     spec = spec.strip()
     if spec == "cigre-lv":
@@ -240,9 +346,11 @@ def load_grid(spec: str) -> Grid:
     path = Path(spec)
     if path.suffix.lower() == ".json":
         return read_pandapower_json(path)
+    close = difflib.get_close_matches(spec.lower(), BUILTIN_GRIDS, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
     msg = (
-        f"unknown grid {spec!r}: use one of {', '.join(BUILTIN_GRIDS)}, "
-        "'simbench:<code>' or a pandapower JSON file"
+        f"unknown grid {spec!r}: {hint}use one of {', '.join(BUILTIN_GRIDS)}, "
+        "'simbench:<code>' or a pandapower JSON file (*.json)"
     )
     raise UnknownGrid(msg)
 
@@ -255,7 +363,7 @@ def _get_simbench(spec: str, code: str) -> Grid:
         try:
             net = sb.get_simbench_net(code)
         except Exception as exc:  # simbench raises bare ValueError/KeyError for unknown codes
-            msg = f"unknown SimBench code {code!r}: {exc}"
+            msg = f"unknown SimBench code {code!r}: {_one_line(exc)}"
             raise UnknownGrid(msg) from exc
         profiles = sb.get_absolute_values(net, profiles_instead_of_study_cases=True)
     return Grid(spec, net, dict(profiles))
@@ -277,17 +385,36 @@ def read_pandapower_json(path: Path) -> Grid:
     Raises
     ------
     UnknownGrid
-        If the file is missing or not a pandapower network.
+        If the file is missing, a folder, unreadable, not UTF-8 JSON, or not a pandapower
+        network.
     """
+    if path.is_dir():
+        msg = f"grid file {path} is a directory, not a pandapower JSON file"
+        raise UnknownGrid(msg)
     if not path.is_file():
         msg = f"grid file not found: {path}"
         raise UnknownGrid(msg)
     try:
+        with path.open("rb") as f:
+            head = f.read(4096)
+    except OSError as exc:
+        msg = f"cannot read grid file {path}: {exc.strerror or exc}"
+        raise UnknownGrid(msg) from None
+    if b"\x00" in head:
+        msg = f"grid file {path} is a binary file, not a pandapower JSON network"
+        raise UnknownGrid(msg)
+    try:
         net = pp.from_json(str(path))
     except Exception as exc:  # pandapower raises many kinds for a bad file
-        msg = f"{path} is not a pandapower JSON network: {exc}"
+        msg = f"{path} is not a pandapower JSON network: {_one_line(exc)}"
         raise UnknownGrid(msg) from exc
     if not len(net.bus) or not len(net.ext_grid):
         msg = f"{path}: a grid needs buses and an ext_grid (the upstream connection)"
         raise UnknownGrid(msg)
     return Grid(str(path), net)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line, for messages that quote a library's error."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -60,6 +60,35 @@ def require_utc(moment: datetime, what: str = "timestamp") -> datetime:
     return moment.astimezone(UTC)
 
 
+def utc_label(moment: datetime | int) -> str:
+    """A time as people read it in messages and logs: ISO 8601 in UTC with ``Z``.
+
+    Parameters
+    ----------
+    moment : datetime or int
+        A timezone-aware time, or Unix seconds (an interval id, a boundary) [s].
+
+    Returns
+    -------
+    str
+        ``2026-06-21T09:00Z`` (seconds shown only when not zero: ``2026-06-21T09:07:30Z``);
+        Unix seconds outside the calendar come back as ``<n> (Unix s)``, a naive datetime
+        as its ISO form (unknown zone).
+    """
+    if isinstance(moment, datetime):
+        if moment.tzinfo is None or moment.utcoffset() is None:
+            return moment.isoformat()
+        moment = moment.astimezone(UTC)
+    else:
+        try:
+            moment = datetime.fromtimestamp(int(moment), UTC)
+        except (OverflowError, OSError, ValueError):
+            return f"{moment} (Unix s)"
+    if moment.second or moment.microsecond:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S") + "Z"
+    return moment.strftime("%Y-%m-%dT%H:%MZ")
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class Interval:
     """A market interval ``[start, start + length_s)``, aligned to its length.
@@ -609,6 +638,25 @@ class ReadingQuality(enum.StrEnum):
     MISSING = "missing"
 
 
+class MeterRole(enum.StrEnum):
+    """What a metering device measures for its participant (a site file's device ``role``).
+
+    Settlement (:mod:`market.metering`) uses a participant's ``connection_point`` meters
+    where it has any (they see its net exchange with the microgrid, behind-the-meter
+    devices included); otherwise it sums its ``generation``, ``load`` and ``storage``
+    devices.
+    """
+
+    CONNECTION_POINT = "connection_point"
+    """A net meter where the participant connects to the microgrid."""
+    GENERATION = "generation"
+    """A producing device behind the connection point (a PV inverter)."""
+    LOAD = "load"
+    """A consuming device or sub-meter behind the connection point."""
+    STORAGE = "storage"
+    """A battery behind the connection point."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MeterReading:
     """One sample of a participant's device at its microgrid bus.
@@ -794,6 +842,7 @@ __all__ = [
     "Interval",
     "Mechanism",
     "MeterReading",
+    "MeterRole",
     "Offer",
     "Order",
     "OrderBook",
@@ -817,4 +866,5 @@ __all__ = [
     "order_to_dict",
     "require_utc",
     "trade_to_dict",
+    "utc_label",
 ]

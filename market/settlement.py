@@ -6,15 +6,17 @@ integers, DESIGN.md section 3):
 1. **Trades.** For every trade the buyer pays ``ceil(wh * buyer_price / 1000)`` and the seller
    receives ``floor(wh * seller_price / 1000)``; the difference (rounding remainder and
    congestion rent) goes to :data:`~market.domain.COMMUNITY`.
-2. **Metering.** Each participant's metered energy is the sum of its devices' counter deltas
-   between the two snapshots (:func:`market.metering.metered_energy`).
+2. **Metering.** Each participant's metered energy is read off its devices' counters between
+   the two snapshots (:func:`market.metering.metered_energy`): its connection-point meters
+   where it has any (so a PV inverter behind a net meter is not counted twice), else the sum
+   of its generation, load and storage devices.
 3. **Imbalance.** A participant's metered net import (import minus export) is compared with
    its cleared net purchase. Taking more than cleared (consumed more, or produced less) is
    bought from :data:`~market.domain.GRID` at the import tariff; taking less is sold to the
    grid at the export tariff (:class:`~market.domain.Tariffs`). The same ceil/floor rule
    applies, the remainder again to the community.
-4. **Unmetered.** A participant without a complete reading (a device MISSING at the start or end
-   of the interval) settles its trades as cleared and no imbalance; the line is flagged
+4. **Unmetered.** A participant without a complete reading (a counting device MISSING at the
+   start or end of the interval) settles its trades as cleared and no imbalance; the line is flagged
    ``metered=False`` with the reason, so the operator can settle it by hand. Nothing is guessed.
 5. **Roots.** ``trades_root`` is the Merkle root (:mod:`market.merkle`) of the trades
    (:func:`~market.domain.trade_to_dict`), ``readings_root`` that of the devices' boundary
@@ -46,7 +48,7 @@ from market.domain import (
     trade_to_dict,
 )
 from market.merkle import merkle_root
-from market.metering import MeteredEnergy, metered_energy
+from market.metering import Meter, MeteredEnergy, metered_energy
 from market.units import TokenUnits, Wh, buyer_payment, seller_revenue
 
 
@@ -90,7 +92,7 @@ def settle(
     end_readings: Mapping[DeviceId, MeterReading],
     tariffs: Tariffs,
     *,
-    meters: Mapping[ParticipantId, Sequence[DeviceId]] | None = None,
+    meters: Mapping[ParticipantId, Sequence[Meter]] | None = None,
 ) -> SettlementBatch:
     """Settle a cleared interval against the meters (the module's rules).
 
@@ -102,10 +104,11 @@ def settle(
         The snapshots at the interval's start and end (cumulative counters [Wh]).
     tariffs : Tariffs
         The grid's prices for imbalance [token units / kWh].
-    meters : mapping of ParticipantId to sequence of DeviceId, optional
-        Which devices meter each participant (the site's configuration); a listed
-        participant without a complete reading is settled as unmetered. Default: the
-        devices the snapshots show, by their readings' participant.
+    meters : mapping of ParticipantId to sequence of Meter, optional
+        Which devices meter each participant and their roles (the site's configuration);
+        a listed participant without a complete reading of its counting devices is settled
+        as unmetered. Default: the devices the snapshots show, by their readings'
+        participant, all summed.
 
     Returns
     -------

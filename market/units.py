@@ -37,6 +37,16 @@ TOKEN_DECIMALS = 6
 WH_PER_KWH = 1000
 SECONDS_PER_HOUR = 3600
 
+MAX_PRICE_PER_KWH = PricePerKwh(10**9)
+"""Highest price an order or a tariff may name [token base units / kWh] (1,000 tokens/kWh).
+
+With :data:`MAX_ORDER_WH`, an order's amount is at most 10**15 base units, so every amount,
+and the sums of a batch, fit the settlement contract's 64-bit lanes.
+"""
+
+MAX_ORDER_WH = Wh(10**9)
+"""Most energy one order may name [Wh] (1 GWh)."""
+
 
 def round_half_even(value: float) -> int:
     """Round a float from the optimiser to the nearest integer, ties to even.

@@ -20,6 +20,7 @@ module                                  holds
 :mod:`~adapters.chain.gas`              gas limits and fee rules (pure)
 :mod:`~adapters.chain.artifact`         the committed ABI and bytecode
 :mod:`~adapters.chain.accounts`         signing accounts, demo keys, checksum addresses
+:mod:`~adapters.chain.keystore`         encrypted key files (Web3 Secret Storage JSON)
 :mod:`~adapters.chain.embedded`         the embedded py-evm chain (the one eth-tester user)
 :mod:`~adapters.chain.node`             one request or call to a node, and its errors
 :mod:`~adapters.chain.backends`         :func:`connect` to the ``embedded``, ``anvil`` or
@@ -36,7 +37,13 @@ module                                  holds
 ======================================  ======================================================
 """
 
-from adapters.chain.accounts import Signer, account_from_key, checksum_address, derive_account
+from adapters.chain.accounts import (
+    Signer,
+    account_from_key,
+    checksum_address,
+    derive_account,
+    new_account,
+)
 from adapters.chain.backends import AnvilNode, ChainConnection, connect
 from adapters.chain.client import ChainClient
 from adapters.chain.deployment import Deployment
@@ -51,10 +58,14 @@ from adapters.chain.errors import (
     InvalidAccount,
     InvalidArgument,
     InvalidSettlement,
+    KeystoreError,
+    KeystoreExists,
     NodeUnavailable,
     NonceConflict,
     TransactionReverted,
+    WrongPassword,
 )
+from adapters.chain.keystore import keystore_address, open_keystore, write_keystore
 from adapters.chain.queries import AccountState, RewardPolicy, SettledBatch, SettledEvent
 from adapters.chain.sender import TxResult
 from adapters.chain.settlement import SettlementReceipt, SettlementStatus
@@ -74,6 +85,8 @@ __all__ = [
     "InvalidAccount",
     "InvalidArgument",
     "InvalidSettlement",
+    "KeystoreError",
+    "KeystoreExists",
     "NodeUnavailable",
     "NonceConflict",
     "RewardPolicy",
@@ -84,9 +97,14 @@ __all__ = [
     "Signer",
     "TransactionReverted",
     "TxResult",
+    "WrongPassword",
     "account_from_key",
     "checksum_address",
     "connect",
     "derive_account",
     "embedded_web3",
+    "keystore_address",
+    "new_account",
+    "open_keystore",
+    "write_keystore",
 ]

@@ -2,8 +2,11 @@
 
 Every transaction is signed **locally** with a :data:`Signer` (an eth-account
 :class:`~eth_account.signers.local.LocalAccount`; coincurve makes it fast), so the node never
-holds a key. A signer comes from a private key (:func:`account_from_key`) or, for demos and
-tests only, from a label (:func:`derive_account`).
+holds a key. A signer comes from a private key (:func:`account_from_key`), from an encrypted
+keystore (:mod:`adapters.chain.keystore`), from the operating system's random source
+(:func:`new_account`) or, on trial chains only, from a label (:func:`derive_account`: anyone
+who knows the label knows the key, so the controller refuses such accounts on a persistent
+chain).
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ Signer = LocalAccount
 
 DEMO_KEY_PREFIX: Final = b"peergrid-demo:"
 """Prefix of the labels hashed into demo keys by :func:`derive_account`."""
+
+ADDRESS_CHARS: Final = 42
+"""Length of a hex address with its ``0x`` prefix [characters]."""
 
 ZERO_ADDRESS: Final = Web3.to_checksum_address("0x" + "00" * 20)
 """The zero address: "none" in the contracts (e.g. a deployment without reward token)."""
@@ -55,6 +61,18 @@ def derive_account(label: str) -> Signer:
     return account
 
 
+def new_account() -> Signer:
+    """A new account with a random key from the operating system's random source.
+
+    Returns
+    -------
+    Signer
+        The account (its key exists only in memory until written to a keystore).
+    """
+    account: LocalAccount = Account.create()
+    return account
+
+
 def account_from_key(key: str) -> Signer:
     """The account of a hex private key.
 
@@ -71,13 +89,14 @@ def account_from_key(key: str) -> Signer:
     Raises
     ------
     InvalidAccount
-        If ``key`` is not a valid private key (a :class:`ValueError`).
+        If ``key`` is not a valid private key (a :class:`ValueError`); the message does not
+        quote it.
     """
     try:
         account: LocalAccount = Account.from_key(key.strip())
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError):
         msg = "not a valid private key (64 hex digits)"
-        raise InvalidAccount(msg) from exc
+        raise InvalidAccount(msg) from None  # no chained frame holds the key's text
     return account
 
 
@@ -97,20 +116,26 @@ def checksum_address(address: str) -> ChecksumAddress:
     Raises
     ------
     InvalidAccount
-        If ``address`` is not a 20-byte hex address (a :class:`ValueError`).
+        If ``address`` is not a 20-byte hex address (a :class:`ValueError`); the input is
+        quoted only when at most 42 characters long (never a pasted private key).
     """
     try:
         return Web3.to_checksum_address(address)
-    except ValueError as exc:
-        msg = f"not an address: {address!r}"
-        raise InvalidAccount(msg) from exc
+    except (ValueError, TypeError):
+        # quoted only when short: a private key pasted by mistake must not be echoed
+        text = str(address)
+        shown = repr(text) if len(text) <= ADDRESS_CHARS else f"({len(text)} characters)"
+        msg = f"not an address: {shown}; an address is 0x and 40 hex digits"
+        raise InvalidAccount(msg) from None
 
 
 __all__ = [
+    "ADDRESS_CHARS",
     "DEMO_KEY_PREFIX",
     "ZERO_ADDRESS",
     "Signer",
     "account_from_key",
     "checksum_address",
     "derive_account",
+    "new_account",
 ]

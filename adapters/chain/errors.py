@@ -11,6 +11,11 @@ Tree::
     │   │                                name or URL, a sender setting, a nonce outside the
     │   │                                node's range, a Merkle proof element, a deposit batch
     │   ├── InvalidAccount               not a private key, an address or a demo-key label
+    │   │   └── KeystoreError            a key file that cannot be read, written or opened:
+    │   │       │                        not Web3 Secret Storage JSON, unreadable, no password
+    │   │       ├── WrongPassword        the password does not open the keystore (MAC mismatch)
+    │   │       └── KeystoreExists       refused to overwrite an existing key file
+    │   │           (FileExistsError)
     │   └── InvalidSettlement            a batch the contract cannot take: a participant
     │                                    without an account, a malformed id or root, amounts
     │                                    that do not sum to zero, too many accounts, an entry
@@ -36,6 +41,7 @@ reports it as bad input (exit 2) rather than as a failure of the chain (exit 1).
 from __future__ import annotations
 
 from adapters.errors import AdapterError
+from market.domain import utc_label
 
 
 class ChainError(AdapterError):
@@ -48,6 +54,21 @@ class InvalidArgument(ChainError, ValueError):
 
 class InvalidAccount(InvalidArgument):
     """Not a private key, not a 20-byte address, or an empty demo-key label."""
+
+
+class KeystoreError(InvalidAccount):
+    """A key file (Web3 Secret Storage JSON) that cannot be read, written or opened.
+
+    Messages name the file and the problem, never any key material.
+    """
+
+
+class WrongPassword(KeystoreError):
+    """The password does not open the keystore (its MAC does not match)."""
+
+
+class KeystoreExists(KeystoreError, FileExistsError):
+    """A key file is already at the path to write; keystores are never overwritten."""
 
 
 class InvalidSettlement(InvalidArgument):
@@ -106,7 +127,8 @@ class AlreadySettled(ChainError):
         self.recorded_batch_id = recorded_batch_id
         self.attempted_batch_id = attempted_batch_id
         super().__init__(
-            f"interval {interval_id} is already settled with batch {recorded_batch_id}, "
+            f"interval {utc_label(interval_id)} (id {interval_id}) is already settled with "
+            f"batch {recorded_batch_id}, "
             f"not {attempted_batch_id}"
         )
 
@@ -183,7 +205,10 @@ __all__ = [
     "InvalidAccount",
     "InvalidArgument",
     "InvalidSettlement",
+    "KeystoreError",
+    "KeystoreExists",
     "NodeUnavailable",
     "NonceConflict",
     "TransactionReverted",
+    "WrongPassword",
 ]

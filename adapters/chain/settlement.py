@@ -46,7 +46,7 @@ from adapters.chain.funds import Funds
 from adapters.chain.gas import settle_gas_limit
 from adapters.chain.node import call, rpc
 from adapters.chain.queries import ChainReader
-from market.domain import ParticipantId, SettlementBatch
+from market.domain import ParticipantId, SettlementBatch, utc_label
 
 
 class SettlementStatus(enum.StrEnum):
@@ -358,7 +358,10 @@ class Settler:
                     rewards_minted=self._rewards_minted(receipt),
                     nonce=tx.nonce,
                 )
-        msg = f"interval {batch.interval_id}: the chain kept changing its answer; try again"
+        msg = (
+            f"interval {utc_label(batch.interval_id)} (id {batch.interval_id}): the chain kept "
+            "changing its answer; try again"
+        )
         raise ChainError(msg)
 
     def _prepare(self, batch: OnChainBatch) -> tuple[list[int], int]:
@@ -405,7 +408,7 @@ class Settler:
                 if final == block:
                     return block
             if time.monotonic() > deadline:
-                what = f"settlement of interval {interval_id} (block {block})"
+                what = f"settlement of interval {utc_label(interval_id)} (block {block})"
                 raise ConfirmationTimeout(what, sender.timeout_s)
             time.sleep(sender.poll_s)
 

@@ -4,6 +4,8 @@
 
     Poller                              polling.py     one cycle: every device read at once,
        |                                               none able to stall it (deadline)
+    DiscoveringReader/Writer            discovered.py  ``map = "sunspec"``: the models found
+       |                                               on first contact, the map kept
     DeviceReader      DeviceWriter      reading.py     MeterReading in, Setpoint out; failures
        |                  |             writing.py     are values (MISSING/STALE, ok=False)
     RegisterImage, plan_reads           image.py       one read pass: requests, registers
@@ -33,6 +35,12 @@ imports one that imports it back.
 
 from adapters.modbus.client import ModbusTkClient, RegisterClient, RtuLine
 from adapters.modbus.codec import RegisterKind, Table, WordOrder
+from adapters.modbus.discovered import (
+    SUNSPEC_DISCOVERY,
+    DiscoveredMap,
+    DiscoveringReader,
+    DiscoveringWriter,
+)
 from adapters.modbus.errors import (
     AdapterError,
     CodecError,
@@ -59,6 +67,7 @@ from adapters.modbus.sunspec.discovery import discover
 from adapters.modbus.writing import DeviceWriter, WriteResult
 
 __all__ = [
+    "SUNSPEC_DISCOVERY",
     "AdapterError",
     "Backoff",
     "CodecError",
@@ -67,6 +76,9 @@ __all__ = [
     "DeviceReader",
     "DeviceUnavailable",
     "DeviceWriter",
+    "DiscoveredMap",
+    "DiscoveringReader",
+    "DiscoveringWriter",
     "FakeRegisterClient",
     "InvalidArgument",
     "InvalidFrame",

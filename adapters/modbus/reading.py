@@ -132,7 +132,8 @@ class DeviceReader:
     Energy counters the device does not implement read as 0 (SunSpec cannot tell an
     accumulator that never counted from a missing one). A missing ``p_w`` makes the reading
     MISSING. Identity fields (``expect`` in the map: ``SunS``, model ids) are checked on the
-    first read and again after every failure.
+    first read and again after every failure; :attr:`identity_problem` holds the last failed
+    check (``""`` once the identity is confirmed).
 
     A reader keeps per-device state (failures, pause, last good reading): use one reader per
     device, from one thread at a time. Readers of different devices may run in parallel
@@ -198,6 +199,7 @@ class DeviceReader:
         self._identity = register_map.identity_fields
         self._identity_plan = plan_reads((*wanted, *self._identity), gap)
         self._verified = not self._identity
+        self.identity_problem = ""
         self._failures = 0
         self._paused_until: datetime | None = None
         self._last_error = ""
@@ -250,7 +252,8 @@ class DeviceReader:
         except AdapterError as exc:
             return self._device_failed(now, str(exc))
         except Exception as exc:  # a RegisterClient that does not wrap its errors
-            LOGGER.exception("%s: unexpected error from %r", self.device_id, self.client)
+            where = getattr(self.client, "endpoint", type(self.client).__name__)
+            LOGGER.exception("%s: unexpected error reading %s", self.device_id, where)
             return self._device_failed(now, f"unexpected {type(exc).__name__}: {exc}")
         self._failures = 0
         self._paused_until = None
@@ -338,8 +341,10 @@ class DeviceReader:
             problem = self._check_identity(image)
             if problem is not None:
                 self._last_error = problem
+                self.identity_problem = problem
                 return self._substitute(now, problem)
             self._verified = True
+            self.identity_problem = ""
         values: dict[Target, float | None] = {}
         for fld in self._measured:
             assert fld.target is not None  # noqa: S101 - _measured only holds targeted fields

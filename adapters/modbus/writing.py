@@ -133,7 +133,13 @@ class DeviceWriter:
         except AdapterError as exc:
             reason = f"device error: {exc}"
         except Exception as exc:  # a RegisterClient that does not wrap its errors
-            LOGGER.exception("%s: unexpected error writing %r", self.device_id, setpoint)
+            LOGGER.exception(
+                "%s: unexpected error writing setpoint %s %d W for %s",
+                self.device_id,
+                setpoint.kind.value,
+                setpoint.p_w,
+                setpoint.interval.label(),
+            )
             reason = f"unexpected {type(exc).__name__}: {exc}"
         LOGGER.warning("%s: setpoint %s %d W not applied: %s", self.device_id,
                        setpoint.kind.value, setpoint.p_w, reason)  # fmt: skip

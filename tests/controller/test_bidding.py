@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 from controller.bidding import PlannedKind, plan_orders, setpoints_for
 from controller.config import DeviceConfig, DeviceKind, OrderKind, ParticipantConfig, StandingOrder
-from market.domain import Interval, MeterReading, ReadingQuality, SetpointKind, Side
+from market.domain import Interval, MeterReading, MeterRole, ReadingQuality, SetpointKind, Side
 
 IV = Interval(datetime(2026, 6, 21, 12, tzinfo=UTC))
 NOW = IV.start
@@ -35,8 +36,18 @@ def participant(*orders: StandingOrder) -> ParticipantConfig:
 PV = DeviceConfig(
     id="pv", participant="p", kind=DeviceKind.PV, host="h", port=1, unit=1, map="m", rated_w=8000
 )
-METER = DeviceConfig(
-    id="meter", participant="p", kind=DeviceKind.METER, host="h", port=2, unit=1, map="m"
+METER = DeviceConfig(  # a household load meter beside the PV inverter
+    id="meter",
+    participant="p",
+    kind=DeviceKind.METER,
+    host="h",
+    port=2,
+    unit=1,
+    map="m",
+    role=MeterRole.LOAD,
+)
+NET_METER = DeviceConfig(  # a net meter at the connection point: PV and load behind it
+    id="net", participant="p", kind=DeviceKind.METER, host="h", port=4, unit=1, map="m"
 )
 BAT = DeviceConfig(
     id="bat",
@@ -152,3 +163,19 @@ def test_bids_are_capped_by_free_escrow_dearest_first() -> None:
     broke = cap_by_credit(plan, {"p": 0})
     assert [po.order.side.value for po in broke.orders] == ["sell"]  # offers are never capped
     assert cap_by_credit(plan, {}).orders == plan.orders
+
+
+def test_a_net_meter_plus_pv_forecasts_the_net_once() -> None:
+    """Behind a connection-point meter the PV is already netted: counting it again would
+    offer 1.5 kWh where the participant exports only 4 kW - 2 kW = 2 kW (500 Wh)."""
+    assert NET_METER.role is MeterRole.CONNECTION_POINT
+    assert PV.role is MeterRole.GENERATION  # a PV built without a role is never the net meter
+    p = participant(StandingOrder(kind=OrderKind.SELL_SURPLUS, price=90_000))
+    readings = {"pv": reading("pv", -6000), "net": reading("net", -2000)}
+    [po] = plan_orders(IV, (p,), (PV, NET_METER), readings).orders
+    assert po.order.side is Side.SELL
+    assert po.order.energy_wh == 500
+    # the same devices with the meter declared a load meter sum both (the old rule)
+    load_meter = dataclasses.replace(NET_METER, role=MeterRole.LOAD)
+    [summed] = plan_orders(IV, (p,), (PV, load_meter), readings).orders
+    assert summed.order.energy_wh == 2000

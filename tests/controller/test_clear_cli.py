@@ -76,12 +76,12 @@ def test_mechanisms(tmp_path: Path, mechanism: str) -> None:
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ("s1,alice,Bus Z1,sell,100,1\n", r"row 1 \(order s1\): unknown bus 'Bus Z1'"),
+        ("s1,alice,Bus Z1,sell,100,1\n", r"row 1 \(order s1\): unknown bus 'Bus Z1' \(closest"),
         ("s1,a,Bus R18,sell,100,1\ns1,b,Bus R18,sell,100,1\n", r"row 2 \(order s1\): duplicate"),
-        ("s1,alice,Bus R18,sell,0,1\n", r"row 1 \(order s1\): energy_wh must be >= 1"),
-        ("s1,alice,Bus R18,sell,-5,1\n", r"row 1 \(order s1\): energy_wh must be >= 1"),
-        ("s1,alice,Bus R18,sell,100,nan\n", r"row 1 \(order s1\): limit_price must be finite"),
-        ("s1,alice,Bus R18,sell,100,-1\n", r"row 1 \(order s1\): limit_price must be >= 0"),
+        ("s1,alice,Bus R18,sell,0,1\n", r"row 1 \(order s1\): energy_wh must be a whole"),
+        ("s1,alice,Bus R18,sell,-5,1\n", r"row 1 \(order s1\): energy_wh must be a whole"),
+        ("s1,alice,Bus R18,sell,100,nan\n", r"row 1 \(order s1\): limit_price must be a whole"),
+        ("s1,alice,Bus R18,sell,100,-1\n", r"row 1 \(order s1\): limit_price must be a whole"),
         ("s1,alice,Bus R18,hold,100,1\n", r"row 1 \(order s1\): side must be"),
     ],
 )

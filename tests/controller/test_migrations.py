@@ -19,6 +19,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 
 from controller.cli import main
@@ -95,6 +96,33 @@ def test_a_database_of_the_previous_release_is_upgraded_without_losing_a_row(
     assert len(pending) == 2  # the failed and the intent, as 0.1.0 left them
     status = read_schema_status(url(path))
     assert (status.revision, status.state) == (head_revision(), SchemaState.HEAD)
+
+
+def test_a_database_at_0001_is_upgraded_to_0002_without_losing_a_row(tmp_path: Path) -> None:
+    """Revision 0002 adds ``site_identity``, empty: the site is bound by the first run."""
+    path = copy_fixture(tmp_path)
+    engine = create_engine(url(path))
+    with engine.begin() as conn:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = conn
+        command.stamp(config, BASELINE_REVISION)
+    engine.dispose()
+    before = rows(path)
+    status = read_schema_status(url(path))
+    assert (status.revision, status.state) == ("0001", SchemaState.BEHIND)
+    assert "site_identity" not in schema_sql(path)
+
+    store = Store(url(path))
+    assert store.revision == head_revision()
+    assert store.site() is None  # not bound to a site yet
+    store.close()
+
+    assert rows(path) == before
+    assert query(path, "SELECT COUNT(*) FROM site_identity") == [(0,)]
+    oldest_first = [s.revision for s in ScriptDirectory(str(MIGRATIONS)).walk_revisions()][::-1]
+    assert oldest_first[:2] == ["0001", "0002"]
+    assert version_rows(path) == [(head_revision(),)]
 
 
 def test_opening_an_upgraded_database_again_changes_nothing(tmp_path: Path) -> None:
@@ -205,8 +233,8 @@ def test_db_commands_take_the_sites_database(
     (tmp_path / "site.toml").write_text(site, "utf-8")
     head = head_revision()
 
-    assert main(["db", "current", "--site", str(tmp_path / "site.toml")]) == 0
-    assert "no database at" in capsys.readouterr().out
+    assert main(["db", "current", "--site", str(tmp_path / "site.toml")]) == 2  # reads only
+    assert "no database at" in capsys.readouterr().err
     assert not path.exists()
     assert main(["db", "upgrade", "--site", str(tmp_path / "site.toml")]) == 0
     assert capsys.readouterr().out == f"{head} (head; upgraded from no database)\n"

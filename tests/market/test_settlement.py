@@ -24,6 +24,8 @@ from market.domain import (
     ClearingResult,
     ClearingStatus,
     DeviceId,
+    MeterReading,
+    MeterRole,
     OrderId,
     OrderResult,
     ParticipantId,
@@ -37,6 +39,7 @@ from market.domain import (
 )
 from market.errors import SettlementError
 from market.merkle import EMPTY_ROOT, merkle_root
+from market.metering import Meter
 from market.orderbook import build_order_book
 from market.settlement import settle, verified_local_wh
 from market.units import PricePerKwh, TokenUnits, Wh, buyer_payment, seller_revenue
@@ -46,7 +49,7 @@ EXPORT = 80_001
 """Imbalance tariffs [units / kWh], chosen so that 101 Wh is never a whole number of units."""
 TARIFFS = Tariffs(import_price=PricePerKwh(IMPORT), export_price=PricePerKwh(EXPORT))
 
-Meter = tuple[str, int, int, bool]
+Metered = tuple[str, int, int, bool]
 """(participant, metered import [Wh], metered export [Wh], complete)."""
 
 ALICE = ParticipantId("alice")
@@ -73,12 +76,16 @@ def cleared() -> ClearingResult:
     return result
 
 
-def metered(participant: ParticipantId, import_wh: int, export_wh: int) -> Meter:
+def metered(participant: ParticipantId, import_wh: int, export_wh: int) -> Metered:
     return (participant, import_wh, export_wh, True)
 
 
-def settle_with(result: ClearingResult, *meters: Meter) -> SettlementBatch:
+def settle_with(result: ClearingResult, *meters: Metered) -> SettlementBatch:
     return settle(result, *snapshots(*meters), TARIFFS)
+
+
+def load(device: str) -> Meter:
+    return Meter(DeviceId(device), MeterRole.LOAD)
 
 
 def line_of(batch: SettlementBatch, participant: str) -> SettlementLine:
@@ -198,8 +205,8 @@ def test_listed_meters_decide_who_is_metered(cleared: ClearingResult) -> None:
     line too."""
     start, end = snapshots(metered(ALICE, 333, 0), metered(BOB, 0, 333))
     meters = {
-        ALICE: [DeviceId("alice-meter"), DeviceId("alice-pv")],
-        BOB: [DeviceId("bob-meter")],
+        ALICE: [load("alice-meter"), Meter(DeviceId("alice-pv"), MeterRole.GENERATION)],
+        BOB: [load("bob-meter")],
         ParticipantId("carol"): [],
     }
     batch = settle(cleared, start, end, TARIFFS, meters=meters)
@@ -212,6 +219,77 @@ def test_listed_meters_decide_who_is_metered(cleared: ClearingResult) -> None:
         "unmetered, settled as cleared: no metering device: energy cannot be verified"
     )
     assert (carol.trade_amount, carol.imbalance_amount) == (0, 0)
+
+
+def _net_meter_plus_pv() -> tuple[dict[DeviceId, MeterReading], dict[DeviceId, MeterReading]]:
+    """Alice's net meter at her connection point imports 333 Wh (she used 1333 Wh, her PV
+    behind the meter made 1000 Wh); her PV inverter's export counter says 1000 Wh. Bob's
+    single meter exports 333 Wh."""
+    start, end = snapshots(metered(BOB, 0, 333))
+    t0, t1 = INTERVAL.start, INTERVAL.end
+    start |= {
+        DeviceId("alice-net"): meter_reading("alice-net", ALICE, t0, 50_000, 7_000),
+        DeviceId("alice-pv"): meter_reading("alice-pv", ALICE, t0, 3, 90_000),
+    }
+    end |= {
+        DeviceId("alice-net"): meter_reading("alice-net", ALICE, t1, 50_333, 7_000),
+        DeviceId("alice-pv"): meter_reading("alice-pv", ALICE, t1, 3, 91_000),
+    }
+    return start, end
+
+
+NET_PLUS_PV = {
+    ALICE: [
+        Meter(DeviceId("alice-net"), MeterRole.CONNECTION_POINT),
+        Meter(DeviceId("alice-pv"), MeterRole.GENERATION),
+    ],
+    BOB: [Meter(DeviceId("bob-meter"), MeterRole.CONNECTION_POINT)],
+}
+
+
+def test_a_net_meter_plus_pv_counts_the_pv_once(cleared: ClearingResult) -> None:
+    """Alice cleared 333 Wh and her connection point took 333 Wh: no imbalance. Her PV's
+    1000 Wh are already inside the net meter's figure; counting them again would pay her for
+    1000 Wh of export she never delivered (1000 * 80_001 / 1000 = 80_001 units)."""
+    batch = settle(cleared, *_net_meter_plus_pv(), TARIFFS, meters=NET_PLUS_PV)
+    line = line_of(batch, ALICE)
+    assert line.metered
+    assert (line.metered_import_wh, line.metered_export_wh) == (333, 0)
+    assert line.imbalance_wh == 0
+    assert dict(batch.amounts) == {ALICE: -66_601, BOB: 66_600, COMMUNITY: 1}
+
+
+def test_ignoring_the_roles_counts_the_pv_twice(cleared: ClearingResult) -> None:
+    """The same readings with every device summed (no roles): alice's PV export is counted on
+    top of the net meter, so she is paid for 1000 Wh that the net meter never saw leave.
+    This is the check above failing when roles are ignored."""
+    ignoring = {p: [load(m.device_id) for m in ms] for p, ms in NET_PLUS_PV.items()}
+    for meters in (ignoring, None):
+        batch = settle(cleared, *_net_meter_plus_pv(), TARIFFS, meters=meters)
+        line = line_of(batch, ALICE)
+        assert (line.metered_import_wh, line.metered_export_wh) == (333, 1000)
+        assert line.imbalance_wh == -1000
+        assert dict(batch.amounts)[ALICE] == -66_601 + 80_001
+
+
+def test_the_connection_point_meter_decides_completeness(cleared: ClearingResult) -> None:
+    """A PV inverter behind a working net meter may fail to read: the participant is still
+    metered. A failed net meter makes it unmetered even when the PV read."""
+    start, end = _net_meter_plus_pv()
+    pv_dead = end | {
+        DeviceId("alice-pv"): meter_reading(
+            "alice-pv", ALICE, INTERVAL.end, 0, 0, ReadingQuality.MISSING
+        )
+    }
+    assert line_of(settle(cleared, start, pv_dead, TARIFFS, meters=NET_PLUS_PV), ALICE).metered
+    net_dead = end | {
+        DeviceId("alice-net"): meter_reading(
+            "alice-net", ALICE, INTERVAL.end, 0, 0, ReadingQuality.MISSING
+        )
+    }
+    line = line_of(settle(cleared, start, net_dead, TARIFFS, meters=NET_PLUS_PV), ALICE)
+    assert not line.metered
+    assert line.reason == "unmetered, settled as cleared: alice-net: reading ok/missing"
 
 
 def test_metered_participant_without_orders_settles_imbalance_only(

@@ -40,6 +40,7 @@ module              holds
 ``base.py``         :class:`DeviceSimulator`: registers, lifecycle, clock
 ``devices.py``      :class:`PVInverterSim`, :class:`LoadMeterSim`, :class:`BatterySim`
 ``site.py``         :class:`SimulatedSite`
+``bus.py``          :class:`RtuBus`: several simulators on one serial line, by unit id
 ==================  =================================================================
 
 Examples
@@ -53,6 +54,7 @@ Examples
 """
 
 from adapters.modbus.simulators.base import DeviceSimulator, SimOptions
+from adapters.modbus.simulators.bus import RtuBus
 from adapters.modbus.simulators.devices import BatterySim, LoadMeterSim, PVInverterSim
 from adapters.modbus.simulators.faults import SimFault
 from adapters.modbus.simulators.profiles import (
@@ -69,6 +71,7 @@ __all__ = [
     "LoadMeterSim",
     "PVInverterSim",
     "Profile",
+    "RtuBus",
     "SimFault",
     "SimOptions",
     "SimulatedSite",

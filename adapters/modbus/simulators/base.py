@@ -23,6 +23,7 @@ from typing import Self, TypedDict
 
 import serial
 from modbus_tk import defines as mb
+from modbus_tk import modbus_rtu
 from modbus_tk.modbus import Databank
 
 from adapters.modbus import codec
@@ -292,6 +293,29 @@ class DeviceSimulator:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    def answer_rtu(self, request: bytes) -> bytes:
+        """Answer one Modbus RTU request frame as this device (``b""`` for no answer).
+
+        For a line shared with other devices (:class:`~adapters.modbus.simulators.bus.RtuBus`):
+        faults and the write allow-list apply as on the device's own servers.
+
+        Parameters
+        ----------
+        request : bytes
+            The request frame (unit id, PDU and CRC), addressed to this device's unit.
+
+        Returns
+        -------
+        bytes
+            The answer frame, ``b""`` for none.
+        """
+
+        def library(frame: bytes) -> bytes:
+            response = self._databank.handle_request(modbus_rtu.RtuQuery(), frame)
+            return bytes(response) if response else b""
+
+        return self._behaviour.handle(request, modbus_rtu.RtuQuery(), library)
 
     def set_fault(self, fault: SimFault | str, *, delay_s: float = 1.0) -> None:
         """Show a fault from now on (see :class:`SimFault`).

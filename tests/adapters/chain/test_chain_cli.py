@@ -1,8 +1,10 @@
-"""``peergrid chain deploy|status|balances|settle-pending|verify-trade`` on anvil.
+"""``peergrid chain deploy|status|balances|settle-pending|verify-trade|rotate-operator`` on anvil.
 
 The commands are registered on a bare parser here (``controller.cli_chain.register``), as
 ``peergrid``'s own parser does. Every command starts anvil from the same state file and stops
-it, so the chain outlives each command as it does for a user.
+it, so the chain outlives each command as it does for a user. Keys come from keystores
+(operator and admin apart) or environment variables, never from the command line; the site
+names every participant, GRID and COMMUNITY by address.
 """
 
 from __future__ import annotations
@@ -14,7 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from adapters.chain import ChainClient, derive_account
+from adapters.chain import (
+    ChainClient,
+    SettlementStatus,
+    Signer,
+    TransactionReverted,
+    new_account,
+    open_keystore,
+    write_keystore,
+)
 from adapters.chain.backends import AnvilNode, rpc_web3
 from controller import cli_chain
 from controller.store import Store
@@ -35,6 +45,8 @@ from market.units import PricePerKwh, TokenUnits, Wh
 pytestmark = pytest.mark.integration
 
 INTERVAL = Interval(datetime(2026, 6, 21, 9, tzinfo=UTC))
+PASSWORD = "correct horse battery staple"
+FAST_SCRYPT = 2**10
 SITE = """
 [site]
 name = "cli test"
@@ -44,14 +56,20 @@ database = "sqlite:///{db}"
 
 [chain]
 backend = "anvil"
+operator_keystore = "{operator_keystore}"
+admin_keystore = "{admin_keystore}"
+grid_account = "{grid}"
+community_account = "{community}"
 
 [[participants]]
 id = "alice"
 bus = "Bus R11"
+account = "{alice}"
 
 [[participants]]
 id = "bob"
 bus = "Bus R15"
+account = "{bob}"
 """
 
 
@@ -97,15 +115,37 @@ def stored_result(ts: list[Trade]) -> dict[str, object]:
 
 
 @pytest.fixture
-def site_and_chain(tmp_path: Path):
+def accounts() -> dict[str, Signer]:
+    """Fresh random keys: the operator's, the admin's, and the site's account owners'."""
+    return {n: new_account() for n in ("operator", "admin", "alice", "bob", "grid", "community")}
+
+
+@pytest.fixture
+def site_and_chain(tmp_path: Path, accounts: dict[str, Signer], monkeypatch):
+    monkeypatch.setenv("PEERGRID_KEYSTORE_PASSWORD", PASSWORD)
+    for name in ("PEERGRID_OPERATOR_KEY", "PEERGRID_ADMIN_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    keystores = {}
+    for role in ("operator", "admin"):
+        keystores[role] = tmp_path / f"{role}.json"
+        write_keystore(keystores[role], accounts[role], PASSWORD, scrypt_n=FAST_SCRYPT)
     db = tmp_path / "store.sqlite"
     site = tmp_path / "site.toml"
-    site.write_text(SITE.format(db=db.as_posix()))
+    site.write_text(
+        SITE.format(
+            db=db.as_posix(),
+            operator_keystore=keystores["operator"].as_posix(),
+            admin_keystore=keystores["admin"].as_posix(),
+            **{n: accounts[n].address for n in ("alice", "bob", "grid", "community")},
+        )
+    )
     state = tmp_path / "anvil.json"
     return site, state, f"sqlite:///{db.as_posix()}"
 
 
-def test_deploy_status_balances_settle_pending_and_verify(site_and_chain, capsys, tmp_path):
+def test_deploy_status_balances_settle_pending_and_verify(
+    site_and_chain, accounts, capsys, tmp_path
+):
     site, state, url = site_and_chain
     common = ["--site", str(site), "--state", str(state)]
     out = tmp_path / "deployment.json"
@@ -114,12 +154,14 @@ def test_deploy_status_balances_settle_pending_and_verify(site_and_chain, capsys
     assert code == 0
     assert deployed["backend"] == "anvil"
     assert deployed["reward_token"].startswith("0x")
+    assert deployed["operator"] == accounts["operator"].address
+    assert deployed["admin"] == accounts["admin"].address
     assert json.loads(out.read_text())["settlement"] == deployed["settlement"]
 
     # Participants fund their escrow (on the same chain, from its state file).
-    alice, bob = derive_account("alice"), derive_account("bob")
+    alice, bob = accounts["alice"], accounts["bob"]
     with AnvilNode(state_path=state) as node:
-        client = ChainClient(rpc_web3(node.url), derive_account("operator"))
+        client = ChainClient(rpc_web3(node.url), accounts["operator"], admin=accounts["admin"])
         client.attach(deployed["token"], deployed["settlement"])
         for who in (alice, bob):
             client.fund_eth(who.address, 10**18)
@@ -161,7 +203,12 @@ def test_deploy_status_balances_settle_pending_and_verify(site_and_chain, capsys
     assert code == 0
     assert status["settled_intervals"] == 0
     assert status["store"]["pending"] == [INTERVAL.interval_id]
-    assert status["operator"]["is_operator"] is True
+    assert status["operator"] == {
+        "address": accounts["operator"].address,
+        "is_operator": True,
+        "next_nonce": 0,  # deploy was signed by the admin
+    }
+    assert status["admin"] == {"address": accounts["admin"].address, "is_admin": True}
     assert status["reward_policy"] == {"rate_per_kwh": 1_000_000, "cap_per_interval": 100_000_000}
 
     code, settled = run(capsys, "settle-pending", *with_deployment, "--json")
@@ -217,9 +264,6 @@ def test_bad_input_exits_2(site_and_chain, capsys, monkeypatch) -> None:
     code, text = run(capsys, "status", "--backend", "rpc")
     assert code == 2
     assert "needs --rpc-url" in text
-    code, text = run(capsys, "status", "--backend", "rpc", "--rpc-url", "http://127.0.0.1:9")
-    assert code == 2
-    assert "needs --operator-key" in text
     code, text = run(capsys, "status", "--state", str(state))
     assert code == 2
     assert "give --token and --settlement" in text
@@ -228,16 +272,53 @@ def test_bad_input_exits_2(site_and_chain, capsys, monkeypatch) -> None:
     )
     assert code == 2
     assert "whose balances" in text
-    code, text = run(capsys, "deploy", "--state", str(state), "--operator-key", "0x1234")
+    # a command that signs needs a key, and says where it looked
+    code, text = run(capsys, "deploy", "--state", str(state))
     assert code == 2
-    assert "not a private key" in text
+    assert "no operator key" in text
+    assert "PEERGRID_OPERATOR_KEY" in text
+    monkeypatch.setenv("PEERGRID_OPERATOR_KEY", "0x1234")
+    code, text = run(capsys, "deploy", "--state", str(state))
+    assert code == 2
+    assert "does not hold a private key" in text
+    assert "0x1234" not in text
+
+
+def test_keys_are_never_command_line_arguments(capsys) -> None:
+    key = "0x" + "11" * 32
+    for flag in ("--operator-key", "--admin-key"):
+        with pytest.raises(SystemExit) as exc:
+            run(capsys, "status", flag, key)
+        assert exc.value.code == 2
+        assert key not in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # one source per role
+        run(capsys, "deploy", "--operator-keystore", "a.json", "--operator-key-env", "X")
+
+
+def test_wrong_password_and_bad_keystore_exit_2_without_key_material(
+    site_and_chain, accounts, capsys, monkeypatch, tmp_path
+) -> None:
+    site, state, _ = site_and_chain
+    key = accounts["operator"].key.hex().removeprefix("0x")
+    monkeypatch.setenv("PEERGRID_KEYSTORE_PASSWORD", "not the password")
+    code, text = run(capsys, "deploy", "--site", str(site), "--state", str(state))
+    assert code == 2
+    assert "wrong password" in text
+    assert "operator.json" in text
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"version": 3, "crypto": {"kdf": "scrypt"}}')
+    code, text = run(capsys, "deploy", "--state", str(state), "--operator-keystore", str(broken))
+    assert code == 2
+    assert "not a Web3 Secret Storage keystore" in text
+    assert key.lower() not in text.lower()
+    assert "not the password" not in text
+    assert not state.exists()  # keys are opened before anvil is started
 
 
 def test_an_unreachable_node_exits_1(capsys) -> None:
-    key = "0x" + "11" * 32
     code, text = run(
         capsys, "status", "--backend", "rpc", "--rpc-url", "http://127.0.0.1:9",
-        "--operator-key", key, "--token", "0x" + "22" * 20, "--settlement", "0x" + "33" * 20,
+        "--token", "0x" + "22" * 20, "--settlement", "0x" + "33" * 20,
     )  # fmt: skip
     assert code == 1
     assert "no EVM node answers" in text
@@ -250,13 +331,14 @@ def test_resolution_prefers_flags_then_environment_then_site(site_and_chain, mon
     cli_chain.register(sub)
     monkeypatch.setenv("PEERGRID_RPC_URL", "http://env:8545")
     monkeypatch.setenv("PEERGRID_CONFIRMATIONS", "3")
-    monkeypatch.setenv("PEERGRID_OPERATOR_KEY", "derive:env-operator")
     args = parser.parse_args(["chain", "status", "--site", str(site), "--backend", "rpc"])
     resolved = cli_chain.resolve(args, cli_chain._site(args))
     assert resolved.backend == "rpc"
     assert resolved.rpc_url == "http://env:8545"
     assert resolved.confirmations == 3
-    assert resolved.operator_key == resolved.admin_key == "derive:env-operator"
+    assert resolved.operator.keystore.endswith("operator.json")  # the site's
+    assert resolved.admin.keystore.endswith("admin.json")
+    assert resolved.operator.password_env == "PEERGRID_KEYSTORE_PASSWORD"
     args = parser.parse_args(
         [
             "chain",
@@ -267,8 +349,99 @@ def test_resolution_prefers_flags_then_environment_then_site(site_and_chain, mon
             "http://flag:1",
             "--confirmations",
             "0",
+            "--operator-key-env",
+            "MY_OPERATOR_KEY",
+            "--password-env",
+            "MY_PASSWORD",
         ]
     )
     resolved = cli_chain.resolve(args, cli_chain._site(args))
     assert resolved.backend == "anvil"  # the site's
     assert (resolved.rpc_url, resolved.confirmations) == ("http://flag:1", 0)
+    assert (resolved.operator.keystore, resolved.operator.key_env) == ("", "MY_OPERATOR_KEY")
+    assert resolved.admin.password_env == "MY_PASSWORD"
+    # without a site: the environment's keystore, else its key variable; admin = operator
+    monkeypatch.setenv("PEERGRID_OPERATOR_KEYSTORE", "/keys/op.json")
+    monkeypatch.delenv("PEERGRID_ADMIN_KEY", raising=False)
+    args = parser.parse_args(["chain", "status"])
+    resolved = cli_chain.resolve(args, None)
+    assert resolved.operator.keystore == "/keys/op.json"
+    assert (resolved.admin.keystore, resolved.admin.role) == ("/keys/op.json", "admin")
+    monkeypatch.delenv("PEERGRID_OPERATOR_KEYSTORE")
+    monkeypatch.setenv("PEERGRID_ADMIN_KEY", "0x" + "22" * 32)
+    resolved = cli_chain.resolve(args, None)
+    assert (resolved.operator.keystore, resolved.operator.key_env) == ("", "PEERGRID_OPERATOR_KEY")
+    assert resolved.admin.key_env == "PEERGRID_ADMIN_KEY"
+
+
+def test_rotate_operator_moves_the_role_and_the_old_key_can_no_longer_settle(
+    site_and_chain, accounts, capsys, tmp_path
+) -> None:
+    site, state, _ = site_and_chain
+    common = ["--site", str(site), "--state", str(state)]
+    code, deployed = run(capsys, "deploy", *common, "--json")
+    assert code == 0
+    with_addresses = [*common, "--token", deployed["token"], "--settlement", deployed["settlement"]]
+    successor = new_account()
+    new_keystore = tmp_path / "operator-2.json"
+    write_keystore(new_keystore, successor, PASSWORD, scrypt_n=FAST_SCRYPT)
+
+    # one key as admin and operator cannot rotate itself out (it would stay admin)
+    one_key = ["--admin-keystore", str(tmp_path / "operator.json")]
+    code, text = run(
+        capsys, "rotate-operator", *with_addresses, *one_key, "--new-operator", successor.address
+    )
+    assert code == 2
+    assert "separate admin key" in text
+
+    code, rotated = run(
+        capsys, "rotate-operator", *with_addresses, "--new-operator", successor.address, "--json"
+    )
+    assert code == 0
+    assert rotated["old_operator"] == accounts["operator"].address
+    assert rotated["new_operator"] == successor.address
+    assert rotated["admin"] == accounts["admin"].address
+    assert (rotated["old_is_operator"], rotated["new_is_operator"]) == (False, True)
+    # asked again (the site still names the old keystore): nothing left to do
+    code, again = run(
+        capsys, "rotate-operator", *with_addresses, "--new-operator", successor.address, "--json"
+    )
+    assert code == 0
+    assert (again["grant_tx"], again["revoke_tx"]) == (None, None)
+
+    # The old key can no longer settle (the contract reverts); the new one can.
+    alice, bob = accounts["alice"], accounts["bob"]
+    old_key = open_keystore(tmp_path / "operator.json", PASSWORD)
+    new_key = open_keystore(new_keystore, PASSWORD)
+    with AnvilNode(state_path=state) as node:
+        w3 = rpc_web3(node.url)
+        admin = ChainClient(w3, old_key, admin=accounts["admin"])
+        admin.attach(deployed["token"], deployed["settlement"])
+        for who in (alice, bob):
+            admin.fund_eth(who.address, 10**18)
+            admin.mint(who.address, 1_000_000)
+            admin.deposit(who, 1_000_000)
+        old = ChainClient(w3, old_key)
+        old.attach(deployed["token"], deployed["settlement"])
+        new = ChainClient(w3, new_key)
+        new.attach(deployed["token"], deployed["settlement"])
+        assert not old.is_operator(old_key.address)
+        assert new.is_operator(new_key.address)
+        batch = SettlementBatch(
+            interval=INTERVAL,
+            lines=(),
+            amounts=(
+                (ParticipantId("alice"), TokenUnits(7)),
+                (ParticipantId("bob"), TokenUnits(-7)),
+            ),
+            trades_root=bytes(32),
+            readings_root=bytes(32),
+            import_price=0,
+            export_price=0,
+        )
+        addresses = {ParticipantId("alice"): alice.address, ParticipantId("bob"): bob.address}
+        with pytest.raises(TransactionReverted, match="missing role"):
+            old.submit_settlement(batch, addresses)
+        receipt = new.submit_settlement(batch, addresses)
+        assert receipt.status is SettlementStatus.SETTLED
+        assert new.escrow_balance(alice.address) == 1_000_007

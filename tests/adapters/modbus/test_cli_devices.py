@@ -116,7 +116,9 @@ def test_read_failures_and_bad_input(no_leaks, capsys, tmp_path):
             {"name": "V", "address": 0, "kind": "float32", "table": "input"}]}))  # fmt: skip
         assert run(["devices", "read", "--port", str(meter.port), "--map", str(no_power)]) == 2
         assert "has no field for p_w" in capsys.readouterr().err
-        assert run(["devices", "read", "--port", str(meter.port), "--unit", "300"]) == 2
+        with pytest.raises(SystemExit) as refused:  # argparse: unit ids are 1..247
+            run(["devices", "read", "--port", str(meter.port), "--unit", "300"])
+        assert refused.value.code == 2
         meter.set_fault("exception")
         code, report = read_json(capsys, ["--port", str(meter.port), "--map", "sdm630"])
         assert code == 1

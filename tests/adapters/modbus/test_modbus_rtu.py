@@ -12,10 +12,16 @@ from pathlib import Path
 import pytest
 
 from adapters.modbus import sunspec
-from adapters.modbus.client import ModbusTkClient
-from adapters.modbus.errors import DeviceError, DeviceUnavailable, InvalidFrame
+from adapters.modbus.client import ModbusTkClient, RtuLine
+from adapters.modbus.errors import DeviceError, DeviceUnavailable, InvalidArgument, InvalidFrame
 from adapters.modbus.reading import DeviceReader
-from adapters.modbus.simulators import BatterySim, LoadMeterSim, PVInverterSim, constant_profile
+from adapters.modbus.simulators import (
+    BatterySim,
+    LoadMeterSim,
+    PVInverterSim,
+    RtuBus,
+    constant_profile,
+)
 from adapters.modbus.writing import DeviceWriter
 from market.domain import (
     BusId,
@@ -175,3 +181,24 @@ def test_a_missing_serial_device_is_reported(no_leaks, tmp_path):
     with client, pytest.raises(DeviceUnavailable, match="nowhere"):
         client.read_registers("input", 0, 2)
     assert Path(tmp_path).exists()
+
+
+def test_a_bus_serves_several_units_on_one_line_with_their_faults(no_leaks, serial_pair):
+    """Three simulators on one RtuBus, read through one RtuLine: each answers its own unit,
+    a fault of one (silence) leaves the others answering; two at one unit id are refused."""
+    device_end, master_end = serial_pair
+    sims = [LoadMeterSim(constant_profile(100 * u), unit_id=u, start_at=T0) for u in (1, 2, 3)]
+    with (
+        RtuBus(device_end, sims, baudrate=115200),
+        RtuLine(master_end, 115200, timeout_s=0.3) as line,
+    ):
+        for sim in sims:
+            sim.advance(T0 + H)
+        readers = [_reader(line.client(s.unit_id, retries=0), s.register_map) for s in sims]
+        assert [r.read(T0 + H).p_w for r in readers] == [100, 200, 300]
+        sims[1].set_fault("no_answer")
+        again = [r.read(T0 + H) for r in readers]
+        assert [r.quality for r in again] == [
+            ReadingQuality.OK, ReadingQuality.MISSING, ReadingQuality.OK]  # fmt: skip
+    with pytest.raises(InvalidArgument, match="unit id 1"):
+        RtuBus(device_end, [sims[0], LoadMeterSim(constant_profile(1), unit_id=1)])
