@@ -228,11 +228,12 @@ from adapters.modbus.mapfiles import load_register_map
 from controller.errors import ConfigError
 from market.clearing.options import Engine
 from market.domain import COMMUNITY, GRID, BusId, DeviceId, Mechanism, MeterRole, ParticipantId
+from market.units import MAX_ORDER_WH, MAX_PRICE_PER_KWH
 
-MAX_PRICE: Final = 10**9
-"""Most token base units per kWh a price may be (a tariff, an order's limit)."""
-MAX_ENERGY_WH: Final = 10**9
-"""Most Wh one order (or a battery's capacity) may be."""
+MAX_PRICE: Final = MAX_PRICE_PER_KWH
+"""Most token base units per kWh a price may be (a tariff, an order's limit): the kernel's."""
+MAX_ENERGY_WH: Final = MAX_ORDER_WH
+"""Most Wh one order (or a battery's capacity) may be: the kernel's order limit."""
 MAX_POWER_W: Final = 10**9
 """Most W a device's rating may be."""
 MAX_DEPOSIT: Final = 10**18
