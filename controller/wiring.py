@@ -14,8 +14,10 @@ leaving out what it does not need. The parts:
 * devices (:func:`build_devices`): one :class:`~adapters.modbus.client.ModbusTkClient` per
   device (Modbus TCP, or RTU on the serial line it shares with the other devices of its
   ``serial_port``) with a :class:`~adapters.modbus.reading.DeviceReader` and, for PV and
-  batteries, a :class:`~adapters.modbus.writing.DeviceWriter`; ``map = "sunspec"`` devices
-  discover their models on first contact (:mod:`adapters.modbus.discovered`);
+  batteries, a :class:`~adapters.modbus.writing.DeviceWriter` that writes each setpoint with
+  the device's own revert timer (two intervals: :data:`REVERT_INTERVALS`) and pauses a dead
+  device like its reader; ``map = "sunspec"`` devices discover their models on first contact
+  (:mod:`adapters.modbus.discovered`);
 * chain: a :class:`ChainSettler` on :class:`~adapters.chain.client.ChainClient`. A *trial*
   chain (always the ``embedded`` backend; the demo's fresh anvil too) gets fresh contracts
   and funded escrows at start (:func:`fund_trial_chain`) and signs with demo keys; a
@@ -64,6 +66,7 @@ from controller.config import (
     SiteConfig,
     Transport,
 )
+from controller.crash import crash_point
 from controller.cycle import ChainOutcome, Cycle, Reader, Writer
 from controller.errors import ConfigError, NotWired
 from controller.keys import site_operator_key
@@ -220,7 +223,19 @@ def _rtu_client(
     return line.client(d.unit, retries=retries)
 
 
-def build_devices(site: SiteConfig, *, timeout_s: float = 0.5, retries: int = 1) -> Devices:
+REVERT_INTERVALS = 2
+"""A setpoint's revert time, in market intervals: a device whose controller stopped writing
+returns to its default (no PV limit, an idle battery) this many intervals after the last
+write; one missed tick is tolerated."""
+
+
+def build_devices(
+    site: SiteConfig,
+    *,
+    timeout_s: float = 0.5,
+    retries: int = 1,
+    revert_s: float | None = None,
+) -> Devices:
     """Modbus readers and writers for every device of ``site``.
 
     A TCP device gets its own connection to ``host:port``. RTU devices get a client on the
@@ -244,6 +259,9 @@ def build_devices(site: SiteConfig, *, timeout_s: float = 0.5, retries: int = 1)
         Modbus answer timeout per request [s].
     retries : int
         Extra attempts per request.
+    revert_s : float, optional
+        The devices' revert time [s], written with every setpoint (see
+        :mod:`adapters.modbus.writing`); ``REVERT_INTERVALS * site.interval_s`` by default.
 
     Returns
     -------
@@ -258,6 +276,8 @@ def build_devices(site: SiteConfig, *, timeout_s: float = 0.5, retries: int = 1)
         unknown register map.
     """
     out = Devices()
+    if revert_s is None:
+        revert_s = float(REVERT_INTERVALS * site.interval_s)
     lines: dict[str, tuple[RtuLine, DeviceConfig]] = {}
     units: dict[tuple[str, int], DeviceId] = {}
     for i, d in enumerate(site.devices):
@@ -286,7 +306,9 @@ def build_devices(site: SiteConfig, *, timeout_s: float = 0.5, retries: int = 1)
                 d.id, participant.id, participant.bus, found, site.max_reading_age_s
             )
             if writes:
-                out.writers[d.id] = DiscoveringWriter(d.id, found, rated_w=d.rated_w or None)
+                out.writers[d.id] = DiscoveringWriter(
+                    d.id, found, rated_w=d.rated_w or None, revert_s=revert_s
+                )
             continue
         out.readers[d.id] = DeviceReader(
             d.id,
@@ -297,7 +319,9 @@ def build_devices(site: SiteConfig, *, timeout_s: float = 0.5, retries: int = 1)
             max_age_s=site.max_reading_age_s,
         )
         if writes:
-            out.writers[d.id] = DeviceWriter(d.id, client, register_map, rated_w=d.rated_w or None)
+            out.writers[d.id] = DeviceWriter(
+                d.id, client, register_map, rated_w=d.rated_w or None, revert_s=revert_s
+            )
     return out
 
 
@@ -568,6 +592,12 @@ def operator_account(site: SiteConfig, *, trial: bool) -> Signer:
     return site_operator_key(site.chain).signer()
 
 
+def _after_send(tx_hash: str) -> None:
+    """The ``after_send`` crash point (:mod:`controller.crash`): a settlement is broadcast."""
+    del tx_hash
+    crash_point("after_send")
+
+
 def _no_grid(interval: Interval) -> Grid:
     msg = f"no grid for {interval.label()}: the runtime was built with grid=False"
     raise NotWired(msg)
@@ -748,6 +778,7 @@ def build_runtime(
             else:
                 client.attach(site.chain.token_address, site.chain.settlement_address)
                 client.reconcile_nonce(store.load_next_nonce(str(operator.address)))
+            client.settler.on_broadcast = _after_send
             settler = ChainSettler(client, accounts)
         base_grid_for = base_grid_factory(site, loaded) if loaded is not None else _no_grid
         cycle = Cycle(

@@ -5,24 +5,38 @@ Nothing here decodes values: a client moves raw 16-bit registers (the codec is
 ``modbus_tk`` master (TCP, or RTU on a serial line through :class:`RtuLine`). It uses the
 library for the connection and the MAC layer (MBAP header or address + CRC), frames every
 answer by its declared length (:mod:`adapters.modbus.frames`), checks the PDU strictly, and
-wraps every library or socket exception into :mod:`adapters.modbus.errors`:
+maps the errors of the wire and of the library into :mod:`adapters.modbus.errors`:
 
-=======================================================  =================================
-raised by modbus_tk / socket / serial                    raised here
-=======================================================  =================================
-exception answer (``fc | 0x80, code``)                   :class:`DeviceError` (``code``)
-wrong transaction/unit id, function code, byte count,    :class:`InvalidFrame` after
-length or CRC; a cut answer                              ``retries`` more attempts
-``OSError`` (refused, reset, timeout), serial errors     :class:`DeviceUnavailable`, after
-                                                         ``retries`` more attempts
-=======================================================  =================================
+==========================================================  ================================
+raised by modbus_tk / socket / serial / frames              raised here
+==========================================================  ================================
+exception answer (``fc | 0x80, code``), ``ModbusError``     :class:`DeviceError` (``code``)
+wrong transaction/unit id, function code, byte count,       :class:`InvalidFrame` after
+length or CRC; a cut answer (``InvalidFrame``,              ``retries`` more attempts
+``ModbusInvalidResponseError``, ``ModbusInvalidMbapError``,
+``struct.error``)
+``OSError`` (refused, reset, timeout, ``SerialException``)  :class:`DeviceUnavailable` after
+and the other ``modbus_tk.exceptions`` of a master          ``retries`` more attempts
+anything else (``ZeroDivisionError``, ``KeyError`` ...)     escapes unchanged, after the
+                                                            connection is dropped
+==========================================================  ================================
+
+Only the failures in the table are the device's or the line's: anything else is a bug (ours
+or a library's) and is not disguised as a bad frame, so that the fuzz tests
+(``tests/adapters/modbus/test_modbus_fuzz.py``) see it. The boundary that keeps the cycle
+going is one level up: :class:`~adapters.modbus.reading.DeviceReader`,
+:class:`~adapters.modbus.polling.Poller` and :class:`~adapters.modbus.writing.DeviceWriter`
+record such a failure (``MISSING`` / ``ok=False``, the exception's type and message in the
+reason) and log it at ERROR with its traceback.
 
 The in-memory twin for tests is :class:`adapters.modbus.fake.FakeRegisterClient`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -30,8 +44,8 @@ from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar, runtime_checkable
 
 import serial
+from modbus_tk import exceptions as tk_errors
 from modbus_tk import modbus_rtu, modbus_tcp
-from modbus_tk.exceptions import ModbusInvalidResponseError
 
 from adapters.modbus import frames
 from adapters.modbus.codec import Table
@@ -62,13 +76,37 @@ _READ_FUNCTION = {
 _RETRIED_CODES = frozenset({ExceptionCode.ACKNOWLEDGE, ExceptionCode.SERVER_DEVICE_BUSY})
 _T = TypeVar("_T")
 
+# The exceptions of modbus_tk's master path (the classes of ``modbus_tk.exceptions`` that are
+# not about a server's data blocks, and the TCP header check), raised for what came off the
+# wire or for a request the library will not build. ModbusError (an exception answer, which
+# the library raises only from ``execute``, not used here) is mapped to DeviceError apart.
+_LIBRARY_ERRORS: tuple[type[Exception], ...] = (
+    tk_errors.ModbusFunctionNotSupportedError,
+    tk_errors.InvalidArgumentError,
+    tk_errors.ModbusInvalidResponseError,
+    tk_errors.ModbusInvalidRequestError,
+    modbus_tcp.ModbusInvalidMbapError,
+)
+# The failures of one exchange that are the device's or the line's: retried, then reported.
+# DeviceUnavailable (InvalidFrame, AnswerTimeout, ConnectionClosed: raised by the framing
+# below) is an OSError like the socket's; pyserial's SerialException is one too, named for
+# clarity. struct.error: a frame too short for a field the library unpacks.
+_TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    serial.SerialException,
+    struct.error,
+    *_LIBRARY_ERRORS,
+)
+
 
 @runtime_checkable
 class RegisterClient(Protocol):
     """What a device reader or writer needs from a transport: raw 16-bit registers.
 
     Implementations: :class:`ModbusTkClient` (Modbus TCP or RTU) and
-    :class:`~adapters.modbus.fake.FakeRegisterClient` (in memory).
+    :class:`~adapters.modbus.fake.FakeRegisterClient` (in memory). Device and line trouble
+    is one of the :mod:`adapters.modbus.errors`; any other exception is a bug and escapes
+    (the reader, writer and poller record it and go on).
     """
 
     def read_registers(self, table: str, address: int, count: int) -> list[int]:
@@ -441,7 +479,9 @@ class ModbusTkClient:
     flushed before the next request), waits ``backoff_s * 2**attempt`` and tries again;
     after the last attempt it raises :class:`DeviceUnavailable` (:class:`InvalidFrame` if
     the last answer was garbled). An exception response raises :class:`DeviceError` at
-    once, except "busy"/"acknowledge" (codes 5, 6), which are retried. The worst case for
+    once, except "busy"/"acknowledge" (codes 5, 6), which are retried. Any other exception
+    is a bug, not a device fault: the connection is dropped and the exception escapes
+    unchanged (see the module docstring). The worst case for
     one dead device is about ``(1 + retries) * timeout_s + backoff_s * (2**retries - 1)``
     [s].
 
@@ -682,10 +722,20 @@ class ModbusTkClient:
                     last = DeviceError(exc.code, what)  # say which device and request
                     if exc.code not in _RETRIED_CODES:
                         raise last from None
-                except Exception as exc:  # socket, timeout, serial, garbled or cut frame
+                except tk_errors.ModbusError as exc:  # not raised on our path; mapped anyway
+                    last = DeviceError(exc.get_exception_code(), what)
+                    if last.code not in _RETRIED_CODES:
+                        raise last from exc
+                except _TRANSPORT_ERRORS as exc:  # socket, timeout, serial, garbled or cut frame
                     last = exc
                     LOGGER.debug("%s: attempt %d/%d failed: %r", what, attempt + 1, attempts, exc)
                     link.recover(exc, self.timeout_s)
+                except BaseException:  # a bug (or an interrupt): not the device's fault
+                    # It escapes as it is (the reader/writer/poller are the boundary); drop the
+                    # connection first so a half-read answer is not taken for the next one's.
+                    with contextlib.suppress(OSError):  # never in place of the bug
+                        link.drop()
+                    raise
         if isinstance(last, DeviceError):
             raise last
         msg = f"{what}: no answer after {attempts} attempt(s): {_describe(last)}"
@@ -707,8 +757,10 @@ def _check_settings(unit_id: int, timeout_s: float, retries: int, backoff_s: flo
 
 
 def _is_mac_error(exc: BaseException | None) -> bool:
-    """A modbus_tk MBAP/CRC/address complaint: a garbled frame, not a dead link."""
-    return isinstance(exc, modbus_tcp.ModbusInvalidMbapError | ModbusInvalidResponseError)
+    """A modbus_tk MBAP/CRC/address complaint or a short field: a garbled frame."""
+    return isinstance(
+        exc, modbus_tcp.ModbusInvalidMbapError | tk_errors.ModbusInvalidResponseError | struct.error
+    )
 
 
 def _describe(exc: BaseException | None) -> str:

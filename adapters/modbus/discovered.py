@@ -249,6 +249,11 @@ class DiscoveringWriter:
     rated_w : int, optional
         The inverter's rating [W] (the 100 % of a PV limit); read from the device when not
         given.
+    revert_s : float, optional
+        The device's own revert timer written with every setpoint [s]
+        (:class:`~adapters.modbus.writing.DeviceWriter`).
+    backoff : Backoff, optional
+        How long a device whose write failed is left alone (as for reads).
 
     Raises
     ------
@@ -257,7 +262,13 @@ class DiscoveringWriter:
     """
 
     def __init__(
-        self, device_id: DeviceId, found: DiscoveredMap, *, rated_w: int | None = None
+        self,
+        device_id: DeviceId,
+        found: DiscoveredMap,
+        *,
+        rated_w: int | None = None,
+        revert_s: float | None = None,
+        backoff: Backoff | None = None,
     ) -> None:
         if rated_w is not None and rated_w <= 0:
             msg = f"rated_w must be > 0 W, got {rated_w}"
@@ -265,6 +276,8 @@ class DiscoveringWriter:
         self.device_id = device_id
         self.found = found
         self.rated_w = rated_w
+        self.revert_s = revert_s
+        self.backoff = backoff if backoff is not None else Backoff()
         self._writer: DeviceWriter | None = None
 
     def __repr__(self) -> str:
@@ -290,10 +303,19 @@ class DiscoveringWriter:
             reason = f"SunSpec discovery failed: {exc}"
             LOGGER.warning("%s: setpoint not applied: %s", self.device_id, reason)
             return WriteResult(setpoint=setpoint, ok=False, reason=reason)
+        except Exception as exc:  # a bug in discovery: name it, refuse this write, keep the tick
+            reason = f"unexpected {type(exc).__name__}: {exc}"
+            LOGGER.exception("%s: setpoint not applied: %s", self.device_id, reason)
+            return WriteResult(setpoint=setpoint, ok=False, reason=reason)
         writer = self._writer
         if writer is None or writer.register_map is not register_map:
             writer = DeviceWriter(
-                self.device_id, self.found.client, register_map, rated_w=self.rated_w
+                self.device_id,
+                self.found.client,
+                register_map,
+                rated_w=self.rated_w,
+                revert_s=self.revert_s,
+                backoff=self.backoff,
             )
             self._writer = writer
         return writer.write(setpoint)

@@ -1,8 +1,10 @@
 """Exceptions of the Modbus adapter.
 
-Every failure that leaves :mod:`adapters.modbus` is an :class:`AdapterError`. ``modbus_tk``
-and socket exceptions are wrapped in :mod:`adapters.modbus.client`, the one module that calls
-the library (``raise ... from exc``), so callers never import ``modbus_tk`` to catch errors.
+Every failure of a device, a line or a setting that leaves :mod:`adapters.modbus` is an
+:class:`AdapterError`. ``modbus_tk``, socket, serial and ``struct`` exceptions are mapped in
+:mod:`adapters.modbus.client`, the one module that calls the library (``raise ... from
+exc``), so callers never import ``modbus_tk`` to catch errors. Any other exception is a bug
+and is not mapped (so that the fuzz tests see it); see the last paragraph for where it stops.
 
 Tree::
 
@@ -35,6 +37,9 @@ Tree::
 :class:`~adapters.modbus.reading.DeviceReader` and
 :class:`~adapters.modbus.writing.DeviceWriter` turn the device errors into values
 (``quality=MISSING``, ``WriteResult(ok=False)``): a failed device never stops the cycle.
+They, and :class:`~adapters.modbus.polling.Poller` for a reader that raises, are also the
+boundary for bugs: an unexpected exception becomes a value whose reason names its type and
+message (``"unexpected ZeroDivisionError: ..."``), logged at ERROR with its traceback.
 """
 
 from __future__ import annotations

@@ -251,9 +251,14 @@ class DeviceReader:
             image.fetch(self.client, self._plan if self._verified else self._identity_plan)
         except AdapterError as exc:
             return self._device_failed(now, str(exc))
-        except Exception as exc:  # a RegisterClient that does not wrap its errors
+        except Exception as exc:  # a bug: the boundary that keeps the cycle going
+            # The client raises only AdapterError for device trouble and lets anything else
+            # (a bug in the framing, the codec or a library) escape, so that the fuzz tests
+            # see it; here it becomes MISSING, named, and logged with its traceback.
             where = getattr(self.client, "endpoint", type(self.client).__name__)
-            LOGGER.exception("%s: unexpected error reading %s", self.device_id, where)
+            LOGGER.exception(
+                "%s: bug (%s) while reading %s", self.device_id, type(exc).__name__, where
+            )
             return self._device_failed(now, f"unexpected {type(exc).__name__}: {exc}")
         self._failures = 0
         self._paused_until = None

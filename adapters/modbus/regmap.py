@@ -25,7 +25,8 @@ target                       unit      meaning
 ``import_wh_total``          Wh        cumulative energy imported (consumed, battery charged)
 ``export_wh_total``          Wh        cumulative energy exported (produced, battery discharged)
 ``soc_percent``              %         battery state of charge
-``w_max``                    W         the power that ``w_max_lim_pct`` is a percentage of
+``w_max``                    W         the power that ``w_max_lim_pct`` is a percentage of (a
+                                       battery's: its largest charge or discharge power)
 ``w_max_lim_pct``            %         active power limit, percent of ``w_max`` (SunSpec WMaxLimPct)
 ``w_max_lim_ena``            (enum)    0 = limit disabled, 1 = limit enabled (SunSpec WMaxLim_Ena)
 ``battery_setpoint_w``       W         battery power command, **positive = discharge, negative =
@@ -42,6 +43,19 @@ target                       unit      meaning
 ``storage_w_max``            W         the 100 % of the two storage rates (SunSpec 124 WChaMax)
 ``w_charge_max``             W         largest charge power; battery setpoints beyond it are refused
 ``w_discharge_max``          W         largest discharge power; likewise
+``capacity_wh``              Wh        a battery's usable energy capacity (SunSpec 802/120 WHRtg)
+``w_max_lim_rvrt_s``         s         revert timer of the power limit: with no new write for this
+                                       long the device drops the limit (SunSpec 123
+                                       WMaxLimPct_RvrtTms, 704 WMaxLimPctRvrtTms)
+``w_max_lim_rvrt_pct``       %         the limit the device reverts to (SunSpec 704 WMaxLimPctRvrt)
+``w_max_lim_rvrt_ena``       (enum)    the limit's enable after reversion (704 WMaxLimPctEnaRvrt)
+``battery_setpoint_rvrt_s``  s         revert timer (watchdog) of the battery setpoint (SunSpec 704
+                                       WSetRvrtTms, a vendor watchdog register)
+``battery_setpoint_rvrt_w``  W         the battery power the device reverts to (704 WSetRvrt);
+                                       ``battery_setpoint_rvrt_ena`` (enum) is the setpoint's
+                                       enable after reversion (704 WSetEnaRvrt)
+``storage_rvrt_s``           s         revert timer of the storage rates (SunSpec 124
+                                       InOutWRte_RvrtTms)
 ===========================  ========  =============================================================
 
 A map is either a list of fields, or (``"sunspec"`` in the JSON) a SunSpec layout whose fields
@@ -82,6 +96,14 @@ class Target(enum.StrEnum):
     STORAGE_W_MAX = "storage_w_max"
     W_CHARGE_MAX = "w_charge_max"
     W_DISCHARGE_MAX = "w_discharge_max"
+    CAPACITY_WH = "capacity_wh"
+    W_MAX_LIM_RVRT_S = "w_max_lim_rvrt_s"
+    W_MAX_LIM_RVRT_PCT = "w_max_lim_rvrt_pct"
+    W_MAX_LIM_RVRT_ENA = "w_max_lim_rvrt_ena"
+    BATTERY_SETPOINT_RVRT_S = "battery_setpoint_rvrt_s"
+    BATTERY_SETPOINT_RVRT_W = "battery_setpoint_rvrt_w"
+    BATTERY_SETPOINT_RVRT_ENA = "battery_setpoint_rvrt_ena"
+    STORAGE_RVRT_S = "storage_rvrt_s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +127,7 @@ class TargetSpec:
 
 _POWER = {"W": 1.0, "kW": 1e3}
 _ENERGY = {"Wh": 1.0, "kWh": 1e3, "MWh": 1e6}
+_SECONDS = {"s": 1.0, "Secs": 1.0, "min": 60.0}
 TARGETS: Mapping[Target, TargetSpec] = {
     Target.P_W: TargetSpec("W", _POWER, signed=True),
     Target.IMPORT_WH_TOTAL: TargetSpec("Wh", _ENERGY),
@@ -122,6 +145,14 @@ TARGETS: Mapping[Target, TargetSpec] = {
     Target.STORAGE_W_MAX: TargetSpec("W", _POWER),
     Target.W_CHARGE_MAX: TargetSpec("W", _POWER),
     Target.W_DISCHARGE_MAX: TargetSpec("W", _POWER),
+    Target.CAPACITY_WH: TargetSpec("Wh", _ENERGY),
+    Target.W_MAX_LIM_RVRT_S: TargetSpec("s", _SECONDS),
+    Target.W_MAX_LIM_RVRT_PCT: TargetSpec("%", {"%": 1.0}),
+    Target.W_MAX_LIM_RVRT_ENA: TargetSpec("", {"": 1.0}),
+    Target.BATTERY_SETPOINT_RVRT_S: TargetSpec("s", _SECONDS),
+    Target.BATTERY_SETPOINT_RVRT_W: TargetSpec("W", _POWER, signed=True),
+    Target.BATTERY_SETPOINT_RVRT_ENA: TargetSpec("", {"": 1.0}),
+    Target.STORAGE_RVRT_S: TargetSpec("s", _SECONDS),
 }
 """One row per :class:`Target`: its canonical unit, accepted units and sign."""
 

@@ -5,6 +5,23 @@ confirms them. It does not raise for device trouble or a refused value: the outc
 :class:`WriteResult` (``ok=False`` with a ``reason``). Reading devices is
 :mod:`adapters.modbus.reading`.
 
+Fail safe. With ``revert_s``, every setpoint carries the device's own revert timer, written
+just before the setpoint (SunSpec 123 ``WMaxLimPct_RvrtTms``; 704 ``WMaxLimPctRvrtTms`` with
+``WMaxLimPctRvrt = 100 %`` and ``WMaxLimPctEnaRvrt = 1``, and ``WSetRvrtTms`` with ``WSetRvrt
+= 0 W`` and ``WSetEnaRvrt = 1``; 124 ``InOutWRte_RvrtTms``; the vendor battery map's
+``WatchdogTimeout``): each write restarts it, so while the controller writes every interval the
+setpoint holds, and if the controller dies the device returns by itself to its default (no PV
+limit, an idle battery) after ``revert_s`` seconds. A map without such a field is written as
+before, and the result's ``reason`` says the device would hold the setpoint.
+
+Dead devices. A write that fails on the device (no answer, an exception response, a read-back
+that differs) pauses the writer as reads pause a reader
+(:class:`~adapters.modbus.reading.Backoff`: ``initial_s * factor**(n-1)`` seconds, at most
+``max_s``, after ``n`` failures in a row), on the clock of the setpoints: the start of their
+interval. So the other setpoints of the same tick are refused at once (``skipped``, with the
+reason) instead of each waiting for its own timeout: a dead device costs one timeout per tick.
+A refused value (outside the allow-list or the bounds) is no device failure and pauses nothing.
+
 Sign conventions, stated once:
 
 * BATTERY ``Setpoint.p_w`` [W]: positive = discharge, negative = charge.
@@ -14,13 +31,16 @@ Sign conventions, stated once:
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from adapters.modbus.client import RegisterClient
 from adapters.modbus.errors import AdapterError, CodecError, InvalidArgument, WriteRefused
 from adapters.modbus.fields import encode_field
 from adapters.modbus.image import RegisterImage, plan_reads
+from adapters.modbus.reading import Backoff
 from adapters.modbus.regmap import TARGETS, RegisterField, RegisterMap, Target
 from market.domain import DeviceId, Setpoint, SetpointKind
 from market.units import W, round_half_even
@@ -47,6 +67,11 @@ class WriteResult:
         Fields written and their values, in the field's unit.
     readback : tuple of (str, float or None)
         Fields read back and their values, in the field's unit.
+    revert_s : int or None
+        The revert time [s] written with the setpoint (the device drops the setpoint by itself
+        after that long without a new write); ``None`` when none was written.
+    skipped : bool
+        Not attempted: the writer is paused after failed writes (see the module docstring).
     """
 
     setpoint: Setpoint
@@ -55,6 +80,8 @@ class WriteResult:
     readback_w: W | None = None
     written: tuple[tuple[str, float], ...] = ()
     readback: tuple[tuple[str, float | None], ...] = ()
+    revert_s: int | None = None
+    skipped: bool = False
 
 
 class DeviceWriter:
@@ -75,6 +102,12 @@ class DeviceWriter:
     ``min``/``max``; anything else is a ``WriteResult(ok=False)`` and nothing is sent. After
     writing, the fields are read back: different registers make the result not ok.
 
+    With ``revert_s``, the device's revert timer and its reversion values are written before
+    the setpoint, every time (see the module docstring); a revert time above the timer
+    field's ``max`` is written as that maximum, said in ``reason``. After a device failure,
+    writes are skipped for the :class:`~adapters.modbus.reading.Backoff` pause, on the clock
+    of the setpoints' interval starts.
+
     Parameters
     ----------
     device_id : DeviceId
@@ -86,11 +119,16 @@ class DeviceWriter:
     rated_w : int, optional
         The inverter's rating [W], the 100 % of ``w_max_lim_pct``; read from the device when
         not given.
+    revert_s : float, optional
+        The device's revert time [s], written (rounded up to whole seconds) with every
+        setpoint; about two market intervals. ``None`` writes no revert timer.
+    backoff : Backoff, optional
+        Pauses after failed writes (the readers' default policy when not given).
 
     Raises
     ------
     InvalidArgument
-        ``rated_w <= 0``.
+        ``rated_w <= 0`` or ``revert_s <= 0``.
     """
 
     def __init__(
@@ -100,14 +138,28 @@ class DeviceWriter:
         register_map: RegisterMap,
         *,
         rated_w: int | None = None,
+        revert_s: float | None = None,
+        backoff: Backoff | None = None,
     ) -> None:
         if rated_w is not None and rated_w <= 0:
             msg = f"rated_w must be > 0 W, got {rated_w}"
+            raise InvalidArgument(msg)
+        if revert_s is not None and not (math.isfinite(revert_s) and revert_s > 0):
+            msg = f"revert_s must be > 0 s, got {revert_s}"
             raise InvalidArgument(msg)
         self.device_id = device_id
         self.client = client
         self.register_map = register_map
         self.rated_w = rated_w
+        self.revert_s = revert_s
+        self.backoff = backoff or Backoff()
+        self._longest_pause = timedelta(seconds=self.backoff.max_s)
+        self.failures = 0
+        """Failed writes in a row."""
+        self.paused_until: datetime | None = None
+        """No write is attempted for setpoints of intervals starting before this (UTC)."""
+        self.last_error = ""
+        """Reason of the last failed write."""
 
     def __repr__(self) -> str:
         return f"DeviceWriter({self.device_id!r}, map={self.register_map.name!r})"
@@ -123,27 +175,53 @@ class DeviceWriter:
         Returns
         -------
         WriteResult
-            ``ok=True`` only when the device holds exactly what was written.
+            ``ok=True`` only when the device holds exactly what was written; ``skipped``
+            when the writer is paused after failed writes.
         """
+        now = setpoint.interval.start
+        paused = self.paused_until
+        # A pause longer than any backoff means the setpoints went back in time: ignore it.
+        if paused is not None and timedelta(0) < paused - now <= self._longest_pause:
+            n = self.failures
+            reason = (
+                f"skipped: writes paused after {n} failure{'s' if n != 1 else ''} until "
+                f"{paused.isoformat()} (last error: {self.last_error})"
+            )
+            LOGGER.info("%s: setpoint %s %d W %s", self.device_id, setpoint.kind.value,
+                        setpoint.p_w, reason)  # fmt: skip
+            return WriteResult(setpoint=setpoint, ok=False, reason=reason, skipped=True)
         log: list[tuple[str, float]] = []
         try:
-            return self._apply(setpoint, log)
-        except (WriteRefused, CodecError) as exc:
+            result = self._apply(setpoint, log)
+        except (WriteRefused, CodecError) as exc:  # nothing wrong with the device
             reason = f"refused: {exc}"
         except AdapterError as exc:
-            reason = f"device error: {exc}"
-        except Exception as exc:  # a RegisterClient that does not wrap its errors
+            reason = self._failed(now, f"device error: {exc}")
+        except Exception as exc:  # a bug (the client lets it escape): the cycle's boundary
             LOGGER.exception(
-                "%s: unexpected error writing setpoint %s %d W for %s",
+                "%s: bug (%s) while writing setpoint %s %d W for %s",
                 self.device_id,
+                type(exc).__name__,
                 setpoint.kind.value,
                 setpoint.p_w,
                 setpoint.interval.label(),
             )
-            reason = f"unexpected {type(exc).__name__}: {exc}"
+            reason = self._failed(now, f"unexpected {type(exc).__name__}: {exc}")
+        else:
+            self.failures = 0
+            self.paused_until = None
+            return result
         LOGGER.warning("%s: setpoint %s %d W not applied: %s", self.device_id,
                        setpoint.kind.value, setpoint.p_w, reason)  # fmt: skip
         return WriteResult(setpoint=setpoint, ok=False, reason=reason, written=tuple(log))
+
+    def _failed(self, now: datetime, error: str) -> str:
+        """Count a device failure and pause; return the reason to report."""
+        self.failures += 1
+        delay = self.backoff.delay_s(self.failures)
+        self.paused_until = now + timedelta(seconds=delay)
+        self.last_error = error
+        return f"{error}; writes paused for {delay:g} s"
 
     # -- the two kinds ------------------------------------------------------------------
 
@@ -178,21 +256,28 @@ class DeviceWriter:
         self._check_range(pct_field, pct)
         if ena_field is not None:
             self._check_range(ena_field, 1)
-        targets = [pct_field] if ena_field is None else [pct_field, ena_field]
-        image = self._read(targets)  # current values and the scale factors
-        written = {pct_field.name: self._write(pct_field, pct, image, log)}
+        revert, revert_s, revert_note = self._revert_plan(
+            Target.W_MAX_LIM_RVRT_S,
+            ((Target.W_MAX_LIM_RVRT_PCT, 100.0), (Target.W_MAX_LIM_RVRT_ENA, 1.0)),
+        )
+        # The revert timer first: the device never holds a limit that would not revert.
+        plan = [*revert, (pct_field, pct)]
         if ena_field is not None:
-            written[ena_field.name] = self._write(ena_field, 1, image, log)
+            plan.append((ena_field, 1.0))
+        targets = [f for f, _ in plan]
+        image = self._read(targets)  # current values and the scale factors
+        written = {f.name: self._write(f, value, image, log) for f, value in plan}
         back = self._read(targets)
         readback = self._confirm(targets, written, back)
         pct_back = back.canonical(pct_field)
         return WriteResult(
             setpoint=setpoint,
             ok=True,
-            reason=note,
+            reason="; ".join(n for n in (note, revert_note) if n),
             readback_w=None if pct_back is None else W(round_half_even(pct_back * w_max / 100)),
             written=tuple(log),
             readback=readback,
+            revert_s=revert_s,
         )
 
     def _battery(self, setpoint: Setpoint, log: list[tuple[str, float]]) -> WriteResult:
@@ -217,24 +302,31 @@ class DeviceWriter:
         for gate in gates:
             self._check_range(gate, 1)
         self._check_rating(fld, setpoint.p_w)
-        targets = [fld, *gates]
+        revert, revert_s, revert_note = self._revert_plan(
+            Target.BATTERY_SETPOINT_RVRT_S,
+            ((Target.BATTERY_SETPOINT_RVRT_W, 0.0), (Target.BATTERY_SETPOINT_RVRT_ENA, 1.0)),
+        )
+        # Mode first, then the revert timer, the value, then the enable: the device never
+        # acts on a half-made command, nor on one that would not revert.
+        plan: list[tuple[RegisterField, float]] = [
+            (g, 1.0) for g in gates if g.target is Target.BATTERY_SETPOINT_MODE
+        ]
+        plan += [*revert, (fld, setpoint.p_w)]
+        plan += [(g, 1.0) for g in gates if g.target is Target.BATTERY_SETPOINT_ENA]
+        targets = [f for f, _ in plan]
         image = self._read(targets)
-        # Mode first, then the value, then the enable: the device never acts on a half-made
-        # command.
-        order = [g for g in gates if g.target is Target.BATTERY_SETPOINT_MODE]
-        order += [fld] + [g for g in gates if g.target is Target.BATTERY_SETPOINT_ENA]
-        written = {
-            f.name: self._write(f, setpoint.p_w if f is fld else 1, image, log) for f in order
-        }
+        written = {f.name: self._write(f, value, image, log) for f, value in plan}
         back = self._read(targets)
         readback = self._confirm(targets, written, back)
         value = back.canonical(fld)
         return WriteResult(
             setpoint=setpoint,
             ok=True,
+            reason=revert_note,
             readback_w=None if value is None else W(round_half_even(value)),
             written=tuple(log),
             readback=readback,
+            revert_s=revert_s,
         )
 
     def _battery_rates(self, setpoint: Setpoint, log: list[tuple[str, float]]) -> WriteResult:
@@ -261,23 +353,68 @@ class DeviceWriter:
         self._check_range(discharge, pct)
         self._check_range(charge, -pct)
         self._check_range(mode, 3)
-        targets = [charge, discharge, mode]
+        revert, revert_s, revert_note = self._revert_plan(Target.STORAGE_RVRT_S, ())
+        plan = [*revert, (charge, -pct), (discharge, pct), (mode, 3.0)]
+        targets = [f for f, _ in plan]
         image = self._read(targets)
-        written = {
-            charge.name: self._write(charge, -pct, image, log),
-            discharge.name: self._write(discharge, pct, image, log),
-            mode.name: self._write(mode, 3, image, log),
-        }
+        written = {f.name: self._write(f, value, image, log) for f, value in plan}
         back = self._read(targets)
         readback = self._confirm(targets, written, back)
         pct_back = back.canonical(discharge)
         return WriteResult(
             setpoint=setpoint,
             ok=True,
+            reason=revert_note,
             readback_w=None if pct_back is None else W(round_half_even(pct_back * w_max / 100)),
             written=tuple(log),
             readback=readback,
+            revert_s=revert_s,
         )
+
+    def _revert_plan(
+        self, timer: Target, values: Sequence[tuple[Target, float]]
+    ) -> tuple[list[tuple[RegisterField, float]], int | None, str]:
+        """The fields that arm the device's revert timer, their values, and a note.
+
+        ``values`` are the reversion values (written where the map has them), then the
+        timer gets ``ceil(revert_s)`` seconds (at most its field's ``max``, said in the note).
+
+        Returns
+        -------
+        list of (RegisterField, float)
+            Fields and canonical values, in write order (empty without ``revert_s`` or a
+            timer field).
+        int or None
+            The revert time [s] to write.
+        str
+            A note for the result's reason (``""`` if nothing to say).
+        """
+        if self.revert_s is None:
+            return [], None, ""
+        if self.register_map.for_target(timer) is None:
+            note = (
+                f"no revert timer ({timer.value}) in {self.register_map.name!r}: the device "
+                "holds this setpoint if the controller stops"
+            )
+            return [], None, note
+        plan: list[tuple[RegisterField, float]] = []
+        for target, value in values:
+            if self.register_map.for_target(target) is not None:
+                fld = self._writable(target)
+                self._check_range(fld, value)
+                plan.append((fld, value))
+        timer_field = self._writable(timer)
+        seconds = max(1, math.ceil(self.revert_s))
+        note = ""
+        if timer_field.max is not None and seconds > timer_field.max:
+            note = (
+                f"revert time {seconds} s is beyond {timer_field.name} max "
+                f"{timer_field.max:g} s: written as {timer_field.max:g} s"
+            )
+            seconds = math.floor(timer_field.max)
+        self._check_range(timer_field, seconds)
+        plan.append((timer_field, float(seconds)))
+        return plan, seconds, note
 
     def _check_rating(self, fld: RegisterField, p_w: float) -> None:
         """Refuse a battery power beyond the device's charge/discharge rating.

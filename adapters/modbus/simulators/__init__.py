@@ -31,6 +31,13 @@ every request with exception code 4 (server device failure), ``"corrupt"`` garbl
 :meth:`~DeviceSimulator.start` brings the device back on the same port. Writes to registers
 outside the map's writable fields are answered with exception code 2, as a real device does.
 
+Revert timers (fail safe): a setpoint written with its revert timer (SunSpec 123
+``WMaxLimPct_RvrtTms``, 704 ``WMaxLimPctRvrtTms`` and ``WSetRvrtTms``, 124
+``InOutWRte_RvrtTms``, the vendor battery's ``WatchdogTimeout``) holds only while a client
+keeps rewriting it: the device's own clock (``revert_clock``, monotonic seconds by default,
+injectable for tests) runs the timer out and the device returns to its default (no PV limit,
+an idle battery); see :mod:`adapters.modbus.simulators.base`.
+
 ==================  =================================================================
 module              holds
 ==================  =================================================================

@@ -8,6 +8,18 @@ clock: :meth:`DeviceSimulator.advance` integrates the power in force from the pr
 to ``to`` into the energy counters (in steps of at most ``max_step_s``, with the profile at
 each step's midpoint and the setpoints as written now), then publishes the registers for
 ``to``. The physics of each kind of device is in :mod:`adapters.modbus.simulators.devices`.
+
+Revert timers. A real inverter or battery drops a setpoint by itself when nobody refreshes
+it (SunSpec 123 ``WMaxLimPct_RvrtTms``, 704 ``WMaxLimPctRvrtTms`` and ``WSetRvrtTms``, 124
+``InOutWRte_RvrtTms``, a vendor watchdog register): so does a simulator. A client's write
+of a guarded control register (the setpoint, its enable or mode, or the timer itself) starts
+the timer; once the timer's value [s] has passed on :attr:`DeviceSimulator.revert_clock`
+without another such write, the device puts its defaults back (the subclass says which).
+A timer of 0 (the start value) never runs out. These are seconds of the device's own clock
+(``time.monotonic`` unless another is given, e.g. a fake for unit tests), not the simulated
+time of :meth:`DeviceSimulator.advance`: the timers are checked before every request is
+answered, at every :meth:`~DeviceSimulator.advance` and whenever the simulator's Python
+properties look at a setpoint, so no client can see a setpoint that should have reverted.
 """
 
 from __future__ import annotations
@@ -16,7 +28,8 @@ import math
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Self, TypedDict
@@ -52,6 +65,33 @@ class SimOptions(TypedDict, total=False):
     start_at: datetime | None
     max_step_s: float
     info: Mapping[str, Value] | None
+    revert_clock: Callable[[], float] | None
+
+
+@dataclass(eq=False, slots=True)
+class RevertTimer:
+    """One control function's revert timer (see the module docstring).
+
+    Parameters
+    ----------
+    timer : RegisterField
+        The field holding the revert time [s] (canonical unit of its target).
+    guarded : frozenset of int
+        Holding register addresses whose write (re)starts the timer.
+    revert : callable
+        Puts the function's defaults back into the registers.
+    started_at : float or None
+        :attr:`DeviceSimulator.revert_clock` reading [s] of the last guarded write;
+        ``None`` when not running.
+    reverts : int
+        How often it ran out.
+    """
+
+    timer: RegisterField
+    guarded: frozenset[int]
+    revert: Callable[[], None]
+    started_at: float | None = None
+    reverts: int = 0
 
 
 class DeviceSimulator:
@@ -85,6 +125,9 @@ class DeviceSimulator:
         Longest integration step [s].
     info : Mapping[str, value], optional
         Extra fields to set, by field name, in the field's unit (``{"1.Mn": "ACME"}``).
+    revert_clock : callable, optional
+        The device's own clock for its revert timers, in seconds (``time.monotonic`` by
+        default; a fake clock in unit tests).
 
     Raises
     ------
@@ -106,6 +149,7 @@ class DeviceSimulator:
         start_at: datetime | None = None,
         max_step_s: float = 60.0,
         info: Mapping[str, Value] | None = None,
+        revert_clock: Callable[[], float] | None = None,
     ) -> None:
         self.register_map = (
             load_register_map(register_map) if isinstance(register_map, str) else register_map
@@ -132,6 +176,10 @@ class DeviceSimulator:
             a for f in self.register_map.writable_fields for a in range(f.address, f.end)
         )
         self._behaviour = Behaviour(writable)
+        self.revert_clock: Callable[[], float] = revert_clock or time.monotonic
+        self.revert_timers: list[RevertTimer] = []
+        self._behaviour.before = self.check_revert_timers
+        self._behaviour.on_write = self._written
         self._name = f"modbus-sim-{type(self).__name__}"
         self._databank = Databank(error_on_missing_slave=True)
         self._server = SimTcpServer(host, port or 0, self._databank, self._behaviour, self._name)
@@ -436,6 +484,52 @@ class DeviceSimulator:
         value = decode_field(fld, self._registers(fld), self._scale_factor(fld))
         return None if value is None or isinstance(value, str) else fld.to_canonical(value)
 
+    # -- revert timers ----------------------------------------------------------------------
+
+    def _add_revert_timer(
+        self, timer: Target, guarded: Iterable[Target], revert: Callable[[], None]
+    ) -> None:
+        """Give the function of ``guarded`` its revert timer, if the map has ``timer``."""
+        fld = self._target(timer, required=False)
+        if fld is None:
+            return
+        flds = [fld, *(self._target(t, required=False) for t in guarded)]
+        addresses = frozenset(a for f in flds if f is not None for a in range(f.address, f.end))
+        self.revert_timers.append(RevertTimer(fld, addresses, revert))
+        self._set_target(timer, 0)  # no reversion until a client sets a time
+
+    def _written(self, addresses: range) -> None:
+        """A client wrote ``addresses``: (re)start the timers that guard them."""
+        with self._lock:
+            now = self.revert_clock()
+            for timer in self.revert_timers:
+                if not timer.guarded.isdisjoint(addresses):
+                    timer.started_at = now
+
+    def check_revert_timers(self) -> tuple[str, ...]:
+        """Revert every function whose timer has run out; run before anyone looks.
+
+        Returns
+        -------
+        tuple of str
+            Names of the timer fields that ran out now (usually none).
+        """
+        fired: list[str] = []
+        with self._lock, self._slave._data_lock:
+            now = self.revert_clock()
+            for timer in self.revert_timers:
+                if timer.started_at is None:
+                    continue
+                seconds = self._get_target(timer.timer.target) if timer.timer.target else None
+                if seconds is None or seconds <= 0:
+                    continue
+                if now - timer.started_at >= seconds:
+                    timer.revert()
+                    timer.started_at = None
+                    timer.reverts += 1
+                    fired.append(timer.timer.name)
+        return tuple(fired)
+
     # -- time -----------------------------------------------------------------------------
 
     @property
@@ -462,6 +556,7 @@ class DeviceSimulator:
         # Holding the unit's data lock makes the update atomic for requests: a read never
         # sees the new power next to the old counter.
         with self._lock, self._slave._data_lock:
+            self.check_revert_timers()
             if self._time is not None:
                 if to < self._time:
                     msg = f"simulated time only moves forward: {to} < {self._time}"
@@ -487,4 +582,4 @@ class DeviceSimulator:
         raise NotImplementedError
 
 
-__all__ = ["START_TIMEOUT_S", "DeviceSimulator", "SimOptions"]
+__all__ = ["START_TIMEOUT_S", "DeviceSimulator", "RevertTimer", "SimOptions"]

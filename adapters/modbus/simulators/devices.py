@@ -2,11 +2,15 @@
 
 * :class:`PVInverterSim`: SunSpec inverter (``sunspec_inverter``: models 1, 103, 120, 123;
   ``sunspec_der_inverter``: 1, 701, 702, 704); produces ``min(profile(t), rating, limit)``
-  where the limit is what a client wrote to WMaxLimPct and its enable.
+  where the limit is what a client wrote to WMaxLimPct and its enable; the limit reverts
+  when its revert timer runs out.
 * :class:`LoadMeterSim`: SDM630-style meter (``sdm630``) or SunSpec meter (``sunspec_meter``)
   of a load or a prosumer's net connection.
 * :class:`BatterySim`: follows the written setpoint (vendor ``battery`` map, SunSpec 704 WSet,
-  or SunSpec 124 rates) within its power and SoC limits; its state of charge moves.
+  or SunSpec 124 rates) within its power and SoC limits; its state of charge moves; the
+  setpoint reverts to idle when its watchdog (revert timer) runs out.
+
+Revert timers are explained in :mod:`adapters.modbus.simulators.base`.
 """
 
 from __future__ import annotations
@@ -28,6 +32,13 @@ class PVInverterSim(DeviceSimulator):
     ``w_max_lim_ena`` is 1 (or always, if the map has no enable field). Registers: power
     (``p_w``, GRID sign, so negative while producing), lifetime energy
     (``export_wh_total``), rating (``w_max``) and the control fields.
+
+    Revert: when ``w_max_lim_rvrt_s`` (123 WMaxLimPct_RvrtTms, 704 WMaxLimPctRvrtTms) is
+    above 0 and that many seconds pass without a write of the limit, its enable or the
+    timer, the limit takes its reversion values: ``w_max_lim_pct`` becomes
+    ``w_max_lim_rvrt_pct`` (704 WMaxLimPctRvrt; 100 % where the map has none) and
+    ``w_max_lim_ena`` becomes ``w_max_lim_rvrt_ena`` (704 WMaxLimPctEnaRvrt; 0, no limit,
+    where the map has none). Both start as 100 % and 0: the inverter runs free.
 
     Parameters
     ----------
@@ -79,12 +90,26 @@ class PVInverterSim(DeviceSimulator):
         self._set_target(Target.W_MAX, self.rated_w)
         self._set_target(Target.W_MAX_LIM_PCT, 100.0)
         self._set_target(Target.W_MAX_LIM_ENA, 0)
+        self._set_target(Target.W_MAX_LIM_RVRT_PCT, 100.0)
+        self._set_target(Target.W_MAX_LIM_RVRT_ENA, 0)
+        self._add_revert_timer(
+            Target.W_MAX_LIM_RVRT_S,
+            (Target.W_MAX_LIM_PCT, Target.W_MAX_LIM_ENA),
+            self._revert_limit,
+        )
         self._publish(self._time)
+
+    def _revert_limit(self) -> None:
+        pct = self._get_target(Target.W_MAX_LIM_RVRT_PCT)
+        enable = self._get_target(Target.W_MAX_LIM_RVRT_ENA)
+        self._set_target(Target.W_MAX_LIM_PCT, 100.0 if pct is None else pct)
+        self._set_target(Target.W_MAX_LIM_ENA, 0 if enable is None else enable)
 
     @property
     def limit_w(self) -> float:
         """The production limit [W] in force, from the control registers."""
         with self._lock:
+            self.check_revert_timers()
             enabled = self._get_target(Target.W_MAX_LIM_ENA)
             has_enable = self.register_map.for_target(Target.W_MAX_LIM_ENA) is not None
             if has_enable and enabled != 1:
@@ -180,8 +205,17 @@ class BatterySim(DeviceSimulator):
     The power is clipped to ``+-max_p_w``; discharging stops at ``min_soc_percent``,
     charging at ``max_soc_percent``. Losses are not modelled (round-trip efficiency 1).
     Registers: power (``p_w``, GRID sign: discharging is negative), SoC, charged energy
-    (``import_wh_total``), discharged energy (``export_wh_total``), and the ratings
-    (``storage_w_max``, ``w_charge_max``, ``w_discharge_max``, ``w_max``) where the map has them.
+    (``import_wh_total``), discharged energy (``export_wh_total``), the ratings
+    (``storage_w_max``, ``w_charge_max``, ``w_discharge_max``, ``w_max``: ``max_p_w``) and the
+    usable capacity (``capacity_wh``: ``capacity_wh``) where the map has them.
+
+    Revert (watchdog): when ``battery_setpoint_rvrt_s`` (704 WSetRvrtTms, the vendor map's
+    WatchdogTimeout) is above 0 and that many seconds pass without a write of the setpoint,
+    its mode or enable, or the timer, ``battery_setpoint_w`` becomes
+    ``battery_setpoint_rvrt_w`` (704 WSetRvrt; 0 W where the map has none) and
+    ``battery_setpoint_ena`` becomes ``battery_setpoint_rvrt_ena`` (704 WSetEnaRvrt; 0). With
+    the 124 rates, ``storage_rvrt_s`` (InOutWRte_RvrtTms) running out puts the rates back to
+    100 % and ``storage_control_mode`` to 0. Either way the battery idles.
 
     Parameters
     ----------
@@ -259,7 +293,32 @@ class BatterySim(DeviceSimulator):
         self._set_target(Target.STORAGE_CHARGE_PCT, 100)
         self._set_target(Target.STORAGE_DISCHARGE_PCT, 100)
         self._set_target(Target.STORAGE_CONTROL_MODE, 0)
+        self._set_scale_factor(Target.CAPACITY_WH, self.capacity_wh)
+        self._set_target(Target.CAPACITY_WH, self.capacity_wh)
+        self._set_target(Target.BATTERY_SETPOINT_RVRT_W, 0)
+        self._set_target(Target.BATTERY_SETPOINT_RVRT_ENA, 0)
+        self._add_revert_timer(
+            Target.BATTERY_SETPOINT_RVRT_S,
+            (Target.BATTERY_SETPOINT_W, Target.BATTERY_SETPOINT_ENA, Target.BATTERY_SETPOINT_MODE),
+            self._revert_setpoint,
+        )
+        self._add_revert_timer(
+            Target.STORAGE_RVRT_S,
+            (Target.STORAGE_CHARGE_PCT, Target.STORAGE_DISCHARGE_PCT, Target.STORAGE_CONTROL_MODE),
+            self._revert_rates,
+        )
         self._publish(self._time)
+
+    def _revert_setpoint(self) -> None:
+        p_w = self._get_target(Target.BATTERY_SETPOINT_RVRT_W)
+        enable = self._get_target(Target.BATTERY_SETPOINT_RVRT_ENA)
+        self._set_target(Target.BATTERY_SETPOINT_W, 0.0 if p_w is None else p_w)
+        self._set_target(Target.BATTERY_SETPOINT_ENA, 0 if enable is None else enable)
+
+    def _revert_rates(self) -> None:
+        self._set_target(Target.STORAGE_CHARGE_PCT, 100)
+        self._set_target(Target.STORAGE_DISCHARGE_PCT, 100)
+        self._set_target(Target.STORAGE_CONTROL_MODE, 0)
 
     @property
     def soc_percent(self) -> float:
@@ -270,6 +329,7 @@ class BatterySim(DeviceSimulator):
     def setpoint_w(self) -> float:
         """The power [W] a client asks for (positive = discharge), before SoC limits."""
         with self._lock:
+            self.check_revert_timers()
             if self._rates:
                 return self._rate_setpoint_w()
             for gate in (Target.BATTERY_SETPOINT_ENA, Target.BATTERY_SETPOINT_MODE):

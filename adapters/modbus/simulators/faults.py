@@ -9,7 +9,10 @@ One :class:`Behaviour` per simulator, shared by its TCP and RTU servers
   altered; RTU: a flipped bit, so a bad CRC);
 * writes to registers outside the map's writable fields are answered with exception code 2
   (illegal data address), writes of coils and combined read/writes with code 1, as a real
-  device does.
+  device does;
+* the simulator's own hooks: :attr:`Behaviour.before` runs before every request is answered
+  (the device's revert timers run out there), :attr:`Behaviour.on_write` after every
+  accepted register write, with the addresses written (a write refreshes a revert timer).
 """
 
 from __future__ import annotations
@@ -50,6 +53,10 @@ class Behaviour:
         self.writable = writable
         self.fault = SimFault.NONE
         self.delay_s = 1.0
+        self.before: Callable[[], object] | None = None
+        """Called before a request is answered (not for dropped or malformed ones)."""
+        self.on_write: Callable[[range], None] | None = None
+        """Called after a register write was accepted, with the addresses written."""
 
     def handle(self, request: bytes, query: Any, library: Callable[[bytes], bytes]) -> bytes:  # noqa: ANN401
         """The answer to ``request`` (``b""`` for none).
@@ -84,31 +91,51 @@ class Behaviour:
                     bytes([function | EXCEPTION_FLAG, ExceptionCode.SERVER_DEVICE_FAILURE])
                 )
             )
+        if self.before is not None:
+            self.before()
         refusal = self._refuse_write(function, pdu)
         if refusal:
             return bytes(query.build_response(bytes([function | EXCEPTION_FLAG, refusal])))
         response = library(request)
+        written = _written(function, pdu)
+        if written is not None and self.on_write is not None and _accepted(response, query):
+            self.on_write(written)
         if fault is SimFault.CORRUPT and response:
             response = corrupt(response, rtu=isinstance(query, modbus_rtu.RtuQuery))
         return response
 
     def _refuse_write(self, function: int, pdu: bytes) -> int:
-        if function == FunctionCode.WRITE_SINGLE_REGISTER:
-            (address,) = struct.unpack(">H", pdu[1:3])
-            addresses = range(address, address + 1)
-        elif function == FunctionCode.WRITE_MULTIPLE_REGISTERS:
-            address, count = struct.unpack(">HH", pdu[1:5])
-            addresses = range(address, address + count)
-        elif function in {
+        if function in {
             FunctionCode.WRITE_SINGLE_COIL,
             FunctionCode.WRITE_MULTIPLE_COILS,
             FunctionCode.MASK_WRITE_REGISTER,
             FunctionCode.READ_WRITE_MULTIPLE_REGISTERS,
         }:
             return ExceptionCode.ILLEGAL_FUNCTION
-        else:
+        addresses = _written(function, pdu)
+        if addresses is None:
             return 0
         return 0 if set(addresses) <= self.writable else ExceptionCode.ILLEGAL_DATA_ADDRESS
+
+
+def _written(function: int, pdu: bytes) -> range | None:
+    """The holding registers a write request addresses (``None`` for other requests)."""
+    try:
+        if function == FunctionCode.WRITE_SINGLE_REGISTER:
+            (address,) = struct.unpack(">H", pdu[1:3])
+            return range(address, address + 1)
+        if function == FunctionCode.WRITE_MULTIPLE_REGISTERS:
+            address, count = struct.unpack(">HH", pdu[1:5])
+            return range(address, address + count)
+    except struct.error:  # a short request: the library answers it with an exception
+        return None
+    return None
+
+
+def _accepted(response: bytes, query: Any) -> bool:  # noqa: ANN401 - a modbus_tk Query
+    """Whether ``response`` is a normal answer (not an exception response, not silence)."""
+    at = 1 if isinstance(query, modbus_rtu.RtuQuery) else 7  # RTU: unit id; TCP: MBAP header
+    return len(response) > at and not response[at] & EXCEPTION_FLAG
 
 
 def corrupt(response: bytes, *, rtu: bool) -> bytes:

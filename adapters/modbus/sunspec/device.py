@@ -239,6 +239,13 @@ _METER = (
     Source(Target.EXPORT_WH_TOTAL, "TotWhExp"),
 )
 
+_MAX_RVRT_S = 172800
+"""Longest revert time [s] PeerGrid writes to a 32-bit SunSpec timer: two of the longest
+market interval (a day)."""
+
+_MAX_RVRT16_S = 65534
+"""Longest revert time [s] in a 16-bit SunSpec timer (65535 means "not implemented")."""
+
 TARGET_SOURCES: tuple[tuple[tuple[int, tuple[Source, ...]], ...], ...] = (
     # Power and energy counters. Inverter and DER power is positive for production:
     # inverted to the GRID convention. Meter power (201-204, 211-214) is positive for import.
@@ -256,24 +263,42 @@ TARGET_SOURCES: tuple[tuple[tuple[int, tuple[Source, ...]], ...], ...] = (
         (120, (Source(Target.W_MAX, "WRtg"),)),
         (702, (Source(Target.W_MAX, "WMaxRtg"),)),
     ),
-    # Active power limit (PV curtailment).
+    # Active power limit (PV curtailment), with its revert timer: the device drops the limit
+    # by itself when the controller stops refreshing it.
     (
         (704, (Source(Target.W_MAX_LIM_PCT, "WMaxLimPct", writable=True, min=0, max=100),
-               Source(Target.W_MAX_LIM_ENA, "WMaxLimPctEna", writable=True, min=0, max=1))),
+               Source(Target.W_MAX_LIM_ENA, "WMaxLimPctEna", writable=True, min=0, max=1),
+               Source(Target.W_MAX_LIM_RVRT_PCT, "WMaxLimPctRvrt", writable=True, min=0,
+                      max=100),
+               Source(Target.W_MAX_LIM_RVRT_ENA, "WMaxLimPctEnaRvrt", writable=True, min=0,
+                      max=1),
+               Source(Target.W_MAX_LIM_RVRT_S, "WMaxLimPctRvrtTms", writable=True, min=0,
+                      max=_MAX_RVRT_S))),
         (123, (Source(Target.W_MAX_LIM_PCT, "WMaxLimPct", writable=True, min=0, max=100),
-               Source(Target.W_MAX_LIM_ENA, "WMaxLim_Ena", writable=True, min=0, max=1))),
+               Source(Target.W_MAX_LIM_ENA, "WMaxLim_Ena", writable=True, min=0, max=1),
+               Source(Target.W_MAX_LIM_RVRT_S, "WMaxLimPct_RvrtTms", writable=True, min=0,
+                      max=_MAX_RVRT16_S))),
     ),
     # Storage power: a signed watt setpoint (704 WSet, positive = discharge) or the two rates
     # of 124 (InWRte/OutWRte, percent of WChaMax, with StorCtl_Mod).
     (
         (704, (Source(Target.BATTERY_SETPOINT_W, "WSet", writable=True),
                Source(Target.BATTERY_SETPOINT_ENA, "WSetEna", writable=True, min=0, max=1),
-               Source(Target.BATTERY_SETPOINT_MODE, "WSetMod", writable=True, min=1, max=1))),
+               Source(Target.BATTERY_SETPOINT_MODE, "WSetMod", writable=True, min=1, max=1),
+               Source(Target.BATTERY_SETPOINT_RVRT_W, "WSetRvrt", writable=True, min=0, max=0),
+               Source(Target.BATTERY_SETPOINT_RVRT_ENA, "WSetEnaRvrt", writable=True, min=0,
+                      max=1),
+               Source(Target.BATTERY_SETPOINT_RVRT_S, "WSetRvrtTms", writable=True, min=0,
+                      max=_MAX_RVRT_S))),
         (124, (Source(Target.STORAGE_CHARGE_PCT, "InWRte", writable=True, min=-100, max=100),
                Source(Target.STORAGE_DISCHARGE_PCT, "OutWRte", writable=True, min=-100, max=100),
                Source(Target.STORAGE_CONTROL_MODE, "StorCtl_Mod", writable=True, min=0, max=3),
-               Source(Target.STORAGE_W_MAX, "WChaMax"))),
+               Source(Target.STORAGE_W_MAX, "WChaMax"),
+               Source(Target.STORAGE_RVRT_S, "InOutWRte_RvrtTms", writable=True, min=0,
+                      max=_MAX_RVRT16_S))),
     ),
+    # A battery's usable energy capacity.
+    ((802, (Source(Target.CAPACITY_WH, "WHRtg"),)), (120, (Source(Target.CAPACITY_WH, "WHRtg"),))),
     # Battery power ratings, the dynamic bounds of a watt setpoint.
     (
         (802, (Source(Target.W_CHARGE_MAX, "WChaRteMax"),

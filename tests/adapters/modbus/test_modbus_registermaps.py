@@ -46,7 +46,13 @@ def test_sunspec_inverter_map():
     )
     assert m.scale_factor_of(pct).name == "123.WMaxLimPct_SF"
     assert m.for_target(Target.W_MAX_LIM_ENA).writable
-    assert {f.name for f in m.writable_fields} == {"123.WMaxLimPct", "123.WMaxLim_Ena"}
+    assert {f.name for f in m.writable_fields} == {
+        "123.WMaxLimPct",
+        "123.WMaxLim_Ena",
+        "123.WMaxLimPct_RvrtTms",
+    }
+    timer = m.for_target(Target.W_MAX_LIM_RVRT_S)
+    assert (timer.name, timer.unit, timer.max) == ("123.WMaxLimPct_RvrtTms", "s", 65534)
     assert m.field("SunS").expect == "SunS"
     assert m.field("SunS").expected_registers() == [0x5375, 0x6E53]
     assert [f.expect for f in m.identity_fields if f.name.endswith(".ID")] == [

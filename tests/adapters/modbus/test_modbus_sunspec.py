@@ -334,7 +334,11 @@ def test_generated_maps_feed_the_canonical_targets_from_one_table():
     )
     assert inv.for_target(Target.EXPORT_WH_TOTAL).name == "103.WH"
     assert inv.for_target(Target.W_MAX).name == "120.WRtg"
-    assert {f.name for f in inv.writable_fields} == {"123.WMaxLimPct", "123.WMaxLim_Ena"}
+    assert {f.name for f in inv.writable_fields} == {
+        "123.WMaxLimPct",
+        "123.WMaxLim_Ena",
+        "123.WMaxLimPct_RvrtTms",
+    }
     der = sunspec.declared_device([1, 701, 702, 704, 802]).register_map("der")
     assert der.for_target(Target.P_W).name == "701.W"
     assert der.for_target(Target.IMPORT_WH_TOTAL).name == "701.TotWhAbs"
@@ -343,6 +347,10 @@ def test_generated_maps_feed_the_canonical_targets_from_one_table():
     assert der.for_target(Target.W_MAX_LIM_ENA).name == "704.WMaxLimPctEna"
     assert der.for_target(Target.BATTERY_SETPOINT_W).name == "704.WSet"
     assert der.for_target(Target.W_DISCHARGE_MAX).name == "802.WDisChaRteMax"
+    assert der.for_target(Target.CAPACITY_WH).name == "802.WHRtg"
+    assert der.for_target(Target.W_MAX_LIM_RVRT_S).name == "704.WMaxLimPctRvrtTms"
+    assert der.for_target(Target.W_MAX_LIM_RVRT_ENA).name == "704.WMaxLimPctEnaRvrt"
+    assert der.for_target(Target.BATTERY_SETPOINT_RVRT_S).name == "704.WSetRvrtTms"
     both = sunspec.declared_device([1, 103, 123, 704]).register_map("both")
     # One feature, one model: limit and enable never come from different models.
     assert both.for_target(Target.W_MAX_LIM_PCT).name == "704.WMaxLimPct"
@@ -355,7 +363,9 @@ def test_only_targeted_control_points_are_writable():
     der = sunspec.declared_device([1, 701, 702, 704, 802, 124]).register_map("der")
     writable = {f.name for f in der.writable_fields}
     assert writable == {"704.WMaxLimPct", "704.WMaxLimPctEna", "704.WSet", "704.WSetEna",
-                        "704.WSetMod"}  # fmt: skip
+                        "704.WSetMod", "704.WMaxLimPctRvrt", "704.WMaxLimPctEnaRvrt",
+                        "704.WMaxLimPctRvrtTms", "704.WSetRvrt", "704.WSetEnaRvrt",
+                        "704.WSetRvrtTms"}  # fmt: skip
     definition_rw = [p for p in sunspec.model_definition(704).group.points if p.writable]
     assert len(definition_rw) > len(writable)  # the definition allows far more
 

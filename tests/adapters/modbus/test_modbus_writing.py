@@ -151,7 +151,9 @@ def test_unavailable_device_write_is_not_ok():
     fake.set_fault("unavailable")
     result = pv_writer(fake).write(_setpoint("pv", SetpointKind.PV_LIMIT, 1000))
     assert not result.ok
-    assert result.reason == "device error: fake device: unavailable (injected fault)"
+    assert result.reason == (
+        "device error: fake device: unavailable (injected fault); writes paused for 1 s"
+    )
 
 
 # ---------------------------------------------------------------------------- SunSpec control
