@@ -9,6 +9,19 @@ before anything crosses the transformer. Legs of :data:`~market.domain.GRID` and
 are matched last. Each leg climbs at most the depth of the tree, so 10,000 orders on a
 5,000-bus feeder cost milliseconds. Within a bus, legs keep their canonical order, which
 makes the result deterministic.
+
+Money is fixed per leg, then shared over its trades (DESIGN.md section 3):
+
+* a buying leg pays exactly ``ceil(wh * price / 1000)`` of its whole energy, a selling leg
+  receives exactly ``floor(wh * price / 1000)`` (:func:`market.units.buyer_payment`,
+  :func:`market.units.seller_revenue`). One leg is one order, or one GRID or COMMUNITY
+  position, so each order's amount is its formula, rounded once, not a sum of roundings;
+* the leg's amount is split over its trades by largest remainder
+  (:func:`market.units.apportion_exact`): each trade gets its exact value
+  ``wh_t * price / 1000`` rounded down, and the units still missing go to the largest
+  fractional parts, ties to the earlier trade. Every trade amount is therefore its exact value
+  rounded down or up, a trade's buyer and seller amounts differ by the price spread and at
+  most one unit of rounding each, and the trades of a leg sum to the leg to the unit.
 """
 
 from __future__ import annotations
@@ -18,20 +31,83 @@ from dataclasses import dataclass
 from market.domain import COMMUNITY, GRID, BusId, Interval, OrderId, ParticipantId, Trade
 from market.errors import UnbalancedEnergy
 from market.network import NetworkModel
-from market.units import PricePerKwh, Wh, buyer_payment, seller_revenue
+from market.units import (
+    WH_PER_KWH,
+    PricePerKwh,
+    TokenUnits,
+    Wh,
+    apportion_exact,
+    buyer_payment,
+    seller_revenue,
+)
 
 SYSTEM_ACCOUNTS = frozenset({GRID, COMMUNITY})
 
 
 @dataclass(slots=True)
 class Leg:
-    """One side's cleared position in the matching: who, where, how much, at what price."""
+    """One side's cleared position in the matching: who, where, how much, at what price.
+
+    ``remaining_wh`` [Wh] is consumed by :func:`match`; ``price`` is in token base units per
+    kWh.
+    """
 
     participant: ParticipantId
     bus: int
     order_id: OrderId | None
     remaining_wh: int
     price: int
+
+
+@dataclass(slots=True)
+class _Pairing:
+    """A trade before its amounts are known: the two legs (by position) and the energy [Wh]."""
+
+    seller: int
+    buyer: int
+    energy_wh: int
+
+
+def leg_amount(leg: Leg, energy_wh: int, *, buying: bool) -> int:
+    """The exact amount of a whole leg [token base units]: ceil for a buyer, floor for a seller.
+
+    Parameters
+    ----------
+    leg : Leg
+        The leg (its price [token base units / kWh]).
+    energy_wh : int
+        The leg's whole energy [Wh].
+    buying : bool
+        Whether the leg pays (buyer side) or receives (seller side).
+
+    Returns
+    -------
+    int
+        :func:`market.units.buyer_payment` or :func:`market.units.seller_revenue`.
+    """
+    return (buyer_payment if buying else seller_revenue)(energy_wh, leg.price)
+
+
+def split_amount(energies_wh: list[int], price: int, amount: int) -> list[int]:
+    """Share one leg's ``amount`` over its trades by largest remainder, exactly.
+
+    Parameters
+    ----------
+    energies_wh : list of int
+        The leg's trades' energies [Wh], in trade order (the tie-break).
+    price : int
+        The leg's price [token base units / kWh].
+    amount : int
+        The leg's amount [token base units]: the ceiling or the floor of
+        ``sum(energies_wh) * price / 1000``.
+
+    Returns
+    -------
+    list of int
+        Each trade's amount [token base units]: its exact value ``wh * price / 1000`` rounded
+        down or up, summing to ``amount``.
+    """
+    return apportion_exact([wh * price for wh in energies_wh], WH_PER_KWH, amount)
 
 
 def match(
@@ -55,8 +131,10 @@ def match(
     Returns
     -------
     tuple of Trade
-        Each with the seller's and the buyer's price and the exact payments
-        (:func:`market.units.buyer_payment`, :func:`market.units.seller_revenue`).
+        Each with the seller's and the buyer's price and amounts [token base units]: every
+        leg's exact amount (:func:`market.units.buyer_payment` of a buying leg's whole energy,
+        :func:`market.units.seller_revenue` of a selling leg's) split over its trades by
+        largest remainder (:func:`split_amount`), so the trades of a leg sum to its amount.
 
     Raises
     ------
@@ -81,10 +159,13 @@ def match(
         if leg.remaining_wh:
             (system_buys if leg.participant in SYSTEM_ACCOUNTS else buy_at[leg.bus]).append(leg)
 
-    trades: list[Trade] = []
+    legs = [*sellers, *buyers]
+    position = {id(leg): i for i, leg in enumerate(legs)}
+    energy = [leg.remaining_wh for leg in legs]
+    pairings: list[_Pairing] = []
     parent = network.parents()
     for bus in network.bfs_order[::-1].tolist():
-        sells, buys = _pair(interval, names, sell_at[bus], buy_at[bus], trades)
+        sells, buys = _pair(position, sell_at[bus], buy_at[bus], pairings)
         up = int(parent[bus])
         if up >= 0:
             sell_at[up].extend(sells)
@@ -94,26 +175,53 @@ def match(
     root = network.slack
     rest_sells = sell_at[root] + system_sells
     rest_buys = buy_at[root] + system_buys
-    left_sells, left_buys = _pair(interval, names, rest_sells, rest_buys, trades)
+    left_sells, left_buys = _pair(position, rest_sells, rest_buys, pairings)
     if left_sells or left_buys:  # pragma: no cover - excluded by the totals check above
         msg = "matching left energy unpaired"
         raise UnbalancedEnergy(msg)
-    return tuple(trades)
+    amounts = _trade_amounts(legs, energy, len(sellers), pairings)
+    return tuple(
+        _trade(interval, names, legs[p.seller], legs[p.buyer], p.energy_wh, amount)
+        for p, amount in zip(pairings, amounts, strict=True)
+    )
+
+
+def _trade_amounts(
+    legs: list[Leg], energy: list[int], n_sellers: int, pairings: list[_Pairing]
+) -> list[tuple[int, int]]:
+    """(buyer amount, seller amount) of every pairing [token base units], per leg exact."""
+    trades_of: list[list[int]] = [[] for _ in legs]
+    for t, p in enumerate(pairings):
+        trades_of[p.seller].append(t)
+        trades_of[p.buyer].append(t)
+    buyer_amount = [0] * len(pairings)
+    seller_amount = [0] * len(pairings)
+    for i, leg in enumerate(legs):
+        if not trades_of[i]:
+            continue
+        buying = i >= n_sellers
+        shares = split_amount(
+            [pairings[t].energy_wh for t in trades_of[i]],
+            leg.price,
+            leg_amount(leg, energy[i], buying=buying),
+        )
+        for t, share in zip(trades_of[i], shares, strict=True):
+            (buyer_amount if buying else seller_amount)[t] = share
+    return list(zip(buyer_amount, seller_amount, strict=True))
 
 
 def _pair(
-    interval: Interval,
-    names: tuple[BusId, ...],
+    position: dict[int, int],
     sells: list[Leg],
     buys: list[Leg],
-    trades: list[Trade],
+    pairings: list[_Pairing],
 ) -> tuple[list[Leg], list[Leg]]:
     """Pair two queues in order; return what is left of each (one of them is empty)."""
     si = bi = 0
     while si < len(sells) and bi < len(buys):
         s, b = sells[si], buys[bi]
         wh = min(s.remaining_wh, b.remaining_wh)
-        trades.append(_trade(interval, names, s, b, wh))
+        pairings.append(_Pairing(position[id(s)], position[id(b)], wh))
         s.remaining_wh -= wh
         b.remaining_wh -= wh
         if s.remaining_wh == 0:
@@ -123,7 +231,14 @@ def _pair(
     return sells[si:], buys[bi:]
 
 
-def _trade(interval: Interval, names: tuple[BusId, ...], s: Leg, b: Leg, wh: int) -> Trade:
+def _trade(
+    interval: Interval,
+    names: tuple[BusId, ...],
+    s: Leg,
+    b: Leg,
+    wh: int,
+    amounts: tuple[int, int],
+) -> Trade:
     return Trade(
         interval=interval,
         seller=s.participant,
@@ -135,6 +250,6 @@ def _trade(interval: Interval, names: tuple[BusId, ...], s: Leg, b: Leg, wh: int
         energy_wh=Wh(wh),
         seller_price=PricePerKwh(s.price),
         buyer_price=PricePerKwh(b.price),
-        buyer_amount=buyer_payment(wh, b.price),
-        seller_amount=seller_revenue(wh, s.price),
+        buyer_amount=TokenUnits(amounts[0]),
+        seller_amount=TokenUnits(amounts[1]),
     )

@@ -14,13 +14,16 @@ type                      unit
 Floats exist only inside the optimiser. They come back to integers through
 :func:`round_half_even` and nowhere else, so an auditor knows the one rounding
 mode used for quantities. Payments use the exact integer rules of
-:func:`buyer_payment` (ceiling) and :func:`seller_revenue` (floor); the
-difference between the two is the community's rounding remainder.
+:func:`buyer_payment` (ceiling) and :func:`seller_revenue` (floor), applied once per
+order (or per grid/community leg) to its whole accepted energy; :func:`apportion_exact`
+then splits that amount over the order's trades by largest remainder, in integers. The
+difference between what buyers pay and sellers receive is the community's remainder.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import NewType
 
@@ -221,3 +224,63 @@ def apportion(values: list[float], caps: list[int], total: int) -> list[int]:
             floors[i] += 1
             missing -= 1
     return floors
+
+
+def apportion_exact(numerators: Sequence[int], denominator: int, total: int) -> list[int]:
+    """Share an integer ``total`` among exact rational quotas by largest remainder, in integers.
+
+    Item ``i``'s quota is ``numerators[i] / denominator``. Each item gets the floor of its
+    quota, and the ``total - sum(floors)`` units still missing go one each to the items with
+    the largest remainders ``numerators[i] % denominator``, ties to the earlier item (so the
+    caller's order is the tie-break and the result is deterministic). No float is involved.
+
+    Used to split an order's amount over its trades (:mod:`market.matching`): the quotas are
+    the trades' exact values ``wh_t * price / 1000`` and ``total`` is the order's rounded
+    amount, so every trade receives its own exact value rounded down or up and the trades
+    sum to the order to the unit.
+
+    Parameters
+    ----------
+    numerators : sequence of int
+        Quota numerators, each >= 0 (e.g. ``wh_t * price`` [Wh * token units / kWh]).
+    denominator : int
+        Common quota denominator, > 0 (e.g. 1000 [Wh / kWh]).
+    total : int
+        The integer total to reach (e.g. the order's amount [token base units]); it must lie
+        between ``sum(floors)`` and ``sum(floors) + len(numerators)``, which holds for the
+        floor or the ceiling of the sum of the quotas.
+
+    Returns
+    -------
+    list of int
+        One share per item, each the floor or the ceiling of its quota, summing to ``total``.
+
+    Raises
+    ------
+    InvalidQuantity
+        If ``denominator`` is not positive, a numerator is negative, or ``total`` cannot be
+        reached by rounding each quota down or up (a ``ValueError``).
+    """
+    if denominator <= 0:
+        msg = f"denominator must be > 0, got {denominator}"
+        raise InvalidQuantity(msg)
+    shares: list[int] = []
+    remainders: list[int] = []
+    for numerator in numerators:
+        if numerator < 0:
+            msg = f"quota numerators must be >= 0, got {numerator}"
+            raise InvalidQuantity(msg)
+        whole, rest = divmod(numerator, denominator)
+        shares.append(whole)
+        remainders.append(rest)
+    missing = total - sum(shares)
+    if not 0 <= missing <= sum(1 for r in remainders if r):
+        msg = (
+            f"cannot share {total} by rounding {len(shares)} quotas whose floors sum to "
+            f"{sum(shares)}"
+        )
+        raise InvalidQuantity(msg)
+    order = sorted(range(len(shares)), key=lambda i: (-remainders[i], i))
+    for i in order[:missing]:
+        shares[i] += 1
+    return shares

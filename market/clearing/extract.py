@@ -9,6 +9,12 @@ Rounding happens only through :func:`market.units.round_half_even`:
 * each bus's price = ``-dual`` of its energy balance [token units / kWh]
   (:func:`market.clearing.pricing.nodal_prices`).
 
+Money is exact per order: a buy order pays ``ceil(accepted_wh * price / 1000)`` and a sell
+order receives ``floor(accepted_wh * price / 1000)`` (:func:`order_amount`), rounded once on
+its whole accepted energy; :func:`market.matching.match` splits the same amount over the
+order's trades by largest remainder, and :func:`check_amounts` checks that the trades sum to
+each order, to the Wh and the unit.
+
 Every price comes from :mod:`market.clearing.pricing` (nodal prices from the duals, each
 order's settlement price under the mechanism, clamped to its limit, the grid at its tariffs).
 Both sides of the market are rounded to the same integer total (:func:`balanced_quantities`),
@@ -18,6 +24,9 @@ connection) goes to the community.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
 
 from market.clearing.groups import OrderGroup
 from market.clearing.lp import LpData
@@ -36,10 +45,19 @@ from market.domain import (
     OrderResult,
     Side,
     SolverReport,
+    Trade,
 )
 from market.errors import UnbalancedEnergy
 from market.matching import Leg, match
-from market.units import PricePerKwh, TokenUnits, Wh, apportion, round_half_even
+from market.units import (
+    PricePerKwh,
+    TokenUnits,
+    Wh,
+    apportion,
+    buyer_payment,
+    round_half_even,
+    seller_revenue,
+)
 
 
 def share_pro_rata(group: OrderGroup, accepted_wh: int) -> dict[OrderId, int]:
@@ -133,6 +151,62 @@ def balanced_quantities(
     grid_export, grid_import = buys[-1], sells[-1]
     net = min(grid_export, grid_import)  # never both: net them
     return accepted, grid_import - net, grid_export - net, total_sell - total_buy
+
+
+def order_amount(side: Side, accepted_wh: int, price: int) -> TokenUnits:
+    """An order's exact amount [token base units], rounded once on its whole energy.
+
+    Parameters
+    ----------
+    side : Side
+        BUY pays ``ceil(accepted_wh * price / 1000)``; SELL receives
+        ``floor(accepted_wh * price / 1000)``.
+    accepted_wh : int
+        The order's accepted energy [Wh].
+    price : int
+        Its settlement price [token base units / kWh].
+
+    Returns
+    -------
+    TokenUnits
+        :func:`market.units.buyer_payment` or :func:`market.units.seller_revenue`.
+    """
+    if side is Side.BUY:
+        return buyer_payment(accepted_wh, price)
+    return seller_revenue(accepted_wh, price)
+
+
+def check_amounts(orders: tuple[OrderResult, ...], trades: tuple[Trade, ...]) -> None:
+    """Check that every order's trades sum to its energy and its amount, to the Wh and unit.
+
+    Parameters
+    ----------
+    orders : tuple of OrderResult
+        The orders with their accepted energy [Wh] and amount [token base units].
+    trades : tuple of Trade
+        Their trades (:func:`market.matching.match`).
+
+    Raises
+    ------
+    UnbalancedEnergy
+        If an order's trades do not sum to it (a bug, never an input).
+    """
+    energy: dict[OrderId, int] = defaultdict(int)
+    paid: dict[OrderId, int] = defaultdict(int)
+    for t in trades:
+        if t.buyer_order is not None:
+            energy[t.buyer_order] += t.energy_wh
+            paid[t.buyer_order] += t.buyer_amount
+        if t.seller_order is not None:
+            energy[t.seller_order] += t.energy_wh
+            paid[t.seller_order] += t.seller_amount
+    for r in orders:
+        if (energy[r.order_id], paid[r.order_id]) != (r.accepted_wh, r.amount):
+            msg = (
+                f"order {r.order_id}: trades carry {energy[r.order_id]} Wh and "
+                f"{paid[r.order_id]} units, the order {r.accepted_wh} Wh and {r.amount} units"
+            )
+            raise UnbalancedEnergy(msg)
 
 
 def extract(
@@ -236,24 +310,11 @@ def extract(
         sellers.append(Leg(COMMUNITY, network.slack, None, -loss_wh, slack_price))
     trades = match(interval, network, sellers, buyers)
 
-    paid: dict[OrderId, int] = {}
-    for t in trades:
-        if t.buyer_order is not None:
-            paid[t.buyer_order] = paid.get(t.buyer_order, 0) + t.buyer_amount
-        if t.seller_order is not None:
-            paid[t.seller_order] = paid.get(t.seller_order, 0) + t.seller_amount
     orders = tuple(
-        OrderResult(
-            order_id=r.order_id,
-            participant=r.participant,
-            bus=r.bus,
-            side=r.side,
-            accepted_wh=r.accepted_wh,
-            price=r.price,
-            amount=TokenUnits(paid.get(r.order_id, 0)),
-        )
+        dataclasses.replace(r, amount=order_amount(r.side, r.accepted_wh, r.price))
         for r in sorted(results, key=lambda r: r.order_id)
     )
+    check_amounts(orders, trades)
     welfare_numerator += grid_export * options.export_price - grid_import * options.import_price
     # What the community nets from the trades: every buyer/seller spread (congestion, loss and
     # rounding rent) less what it paid for the market's losses (or plus what it sold).

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from market_factories import INTERVAL, bid, offer, radial_network
+from money_checks import money_problems
 from pyomo.contrib.solver.common.results import TerminationCondition
 
 from market.clearing import ClearingOptions, clear
@@ -41,7 +42,6 @@ from market.domain import (
 from market.errors import InvalidOrder
 from market.network import NetworkModel
 from market.orderbook import build_order_book
-from market.units import buyer_payment, seller_revenue
 
 OPTIONS = ClearingOptions(import_price=300_000, export_price=80_000)
 
@@ -291,8 +291,6 @@ def check_invariants(orders: list[Order], result: ClearingResult) -> None:
     grid_sold = grid_bought = 0
     for t in result.trades:
         assert t.energy_wh > 0
-        assert t.buyer_amount == buyer_payment(t.energy_wh, t.buyer_price)
-        assert t.seller_amount == seller_revenue(t.energy_wh, t.seller_price)
         if t.buyer == GRID:
             assert t.buyer_order is None
             grid_bought += t.energy_wh
@@ -315,6 +313,8 @@ def check_invariants(orders: list[Order], result: ClearingResult) -> None:
     for oid, r in res.items():
         assert per_order[oid] == r.accepted_wh
         assert paid[oid] == r.amount
+    # each order pays/receives its formula once, split over its trades by largest remainder
+    assert money_problems(result, {o.order_id: o.limit_price for o in orders}) == []
     assert result.community_rent == sum(t.buyer_amount - t.seller_amount for t in result.trades)
 
 
@@ -391,10 +391,11 @@ def test_single_price_markets_charge_everyone_the_same(
     result = clear_orders(orders, network)
     check_invariants(orders, result)
     assert len({p for _, p in result.prices}) == 1
-    # every trade's rent is its ceil - floor remainder, 0 or 1 unit, unless a clamp applied
+    # at one price a trade's two amounts are its exact value rounded up or down on each side
+    # (the split of each order's amount), so they differ by at most one unit
     for t in result.trades:
         if t.buyer_price == t.seller_price:
-            assert 0 <= t.buyer_amount - t.seller_amount <= 1
+            assert abs(t.buyer_amount - t.seller_amount) <= 1
 
 
 # ---------------------------------------------------------------------- c. congestion
