@@ -8,13 +8,27 @@ no forecast makes its participant's derived orders skip this interval, with a re
 
 Energy rounding: forecast power [W] -> energy [Wh] goes through
 :func:`market.units.power_to_energy_wh` (the one rounding function).
+
+**Unsold surplus is not curtailed for the market's sake** (:func:`clear_with_export_steps`).
+PV surplus that nobody buys is still worth the export tariff to the upstream grid, so the
+only reason to curtail it is the network. A ``sell_surplus`` order with a floor at or below
+the export tariff is one offer of the whole forecast surplus (the grid already takes what
+the local market does not; a second offer would count the same energy twice). A floor above
+the tariff is first offered as it is, to the local market; whatever it leaves unsold is
+cleared again as an *export step*: the same participant, bus and PV inverter, the whole
+surplus at the export tariff, so the network limits see it and its accepted energy is a
+cleared sale (to GRID at the export tariff, or to a local buyer when the network prices it
+higher). A floor offer that the local market takes whole keeps its floor. In the final
+clearing, PV is curtailed only by what the network could not take (a voltage, thermal or
+upstream limit, or losses that make the bus's energy worth less than the offer), and each
+curtailed inverter's setpoint says so (:attr:`market.domain.Setpoint.reason`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,12 +36,15 @@ from controller.config import DeviceConfig, DeviceKind, OrderKind, ParticipantCo
 from market.clearing.pricing import demand_bid_price
 from market.domain import (
     Bid,
+    BusId,
+    ClearingResult,
     DeviceId,
     Interval,
     MeterReading,
     MeterRole,
     Offer,
     Order,
+    OrderBook,
     OrderId,
     ParticipantId,
     ReadingQuality,
@@ -61,11 +78,14 @@ class Forecaster(Protocol):
 class PlannedKind(enum.StrEnum):
     """What a planned order is for: its standing order's kind, or a battery's direction.
 
-    ``setpoints_for`` reads it: an unsold ``sell_surplus`` offer curtails its PV inverter,
-    accepted ``battery_charge`` / ``battery_discharge`` energy sets its battery's power.
+    ``setpoints_for`` reads it: an unsold ``sell_surplus`` offer or ``surplus_export`` step
+    curtails its PV inverter, accepted ``battery_charge`` / ``battery_discharge`` energy sets
+    its battery's power. A ``surplus_export`` step is a ``sell_surplus`` order's surplus
+    offered at the export tariff (:func:`clear_with_export_steps`).
     """
 
     SELL_SURPLUS = "sell_surplus"
+    SURPLUS_EXPORT = "surplus_export"
     BUY_DEMAND = "buy_demand"
     BUY = "buy"
     SELL = "sell"
@@ -314,6 +334,172 @@ def cap_by_credit(plan: Plan, credit: Mapping[ParticipantId, int]) -> Plan:
     return Plan(orders=tuple(out), forecast_w=plan.forecast_w, skipped=tuple(notes))
 
 
+MAX_SURPLUS_PASSES = 3
+"""Clearings per interval at most: the floors, then unsold floor offers moved to the export
+tariff, then (only if the local market left a floor offer unsold again) every floor above the
+tariff moved there, which leaves nothing for the market to curtail."""
+
+
+def export_steps(
+    plan: Plan,
+    accepted_wh: Mapping[OrderId, int],
+    export_price: int,
+    *,
+    every_floor: bool = False,
+) -> Plan | None:
+    """The plan with unsold floor-priced surplus re-offered as export steps, or ``None``.
+
+    A ``sell_surplus`` offer whose limit is above ``export_price`` and which was not accepted
+    whole becomes an export step: kind ``SURPLUS_EXPORT``, id ``<offer id>:export``, the same
+    participant, bus, device and energy [Wh] (the whole forecast surplus, so nothing counts
+    twice), limit ``export_price``. Offers at or below the tariff, fully accepted floor offers
+    and every other order are kept as they are. With ``every_floor`` every floor above the
+    tariff is moved, accepted or not (the last clearing, so no cheaper step can leave a floor
+    offer unsold).
+
+    Parameters
+    ----------
+    plan : Plan
+        The plan that was cleared.
+    accepted_wh : Mapping of OrderId to int
+        Accepted energy per order of that clearing [Wh].
+    export_price : int
+        The site's export tariff [token units / kWh].
+    every_floor : bool
+        Move every floor above the tariff, not only the unsold ones.
+
+    Returns
+    -------
+    Plan or None
+        The next plan (a note per moved offer in ``skipped``), or ``None`` when no offer moves.
+    """
+    out: list[PlannedOrder] = []
+    notes = list(plan.skipped)
+    for po in plan.orders:
+        o = po.order
+        accepted = accepted_wh.get(o.order_id, 0)
+        floor_above = po.kind is PlannedKind.SELL_SURPLUS and o.limit_price > export_price
+        if floor_above and (every_floor or accepted < o.energy_wh):
+            step = dataclasses.replace(
+                o, order_id=OrderId(f"{o.order_id}:export"), limit_price=PricePerKwh(export_price)
+            )
+            out.append(dataclasses.replace(po, order=step, kind=PlannedKind.SURPLUS_EXPORT))
+            notes.append(
+                f"{o.order_id}: {o.energy_wh - accepted} of {o.energy_wh} Wh unsold at the floor "
+                f"{o.limit_price} per kWh; the surplus is offered at the export tariff "
+                f"{export_price} per kWh ({step.order_id})"
+                if accepted < o.energy_wh
+                else f"{o.order_id}: the surplus is offered at the export tariff {export_price} "
+                f"per kWh ({step.order_id}) so that no floor offer is left unsold"
+            )
+        else:
+            out.append(po)
+    if len(notes) == len(plan.skipped):
+        return None
+    return Plan(orders=tuple(out), forecast_w=plan.forecast_w, skipped=tuple(notes))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SurplusClearing:
+    """The clearing that is acted on: its plan, book and result, and how many were run."""
+
+    plan: Plan
+    book: OrderBook
+    result: ClearingResult
+    passes: int
+
+
+def clear_with_export_steps(
+    plan: Plan,
+    clear: Callable[[Plan], tuple[OrderBook, ClearingResult]],
+    export_price: int,
+    *,
+    max_passes: int = MAX_SURPLUS_PASSES,
+) -> SurplusClearing:
+    """Clear ``plan``, re-offering unsold floor-priced PV surplus at the export tariff.
+
+    1. clear the plan as it is (each floor offer of a ``sell_surplus`` order is the local
+       market's);
+    2. while the result is ok and a floor offer above the tariff is not accepted whole, clear
+       again with it as an export step (:func:`export_steps`); the last of ``max_passes``
+       clearings moves every floor above the tariff, so a cheaper step can never leave a
+       floor offer unsold;
+    3. a clearing that is not ok (infeasible, grid only) is dropped and the previous one
+       kept: offering more never undoes a dispatch that was found.
+
+    Parameters
+    ----------
+    plan : Plan
+        The interval's planned orders.
+    clear : Callable
+        Clears a plan on the feeder: its order book and result.
+    export_price : int
+        The site's export tariff [token units / kWh].
+    max_passes : int
+        Clearings at most (>= 1).
+
+    Returns
+    -------
+    SurplusClearing
+        The last ok clearing (or the first one, when it is not ok) and the number of passes.
+    """
+    book, result = clear(plan)
+    passes = 1
+    while result.is_ok and passes < max_passes:
+        accepted = result.accepted_wh
+        nxt = export_steps(plan, accepted, export_price)
+        if nxt is None:
+            break
+        if passes + 1 == max_passes:
+            nxt = export_steps(plan, accepted, export_price, every_floor=True) or nxt
+        next_book, next_result = clear(nxt)
+        passes += 1
+        if not next_result.is_ok:
+            break
+        plan, book, result = nxt, next_book, next_result
+    return SurplusClearing(plan=plan, book=book, result=result, passes=passes)
+
+
+VM_BOUND_TOLERANCE_PU = 0.002
+"""A voltage this close to its band edge [p.u.] counts as at its bound in a reason."""
+
+LOADING_BOUND_PERCENT = 99.0
+"""A branch loaded this much [%] counts as at its thermal limit in a reason."""
+
+
+def describe_network(result: ClearingResult, vm_min_pu: float, vm_max_pu: float) -> str:
+    """The AC check of a dispatch in words, naming the limits at their bound.
+
+    Parameters
+    ----------
+    result : ClearingResult
+        The clearing acted on (its AC check, if any).
+    vm_min_pu, vm_max_pu : float
+        The site's voltage band [p.u.].
+
+    Returns
+    -------
+    str
+        E.g. ``"voltage at the 1.03 p.u. ceiling (AC 0.981-1.030 p.u.); max loading 41.2 %"``.
+    """
+    check = result.check
+    if check is None:
+        return "no AC check"
+    loading = max(check.max_line_loading_percent, check.max_trafo_loading_percent)
+    at_bound: list[str] = []
+    if check.max_vm_pu >= vm_max_pu - VM_BOUND_TOLERANCE_PU:
+        at_bound.append(f"voltage at the {vm_max_pu:g} p.u. ceiling")
+    if check.min_vm_pu <= vm_min_pu + VM_BOUND_TOLERANCE_PU:
+        at_bound.append(f"voltage at the {vm_min_pu:g} p.u. floor")
+    if loading >= LOADING_BOUND_PERCENT:
+        at_bound.append("a branch at its thermal limit")
+    head = ", ".join(at_bound) if at_bound else "no voltage or thermal limit at its bound"
+    return (
+        f"{head} (AC {check.min_vm_pu:.3f}-{check.max_vm_pu:.3f} p.u., band "
+        f"{vm_min_pu:g}-{vm_max_pu:g}); max loading {loading:.1f} %"
+    )
+
+
 def setpoints_for(
     interval: Interval,
     plan: Plan,
@@ -321,6 +507,9 @@ def setpoints_for(
     devices: tuple[DeviceConfig, ...],
     *,
     acted: bool = True,
+    prices: Mapping[BusId, int] | None = None,
+    export_price: int | None = None,
+    network: str = "",
 ) -> tuple[Setpoint, ...]:
     """Setpoints that make devices deliver what cleared.
 
@@ -328,8 +517,13 @@ def setpoints_for(
     inverter runs free at its rating and batteries idle: surplus goes to the grid at the export
     tariff through imbalance settlement, nothing is curtailed on the market's account.
 
-    * PV: curtailed by the surplus that did not sell (``offered - accepted``, as average power)
-      below its forecast production; 100 % of its rating when all sold or nothing was offered.
+    * PV: curtailed by the surplus that did not sell (``offered - accepted`` of its
+      ``sell_surplus`` offers and export steps, as average power) below its forecast
+      production; 100 % of its rating when all sold or nothing was offered. A curtailed
+      inverter's setpoint carries the reason: each unsold offer (bus, Wh, limit, the bus's
+      nodal price) and why it did not sell: at or below the export tariff the grid would have
+      bought it, so the network could not take it (``network`` describes the AC check);
+      above the tariff, its floor was not met.
     * Battery: ``(discharge accepted - charge accepted) / hours`` [W], 0 when nothing cleared.
 
     A PV inverter without a forecast keeps its rating (nothing is curtailed blindly). Meters
@@ -347,26 +541,39 @@ def setpoints_for(
         Every device of the site (``rated_w`` [W]).
     acted : bool
         Whether the market's decision is acted on; ``False`` for the grid-only fallback.
+    prices : Mapping of BusId to int or None
+        Nodal price per bus [token units / kWh], for the reasons.
+    export_price : int or None
+        The export tariff [token units / kWh], for the reasons.
+    network : str
+        The dispatch's AC check in words (:func:`describe_network`), for the reasons.
 
     Returns
     -------
     tuple of Setpoint
-        One per PV inverter (``PV_LIMIT`` [W], at most its rating) and per battery
-        (``BATTERY`` [W], + = discharge), in site-file order.
+        One per PV inverter (``PV_LIMIT`` [W], at most its rating; ``reason`` when it is held
+        below its forecast) and per battery (``BATTERY`` [W], + = discharge), in site-file
+        order.
     """
     hours = interval.hours
     if not acted:
         plan = Plan(orders=(), forecast_w=plan.forecast_w, skipped=plan.skipped)
     by_id = {d.id: d for d in devices}
     pv_cut_w: dict[DeviceId, float] = {}
+    pv_why: dict[DeviceId, list[str]] = {}
     battery_w: dict[DeviceId, float] = {d.id: 0.0 for d in devices if d.kind is DeviceKind.BATTERY}
+    surplus = {PlannedKind.SELL_SURPLUS, PlannedKind.SURPLUS_EXPORT}
     for po in plan.orders:
         if po.device is None:
             continue
         accepted = accepted_wh.get(po.order.order_id, 0)
-        if po.kind is PlannedKind.SELL_SURPLUS:
+        if po.kind in surplus:
             unsold = po.order.energy_wh - accepted
             pv_cut_w[po.device] = pv_cut_w.get(po.device, 0.0) + unsold / hours
+            if unsold > 0:
+                pv_why.setdefault(po.device, []).append(
+                    _unsold_reason(po, unsold, prices or {}, export_price)
+                )
         elif po.kind is PlannedKind.BATTERY_DISCHARGE:
             battery_w[po.device] += accepted / hours
         elif po.kind is PlannedKind.BATTERY_CHARGE:
@@ -375,15 +582,22 @@ def setpoints_for(
     for d in devices:
         if d.kind is DeviceKind.PV:
             limit = float(d.rated_w)
+            reason = ""
             if d.id in pv_cut_w and d.id in plan.forecast_w and pv_cut_w[d.id] > 0:
                 production = -plan.forecast_w[d.id]
                 limit = max(production - pv_cut_w[d.id], 0.0)
+                reason = (
+                    f"curtailed to {round_half_even(limit)} W of {round_half_even(production)} "
+                    f"W forecast: {'; '.join(pv_why.get(d.id, []))}"
+                    + (f"; network: {network}" if network else "")
+                )
             out.append(
                 Setpoint(
                     device_id=d.id,
                     interval=interval,
                     kind=SetpointKind.PV_LIMIT,
                     p_w=W(min(round_half_even(limit), d.rated_w)),
+                    reason=reason,
                 )
             )
         elif d.kind is DeviceKind.BATTERY and d.id in by_id:
@@ -398,12 +612,38 @@ def setpoints_for(
     return tuple(out)
 
 
+def _unsold_reason(
+    po: PlannedOrder, unsold: int, prices: Mapping[BusId, int], export_price: int | None
+) -> str:
+    """Why ``unsold`` Wh of a surplus offer did not sell, in words."""
+    o = po.order
+    price = prices.get(o.bus)
+    at = f"nodal price there {price}" if price is not None else "no nodal price"
+    head = (
+        f"{o.order_id} at {o.bus}: {unsold} of {o.energy_wh} Wh unsold at {o.limit_price} "
+        f"per kWh ({at})"
+    )
+    if export_price is None:
+        return head
+    if o.limit_price <= export_price:
+        return (
+            f"{head}: the grid buys at the export tariff {export_price}, so the network "
+            "could not take more there (a voltage, thermal or upstream limit, or losses)"
+        )
+    return f"{head}: its floor is above the export tariff {export_price} and was not met"
+
+
 __all__ = [
+    "MAX_SURPLUS_PASSES",
     "Forecaster",
     "Plan",
     "PlannedKind",
     "PlannedOrder",
+    "SurplusClearing",
     "cap_by_credit",
+    "clear_with_export_steps",
+    "describe_network",
+    "export_steps",
     "plan_orders",
     "setpoints_for",
 ]

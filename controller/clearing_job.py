@@ -7,7 +7,8 @@ document:
 ``status``, ``reason``, ``orders`` (order_id, accepted_wh, price, amount), ``prices`` (bus ->
 nodal price), ``grid`` (import_wh, export_wh), ``trades``, ``welfare``, ``community_rent``,
 ``ac_check`` (min/max vm_pu, max line and trafo loading, violations), ``iterations``,
-``timings`` (seconds per stage; left out of the deterministic part).
+``engine`` (``highspy`` or ``pyomo``: how the LP reached HiGHS), ``timings`` (seconds per stage;
+left out of the deterministic part).
 
 Order files: CSV with a header ``order_id,participant,bus,side,energy_wh,limit_price`` or JSON
 (a list of such objects, or ``{"orders": [...]}``), UTF-8 with or without a byte order mark
@@ -48,6 +49,8 @@ MAX_TIME_STEP = 366 * 96 - 1
 """Last 15-min step of SimBench's profile year (2016, a leap year) [-]."""
 MAX_TIME_LIMIT_S = 3600.0
 """Longest time budget of one clearing [s]."""
+ENGINES = ("highspy", "pyomo")
+"""The values of :class:`market.clearing.Engine` (not imported here: it loads the solvers)."""
 
 
 def read_order_rows(path: str | Path) -> list[dict[str, Any]]:
@@ -197,6 +200,7 @@ def clear_orders_file(
     vm_max_pu: float = 1.05,
     time_limit_s: float = 10.0,
     interval_start: datetime | None = None,
+    engine: str = "highspy",
 ) -> dict[str, Any]:
     """Clear the orders of a file on a grid; see the module docstring for the document.
 
@@ -218,6 +222,9 @@ def clear_orders_file(
         Time budget of the clearing loop [s].
     interval_start : datetime, optional
         Start of the interval (tz-aware UTC); default the time step's, or 2026-01-01.
+    engine : {"highspy", "pyomo"}
+        How the LP reaches HiGHS: the sparse fast path or the pyomo reference model
+        (:class:`market.clearing.Engine`); both give the same clearing.
 
     Returns
     -------
@@ -230,8 +237,9 @@ def clear_orders_file(
         An option out of range (a voltage limit outside :data:`VOLTAGE_RANGE_PU` or NaN, the
         lower not below the upper, a price outside 0 .. 10**9 or an export price above the
         import price, a time limit not in
-        (0, :data:`MAX_TIME_LIMIT_S`], a time step outside 0 .. :data:`MAX_TIME_STEP`), or
-        an order file that cannot be read; before any grid work.
+        (0, :data:`MAX_TIME_LIMIT_S`], a time step outside 0 .. :data:`MAX_TIME_STEP`, an
+        engine other than ``highspy`` or ``pyomo``), or an order file that cannot be read;
+        before any grid work.
     InvalidOrder
         Bad order rows (the message names the row and column), before any grid work; an
         order at an unknown bus after the grid is loaded (with the closest bus names).
@@ -241,6 +249,9 @@ def clear_orders_file(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     _check_options(vm_min_pu, vm_max_pu, import_price, export_price, time_limit_s, time_step)
+    if engine not in ENGINES:
+        msg = f"engine must be one of {', '.join(ENGINES)}, got {engine!r}"
+        raise ConfigError(msg)
     rows = read_order_rows(orders)
     if interval_start is None:
         interval_start = (
@@ -254,13 +265,14 @@ def clear_orders_file(
     from controller.grid_clearing import clear_on_grid  # noqa: PLC0415
     from grid_models.grids import load_grid_cached  # noqa: PLC0415
     from grid_models.linear import build_linear_grid  # noqa: PLC0415
-    from market.clearing import ClearingOptions  # noqa: PLC0415
+    from market.clearing import ClearingOptions, Engine  # noqa: PLC0415
 
     options = ClearingOptions(
         import_price=import_price,
         export_price=export_price,
         mechanism=mechanism,
         time_limit_s=time_limit_s,
+        engine=Engine(engine),
     )
     t = time.perf_counter()
     loaded = load_grid_cached(grid, time_step)
@@ -279,6 +291,7 @@ def clear_orders_file(
     timings["total_s"] = time.perf_counter() - t0
     doc = result_to_dict(result)
     doc["grid_spec"] = grid
+    doc["engine"] = engine
     doc["time_step"] = time_step
     doc["timings"] = {k: round(v, 4) for k, v in timings.items()}
     return doc

@@ -12,9 +12,9 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from controller import cli_db, cli_devices, cli_grid, cli_keys
+from controller import cli_db, cli_debts, cli_devices, cli_grid, cli_keys
 from controller.cli_chain import register as register_chain
 from controller.cli_types import (
     non_negative_int,
@@ -24,10 +24,13 @@ from controller.cli_types import (
     price_per_kwh,
     utc_time,
 )
-from controller.config import read_site
+from controller.config import SiteConfig, read_site
 from controller.errors import ConfigError, MissingDatabase, SchemaError, SiteMismatch
 from grid_models.errors import InvalidGrid, UnknownBus, UnknownGrid, UnsupportedTopology
 from market.errors import InvalidOrder
+
+if TYPE_CHECKING:
+    from controller.audit import ChainSettlement
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -115,6 +118,7 @@ def _cmd_clear(args: argparse.Namespace) -> int:
         vm_min_pu=args.vm_min,
         vm_max_pu=args.vm_max,
         time_limit_s=args.time_limit,
+        engine=args.engine,
     )
     if args.json:
         print(json.dumps(doc, indent=2))
@@ -183,11 +187,49 @@ def _cmd_site_schema(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from controller.runner import run_site  # noqa: PLC0415
 
-    return run_site(read_site(args.site, runnable=True), once=args.once)
+    return run_site(
+        read_site(args.site, runnable=True), once=args.once, dev_interval_s=args.dev_interval_s
+    )
+
+
+def _chain_settlements(site: SiteConfig) -> list[ChainSettlement] | None:
+    """Every interval the site's settlement contract settled (its ``Settled`` events).
+
+    ``None`` for an ``embedded`` chain (it lives only as long as its controller) or a site
+    without a settlement address. Read-only: a throwaway account stands in for the
+    operator; no key is opened.
+    """
+    from adapters.chain import ChainClient, connect, new_account  # noqa: PLC0415
+    from controller.audit import ChainSettlement  # noqa: PLC0415
+
+    chain = site.chain
+    if chain.backend == "embedded" or not chain.settlement_address:
+        return None
+    conn = connect(
+        chain.backend,
+        rpc_url=chain.rpc_url or None,
+        state_path=(chain.state_path or None) if chain.backend == "anvil" else None,
+    )
+    try:
+        client = ChainClient(conn.w3, new_account(), confirmations=chain.confirmations)
+        client.attach(chain.token_address, chain.settlement_address)
+        return [
+            ChainSettlement(
+                interval_id=e.interval_id,
+                batch_id=e.batch_id,
+                tx_hash=e.tx_hash,
+                block_number=e.block_number,
+                trades_root=e.trades_root,
+                readings_root=e.readings_root,
+            )
+            for e in client.settled_events()
+        ]
+    finally:
+        conn.close()
 
 
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
-    from controller.audit import verify_records  # noqa: PLC0415
+    from controller.audit import compare_with_chain, verify_records  # noqa: PLC0415
     from controller.wiring import build_runtime  # noqa: PLC0415
 
     site = read_site(args.site)
@@ -199,21 +241,52 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
         devices=False,
         chain=False,
     ) as runtime:
+        rows = runtime.store.audit_records()
+        settlement_rows = runtime.store.settlement_rows()
         summary = verify_records(
-            runtime.store.audit_records(),
+            rows,
             settled_batch=None,
             reclear=None if args.no_reclear else runtime.cycle.reclear,
         )
-    summary["chain_checked"] = False
+    on_chain = None if args.no_chain else _chain_settlements(site)
+    summary["chain_checked"] = on_chain is not None
+    if on_chain is not None:
+        mismatches = compare_with_chain(rows, on_chain, settlement_rows)
+        recorded = {int(r["interval_id"]) for r in rows}
+        chained = {c.interval_id for c in on_chain}
+        summary["chain"] = {
+            "settled_on_chain": len(chained),
+            "recorded_and_settled": len(chained & recorded),
+            "pending": sorted(
+                int(r["interval_id"])
+                for r in settlement_rows
+                if r["state"] != "settled" and int(r["interval_id"]) not in chained
+            ),
+            "mismatches": mismatches,
+        }
+        summary["problems"] = [*summary["problems"], *mismatches]
     summary["note"] = (
-        "batch ids, Merkle roots and zero sums recomputed"
+        "batch ids, Merkle roots, zero sums and record hashes recomputed"
         + ("" if args.no_reclear else ", every interval re-cleared from its stored book")
-        + "; on-chain roots are compared by the demo and, for anvil/rpc sites, by 'peergrid chain'"
+        + (
+            "; the chain's Settled events compared with the records both ways"
+            if on_chain is not None
+            else "; not compared with the chain ("
+            + ("--no-chain" if args.no_chain else "an embedded chain ends with its controller")
+            + ")"
+        )
     )
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         print(f"{summary['verified']}/{summary['records']} interval records verified")
+        if on_chain is not None:
+            chain_summary = summary["chain"]
+            print(
+                f"{chain_summary['settled_on_chain']} intervals settled on-chain, "
+                f"{chain_summary['recorded_and_settled']} of them with a record; "
+                f"{len(chain_summary['pending'])} pending (not sent yet)"
+            )
         for problem in summary["problems"]:
             print(f"  {problem}")
     return EXIT_OK if not summary["problems"] and summary["records"] else EXIT_FAILED
@@ -250,6 +323,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a site in real time, aligned to interval boundaries")
     run.add_argument("--site", required=True, help="site TOML file")
     run.add_argument("--once", action="store_true", help="run the current boundary and exit")
+    run.add_argument(
+        "--dev-interval-s",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="DEVELOPMENT ONLY: N-second intervals (>= 2, divides 86400) instead of the "
+        "site's, for kill tests and trials",
+    )
     run.set_defaults(func=_cmd_run)
 
     site = sub.add_parser("site", help="site files")
@@ -276,6 +357,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     clear.add_argument("--mechanism", choices=["nodal", "uniform", "pay-as-bid"], default="nodal")
     clear.add_argument(
+        "--engine",
+        choices=["highspy", "pyomo"],
+        default="highspy",
+        help="how the LP reaches HiGHS: highspy (fast) or pyomo (the reference model)",
+    )
+    clear.add_argument(
         "--import-price", type=price_per_kwh, default=300_000, help="[base units/kWh]"
     )
     clear.add_argument(
@@ -293,6 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--site", required=True, help="site TOML file (grid and tariffs)")
     verify.add_argument("--db", default=None, help="database URL (default: the site's)")
     verify.add_argument("--no-reclear", action="store_true", help="skip re-clearing")
+    verify.add_argument(
+        "--no-chain",
+        action="store_true",
+        help="do not compare the records with the chain's settled intervals (anvil/rpc sites)",
+    )
     verify.add_argument("--json", action="store_true", help="print JSON")
     verify.set_defaults(func=_cmd_audit_verify)
     cli_devices.register(sub)
@@ -300,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_db.register(sub)
     cli_keys.register(sub)
     cli_grid.register(sub)
+    cli_debts.register(sub)
     return parser
 
 

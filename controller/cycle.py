@@ -9,7 +9,8 @@ One *tick* runs at each interval boundary ``t`` (the end of interval ``T-1`` and
    settlement yet (normally ``T-1``; older ones after a missed boundary or a crash) is settled
    from its two boundary snapshots (:func:`market.settlement.settle`); a missing snapshot makes
    its participants unmetered (settled as cleared, flagged). Each batch is committed to the
-   database as an *intent* now, before anything else can fail;
+   database as an *intent* now, before anything else can fail, together with the interval's
+   audit record (one transaction: no interval is ever sent without its record);
 3. **decide**: interval ``T`` is claimed (never cleared twice), its orders are built from
    standing orders and the forecast, cleared on the feeder with the AC check loop, and
    setpoints are derived. Any failure here becomes a recorded *grid only* outcome with its
@@ -18,8 +19,15 @@ One *tick* runs at each interval boundary ``t`` (the end of interval ``T-1`` and
    (each write read back; a refused write is recorded); then every pending settlement intent
    (this tick's, and any that failed before) is sent to the chain (exactly once: the client
    asks the chain first, the contract refuses a second settlement);
-5. **audit**: the record of each settled interval (inputs' hashes, result, AC check, readings,
-   settlement transaction, Merkle roots) is stored.
+5. **audit**: the record of each interval (inputs' hashes, result, AC check, readings,
+   batch, Merkle roots) was stored with its intent in step 2; its chain part (transaction,
+   block, gas) is filled in with the receipt, in the transaction that marks it settled. A
+   settlement whose arithmetic failed gets a record naming the error here.
+
+**Crash points** (:mod:`controller.crash`): ``after_read``, ``after_intent``,
+``after_clear``, ``after_save_result``, ``after_setpoints``, ``after_send``,
+``after_confirm``, ``after_record`` and ``startup_reconcile`` let a kill test stop the
+process at each step (only when ``PEERGRID_CRASH_AT`` names one).
 
 An interval claimed by a controller that died before recording its result is closed as
 ``abandoned`` (nothing was acted on) at the next tick. Each interval therefore ends with
@@ -52,8 +60,17 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from adapters.modbus.polling import poll_all
-from controller.bidding import Forecaster, Plan, cap_by_credit, plan_orders, setpoints_for
+from controller.bidding import (
+    Forecaster,
+    Plan,
+    cap_by_credit,
+    clear_with_export_steps,
+    describe_network,
+    plan_orders,
+    setpoints_for,
+)
 from controller.config import SiteConfig
+from controller.crash import crash_point
 from controller.errors import NotOnBoundary
 from controller.grid_clearing import clear_on_grid
 from controller.store import Store
@@ -73,6 +90,7 @@ from market.codec import (
     timings_of,
 )
 from market.domain import (
+    COMMUNITY,
     ClearingResult,
     ClearingStatus,
     DeviceId,
@@ -91,7 +109,7 @@ from market.domain import (
 from market.errors import MarketError
 from market.metering import Meter
 from market.orderbook import build_order_book, parse_order_rows
-from market.settlement import settle
+from market.settlement import apply_debts, settle
 from market.units import PricePerKwh
 
 log = logging.getLogger("peergrid.cycle")
@@ -315,6 +333,7 @@ class Cycle:
         # 1. read
         snapshot = self.read_all(boundary)
         self.store.save_readings(current.interval_id, snapshot)
+        crash_point("after_read")
         missing = tuple(
             f"{d}: {r.reason or r.quality.value}"
             for d, r in snapshot.items()
@@ -327,20 +346,26 @@ class Cycle:
 
         # 3. decide (never raises: a failure is a recorded grid-only outcome)
         cleared = self._clear_safely(current, snapshot) if clear_next else None
+        if cleared is not None:
+            crash_point("after_clear")
 
         # 4. write: result first (the ledger before any side effect), then setpoints, then money
         if cleared is not None:
             self._save_interval(cleared)
+            crash_point("after_save_result")
             failures = self._write_setpoints(cleared.setpoints)
+            crash_point("after_setpoints")
             if failures:
                 cleared = _replace_failures(cleared, failures)
                 self._save_interval(cleared)
         settlements = errors + self._send_pending()
 
-        # 5. audit
-        for report in settlements:
-            if report.batch is not None or report.error:
-                self._audit(report.interval, report)
+        # 5. audit: every batch's record was committed with its intent (step 2) and its chain
+        # part with the receipt; only a settlement that could not be computed is recorded here
+        for report in errors:
+            self.store.save_audit(
+                report.interval.interval_id, self._record(report.interval, None, report.error)
+            )
         return TickReport(
             boundary=boundary,
             readings_ok=len(snapshot) - len(missing),
@@ -399,20 +424,31 @@ class Cycle:
             grid, vm_min_pu=self.site.vm_min_pu, vm_max_pu=self.site.vm_max_pu
         )
         known = linear.network.bus_index()
+
+        def clear(planned: Plan) -> tuple[OrderBook, ClearingResult]:
+            placed = [po.order for po in planned.orders if po.order.bus in known]
+            book = build_order_book(interval, placed)
+            return book, self._clear_book(grid, book, linear)
+
+        # unsold floor-priced PV surplus is cleared again at the export tariff (bidding.py)
+        final = clear_with_export_steps(plan, clear, self.site.export_price)
+        plan, book, result = final.plan, final.book, final.result
         skipped = list(plan.skipped)
-        orders = []
         for po in plan.orders:
-            if po.order.bus in known:
-                orders.append(po.order)
-            else:
+            if po.order.bus not in known:
                 skipped.append(
                     f"{po.order.order_id}: bus {po.order.bus!r} is not connected to the grid "
                     "this interval; order not placed"
                 )
-        book = build_order_book(interval, orders)
-        result = self._clear_book(grid, book, linear)
         setpoints = setpoints_for(
-            interval, plan, result.accepted_wh, self.site.devices, acted=result.is_ok
+            interval,
+            plan,
+            result.accepted_wh,
+            self.site.devices,
+            acted=result.is_ok,
+            prices=result.price_by_bus,
+            export_price=self.site.export_price,
+            network=describe_network(result, self.site.vm_min_pu, self.site.vm_max_pu),
         )
         return IntervalReport(
             interval=interval,
@@ -430,7 +466,7 @@ class Cycle:
 
         Empty when the settler cannot report escrow (then no credit check is made). Pending
         intents (settled on paper, not yet on-chain) are subtracted, so the same tokens never
-        back two intervals.
+        back two intervals, and so is a carried debt (the next batch collects it first).
         """
         escrow_of = getattr(self.settler, "escrow", None)
         if escrow_of is None:
@@ -440,11 +476,12 @@ class Cycle:
             for account, amount in pending.batch.get("amounts", []):
                 if amount < 0:
                     owed[account] = owed.get(account, 0) - amount
+        debts = self.store.outstanding_debts()
         credit: dict[ParticipantId, int] = {}
         for p in self.site.participants:
             balance = escrow_of(p.id)
             if balance is not None:
-                credit[p.id] = int(balance) - owed.get(p.id, 0)
+                credit[p.id] = int(balance) - owed.get(p.id, 0) - max(0, debts.get(p.id, 0))
         return credit
 
     def reclear(self, record: Mapping[str, Any]) -> dict[str, Any]:
@@ -528,8 +565,12 @@ class Cycle:
                 "book": book_to_dict(report.book),
                 "skipped": list(report.skipped),
                 "write_failures": list(report.write_failures),
+                "curtailed": {s.device_id: s.reason for s in report.setpoints if s.reason},
             },
-            setpoints=[setpoint_to_dict(s) for s in report.setpoints],
+            setpoints=[
+                {**setpoint_to_dict(s), **({"reason": s.reason} if s.reason else {})}
+                for s in report.setpoints
+            ],
         )
 
     # -------------------------------------------------------------------------- settlement
@@ -586,13 +627,60 @@ class Cycle:
                     )
                 )
                 continue
-            self.store.record_intent(interval_id, batch.batch_id, batch_to_dict(batch))
+            batch = self._with_debts(batch)  # decided now: the batch id must not change later
+            record = self._record(interval, batch)
+            if self.store.record_intent(interval_id, batch.batch_id, batch_to_dict(batch), record):
+                crash_point("after_intent")
         return errors
 
-    def _send_pending(self) -> list[SettlementReport]:
-        """Send every settlement intent not yet on-chain (this tick's and earlier failures)."""
+    def _with_debts(self, batch: SettlementBatch) -> SettlementBatch:
+        """Cap ``batch``'s debits at what each account can pay; carry the rest as debts.
+
+        One participant who cannot pay would otherwise make the contract revert the whole
+        interval for everyone, tick after tick. :func:`market.settlement.apply_debts` settles
+        carried balances first, caps each debit at the account's available funds (the
+        contract's ``available`` less the debits of intents not yet on-chain, at least 0) and
+        lets COMMUNITY front the shortfall (see :mod:`market.settlement`, rules 6-9). Without
+        a settler that reports escrow, the batch is left as it is.
+        """
+        escrow_of = getattr(self.settler, "escrow", None)
+        if escrow_of is None:
+            return batch
+        pending: dict[str, int] = {}
+        for intent in self.store.pending_settlements():
+            for account, amount in intent.batch.get("amounts", []):
+                if amount < 0:
+                    pending[account] = pending.get(account, 0) - amount
+        outstanding = {ParticipantId(a): b for a, b in self.store.outstanding_debts().items()}
+        named = {a for a, _ in batch.amounts} | set(outstanding) | {COMMUNITY}
+        available: dict[ParticipantId, int] = {}
+        for account in sorted(named):
+            balance = escrow_of(account)
+            if balance is not None:
+                available[account] = max(0, int(balance) - pending.get(account, 0))
+        capped = apply_debts(batch, available, outstanding)
+        for debt in capped.debts:
+            log.log(
+                logging.WARNING if debt.after else logging.INFO,
+                "settlement of %s: %s's carried balance %d -> %d token units (+ = owes COMMUNITY)",
+                batch.interval.label(),
+                debt.account,
+                debt.before,
+                debt.after,
+            )
+        return capped
+
+    def _send_pending(self, *, startup: bool = False) -> list[SettlementReport]:
+        """Send every settlement intent not yet on-chain (this tick's and earlier failures).
+
+        Settlements without an audit record (an older release's database) get theirs first
+        (:meth:`backfill_records`), so no settlement is recorded on-chain without its record.
+        """
+        self.backfill_records()
         reports: list[SettlementReport] = []
         for pending in self.store.pending_settlements():
+            if startup:
+                crash_point("startup_reconcile")
             interval = Interval.from_id(pending.interval_id, self.site.interval_s)
             batch = batch_from_dict(pending.batch, interval)
             reports.append(self._submit(interval, batch))
@@ -610,30 +698,74 @@ class Cycle:
             self.store.mark_failed(interval.interval_id, error)
             log.warning("settlement of %s failed (will retry): %s", interval.label(), error)
             return SettlementReport(interval=interval, batch=batch, outcome=None, error=error)
+        crash_point("after_confirm")
         self.store.mark_settled(
             interval.interval_id,
             tx_hash=outcome.tx_hash,
             block_number=outcome.block_number,
             gas_used=outcome.gas_used,
+            status=outcome.status,
         )
+        crash_point("after_record")
         return SettlementReport(interval=interval, batch=batch, outcome=outcome)
 
     def resume_pending(self) -> list[SettlementReport]:
-        """Resolve settlement intents left by a crash or a failure (the chain is asked first)."""
-        reports = self._send_pending()
-        for report in reports:
-            self._audit(report.interval, report)
-        return reports
+        """Start-up reconciliation: fill in missing records, then resolve pending intents.
+
+        Settlements without an audit record (left by releases that wrote the record after
+        sending, when killed in between) get their record now, built from the stored
+        result, readings and batch, with the receipt when there is one. Then every intent
+        not yet on-chain is resolved (the chain is asked first, so none is paid twice).
+
+        Returns
+        -------
+        list of SettlementReport
+            One per intent resolved (sent, found already settled, or failed again).
+        """
+        return self._send_pending(startup=True)
+
+    def backfill_records(self) -> list[int]:
+        """Write the audit record of every settlement that has none (see resume_pending).
+
+        Returns
+        -------
+        list of int
+            The intervals whose record was written [Unix s].
+        """
+        done: list[int] = []
+        for row in self.store.settled_without_record():
+            interval_id = int(row["interval_id"])
+            interval = Interval.from_id(interval_id, self.site.interval_s)
+            record = self._record(interval, batch_from_dict(row["batch"], interval), "")
+            if row["state"] == "settled":
+                record["chain"] = {
+                    "tx_hash": row["tx_hash"],
+                    "block_number": row["block_number"],
+                    "gas_used": row["gas_used"],
+                    "status": "settled",
+                }
+            elif row["error"]:
+                record["error"] = row["error"]
+            self.store.save_audit(interval_id, record)
+            log.warning("audit record of %s was missing; written now", interval.label())
+            done.append(interval_id)
+        return done
 
     # -------------------------------------------------------------------------- audit
-    def _audit(self, interval: Interval, settled: SettlementReport) -> None:
+    def _record(
+        self, interval: Interval, batch: SettlementBatch | None, error: str = ""
+    ) -> dict[str, Any]:
+        """The audit record of ``interval`` (its core, :func:`controller.audit.record_core`).
+
+        Built before anything is sent: ``chain`` is ``None`` until the settlement's receipt
+        is recorded (:meth:`Store.mark_settled` fills it in) and ``error`` holds the last
+        failure, if any; neither is part of the record's hash.
+        """
         stored = self.store.result(interval.interval_id) or {}
         start = self.store.readings_at(interval.interval_id)
         end = self.store.readings_at(interval.next().interval_id)
-        batch = settled.batch
-        outcome = settled.outcome
         result_core = {k: v for k, v in stored.items() if k not in {"timings", "book"}}
-        record = {
+        return {
             "interval": interval.interval_id,
             "interval_start": interval.start.isoformat(),
             "length_s": interval.length_s,
@@ -646,17 +778,9 @@ class Cycle:
             "readings_start": [reading_to_dict(r) for r in start.values()],
             "readings_end": [reading_to_dict(r) for r in end.values()],
             "settlement": None if batch is None else batch_to_dict(batch),
-            "chain": None
-            if outcome is None
-            else {
-                "tx_hash": outcome.tx_hash,
-                "block_number": outcome.block_number,
-                "gas_used": outcome.gas_used,
-                "status": outcome.status,
-            },
-            "error": settled.error,
+            "chain": None,
+            "error": error,
         }
-        self.store.save_audit(interval.interval_id, record)
 
 
 def _replace_failures(report: IntervalReport, failures: tuple[str, ...]) -> IntervalReport:

@@ -206,6 +206,7 @@ def row_of(report: TickReport, cleared: dict[int, IntervalReport]) -> dict[str, 
         "settlement_error": s.error,
         "batch_id": s.batch.batch_id if s.batch else None,
         "imbalance_wh": sum(abs(ln.imbalance_wh) for ln in s.batch.lines) if s.batch else 0,
+        "debts": [[d.account, d.before, d.after] for d in s.batch.debts] if s.batch else [],
         "reason": result.reason if result is not None else "",
     }
 
@@ -454,6 +455,7 @@ def run_demo(
             "all_settled": len(rows) == intervals and all(r["settled"] for r in rows),
             "chain": ChainBackend(chain).value,
             "rewards": rt.rewards(),
+            "debts": rt.store.outstanding_debts(),
             "wall_s": round(time.perf_counter() - started, 2),
             "out_dir": str(out_dir),
         }
@@ -492,6 +494,20 @@ def format_table(report: dict[str, Any]) -> str:
             f"{_f(r['max_loading_percent'], 1)} {r['ac_iterations']:>2} "
             f"{r['curtailed_wh'] / 1000:>4.1f}kWh {tx + '..':<14} "
             f"{r['gas_used'] or 0:>7}"
+        )
+    carried = [(r["interval"], r["debts"]) for r in report["intervals"] if r.get("debts")]
+    if carried:
+        lines.append("")
+        lines.append("carried balances [tokens] (+ = owes COMMUNITY, which fronted it):")
+        for label, changes in carried:
+            moved = ", ".join(
+                f"{a} {format_tokens(b)} -> {format_tokens(c)}" for a, b, c in changes
+            )
+            lines.append(f"  {label}: {moved}")
+        owing = report.get("debts") or {}
+        lines.append(
+            "  outstanding: "
+            + (", ".join(f"{a} {format_tokens(b)}" for a, b in owing.items()) or "none")
         )
     lines.append("")
     lines.append(f"{'account':<10} {'wallet':>14} {'escrow':>14}")

@@ -23,23 +23,35 @@ are attached from the site file (deploy them with ``peergrid chain deploy``), th
 comes from the site's keystore or environment variable (:mod:`controller.keys`), GRID,
 COMMUNITY and participants are the site file's addresses, and the operator's nonce is kept
 in the database so a restart neither reuses nor skips one.
+
+**Start-up.** With the lock held (no other controller of the site is alive), ticks a dead
+controller left ``running`` are closed as ``crashed`` (:meth:`Store.close_stale_ticks`), then
+pending settlements are reconciled (:meth:`Cycle.resume_pending`; audit records missing from
+an older release's database are written first). A controller started within the grace window
+after a boundary runs that boundary at once (:func:`controller.scheduler.catch_up_boundary`).
+
+**Development interval.** ``--dev-interval-s N`` (:func:`dev_interval`) runs the site with
+N-second intervals (2 <= N, N divides a day), for kill tests and trials only: the site file
+cannot set an interval below 60 s, and the flag logs a warning on every start.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+from controller.cli_debts import format_changes
 from controller.config import SiteConfig
 from controller.cycle import TickReport
-from controller.errors import AlreadyRunning
+from controller.errors import AlreadyRunning, ConfigError
 from controller.scheduler import run_forever, run_tick, single_instance
 from controller.store import sqlite_file
 from controller.wiring import build_runtime
-from market.domain import Interval
+from market.domain import Interval, utc_label
 
 log = logging.getLogger("peergrid.run")
 
@@ -67,23 +79,70 @@ def lock_path(database: str) -> Path:
     return Path(tempfile.gettempdir()) / f"peergrid-{digest}.lock"
 
 
+STALE_TICK_REASON = "crashed: the controller stopped during this tick (closed at restart)"
+"""The detail recorded on a tick a dead controller left ``running``."""
+
+
+def dev_interval(site: SiteConfig, interval_s: int) -> SiteConfig:
+    """``site`` with a development interval (``peergrid run --dev-interval-s``).
+
+    The site file's own rule (``interval_s >= 60``) is bypassed by this flag only; gate
+    closure is clipped to below the new interval. A warning is logged: this is a development
+    setting, never a site's.
+
+    Parameters
+    ----------
+    site : SiteConfig
+        The site as its file describes it.
+    interval_s : int
+        The interval [s]: at least 2, and a divisor of 86400 (a day).
+
+    Returns
+    -------
+    SiteConfig
+        A copy with ``interval_s`` and ``gate_closure_s`` [s] replaced.
+
+    Raises
+    ------
+    ConfigError
+        ``interval_s`` is below 2 s or does not divide a day.
+    """
+    if interval_s < 2 or 86400 % interval_s:
+        msg = f"--dev-interval-s must be >= 2 and divide 86400 (a day), got {interval_s}"
+        raise ConfigError(msg)
+    gate = min(site.gate_closure_s, interval_s - 1)
+    log.warning(
+        "DEVELOPMENT SETTING: running %s with %d s intervals (its file says %d s; gate closure "
+        "%d s); never use --dev-interval-s for a real site",
+        site.name,
+        interval_s,
+        site.interval_s,
+        gate,
+    )
+    return dataclasses.replace(site, interval_s=interval_s, gate_closure_s=gate)
+
+
 def _summary(report: TickReport) -> str:
-    parts = [f"{report.boundary:%Y-%m-%dT%H:%MZ}: {report.readings_ok} readings ok"]
+    # utc_label: minutes, or seconds when a (development) interval needs them
+    parts = [f"{utc_label(report.boundary)}: {report.readings_ok} readings ok"]
     if report.readings_missing:
         parts.append(f"missing {len(report.readings_missing)}")
     if report.cleared is not None:
         r = report.cleared.result
-        parts.append(f"cleared {r.interval.label()} {r.status.value} ({r.reason})")
+        parts.append(f"cleared {utc_label(r.interval.start)} {r.status.value} ({r.reason})")
     for s in report.settlements:
+        label = utc_label(s.interval.start)
         parts.append(
-            f"settled {s.interval.label()} tx {s.outcome.tx_hash}"
+            f"settled {label} tx {s.outcome.tx_hash}"
             if s.outcome
-            else f"settlement of {s.interval.label()} pending: {s.error}"
+            else f"settlement of {label} pending: {s.error}"
         )
+        if s.batch is not None and s.batch.debts:
+            parts.append(f"carried balances (+ = owes COMMUNITY): {format_changes(s.batch.debts)}")
     return "; ".join(parts)
 
 
-def run_site(site: SiteConfig, *, once: bool = False) -> int:
+def run_site(site: SiteConfig, *, once: bool = False, dev_interval_s: int | None = None) -> int:
     """Run ``site`` in real time, or one boundary with ``once``.
 
     Parameters
@@ -93,6 +152,8 @@ def run_site(site: SiteConfig, *, once: bool = False) -> int:
     once : bool
         Run the tick of the current boundary (unless it already ran), print its summary and
         return; otherwise tick at every boundary until interrupted.
+    dev_interval_s : int or None
+        A development interval [s] replacing the site's (:func:`dev_interval`).
 
     Returns
     -------
@@ -102,12 +163,19 @@ def run_site(site: SiteConfig, *, once: bool = False) -> int:
     Raises
     ------
     ConfigError
-        The site cannot be wired (see :func:`controller.wiring.build_runtime`).
+        The site cannot be wired (see :func:`controller.wiring.build_runtime`), or
+        ``dev_interval_s`` is not a valid interval.
     SiteMismatch
         The site's database belongs to another site (it is left unchanged).
     """
+    if dev_interval_s is not None:
+        site = dev_interval(site, dev_interval_s)
     try:
         with build_runtime(site, guard=single_instance(lock_path(site.database))) as runtime:
+            for boundary_id in runtime.store.close_stale_ticks(STALE_TICK_REASON):
+                log.warning(
+                    "tick at %s was left running; closed as crashed", utc_label(boundary_id)
+                )
             if once:
                 boundary = Interval.containing(datetime.now(UTC), site.interval_s).start
                 report = run_tick(runtime.cycle, boundary)

@@ -8,6 +8,12 @@
   as ``missed`` (with no clearing: their gate closure has passed).
 * One controller per site: an exclusive lock file next to the database (``fcntl.flock``)
   refuses a second instance.
+* **Grace window.** A controller (re)started shortly after a boundary runs that boundary at
+  once (reading, settling the interval that ended, clearing the one that started) instead of
+  waiting a whole interval, if the boundary has not run yet and no more than
+  :func:`grace_s` has passed since it: ``min(30 s, interval / 4)`` (e.g. 30 s for 15-minute
+  intervals, 1 s for 4-second development intervals). Later, the boundary is left to the
+  next start-up's ``missed`` record (:func:`catch_up_boundary`).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Final
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -28,6 +35,53 @@ from controller.errors import AlreadyRunning
 from market.domain import Interval, utc_label
 
 log = logging.getLogger("peergrid.scheduler")
+
+GRACE_MAX_S: Final = 30.0
+"""The longest grace window [s] (module docstring)."""
+
+
+def grace_s(interval_s: int) -> float:
+    """How long after a boundary a starting controller still runs it [s].
+
+    Parameters
+    ----------
+    interval_s : int
+        The interval [s].
+
+    Returns
+    -------
+    float
+        ``min(30 s, interval_s / 4)`` [s].
+    """
+    return min(GRACE_MAX_S, interval_s / 4)
+
+
+def catch_up_boundary(now: datetime, interval_s: int, last_tick: int | None) -> datetime | None:
+    """The boundary a controller starting at ``now`` runs at once, if any (pure).
+
+    Parameters
+    ----------
+    now : datetime
+        The time of the start-up (UTC).
+    interval_s : int
+        The interval [s].
+    last_tick : int or None
+        The latest boundary recorded in the ticks table [Unix s] (``None``: none).
+
+    Returns
+    -------
+    datetime or None
+        The latest boundary at or before ``now`` when at most :func:`grace_s` has passed
+        since it and it has not run (``last_tick`` is older); otherwise ``None`` (wait for
+        the next boundary).
+    """
+    boundary = Interval.containing(now, interval_s).start
+    late = (now - boundary).total_seconds()
+    if late > grace_s(interval_s):
+        return None
+    if last_tick is not None and last_tick >= int(boundary.timestamp()):
+        return None
+    return boundary
 
 
 @contextmanager
@@ -80,15 +134,13 @@ def record_missed(cycle: Cycle, now: datetime) -> list[int]:
     length = cycle.site.interval_s
     last = cycle.store.last_tick()
     current = Interval.containing(now, length).interval_id
-    missed: list[int] = []
     if last is None:
-        return missed
-    boundary = last + length
-    while boundary < current:
-        if cycle.store.record_tick(boundary, "missed", "controller not running at this boundary"):
-            missed.append(boundary)
-        boundary += length
-    return missed
+        return []
+    return cycle.store.record_ticks(
+        range(last + length, current, length),
+        "missed",
+        "controller not running at this boundary",
+    )
 
 
 def run_tick(cycle: Cycle, boundary: datetime) -> TickReport | None:
@@ -135,9 +187,11 @@ def run_forever(
 ) -> None:
     """Tick at every boundary from the next one on, until interrupted (Ctrl-C).
 
-    Pending settlement intents are resolved first (:meth:`Cycle.resume_pending`). Each job
-    runs :func:`run_tick` at the latest boundary up to one second after it fires (so a job
-    fired slightly early still runs its own boundary).
+    Pending settlement intents are resolved first (:meth:`Cycle.resume_pending`); then, if
+    the start is within the grace window after a boundary that has not run, that boundary
+    runs at once (:func:`catch_up_boundary`). Each job runs :func:`run_tick` at the latest
+    boundary up to one second after it fires (so a job fired slightly early still runs its
+    own boundary).
 
     Parameters
     ----------
@@ -154,6 +208,12 @@ def run_forever(
     resumed = cycle.resume_pending()
     for report in resumed:
         log.info("resumed settlement of %s: %s", report.interval.label(), report.error or "ok")
+    late = catch_up_boundary(now(), length, cycle.store.last_tick())
+    if late is not None:
+        log.info("started within the grace window of %s: running it now", utc_label(late))
+        caught = run_tick(cycle, late)
+        if caught is not None:
+            on_tick(caught)
 
     def job() -> None:
         boundary = Interval.containing(now() + timedelta(seconds=1), length).start

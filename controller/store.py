@@ -9,8 +9,14 @@ Tables and the rules they keep:
   **before** the transaction is sent; the receipt is recorded after. On restart, an intent
   without a receipt is resolved by asking the chain first (exactly once).
 * ``audit``: one record per interval for utilities (inputs' hashes, result, AC check,
-  readings, settlement transaction, Merkle roots) and its SHA-256.
-* ``ticks``: every scheduler tick, including missed ones, with its outcome.
+  readings, settlement transaction, Merkle roots) and the SHA-256 of its core. The record is
+  written in the **same transaction as the settlement intent**, so no interval can be sent
+  (let alone settled) without it; its chain part (transaction, block, gas) is filled in
+  with the receipt, in the same transaction as ``mark_settled``, and is not hashed
+  (:func:`controller.audit.record_core`).
+* ``ticks``: every scheduler tick, including missed ones, with its outcome (``running``,
+  ``ran``, ``failed``, ``missed``, or ``crashed``: left ``running`` by a controller that died,
+  closed by the next start-up).
 * ``chain_nonces``: the next nonce of each sending account, so a restart never reuses or
   skips one.
 * ``site_identity`` (revision ``0002``): the one site this database belongs to, its
@@ -19,6 +25,10 @@ Tables and the rules they keep:
   :meth:`Store.check_site` compares every later site with it and refuses another one with
   :class:`~controller.errors.SiteMismatch`, before anything is written. A database of
   PeerGrid 0.1.0 (revision ``0001``, no identity) is bound by the first ``run`` that opens it.
+* ``debts`` (revision ``0003``): what each settlement batch did to an account's carried
+  balance (a debit it could not pay, or a credit withheld; :mod:`market.settlement`, rules
+  6-9), written in the transaction that records the batch's intent; an account's outstanding
+  balance is its latest row's ``balance_after`` (:meth:`Store.outstanding_debts`).
 
 Every write is one transaction: an error leaves nothing half-written.
 
@@ -69,6 +79,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    func,
     insert,
     inspect,
     select,
@@ -78,6 +89,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.types import TypeEngine
 
+from controller.audit import record_core
 from controller.errors import ConfigError, MissingDatabase, SchemaError, SiteMismatch
 from controller.site_identity import SiteIdentity
 from market.canonical import canonical_json, content_hash
@@ -144,7 +156,7 @@ ticks = Table(
     "ticks",
     metadata,
     Column("boundary", BigInteger, primary_key=True),
-    Column("outcome", String(32), nullable=False),  # running | ran | missed | failed
+    Column("outcome", String(32), nullable=False),  # running|ran|missed|failed|crashed
     Column("detail", Text, nullable=False, default=""),
     Column("at", DateTime(timezone=True), nullable=False),
 )
@@ -169,6 +181,20 @@ site_identity = Table(
     Column("grid_spec", Text, nullable=False),  # for messages only
     Column("bound_at", DateTime(timezone=True), nullable=False),
     CheckConstraint("id = 1", name="ck_site_identity_one_row"),
+)
+
+# Revision 0003: what each batch did to an account's debt balance [token units], signed:
+# + = the account owes COMMUNITY, - = COMMUNITY owes it. Outstanding = the latest row's after.
+debts = Table(
+    "debts",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("interval_id", BigInteger, nullable=False),
+    Column("account", String(128), nullable=False, index=True),
+    Column("balance_before", BigInteger, nullable=False),
+    Column("balance_after", BigInteger, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("interval_id", "account", name="uq_debt_interval_account"),
 )
 
 
@@ -821,8 +847,33 @@ class Store:
             return out
 
     # -- settlements -----------------------------------------------------------------------
-    def record_intent(self, interval_id: int, batch_id: str, batch: Mapping[str, Any]) -> bool:
-        """Persist the settlement intent before anything is sent; False if one exists."""
+    def record_intent(
+        self,
+        interval_id: int,
+        batch_id: str,
+        batch: Mapping[str, Any],
+        record: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Persist the settlement intent (and its audit record) before anything is sent.
+
+        Parameters
+        ----------
+        interval_id : int
+            The interval [Unix s].
+        batch_id : str
+            The batch's content hash (64 hex digits).
+        batch : mapping
+            The batch in its stored form (amounts [token units], roots); its ``debts``
+            (``[account, before, after]``) go to the ``debts`` table in the same transaction.
+        record : mapping or None
+            The interval's audit record (:meth:`save_audit`), written in the same database
+            transaction as the intent: an interval can never be sent without its record.
+
+        Returns
+        -------
+        bool
+            False if the interval already has an intent (nothing is written then).
+        """
         try:
             with self._tx() as conn:
                 conn.execute(
@@ -834,14 +885,43 @@ class Store:
                         updated_at=_now(),
                     )
                 )
+                _put_debts(conn, interval_id, batch)  # the batch's debt changes, same tx
+                if record is not None:
+                    _put_audit(conn, interval_id, record)
         except IntegrityError:
             return False
         return True
 
     def mark_settled(
-        self, interval_id: int, *, tx_hash: str, block_number: int, gas_used: int
+        self,
+        interval_id: int,
+        *,
+        tx_hash: str,
+        block_number: int,
+        gas_used: int,
+        status: str = "settled",
     ) -> None:
-        """Record the receipt of a settlement."""
+        """Record the receipt of a settlement, and its audit record's chain part (one transaction).
+
+        Parameters
+        ----------
+        interval_id : int
+            The interval [Unix s].
+        tx_hash : str
+            The settling transaction (``0x`` hex; ``""`` if the node no longer knows it).
+        block_number : int
+            Its block.
+        gas_used : int
+            Its gas [gas].
+        status : str
+            How the chain saw it (``settled``, ``already_settled``), for the record.
+        """
+        chain = {
+            "tx_hash": tx_hash,
+            "block_number": block_number,
+            "gas_used": gas_used,
+            "status": status,
+        }
         with self._tx() as conn:
             conn.execute(
                 update(settlements)
@@ -855,6 +935,7 @@ class Store:
                     updated_at=_now(),
                 )
             )
+            _update_audit(conn, interval_id, chain=chain, error="")
 
     def mark_failed(self, interval_id: int, error: str) -> None:
         """Record why a settlement failed (it stays resolvable: the intent is kept)."""
@@ -864,6 +945,28 @@ class Store:
                 .where(settlements.c.interval_id == interval_id)
                 .values(state="failed", error=error, updated_at=_now())
             )
+            _update_audit(conn, interval_id, error=error)
+
+    def settlement_rows(self) -> list[dict[str, Any]]:
+        """All settlement rows (intents, settled, failed), oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(settlements).order_by(settlements.c.interval_id))
+            return [dict(r) for r in rows.mappings()]
+
+    def settled_without_record(self) -> list[dict[str, Any]]:
+        """Settlement rows (any state) whose interval has no audit record, oldest first.
+
+        A database written before records were committed with their intent can hold such
+        rows (a controller killed between sending and auditing); the cycle fills them in.
+        """
+        with self.engine.connect() as conn:
+            recorded = select(audit.c.interval_id)
+            rows = conn.execute(
+                select(settlements)
+                .where(settlements.c.interval_id.not_in(recorded))
+                .order_by(settlements.c.interval_id)
+            ).mappings()
+            return [dict(r) for r in rows]
 
     def settlement(self, interval_id: int) -> dict[str, Any] | None:
         """The settlement row of an interval."""
@@ -905,21 +1008,53 @@ class Store:
 
     # -- audit and ticks -------------------------------------------------------------------
     def save_audit(self, interval_id: int, record: Mapping[str, Any]) -> str:
-        """Store (or replace) an interval's audit record; returns its SHA-256."""
-        clean = json.loads(canonical_json(record))
-        digest = content_hash(clean)
+        """Store (or replace) an interval's audit record; returns its SHA-256.
+
+        The hash covers the record's core (:func:`controller.audit.record_core`: everything
+        but the chain receipt and the last send error, which are filled in later).
+        """
         with self._tx() as conn:
-            conn.execute(audit.delete().where(audit.c.interval_id == interval_id))
-            conn.execute(
-                insert(audit).values(interval_id=interval_id, record=clean, record_hash=digest)
-            )
-        return digest
+            return _put_audit(conn, interval_id, record)
 
     def audit_records(self) -> list[dict[str, Any]]:
         """All audit records, oldest first."""
         with self.engine.connect() as conn:
             rows = conn.execute(select(audit).order_by(audit.c.interval_id)).mappings()
             return [dict(r) for r in rows]
+
+    def record_ticks(self, boundaries: range, outcome: str, detail: str = "") -> list[int]:
+        """Record many ticks in one transaction (missed boundaries); skip those recorded.
+
+        Parameters
+        ----------
+        boundaries : range
+            The boundaries [Unix s] (a long outage can span thousands of them).
+        outcome, detail : str
+            As for :meth:`record_tick`.
+
+        Returns
+        -------
+        list of int
+            The boundaries recorded now, oldest first.
+        """
+        if not boundaries:
+            return []
+        with self._tx() as conn:
+            lo, hi = min(boundaries), max(boundaries)
+            known = {
+                int(r[0])
+                for r in conn.execute(
+                    select(ticks.c.boundary).where(ticks.c.boundary.between(lo, hi))
+                )
+            }
+            new = [b for b in boundaries if b not in known]
+            at = _now()
+            if new:
+                conn.execute(
+                    insert(ticks),
+                    [{"boundary": b, "outcome": outcome, "detail": detail, "at": at} for b in new],
+                )
+        return new
 
     def record_tick(self, boundary: int, outcome: str, detail: str = "") -> bool:
         """Record a scheduler tick; False if that boundary was already recorded."""
@@ -943,6 +1078,39 @@ class Store:
                 .values(outcome=outcome, detail=detail, at=_now())
             )
 
+    def close_stale_ticks(self, detail: str) -> list[int]:
+        """Close ticks left ``running`` by a controller that died: set them ``crashed``.
+
+        Call it only while holding the site's single-instance lock (no live controller can
+        be running a tick then).
+
+        Parameters
+        ----------
+        detail : str
+            The reason recorded on each closed tick.
+
+        Returns
+        -------
+        list of int
+            The boundaries closed [Unix s], oldest first.
+        """
+        with self._tx() as conn:
+            stale = [
+                int(r[0])
+                for r in conn.execute(
+                    select(ticks.c.boundary)
+                    .where(ticks.c.outcome == "running")
+                    .order_by(ticks.c.boundary)
+                )
+            ]
+            if stale:
+                conn.execute(
+                    update(ticks)
+                    .where(ticks.c.boundary.in_(stale))
+                    .values(outcome="crashed", detail=detail, at=_now())
+                )
+        return stale
+
     def last_tick(self) -> int | None:
         """The latest recorded boundary."""
         with self.engine.connect() as conn:
@@ -957,6 +1125,76 @@ class Store:
             return [
                 dict(r) for r in conn.execute(select(ticks).order_by(ticks.c.boundary)).mappings()
             ]
+
+    # -- debts (revision 0003) ----------------------------------------------------------------
+    def outstanding_debts(self) -> dict[str, int]:
+        """Every account's carried balance [token units], non-zero only (+ = owes COMMUNITY).
+
+        Includes the debts of intents not yet on-chain: they are settled in interval order.
+        """
+        with self.engine.connect() as conn:
+            return _outstanding_debts(conn)
+
+    def debt_rows(self, account: str | None = None) -> list[dict[str, Any]]:
+        """The ``debts`` rows (of one account, or all), in the order they were recorded."""
+        query = select(debts).order_by(debts.c.seq)
+        if account is not None:
+            query = query.where(debts.c.account == account)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def _put_audit(conn: Connection, interval_id: int, record: Mapping[str, Any]) -> str:
+    """Replace an interval's audit record inside the caller's transaction; return its hash."""
+    clean = json.loads(canonical_json(record))
+    digest = content_hash(record_core(clean))
+    conn.execute(audit.delete().where(audit.c.interval_id == interval_id))
+    conn.execute(insert(audit).values(interval_id=interval_id, record=clean, record_hash=digest))
+    return digest
+
+
+def _update_audit(conn: Connection, interval_id: int, **fields: Any) -> None:  # noqa: ANN401
+    """Set unhashed fields (``chain``, ``error``) of an existing record; none: nothing."""
+    row = conn.execute(select(audit.c.record).where(audit.c.interval_id == interval_id)).first()
+    if row is None:
+        return
+    record = {**row[0], **json.loads(canonical_json(fields))}
+    conn.execute(update(audit).where(audit.c.interval_id == interval_id).values(record=record))
+
+
+def _put_debts(conn: Connection, interval_id: int, batch: Mapping[str, Any]) -> None:
+    """Insert the ``debts`` rows of a batch's stored form (none for most batches)."""
+    rows = [
+        {
+            "interval_id": interval_id,
+            "account": str(account),
+            "balance_before": int(before),
+            "balance_after": int(after),
+            "recorded_at": _now(),
+        }
+        for account, before, after in batch.get("debts") or []
+    ]
+    if rows:
+        conn.execute(insert(debts), rows)
+
+
+def _outstanding_debts(connection: Connection) -> dict[str, int]:
+    """Every account's carried balance now [token units], non-zero ones only.
+
+    The ``balance_after`` of each account's latest ``debts`` row (highest ``seq``): positive
+    = it owes COMMUNITY, negative = COMMUNITY owes it (:mod:`market.settlement`, rules 6-9).
+    """
+    latest = (
+        select(debts.c.account, func.max(debts.c.seq).label("seq"))
+        .group_by(debts.c.account)
+        .subquery()
+    )
+    rows = connection.execute(
+        select(debts.c.account, debts.c.balance_after).join(
+            latest, (debts.c.account == latest.c.account) & (debts.c.seq == latest.c.seq)
+        )
+    )
+    return {str(a): int(b) for a, b in rows if b}
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:  # noqa: ANN401

@@ -34,6 +34,7 @@ from market.domain import (
     BusId,
     ClearingResult,
     ClearingStatus,
+    DebtChange,
     GridCheck,
     Interval,
     Mechanism,
@@ -350,10 +351,12 @@ def batch_to_dict(batch: SettlementBatch) -> dict[str, Any]:
     dict
         ``batch_id``, ``interval`` [Unix s], ``amounts`` (``[account, token units]``, + =
         credit), ``trades_root``/``readings_root`` (hex), ``import_price``/``export_price``
-        [token units / kWh], ``rewards`` (``[producer, Wh]``) and ``lines`` (one per
-        participant, energies [Wh] and amounts [token units]).
+        [token units / kWh], ``rewards`` (``[producer, Wh]``), ``lines`` (one per
+        participant, energies [Wh] and amounts [token units]) and, only when the batch
+        changed a carried debt, ``debts`` (``[account, balance before, balance after]``
+        [token units], :class:`~market.domain.DebtChange`).
     """
-    return {
+    out: dict[str, Any] = {
         "batch_id": batch.batch_id,
         "interval": batch.interval.interval_id,
         "amounts": [[a, v] for a, v in batch.amounts],
@@ -379,6 +382,9 @@ def batch_to_dict(batch: SettlementBatch) -> dict[str, Any]:
             for ln in batch.lines
         ],
     }
+    if batch.debts:
+        out["debts"] = [[d.account, d.before, d.after] for d in batch.debts]
+    return out
 
 
 def batch_from_dict(data: Mapping[str, Any], interval: Interval) -> SettlementBatch:
@@ -426,6 +432,10 @@ def batch_from_dict(data: Mapping[str, Any], interval: Interval) -> SettlementBa
         import_price=int(data["import_price"]),
         export_price=int(data["export_price"]),
         rewards_wh=tuple((ParticipantId(p), Wh(wh)) for p, wh in data.get("rewards", [])),
+        debts=tuple(
+            DebtChange(account=ParticipantId(a), before=TokenUnits(before), after=TokenUnits(after))
+            for a, before, after in data.get("debts", [])
+        ),
     )
     if batch.batch_id != data["batch_id"]:
         msg = f"stored batch {data['batch_id']} does not match its content ({batch.batch_id})"

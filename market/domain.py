@@ -695,13 +695,16 @@ class Setpoint:
     """A power setpoint [W] written to a device for one interval.
 
     For ``PV_LIMIT``, ``p_w`` is the maximum active power the inverter may export (>= 0);
-    for ``BATTERY``, positive discharges (exports), negative charges.
+    for ``BATTERY``, positive discharges (exports), negative charges. ``reason`` says why a
+    PV inverter is held below its forecast production (which limit, how much); empty when it
+    is not curtailed.
     """
 
     device_id: DeviceId
     interval: Interval
     kind: SetpointKind
     p_w: W
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -746,11 +749,28 @@ class SettlementLine:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DebtChange:
+    """What one batch did to one account's carried debt balance [token units].
+
+    Balances are signed: positive = the account owes :data:`COMMUNITY` (a debit it could not
+    pay), negative = COMMUNITY owes the account (a credit withheld because COMMUNITY could
+    not front a shortfall). The batch moved the account's amount by ``after - before`` and
+    COMMUNITY's by ``before - after`` (:func:`market.settlement.apply_debts`).
+    """
+
+    account: ParticipantId
+    before: TokenUnits
+    after: TokenUnits
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SettlementBatch:
     """Everything one settlement transaction carries, for one interval.
 
     ``amounts`` are (account, signed token units) sorted by account, summing to zero.
     ``trades_root`` and ``readings_root`` are 32-byte Merkle roots (:mod:`market.merkle`).
+    ``debts`` are the accounts whose carried debt balance the batch collected, paid or
+    created, sorted by account (empty for most batches; :func:`market.settlement.apply_debts`).
     """
 
     interval: Interval
@@ -761,11 +781,15 @@ class SettlementBatch:
     import_price: int
     export_price: int
     rewards_wh: tuple[tuple[ParticipantId, Wh], ...] = ()
+    debts: tuple[DebtChange, ...] = ()
 
     def __post_init__(self) -> None:
         total = sum(a for _, a in self.amounts)
         if total != 0:
             msg = f"settlement batch for {self.interval.label()} sums to {total}, not 0"
+            raise SettlementError(msg)
+        if any(d.account == COMMUNITY for d in self.debts):
+            msg = f"settlement batch for {self.interval.label()}: COMMUNITY carries no debt"
             raise SettlementError(msg)
 
     @property
@@ -778,6 +802,7 @@ class SettlementBatch:
             self.trades_root.hex(),
             self.readings_root.hex(),
             [[p, wh] for p, wh in self.rewards_wh],
+            [[d.account, d.before, d.after] for d in self.debts],
         )
 
     @property
@@ -793,12 +818,14 @@ def batch_id_of(
     trades_root_hex: str,
     readings_root_hex: str,
     rewards_wh: list[list[Any]],
+    debts: list[list[Any]] | None = None,
 ) -> str:
     """The batch id from a batch's parts (what an auditor recomputes from a record).
 
     The content hash (:mod:`market.canonical`) of ``{"interval", "length_s", "amounts",
     "trades_root", "readings_root"}``, plus ``"rewards_wh"`` when it is not empty (so batches
-    without rewards kept the ids they had before rewards existed).
+    without rewards kept the ids they had before rewards existed), and ``"debts"`` when it is
+    not empty (likewise: batches without debts keep the ids they had before debts existed).
 
     Parameters
     ----------
@@ -812,6 +839,8 @@ def batch_id_of(
         The Merkle roots as 64 lowercase hex digits.
     rewards_wh : list of [str, int]
         ``[producer, verified local delivery [Wh]]`` pairs.
+    debts : list of [str, int, int], optional
+        ``[account, balance before, balance after]`` [token units] (:class:`DebtChange`).
 
     Returns
     -------
@@ -827,6 +856,8 @@ def batch_id_of(
     }
     if rewards_wh:
         content["rewards_wh"] = rewards_wh
+    if debts:
+        content["debts"] = debts
     return content_hash(content)
 
 
@@ -837,6 +868,7 @@ __all__ = [
     "BusId",
     "ClearingResult",
     "ClearingStatus",
+    "DebtChange",
     "DeviceId",
     "GridCheck",
     "Interval",

@@ -3,9 +3,11 @@
 ``settle(result, start_readings, end_readings, tariffs)`` applies these rules (exact
 integers, DESIGN.md section 3):
 
-1. **Trades.** For every trade the buyer pays ``ceil(wh * buyer_price / 1000)`` and the seller
-   receives ``floor(wh * seller_price / 1000)``; the difference (rounding remainder and
-   congestion rent) goes to :data:`~market.domain.COMMUNITY`.
+1. **Trades.** For every trade the buyer pays its ``buyer_amount`` and the seller receives its
+   ``seller_amount``: each order's exact amount (``ceil(accepted_wh * price / 1000)`` for a
+   buyer, ``floor(...)`` for a seller, one rounding per order or GRID/COMMUNITY leg) split over
+   its trades by largest remainder (:mod:`market.matching`); the difference (rounding remainder
+   and congestion rent) goes to :data:`~market.domain.COMMUNITY`.
 2. **Metering.** Each participant's metered energy is read off its devices' counters between
    the two snapshots (:func:`market.metering.metered_energy`): its connection-point meters
    where it has any (so a PV inverter behind a net meter is not counted twice), else the sum
@@ -26,6 +28,34 @@ The batch's ``amounts`` are signed per account (positive = credit, negative = de
 zero, to the unit; ``rewards_wh`` is each producer's verified local delivery (the basis of the
 reward token, :func:`verified_local_wh`); its ``batch_id`` is the content hash of everything the
 chain records and is the idempotency key of the settlement transaction.
+
+**Debts** (:func:`apply_debts`, applied by the controller when it records the intent, before the
+batch id is fixed). The contract reverts a whole settlement if one account's debit exceeds its
+escrow, so one participant who cannot pay would block everyone's settlement, tick after tick.
+Instead no account is debited more than it can pay, and the rest is carried:
+
+6. **Carried balances.** Each account (not COMMUNITY) carries a signed debt balance [token
+   units]: positive = it owes COMMUNITY, negative = COMMUNITY owes it. A batch first settles the
+   balance: the account's amount becomes ``amount - balance`` (a debt is collected from its
+   credit in the batch or from its escrow; a withheld credit is paid) and COMMUNITY's moves the
+   other way.
+7. **Cap.** Where that would debit an account more than its ``available`` funds (the
+   contract's ``available`` less the debits of intents not yet on-chain), the debit is capped
+   at ``available`` and the shortfall becomes its new balance (a debt).
+8. **COMMUNITY fronts the shortfall.** The shortfalls are taken from COMMUNITY's amount (its
+   credit is reduced, or it is debited): COMMUNITY pays the debtor's counterparties now and is
+   owed the debt. It is the account built to absorb the market's losses (it also takes every
+   rounding remainder), and its reserve is the operator's to size.
+9. **If COMMUNITY cannot front it either** (its debit would exceed its own ``available``), it
+   is capped too and the rest is withheld from the accounts credited in the batch (GRID and
+   participants alike), in proportion to their credits, by largest remainder (ties to the
+   earlier account): each withheld unit becomes a negative balance, paid by a later batch once
+   COMMUNITY has the funds.
+
+Everything stays in integers: the batch sums to zero to the unit, no capped account is debited
+more than its ``available``, and for every account ``new amount - amount == after - before``
+while COMMUNITY's changes by the sum of ``before - after`` (:class:`~market.domain.DebtChange`).
+An account's outstanding balance is the ``after`` of the latest batch that changed it.
 """
 
 from __future__ import annotations
@@ -38,6 +68,7 @@ from market.domain import (
     COMMUNITY,
     GRID,
     ClearingResult,
+    DebtChange,
     DeviceId,
     MeterReading,
     ParticipantId,
@@ -47,6 +78,7 @@ from market.domain import (
     Tariffs,
     trade_to_dict,
 )
+from market.errors import SettlementError
 from market.merkle import merkle_root
 from market.metering import Meter, MeteredEnergy, metered_energy
 from market.units import TokenUnits, Wh, buyer_payment, seller_revenue
@@ -213,4 +245,146 @@ def _settle_metered(
     )
 
 
-__all__ = ["settle", "verified_local_wh"]
+def carry_debts(
+    amounts: Mapping[ParticipantId, int],
+    available: Mapping[ParticipantId, int],
+    outstanding: Mapping[ParticipantId, int],
+) -> tuple[dict[ParticipantId, int], tuple[DebtChange, ...]]:
+    """Settle carried balances and cap debits at what each account can pay (rules 6-9).
+
+    Parameters
+    ----------
+    amounts : mapping of ParticipantId to int
+        The batch's signed amounts [token units], + = credit, summing to zero.
+    available : mapping of ParticipantId to int
+        What each account can be debited [token units], >= 0. An account not in it is not
+        capped (its debit is taken as payable); COMMUNITY is capped only if it is in it.
+    outstanding : mapping of ParticipantId to int
+        Each account's carried balance before the batch [token units] (+ = it owes
+        COMMUNITY, - = COMMUNITY owes it); absent = 0. COMMUNITY carries none.
+
+    Returns
+    -------
+    amounts : dict of ParticipantId to int
+        The new signed amounts [token units], summing to zero, zeros dropped, sorted.
+    changes : tuple of DebtChange
+        Every account whose balance was or is now non-zero, sorted by account.
+
+    Raises
+    ------
+    SettlementError
+        If ``amounts`` do not sum to zero, an ``available`` is negative, or COMMUNITY has an
+        outstanding balance.
+    """
+    total = sum(amounts.values())
+    if total != 0:
+        msg = f"amounts sum to {total}, not 0"
+        raise SettlementError(msg)
+    negative = sorted(p for p, a in available.items() if a < 0)
+    if negative:
+        msg = f"available funds must be >= 0, got {available[negative[0]]} for {negative[0]}"
+        raise SettlementError(msg)
+    if outstanding.get(COMMUNITY, 0):
+        msg = "COMMUNITY carries no debt balance"
+        raise SettlementError(msg)
+    others = {p for p, a in amounts.items() if a} | {p for p, b in outstanding.items() if b}
+    accounts = sorted(others - {COMMUNITY})
+    before = {p: outstanding.get(p, 0) for p in accounts}
+    want = {p: amounts.get(p, 0) - before[p] for p in accounts}  # rule 6
+    community = amounts.get(COMMUNITY, 0) + sum(before.values())
+    after = dict.fromkeys(accounts, 0)
+    for p in accounts:  # rules 7 and 8
+        cap = available.get(p)
+        if cap is not None and want[p] < -cap:
+            after[p] = -cap - want[p]
+            community -= after[p]
+            want[p] = -cap
+    community_cap = available.get(COMMUNITY)
+    if community_cap is not None and community < -community_cap:  # rule 9
+        withheld = -community_cap - community
+        community = -community_cap
+        credited = [p for p in accounts if want[p] > 0]
+        shares = _largest_remainder(withheld, [want[p] for p in credited])
+        for p, share in zip(credited, shares, strict=True):
+            want[p] -= share
+            after[p] -= share
+    new = {p: a for p, a in want.items() if a}
+    if community:
+        new[COMMUNITY] = community
+    changes = tuple(
+        DebtChange(account=p, before=TokenUnits(before[p]), after=TokenUnits(after[p]))
+        for p in accounts
+        if before[p] or after[p]
+    )
+    return dict(sorted(new.items())), changes
+
+
+def _largest_remainder(total: int, weights: Sequence[int]) -> list[int]:
+    """Share ``total`` over positive ``weights`` pro rata, in integers (``total <= sum``).
+
+    Each share is ``floor(total * w / sum)``; the units still missing go one each to the
+    largest remainders, ties to the earlier item. No share exceeds its weight.
+    """
+    whole = sum(weights)
+    if total == 0 or whole == 0:
+        return [0] * len(weights)
+    parts = [divmod(total * w, whole) for w in weights]
+    shares = [q for q, _ in parts]
+    missing = total - sum(shares)
+    order = sorted(range(len(weights)), key=lambda i: (-parts[i][1], i))
+    for i in order[:missing]:
+        shares[i] += 1
+    return shares
+
+
+def apply_debts(
+    batch: SettlementBatch,
+    available: Mapping[ParticipantId, int],
+    outstanding: Mapping[ParticipantId, int],
+) -> SettlementBatch:
+    """The batch with carried balances settled and debits capped (rules 6-9).
+
+    Apply it once, when the settlement intent is recorded: the result has another
+    ``batch_id`` than ``batch`` whenever a balance changes (its ``debts`` are part of the
+    id), and must not change after it is recorded.
+
+    Parameters
+    ----------
+    batch : SettlementBatch
+        The interval's batch from :func:`settle` (no debts yet).
+    available : mapping of ParticipantId to int
+        What each account can be debited [token units], >= 0; absent = not capped.
+    outstanding : mapping of ParticipantId to int
+        Each account's carried balance [token units] (+ = owes COMMUNITY); absent = 0.
+
+    Returns
+    -------
+    SettlementBatch
+        ``batch`` itself when no balance is carried in or out; else a copy with new
+        ``amounts`` and its ``debts``. Lines, rewards and roots are unchanged.
+
+    Raises
+    ------
+    SettlementError
+        As :func:`carry_debts`, or if ``batch`` already carries debts.
+    """
+    if batch.debts:
+        msg = f"batch for {batch.interval.label()} already carries debts"
+        raise SettlementError(msg)
+    amounts, changes = carry_debts(dict(batch.amounts), available, outstanding)
+    if not changes:
+        return batch
+    return SettlementBatch(
+        interval=batch.interval,
+        lines=batch.lines,
+        amounts=tuple((p, TokenUnits(a)) for p, a in amounts.items()),
+        trades_root=batch.trades_root,
+        readings_root=batch.readings_root,
+        import_price=batch.import_price,
+        export_price=batch.export_price,
+        rewards_wh=batch.rewards_wh,
+        debts=changes,
+    )
+
+
+__all__ = ["apply_debts", "carry_debts", "settle", "verified_local_wh"]

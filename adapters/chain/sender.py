@@ -344,6 +344,8 @@ class TxSender:
         to: ChecksumAddress | None,
         data: HexStr,
         gas: int,
+        *,
+        on_broadcast: Callable[[str], None] | None = None,
     ) -> tuple[TxReceipt, TxResult]:
         """Sign locally, send (no ether along), wait until final; raise if the EVM reverted.
 
@@ -357,6 +359,9 @@ class TxSender:
             Calldata (or creation bytecode), ``0x``-prefixed hex.
         gas : int
             Gas limit [gas], capped at :data:`~adapters.chain.gas.MAX_TX_GAS`.
+        on_broadcast : callable or None
+            Called with the transaction's hash (``0x`` hex) once the node accepted it, before
+            the wait for its receipt (the controller's ``after_send`` crash point).
 
         Returns
         -------
@@ -377,6 +382,8 @@ class TxSender:
         sender = Web3.to_checksum_address(account.address)
         with self.lock_for(sender):
             flight = self._broadcast_new(account, sender, to, data, min(gas, MAX_TX_GAS))
+            if on_broadcast is not None:
+                on_broadcast(hex0x(flight.versions[-1][0]))
             receipt = self._await_final(flight)
         result = TxResult(
             tx_hash=hex0x(receipt["transactionHash"]),

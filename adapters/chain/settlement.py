@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -275,12 +275,20 @@ class Settler:
         Reads escrow, indices and what the chain recorded.
     funds : Funds
         Registers accounts the contract does not know yet.
+
+    Attributes
+    ----------
+    on_broadcast : callable or None
+        Called with a ``settle`` transaction's hash once the node accepted it, before its
+        receipt is awaited (the owner's hook, e.g. the controller's ``after_send`` crash
+        point); ``None`` by default.
     """
 
     def __init__(self, contracts: Contracts, reader: ChainReader, funds: Funds) -> None:
         self.contracts = contracts
         self.reader = reader
         self.funds = funds
+        self.on_broadcast: Callable[[str], None] | None = None
 
     def submit(
         self, batch: SettlementBatch, accounts: Mapping[ParticipantId, str]
@@ -342,7 +350,9 @@ class Settler:
                     ],
                 )
                 try:
-                    receipt, tx = sender.transact(operator, settlement.address, data, gas)
+                    receipt, tx = sender.transact(
+                        operator, settlement.address, data, gas, on_broadcast=self.on_broadcast
+                    )
                 except TransactionReverted:
                     # Lost a race with another sender of the same interval: report what won.
                     if self.reader.is_settled(batch.interval_id):

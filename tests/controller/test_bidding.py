@@ -179,3 +179,74 @@ def test_a_net_meter_plus_pv_forecasts_the_net_once() -> None:
     load_meter = dataclasses.replace(NET_METER, role=MeterRole.LOAD)
     [summed] = plan_orders(IV, (p,), (PV, load_meter), readings).orders
     assert summed.order.energy_wh == 2000
+
+
+def test_a_floor_at_or_below_the_export_tariff_is_one_offer_and_never_a_step() -> None:
+    """The grid already takes it at the tariff: a second offer would count it twice."""
+    from controller.bidding import export_steps
+
+    p = participant(StandingOrder(kind=OrderKind.SELL_SURPLUS, price=60_000))
+    plan = plan_orders(IV, (p,), (PV,), {"pv": reading("pv", -4000)})
+    [po] = plan.orders
+    assert (po.order.energy_wh, po.order.limit_price) == (1000, 60_000)
+    assert export_steps(plan, {}, 80_000) is None  # unsold, but below the tariff: no step
+    assert export_steps(plan, {}, 80_000, every_floor=True) is None
+
+
+def test_unsold_surplus_above_the_tariff_becomes_an_export_step_of_the_whole_surplus() -> None:
+    from controller.bidding import export_steps
+
+    p = participant(
+        StandingOrder(kind=OrderKind.SELL_SURPLUS, price=120_000),
+        StandingOrder(kind=OrderKind.BUY, price=300_000, energy_wh=200),
+    )
+    plan = plan_orders(IV, (p,), (PV,), {"pv": reading("pv", -4000)})
+    floor, fixed = plan.orders
+    moved = export_steps(plan, {floor.order.order_id: 300}, 80_000)
+    assert moved is not None
+    step, kept = moved.orders
+    assert kept == fixed
+    assert step.kind is PlannedKind.SURPLUS_EXPORT
+    assert step.device == floor.device == "pv"
+    assert step.order.order_id == f"{floor.order.order_id}:export"
+    assert (step.order.participant, step.order.bus) == (floor.order.participant, floor.order.bus)
+    assert step.order.side is Side.SELL
+    assert step.order.energy_wh == floor.order.energy_wh == 1000  # the whole surplus, once
+    assert step.order.limit_price == 80_000
+    assert any("700 of 1000 Wh unsold at the floor 120000" in n for n in moved.skipped)
+    # a floor the local market took whole keeps its floor, unless every floor must move
+    assert export_steps(plan, {floor.order.order_id: 1000}, 80_000) is None
+    every = export_steps(plan, {floor.order.order_id: 1000}, 80_000, every_floor=True)
+    assert every is not None
+    assert every.orders[0].order.limit_price == 80_000
+
+
+def test_a_curtailed_inverter_says_why() -> None:
+    from controller.bidding import export_steps
+
+    p = participant(StandingOrder(kind=OrderKind.SELL_SURPLUS, price=120_000))
+    plan = plan_orders(IV, (p,), (PV,), {"pv": reading("pv", -6000)})
+    moved = export_steps(plan, {}, 80_000)
+    assert moved is not None
+    [step] = moved.orders
+    network = "voltage at the 1.02 p.u. ceiling (AC 0.98-1.02 p.u.)"
+    [sp] = setpoints_for(
+        IV,
+        moved,
+        {step.order.order_id: 1000},
+        (PV,),
+        prices={"Bus R11": 80_000},
+        export_price=80_000,
+        network=network,
+    )
+    assert sp.p_w == 4000  # 500 Wh unsold over 0.25 h = 2 kW below the 6 kW forecast
+    assert sp.reason.startswith("curtailed to 4000 W of 6000 W forecast: ")
+    assert f"{step.order.order_id} at Bus R11: 500 of 1500 Wh unsold at 80000" in sp.reason
+    assert "nodal price there 80000" in sp.reason
+    assert "network could not take more there" in sp.reason
+    assert sp.reason.endswith(f"network: {network}")
+    [free] = setpoints_for(IV, moved, {step.order.order_id: 1500}, (PV,), export_price=80_000)
+    assert (free.p_w, free.reason) == (8000, "")
+    # a floor above the tariff left unsold (no step was cleared) says its floor was not met
+    [floor_sp] = setpoints_for(IV, plan, {}, (PV,), export_price=80_000)
+    assert "floor is above the export tariff 80000 and was not met" in floor_sp.reason
