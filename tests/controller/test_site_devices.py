@@ -9,11 +9,7 @@ SunSpec simulators; everything goes through :func:`controller.wiring.build_runti
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import time
 import tomllib
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -68,29 +64,6 @@ bus = "Bus R15"
 def site_of(tmp_path: Path, devices: str = "", site_extra: str = "", **fmt: object) -> SiteConfig:
     text = HEAD.format(db=tmp_path / "site.sqlite", site_extra=site_extra) + devices.format(**fmt)
     return parse_site(tomllib.loads(text))
-
-
-@pytest.fixture
-def serial_pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """Two linked pty ends from socat (the devices' end, the controller's end)."""
-    socat = shutil.which("socat")
-    assert socat, "socat is required (scripts/test installs it)"
-    a, b = tmp_path / "bus-devices", tmp_path / "bus-controller"
-    proc = subprocess.Popen(  # noqa: S603 - fixed arguments
-        [socat, "-d", "-d", f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 5
-        while not (a.exists() and b.exists()):
-            assert proc.poll() is None, "socat exited"
-            assert time.monotonic() < deadline, "socat made no pty pair"
-            time.sleep(0.01)
-        yield str(a), str(b)
-    finally:
-        proc.terminate()
-        proc.wait(5)
 
 
 # ---------------------------------------------------------------------------- Modbus RTU

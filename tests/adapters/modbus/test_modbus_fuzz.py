@@ -25,14 +25,11 @@ from __future__ import annotations
 
 import logging
 import random
-import shutil
 import socket
 import struct
-import subprocess
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -420,29 +417,6 @@ class _MutatingSerialDevice:
         self.stopping.set()
         self.thread.join(5)
         self.port.close()
-
-
-@pytest.fixture
-def serial_pair(tmp_path) -> Iterator[tuple[str, str]]:
-    """Two linked pty ends from socat (as in test_modbus_rtu.py); socat is stopped after."""
-    socat = shutil.which("socat")
-    assert socat, "socat is required (scripts/test installs it)"
-    a, b = tmp_path / "dev-a", tmp_path / "dev-b"
-    proc = subprocess.Popen(  # noqa: S603 - fixed arguments
-        [socat, "-d", "-d", f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 5
-        while not (a.exists() and b.exists()):
-            assert proc.poll() is None, "socat exited"
-            assert time.monotonic() < deadline, "socat made no pty pair"
-            time.sleep(0.01)
-        yield str(a), str(b)
-    finally:
-        proc.terminate()
-        proc.wait(5)
 
 
 # ---------------------------------------------------------------------------- transports

@@ -3,8 +3,6 @@ values, setpoints obeyed, faults (bad CRC, exception, silence) reported, latency
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,29 +35,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
 T0 = datetime(2026, 6, 21, 12, tzinfo=UTC)
 H = timedelta(hours=1)
-
-
-@pytest.fixture
-def serial_pair(tmp_path):
-    """Two linked pty ends from socat, under tmp_path; socat is stopped afterwards."""
-    socat = shutil.which("socat")
-    assert socat, "socat is required (scripts/test installs it)"
-    a, b = tmp_path / "dev-a", tmp_path / "dev-b"
-    proc = subprocess.Popen(  # noqa: S603 - fixed arguments
-        [socat, "-d", "-d", f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 5
-        while not (a.exists() and b.exists()):
-            assert proc.poll() is None, "socat exited"
-            assert time.monotonic() < deadline, "socat made no pty pair"
-            time.sleep(0.01)
-        yield str(a), str(b)
-    finally:
-        proc.terminate()
-        proc.wait(5)
 
 
 def _reader(client, register_map, max_age_s=0.0):
