@@ -69,6 +69,60 @@ class ChainSettlement:
     readings_root: str = ""
 
 
+class SettledEventLike(Protocol):
+    """The fields of a decoded ``Settled`` event (:class:`adapters.chain.queries.SettledEvent`)."""
+
+    @property
+    def interval_id(self) -> int:
+        """The interval's start [Unix s]."""
+
+    @property
+    def batch_id(self) -> str:
+        """64 hex digits, no ``0x``."""
+
+    @property
+    def tx_hash(self) -> str:
+        """The settling transaction (``0x`` hex)."""
+
+    @property
+    def block_number(self) -> int:
+        """The block it was mined in."""
+
+    @property
+    def trades_root(self) -> str:
+        """64 hex digits, no ``0x``."""
+
+    @property
+    def readings_root(self) -> str:
+        """64 hex digits, no ``0x``."""
+
+
+def chain_settlements(events: Iterable[SettledEventLike]) -> list[ChainSettlement]:
+    """The contract's ``Settled`` events as :class:`ChainSettlement` rows, in their order.
+
+    Parameters
+    ----------
+    events : iterable of SettledEventLike
+        Decoded events (``ChainClient.settled_events()``).
+
+    Returns
+    -------
+    list of ChainSettlement
+        One per event.
+    """
+    return [
+        ChainSettlement(
+            interval_id=e.interval_id,
+            batch_id=e.batch_id,
+            tx_hash=e.tx_hash,
+            block_number=e.block_number,
+            trades_root=e.trades_root,
+            readings_root=e.readings_root,
+        )
+        for e in events
+    ]
+
+
 class OnChainBatch(Protocol):
     """What the settlement contract recorded for an interval."""
 

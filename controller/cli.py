@@ -200,7 +200,7 @@ def _chain_settlements(site: SiteConfig) -> list[ChainSettlement] | None:
     operator; no key is opened.
     """
     from adapters.chain import ChainClient, connect, new_account  # noqa: PLC0415
-    from controller.audit import ChainSettlement  # noqa: PLC0415
+    from controller.audit import chain_settlements  # noqa: PLC0415
 
     chain = site.chain
     if chain.backend == "embedded" or not chain.settlement_address:
@@ -213,17 +213,7 @@ def _chain_settlements(site: SiteConfig) -> list[ChainSettlement] | None:
     try:
         client = ChainClient(conn.w3, new_account(), confirmations=chain.confirmations)
         client.attach(chain.token_address, chain.settlement_address)
-        return [
-            ChainSettlement(
-                interval_id=e.interval_id,
-                batch_id=e.batch_id,
-                tx_hash=e.tx_hash,
-                block_number=e.block_number,
-                trades_root=e.trades_root,
-                readings_root=e.readings_root,
-            )
-            for e in client.settled_events()
-        ]
+        return chain_settlements(client.settled_events())
     finally:
         conn.close()
 

@@ -25,6 +25,7 @@ from sqlalchemy import delete, update
 from controller import crash
 from controller.audit import (
     ChainSettlement,
+    chain_settlements,
     compare_with_chain,
     record_core,
     verify_records,
@@ -35,16 +36,7 @@ from market.canonical import content_hash
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-TICK_POINTS = (
-    "after_read",
-    "after_intent",
-    "after_clear",
-    "after_save_result",
-    "after_setpoints",
-    "after_send",
-    "after_confirm",
-    "after_record",
-)
+TICK_POINTS = tuple(p for p in crash.POINTS if p != "startup_reconcile")
 
 
 class Killed(BaseException):
@@ -70,23 +62,13 @@ def disarm(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(f"{module}.crash_point", crash.crash_point)
 
 
-def chain_settlements(rt: DemoRuntime) -> list[ChainSettlement]:
-    return [
-        ChainSettlement(
-            interval_id=e.interval_id,
-            batch_id=e.batch_id,
-            tx_hash=e.tx_hash,
-            block_number=e.block_number,
-            trades_root=e.trades_root,
-            readings_root=e.readings_root,
-        )
-        for e in rt.client.settled_events()
-    ]
+def on_chain(rt: DemoRuntime) -> list[ChainSettlement]:
+    return chain_settlements(rt.client.settled_events())
 
 
 def check_exactly_once_with_records(rt: DemoRuntime, intervals: set[int]) -> None:
     """The chain and the database, read independently, agree (module docstring)."""
-    events = chain_settlements(rt)
+    events = on_chain(rt)
     ids = [e.interval_id for e in events]
     assert len(ids) == len(set(ids)), "an interval settled twice"
     rows = rt.store.audit_records()
@@ -145,7 +127,7 @@ def kill_and_restart_at_every_point(rt: DemoRuntime, monkeypatch: pytest.MonkeyP
         rt.tick(k)
         expected.add(int(rt.boundary(k).timestamp()))
         problems = compare_with_chain(
-            rt.store.audit_records(), chain_settlements(rt), rt.store.settlement_rows()
+            rt.store.audit_records(), on_chain(rt), rt.store.settlement_rows()
         )
         if problems:
             return expected  # the caller's check names them
@@ -206,7 +188,7 @@ def test_the_record_is_committed_with_the_intent_before_anything_is_sent(
         hash_before = row["record_hash"]
         # the chain already has it: verify names the receipt that is not recorded yet? No:
         # the record exists with the chain's batch id, so the two-way check is clean
-        assert compare_with_chain([row], chain_settlements(rt)) == []
+        assert compare_with_chain([row], on_chain(rt)) == []
         disarm(monkeypatch)
         [resumed] = rt.cycle.resume_pending()
         assert resumed.outcome is not None
@@ -223,7 +205,7 @@ def test_verify_finds_a_settled_interval_without_record_and_another_batch_id(
         rt.tick(0)
         rt.tick(1)
         rt.tick(2, clear_next=False)
-        events = chain_settlements(rt)
+        events = on_chain(rt)
         first, second = sorted(e.interval_id for e in events)
         assert compare_with_chain(rt.store.audit_records(), events) == []
 
