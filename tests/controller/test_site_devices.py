@@ -10,6 +10,7 @@ SunSpec simulators; everything goes through :func:`controller.wiring.build_runti
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from adapters.modbus.simulators import (
     RtuBus,
     constant_profile,
 )
+from adapters.modbus.simulators.pty import socat_pair
 from controller.config import SiteConfig, parse_site
 from controller.errors import ConfigError
 from controller.wiring import build_devices, build_runtime
@@ -39,6 +41,14 @@ from market.domain import (
     SetpointKind,
 )
 from market.metering import Meter
+
+
+@pytest.fixture
+def serial_pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """Two linked pty ends from socat (the devices' end, the controller's end)."""
+    with socat_pair(tmp_path) as pair:
+        yield pair
+
 
 T0 = datetime(2026, 6, 21, 12, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=15)

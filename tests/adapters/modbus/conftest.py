@@ -9,8 +9,19 @@ import threading
 import time
 import types
 import warnings
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+from adapters.modbus.simulators.pty import socat_pair
+
+
+@pytest.fixture
+def serial_pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """Two linked pty ends from socat (the devices' end, the controller's end)."""
+    with socat_pair(tmp_path) as pair:
+        yield pair
 
 
 def _open_sockets() -> set[str]:
