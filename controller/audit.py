@@ -20,13 +20,31 @@ Records of earlier releases were hashed whole; both forms verify.
 **Two ways against the chain** (:func:`compare_with_chain`): every interval the settlement
 contract's ``Settled`` events name has a record with the same batch id, and every record (or
 settlement row) that claims an on-chain settlement has its ``Settled`` event.
+
+**Self-contained, anchored records** (``format`` 2, issue 11). A record also holds every
+parameter in force (``params``), the software and solver versions (``versions``), the grid
+(``grid_hash``: its pandapower JSON without the base case, stored once in the ``grids``
+table; ``base_case``: the interval's load and generation columns), the chain address of
+each account (``accounts``) and the AC check with every bus voltage and branch loading
+(``ac_check``). Its core is hashed *before anything is sent*, with the batch in it minus the
+batch id (:func:`record_core`, :func:`anchor_hash`); that hash is the batch's
+``record_hash``, and the batch id is the content hash of the batch's fields plus it
+(:func:`market.domain.batch_id_of`). The Settlement contract stores the batch id, so the
+chain commits to the whole record with no contract change. :func:`verify_anchored` adds
+the checks of such records (the anchor, the chain's per-account entries, the parameters,
+the store's tables, the re-clear with the recorded parameters on the recorded grid).
+Records and batches of earlier releases (no ``format``, no ``record_hash``) keep their
+rule: their batch ids do not change, and they are re-cleared with the site's grid.
 """
 
 from __future__ import annotations
 
+import json
+import platform
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from importlib import metadata
+from typing import Any, Final, Protocol
 
 from market.canonical import content_hash
 from market.codec import reading_leaves
@@ -36,9 +54,21 @@ from market.merkle import merkle_root
 UNHASHED = frozenset({"chain", "error"})
 """Record keys filled in after the record is committed; not part of its hash."""
 
+RECORD_FORMAT: Final = 2
+"""Records of this format are self-contained and anchored: the batch id commits to them."""
+
+BATCH_ANCHOR_KEYS = frozenset({"batch_id", "record_hash"})
+"""Batch keys derived from the record's hash; left out of the hashed core (no circularity)."""
+
+VERSIONED = ("peergrid", "pandapower", "highspy", "pyomo", "numpy", "scipy")
+"""The distributions whose versions a record names (besides Python)."""
+
 
 def record_core(record: Mapping[str, Any]) -> dict[str, Any]:
     """The part of an audit record its hash covers (every key but :data:`UNHASHED`).
+
+    In an anchored record (``format`` >= 2) the batch (``settlement``) is hashed without its
+    ``batch_id`` and ``record_hash``, which are derived from this very hash.
 
     Parameters
     ----------
@@ -50,7 +80,45 @@ def record_core(record: Mapping[str, Any]) -> dict[str, Any]:
     dict
         The record without its chain receipt and last send error.
     """
-    return {k: v for k, v in record.items() if k not in UNHASHED}
+    core = {k: v for k, v in record.items() if k not in UNHASHED}
+    batch = core.get("settlement")
+    if int(core.get("format") or 1) >= RECORD_FORMAT and isinstance(batch, Mapping):
+        core["settlement"] = {k: v for k, v in batch.items() if k not in BATCH_ANCHOR_KEYS}
+    return core
+
+
+def anchor_hash(record: Mapping[str, Any]) -> str:
+    """The content hash of a record's core: what its batch id commits to.
+
+    Parameters
+    ----------
+    record : mapping
+        An audit record (``format`` >= 2).
+
+    Returns
+    -------
+    str
+        64 hex digits (:func:`market.canonical.content_hash` of :func:`record_core`).
+    """
+    return content_hash(record_core(record))
+
+
+def software_versions() -> dict[str, str]:
+    """The versions of PeerGrid, its solvers and Python (a record's ``versions``).
+
+    Returns
+    -------
+    dict of str to str
+        Distribution name -> version (``"absent"`` if not installed), and ``python``.
+    """
+    out: dict[str, str] = {}
+    for name in VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    out["python"] = platform.python_version()
+    return out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,6 +210,365 @@ class OnChainBatch(Protocol):
         ...
 
 
+class ChainView(Protocol):
+    """Read-only access to the settlement contract (:class:`adapters.chain.ChainClient`)."""
+
+    def settled_batch(self, interval_id: int) -> OnChainBatch:
+        """The batch id and roots the contract stores for ``interval_id`` (zeros if none)."""
+        ...
+
+    def settled_entries(self, interval_id: int) -> tuple[tuple[str, int, int], ...]:
+        """``(address, amount [token units], reward [Wh])`` settled for ``interval_id``."""
+        ...
+
+
+class StoreView(Protocol):
+    """The store's tables an auditor compares a record with (:class:`controller.store.Store`)."""
+
+    def readings_at(self, boundary: int) -> Mapping[Any, Any]:
+        """The readings table's snapshot at ``boundary`` [Unix s]."""
+        ...
+
+    def settlement(self, interval_id: int) -> dict[str, Any] | None:
+        """The settlements table's row of ``interval_id``."""
+        ...
+
+    def grid_json(self, grid_hash: str) -> str | None:
+        """The pandapower JSON stored under ``grid_hash``."""
+        ...
+
+    def result(self, interval_id: int) -> dict[str, Any] | None:
+        """The results table's stored result (with its ``book``) of ``interval_id``."""
+        ...
+
+
+def diff_paths(
+    ours: object, theirs: object, path: str, limit: int = 5
+) -> list[tuple[str, object, object]]:
+    """Where two JSON values differ: ``(path, ours, theirs)``, at most ``limit`` of them.
+
+    Objects are compared key by key (``a.b``), lists item by item (``a[3]``); lists of
+    objects with an ``order_id``, ``device_id``, ``participant`` or ``bus`` key are matched
+    by that key (``orders[o-7].limit_price``).
+
+    Parameters
+    ----------
+    ours, theirs : object
+        JSON values.
+    path : str
+        The path of both values.
+    limit : int
+        The most differences returned.
+
+    Returns
+    -------
+    list of (str, object, object)
+        The differing leaves (a missing side is ``None``).
+    """
+    out: list[tuple[str, object, object]] = []
+
+    def walk(a: object, b: object, where: str) -> None:
+        if len(out) >= limit or a == b:
+            return
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            for key in sorted(set(a) | set(b), key=str):
+                walk(a.get(key), b.get(key), f"{where}.{key}")
+            return
+        if isinstance(a, list) and isinstance(b, list):
+            key = _list_key(a) or _list_key(b)
+            if key:
+                left = {str(x.get(key)): x for x in a}
+                right = {str(x.get(key)): x for x in b}
+                for k in sorted(set(left) | set(right)):
+                    walk(left.get(k), right.get(k), f"{where}[{k}]")
+                return
+            if len(a) == len(b):
+                for i, (x, y) in enumerate(zip(a, b, strict=True)):
+                    walk(x, y, f"{where}[{i}]")
+                return
+        out.append((where, a, b))
+
+    walk(ours, theirs, path)
+    return out
+
+
+def _list_key(items: list[Any]) -> str:
+    if not items or not all(isinstance(x, Mapping) for x in items):
+        return ""
+    for key in ("order_id", "device_id", "trade_id", "participant", "bus", "branch"):
+        if all(key in x for x in items):
+            return key
+    return ""
+
+
+def _show(value: object) -> str:
+    text = "missing" if value is None else json.dumps(value, sort_keys=True)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _differences(where: str, what: str, ours: object, theirs: object, path: str) -> list[str]:
+    return [
+        f"{where}: {p}: the record has {_show(a)}, {what} has {_show(b)}"
+        for p, a, b in diff_paths(ours, theirs, path)
+    ]
+
+
+def verify_anchored(
+    record: Mapping[str, Any],
+    *,
+    chain: ChainView | None = None,
+    tables: StoreView | None = None,
+    reclear: Callable[[Mapping[str, Any]], Mapping[str, Any] | None] | None = None,
+) -> list[str]:
+    """The checks of a self-contained record (``format`` 2) beyond :func:`verify_record`'s.
+
+    1. **anchor**: the record core's hash (:func:`anchor_hash`) is the batch's
+       ``record_hash``, which the batch id (recomputed by :func:`verify_record`) commits to;
+    2. **chain entries**: the contract's ``SettlementEntries`` for the interval equal the
+       batch's amounts and rewarded energy per account, netted per address through the
+       record's ``accounts`` (the batch id and roots are compared by :func:`verify_record`);
+    3. **parameters**: the batch's tariffs are the record's ``params``;
+    4. **tables**: the readings table's snapshots at the interval's two boundaries equal the
+       record's readings, the results table's book and result (status, orders, prices,
+       trades, grid exchange) the record's, and the settlements table's batch the record's;
+    5. **re-clear**: the book cleared again with the recorded parameters on the recorded grid
+       (:func:`reclear_recorded`) gives the recorded status, orders, prices, trades, grid
+       exchange and AC check (every bus voltage and branch loading). A recorded TIME_LIMIT
+       outcome stopped by the wall-clock budget is accepted as what happened.
+
+    Parameters
+    ----------
+    record : mapping
+        An anchored audit record.
+    chain : ChainView, optional
+        Read access to the settlement contract; check 2 is skipped without it.
+    tables : StoreView, optional
+        The store the record came from; check 4 is skipped without it.
+    reclear : callable, optional
+        Record -> re-cleared result (JSON form), ``None`` when it cannot re-clear; check 5
+        is skipped without it.
+
+    Returns
+    -------
+    list of str
+        One line per difference: the interval, the field (``settlement.amounts[alice]``,
+        ``readings_end[pv-1].export_wh_total``, ``params.import_price``) and both values.
+    """
+    interval = int(record["interval"])
+    where = _where(interval)
+    problems: list[str] = []
+    batch = record.get("settlement") or {}
+    if batch:
+        recorded = batch.get("record_hash", "")
+        actual = anchor_hash(record)
+        if recorded != actual:
+            problems.append(
+                f"{where}: record_hash: the record hashes to {actual}, its batch (and so the "
+                f"chain's batch id) commits to {recorded or 'nothing'}: the record was changed"
+            )
+        params = record.get("params") or {}
+        for key in ("import_price", "export_price"):
+            if key in params and params[key] != batch.get(key):
+                problems.append(
+                    f"{where}: params.{key}: {_show(params[key])} in the record's parameters, "
+                    f"{_show(batch.get(key))} in its batch (settlement.{key})"
+                )
+    if chain is not None and batch:
+        problems += _check_entries(where, record, chain.settled_entries(interval))
+    if tables is not None:
+        problems += _check_tables(where, record, tables)
+    if reclear is not None:
+        problems += _check_reclear(where, record, reclear)
+    return problems
+
+
+def _check_entries(
+    where: str, record: Mapping[str, Any], entries: Iterable[tuple[str, int, int]]
+) -> list[str]:
+    batch = record.get("settlement") or {}
+    accounts = {str(k): str(v).lower() for k, v in (record.get("accounts") or {}).items()}
+    if not accounts:
+        return [f"{where}: accounts: the record names no chain addresses; entries not compared"]
+    want_amount: dict[str, int] = {}
+    want_reward: dict[str, int] = {}
+    for account, amount in batch.get("amounts", []):
+        address = accounts.get(str(account), f"<{account}: no address>")
+        want_amount[address] = want_amount.get(address, 0) + int(amount)
+    for account, wh in batch.get("rewards", []):
+        address = accounts.get(str(account), f"<{account}: no address>")
+        want_reward[address] = want_reward.get(address, 0) + int(wh)
+    have_amount: dict[str, int] = {}
+    have_reward: dict[str, int] = {}
+    for address, amount, reward in entries:
+        have_amount[str(address).lower()] = int(amount)
+        have_reward[str(address).lower()] = int(reward)
+    names = {v: k for k, v in accounts.items()}
+    problems: list[str] = []
+    for what, want, have in (
+        ("amounts", want_amount, have_amount),
+        ("rewards", want_reward, have_reward),
+    ):
+        for address in sorted(set(want) | set(have)):
+            ours, theirs = want.get(address, 0), have.get(address, 0)
+            if ours != theirs:
+                name = names.get(address, address)
+                problems.append(
+                    f"{where}: settlement.{what}[{name}]: the batch has {ours}, the chain's "
+                    f"entry for {address} has {theirs}"
+                )
+    return problems
+
+
+def _check_tables(where: str, record: Mapping[str, Any], tables: StoreView) -> list[str]:
+    from market.codec import reading_to_dict  # noqa: PLC0415 - kept out of the store's import
+
+    interval = int(record["interval"])
+    length = int(record["length_s"])
+    problems: list[str] = []
+    for key, boundary in (("readings_start", interval), ("readings_end", interval + length)):
+        stored = [reading_to_dict(r) for r in tables.readings_at(boundary).values()]
+        mine = record.get(key) or []
+        problems += _differences(
+            where, f"the readings table (boundary {boundary})", mine, stored, key
+        )
+    result_row = tables.result(interval)
+    if result_row is not None:
+        problems += _differences(
+            where, "the results table", record.get("book"), result_row.get("book"), "book"
+        )
+        for key in ("status", "orders", "prices", "trades", "grid"):
+            problems += _differences(
+                where,
+                "the results table",
+                (record.get("result") or {}).get(key),
+                result_row.get(key),
+                f"result.{key}",
+            )
+    row = tables.settlement(interval)
+    batch = record.get("settlement")
+    if row is not None and batch is not None:
+        problems += _differences(
+            where, "the settlements table", batch, row.get("batch"), "settlement"
+        )
+    return problems
+
+
+def accepted_as_recorded(record: Mapping[str, Any]) -> str:
+    """Why a record's outcome is accepted without a re-clear, or ``""``.
+
+    A result with the status ``time_limit`` was stopped by the production wall-clock budget
+    (:mod:`controller.grid_clearing`): what happened, which a re-clear (run without the
+    budget) is not expected to reproduce.
+
+    Parameters
+    ----------
+    record : mapping
+        An audit record.
+
+    Returns
+    -------
+    str
+        ``interval ...: accepted as recorded: wall-clock stop (<the recorded reason>)``, or
+        ``""`` for every other outcome (re-cleared and compared).
+    """
+    result = record.get("result") or {}
+    if result.get("status") != "time_limit":
+        return ""
+    where = _where(int(record["interval"]))
+    return f"{where}: accepted as recorded: wall-clock stop ({result.get('reason', '')})"
+
+
+def _check_reclear(
+    where: str,
+    record: Mapping[str, Any],
+    reclear: Callable[[Mapping[str, Any]], Mapping[str, Any] | None],
+) -> list[str]:
+    stored = dict(record.get("result") or {})
+    if accepted_as_recorded(record):
+        return []  # stopped by the wall-clock budget: accepted as what happened (module doc)
+    again = reclear(record)
+    if again is None:
+        return [f"{where}: grid_hash: the recorded grid is not in the store; not re-cleared"]
+    again = dict(again)
+    full_check = record.get("ac_check")
+    stored["ac_check"] = full_check
+    problems: list[str] = []
+    for key in ("status", "orders", "prices", "trades", "grid", "ac_check"):
+        problems += [
+            f"{where}: result.{p[len('result.') :]}: the record has {_show(a)}, "
+            f"re-clearing gives {_show(b)}"
+            for p, a, b in diff_paths(stored.get(key), again.get(key), f"result.{key}")
+        ]
+    return problems
+
+
+def reclear_recorded(
+    record: Mapping[str, Any], grid_json: Callable[[str], str | None]
+) -> dict[str, Any] | None:
+    """Clear a record's book again with its recorded parameters on its recorded grid.
+
+    Nothing comes from a site file: the grid is the stored pandapower JSON named by
+    ``grid_hash`` with the record's ``base_case``, the options are ``params`` (tariffs,
+    mechanism, engine, solver settings, time budget), the band ``vm_min_pu``/``vm_max_pu``
+    and the AC loop's ``max_iterations``.
+
+    Parameters
+    ----------
+    record : mapping
+        An anchored audit record.
+    grid_json : callable
+        ``grid_hash`` -> the stored pandapower JSON (:meth:`controller.store.Store.grid_json`).
+
+    Returns
+    -------
+    dict or None
+        The result in its stored form (:func:`market.codec.result_to_dict`), with the AC
+        check's per-bus and per-branch values; ``None`` when the grid is not stored.
+    """
+    import dataclasses  # noqa: PLC0415 - the clearing stack is heavy; only an auditor needs it
+
+    from controller.grid_clearing import clear_on_grid, reclear_options  # noqa: PLC0415
+    from grid_models.errors import GridModelError  # noqa: PLC0415
+    from grid_models.grids import join_base_case  # noqa: PLC0415
+    from grid_models.linear import build_linear_grid  # noqa: PLC0415
+    from market.clearing import ClearingOptions, empty_result  # noqa: PLC0415
+    from market.codec import result_to_dict  # noqa: PLC0415
+    from market.domain import ClearingStatus, Interval  # noqa: PLC0415
+    from market.orderbook import parse_order_rows  # noqa: PLC0415
+
+    grid_hash = record.get("grid_hash")
+    text = grid_json(str(grid_hash)) if grid_hash else None
+    if text is None:
+        return None
+    params = dict(record.get("params") or {})
+    interval = Interval.from_id(int(record["interval"]), int(record["length_s"]))
+    grid = join_base_case(text, dict(record.get("base_case") or {}), str(params.get("grid")))
+    book = parse_order_rows(
+        (record.get("book") or {}).get("orders", []), interval, set(grid.bus_names)
+    )
+    if not len(book):
+        return result_to_dict(
+            empty_result(book, ClearingStatus.NO_CROSSING, "no orders this interval")
+        )
+    names = {f.name for f in dataclasses.fields(ClearingOptions)}
+    # no wall-clock budget, the recorded iteration limits (grid_clearing.reclear_options)
+    options, _ = reclear_options(
+        ClearingOptions(**{k: v for k, v in params.items() if k in names}), params
+    )
+    try:
+        linear = build_linear_grid(
+            grid, vm_min_pu=float(params["vm_min_pu"]), vm_max_pu=float(params["vm_max_pu"])
+        )
+        result = clear_on_grid(
+            grid, linear, book, options, max_iterations=int(params["max_iterations"])
+        )
+    except GridModelError as exc:
+        result = empty_result(
+            book, ClearingStatus.INFEASIBLE, f"grid model failed: {exc}; fallback: grid only"
+        )
+    return result_to_dict(result)
+
+
 def verify_record(
     record: Mapping[str, Any],
     settled_batch: Callable[[int], OnChainBatch] | None = None,
@@ -180,6 +607,7 @@ def verify_record(
         batch["readings_root"],
         batch.get("rewards", []),
         batch.get("debts", []),
+        batch.get("record_hash", ""),
     )
     if recomputed_id != batch["batch_id"]:
         problems.append(f"{where}: batch id does not match the batch's content")
@@ -199,7 +627,7 @@ def verify_record(
             problems.append(f"{where}: the chain holds another trades root")
         if on_chain.readings_root.hex() != batch["readings_root"]:
             problems.append(f"{where}: the chain holds another readings root")
-    if reclear is not None:
+    if reclear is not None and not accepted_as_recorded(record):  # a wall-clock stop: as is
         again = reclear(record)
         stored = record.get("result", {})
         for key in ("trades", "prices", "orders"):
@@ -212,8 +640,18 @@ def verify_records(
     records: Iterable[Mapping[str, Any]],
     settled_batch: Callable[[int], OnChainBatch] | None = None,
     reclear: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
+    *,
+    chain: ChainView | None = None,
+    tables: StoreView | None = None,
+    reclear_anchored: Callable[[Mapping[str, Any]], Mapping[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
     """Verify stored audit rows and summarise.
+
+    Records of :data:`RECORD_FORMAT` get :func:`verify_anchored` besides
+    :func:`verify_record` and are re-cleared with ``reclear_anchored`` (their recorded
+    parameters and grid); older records keep their rule (``reclear``: the site's).
+    With ``chain``, an interval the chain has not settled (an intent not sent yet) is not
+    compared with it (:func:`compare_with_chain` reports records that claim a settlement).
 
     Parameters
     ----------
@@ -221,27 +659,58 @@ def verify_records(
         Audit rows (``{"record": ...}``) or bare records.
     settled_batch, reclear : callable, optional
         As for :func:`verify_record`.
+    chain, tables : optional
+        As for :func:`verify_anchored`; ``chain`` also stands for ``settled_batch``.
+    reclear_anchored : callable, optional
+        Re-clears an anchored record (:func:`reclear_recorded`).
 
     Returns
     -------
     dict
-        ``records`` (count), ``verified`` (count without problems) and ``problems`` (list).
+        ``records`` (count), ``verified`` (count without problems), ``problems`` (list)
+        and ``accepted`` (list: outcomes accepted as recorded without a re-clear,
+        :func:`accepted_as_recorded`).
     """
     problems: list[str] = []
+    accepted: list[str] = []
     n = verified = 0
     for row in records:
         record = row.get("record", row)
         n += 1
-        found = verify_record(record, settled_batch, reclear)
+        interval = int(record["interval"])
+        on_chain = settled_batch
+        if chain is not None:
+            settled = chain.settled_batch(interval)
+            on_chain = None if not any(settled.batch_id) else (lambda _i, b=settled: b)
+        if int(record.get("format") or 1) >= RECORD_FORMAT:
+            found = verify_record(record, on_chain, None)
+            found += verify_anchored(
+                record,
+                chain=chain if on_chain is not None else None,
+                tables=tables,
+                reclear=reclear_anchored,
+            )
+        else:
+            found = verify_record(record, on_chain, reclear)
         stored_hash = row.get("record_hash")
         if stored_hash is not None and stored_hash not in {
             content_hash(record_core(record)),
             content_hash(record),  # a record of an earlier release, hashed whole
         }:
-            found.append(f"{_where(int(record['interval']))}: record hash does not match")
+            found.append(
+                f"{_where(interval)}: record_hash: the audit table's stored record hash "
+                f"{stored_hash} is not the record's"
+            )
         problems.extend(found)
         verified += not found
-    return {"records": n, "verified": verified, "problems": problems}
+        if reclear is not None or reclear_anchored is not None:
+            accepted.append(accepted_as_recorded(record))
+    return {
+        "records": n,
+        "verified": verified,
+        "problems": problems,
+        "accepted": [line for line in accepted if line],  # wall-clock stops, not re-cleared
+    }
 
 
 def compare_with_chain(

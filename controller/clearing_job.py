@@ -7,8 +7,14 @@ document:
 ``status``, ``reason``, ``orders`` (order_id, accepted_wh, price, amount), ``prices`` (bus ->
 nodal price), ``grid`` (import_wh, export_wh), ``trades``, ``welfare``, ``community_rent``,
 ``ac_check`` (min/max vm_pu, max line and trafo loading, violations), ``iterations``,
-``engine`` (``highspy`` or ``pyomo``: how the LP reached HiGHS), ``timings`` (seconds per stage;
-left out of the deterministic part).
+``engine`` (``highspy`` or ``pyomo``: how the LP reached HiGHS), ``limits`` (the AC loop's
+``max_iterations``, HiGHS's ``simplex_iteration_limit`` and ``ipm_iteration_limit``, and
+``time_limit_s``, the wall-clock budget or null), ``timings`` (seconds per stage; left out of
+the deterministic part).
+
+Without ``--time-limit`` nothing reads a clock: iteration counts decide, and the document
+(but ``timings``) is the same on any machine. With it, a budget that runs out gives the
+status ``time_limit`` (:mod:`controller.grid_clearing`).
 
 Order files: CSV with a header ``order_id,participant,bus,side,energy_wh,limit_price`` or JSON
 (a list of such objects, or ``{"orders": [...]}``), UTF-8 with or without a byte order mark
@@ -48,7 +54,7 @@ DEFAULT_START = datetime(2026, 1, 1, tzinfo=UTC)
 MAX_TIME_STEP = 366 * 96 - 1
 """Last 15-min step of SimBench's profile year (2016, a leap year) [-]."""
 MAX_TIME_LIMIT_S = 3600.0
-"""Longest time budget of one clearing [s]."""
+"""Longest wall-clock budget of one clearing [s]."""
 ENGINES = ("highspy", "pyomo")
 """The values of :class:`market.clearing.Engine` (not imported here: it loads the solvers)."""
 
@@ -198,7 +204,7 @@ def clear_orders_file(
     export_price: int = 80_000,
     vm_min_pu: float = 0.95,
     vm_max_pu: float = 1.05,
-    time_limit_s: float = 10.0,
+    time_limit_s: float | None = None,
     interval_start: datetime | None = None,
     engine: str = "highspy",
 ) -> dict[str, Any]:
@@ -218,8 +224,10 @@ def clear_orders_file(
         The upstream grid's tariffs [token base units / kWh].
     vm_min_pu, vm_max_pu : float
         Voltage band [p.u.].
-    time_limit_s : float
-        Time budget of the clearing loop [s].
+    time_limit_s : float, optional
+        Wall-clock budget of the clearing (the AC loop and HiGHS) [s] (``--time-limit``);
+        a stop it causes is the status ``time_limit``, which a re-run need not reproduce.
+        Default none: iteration counts alone decide, the same result on any machine.
     interval_start : datetime, optional
         Start of the interval (tz-aware UTC); default the time step's, or 2026-01-01.
     engine : {"highspy", "pyomo"}
@@ -236,7 +244,7 @@ def clear_orders_file(
     ConfigError
         An option out of range (a voltage limit outside :data:`VOLTAGE_RANGE_PU` or NaN, the
         lower not below the upper, a price outside 0 .. 10**9 or an export price above the
-        import price, a time limit not in
+        import price, a wall-clock budget not in
         (0, :data:`MAX_TIME_LIMIT_S`], a time step outside 0 .. :data:`MAX_TIME_STEP`, an
         engine other than ``highspy`` or ``pyomo``), or an order file that cannot be read;
         before any grid work.
@@ -262,7 +270,7 @@ def clear_orders_file(
     interval = Interval.containing(interval_start, 900)
     parse_order_rows(rows, interval)  # every row-level error before the (slow) grid load
     # pandapower and the solver (~2 s to import) only once the input is known to be good
-    from controller.grid_clearing import clear_on_grid  # noqa: PLC0415
+    from controller.grid_clearing import clear_on_grid, clearing_limits  # noqa: PLC0415
     from grid_models.grids import load_grid_cached  # noqa: PLC0415
     from grid_models.linear import build_linear_grid  # noqa: PLC0415
     from market.clearing import ClearingOptions, Engine  # noqa: PLC0415
@@ -292,6 +300,7 @@ def clear_orders_file(
     doc = result_to_dict(result)
     doc["grid_spec"] = grid
     doc["engine"] = engine
+    doc["limits"] = clearing_limits(options)
     doc["time_step"] = time_step
     doc["timings"] = {k: round(v, 4) for k, v in timings.items()}
     return doc
@@ -302,7 +311,7 @@ def _check_options(
     vm_max_pu: float,
     import_price: int,
     export_price: int,
-    time_limit_s: float,
+    time_limit_s: float | None,
     time_step: int | None,
 ) -> None:
     """Refuse options out of range with a :class:`ConfigError` naming the option."""
@@ -324,7 +333,9 @@ def _check_options(
     if export_price > import_price:
         msg = f"export_price ({export_price}) must not exceed import_price ({import_price})"
         raise ConfigError(msg)
-    if not (math.isfinite(time_limit_s) and 0 < time_limit_s <= MAX_TIME_LIMIT_S):
+    if time_limit_s is not None and not (
+        math.isfinite(time_limit_s) and 0 < time_limit_s <= MAX_TIME_LIMIT_S
+    ):
         msg = (
             f"time_limit_s must be more than 0 and at most {MAX_TIME_LIMIT_S:g} s, "
             f"got {time_limit_s}"

@@ -11,10 +11,11 @@ import json
 import logging
 import os
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from controller import cli_db, cli_debts, cli_devices, cli_grid, cli_keys
+from controller import cli_audit, cli_db, cli_debts, cli_devices, cli_grid, cli_keys
 from controller.cli_chain import register as register_chain
 from controller.cli_types import (
     non_negative_int,
@@ -30,7 +31,7 @@ from grid_models.errors import InvalidGrid, UnknownBus, UnknownGrid, Unsupported
 from market.errors import InvalidOrder
 
 if TYPE_CHECKING:
-    from controller.audit import ChainSettlement
+    from adapters.chain import ChainClient
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -192,53 +193,88 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
 
 
-def _chain_settlements(site: SiteConfig) -> list[ChainSettlement] | None:
-    """Every interval the site's settlement contract settled (its ``Settled`` events).
+def _audit_chain(
+    stack: ExitStack, site: SiteConfig | None, rpc_url: str | None, settlement: str | None
+) -> ChainClient | None:
+    """A read-only client of the settlement contract, or ``None`` without chain access.
 
-    ``None`` for an ``embedded`` chain (it lives only as long as its controller) or a site
-    without a settlement address. Read-only: a throwaway account stands in for the
-    operator; no key is opened.
+    ``--rpc``/``--settlement`` win over the site file; an ``embedded`` chain (it lives only
+    as long as its controller) or a site without a settlement address gives ``None``. A
+    throwaway account stands in for the operator; no key is opened. The connection is closed
+    with ``stack``.
     """
     from adapters.chain import ChainClient, connect, new_account  # noqa: PLC0415
-    from controller.audit import chain_settlements  # noqa: PLC0415
+    from adapters.chain.queries import settlement_token  # noqa: PLC0415
 
-    chain = site.chain
-    if chain.backend == "embedded" or not chain.settlement_address:
+    confirmations = 0
+    if rpc_url or settlement:
+        if not (rpc_url and settlement):
+            msg = "--rpc and --settlement go together (the node's URL and the contract)"
+            raise ConfigError(msg)
+        conn = connect("rpc", rpc_url=rpc_url)
+    elif site is not None and site.chain.backend != "embedded" and site.chain.settlement_address:
+        chain = site.chain
+        settlement = chain.settlement_address
+        confirmations = chain.confirmations
+        conn = connect(
+            chain.backend,
+            rpc_url=chain.rpc_url or None,
+            state_path=(chain.state_path or None) if chain.backend == "anvil" else None,
+        )
+    else:
         return None
-    conn = connect(
-        chain.backend,
-        rpc_url=chain.rpc_url or None,
-        state_path=(chain.state_path or None) if chain.backend == "anvil" else None,
-    )
-    try:
-        client = ChainClient(conn.w3, new_account(), confirmations=chain.confirmations)
-        client.attach(chain.token_address, chain.settlement_address)
-        return chain_settlements(client.settled_events())
-    finally:
-        conn.close()
+    stack.callback(conn.close)
+    client = ChainClient(conn.w3, new_account(), confirmations=confirmations)
+    client.attach(settlement_token(conn.w3, settlement), settlement)
+    return client
 
 
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
-    from controller.audit import compare_with_chain, verify_records  # noqa: PLC0415
+    from controller.audit import (  # noqa: PLC0415
+        chain_settlements,
+        compare_with_chain,
+        reclear_recorded,
+        verify_records,
+    )
+    from controller.store import Store  # noqa: PLC0415
     from controller.wiring import build_runtime  # noqa: PLC0415
 
-    site = read_site(args.site)
-    with build_runtime(
-        site,
-        store_url=args.db or site.database,
-        create_store=False,
-        grid=not args.no_reclear,
-        devices=False,
-        chain=False,
-    ) as runtime:
-        rows = runtime.store.audit_records()
-        settlement_rows = runtime.store.settlement_rows()
+    site = read_site(args.site) if args.site else None
+    url = args.db or (site.database if site is not None else None)
+    if not url:
+        msg = "audit verify needs --db URL (or --site with its database)"
+        raise ConfigError(msg)
+    with ExitStack() as stack:
+        legacy_reclear = None
+        if site is not None:
+            runtime = stack.enter_context(
+                build_runtime(
+                    site,
+                    store_url=url,
+                    create_store=False,
+                    grid=not args.no_reclear,
+                    devices=False,
+                    chain=False,
+                )
+            )
+            store = runtime.store
+            legacy_reclear = None if args.no_reclear else runtime.cycle.reclear
+        else:
+            store = Store(url, create=False)
+            stack.callback(store.close)
+        client = None if args.no_chain else _audit_chain(stack, site, args.rpc, args.settlement)
+        rows = store.audit_records()
+        settlement_rows = store.settlement_rows()
         summary = verify_records(
             rows,
-            settled_batch=None,
-            reclear=None if args.no_reclear else runtime.cycle.reclear,
+            reclear=legacy_reclear,
+            chain=client,
+            tables=store,
+            reclear_anchored=None
+            if args.no_reclear
+            else (lambda record: reclear_recorded(record, store.grid_json)),
         )
-    on_chain = None if args.no_chain else _chain_settlements(site)
+        on_chain = None if client is None else chain_settlements(client.settled_events())
     summary["chain_checked"] = on_chain is not None
     if on_chain is not None:
         mismatches = compare_with_chain(rows, on_chain, settlement_rows)
@@ -256,13 +292,20 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
         }
         summary["problems"] = [*summary["problems"], *mismatches]
     summary["note"] = (
-        "batch ids, Merkle roots, zero sums and record hashes recomputed"
-        + ("" if args.no_reclear else ", every interval re-cleared from its stored book")
+        "record hashes, batch ids, Merkle roots and zero sums recomputed; records compared "
+        "with the readings and settlements tables"
         + (
-            "; the chain's Settled events compared with the records both ways"
+            ""
+            if args.no_reclear
+            else ", every interval re-cleared from its stored book (recorded parameters and "
+            "grid; records before issue 11 with the site's)"
+        )
+        + (
+            "; each record's hash, batch id, roots and per-account entries compared with the "
+            "chain, and the chain's Settled events with the records both ways"
             if on_chain is not None
             else "; not compared with the chain ("
-            + ("--no-chain" if args.no_chain else "an embedded chain ends with its controller")
+            + ("--no-chain" if args.no_chain else "no --rpc/--settlement, or an embedded chain")
             + ")"
         )
     )
@@ -279,7 +322,63 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
             )
         for problem in summary["problems"]:
             print(f"  {problem}")
+        for line in summary.get("accepted", []):  # wall-clock stops: what happened, as is
+            print(f"  {line}")
     return EXIT_OK if not summary["problems"] and summary["records"] else EXIT_FAILED
+
+
+def _cmd_audit_report(args: argparse.Namespace) -> int:
+    """``peergrid audit report``: HTML and PDF drawn from the exports, with verify's findings."""
+    from controller.audit import chain_settlements, reclear_recorded  # noqa: PLC0415
+    from controller.audit_report import collect, write_report  # noqa: PLC0415
+    from controller.store import Store  # noqa: PLC0415
+    from controller.wiring import build_runtime  # noqa: PLC0415
+
+    site = read_site(args.site) if args.site else None
+    url = args.db or (site.database if site is not None else None)
+    if not url:
+        msg = "audit report needs --db URL (or --site with its database)"
+        raise ConfigError(msg)
+    with ExitStack() as stack:
+        legacy_reclear = None
+        if site is not None:
+            runtime = stack.enter_context(
+                build_runtime(
+                    site,
+                    store_url=url,
+                    create_store=False,
+                    grid=not args.no_reclear,
+                    devices=False,
+                    chain=False,
+                )
+            )
+            store = runtime.store
+            legacy_reclear = None if args.no_reclear else runtime.cycle.reclear
+        else:
+            store = Store(url, create=False)
+            stack.callback(store.close)
+        client = None if args.no_chain else _audit_chain(stack, site, args.rpc, args.settlement)
+        settled = None if client is None else chain_settlements(client.settled_events())
+        tables, findings = collect(
+            store,
+            args.start,
+            args.end,
+            chain=client,
+            settled=settled,
+            reclear=legacy_reclear,
+            reclear_anchored=None
+            if args.no_reclear
+            else (lambda record: reclear_recorded(record, store.grid_json)),
+        )
+    files = write_report(
+        tables, Path(args.out), start=args.start, end=args.end, chain=settled, findings=findings
+    )
+    print(
+        f"{files.html} ({len(files.figures)} figures), {files.pdf} ({files.pdf_pages} pages), "
+        f"{files.data}; {findings.verified}/{findings.records} records verified, "
+        f"{len(findings.problems)} finding(s)"
+    )
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -360,15 +459,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     clear.add_argument("--vm-min", type=per_unit_voltage, default=0.95, help="[p.u.]")
     clear.add_argument("--vm-max", type=per_unit_voltage, default=1.05, help="[p.u.]")
-    clear.add_argument("--time-limit", type=positive_seconds, default=10.0, help="budget [s]")
+    clear.add_argument(
+        "--time-limit",
+        type=positive_seconds,
+        default=None,
+        help="wall-clock budget of the clearing [s]; a stop it causes is the status "
+        "time_limit (default: none, iteration counts alone decide: the same result on any "
+        "machine)",
+    )
     clear.add_argument("--json", action="store_true", help="print the result as JSON")
     clear.set_defaults(func=_cmd_clear)
 
     audit = sub.add_parser("audit", help="re-check stored interval records")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="recompute roots and batch ids, re-clear")
-    verify.add_argument("--site", required=True, help="site TOML file (grid and tariffs)")
+    verify.add_argument(
+        "--site",
+        default=None,
+        help="site TOML file (optional: its database and chain; records before issue 11 "
+        "are re-cleared with its grid and tariffs)",
+    )
     verify.add_argument("--db", default=None, help="database URL (default: the site's)")
+    verify.add_argument("--rpc", default=None, help="chain JSON-RPC URL (read-only)")
+    verify.add_argument("--settlement", default=None, help="settlement contract address (0x..)")
     verify.add_argument("--no-reclear", action="store_true", help="skip re-clearing")
     verify.add_argument(
         "--no-chain",
@@ -377,6 +490,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--json", action="store_true", help="print JSON")
     verify.set_defaults(func=_cmd_audit_verify)
+    report = audit_sub.add_parser(
+        "report", help="HTML and PDF report with plots from the exports, and every finding"
+    )
+    report.add_argument("--site", default=None, help="site TOML file (optional, as for verify)")
+    report.add_argument("--db", default=None, help="database URL (default: the site's)")
+    report.add_argument("--rpc", default=None, help="chain JSON-RPC URL (read-only)")
+    report.add_argument("--settlement", default=None, help="settlement contract address (0x..)")
+    report.add_argument(
+        "--from", dest="start", type=utc_time, required=True, help="first interval (UTC)"
+    )
+    report.add_argument(
+        "--to", dest="end", type=utc_time, required=True, help="end, exclusive (UTC)"
+    )
+    report.add_argument("--out", required=True, help="folder for report.html and report.pdf")
+    report.add_argument("--no-reclear", action="store_true", help="skip re-clearing")
+    report.add_argument(
+        "--no-chain", action="store_true", help="do not compare the records with the chain"
+    )
+    report.set_defaults(func=_cmd_audit_report)
+    cli_audit.register(audit_sub, chain=_audit_chain)
     cli_devices.register(sub)
     register_chain(sub)
     cli_db.register(sub)

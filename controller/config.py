@@ -50,8 +50,10 @@ base_sgen_scale      float   1.0                                0-100: the grid'
                                                                 without profiles)
 max_reading_age_s    int     120                                1-86400 [s]: older readings
                                                                 are STALE
-solver_time_limit_s  float   10.0                               (0, 3600] [s]: HiGHS's budget
-                                                                per solve
+solver_time_limit_s  float   10.0                               (0, 3600] [s]: wall-clock
+                                                                budget of one clearing (AC
+                                                                loop and HiGHS); a stop is
+                                                                recorded as time_limit
 mechanism            string  ``"nodal"``                        ``nodal`` | ``uniform`` |
                                                                 ``pay-as-bid`` (pricing)
 engine               string  ``"highspy"``                      ``highspy`` | ``pyomo`` (how
@@ -608,7 +610,11 @@ class SiteTable(_Table):
         default=120, ge=1, le=86400, description="older readings are STALE [s]"
     )
     solver_time_limit_s: Number = Field(
-        default=10.0, gt=0, le=3600, description="HiGHS's time budget per solve [s]"
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="wall-clock budget of one clearing, the AC loop and HiGHS [s]; a stop it "
+        "causes is recorded as time_limit (re-clears run without it)",
     )
     mechanism: MechanismKey = Field(default=Mechanism.NODAL, description="how trades are priced")
     engine: EngineKey = Field(default=Engine.HIGHSPY, description="how the LP reaches HiGHS")

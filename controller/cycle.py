@@ -29,6 +29,17 @@ One *tick* runs at each interval boundary ``t`` (the end of interval ``T-1`` and
 ``after_confirm``, ``after_record`` and ``startup_reconcile`` let a kill test stop the
 process at each step (only when ``PEERGRID_CRASH_AT`` names one).
 
+**Re-checking recent settlements.** A reorganisation deeper than the site's finality depth
+(``confirmations``) can drop a settlement already recorded as final. At every tick (before
+anything is settled on paper) and at start-up (:meth:`Cycle.resume_pending`), each settlement
+recorded in the last :attr:`Cycle.recheck_blocks` blocks is compared with the chain (the
+contract's ``settled_block`` and batch id for the interval). One the chain no longer has at
+its recorded block with its batch id goes back to ``intent``, its reason recorded and its
+audit record's chain part cleared in the same database transaction (a warning is logged),
+and is sent again with the other intents: the contract refuses a second settlement of an
+interval, and the chain adapter reports one that merely moved to another block as
+``already_settled`` with its new receipt.
+
 An interval claimed by a controller that died before recording its result is closed as
 ``abandoned`` (nothing was acted on) at the next tick. Each interval therefore ends with
 exactly one recorded outcome and its reason, and each recorded outcome is settled once.
@@ -52,14 +63,16 @@ it has any, else the sum of its generation, load and storage devices.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Final, Protocol, runtime_checkable
 
 from adapters.modbus.polling import poll_all
+from controller.audit import RECORD_FORMAT, anchor_hash, software_versions
 from controller.bidding import (
     Forecaster,
     Plan,
@@ -72,10 +85,10 @@ from controller.bidding import (
 from controller.config import SiteConfig
 from controller.crash import crash_point
 from controller.errors import NotOnBoundary
-from controller.grid_clearing import clear_on_grid
+from controller.grid_clearing import MAX_ITERATIONS, clear_on_grid, reclear_options
 from controller.store import Store
 from grid_models.errors import GridModelError
-from grid_models.grids import Grid
+from grid_models.grids import Grid, split_base_case
 from grid_models.linear import LinearGrid, build_linear_grid
 from market.canonical import content_hash
 from market.clearing import ClearingOptions, empty_result
@@ -181,6 +194,31 @@ class Settler(Protocol):
         ...
 
 
+RECHECK_BLOCKS: Final = 64
+"""Default window of the settlement re-check [blocks]: 64 blocks is two Ethereum epochs,
+the depth at which proof-of-stake finalises, and at one block per interval on a dev node
+64 intervals."""
+
+
+@runtime_checkable
+class SettlementView(Protocol):
+    """What the chain says about settled intervals (the re-check of recent settlements)."""
+
+    def block_number(self) -> int:
+        """The chain's latest block number."""
+        ...
+
+    def settled_on_chain(self, interval_id: int) -> tuple[int, str]:
+        """The block that settled ``interval_id`` and its batch id; ``(0, "")`` if none.
+
+        Parameters
+        ----------
+        interval_id : int
+            The interval [Unix s].
+        """
+        ...
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IntervalReport:
     """What happened when interval ``T`` was cleared.
@@ -235,8 +273,14 @@ class Cycle:
 
     ``base_grid_for(interval)`` returns the feeder with its inflexible base case for that
     interval (e.g. a SimBench time step, or the grid's loads scaled by a profile).
-    ``options`` are the clearing's tariffs [token units / kWh], solver time limit [s],
-    pricing mechanism and engine, all from the site.
+    ``options`` are the clearing's tariffs [token units / kWh], wall-clock budget [s] (a stop
+    it causes is recorded as TIME_LIMIT; :meth:`reclear` runs without it), HiGHS's iteration
+    limits, pricing mechanism and engine, all from the site.
+
+    ``recheck_blocks`` is the window of the re-check of recent settlements [blocks]
+    (:meth:`recheck_settled`; 0 turns it off). The chain is read through the settler when
+    it is a :class:`SettlementView`, else through the chain client it wraps (its
+    ``client``); with neither, nothing is re-checked.
     """
 
     site: SiteConfig
@@ -246,6 +290,7 @@ class Cycle:
     writers: Mapping[DeviceId, Writer]
     settler: Settler | None
     forecaster: Forecaster | None = None
+    recheck_blocks: int = RECHECK_BLOCKS
     options: ClearingOptions = field(init=False)
 
     def __post_init__(self) -> None:
@@ -342,6 +387,7 @@ class Cycle:
 
         # 2. settle on paper every ended interval; intents are durable before anything else
         self._close_abandoned(current)
+        self.recheck_settled()  # a settlement a deep reorganisation dropped is an intent again
         errors = self._settle_ended(boundary)
 
         # 3. decide (never raises: a failure is a recorded grid-only outcome)
@@ -508,8 +554,13 @@ class Cycle:
             (record.get("book") or {}).get("orders", []), interval, set(grid.bus_names)
         )
         mechanism = (record.get("result") or {}).get("mechanism") or self.options.mechanism
-        options = dataclasses.replace(self.options, mechanism=mechanism)
-        return result_to_dict(self._clear_book(grid, book, options=options))
+        # no wall-clock budget, the recorded iteration limits: the same result on any machine
+        options, max_iterations = reclear_options(
+            dataclasses.replace(self.options, mechanism=mechanism), record.get("params")
+        )
+        return result_to_dict(
+            self._clear_book(grid, book, options=options, max_iterations=max_iterations)
+        )
 
     def _clear_book(
         self,
@@ -518,6 +569,7 @@ class Cycle:
         linear: LinearGrid | None = None,
         *,
         options: ClearingOptions | None = None,
+        max_iterations: int = MAX_ITERATIONS,
     ) -> ClearingResult:
         if not len(book):
             return empty_result(book, ClearingStatus.NO_CROSSING, "no orders this interval")
@@ -526,7 +578,9 @@ class Cycle:
                 linear = build_linear_grid(
                     grid, vm_min_pu=self.site.vm_min_pu, vm_max_pu=self.site.vm_max_pu
                 )
-            return clear_on_grid(grid, linear, book, options or self.options)
+            return clear_on_grid(
+                grid, linear, book, options or self.options, max_iterations=max_iterations
+            )
         except GridModelError as exc:
             return empty_result(
                 book, ClearingStatus.INFEASIBLE, f"grid model failed: {exc}; fallback: grid only"
@@ -566,6 +620,7 @@ class Cycle:
                 "skipped": list(report.skipped),
                 "write_failures": list(report.write_failures),
                 "curtailed": {s.device_id: s.reason for s in report.setpoints if s.reason},
+                "inputs": self._inputs(report.interval),
             },
             setpoints=[
                 {**setpoint_to_dict(s), **({"reason": s.reason} if s.reason else {})}
@@ -628,7 +683,10 @@ class Cycle:
                 )
                 continue
             batch = self._with_debts(batch)  # decided now: the batch id must not change later
+            # the record's hash (its core holds the batch without id) is folded into the id
             record = self._record(interval, batch)
+            batch = dataclasses.replace(batch, record_hash=anchor_hash(record))
+            record["settlement"] = batch_to_dict(batch)
             if self.store.record_intent(interval_id, batch.batch_id, batch_to_dict(batch), record):
                 crash_point("after_intent")
         return errors
@@ -722,7 +780,66 @@ class Cycle:
         list of SettlementReport
             One per intent resolved (sent, found already settled, or failed again).
         """
+        self.recheck_settled()
         return self._send_pending(startup=True)
+
+    def settlement_view(self) -> SettlementView | None:
+        """The chain's view of settled intervals: the settler's, or its client's; or None."""
+        for candidate in (self.settler, getattr(self.settler, "client", None)):
+            if isinstance(candidate, SettlementView):
+                return candidate
+        return None
+
+    def recheck_settled(self) -> list[int]:
+        """Re-check settlements recorded in the last ``recheck_blocks`` blocks against the chain.
+
+        A settlement the chain no longer has at its recorded block with its batch id (a
+        reorganisation deeper than ``confirmations`` dropped or moved it, or the interval
+        holds another batch) goes back to ``intent`` with the reason, and its audit record's
+        chain part is cleared, in one database transaction
+        (:meth:`Store.reopen_settlement`); the next send resolves it. Costs one block
+        number and two calls per settlement in the window. A chain that cannot be read is
+        logged and tried again at the next tick.
+
+        Returns
+        -------
+        list of int
+            The intervals put back to ``intent`` [Unix s].
+        """
+        view = self.settlement_view()
+        if view is None or self.recheck_blocks <= 0:
+            return []
+        reopened: list[int] = []
+        try:
+            head = view.block_number()
+            for row in self.store.settled_since(max(0, head - self.recheck_blocks)):
+                interval_id = int(row["interval_id"])
+                recorded = int(row["block_number"])
+                block, batch_id = view.settled_on_chain(interval_id)
+                if block == recorded and batch_id == row["batch_id"]:
+                    continue
+                if block == 0:
+                    reason = (
+                        f"reorganisation: the chain no longer has this settlement (recorded "
+                        f"in block {recorded}, tx {row['tx_hash']}); sending it again"
+                    )
+                elif batch_id != row["batch_id"]:
+                    reason = (
+                        f"the chain has batch {batch_id} settled for this interval in block "
+                        f"{block}, not the recorded {row['batch_id']} (block {recorded})"
+                    )
+                else:
+                    reason = (
+                        f"reorganisation: the settlement moved from block {recorded} to "
+                        f"block {block}; reading its receipt again"
+                    )
+                if self.store.reopen_settlement(interval_id, reason):
+                    label = Interval.from_id(interval_id, self.site.interval_s).label()
+                    log.warning("settlement of %s re-opened: %s", label, reason)
+                    reopened.append(interval_id)
+        except Exception as exc:  # boundary: a chain read must not stop the tick; next tick
+            log.warning("re-checking recent settlements failed (again next tick): %s", exc)
+        return reopened
 
     def backfill_records(self) -> list[int]:
         """Write the audit record of every settlement that has none (see resume_pending).
@@ -737,6 +854,7 @@ class Cycle:
             interval_id = int(row["interval_id"])
             interval = Interval.from_id(interval_id, self.site.interval_s)
             record = self._record(interval, batch_from_dict(row["batch"], interval), "")
+            record["format"] = 1  # written after the fact: its batch id cannot commit to it
             if row["state"] == "settled":
                 record["chain"] = {
                     "tx_hash": row["tx_hash"],
@@ -764,8 +882,17 @@ class Cycle:
         stored = self.store.result(interval.interval_id) or {}
         start = self.store.readings_at(interval.interval_id)
         end = self.store.readings_at(interval.next().interval_id)
-        result_core = {k: v for k, v in stored.items() if k not in {"timings", "book"}}
+        result_core = {k: v for k, v in stored.items() if k not in {"timings", "book", "inputs"}}
+        inputs = stored.get("inputs") or self._inputs(interval)
+        ac_check = result_core.get("ac_check")
+        if isinstance(ac_check, dict):  # per-bus/branch values once, at the record's top
+            result_core["ac_check"] = {
+                k: v for k, v in ac_check.items() if k not in {"buses", "branches"}
+            }
         return {
+            "format": RECORD_FORMAT,
+            **inputs,
+            "ac_check": ac_check,
             "interval": interval.interval_id,
             "interval_start": interval.start.isoformat(),
             "length_s": interval.length_s,
@@ -781,6 +908,50 @@ class Cycle:
             "chain": None,
             "error": error,
         }
+
+    def _inputs(self, interval: Interval) -> dict[str, Any]:
+        """What an auditor needs, besides the book, to clear ``interval`` again.
+
+        ``params`` (every clearing and settlement parameter in force), ``versions``
+        (:func:`controller.audit.software_versions`), ``grid_hash`` (the grid without its
+        base case, stored once in the ``grids`` table) with ``base_case`` (the interval's
+        load and generation columns, :func:`grid_models.grids.split_base_case`), and
+        ``accounts`` (participant -> chain address, to compare the chain's entries).
+        """
+        options = {
+            f.name: _plain(getattr(self.options, f.name)) for f in dataclasses.fields(self.options)
+        }
+        params = {
+            **options,
+            "vm_min_pu": self.site.vm_min_pu,
+            "vm_max_pu": self.site.vm_max_pu,
+            "base_load_scale": self.site.base_load_scale,
+            "base_sgen_scale": self.site.base_sgen_scale,
+            "max_iterations": MAX_ITERATIONS,
+            "gate_closure_s": self.site.gate_closure_s,
+            "interval_s": self.site.interval_s,
+            "grid": self.site.grid,
+        }
+        grid_hash: str | None = None
+        base_case: dict[str, Any] | None = None
+        try:
+            text, base_case = split_base_case(self.base_grid_for(interval))
+            grid_hash = self.store.save_grid(text, self.site.grid)
+        except Exception as exc:  # boundary: no grid wired or loadable; the record says so
+            log.warning("grid of %s not recorded: %s", interval.label(), exc)
+        accounts = getattr(self.settler, "accounts", None) or {}
+        return {
+            "params": params,
+            "versions": software_versions(),
+            "grid_hash": grid_hash,
+            "base_case": base_case,
+            "accounts": {str(k): str(v) for k, v in sorted(dict(accounts).items())},
+        }
+
+
+def _plain(value: object) -> object:
+    """A parameter's JSON form (enums as their value)."""
+    return value.value if isinstance(value, enum.Enum) else value
 
 
 def _replace_failures(report: IntervalReport, failures: tuple[str, ...]) -> IntervalReport:

@@ -20,13 +20,26 @@ The loop (at most ``max_iterations`` solves, default 5):
 
 The cyclic garbage collector is paused for the call (:func:`_without_cyclic_gc`).
 
-A time budget (``options.time_limit_s``, checked between steps, outside the solver, on top of
-the solver's own limit) bounds the whole loop. If no AC-feasible dispatch is found within the
-iterations or the budget, the documented fallback is **grid only**: nothing is accepted, every
-participant deals with the upstream grid at the tariffs (through imbalance settlement), the
-status is INFEASIBLE (or TIME_LIMIT) and the reason names the last violation. The result always
-carries the AC check of the dispatch it stands for (the base case for the fallback) and the
-number of solves.
+**Iteration counts decide, not the wall clock.** The loop is bounded by ``max_iterations``
+solves and each solve by HiGHS's iteration limits (``options.simplex_iteration_limit``,
+``options.ipm_iteration_limit``); with ``options.time_limit_s`` None (the default, and every
+re-clear: :func:`reclear_options`) nothing reads a clock, so a slow machine gets the same
+result, to the bit. An iteration-limit stop is a SOLVER_ERROR, the same on any machine.
+
+**The production wall-clock budget.** With ``options.time_limit_s`` set (the cycle sets the
+site's ``solver_time_limit_s``), the budget is checked before each solve and each AC check
+(:func:`_clock`, outside the solver) and HiGHS gets the time left as its ``time_limit``. A
+budget that runs out stops the loop with the status TIME_LIMIT (the only way to get it), the
+grid-only fallback and a reason starting :data:`WALL_CLOCK_STOP` (``stopped by the wall-clock
+budget of 10 s after 2 solve(s) (...)``). While the budget lasts it decides nothing, so the
+result is the deterministic one. ``peergrid audit verify`` accepts a recorded TIME_LIMIT as
+what happened (a re-clear is not expected to reproduce it) and says so.
+
+If no AC-feasible dispatch is found within the iterations, the documented fallback is **grid
+only**: nothing is accepted, every participant deals with the upstream grid at the tariffs
+(through imbalance settlement), the status is INFEASIBLE (SOLVER_ERROR, TIME_LIMIT) and the
+reason names the last violation. The result always carries the AC check of the dispatch it
+stands for (the base case for the fallback) and the number of solves.
 """
 
 from __future__ import annotations
@@ -35,8 +48,8 @@ import dataclasses
 import functools
 import gc
 import time
-from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, ParamSpec, TypeVar
 
 from grid_models.dispatch import dispatch_of, relinearise
 from grid_models.errors import PowerFlowFailed
@@ -44,9 +57,18 @@ from grid_models.grids import Grid
 from grid_models.linear import LinearGrid
 from grid_models.powerflow import summarise
 from market.clearing import ClearingOptions, clear, empty_result
+from market.clearing.status import ITERATION_LIMIT_TERMINATIONS
 from market.domain import ClearingResult, ClearingStatus, GridCheck, OrderBook
 
 MAX_ITERATIONS = 5
+"""Solves the AC loop may take before the fallback [-] (recorded as ``max_iterations``)."""
+
+WALL_CLOCK_STOP = "stopped by the wall-clock budget"
+"""How the reason of every TIME_LIMIT outcome starts."""
+
+_clock: Callable[[], float] = time.monotonic
+"""The clock of the wall-clock budget [s]; read only when a budget is set."""
+
 LOSS_TOLERANCE = 1e-3
 """Re-solve once the AC check passes if the market's AC losses differ from the LP's by more than
 this share of the traded energy (the first solve's losses are linearised at the base case's
@@ -100,8 +122,9 @@ def clear_on_grid(
     book : OrderBook
         The interval's orders (energy [Wh], limit prices [token base units / kWh]).
     options : ClearingOptions
-        Tariffs [token base units / kWh], mechanism, solver settings and the time budget
-        ``time_limit_s`` [s] of the whole loop.
+        Tariffs [token base units / kWh], mechanism, solver settings, HiGHS's iteration
+        limits [iterations] and the wall-clock budget ``time_limit_s`` [s] of the whole loop
+        (None: none, the deterministic path).
     max_iterations : int
         Solves allowed before the fallback [-].
 
@@ -110,7 +133,8 @@ def clear_on_grid(
     ClearingResult
         With ``check`` (AC figures against the asked limits) and ``iterations`` set.
     """
-    started = time.perf_counter()
+    budget_s = options.time_limit_s
+    deadline = None if budget_s is None else _clock() + budget_s
     network = linear.network
     notes = " ".join(network.notes)
     line_limits, trafo_limits = linear.effective_loading_limits()
@@ -118,13 +142,38 @@ def clear_on_grid(
     solves = 0
     passed: tuple[ClearingResult, GridCheck, int] | None = None
     last_gap = float("inf")
+
+    def wall_clock_stop(done: int, why: str) -> ClearingResult:
+        return _fallback(
+            grid,
+            linear,
+            book,
+            ClearingStatus.TIME_LIMIT,
+            f"{WALL_CLOCK_STOP} of {budget_s:g} s after {done} solve(s) ({why}); a re-clear "
+            "is not expected to reproduce this outcome",
+            done,
+            notes,
+        )
+
     for iteration in range(1, max_iterations + 1):
+        solve_options = options
+        if deadline is not None:
+            left = deadline - _clock()
+            if left <= 0:
+                return wall_clock_stop(iteration - 1, last_problem or "before solving")
+            solve_options = dataclasses.replace(options, time_limit_s=left)
         solves = iteration
-        result = clear(book, network, options)
+        result = clear(book, network, solve_options)
+        if result.status is ClearingStatus.TIME_LIMIT:  # only HiGHS's time_limit gives it
+            return wall_clock_stop(iteration, f"HiGHS stopped by the time left: {result.reason}")
         if not result.is_ok:
             if passed:
                 break
-            return _fallback(grid, linear, book, result.status, result.reason, iteration, notes)
+            return _fallback(
+                grid, linear, book, result.status, _why(result, options), iteration, notes
+            )
+        if deadline is not None and _clock() > deadline:
+            return wall_clock_stop(iteration, "before the AC check of the last solve")
         load_w, sgen_w = dispatch_of(result, network)
         try:
             state = linear.checker.run(load_w, sgen_w)
@@ -135,7 +184,6 @@ def clear_on_grid(
         effective = summarise(
             grid, state, eff_lo, eff_hi, line_limits=line_limits, trafo_limits=trafo_limits
         )
-        over_budget = time.perf_counter() - started > options.time_limit_s
         if not effective.violations:
             reported = summarise(grid, state, linear.vm_min_pu, linear.vm_max_pu)
             passed = (result, reported, iteration)
@@ -147,10 +195,10 @@ def clear_on_grid(
                 not network.losses  # a lossless model is wrong by design: nothing to correct
                 or gap <= max(LOSS_TOLERANCE * result.cleared_wh, LOSS_TOLERANCE_WH)
                 or gap >= last_gap  # the correction stopped helping
-                or over_budget
             ):
                 break
             last_gap = gap
+            last_problem = f"AC losses {gap:.0f} Wh off the linear model's, correcting"
             network = relinearise(network, linear, load_w - sgen_w, state, effective)
             continue
         worst = effective.violations[0]
@@ -159,17 +207,6 @@ def clear_on_grid(
         )
         if passed:
             break  # the loss correction broke a limit: keep the AC-feasible result before it
-        if over_budget:
-            return _fallback(
-                grid,
-                linear,
-                book,
-                ClearingStatus.TIME_LIMIT,
-                f"time budget of {options.time_limit_s} s spent after {iteration} solve(s) "
-                f"({last_problem})",
-                iteration,
-                notes,
-            )
         network = relinearise(network, linear, load_w - sgen_w, state, effective)
     if passed:
         result, reported, iteration = passed
@@ -186,6 +223,75 @@ def clear_on_grid(
         solves,
         notes,
     )
+
+
+def _why(result: ClearingResult, options: ClearingOptions) -> str:
+    """A failed solve's reason, naming HiGHS's iteration limits when they stopped it."""
+    termination = result.solver.termination if result.solver is not None else ""
+    if termination in ITERATION_LIMIT_TERMINATIONS:
+        return (
+            f"HiGHS stopped at its iteration limit (simplex {options.simplex_iteration_limit}, "
+            f"ipm {options.ipm_iteration_limit}; the same on any machine): {result.reason}"
+        )
+    return result.reason
+
+
+def clearing_limits(
+    options: ClearingOptions, max_iterations: int = MAX_ITERATIONS
+) -> dict[str, int | float | None]:
+    """The limits a clearing ran under, as an audit record's ``params`` name them.
+
+    Parameters
+    ----------
+    options : ClearingOptions
+        The clearing's options.
+    max_iterations : int
+        The AC loop's solves allowed [-].
+
+    Returns
+    -------
+    dict
+        ``max_iterations`` [-], ``simplex_iteration_limit`` and ``ipm_iteration_limit``
+        [iterations], ``time_limit_s`` (the wall-clock budget [s], None for none).
+    """
+    return {
+        "max_iterations": max_iterations,
+        "simplex_iteration_limit": options.simplex_iteration_limit,
+        "ipm_iteration_limit": options.ipm_iteration_limit,
+        "time_limit_s": options.time_limit_s,
+    }
+
+
+def reclear_options(
+    options: ClearingOptions, params: Mapping[str, Any] | None
+) -> tuple[ClearingOptions, int]:
+    """The options and AC-loop limit a re-clear uses: the recorded limits, no wall clock.
+
+    Parameters
+    ----------
+    options : ClearingOptions
+        The options otherwise in force (tariffs, mechanism, ...).
+    params : mapping, optional
+        An audit record's ``params``; its ``simplex_iteration_limit``,
+        ``ipm_iteration_limit`` [iterations] and ``max_iterations`` [-] are used where
+        present (records of earlier releases: the defaults of this one).
+
+    Returns
+    -------
+    tuple of (ClearingOptions, int)
+        ``options`` without a wall-clock budget and with the recorded iteration limits;
+        the AC loop's solves allowed.
+    """
+    params = params or {}
+    deterministic = dataclasses.replace(
+        options,
+        time_limit_s=None,
+        simplex_iteration_limit=int(
+            params.get("simplex_iteration_limit", options.simplex_iteration_limit)
+        ),
+        ipm_iteration_limit=int(params.get("ipm_iteration_limit", options.ipm_iteration_limit)),
+    )
+    return deterministic, int(params.get("max_iterations", MAX_ITERATIONS))
 
 
 def _fallback(

@@ -51,6 +51,7 @@ and a SQLite file that does not exist, or a database without PeerGrid tables, ra
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -195,6 +196,17 @@ debts = Table(
     Column("balance_after", BigInteger, nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("interval_id", "account", name="uq_debt_interval_account"),
+)
+
+# Revision 0004: each grid an audit record references, stored once by its content hash
+# (pandapower JSON without the base case, :func:`grid_models.grids.split_base_case`).
+grids = Table(
+    "grids",
+    metadata,
+    Column("grid_hash", String(64), primary_key=True),
+    Column("spec", Text, nullable=False),  # for messages only
+    Column("pandapower_json", Text, nullable=False),
+    Column("stored_at", DateTime(timezone=True), nullable=False),
 )
 
 
@@ -937,6 +949,68 @@ class Store:
             )
             _update_audit(conn, interval_id, chain=chain, error="")
 
+    def settled_since(self, block_number: int) -> list[dict[str, Any]]:
+        """Settled rows whose recorded block is ``block_number`` or later, oldest first.
+
+        Parameters
+        ----------
+        block_number : int
+            The first block of the window (the re-check of recent settlements).
+
+        Returns
+        -------
+        list of dict
+            The settlement rows (``interval_id``, ``batch_id``, ``tx_hash``,
+            ``block_number``, ...).
+        """
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(settlements)
+                .where(settlements.c.state == "settled")
+                .where(settlements.c.block_number >= block_number)
+                .order_by(settlements.c.interval_id)
+            ).mappings()
+            return [dict(r) for r in rows]
+
+    def reopen_settlement(self, interval_id: int, reason: str) -> bool:
+        """Put a settlement the chain lost back to ``intent``, with its audit record's chain part.
+
+        A reorganisation deeper than the finality depth can drop a settlement already
+        recorded as final. The row goes back to ``intent`` (receipt fields cleared, ``error``
+        = ``reason``) and the audit record's ``chain`` part is cleared and its ``error`` set,
+        in one database transaction; the intent is then sent again like any other.
+
+        Parameters
+        ----------
+        interval_id : int
+            The interval [Unix s].
+        reason : str
+            Why (what the chain says now).
+
+        Returns
+        -------
+        bool
+            False if the row was not ``settled`` (nothing is written then).
+        """
+        with self._tx() as conn:
+            changed = conn.execute(
+                update(settlements)
+                .where(settlements.c.interval_id == interval_id)
+                .where(settlements.c.state == "settled")
+                .values(
+                    state="intent",
+                    tx_hash=None,
+                    block_number=None,
+                    gas_used=None,
+                    error=reason,
+                    updated_at=_now(),
+                )
+            )
+            if not changed.rowcount:
+                return False
+            _update_audit(conn, interval_id, chain=None, error=reason)
+        return True
+
     def mark_failed(self, interval_id: int, error: str) -> None:
         """Record why a settlement failed (it stays resolvable: the intent is kept)."""
         with self._tx() as conn:
@@ -1134,6 +1208,46 @@ class Store:
         """
         with self.engine.connect() as conn:
             return _outstanding_debts(conn)
+
+    def save_grid(self, grid_json: str, spec: str) -> str:
+        """Store a grid's pandapower JSON once, by content hash; return the hash.
+
+        Parameters
+        ----------
+        grid_json : str
+            The pandapower JSON text (:func:`grid_models.grids.split_base_case`).
+        spec : str
+            The grid's spec (for messages).
+
+        Returns
+        -------
+        str
+            SHA-256 of the UTF-8 text, 64 hex digits (an audit record's ``grid_hash``).
+        """
+        digest = hashlib.sha256(grid_json.encode("utf-8")).hexdigest()
+        with self._tx() as conn:
+            known = conn.execute(select(grids.c.grid_hash).where(grids.c.grid_hash == digest))
+            if known.first() is None:
+                conn.execute(
+                    insert(grids).values(
+                        grid_hash=digest, spec=spec, pandapower_json=grid_json, stored_at=_now()
+                    )
+                )
+        return digest
+
+    def grid_json(self, grid_hash: str) -> str | None:
+        """The pandapower JSON stored under ``grid_hash`` (``None`` if there is none).
+
+        Parameters
+        ----------
+        grid_hash : str
+            64 hex digits (:meth:`save_grid`).
+        """
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(grids.c.pandapower_json).where(grids.c.grid_hash == grid_hash)
+            ).first()
+        return None if row is None else str(row[0])
 
     def debt_rows(self, account: str | None = None) -> list[dict[str, Any]]:
         """The ``debts`` rows (of one account, or all), in the order they were recorded."""

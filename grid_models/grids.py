@@ -259,6 +259,95 @@ class Grid:
         return out
 
 
+INJECTION_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("load", "p_mw"),
+    ("load", "q_mvar"),
+    ("sgen", "p_mw"),
+    ("sgen", "q_mvar"),
+    ("storage", "p_mw"),
+    ("storage", "q_mvar"),
+    ("gen", "p_mw"),
+)
+"""The columns a base case sets (profiles, load scaling); kept apart from the stored grid."""
+
+
+def split_base_case(grid: Grid) -> tuple[str, dict[str, list[list[Any]]]]:
+    """A grid as pandapower JSON without its base case, and the base case apart.
+
+    The JSON (the grid's identity, stored once by content hash) has every column of
+    :data:`INJECTION_COLUMNS` set to 0; the base case holds those columns' values, so one
+    stored grid serves every interval of a site whose base case changes per interval.
+
+    Parameters
+    ----------
+    grid : Grid
+        A feeder with its base case set.
+
+    Returns
+    -------
+    tuple of (str, dict)
+        The pandapower JSON text, and ``{"<table>.<column>": [[index, value], ...]}`` in
+        index order (power [MW], [Mvar]).
+    """
+    net = copy.deepcopy(grid.net)
+    injections: dict[str, list[list[Any]]] = {}
+    for table_name, column in INJECTION_COLUMNS:
+        table = getattr(net, table_name, None)
+        if table is None or column not in table or not len(table):
+            continue
+        injections[f"{table_name}.{column}"] = [
+            [int(i), float(v)] for i, v in zip(table.index, table[column], strict=True)
+        ]
+        table[column] = 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        text = str(pp.to_json(net))
+    return text, injections
+
+
+def join_base_case(text: str, injections: dict[str, list[list[Any]]], spec: str) -> Grid:
+    """The grid :func:`split_base_case` split, put back together.
+
+    Parameters
+    ----------
+    text : str
+        The pandapower JSON.
+    injections : dict
+        The base case (``{"<table>.<column>": [[index, value], ...]}``).
+    spec : str
+        What to call the grid in messages.
+
+    Returns
+    -------
+    Grid
+        The feeder with the base case set.
+
+    Raises
+    ------
+    InvalidGrid
+        If the JSON is not a pandapower network or the base case names an unknown element.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            net = pp.from_json_string(text)
+        except Exception as exc:  # pandapower raises many kinds for a bad document
+            msg = f"{spec}: not a pandapower JSON network: {_one_line(exc)}"
+            raise InvalidGrid(msg) from exc
+    for key, rows in injections.items():
+        table_name, _, column = key.partition(".")
+        table = getattr(net, table_name, None)
+        if table is None or column not in table:
+            msg = f"{spec}: the base case names {key}, which the grid does not have"
+            raise InvalidGrid(msg)
+        index = [int(i) for i, _ in rows]
+        if not set(index) <= set(table.index):
+            msg = f"{spec}: the base case names {table_name} elements the grid does not have"
+            raise InvalidGrid(msg)
+        table.loc[index, column] = [float(v) for _, v in rows]
+    return Grid(spec, net)
+
+
 def cache_dir() -> Path:
     """Where converted grids are cached: ``$PEERGRID_CACHE`` or ``~/.cache/peergrid``."""
     root = os.environ.get("PEERGRID_CACHE") or str(Path.home() / ".cache" / "peergrid")

@@ -264,8 +264,9 @@ def summarise(
     Returns
     -------
     GridCheck
-        Extremes of voltage [p.u.] and loading [%], the slack's exchange [W] and the
-        violations beyond :data:`VM_TOLERANCE_PU` / :data:`LOADING_TOLERANCE_PERCENT`.
+        Extremes of voltage [p.u.] and loading [%], the slack's exchange [W], every
+        bus's voltage and every line's and transformer's loading, and the violations
+        beyond :data:`VM_TOLERANCE_PU` / :data:`LOADING_TOLERANCE_PERCENT`.
     """
     net = grid.net
     violations: list[Violation] = []
@@ -327,6 +328,18 @@ def summarise(
         max_trafo_loading_percent=float(state.trafo_loading_percent.max(initial=0.0)),
         slack_p_w=round_half_even(state.slack_p_w),
         violations=tuple(violations),
+        buses=tuple(
+            (int(i), grid.bus_name(int(i)), float(v))
+            for i, v in zip(state.bus_index, vm, strict=True)
+        ),
+        branches=tuple(
+            (f"{kind}{int(i)}", kind, element_name(table, int(i), kind), float(pct))
+            for kind, table, index, loading in (
+                ("line", net.line, state.line_index, state.line_loading_percent),
+                ("trafo", net.trafo, state.trafo_index, state.trafo_loading_percent),
+            )
+            for i, pct in zip(index, loading, strict=True)
+        ),
     )
 
 

@@ -75,7 +75,9 @@ def check_to_dict(check: GridCheck | None) -> dict[str, Any] | None:
         ``converged``, ``min_vm_pu``/``max_vm_pu`` [p.u.], ``max_line_loading_percent``/
         ``max_trafo_loading_percent`` [%], ``slack_p_w`` [W] and ``violations`` (``kind``,
         ``element``, ``value``, ``limit``); ``null`` for a number the power flow did not give
-        (it did not converge). ``None`` when there is no check.
+        (it did not converge); when the check kept them, ``buses`` (``bus`` pandapower index,
+        ``name``, ``vm_pu`` [p.u.]) and ``branches`` (``branch`` id, ``kind`` line|trafo,
+        ``name``, ``loading_pct`` [%]). ``None`` when there is no check.
     """
     if check is None:
         return None
@@ -95,6 +97,19 @@ def check_to_dict(check: GridCheck | None) -> dict[str, Any] | None:
             }
             for v in check.violations
         ],
+        **(
+            {
+                "buses": [
+                    {"bus": i, "name": name, "vm_pu": _number(vm)} for i, name, vm in check.buses
+                ],
+                "branches": [
+                    {"branch": b, "kind": kind, "name": name, "loading_pct": _number(pct)}
+                    for b, kind, name, pct in check.branches
+                ],
+            }
+            if check.buses or check.branches
+            else {}
+        ),
     }
 
 
@@ -354,7 +369,8 @@ def batch_to_dict(batch: SettlementBatch) -> dict[str, Any]:
         [token units / kWh], ``rewards`` (``[producer, Wh]``), ``lines`` (one per
         participant, energies [Wh] and amounts [token units]) and, only when the batch
         changed a carried debt, ``debts`` (``[account, balance before, balance after]``
-        [token units], :class:`~market.domain.DebtChange`).
+        [token units], :class:`~market.domain.DebtChange`) and, only when the batch is
+        anchored to its audit record, ``record_hash`` (64 hex digits).
     """
     out: dict[str, Any] = {
         "batch_id": batch.batch_id,
@@ -384,6 +400,8 @@ def batch_to_dict(batch: SettlementBatch) -> dict[str, Any]:
     }
     if batch.debts:
         out["debts"] = [[d.account, d.before, d.after] for d in batch.debts]
+    if batch.record_hash:
+        out["record_hash"] = batch.record_hash
     return out
 
 
@@ -436,6 +454,7 @@ def batch_from_dict(data: Mapping[str, Any], interval: Interval) -> SettlementBa
             DebtChange(account=ParticipantId(a), before=TokenUnits(before), after=TokenUnits(after))
             for a, before, after in data.get("debts", [])
         ),
+        record_hash=str(data.get("record_hash", "")),
     )
     if batch.batch_id != data["batch_id"]:
         msg = f"stored batch {data['batch_id']} does not match its content ({batch.batch_id})"

@@ -465,6 +465,10 @@ class GridCheck:
     """Summary of an AC power flow of a dispatch, produced by ``grid_models``.
 
     Voltages [p.u.], loadings [%]. ``violations`` is empty when every limit holds.
+    ``buses`` holds every bus's voltage as ``(pandapower index, name, vm_pu)`` and
+    ``branches`` every line's and transformer's loading as ``(branch id, kind, name,
+    loading_percent)`` with ``kind`` ``"line"`` or ``"trafo"`` and the id ``"line<index>"``
+    / ``"trafo<index>"`` (both empty when the check did not keep them).
     """
 
     converged: bool
@@ -474,6 +478,8 @@ class GridCheck:
     max_trafo_loading_percent: float
     slack_p_w: int
     violations: tuple[Violation, ...] = ()
+    buses: tuple[tuple[int, str, float], ...] = ()
+    branches: tuple[tuple[str, str, str, float], ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -782,6 +788,9 @@ class SettlementBatch:
     export_price: int
     rewards_wh: tuple[tuple[ParticipantId, Wh], ...] = ()
     debts: tuple[DebtChange, ...] = ()
+    record_hash: str = ""
+    """The content hash of the interval's audit record core (64 hex digits), folded into the
+    batch id so the chain commits to the whole record; ``""`` for batches of earlier releases."""
 
     def __post_init__(self) -> None:
         total = sum(a for _, a in self.amounts)
@@ -803,6 +812,7 @@ class SettlementBatch:
             self.readings_root.hex(),
             [[p, wh] for p, wh in self.rewards_wh],
             [[d.account, d.before, d.after] for d in self.debts],
+            self.record_hash,
         )
 
     @property
@@ -819,13 +829,16 @@ def batch_id_of(
     readings_root_hex: str,
     rewards_wh: list[list[Any]],
     debts: list[list[Any]] | None = None,
+    record_hash: str = "",
 ) -> str:
     """The batch id from a batch's parts (what an auditor recomputes from a record).
 
     The content hash (:mod:`market.canonical`) of ``{"interval", "length_s", "amounts",
     "trades_root", "readings_root"}``, plus ``"rewards_wh"`` when it is not empty (so batches
     without rewards kept the ids they had before rewards existed), and ``"debts"`` when it is
-    not empty (likewise: batches without debts keep the ids they had before debts existed).
+    not empty (likewise: batches without debts keep the ids they had before debts existed),
+    and ``"record_hash"`` when it is not empty (the audit record's anchor, issue 11: the
+    content hash of the record's core, which holds this batch without its id).
 
     Parameters
     ----------
@@ -841,6 +854,8 @@ def batch_id_of(
         ``[producer, verified local delivery [Wh]]`` pairs.
     debts : list of [str, int, int], optional
         ``[account, balance before, balance after]`` [token units] (:class:`DebtChange`).
+    record_hash : str
+        The audit record core's content hash (64 hex digits); ``""``: none (older batches).
 
     Returns
     -------
@@ -858,6 +873,8 @@ def batch_id_of(
         content["rewards_wh"] = rewards_wh
     if debts:
         content["debts"] = debts
+    if record_hash:
+        content["record_hash"] = record_hash
     return content_hash(content)
 
 

@@ -386,6 +386,25 @@ class ChainClient:
         """The block that settled ``interval_id`` (0 if unsettled)."""
         return self.reader.settled_block(interval_id)
 
+    def settled_on_chain(self, interval_id: int) -> tuple[int, str]:
+        """Where the chain (latest block) has ``interval_id`` settled, to re-check a record.
+
+        Parameters
+        ----------
+        interval_id : int
+            The interval: its start in Unix seconds [s].
+
+        Returns
+        -------
+        (int, str)
+            The settling block and the batch id (64 hex digits, no ``0x``); ``(0, "")`` if
+            the interval is not settled (e.g. a reorganisation dropped its settlement).
+        """
+        block = self.reader.settled_block(interval_id)
+        if block == 0:
+            return 0, ""
+        return block, self.reader.settled_batch(interval_id).batch_id.hex()
+
     def settled_batch(self, interval_id: int) -> SettledBatch:
         """The batch id and Merkle roots recorded for ``interval_id`` (zeros if unsettled)."""
         return self.reader.settled_batch(interval_id)

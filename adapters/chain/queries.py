@@ -17,6 +17,7 @@ from web3 import Web3
 from web3.types import BlockIdentifier, EventData
 
 from adapters.chain.accounts import checksum_address
+from adapters.chain.artifact import load_artifact
 from adapters.chain.deployment import (
     DEFAULT_ADMIN_ROLE,
     MAX_SETTLEMENT_ACCOUNTS,
@@ -524,4 +525,31 @@ def _proof(proof: Sequence[bytes]) -> list[bytes]:
     return out
 
 
-__all__ = ["AccountState", "ChainReader", "RewardPolicy", "SettledBatch", "SettledEvent"]
+def settlement_token(w3: Web3, settlement_address: str) -> ChecksumAddress:
+    """The payment token a settlement contract names (read-only; for auditors).
+
+    Parameters
+    ----------
+    w3 : Web3
+        A connection to the chain.
+    settlement_address : str
+        The settlement contract's address.
+
+    Returns
+    -------
+    ChecksumAddress
+        Its ``token()``.
+    """
+    abi = load_artifact("Settlement").abi
+    contract = w3.eth.contract(address=checksum_address(settlement_address), abi=abi)
+    return Web3.to_checksum_address(call(contract.functions.token()))
+
+
+__all__ = [
+    "AccountState",
+    "ChainReader",
+    "RewardPolicy",
+    "SettledBatch",
+    "SettledEvent",
+    "settlement_token",
+]

@@ -20,6 +20,17 @@ the node about transactions. Per sending account it
   that drops the block is noticed (the receipt disappears or its block hash changes); if the
   node forgot the transaction, the very same signed bytes are broadcast again (same nonce and
   hash, so it can be mined at most once), and the wait starts over.
+* **closes nonce gaps a reorganisation left**: a reorganisation deeper than the finality
+  depth can drop transactions this object already counted as final; the node then forgets
+  them and its ``pending`` count falls below the local next nonce. Before a new nonce is
+  signed, that count is compared with the local one: lower, and the last final transaction
+  unknown to the node, means a gap, so the local nonce is re-synchronised to the node's and
+  the new transaction goes out there (a warning is logged). A transaction already waiting
+  behind such a gap (a reorganisation while it waited) cannot be mined by raising its fee:
+  the nonces below it are filled with empty self-transfers (0 ether, 21,000 gas), after
+  which it is mined as it was signed. Re-signing it at the lower nonce instead would leave
+  the old version waiting at the node, to be executed as well once the gap closed (twice,
+  for a call such as ``mint``).
 
 **Why an object and not web3 middleware.** web3's middleware sees one request at a time. The
 concerns above span many requests and must hold state between them: the local nonce, the lock
@@ -82,6 +93,8 @@ class TxResult:
         How many times it was re-signed with higher fees before one version was mined.
     reorgs : int
         How many reorganisations dropped or moved it before it became final.
+    gap_fillers : int
+        How many empty self-transfers were sent below it to close a nonce gap.
     """
 
     tx_hash: str
@@ -90,6 +103,7 @@ class TxResult:
     nonce: int = -1
     replacements: int = 0
     reorgs: int = 0
+    gap_fillers: int = 0
 
 
 @dataclass(eq=False)
@@ -107,6 +121,7 @@ class _InFlight:
     reorgs: int = 0
     seen_block: tuple[int, HexBytes] | None = None
     checked_at: float = 0.0
+    fillers: int = 0
 
     @property
     def latest(self) -> tuple[HexBytes, bytes]:
@@ -171,6 +186,7 @@ class TxSender:
         self.on_nonce = on_nonce
         self._nonces: dict[ChecksumAddress, int] = {}
         self._locks: dict[ChecksumAddress, threading.RLock] = {}
+        self._last_final: dict[ChecksumAddress, tuple[HexBytes, ...]] = {}
         self._guard = threading.Lock()
         self._chain_id: int | None = None
 
@@ -385,6 +401,7 @@ class TxSender:
             if on_broadcast is not None:
                 on_broadcast(hex0x(flight.versions[-1][0]))
             receipt = self._await_final(flight)
+            self._last_final[sender] = tuple(h for h, _raw in flight.versions)
         result = TxResult(
             tx_hash=hex0x(receipt["transactionHash"]),
             block_number=int(receipt["blockNumber"]),
@@ -392,6 +409,7 @@ class TxSender:
             nonce=flight.nonce,
             replacements=flight.replacements,
             reorgs=flight.reorgs,
+            gap_fillers=flight.fillers,
         )
         if receipt["status"] != 1:
             reason = self._replay_reason(sender, to, data, gas, int(receipt["blockNumber"]))
@@ -408,7 +426,7 @@ class TxSender:
     ) -> _InFlight:
         retried = False
         while True:
-            nonce = self.next_nonce(sender)
+            nonce = self._usable_nonce(sender)
             fields: dict[str, Any] = {
                 "chainId": self.chain_id(),
                 "nonce": nonce,
@@ -436,6 +454,39 @@ class TxSender:
                 raise ChainError(msg) from exc
             self._set(sender, nonce + 1)
             return flight
+
+    def _usable_nonce(self, sender: ChecksumAddress) -> int:
+        """The next nonce, re-synchronised to the node's if a reorganisation left a gap.
+
+        The local next nonce is only ever above the node's ``pending`` count when
+        transactions counted as final were dropped since (one is sent at a time, each waited
+        for until final). If the node does not know the last of them either, they are gone:
+        the node's count is adopted, so the new transaction does not wait behind a hole.
+        """
+        cached = self._nonces.get(sender)
+        if cached is None:
+            return self.next_nonce(sender)
+        latest, pending = self.chain_nonces(sender)
+        if pending >= cached:
+            return cached
+        last = self._last_final.get(sender, ())
+        if any(self._node_knows(h) for h in last):
+            return cached  # the node still holds it: it will be mined, no gap to close
+        log.warning(
+            "%s: the node's next nonce is %d (mined %d), ours %d, and the node no longer knows "
+            "our transactions %d..%d (a reorganisation deeper than the finality depth dropped "
+            "them): continuing at the node's nonce %d",
+            sender,
+            pending,
+            latest,
+            cached,
+            pending,
+            cached - 1,
+            pending,
+        )
+        self._last_final.pop(sender, None)
+        self._set(sender, pending)
+        return pending
 
     def _broadcast(self, flight: _InFlight) -> None:
         """Sign ``flight`` with its current fees and send it; record the version if sent."""
@@ -538,7 +589,7 @@ class TxSender:
         if now - flight.checked_at < max(CHECK_EVERY_S, self.poll_s):
             return
         flight.checked_at = now
-        latest, _pending = self.chain_nonces(flight.sender)
+        latest, pending = self.chain_nonces(flight.sender)
         if latest > flight.nonce:
             # Mined, and its receipt not indexed yet -- or another transaction took the nonce.
             time.sleep(self.poll_s)
@@ -554,11 +605,53 @@ class TxSender:
             )
             self._rebroadcast(flight)
             return
+        if pending < flight.nonce:
+            # It waits behind a gap (a reorganisation dropped nonces below it): no fee helps.
+            self._fill_gap(flight, pending)
+            return
         stuck = self.stuck_after_s is not None and (
             time.monotonic() - flight.sent_at > self.stuck_after_s
         )
         if stuck and flight.replacements < self.max_replacements:
             self._replace(flight)
+
+    def _fill_gap(self, flight: _InFlight, pending: int) -> None:
+        """Send empty self-transfers at nonces ``pending .. flight.nonce - 1``.
+
+        The node holds ``flight`` but cannot mine it: nonces below it are missing (a
+        reorganisation dropped transactions already counted as final). Each filler moves
+        nothing (0 ether to the sender itself, 21,000 gas), so ``flight`` is then mined as it
+        was signed, its hash unchanged (see the module docstring for why it is not re-signed
+        at the lower nonce).
+        """
+        log.warning(
+            "%s nonce %d waits behind a nonce gap (the node's next nonce is %d: a "
+            "reorganisation dropped %d..%d); filling it with empty self-transfers",
+            flight.sender,
+            flight.nonce,
+            pending,
+            pending,
+            flight.nonce - 1,
+        )
+        for nonce in range(pending, flight.nonce):
+            fields: dict[str, Any] = {
+                "chainId": self.chain_id(),
+                "nonce": nonce,
+                "to": flight.sender,
+                "value": 0,
+                "gas": 21_000,
+                **self._fees(),
+            }
+            signed = flight.account.sign_transaction(fields)
+            try:
+                self.w3.eth.send_raw_transaction(bytes(signed.raw_transaction))
+            except NODE_ERRORS as exc:
+                # Taken meanwhile (the dropped transaction came back, or another process):
+                # either way the gap is closing; the next check looks again.
+                log.warning("gap filler at nonce %d of %s refused: %s", nonce, flight.sender, exc)
+                continue
+            flight.fillers += 1
+        flight.sent_at = time.monotonic()
 
     def _rebroadcast(self, flight: _InFlight) -> None:
         try:

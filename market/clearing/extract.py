@@ -9,6 +9,11 @@ Rounding happens only through :func:`market.units.round_half_even`:
 * each bus's price = ``-dual`` of its energy balance [token units / kWh]
   (:func:`market.clearing.pricing.nodal_prices`).
 
+Before any rounding, the solver's optimum is replaced by the book's unique one
+(:func:`market.clearing.unique.canonical_outcome`: the optimal duals closest to the tariffs'
+midpoint, then the optimal dispatch sharing ties pro rata), so every engine and the lazy-bounds
+solve publish the same prices and quantities.
+
 Money is exact per order: a buy order pays ``ceil(accepted_wh * price / 1000)`` and a sell
 order receives ``floor(accepted_wh * price / 1000)`` (:func:`order_amount`), rounded once on
 its whole accepted energy; :func:`market.matching.match` splits the same amount over the
@@ -34,6 +39,7 @@ from market.clearing.model import BuiltModel
 from market.clearing.options import ClearingOptions
 from market.clearing.pricing import book_crosses, nodal_prices, settlement_prices
 from market.clearing.solve import SolveOutcome
+from market.clearing.unique import canonical_outcome
 from market.domain import (
     COMMUNITY,
     GRID,
@@ -247,6 +253,10 @@ def extract(
     """
     network = built.network
     names = network.bus_names
+    canonical = canonical_outcome(
+        built if isinstance(built, LpData) else built.lp, outcome, options
+    )
+    outcome = canonical.outcome
     prices = nodal_prices(outcome.balance_duals)
     accepted_by_group, grid_import, grid_export, loss_wh = balanced_quantities(built, outcome)
     group_prices, price_note = settlement_prices(
@@ -339,6 +349,8 @@ def extract(
         parts.append(f"the market saves {-loss_wh} Wh of losses (sold by the community)")
     if price_note:
         parts.append(price_note)
+    if canonical.note:
+        parts.append(canonical.note)
     if cleared_any:
         reason = "; ".join(parts)
     elif status is ClearingStatus.BLOCKED:

@@ -61,6 +61,7 @@ from dataclasses import dataclass
 import pyomo.environ as pyo
 
 from market.clearing.groups import OrderGroup, group_orders
+from market.clearing.lp import LpData, build_lp
 from market.clearing.options import ClearingOptions
 from market.clearing.pricing import CURRENCY_PER_UNIT
 from market.domain import OrderBook, Side
@@ -81,12 +82,17 @@ class BuiltModel:
         The feeder it was built on.
     hours : float
         Interval length [h].
+    lp : LpData
+        The same LP as sparse arrays (:func:`market.clearing.lp.build_lp`): the unique
+        prices and dispatch (:mod:`market.clearing.unique`) are chosen on it, so that both
+        engines publish the same ones.
     """
 
     model: pyo.ConcreteModel
     groups: tuple[OrderGroup, ...]
     network: NetworkModel
     hours: float
+    lp: LpData
 
 
 def build_model(book: OrderBook, network: NetworkModel, options: ClearingOptions) -> BuiltModel:
@@ -195,4 +201,6 @@ def build_model(book: OrderBook, network: NetworkModel, options: ClearingOptions
             expr=m.g_imp - m.g_exp >= -h * network.slack_export_max_w / 1000.0 - physical
         )
     m.dual = pyo.Suffix(direction=pyo.Suffix.IMPORT)
-    return BuiltModel(model=m, groups=groups, network=network, hours=h)
+    return BuiltModel(
+        model=m, groups=groups, network=network, hours=h, lp=build_lp(book, network, options)
+    )

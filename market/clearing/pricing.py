@@ -6,6 +6,9 @@ x :data:`CURRENCY_PER_UNIT`) so that its coefficients stay near 1.
 * **Nodal prices** (:func:`nodal_prices`): a bus's price is the negative dual of its energy
   balance [currency / kWh], converted to token units and rounded half to even, never below 0
   (distribution locational marginal prices).
+* **Unique prices** (:func:`reference_price`): where the duals are degenerate (a range of
+  prices clears the book equally well), the published prices are the optimal duals closest
+  in least squares to the midpoint of the grid's tariffs (:mod:`market.clearing.unique`).
 * **Limits** (:func:`clamp_to_limit`): no buyer pays above its limit and no seller receives
   below its limit, whatever the mechanism, rounding or a degenerate dual would say.
 * **Settlement price per mechanism** (:class:`Mechanism`, :func:`settlement_prices`):
@@ -51,6 +54,33 @@ def nodal_prices(balance_duals: NDArray[np.float64]) -> list[int]:
         ``max(round_half_even(-dual / CURRENCY_PER_UNIT), 0)`` per bus [token units / kWh].
     """
     return [max(round_half_even(-d / CURRENCY_PER_UNIT), 0) for d in balance_duals]
+
+
+def reference_price(import_price: int, export_price: int) -> int:
+    """The price a bus gets where the book leaves its price open (degenerate duals).
+
+    Where no order is marginal at a bus (supply exactly meets demand there, a flow is pinned
+    at its limit), a whole range of prices clears the book equally well.
+    :mod:`market.clearing.unique` then publishes the prices in that range closest, in least
+    squares over all buses, to this reference: the midpoint of the grid's tariffs, rounded
+    half to even. It depends on no order (nobody can move it by bidding), lies in
+    ``[export_price, import_price]``, the range every uncongested bus's price lies in, and
+    splits the open surplus evenly between the buyers and the sellers at the bus.
+
+    Parameters
+    ----------
+    import_price, export_price : int
+        The grid's tariffs [token base units / kWh].
+
+    Returns
+    -------
+    int
+        ``round_half_even((import_price + export_price) / 2)`` [token base units / kWh],
+        exact in integers.
+    """
+    total = import_price + export_price
+    half, odd = divmod(total, 2)
+    return half + (odd and half % 2)
 
 
 def clamp_to_limit(side: Side, price: int, limit_price: int) -> int:

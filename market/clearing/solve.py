@@ -7,7 +7,7 @@ interface (the reference path, :func:`solve`: the same maths as an algebraic mod
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 
 import highspy
@@ -29,7 +29,8 @@ class SolveOutcome:
 
     ``accepted_kwh`` per order group, ``grid_import_kwh``/``grid_export_kwh`` the market's
     grid trade, ``balance_duals`` the dual of each bus's energy balance [currency / kWh],
-    ``objective`` the welfare [currency].
+    ``objective`` the welfare [currency]; ``col_value`` every column of the LP in
+    :class:`~market.clearing.lp.LpData`'s order (for :mod:`market.clearing.unique`).
     """
 
     status: ClearingStatus
@@ -41,6 +42,7 @@ class SolveOutcome:
     grid_export_kwh: float
     balance_duals: NDArray[np.float64]
     objective: float
+    col_value: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
 
     @classmethod
     def failed(cls, status: ClearingStatus, termination: str, solve_s: float) -> SolveOutcome:
@@ -87,7 +89,8 @@ def solve(built: BuiltModel, options: ClearingOptions) -> SolveOutcome:
     built : BuiltModel
         The reference model (:func:`market.clearing.model.build_model`).
     options : ClearingOptions
-        ``time_limit_s`` [s] for the solver.
+        HiGHS's iteration limits, and ``time_limit_s`` [s] only with a wall-clock budget
+        (:meth:`ClearingOptions.highs_options`).
 
     Returns
     -------
@@ -102,8 +105,9 @@ def solve(built: BuiltModel, options: ClearingOptions) -> SolveOutcome:
         m,
         load_solutions=False,
         raise_exception_on_nonoptimal_result=False,
-        time_limit=options.time_limit_s,
+        time_limit=options.time_limit_s,  # None unless a wall-clock budget is asked for
         threads=1,
+        solver_options={k: v for k, v in options.highs_options().items() if k != "time_limit"},
     )
     elapsed = time.perf_counter() - started
     status = status_of(results.termination_condition)
@@ -123,6 +127,13 @@ def solve(built: BuiltModel, options: ClearingOptions) -> SolveOutcome:
         grid_export_kwh=float(pyo.value(m.g_exp)),
         balance_duals=np.array([duals[m.balance[b]] for b in range(n_bus)], dtype=float),
         objective=float(pyo.value(m.welfare)),
+        col_value=np.array(
+            [pyo.value(m.a[g]) for g in range(n_groups)]
+            + [pyo.value(m.g_imp), pyo.value(m.g_exp)]
+            + [pyo.value(m.P[k]) for k in range(built.network.n_branch)]
+            + [pyo.value(m.v[b]) for b in range(n_bus)],
+            dtype=float,
+        ),
     )
 
 
@@ -146,7 +157,8 @@ def highs_for(
     lp : LpData
         The LP (:func:`market.clearing.lp.build_lp`).
     options : ClearingOptions
-        ``time_limit_s`` [s] and ``solver``; one thread, no output.
+        ``solver`` and the iteration limits (``time_limit`` only with a wall-clock
+        budget: :meth:`ClearingOptions.highs_options`); one thread, no output.
     lower, upper : ndarray of float
         Column bounds to use instead of the LP's own (the lazy network bounds).
 
@@ -158,8 +170,8 @@ def highs_for(
     h = highspy.Highs()  # type: ignore[no-untyped-call]
     h.setOptionValue("output_flag", False)
     h.setOptionValue("threads", 1)
-    h.setOptionValue("time_limit", float(options.time_limit_s))
-    h.setOptionValue("solver", options.solver.value)
+    for name, value in options.highs_options().items():
+        h.setOptionValue(name, value)
     model = highspy.HighsLp()
     model.num_col_ = lp.num_col
     model.num_row_ = lp.num_row
@@ -180,7 +192,7 @@ def highs_for(
 
 
 def solve_lp(lp: LpData, options: ClearingOptions) -> SolveOutcome:
-    """Solve ``lp`` with highspy within ``options.time_limit_s``; read values only if ok.
+    """Solve ``lp`` with highspy within ``options``' iteration limits; read values only if ok.
 
     Lazy network bounds: few of the thermal and voltage bounds bind, and while they are
     finite HiGHS's presolve cannot eliminate the flow and voltage columns. So (on books with
@@ -195,7 +207,8 @@ def solve_lp(lp: LpData, options: ClearingOptions) -> SolveOutcome:
     lp : LpData
         The LP (:func:`market.clearing.lp.build_lp`).
     options : ClearingOptions
-        ``time_limit_s`` [s] per run and HiGHS's ``solver``.
+        HiGHS's ``solver`` and iteration limits per run (and ``time_limit_s`` [s] per run
+        only with a wall-clock budget).
 
     Returns
     -------
@@ -251,4 +264,5 @@ def solve_lp(lp: LpData, options: ClearingOptions) -> SolveOutcome:
         grid_export_kwh=float(x[ng + 1]),
         balance_duals=duals[: lp.network.n_bus].copy(),
         objective=float(h.getInfo().objective_function_value),
+        col_value=x.copy(),
     )

@@ -23,7 +23,7 @@ def test_demo_settles_every_interval_and_conserves_tokens(tmp_path: Path) -> Non
         assert row["gas_used"] > 0
         assert row["min_vm_pu"] >= 0.95 - 0.001
     assert report["conservation"]["holds"]
-    assert report["audit"] == {"records": 3, "verified": 3, "problems": []}
+    assert report["audit"] == {"records": 3, "verified": 3, "problems": [], "accepted": []}
     # every tick read every device
     assert all(t["readings_ok"] == 15 for t in report["ticks"])
     saved = json.loads((tmp_path / "report.json").read_text())

@@ -14,14 +14,15 @@ with the devices as Modbus simulators on 127.0.0.1. The test only bends the chai
   in; the database, the audit record and the chain agree, the interval is paid once and the
   operator's nonces have no gap (:func:`killharness.check_exactly_once`);
 * a reorganisation deeper than the finality depth (``confirmations = 0``), after the
-  controller recorded the settlement as final, is by definition outside what the
-  controller can see by itself: the database says settled and the chain does not. The test
-  shows that the checker and ``peergrid audit verify`` (which compares the chain's
-  ``Settled`` events with the records both ways) both report it. That a restarted
-  controller still never sends the lost interval again is pinned by a strict ``xfail``
-  (nothing re-checks a settlement recorded as final); without a restart the operator's
-  cached nonce is also one ahead of the chain's, so the next settlement waits behind a
-  nonce gap until the sender's timeout (not tested here: it costs minutes).
+  controller recorded the settlement as final: right after it, the database says settled
+  and the chain does not, and the checker and ``peergrid audit verify`` (which compares the
+  chain's ``Settled`` events with the records both ways) both report it. The controller
+  re-checks recent settlements (:meth:`controller.cycle.Cycle.recheck_settled`) at the next
+  tick, or at start-up after a restart: the lost one goes back to ``intent`` and is sent
+  again, and its operator nonce is re-synchronised to the node's (the dropped transaction
+  left the cached nonce one ahead; :class:`adapters.chain.sender.TxSender`), so the interval
+  is paid once, with no nonce gap and no filler transaction. The same run with the re-check
+  turned off shows the checker reporting the interval as lost.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from killharness import (
 
 from adapters.chain.backends import AnvilNode
 from controller.config import read_site
+from controller.cycle import Cycle
 from controller.scheduler import run_tick
 from controller.wiring import Runtime, build_runtime
 
@@ -245,20 +247,54 @@ def test_a_reorg_deeper_than_the_finality_depth_is_reported(
         ), doc["problems"]
 
 
-@pytest.mark.xfail(
-    reason="the controller never re-checks a settlement it recorded as final: after a "
-    "reorganisation deeper than 'confirmations' the interval stays 'settled' in the "
-    "database and is never sent again (finding of the kill-test session; see the note)",
-    strict=True,
-)
-def test_after_a_deep_reorg_a_restart_settles_the_dropped_interval_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("recheck", [True, False], ids=["recheck", "no-recheck"])
+@pytest.mark.parametrize("restart", [False, True], ids=["next-tick", "restart"])
+def test_a_deep_reorg_is_recovered_by_the_recheck_of_recent_settlements(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    restart: bool,
+    recheck: bool,
 ) -> None:
+    """The dropped interval is settled again, once; without the re-check it stays lost."""
+    caplog.set_level(logging.WARNING)
+    if not recheck:
+        monkeypatch.setattr(Cycle, "recheck_settled", lambda _self: [])
     with controller(tmp_path, monkeypatch, confirmations=0) as c:
-        deep_reorg(c)
-        c.restart()  # the nonce is reconciled with the node's; pending intents resolved
-        assert c.tick(2) is not None
-        verdict = check_exactly_once(
-            c.site.db, c.site.client(), c.site.operator.address, INTERVAL_S
-        )
+        interval = deep_reorg(c)
+        if restart:
+            c.restart()  # nonce reconciled; recent settlements re-checked; intents sent
+        assert c.tick(2) is not None  # settles interval 1 (and, re-opened, interval 0)
+        chain = c.site.client()
+        verdict = check_exactly_once(c.site.db, chain, c.site.operator.address, INTERVAL_S)
+        if not recheck:
+            # the fault the re-check repairs, as the checker sees it
+            assert f"interval {interval}: database says settled, no Settled event on-chain" in (
+                verdict.problems
+            )
+            assert not chain.is_settled(interval)
+            return
         assert verdict.ok, verdict.problems
+        assert verdict.counts["settled_chain"] == verdict.counts["settled_db"] == 2
+        # every operator transaction settled an interval: no nonce gap was filled
+        assert verdict.counts["operator_txs"] == 2
+        assert "re-opened: reorganisation: the chain no longer has this settlement" in (caplog.text)
+        if not restart:  # the restart reconciles the nonce itself
+            assert "continuing at the node's nonce" in caplog.text
+        assert "filling it with empty self-transfers" not in caplog.text
+        # the database as the controller wrote it, and its audit record
+        (event,) = chain.settled_events(interval_id=interval)
+        row = settlement_row(c.site.db, interval)
+        assert (row["state"], row["tx_hash"], row["block_number"], row["batch_id"]) == (
+            "settled",
+            event.tx_hash,
+            event.block_number,
+            event.batch_id,
+        )
+        record = audit_record(c.site.db, interval)
+        assert record["chain"]["tx_hash"] == event.tx_hash
+        assert record["chain"]["block_number"] == event.block_number
+        assert record["settlement"]["batch_id"] == event.batch_id
+        assert record["error"] == ""
+        code, doc, err = audit_verify(c.site, reclear=False)
+        assert code == 0, (err, doc)

@@ -1,15 +1,21 @@
-"""TxSender on the embedded chain: nonce bookkeeping, fee bumps, refusals (no node needed).
+"""TxSender: nonce bookkeeping, fee bumps, refusals (embedded chain), nonce gaps (anvil).
 
 Replacement of stuck transactions, reorganisations and nonce conflicts need a node that can
-hold a transaction back: ``test_chain_anvil.py``.
+hold a transaction back: ``test_chain_anvil.py``. The nonce gaps a reorganisation deeper
+than the finality depth leaves are here, each on its own anvil node.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 
 from adapters.chain import ChainClient, derive_account, embedded_web3
-from adapters.chain.errors import InvalidArgument, TransactionReverted
+from adapters.chain.backends import AnvilNode, rpc_web3
+from adapters.chain.errors import ConfirmationTimeout, InvalidArgument, TransactionReverted
 from adapters.chain.gas import MAX_TX_GAS, bumped_fees, ceil_percent, eip1559_fees
 from adapters.chain.node import revert_reason
 from adapters.chain.sender import TxSender
@@ -96,3 +102,107 @@ def test_revert_reasons_lose_the_node_prefix() -> None:
         "settlement: paused"
     )
     assert revert_reason(ValueError("plain")) == "plain"
+
+
+# ---------------------------------------------------------------------- nonce gaps (anvil)
+
+
+def rpc(w3: Any, method: str, *params: Any) -> Any:
+    response = w3.provider.make_request(method, list(params))
+    assert "error" not in response, response
+    return response["result"]
+
+
+@pytest.fixture
+def dropped(caplog: pytest.LogCaptureFixture) -> Iterator[tuple[ChainClient, int]]:
+    """A client whose last transaction (a mint of 5, final) a reorganisation dropped.
+
+    Yields the client (no fee bumps within the test's time: ``stuck_after_s`` 60 s) and the
+    dropped transaction's nonce; the client's next nonce is one above the node's.
+    """
+    caplog.set_level(logging.WARNING)
+    with AnvilNode() as node:
+        w3 = rpc_web3(node.url)
+        operator = derive_account("operator")
+        client = ChainClient(w3, operator, poll_s=0.05, timeout_s=30)
+        client.fund_eth(operator.address, 10**21)
+        client.deploy_token("T", "T")
+        first = client.mint(derive_account("receiver").address, 5)
+        rpc(w3, "anvil_reorg", w3.eth.block_number - first.block_number + 1, [])
+        assert w3.eth.get_transaction_count(operator.address, "pending") == first.nonce
+        assert client.next_nonce() == first.nonce + 1
+        yield client, first.nonce
+
+
+def operator_txs(client: ChainClient) -> list[tuple[int, str, int]]:
+    """(nonce, to, value [wei]) of every transaction the operator has in a block."""
+    w3, me = client.w3, client.operator.address
+    found = []
+    for number in range(w3.eth.block_number + 1):
+        for tx in w3.eth.get_block(number, full_transactions=True)["transactions"]:
+            if tx["from"] == me:
+                found.append((int(tx["nonce"]), str(tx.get("to")), int(tx["value"])))
+    return sorted(found)
+
+
+@pytest.mark.integration
+def test_after_a_deep_reorg_the_next_transaction_goes_out_at_the_nodes_nonce(
+    dropped: tuple[ChainClient, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    client, nonce = dropped
+    receiver = derive_account("receiver").address
+    again = client.mint(receiver, 7)
+    assert again.nonce == nonce  # re-synchronised: no gap, nothing to fill or bump
+    assert (again.replacements, again.gap_fillers) == (0, 0)
+    assert "continuing at the node's nonce" in caplog.text
+    assert client.token_balance(receiver) == 7  # the dropped mint of 5 is gone
+    w3, me = client.w3, client.operator.address
+    assert w3.eth.get_transaction_count(me) == w3.eth.get_transaction_count(me, "pending")
+    assert client.next_nonce() == nonce + 1 == w3.eth.get_transaction_count(me)
+    assert [n for n, _to, _v in operator_txs(client)] == list(range(nonce + 1))
+
+
+@pytest.mark.integration
+def test_a_transaction_already_behind_the_gap_is_mined_once_the_gap_is_filled(
+    dropped: tuple[ChainClient, int],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reorganisation came after the check before signing: the gap is filled below it."""
+    from adapters.chain.sender import TxSender
+
+    monkeypatch.setattr(TxSender, "_usable_nonce", lambda self, sender: self.next_nonce(sender))
+    client, nonce = dropped
+    receiver = derive_account("receiver").address
+    behind = client.mint(receiver, 7)
+    assert behind.nonce == nonce + 1  # mined as signed, the same hash
+    assert (behind.replacements, behind.gap_fillers) == (0, 1)
+    assert "filling it with empty self-transfers" in caplog.text
+    assert client.token_balance(receiver) == 7
+    txs = operator_txs(client)
+    assert [n for n, _to, _v in txs] == list(range(nonce + 2))
+    assert txs[nonce] == (nonce, client.operator.address, 0)  # the filler moved nothing
+
+
+@pytest.mark.integration
+def test_without_closing_the_gap_the_transaction_is_only_bumped_until_the_timeout(
+    dropped: tuple[ChainClient, int],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fault both fixes remove: fee bumps cannot mine a transaction behind a gap.
+
+    Both fixes are turned off (the gap is met with a replacement, as before them).
+    """
+    from adapters.chain.sender import TxSender
+
+    monkeypatch.setattr(TxSender, "_usable_nonce", lambda self, sender: self.next_nonce(sender))
+    monkeypatch.setattr(TxSender, "_fill_gap", lambda self, flight, pending: self._replace(flight))
+    client, nonce = dropped
+    client.sender.stuck_after_s = 0.2
+    client.sender.timeout_s = 3.0
+    with pytest.raises(ConfirmationTimeout):
+        client.mint(derive_account("receiver").address, 7)
+    assert "stuck for" in caplog.text  # re-signed with higher fees, to no avail
+    w3, me = client.w3, client.operator.address
+    assert w3.eth.get_transaction_count(me) == nonce  # nothing mined since the reorg
