@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import threading
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -402,7 +403,8 @@ def load_grid_cached(spec: str, time_step: int | None = None) -> Grid:
     if time_step is not None:
         grid = grid.at_time_step(time_step)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    # A name of its own per writer: two processes converting the same grid never collide.
+    tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
     pp.to_json(grid.net, str(tmp))
     tmp.replace(path)
     return Grid(spec, grid.net, None, time_step)
