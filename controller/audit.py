@@ -453,12 +453,19 @@ def _check_tables(where: str, record: Mapping[str, Any], tables: StoreView) -> l
     return problems
 
 
+ABANDONED = "abandoned:"
+"""How the reason of an interval abandoned mid-clearing begins (``Cycle._close_abandoned``)."""
+
+
 def accepted_as_recorded(record: Mapping[str, Any]) -> str:
     """Why a record's outcome is accepted without a re-clear, or ``""``.
 
     A result with the status ``time_limit`` was stopped by the production wall-clock budget
     (:mod:`controller.grid_clearing`): what happened, which a re-clear (run without the
-    budget) is not expected to reproduce.
+    budget) is not expected to reproduce. An interval *abandoned* by a controller that died
+    while clearing it (grid only, nothing acted on; :meth:`Cycle._close_abandoned
+    <controller.cycle.Cycle>`) never had a clearing to reproduce either. Both are part of the
+    record's hash, so the chain still commits to them.
 
     Parameters
     ----------
@@ -468,14 +475,17 @@ def accepted_as_recorded(record: Mapping[str, Any]) -> str:
     Returns
     -------
     str
-        ``interval ...: accepted as recorded: wall-clock stop (<the recorded reason>)``, or
-        ``""`` for every other outcome (re-cleared and compared).
+        ``interval ...: accepted as recorded: wall-clock stop (<the recorded reason>)`` (or
+        ``abandoned (...)``), or ``""`` for every other outcome (re-cleared and compared).
     """
     result = record.get("result") or {}
-    if result.get("status") != "time_limit":
-        return ""
+    reason = str(result.get("reason", ""))
     where = _where(int(record["interval"]))
-    return f"{where}: accepted as recorded: wall-clock stop ({result.get('reason', '')})"
+    if result.get("status") == "time_limit":
+        return f"{where}: accepted as recorded: wall-clock stop ({reason})"
+    if result.get("status") == "solver_error" and reason.startswith(ABANDONED):
+        return f"{where}: accepted as recorded: abandoned ({reason})"
+    return ""
 
 
 def _check_reclear(

@@ -72,7 +72,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final, Protocol, runtime_checkable
 
 from adapters.modbus.polling import poll_all
-from controller.audit import RECORD_FORMAT, anchor_hash, software_versions
+from controller.audit import ABANDONED, RECORD_FORMAT, anchor_hash, software_versions
 from controller.bidding import (
     Forecaster,
     Plan,
@@ -637,7 +637,7 @@ class Cycle:
             result = empty_result(
                 book,
                 ClearingStatus.SOLVER_ERROR,
-                "abandoned: the controller stopped while clearing; nothing was acted on; "
+                f"{ABANDONED} the controller stopped while clearing; nothing was acted on; "
                 "fallback: grid only",
             )
             self.store.save_result(

@@ -21,7 +21,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from controller import crash
-from controller.audit import ChainSettlement, compare_with_chain, record_core, verify_records
+from controller.audit import (
+    ABANDONED,
+    ChainSettlement,
+    accepted_as_recorded,
+    compare_with_chain,
+    record_core,
+    verify_records,
+)
 from controller.config import read_site
 from controller.errors import ConfigError
 from controller.runner import dev_interval
@@ -282,3 +289,19 @@ def test_compare_with_chain_both_ways() -> None:
     assert compare_with_chain([_record(900, "a1")], [other]) == [
         "interval 1970-01-01T00:15Z (id 900): the chain holds another trades root"
     ]
+
+
+def test_an_abandoned_interval_is_accepted_as_recorded_and_nothing_else_is() -> None:
+    """An interval a dead controller abandoned mid-clearing had no clearing to reproduce."""
+    abandoned = {
+        "interval": 1_782_000_000,
+        "result": {"status": "solver_error", "reason": f"{ABANDONED} the controller stopped"},
+    }
+    assert "accepted as recorded: abandoned" in accepted_as_recorded(abandoned)
+    other = {
+        "interval": 1_782_000_000,
+        "result": {"status": "solver_error", "reason": "HiGHS reported an error"},
+    }
+    assert accepted_as_recorded(other) == ""  # a real solver error is re-cleared and compared
+    cleared = {"interval": 1_782_000_000, "result": {"status": "cleared", "reason": "abandoned:"}}
+    assert accepted_as_recorded(cleared) == ""
