@@ -838,7 +838,12 @@ class Cycle:
                     log.warning("settlement of %s re-opened: %s", label, reason)
                     reopened.append(interval_id)
         except Exception as exc:  # boundary: a chain read must not stop the tick; next tick
-            log.warning("re-checking recent settlements failed (again next tick): %s", exc)
+            log.warning(  # named, with its traceback: a bug here is reported, never silent
+                "re-checking recent settlements failed (again next tick): %s: %s",
+                type(exc).__name__,
+                exc,
+                exc_info=True,
+            )
         return reopened
 
     def backfill_records(self) -> list[int]:
@@ -937,8 +942,15 @@ class Cycle:
         try:
             text, base_case = split_base_case(self.base_grid_for(interval))
             grid_hash = self.store.save_grid(text, self.site.grid)
-        except Exception as exc:  # boundary: no grid wired or loadable; the record says so
-            log.warning("grid of %s not recorded: %s", interval.label(), exc)
+        except Exception as exc:  # boundary, like the clearing's: the record says so
+            # (grid_hash None) and the failure is named with its traceback, never hidden.
+            log.warning(
+                "grid of %s not recorded: %s: %s",
+                interval.label(),
+                type(exc).__name__,
+                exc,
+                exc_info=True,
+            )
         accounts = getattr(self.settler, "accounts", None) or {}
         return {
             "params": params,
