@@ -284,7 +284,16 @@ def main() -> None:
     ap.add_argument("--no-pymarket", action="store_true")
     ap.add_argument("--p2p-max-orders", type=int, default=100, help="p2p is O(N^3)")
     ap.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    ap.add_argument(
+        "--unique-rules-always",
+        action="store_true",
+        help="run the unique-price QPs on every book (the behaviour before the proved-unique skip)",
+    )
     args = ap.parse_args()
+    if args.unique_rules_always:
+        import market.clearing.solve as solve_module
+
+        solve_module.nondegenerate_basis = lambda _lp, _h: False  # type: ignore[assignment]
     grids = args.grids or list(QUICK_GRIDS if args.quick else GRIDS)
     orders_n = args.orders or list(QUICK_ORDERS if args.quick else ORDERS)
     if args.quick:

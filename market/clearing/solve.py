@@ -30,7 +30,9 @@ class SolveOutcome:
     ``accepted_kwh`` per order group, ``grid_import_kwh``/``grid_export_kwh`` the market's
     grid trade, ``balance_duals`` the dual of each bus's energy balance [currency / kWh],
     ``objective`` the welfare [currency]; ``col_value`` every column of the LP in
-    :class:`~market.clearing.lp.LpData`'s order (for :mod:`market.clearing.unique`).
+    :class:`~market.clearing.lp.LpData`'s order (for :mod:`market.clearing.unique`);
+    ``unique`` whether the solver proved this the only optimum, primal and dual
+    (:func:`nondegenerate_basis`; ``False`` when it could not tell).
     """
 
     status: ClearingStatus
@@ -43,6 +45,7 @@ class SolveOutcome:
     balance_duals: NDArray[np.float64]
     objective: float
     col_value: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    unique: bool = False
 
     @classmethod
     def failed(cls, status: ClearingStatus, termination: str, solve_s: float) -> SolveOutcome:
@@ -135,6 +138,66 @@ def solve(built: BuiltModel, options: ClearingOptions) -> SolveOutcome:
             dtype=float,
         ),
     )
+
+
+UNIQUE_PRIMAL = 1e-6
+"""A basic column or row is strictly between its bounds when farther than this from both
+[kWh, kW, p.u.²]: ten times HiGHS's primal feasibility tolerance."""
+
+UNIQUE_DUAL = 1e-6
+"""A nonbasic column's reduced cost or row's dual is non-zero beyond this [currency / unit]
+(1 token base unit / kWh): ten times HiGHS's dual feasibility tolerance."""
+
+
+def nondegenerate_basis(lp: LpData, h: highspy.Highs) -> bool:
+    """Whether ``h``'s optimal basis is non-degenerate, primal and dual, for the full ``lp``.
+
+    Every basic column and row strictly between ``lp``'s bounds (by :data:`UNIQUE_PRIMAL`:
+    primal non-degeneracy, so the optimal duals are unique) and every nonbasic column and
+    ranged row with a reduced cost or dual beyond :data:`UNIQUE_DUAL` (dual non-degeneracy,
+    so the optimal dispatch is unique; fixed columns and equality rows need not). Then the
+    solver's optimum is the only one, and :mod:`market.clearing.unique`'s rules, which pick
+    one point of the optimal face, would return it: they are skipped. Conservative: a free
+    nonbasic column, a basis HiGHS calls invalid or any value within the margins answers
+    ``False`` (the rules then run).
+
+    Parameters
+    ----------
+    lp : LpData
+        The full LP (its bounds, not a lazy relaxation's).
+    h : highspy.Highs
+        Solved to optimality on ``lp``'s rows, with ``lp``'s bounds or a relaxation of them.
+
+    Returns
+    -------
+    bool
+        ``True`` only when the optimum is proved unique.
+    """
+    basis = h.getBasis()
+    if not basis.valid:
+        return False
+    solution = h.getSolution()
+    basic = int(highspy.HighsBasisStatus.kBasic)
+    nonbasic = (int(highspy.HighsBasisStatus.kLower), int(highspy.HighsBasisStatus.kUpper))
+    col_status = np.fromiter((int(s) for s in basis.col_status), dtype=np.int8, count=lp.num_col)
+    row_status = np.fromiter((int(s) for s in basis.row_status), dtype=np.int8, count=lp.num_row)
+    if not np.isin(col_status, (basic, *nonbasic)).all():
+        return False
+    if not np.isin(row_status, (basic, *nonbasic)).all():
+        return False
+    x = np.asarray(solution.col_value)
+    act = np.asarray(solution.row_value)
+    inside_col = (x > lp.col_lower + UNIQUE_PRIMAL) & (x < lp.col_upper - UNIQUE_PRIMAL)
+    inside_row = (act > lp.row_lower + UNIQUE_PRIMAL) & (act < lp.row_upper - UNIQUE_PRIMAL)
+    if not (inside_col[col_status == basic].all() and inside_row[row_status == basic].all()):
+        return False
+    free_col = lp.col_lower == lp.col_upper  # a fixed column's reduced cost is free
+    free_row = lp.row_lower == lp.row_upper  # so is an equality row's dual
+    d = np.abs(np.asarray(solution.col_dual))
+    y = np.abs(np.asarray(solution.row_dual))
+    tight_col = (col_status != basic) & ~free_col
+    tight_row = (row_status != basic) & ~free_row
+    return bool((d[tight_col] > UNIQUE_DUAL).all() and (y[tight_row] > UNIQUE_DUAL).all())
 
 
 LAZY_MAX_GROUPS_PER_BUS = 4.0
@@ -265,4 +328,5 @@ def solve_lp(lp: LpData, options: ClearingOptions) -> SolveOutcome:
         balance_duals=duals[: lp.network.n_bus].copy(),
         objective=float(h.getInfo().objective_function_value),
         col_value=x.copy(),
+        unique=nondegenerate_basis(lp, h),
     )

@@ -41,6 +41,11 @@ bounds, the engine and the solver's vertex no longer matter):
    more than needed. Strictly convex in the accepted energies and the grid exchange, which
    fix the flows and voltages of a radial feeder.
 
+When the solver's optimum is a non-degenerate basis, primal and dual
+(:func:`market.clearing.solve.nondegenerate_basis`), it is the only optimum: both rules would
+return it, so they are skipped (most books; the pyomo path, which reports no basis, always
+runs them).
+
 The price QP runs first in thousands of token base units, other scales if HiGHS fails
 (:data:`PRICE_SCALES`), so that its absolute tolerances (1e-7) stay far below a base unit.
 A non-zero reduced cost or dual means more than :data:`ACTIVE_DUAL` base units / kWh; a
@@ -355,6 +360,8 @@ def canonical_outcome(lp: LpData, outcome: SolveOutcome, options: ClearingOption
     Canonical
         The unique optimum, or ``outcome`` itself with a note when a QP failed.
     """
+    if outcome.unique:  # the only optimum: the rules would return it
+        return Canonical(outcome, "", 0.0)
     started = time.perf_counter()
     reference = reference_price(options.import_price, options.export_price)
     ok, status, u = canonical_prices(lp, outcome.col_value, reference)

@@ -281,3 +281,71 @@ def test_reference_price_is_the_tariff_midpoint_rounded_half_to_even(
     import_price: int, export_price: int, expected: int
 ) -> None:
     assert reference_price(import_price, export_price) == expected
+
+
+# ---- the rules are skipped only when the solver's optimum is the only one
+
+
+@contextmanager
+def rules_forced() -> Iterator[None]:
+    """:func:`nondegenerate_basis` answers ``False``: the QP rules always run."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(solve_module, "nondegenerate_basis", lambda _lp, _h: False)
+        yield
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(st.data())
+def test_a_proved_unique_optimum_is_what_the_rules_publish(data: st.DataObject) -> None:
+    network = data.draw(relinearised_networks())
+    book = data.draw(books(list(network.bus_names)))
+    lp = build_lp(book, network, OPTIONS)
+    outcome = solve_module.solve_lp(lp, OPTIONS)
+    if not outcome.status.is_ok or not outcome.unique:
+        return
+    # the solver's own optimum, kept, equals the one the QP rules pick on the optimal face
+    skipped = canonical_outcome(lp, outcome, OPTIONS)
+    assert skipped.qp_s == 0.0
+    ruled = canonical_outcome(lp, dataclasses.replace(outcome, unique=False), OPTIONS)
+    assert ruled.note == ""
+    assert ruled.outcome.balance_duals == pytest.approx(
+        outcome.balance_duals, abs=1e-3 * CURRENCY_PER_UNIT
+    )
+    assert ruled.outcome.accepted_kwh == pytest.approx(outcome.accepted_kwh, abs=1e-7)
+    # and what participants see is identical with and without the skip
+    with rules_forced():
+        forced = published(mc.clear(book, network, OPTIONS))
+    assert published(mc.clear(book, network, OPTIONS)) == forced
+
+
+def test_a_typical_book_is_proved_unique_and_skips_the_rules() -> None:
+    rng = np.random.default_rng(7)
+    buses = [f"b{i}" for i in range(6)]
+    network = radial_network(buses, [(buses[i - 1], buses[i]) for i in range(1, 6)])
+    orders: list[Bid | Offer] = []
+    for i in range(40):  # distinct prices: no ties between orders or with the tariffs
+        price = int(rng.integers(90_000, 290_000)) * 10 + 1
+        bus = buses[int(rng.integers(1, 6))]
+        make = bid if i % 2 else offer
+        orders.append(make(f"o{i}", bus, int(rng.integers(500, 3000)), price // 10))
+    book = build_order_book(INTERVAL, orders)
+    outcome = solve_module.solve_lp(build_lp(book, network, OPTIONS), OPTIONS)
+    assert outcome.status.is_ok
+    assert outcome.unique
+
+
+@pytest.mark.parametrize(
+    ("book", "network"), [(TARIFF_BOOK, TARIFF_NET), (PINNED_BOOK, PINNED_NET)]
+)
+def test_degenerate_books_are_never_called_unique(book: OrderBook, network: NetworkModel) -> None:
+    outcome = solve_module.solve_lp(build_lp(book, network, OPTIONS), OPTIONS)
+    assert outcome.status.is_ok
+    assert not outcome.unique
+
+
+def test_calling_a_degenerate_book_unique_breaks_agreement() -> None:
+    # fault injection: a skip that trusted any basis would publish the solver's vertex again
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(solve_module, "nondegenerate_basis", lambda _lp, _h: True)
+        found = path_differences(TARIFF_BOOK, TARIFF_NET)
+    assert any(line.startswith("prices:") for line in found), found
