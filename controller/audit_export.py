@@ -82,7 +82,11 @@ columns that identify them.
     ``loading_pct``. Empty for records without per-branch values.
 ``curtailment``
     One row per PV setpoint held below the forecast: ``device_id``, ``participant``,
-    ``kind``, ``limit_w`` (the export limit written), ``reason`` (which limit, how much).
+    ``kind``, ``limit_w`` (the export limit written), ``forecast_w`` (the forecast production
+    it was held below), ``curtailed_wh`` (``(forecast_w - limit_w) x length_s / 3600`` rounded
+    half to even), ``reason`` (which limit, how much). Records written before ``forecast_w``
+    was stored (2026-12-04) give it from the reason's text ("curtailed to L W of P W
+    forecast").
 
 Monthly statement
 =================
@@ -107,6 +111,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import defaultdict
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -118,6 +123,7 @@ from sqlalchemy import func, select
 from controller.errors import ConfigError
 from controller.store import audit, debts, intervals, readings, settlements
 from market.canonical import canonical_json
+from market.units import round_half_even
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -270,6 +276,8 @@ COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("participant", "str"),
         ("kind", "str"),
         ("limit_w", "int"),
+        ("forecast_w", "int"),
+        ("curtailed_wh", "int"),
         ("reason", "str"),
     ),
 }
@@ -675,16 +683,58 @@ def _add_interval(
     }
     for setpoint in row["setpoints"] or []:
         if setpoint.get("reason"):
+            forecast_w = setpoint.get("forecast_w", forecast_in_reason(setpoint["reason"]))
+            limit_w = int(setpoint["p_w"])
             tables["curtailment"].append(
                 {
                     **head,
                     "device_id": setpoint["device_id"],
                     "participant": owners.get(str(setpoint["device_id"]), ""),
                     "kind": setpoint["kind"],
-                    "limit_w": setpoint["p_w"],
+                    "limit_w": limit_w,
+                    "forecast_w": forecast_w,
+                    "curtailed_wh": curtailed_wh(forecast_w, limit_w, int(row["length_s"])),
                     "reason": setpoint["reason"],
                 }
             )
+
+
+_CURTAILED = re.compile(r"curtailed to (-?\d+) W of (-?\d+) W forecast")
+
+
+def forecast_in_reason(reason: str) -> int:
+    """The forecast production a curtailment reason names [W] (records before ``forecast_w``).
+
+    Parameters
+    ----------
+    reason : str
+        ``curtailed to L W of P W forecast: ...``.
+
+    Returns
+    -------
+    int
+        ``P``; 0 if the reason names no powers.
+    """
+    match = _CURTAILED.search(reason)
+    return 0 if match is None else int(match.group(2))
+
+
+def curtailed_wh(forecast_w: int, limit_w: int, length_s: int) -> int:
+    """Energy a PV setpoint held back over an interval [Wh].
+
+    Parameters
+    ----------
+    forecast_w, limit_w : int
+        The forecast production and the export limit written [W].
+    length_s : int
+        The interval's length [s].
+
+    Returns
+    -------
+    int
+        ``max(forecast_w - limit_w, 0) x length_s / 3600`` rounded half to even.
+    """
+    return round_half_even(max(forecast_w - limit_w, 0) * length_s / 3600)
 
 
 def _readings(store: Store, boundaries: set[int]) -> list[dict[str, Any]]:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -331,7 +330,7 @@ def report_data(
                 ),
             },
         },
-        "curtailment": {"unit": "Wh", "series": _curtailment(tables["curtailment"], by_id, ids)},
+        "curtailment": {"unit": "Wh", "series": _curtailment(tables["curtailment"], ids)},
         "reconciliation": {
             "unit": "token units",
             "series": _reconciliation(settlements, ids, chain),
@@ -375,9 +374,6 @@ def _band_of(params_json: Any, default: tuple[float, float] | None) -> tuple[flo
     )
 
 
-_CURTAILED = re.compile(r"curtailed to (-?\d+) W of (-?\d+) W forecast")
-
-
 def curtailment_reason(reason: str) -> str:
     """The category of a curtailment reason (``curtailment.reason`` of the exports).
 
@@ -402,39 +398,16 @@ def curtailment_reason(reason: str) -> str:
     return "other"
 
 
-def curtailed_wh(reason: str, length_s: int) -> int:
-    """Energy a PV setpoint held back over an interval [Wh], from its reason's text.
-
-    Parameters
-    ----------
-    reason : str
-        ``curtailed to L W of P W forecast: ...``.
-    length_s : int
-        The interval's length [s].
-
-    Returns
-    -------
-    int
-        ``(P - L) * length_s / 3600`` rounded half to even; 0 if the reason names no powers.
-    """
-    match = _CURTAILED.search(reason)
-    if match is None:
-        return 0
-    limit_w, forecast_w = int(match.group(1)), int(match.group(2))
-    return round((forecast_w - limit_w) * length_s / 3600)
-
-
-def _curtailment(
-    curtailment: pd.DataFrame, by_id: pd.DataFrame, ids: Sequence[int]
-) -> dict[str, list[int]]:
-    """Curtailed energy [Wh] per interval, keyed by reason category."""
+def _curtailment(curtailment: pd.DataFrame, ids: Sequence[int]) -> dict[str, list[int]]:
+    """Curtailed energy [Wh] per interval (export ``curtailed_wh``), keyed by reason category."""
     index = {interval_id: k for k, interval_id in enumerate(ids)}
     out: dict[str, list[int]] = {}
-    lengths: dict[int, int] = dict(zip(ids, _ints(by_id["length_s"]), strict=True))
-    for interval_id, reason in zip(
-        _ints(curtailment["interval_id"]), curtailment["reason"].tolist(), strict=True
+    for interval_id, reason, energy in zip(
+        _ints(curtailment["interval_id"]),
+        curtailment["reason"].tolist(),
+        _ints(curtailment["curtailed_wh"]),
+        strict=True,
     ):
-        energy = curtailed_wh(str(reason), lengths[interval_id])
         out.setdefault(curtailment_reason(str(reason)), [0] * len(ids))[index[interval_id]] += (
             energy
         )

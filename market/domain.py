@@ -703,7 +703,8 @@ class Setpoint:
     For ``PV_LIMIT``, ``p_w`` is the maximum active power the inverter may export (>= 0);
     for ``BATTERY``, positive discharges (exports), negative charges. ``reason`` says why a
     PV inverter is held below its forecast production (which limit, how much); empty when it
-    is not curtailed.
+    is not curtailed. ``forecast_w`` is that forecast production [W] when curtailed (0 when
+    not), so the curtailed energy is ``(forecast_w - p_w) x length``.
     """
 
     device_id: DeviceId
@@ -711,6 +712,7 @@ class Setpoint:
     kind: SetpointKind
     p_w: W
     reason: str = ""
+    forecast_w: W = W(0)  # noqa: RUF009 (a NewType: an int at run time)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

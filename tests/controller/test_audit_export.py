@@ -91,7 +91,8 @@ PINNED: dict[str, list[str]] = {
     "ac_buses": ["interval_start", "interval_id", "bus", "name", "vm_pu"],
     "ac_branches": ["interval_start", "interval_id", "branch", "kind", "name", "loading_pct"],
     "curtailment": [
-        "interval_start", "interval_id", "device_id", "participant", "kind", "limit_w", "reason",
+        "interval_start", "interval_id", "device_id", "participant", "kind", "limit_w",
+        "forecast_w", "curtailed_wh", "reason",
     ],
 }  # fmt: skip
 

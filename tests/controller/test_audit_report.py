@@ -24,12 +24,11 @@ import pytest
 from sqlalchemy import update
 
 from controller.audit import chain_settlements, reclear_recorded
-from controller.audit_export import export_tables
+from controller.audit_export import curtailed_wh, export_tables, forecast_in_reason
 from controller.audit_report import (
     FIGURES,
     ReportFiles,
     collect,
-    curtailed_wh,
     pdf_page_count,
     write_report,
 )
@@ -145,9 +144,11 @@ def mismatches(data: dict[str, Any], tables: dict[str, pd.DataFrame]) -> list[st
     length = summary["length_s"]
     total = [0] * len(ids)
     for row in curtailment.itertuples(index=False):
-        total[ids.index(int(row.interval_id))] += curtailed_wh(
-            row.reason, int(length[row.interval_id])
-        )
+        # the stored forecast is the one the reason's text names (an independent path)
+        assert row.forecast_w == forecast_in_reason(row.reason)
+        wh = curtailed_wh(int(row.forecast_w), int(row.limit_w), int(length[row.interval_id]))
+        assert wh == row.curtailed_wh
+        total[ids.index(int(row.interval_id))] += wh
     stacked = data["figures"]["curtailment"]["series"].values()
     if [sum(col) for col in zip(*stacked, strict=True)] != total and (stacked or any(total)):
         found.append(f"curtailment: {list(stacked)} != {total}")

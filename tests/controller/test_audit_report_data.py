@@ -12,11 +12,10 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controller.audit_export import COLUMNS, TABLES
+from controller.audit_export import COLUMNS, TABLES, curtailed_wh, forecast_in_reason
 from controller.audit_report import (
     FIGURES,
     Findings,
-    curtailed_wh,
     curtailment_reason,
     pdf_page_count,
     report_data,
@@ -95,6 +94,9 @@ def tables(
             {
                 "interval_id": ids[k % n],
                 "device_id": f"pv{len(rows['curtailment'])}",
+                "limit_w": limit,
+                "forecast_w": forecast,
+                "curtailed_wh": curtailed_wh(forecast, limit, 900),
                 "reason": reason + ("; network: line 3 full" if network else ""),
             }
         )
@@ -148,7 +150,7 @@ def test_series_equal_the_tables(
     by_reason: dict[str, list[int]] = {}
     for k, limit, forecast, network in curtailed:
         reason = "network limit" if network else "unsold"
-        by_reason.setdefault(reason, [0] * n)[k % n] += round((forecast - limit) * 900 / 3600)
+        by_reason.setdefault(reason, [0] * n)[k % n] += round(max(forecast - limit, 0) * 900 / 3600)
     assert data["figures"]["curtailment"]["series"] == dict(sorted(by_reason.items()))
     reconciliation = data["figures"]["reconciliation"]["series"]
     assert reconciliation["db_gross_amount_units"] == [5 + k for k in range(n)]
@@ -168,8 +170,10 @@ def test_curtailment_reasons() -> None:
         == "floor above the export tariff"
     )
     assert curtailment_reason("...; network: line 3") == "network limit"
-    assert curtailed_wh("curtailed to 1000 W of 3000 W forecast: ...", 900) == 500
-    assert curtailed_wh("no powers named", 900) == 0
+    assert curtailed_wh(3000, 1000, 900) == 500
+    assert curtailed_wh(1000, 3000, 900) == 0
+    assert forecast_in_reason("curtailed to 1000 W of 3000 W forecast: ...") == 3000
+    assert forecast_in_reason("no powers named") == 0
 
 
 def test_empty_range_still_gives_every_figure(tmp_path: Path) -> None:
