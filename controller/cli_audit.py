@@ -13,6 +13,10 @@ and compared with the statement; a difference is printed and the exit code is 1.
 
 Both only read: a database that does not exist is an error (exit 2). pandas and pyarrow are
 imported when a command runs, never at the CLI's start-up.
+
+:func:`open_audit_sources` opens what ``peergrid audit verify`` and ``peergrid audit report``
+read: the store, the chain (read once, :class:`controller.audit.ChainSnapshot`) and the
+re-clears (:class:`controller.audit.Reclearer`; the site's, for records before issue 11).
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +36,7 @@ from controller.config import SiteConfig, read_site
 from controller.errors import ConfigError
 
 if TYPE_CHECKING:
+    from controller.audit import ChainSnapshot
     from controller.audit_export import ChainEntries
     from controller.store import Store
 
@@ -39,6 +45,84 @@ EXIT_FAILED = 1
 
 ChainFactory = Callable[[ExitStack, SiteConfig | None, str | None, str | None], Any]
 """``(stack, site, rpc_url, settlement) -> read-only chain client or None`` (from the CLI)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditSources:
+    """What ``audit verify`` and ``audit report`` read (:func:`open_audit_sources`).
+
+    Attributes
+    ----------
+    store : Store
+        The database (only read).
+    chain : ChainSnapshot or None
+        The settlement contract, its logs read once; ``None`` without chain access.
+    reclear : callable or None
+        Re-clears a record from before issue 11 with the site's grid and tariffs (``--site``
+        only); ``None`` with ``--no-reclear`` or without a site.
+    reclear_anchored : callable or None
+        Re-clears an anchored record from its recorded book, parameters and grid, keeping
+        the parsed grid and linear models between records; ``None`` with ``--no-reclear``.
+    """
+
+    store: Store
+    chain: ChainSnapshot | None
+    reclear: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None
+    reclear_anchored: Callable[[Mapping[str, Any]], Mapping[str, Any] | None] | None
+
+
+def open_audit_sources(
+    stack: ExitStack, args: argparse.Namespace, chain: ChainFactory
+) -> AuditSources:
+    """Open the store, the chain and the re-clears of ``audit verify``/``audit report``.
+
+    With ``--site`` the store is opened through the site's runtime (its identity checked,
+    its grid loaded for records before issue 11); without it, only the database is opened
+    and the clearing stack is imported only if something is re-cleared.
+
+    Parameters
+    ----------
+    stack : ExitStack
+        Closes what is opened.
+    args : argparse.Namespace
+        ``site``, ``db``, ``rpc``, ``settlement``, ``no_reclear``, ``no_chain`` and
+        ``audit_command``.
+    chain : ChainFactory
+        Opens a read-only client of the settlement contract.
+
+    Returns
+    -------
+    AuditSources
+        The store, the chain snapshot and the re-clears.
+    """
+    from controller.audit import ChainSnapshot, Reclearer  # noqa: PLC0415
+
+    url, site = _database(args)
+    legacy = None
+    if site is not None:
+        from controller.wiring import build_runtime  # noqa: PLC0415 - heavy: the whole runtime
+
+        runtime = stack.enter_context(
+            build_runtime(
+                site,
+                store_url=url,
+                create_store=False,
+                grid=not args.no_reclear,
+                devices=False,
+                chain=False,
+            )
+        )
+        store = runtime.store
+        legacy = None if args.no_reclear else runtime.cycle.reclear
+    else:
+        store, _ = _open_store(stack, args)
+    client = None if args.no_chain else chain(stack, site, args.rpc, args.settlement)
+    return AuditSources(
+        store=store,
+        chain=None if client is None else ChainSnapshot(client),
+        reclear=legacy,
+        reclear_anchored=None if args.no_reclear else Reclearer(store.grid_json),
+    )
 
 
 def register(audit_sub: Any, chain: ChainFactory) -> None:  # noqa: ANN401 - argparse's private type
@@ -87,14 +171,20 @@ def _source(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", default=None, help="database URL (default: the site's)")
 
 
-def _open_store(stack: ExitStack, args: argparse.Namespace) -> tuple[Store, SiteConfig | None]:
-    from controller.store import Store  # noqa: PLC0415
-
+def _database(args: argparse.Namespace) -> tuple[str, SiteConfig | None]:
+    """The database URL (``--db``, else the site's) and the site file read (or ``None``)."""
     site = read_site(args.site) if args.site else None
     url = args.db or (site.database if site is not None else None)
     if not url:
         msg = f"audit {args.audit_command} needs --db URL (or --site with its database)"
         raise ConfigError(msg)
+    return url, site
+
+
+def _open_store(stack: ExitStack, args: argparse.Namespace) -> tuple[Store, SiteConfig | None]:
+    from controller.store import Store  # noqa: PLC0415
+
+    url, site = _database(args)
     store = Store(url, create=False)
     stack.callback(store.close)
     return store, site

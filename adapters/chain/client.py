@@ -34,6 +34,7 @@ from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
 from web3 import Web3
 from web3.contract import Contract
+from web3.types import RPCEndpoint
 
 from adapters.chain.admin import Administration
 from adapters.chain.deployment import Contracts, Deployment
@@ -45,6 +46,7 @@ from adapters.chain.queries import (
     RewardPolicy,
     SettledBatch,
     SettledEvent,
+    SettlementLog,
 )
 from adapters.chain.sender import TxResult, TxSender
 from adapters.chain.settlement import SettlementReceipt, Settler
@@ -409,6 +411,10 @@ class ChainClient:
         """The batch id and Merkle roots recorded for ``interval_id`` (zeros if unsettled)."""
         return self.reader.settled_batch(interval_id)
 
+    def settled_batches(self, interval_ids: Iterable[int]) -> dict[int, SettledBatch]:
+        """Many intervals' batches at once (:meth:`.queries.ChainReader.settled_batches`)."""
+        return self.reader.settled_batches(interval_ids)
+
     def settled_events(
         self,
         from_block: int = 0,
@@ -422,6 +428,25 @@ class ChainClient:
     def settled_entries(self, interval_id: int) -> tuple[tuple[ChecksumAddress, int, int], ...]:
         """What was settled per account (:meth:`.queries.ChainReader.settled_entries`)."""
         return self.reader.settled_entries(interval_id)
+
+    def cache_chain_id(self) -> None:
+        """Answer web3's chain-id requests from a cache on this connection (for readers).
+
+        web3 asks the node for its chain id before every ``eth_call``; a verify's thousands
+        of reads then cost twice the requests. An auditor's connection reads only, and a
+        node's chain id does not change under it.
+        """
+        provider = self.w3.provider
+        provider.cache_allowed_requests = True
+        provider.cacheable_requests = {RPCEndpoint("eth_chainId")}
+
+    def deployment_block(self) -> int:
+        """The settlement contract's first block (:meth:`.queries.ChainReader.deployment_block`)."""
+        return self.reader.deployment_block()
+
+    def settlement_log(self, from_block: int = 0, to_block: int | None = None) -> SettlementLog:
+        """Every settlement logged in a range (:meth:`.queries.ChainReader.settlement_log`)."""
+        return self.reader.settlement_log(from_block, to_block)
 
     def settled_transfers(self, interval_id: int) -> tuple[tuple[ChecksumAddress, int], ...]:
         """The signed amounts [token base units] settled for ``interval_id``."""

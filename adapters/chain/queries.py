@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from functools import partial
+from typing import Any, NamedTuple
 
 from eth_typing import ChecksumAddress
 from web3 import Web3
-from web3.types import BlockIdentifier, EventData
+from web3.types import BlockIdentifier, EventData, RPCEndpoint
 
 from adapters.chain.accounts import checksum_address
 from adapters.chain.artifact import load_artifact
@@ -25,7 +26,7 @@ from adapters.chain.deployment import (
     Contracts,
 )
 from adapters.chain.encoding import unpack_entry
-from adapters.chain.errors import InvalidArgument
+from adapters.chain.errors import ChainError, InvalidArgument
 from adapters.chain.node import call, hex0x, rpc
 from market.units import TokenUnits
 
@@ -76,6 +77,40 @@ class SettledEvent:
     rewards_minted: int
     block_number: int
     tx_hash: str
+
+
+BATCH_CALLS = 600
+"""``eth_call`` requests per JSON-RPC batch of :meth:`ChainReader.settled_batches`."""
+
+STORED_BATCH_GETTERS = ("batch_ids", "trades_roots", "readings_roots")
+"""The Settlement contract's getters of a settled batch, in :class:`SettledBatch`'s order."""
+
+CALL = RPCEndpoint("eth_call")
+
+LOG_CHUNK_BLOCKS = 10_000
+"""Blocks per ``eth_getLogs`` request of :meth:`ChainReader.settlement_log` (providers cap it)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SettlementLog:
+    """Every settlement the contract logged over a block range, for auditors.
+
+    Attributes
+    ----------
+    from_block, to_block : int
+        The blocks searched, both included.
+    events : tuple of SettledEvent
+        The ``Settled`` events, oldest first.
+    entries : dict of int to tuple of (ChecksumAddress, int, int)
+        Per interval id [Unix s], the ``SettlementEntries`` logged in its ``Settled`` event's
+        block, as :meth:`ChainReader.settled_entries` gives them (an interval without
+        entries is absent).
+    """
+
+    from_block: int
+    to_block: int
+    events: tuple[SettledEvent, ...]
+    entries: dict[int, tuple[tuple[ChecksumAddress, int, int], ...]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -352,6 +387,64 @@ class ChainReader:
             readings_root=bytes(call(fns.readings_roots(interval_id))),
         )
 
+    def settled_batches(
+        self, interval_ids: Iterable[int], *, per_request: int = BATCH_CALLS
+    ) -> dict[int, SettledBatch]:
+        """:meth:`settled_batch` of many intervals, in JSON-RPC batches (for auditors).
+
+        The three storage reads of each interval (``batch_ids``, ``trades_roots``,
+        ``readings_roots``) go as plain ``eth_call`` requests, ``per_request`` to a JSON-RPC
+        batch: ~0.15 s for a day's 288 reads on anvil instead of ~5 s through web3's
+        contract calls. A provider without batches (the embedded chain) is read call by call.
+
+        Parameters
+        ----------
+        interval_ids : iterable of int
+            The intervals [Unix s].
+        per_request : int
+            ``eth_call`` requests per JSON-RPC batch.
+
+        Returns
+        -------
+        dict of int to SettledBatch
+            Per interval, what the contract stores (zeros if unsettled).
+
+        Raises
+        ------
+        ChainError
+            If the node fails or answers a call with an error.
+        """
+        ids = list(dict.fromkeys(int(i) for i in interval_ids))
+        provider = self.contracts.w3.provider
+        if not hasattr(provider, "make_batch_request"):
+            return {i: self.settled_batch(i) for i in ids}
+        to = self.contracts.settlement.address
+        getters = [Web3.keccak(text=f"{n}(uint256)")[:4].hex() for n in STORED_BATCH_GETTERS]
+        requests = [
+            (CALL, [{"to": to, "data": f"0x{g}{i.to_bytes(32, 'big').hex()}"}, "latest"])
+            for i in ids
+            for g in getters
+        ]
+        words: list[bytes] = []
+        step = max(len(getters), per_request - per_request % len(getters))
+        for start in range(0, len(requests), step):
+            chunk = requests[start : start + step]
+            answers = rpc(partial(provider.make_batch_request, chunk))
+            if not isinstance(answers, list) or len(answers) != len(chunk):
+                msg = f"the node answered a batch of {len(chunk)} eth_calls with {answers!r:.200}"
+                raise ChainError(msg)
+            for answer in sorted(answers, key=lambda a: int(a.get("id", 0))):
+                if "error" in answer or len(str(answer.get("result", ""))) != 66:
+                    msg = f"reading a settled batch failed: {answer!r:.200}"
+                    raise ChainError(msg)
+                words.append(bytes.fromhex(str(answer["result"])[2:]))
+        return {
+            i: SettledBatch(
+                batch_id=words[3 * k], trades_root=words[3 * k + 1], readings_root=words[3 * k + 2]
+            )
+            for k, i in enumerate(ids)
+        }
+
     def settled_events(
         self,
         from_block: int = 0,
@@ -442,6 +535,98 @@ class ChainReader:
             for a, e in zip(addresses, entries, strict=True)
         )
 
+    def deployment_block(self) -> int:
+        """The block the settlement contract was deployed in; 0 where the node cannot tell.
+
+        A binary search for the first block at which the contract has code
+        (``eth_getCode`` at past blocks, about log2(head) requests). A node that keeps no
+        past state (an anvil node started from a state file, a pruned node) answers with an
+        error, and then 0: searching the logs from the genesis block misses nothing.
+
+        Returns
+        -------
+        int
+            The first block with the contract's code, or 0.
+        """
+        w3 = self.contracts.w3
+        address = self.contracts.settlement.address
+
+        def has_code(block: int) -> bool:
+            return len(rpc(lambda: w3.eth.get_code(address, block))) > 0
+
+        try:
+            head = self.block_number()
+            if not has_code(head) or has_code(0):
+                return 0
+            lo, hi = 0, head  # no code at lo, code at hi
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if has_code(mid) else (mid, hi)
+        except ChainError:
+            return 0  # no past state: the whole chain is searched
+        return hi
+
+    def settlement_log(
+        self,
+        from_block: int = 0,
+        to_block: int | None = None,
+        *,
+        chunk_blocks: int = LOG_CHUNK_BLOCKS,
+    ) -> SettlementLog:
+        """Every ``Settled`` and ``SettlementEntries`` event over a block range, read at once.
+
+        The same values as :meth:`settled_events` and, per interval, :meth:`settled_entries`,
+        in ``eth_getLogs`` requests of at most ``chunk_blocks`` blocks per event plus one
+        ``accounts_at`` call per :data:`MAX_SETTLEMENT_ACCOUNTS` registry indices (an index
+        names one account forever), instead of three requests per interval.
+
+        Parameters
+        ----------
+        from_block : int
+            First block searched (e.g. :meth:`deployment_block`).
+        to_block : int or None
+            Last block searched; ``None`` for the node's latest, read once.
+        chunk_blocks : int
+            Blocks per ``eth_getLogs`` request.
+
+        Returns
+        -------
+        SettlementLog
+            The events and the entries per interval.
+        """
+        last = self.block_number() if to_block is None else to_block
+        entries_event = self.contracts.settlement.events.SettlementEntries()
+        events: list[SettledEvent] = []
+        packed: dict[tuple[int, int], list[int]] = {}
+        for start in range(from_block, last + 1, max(1, chunk_blocks)):
+            end = min(last, start + max(1, chunk_blocks) - 1)
+            events += self.settled_events(start, to_block=end)
+            logs = rpc(partial(_logs_of, entries_event, start, end))
+            for log in logs:
+                key = (int(log["args"]["interval_id"]), int(log["blockNumber"]))
+                packed.setdefault(key, [int(w) for w in log["args"]["entries"]])
+        unpacked = {
+            e.interval_id: [unpack_entry(w) for w in packed.get(key, [])]
+            for e in events
+            for key in [(e.interval_id, e.block_number)]
+        }
+        indices = sorted({x.index for rows in unpacked.values() for x in rows})
+        address_of: dict[int, ChecksumAddress] = {}
+        for start in range(0, len(indices), MAX_SETTLEMENT_ACCOUNTS):
+            chunk = indices[start : start + MAX_SETTLEMENT_ACCOUNTS]
+            found = call(self.contracts.settlement.functions.accounts_at(chunk))
+            address_of.update(zip(chunk, map(Web3.to_checksum_address, found), strict=True))
+        return SettlementLog(
+            from_block=from_block,
+            to_block=last,
+            events=tuple(events),
+            entries={
+                interval_id: tuple((address_of[x.index], x.amount, x.reward_wh) for x in rows)
+                for interval_id, rows in unpacked.items()
+                if rows
+            },
+        )
+
     def settled_transfers(self, interval_id: int) -> tuple[tuple[ChecksumAddress, int], ...]:
         """The signed amounts [token base units] settled for ``interval_id``, by account index.
 
@@ -517,6 +702,10 @@ class ChainReader:
         return bool(call(fns.verify_reading(interval_id, bytes(leaf), _proof(proof))))
 
 
+def _logs_of(event: Any, from_block: int, to_block: int) -> list[EventData]:  # noqa: ANN401 - web3's event type
+    return list(event.get_logs(from_block=from_block, to_block=to_block))
+
+
 def _proof(proof: Sequence[bytes]) -> list[bytes]:
     out = [bytes(p) for p in proof]
     if any(len(p) != 32 for p in out):
@@ -551,5 +740,6 @@ __all__ = [
     "RewardPolicy",
     "SettledBatch",
     "SettledEvent",
+    "SettlementLog",
     "settlement_token",
 ]

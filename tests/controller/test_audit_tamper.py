@@ -21,11 +21,11 @@ from sqlalchemy import select, update
 
 from controller.audit import (
     RECORD_FORMAT,
+    ChainSnapshot,
+    Reclearer,
     anchor_hash,
-    chain_settlements,
     compare_with_chain,
     diff_paths,
-    reclear_recorded,
     record_core,
     verify_records,
 )
@@ -62,15 +62,13 @@ def copy_db(src: Path, dst_dir: Path) -> Store:
 
 
 def verify(rt: DemoRuntime, store: Store) -> list[str]:
+    """Verify as ``peergrid audit verify`` does: the chain read once, one shared re-clearer."""
     rows = store.audit_records()
+    chain = ChainSnapshot(rt.client)
     summary = verify_records(
-        rows,
-        chain=rt.client,
-        tables=store,
-        reclear_anchored=lambda record: reclear_recorded(record, store.grid_json),
+        rows, chain=chain, tables=store, reclear_anchored=Reclearer(store.grid_json)
     )
-    events = chain_settlements(rt.client.settled_events())
-    return [*summary["problems"], *compare_with_chain(rows, events, store.settlement_rows())]
+    return [*summary["problems"], *compare_with_chain(rows, chain.events, store.settlement_rows())]
 
 
 def traded_interval(store: Store) -> dict[str, Any]:
