@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -135,6 +135,7 @@ def plan_orders(
     forecaster: Forecaster | None = None,
     *,
     import_price: int = 0,
+    orders_in_force: Mapping[ParticipantId, Sequence[tuple[str, StandingOrder]]] | None = None,
 ) -> Plan:
     """Turn every participant's standing orders into orders for ``interval``.
 
@@ -166,13 +167,19 @@ def plan_orders(
         Expected average power per device over ``interval`` [W]; ``None`` uses the readings.
     import_price : int
         The grid's import tariff [token units/kWh], the floor of ``buy_demand`` bids.
+    orders_in_force : Mapping or None
+        Per participant, the standing orders in force this interval with their id tags,
+        instead of its site-file ones (``(str(n), order)`` for the ``n``-th of those); a
+        participant it leaves out keeps its site-file orders. Signed standing orders
+        (:func:`controller.intake.signed_book`) are tagged with their EIP-712 digest.
 
     Returns
     -------
     Plan
         Orders in a deterministic order with ids ``<participant>:<interval_id>:<kind>:<n>``
-        (battery orders append ``:<device>:charge`` or ``:<device>:discharge``), the device
-        forecasts used [W] and the skipped participants' reasons.
+        (``<n>`` the id tag; battery orders append ``:<device>:charge`` or
+        ``:<device>:discharge``), the device forecasts used [W] and the skipped
+        participants' reasons.
     """
     planned: list[PlannedOrder] = []
     forecasts: dict[DeviceId, float] = {}
@@ -193,7 +200,10 @@ def plan_orders(
                 powers[d.id] = value
                 forecasts[d.id] = value
         net_w = sum(powers.values())
-        for n, so in enumerate(p.orders):
+        tagged = (orders_in_force or {}).get(p.id)
+        if tagged is None:
+            tagged = [(str(n), so) for n, so in enumerate(p.orders)]
+        for n, so in tagged:
             oid = OrderId(f"{p.id}:{interval.interval_id}:{so.kind}:{n}")
             needs_forecast = so.kind in {OrderKind.SELL_SURPLUS, OrderKind.BUY_DEMAND}
             if needs_forecast and missing:
@@ -583,8 +593,9 @@ def setpoints_for(
         if d.kind is DeviceKind.PV:
             limit = float(d.rated_w)
             reason = ""
+            forecast = 0.0
             if d.id in pv_cut_w and d.id in plan.forecast_w and pv_cut_w[d.id] > 0:
-                production = -plan.forecast_w[d.id]
+                production = forecast = -plan.forecast_w[d.id]
                 limit = max(production - pv_cut_w[d.id], 0.0)
                 reason = (
                     f"curtailed to {round_half_even(limit)} W of {round_half_even(production)} "
@@ -598,6 +609,7 @@ def setpoints_for(
                     kind=SetpointKind.PV_LIMIT,
                     p_w=W(min(round_half_even(limit), d.rated_w)),
                     reason=reason,
+                    forecast_w=W(round_half_even(forecast)),
                 )
             )
         elif d.kind is DeviceKind.BATTERY and d.id in by_id:

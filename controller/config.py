@@ -63,6 +63,13 @@ gate_closure_s       int     0                                  0 <= g < interva
                                                                 final this long before it
                                                                 starts (once members govern
                                                                 it, the governed value wins)
+operators            array   ``[]``                             addresses that sign in (EIP-4361)
+                                                                as operator: EIP-55 checksummed
+                                                                0x addresses, or
+                                                                ``derive:<label>`` (a demo key:
+                                                                embedded only)
+auditors             array   ``[]``                             likewise, for the auditor role
+                                                                (read-only); no address in both
 ==================== ======= ================================== ===============================
 
 ``[tariffs]`` (token base units per kWh, 0 to 10^9)
@@ -214,6 +221,7 @@ from pathlib import Path
 from typing import Annotated, Any, Final, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -460,6 +468,8 @@ class SiteConfig:
     mechanism: Mechanism = Mechanism.NODAL
     engine: Engine = Engine.HIGHSPY
     gate_closure_s: int = 0
+    operators: tuple[str, ...] = ()
+    auditors: tuple[str, ...] = ()
     source: str = ""
 
     def participant(self, pid: str) -> ParticipantConfig:
@@ -498,6 +508,9 @@ _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 _ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
 _ENV_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _URL_PATTERN = r"^(https?|wss?)://\S+$"
+DERIVE_PREFIX: Final = "derive:"
+"""An ``operators`` / ``auditors`` entry ``derive:<label>`` is the demo key of ``<label>``."""
+_ROLE_PATTERN = rf"^({DERIVE_PREFIX}{_ID_PATTERN[1:-1]}|{_ADDRESS_PATTERN[1:-1]})$"
 _PATTERN_HINTS = {
     _ID_PATTERN: "letters, digits, '_', '.', '-' (first a letter or digit), at most 64",
     _ADDRESS_PATTERN: "a 0x address: 0x and 40 hex digits",
@@ -506,9 +519,29 @@ _PATTERN_HINTS = {
     _ENV_PATTERN: "an environment variable name ([A-Za-z_][A-Za-z0-9_]*)",
     rf"^$|{_ENV_PATTERN}": "an environment variable name ([A-Za-z_][A-Za-z0-9_]*), or empty",
     rf"^$|{_URL_PATTERN}": "an http(s):// or ws(s):// URL, or empty",
+    _ROLE_PATTERN: 'an EIP-55 0x address (0x and 40 hex digits) or "derive:<label>"',
 }
 
 Int = Annotated[int, Strict()]
+
+
+def _checksummed(value: str) -> str:
+    """A role entry: a ``derive:`` label as is, an address only in EIP-55 checksum form."""
+    if value.startswith(DERIVE_PREFIX):
+        return value
+    from adapters.chain.accounts import checksum_address  # noqa: PLC0415 - web3 only if needed
+
+    checksummed = checksum_address(value)
+    if value == checksummed:
+        return value
+    if value[2:] in {value[2:].lower(), value[2:].upper()}:
+        msg = f"must be in EIP-55 checksum form: {checksummed} (the same address), got {value}"
+    else:
+        msg = f"EIP-55 checksum does not match (a typo?): {value}"
+    raise _problem(msg)
+
+
+RoleAddress = Annotated[str, Field(pattern=_ROLE_PATTERN), AfterValidator(_checksummed)]
 Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 
 
@@ -624,6 +657,16 @@ class SiteTable(_Table):
         le=86400,
         description="orders of an interval are final this long before it starts [s]; "
         "below interval_s",
+    )
+    operators: list[RoleAddress] = Field(
+        default_factory=list,
+        description="addresses that sign in as operator (EIP-4361): EIP-55 checksummed 0x "
+        'addresses, or "derive:<label>" (a demo key from the label: embedded backend only)',
+    )
+    auditors: list[RoleAddress] = Field(
+        default_factory=list,
+        description="addresses that sign in as auditor (read-only everything), as operators; "
+        "no address may be both",
     )
 
     @field_validator("interval_s")
@@ -1022,6 +1065,33 @@ def _site_rules(site: SiteTable) -> Iterator[_Problem]:
         )
 
 
+def _role_rules(
+    site: SiteTable, backend: ChainBackend, participants: Sequence[str]
+) -> Iterator[_Problem]:
+    """Operators and auditors: no address in both roles or twice; demo keys on embedded only."""
+    seen: dict[str, str] = {}
+    for key in ("operators", "auditors"):
+        for i, entry in enumerate(getattr(site, key)):
+            loc: _Loc = ("site", key, i)
+            if entry in seen:
+                yield _Problem(loc, f"{entry} is already {seen[entry]}")
+                continue
+            seen[entry] = f"{key}[{i}]"
+            label = entry.removeprefix(DERIVE_PREFIX)
+            if label == entry:
+                continue
+            if backend is not ChainBackend.EMBEDDED:
+                yield _Problem(
+                    loc,
+                    f"backend {str(backend)!r} refuses derived (demo) keys, which anyone who "
+                    "knows the label can compute; give the 0x address",
+                )
+            elif label in {*participants, GRID, COMMUNITY}:
+                yield _Problem(
+                    loc, f"{entry} is the demo key of account {label!r}; use another label"
+                )
+
+
 def _tariff_rules(tariffs: TariffsTable) -> Iterator[_Problem]:
     if tariffs.export_price > tariffs.import_price:
         yield _Problem(
@@ -1182,9 +1252,9 @@ def _cross_rules(
     """Every rule that spans keys or items, run on what validates (see :func:`_salvage`)."""
     pids, problems = _ids("participants", data.get("participants"))
     problems += _ids("devices", data.get("devices"))[1]
-    site, dropped = _salvage(SiteTable, data.get("site"), context)
+    site, site_dropped = _salvage(SiteTable, data.get("site"), context)
     if site is not None:
-        problems += _kept(("site",), dropped, _site_rules(site))
+        problems += _kept(("site",), site_dropped, _site_rules(site))
     tariffs, dropped = _salvage(TariffsTable, data.get("tariffs"), context)
     if tariffs is not None:
         problems += _kept(("tariffs",), dropped, _tariff_rules(tariffs))
@@ -1208,6 +1278,9 @@ def _cross_rules(
     chain, dropped = _salvage(ChainTable, data.get("chain"), context)
     if chain is not None:
         problems += _kept(("chain",), dropped, _chain_rules(chain, accounts, runnable=runnable))
+    if site is not None:
+        backend = chain.backend if chain is not None else ChainBackend.EMBEDDED
+        problems += _kept(("site",), site_dropped, _role_rules(site, backend, pids))
 
     devices: list[tuple[_Loc, DeviceEntry, frozenset[str]]] = []
     for i, raw in enumerate(_array(data.get("devices"))):
@@ -1254,6 +1327,8 @@ def _build(doc: SiteFile, source: str) -> SiteConfig:
         mechanism=Mechanism(s.mechanism),
         engine=Engine(s.engine),
         gate_closure_s=s.gate_closure_s,
+        operators=tuple(s.operators),
+        auditors=tuple(s.auditors),
         chain=ChainConfig(
             backend=ChainBackend(c.backend),
             rpc_url=c.rpc_url,

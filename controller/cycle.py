@@ -52,8 +52,13 @@ auditor's re-clearing (:meth:`Cycle.reclear`) prices with the mechanism the reco
 arrives later is not part of ``T``'s book. Today every order is built by the cycle itself from
 the participants' standing orders (fixed in the site file, so known before any gate closure)
 and the latest readings; the signed orders of the HTTP API are the ones the rule will be
-enforced on. The tick still clears ``T`` at ``T.start``; clearing it at its gate closure (so
-that setpoints are in place when ``T`` starts) is a change of the scheduler not made yet.
+enforced on. With ``gate_closure_s = 0`` the tick at ``T.start`` clears ``T`` (steps 1-5
+above, in that order). With ``gate_closure_s > 0`` the scheduler (:mod:`controller.scheduler`)
+clears ``T`` at its gate closure, before ``T`` starts, with :meth:`Cycle.clear_at_gate` (a
+fresh read of the devices, then steps 3 and 4's result and setpoints, so setpoints are in
+place when ``T`` begins), and the tick at ``T.start`` only reads, settles and audits
+(``clear_next=False``); an interval whose gate closure passed while no controller ran is
+recorded as not cleared, grid only (:meth:`Cycle.close_missed`), and settled as such.
 
 **Metering.** Settlement meters each participant by the roles of its devices
 (:class:`~market.domain.MeterRole`, :mod:`market.metering`): its connection-point meters where
@@ -83,9 +88,11 @@ from controller.bidding import (
     setpoints_for,
 )
 from controller.config import SiteConfig
+from controller.controls import MarketControls, filter_plan
 from controller.crash import crash_point
 from controller.errors import NotOnBoundary
 from controller.grid_clearing import MAX_ITERATIONS, clear_on_grid, reclear_options
+from controller.intake import signed_book, signed_evidence
 from controller.store import Store
 from grid_models.errors import GridModelError
 from grid_models.grids import Grid, split_base_case
@@ -281,6 +288,10 @@ class Cycle:
     (:meth:`recheck_settled`; 0 turns it off). The chain is read through the settler when
     it is a :class:`SettlementView`, else through the chain client it wraps (its
     ``client``); with neither, nothing is re-checked.
+
+    ``controls`` are the operator's site actions (:mod:`controller.controls`: pause,
+    exclusions); the orders they take out of an interval's market are named in its
+    ``skipped`` and the actions applied go into its record (``controls``).
     """
 
     site: SiteConfig
@@ -291,7 +302,9 @@ class Cycle:
     settler: Settler | None
     forecaster: Forecaster | None = None
     recheck_blocks: int = RECHECK_BLOCKS
+    controls: MarketControls | None = None
     options: ClearingOptions = field(init=False)
+    _applied: dict[int, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.options = ClearingOptions(
@@ -390,20 +403,9 @@ class Cycle:
         self.recheck_settled()  # a settlement a deep reorganisation dropped is an intent again
         errors = self._settle_ended(boundary)
 
-        # 3. decide (never raises: a failure is a recorded grid-only outcome)
-        cleared = self._clear_safely(current, snapshot) if clear_next else None
-        if cleared is not None:
-            crash_point("after_clear")
-
+        # 3. decide (never raises: a failure is a recorded grid-only outcome), and
         # 4. write: result first (the ledger before any side effect), then setpoints, then money
-        if cleared is not None:
-            self._save_interval(cleared)
-            crash_point("after_save_result")
-            failures = self._write_setpoints(cleared.setpoints)
-            crash_point("after_setpoints")
-            if failures:
-                cleared = _replace_failures(cleared, failures)
-                self._save_interval(cleared)
+        cleared = self._clear_and_write(current, snapshot) if clear_next else None
         settlements = errors + self._send_pending()
 
         # 5. audit: every batch's record was committed with its intent (step 2) and its chain
@@ -419,6 +421,69 @@ class Cycle:
             cleared=cleared,
             settlements=tuple(settlements),
         )
+
+    def clear_at_gate(self, interval: Interval) -> IntervalReport | None:
+        """Clear ``interval`` at its gate closure: read, decide, write (module docstring).
+
+        The devices are read once more (the readings belong to :meth:`gate_closure`, the
+        event's own time, and are used for bidding only: settlement meters the boundary
+        snapshots), then ``interval`` is claimed, cleared, its result stored and its
+        setpoints written, as the tick at its start does with ``gate_closure_s = 0``.
+
+        Parameters
+        ----------
+        interval : Interval
+            The interval to clear (its gate closure has come).
+
+        Returns
+        -------
+        IntervalReport or None
+            The clearing; ``None`` if ``interval`` was already claimed (never cleared twice).
+        """
+        snapshot = self.read_all(self.gate_closure(interval))
+        return self._clear_and_write(interval, snapshot)
+
+    def close_missed(self, interval: Interval, why: str) -> bool:
+        """Record ``interval`` as not cleared (grid only) unless it was already claimed.
+
+        For an interval whose gate closure passed while no controller ran: it is claimed, so
+        it can never be cleared late, and given the outcome ``abandoned`` with ``why``
+        (nothing was acted on), which is settled like any other outcome.
+
+        Parameters
+        ----------
+        interval : Interval
+            The interval.
+        why : str
+            The reason recorded (after ``"abandoned:"``).
+
+        Returns
+        -------
+        bool
+            True if recorded now; False if the interval was claimed before (cleared, being
+            cleared, or recorded).
+        """
+        if not self.store.claim_interval(interval.interval_id, interval.length_s):
+            return False
+        self._save_abandoned(interval, why)
+        return True
+
+    def _clear_and_write(
+        self, interval: Interval, snapshot: Mapping[DeviceId, MeterReading]
+    ) -> IntervalReport | None:
+        """Steps 3 and 4 of a tick for ``interval``: clear, store the result, write setpoints."""
+        cleared = self._clear_safely(interval, snapshot)
+        if cleared is None:
+            return None
+        crash_point("after_clear")
+        self._save_interval(cleared)
+        crash_point("after_save_result")
+        failures = self._write_setpoints(cleared.setpoints)
+        crash_point("after_setpoints")
+        if failures:
+            cleared = _replace_failures(cleared, failures)
+            self._save_interval(cleared)
+        return cleared
 
     # -------------------------------------------------------------------------- clearing
     def _clear_safely(
@@ -454,6 +519,8 @@ class Cycle:
     def _clear(
         self, interval: Interval, snapshot: Mapping[DeviceId, MeterReading], started: float
     ) -> IntervalReport:
+        # signed orders (controller.intake) for T: one-off orders beside the standing ones
+        signed = signed_book(self.store.signed_orders_at(interval.interval_id), self.site, interval)
         plan = plan_orders(
             interval,
             self.site.participants,
@@ -461,10 +528,20 @@ class Cycle:
             snapshot,
             self.forecaster,
             import_price=self.site.import_price,
+            orders_in_force=signed.standing,
         )
+        if signed.orders:
+            plan = dataclasses.replace(plan, orders=plan.orders + signed.orders)
         credit = self._free_credit()
         if credit:
             plan = cap_by_credit(plan, credit)
+        if self.controls is not None:  # the operator's pause and exclusions
+            in_force = self.controls.in_force(interval)
+            self._applied = {
+                k: v for k, v in self._applied.items() if k >= interval.interval_id - 86_400
+            }
+            self._applied[interval.interval_id] = in_force.to_dict()
+            plan = filter_plan(plan, in_force)
         grid = self.base_grid_for(interval)
         linear = build_linear_grid(
             grid, vm_min_pu=self.site.vm_min_pu, vm_max_pu=self.site.vm_max_pu
@@ -623,7 +700,10 @@ class Cycle:
                 "inputs": self._inputs(report.interval),
             },
             setpoints=[
-                {**setpoint_to_dict(s), **({"reason": s.reason} if s.reason else {})}
+                {
+                    **setpoint_to_dict(s),
+                    **({"reason": s.reason, "forecast_w": s.forecast_w} if s.reason else {}),
+                }
                 for s in report.setpoints
             ],
         )
@@ -632,23 +712,26 @@ class Cycle:
     def _close_abandoned(self, current: Interval) -> None:
         """Record an outcome for intervals claimed by a controller that died mid-clearing."""
         for interval_id, length_s in self.store.abandoned_intervals(current.interval_id):
-            interval = Interval.from_id(interval_id, length_s)
-            book = OrderBook(interval)
-            result = empty_result(
-                book,
-                ClearingStatus.SOLVER_ERROR,
-                f"{ABANDONED} the controller stopped while clearing; nothing was acted on; "
-                "fallback: grid only",
+            self._save_abandoned(
+                Interval.from_id(interval_id, length_s),
+                "the controller stopped while clearing; nothing was acted on",
             )
-            self.store.save_result(
-                interval_id,
-                status="abandoned",
-                reason=result.reason,
-                book_hash=book.digest(),
-                n_orders=0,
-                result={**result_to_dict(result), "book": book_to_dict(book)},
-                setpoints=[],
-            )
+
+    def _save_abandoned(self, interval: Interval, why: str) -> None:
+        """Store the grid-only outcome ``abandoned`` of a claimed ``interval``, with ``why``."""
+        book = OrderBook(interval)
+        result = empty_result(
+            book, ClearingStatus.SOLVER_ERROR, f"{ABANDONED} {why}; fallback: grid only"
+        )
+        self.store.save_result(
+            interval.interval_id,
+            status="abandoned",
+            reason=result.reason,
+            book_hash=book.digest(),
+            n_orders=0,
+            result={**result_to_dict(result), "book": book_to_dict(book)},
+            setpoints=[],
+        )
 
     def _settle_ended(self, boundary: datetime) -> list[SettlementReport]:
         """Settle on paper every ended interval without a settlement; persist the intents."""
@@ -952,12 +1035,17 @@ class Cycle:
                 exc_info=True,
             )
         accounts = getattr(self.settler, "accounts", None) or {}
+        rows = self.store.signed_orders_at(interval.interval_id)
         return {
             "params": params,
             "versions": software_versions(),
             "grid_hash": grid_hash,
             "base_case": base_case,
             "accounts": {str(k): str(v) for k, v in sorted(dict(accounts).items())},
+            # the signed orders in force, as signed (controller.intake.check_signed_orders)
+            "signed_orders": signed_evidence(signed_book(rows, self.site, interval).rows),
+            # the operator's actions applied when it was cleared (controller.controls)
+            "controls": self._applied.get(interval.interval_id),
         }
 
 

@@ -14,8 +14,12 @@
      │                                  Settlement contract or grid differ); left unchanged
      ├── MissingDatabase                a read-only command (audit verify, db current, chain
      │   (FileNotFoundError)            status ...) pointed at a database that does not exist
-     └── NotWired (RuntimeError)        a part the runtime was built without (e.g. the grid
-                                        of ``peergrid audit verify --no-reclear``) was used
+     ├── NotWired (RuntimeError)        a part the runtime was built without (e.g. the grid
+     │                                  of ``peergrid audit verify --no-reclear``) was used
+     ├── AuthRefused                    a sign-in or session token refused (controller.auth);
+     │                                  ``.status`` 401/403 and ``.code`` for the API
+     └── IntakeRefused                  a signed order refused, nothing stored
+                                        (controller.intake); ``.status`` 400-422, ``.code``
 
 The command line maps :class:`ConfigError`, :class:`SchemaError`, :class:`SiteMismatch` and
 :class:`MissingDatabase` to exit code 2 and :class:`AlreadyRunning` to
@@ -57,3 +61,25 @@ class MissingDatabase(ControllerError, FileNotFoundError):
 
 class NotWired(ControllerError, RuntimeError):
     """A part of the runtime that :func:`controller.wiring.build_runtime` was told to leave out."""
+
+
+class AuthRefused(ControllerError):
+    """A sign-in, or a session token, that :class:`controller.auth.Auth` refuses.
+
+    Parameters
+    ----------
+    status : int
+        The HTTP status the API answers with: 401 (not signed in: a bad message, signature,
+        nonce or token) or 403 (signed correctly, but the address has no role here).
+    code : str
+        Short snake_case reason (``wrong_domain``, ``nonce_used``, ``session_expired`` ...;
+        :mod:`controller.auth` lists them).
+    reason : str
+        One line naming the field or value at fault.
+    """
+
+    def __init__(self, status: int, code: str, reason: str) -> None:
+        self.status = status
+        self.code = code
+        self.reason = reason
+        super().__init__(f"{code}: {reason}")

@@ -29,6 +29,10 @@ Tables and the rules they keep:
   balance (a debit it could not pay, or a credit withheld; :mod:`market.settlement`, rules
   6-9), written in the transaction that records the batch's intent; an account's outstanding
   balance is its latest row's ``balance_after`` (:meth:`Store.outstanding_debts`).
+* ``auth_nonces`` and ``sessions`` (revision ``0006``, :mod:`controller.auth`): the sign-in
+  nonces issued, each used at most once (:meth:`Store.open_session` marks it used in the
+  transaction that stores the session), and the sessions, keyed by the SHA-256 of their
+  bearer token; expired rows are deleted when a nonce is issued.
 
 Every write is one transaction: an error leaves nothing half-written.
 
@@ -91,7 +95,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.types import TypeEngine
 
 from controller.audit import record_core
-from controller.errors import ConfigError, MissingDatabase, SchemaError, SiteMismatch
+from controller.errors import (
+    ConfigError,
+    ControllerError,
+    MissingDatabase,
+    SchemaError,
+    SiteMismatch,
+)
 from controller.site_identity import SiteIdentity
 from market.canonical import canonical_json, content_hash
 from market.domain import BusId, DeviceId, MeterReading, ParticipantId, ReadingQuality
@@ -208,6 +218,82 @@ grids = Table(
     Column("pandapower_json", Text, nullable=False),
     Column("stored_at", DateTime(timezone=True), nullable=False),
 )
+
+# Revision 0005: each signed message of the HTTP front door (controller.intake), stored before
+# it is acknowledged. digest = EIP-712 digest; nonce = uint256 as decimal; status accepted |
+# cancelled; cancel_digest: on an order the Cancel that cancelled it, on a Cancel its target.
+signed_orders = Table(
+    "signed_orders",
+    metadata,
+    Column("digest", String(66), primary_key=True),
+    Column("participant", String(128), nullable=False),
+    Column("signer", String(42), nullable=False),
+    Column("nonce", String(80), nullable=False),
+    Column("kind", String(16), nullable=False),  # Order | StandingOrder | Cancel
+    Column("interval_id", BigInteger, nullable=True, index=True),
+    Column("valid_from", BigInteger, nullable=True),
+    Column("valid_until", BigInteger, nullable=True),
+    Column("status", String(16), nullable=False),  # accepted | cancelled
+    Column("message", JSON, nullable=False),
+    Column("signature", String(132), nullable=False),
+    Column("typed_data", JSON, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("cancel_digest", String(66), nullable=True),
+    Column("cancelled_from", BigInteger, nullable=True),  # first interval no longer applied to
+    UniqueConstraint("participant", "nonce", name="uq_signed_order_participant_nonce"),
+)
+
+
+# Revision 0006: sign-in (controller.auth). A nonce signs in once (used_at set atomically); a
+# session is kept under the SHA-256 of its bearer token (never the token). Times UTC.
+auth_nonces = Table(
+    "auth_nonces",
+    metadata,
+    Column("nonce", String(64), primary_key=True),
+    Column("issued_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("used_at", DateTime(timezone=True), nullable=True),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("address", String(42), nullable=False),
+    Column("role", String(16), nullable=False),  # prosumer | operator | auditor
+    Column("participant", String(128), nullable=True),
+    Column("nonce", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+site_actions = Table(
+    "site_actions",
+    metadata,
+    Column("action_id", Integer, primary_key=True, autoincrement=True),
+    Column("action", String(16), nullable=False),  # pause | resume | exclude
+    Column("target_kind", String(16), nullable=True),  # participant | device | bus
+    Column("target", String(128), nullable=True),
+    Column("start", DateTime(timezone=True), nullable=True),
+    Column("end", DateTime(timezone=True), nullable=True),
+    Column("reason", Text, nullable=False),
+    Column("by", String(42), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
+
+class NonceOutcome(StrEnum):
+    """What :meth:`Store.open_session` found of a sign-in nonce."""
+
+    OPENED = "opened"  # unused and unexpired: now used, and the session stored
+    UNKNOWN = "unknown"  # never issued here (or purged after it expired)
+    USED = "used"  # a session was already opened with it
+    EXPIRED = "expired"  # issued, unused, but past its expiry
+
+
+def _utc(moment: datetime) -> datetime:
+    """A stored time as an aware UTC datetime (SQLite gives naive UTC back)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -721,6 +807,150 @@ class Store:
         if bound is not None:
             _refuse_other_site(bound, identity, self.where)
         return bound
+
+    # -- sign-in (revision 0006, controller.auth) ---------------------------------------------
+    def add_auth_nonce(self, nonce: str, issued_at: datetime, expires_at: datetime) -> int:
+        """Store a sign-in nonce just issued, and delete expired nonces and sessions.
+
+        Parameters
+        ----------
+        nonce : str
+            The nonce (letters and digits, at most 64).
+        issued_at, expires_at : datetime
+            Aware; stored in UTC.
+
+        Returns
+        -------
+        int
+            How many expired rows (nonces and sessions) were deleted.
+        """
+        now = _utc(issued_at)
+        with self._tx() as conn:
+            purged = conn.execute(auth_nonces.delete().where(auth_nonces.c.expires_at < now))
+            ended = conn.execute(sessions.delete().where(sessions.c.expires_at < now))
+            conn.execute(
+                insert(auth_nonces).values(
+                    nonce=nonce, issued_at=now, expires_at=_utc(expires_at), used_at=None
+                )
+            )
+        return int(purged.rowcount) + int(ended.rowcount)
+
+    def open_session(
+        self,
+        nonce: str,
+        now: datetime,
+        *,
+        token_hash: str,
+        address: str,
+        role: str,
+        participant: str | None,
+        expires_at: datetime,
+    ) -> NonceOutcome:
+        """Use a sign-in nonce and store the session it opens, in one transaction.
+
+        The nonce is marked used by an update that succeeds only while it is unused, so of
+        two sign-ins with one nonce (even concurrent ones) exactly one opens a session.
+
+        Parameters
+        ----------
+        nonce : str
+            The nonce of the signed message.
+        now : datetime
+            Aware: the time of the sign-in (the nonce must expire after it).
+        token_hash : str
+            SHA-256 of the session's bearer token, 64 hex digits.
+        address, role, participant
+            Who signed in (``participant`` ``None`` for operators and auditors).
+        expires_at : datetime
+            Aware: the end of the session.
+
+        Returns
+        -------
+        NonceOutcome
+            ``OPENED``, or why not (nothing is written then).
+        """
+        at = _utc(now)
+        with self._tx() as conn:
+            # Write first: the transaction takes the write lock at once (SQLite), and of two
+            # concurrent sign-ins the second finds used_at set; then read why if it failed.
+            used = conn.execute(
+                update(auth_nonces)
+                .where(auth_nonces.c.nonce == nonce)
+                .where(auth_nonces.c.used_at.is_(None))
+                .where(auth_nonces.c.expires_at > at)
+                .values(used_at=at)
+            )
+            if used.rowcount != 1:
+                row = conn.execute(
+                    select(auth_nonces.c.used_at).where(auth_nonces.c.nonce == nonce)
+                ).first()
+                if row is None:
+                    return NonceOutcome.UNKNOWN
+                return NonceOutcome.USED if row.used_at is not None else NonceOutcome.EXPIRED
+            conn.execute(
+                insert(sessions).values(
+                    token_hash=token_hash,
+                    address=address,
+                    role=role,
+                    participant=participant,
+                    nonce=nonce,
+                    created_at=at,
+                    expires_at=_utc(expires_at),
+                )
+            )
+        return NonceOutcome.OPENED
+
+    def session(self, token_hash: str) -> dict[str, Any] | None:
+        """The ``sessions`` row of a token's SHA-256 (times aware UTC), or ``None``."""
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(select(sessions).where(sessions.c.token_hash == token_hash))
+                .mappings()
+                .first()
+            )
+        if row is None:
+            return None
+        out = dict(row)
+        out["created_at"] = _utc(out["created_at"])
+        out["expires_at"] = _utc(out["expires_at"])
+        return out
+
+    def delete_session(self, token_hash: str) -> bool:
+        """Delete a session (signing out); ``False`` if there was none."""
+        with self._tx() as conn:
+            gone = conn.execute(sessions.delete().where(sessions.c.token_hash == token_hash))
+        return bool(gone.rowcount)
+
+    # -- site actions ----------------------------------------------------------------------
+    def add_site_action(self, action: Mapping[str, Any]) -> int:
+        """Append an operator's site action (:mod:`controller.controls`); durable on return.
+
+        Parameters
+        ----------
+        action : Mapping
+            ``action`` (pause | resume | exclude), ``reason``, ``by``, ``at`` (UTC) and, for
+            an exclusion, ``target_kind``, ``target``, ``start`` and ``end`` (UTC).
+
+        Returns
+        -------
+        int
+            Its ``action_id`` (actions are numbered in the order they were taken).
+        """
+        with self._tx() as conn:
+            done = conn.execute(insert(site_actions).values(**dict(action)))
+        key = done.inserted_primary_key
+        return int(key[0]) if key is not None else 0
+
+    def site_actions(self) -> list[dict[str, Any]]:
+        """Every site action in the order taken (times as aware UTC datetimes)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(site_actions).order_by(site_actions.c.action_id))
+            out = [dict(r) for r in rows.mappings()]
+        for row in out:
+            for key in ("start", "end", "at"):
+                if row[key] is not None:
+                    row[key] = _utc(row[key])
+        return out
 
     # -- intervals -------------------------------------------------------------------------
     def claim_interval(self, interval_id: int, length_s: int) -> bool:
@@ -1256,6 +1486,141 @@ class Store:
             query = query.where(debts.c.account == account)
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
+
+    # -- signed orders (revision 0005, controller.intake) -----------------------------------
+    def signed_order(self, digest: str) -> dict[str, Any] | None:
+        """The ``signed_orders`` row of an EIP-712 digest (``0x`` + 64 hex), or ``None``."""
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(select(signed_orders).where(signed_orders.c.digest == digest))
+                .mappings()
+                .first()
+            )
+        return None if row is None else _signed_row(row)
+
+    def signed_order_with_nonce(self, participant: str, nonce: int) -> dict[str, Any] | None:
+        """The row that used ``nonce`` (a uint256) of ``participant``, or ``None``."""
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(
+                    select(signed_orders)
+                    .where(signed_orders.c.participant == participant)
+                    .where(signed_orders.c.nonce == str(nonce))
+                )
+                .mappings()
+                .first()
+            )
+        return None if row is None else _signed_row(row)
+
+    def add_signed_order(
+        self, row: Mapping[str, Any], *, cancels: str | None = None, cancelled_from: int = 0
+    ) -> tuple[dict[str, Any], bool]:
+        """Store a signed message (one transaction, before it is acknowledged).
+
+        Parameters
+        ----------
+        row : mapping
+            The ``signed_orders`` columns (``nonce`` as an int; ``received_at`` UTC).
+        cancels : str or None
+            For a Cancel: the digest of the accepted order it cancels; that row becomes
+            ``cancelled`` (with ``cancel_digest`` and ``cancelled_from``) in the same
+            transaction.
+        cancelled_from : int
+            For a Cancel: the first interval [Unix s] the cancelled order no longer applies to.
+
+        Returns
+        -------
+        tuple of (dict, bool)
+            The row stored under the digest and ``True``; or, when nothing was written, the
+            row that was there first and ``False``: the same digest (a resubmission), or the
+            same participant and nonce (another message: the caller refuses it), or, for a
+            Cancel whose target is no longer ``accepted``, the target row.
+        """
+        values = {**row, "nonce": str(row["nonce"])}
+        try:
+            with self._tx() as conn:
+                conn.execute(insert(signed_orders).values(**values))
+                if cancels is not None:
+                    changed = conn.execute(
+                        update(signed_orders)
+                        .where(signed_orders.c.digest == cancels)
+                        .where(signed_orders.c.status == "accepted")
+                        .values(
+                            status="cancelled",
+                            cancel_digest=values["digest"],
+                            cancelled_from=cancelled_from,
+                        )
+                    )
+                    if not changed.rowcount:
+                        _roll_back_cancel()  # the Cancel's row goes too
+        except _NotCancelled:
+            target = self.signed_order(cancels or "")
+            return (target or {}), False
+        except IntegrityError:
+            first = self.signed_order(values["digest"]) or self.signed_order_with_nonce(
+                str(values["participant"]), int(values["nonce"])
+            )
+            return (first or {}), False
+        stored = self.signed_order(values["digest"])
+        return (stored or {}), True
+
+    def signed_orders_at(
+        self, interval_id: int, participant: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The signed orders that apply to the interval starting at ``interval_id`` [Unix s].
+
+        Its ``Order`` messages and the ``StandingOrder`` messages whose window holds its
+        start (``valid_from <= interval_id < valid_until``), unless cancelled from that
+        interval or an earlier one; oldest first (received, then digest). With
+        ``participant``, only that participant's (the intake's credit check, per order).
+        """
+        query = select(signed_orders)
+        if participant is not None:
+            query = query.where(signed_orders.c.participant == participant)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                query.where(signed_orders.c.kind != "Cancel")
+                .where(
+                    (signed_orders.c.interval_id == interval_id)
+                    | (
+                        (signed_orders.c.valid_from <= interval_id)
+                        & (signed_orders.c.valid_until > interval_id)
+                    )
+                )
+                .where(
+                    signed_orders.c.cancelled_from.is_(None)
+                    | (signed_orders.c.cancelled_from > interval_id)
+                )
+                .order_by(signed_orders.c.received_at, signed_orders.c.digest)
+            ).mappings()
+            return [_signed_row(r) for r in rows]
+
+    def signed_order_rows(self, participant: str | None = None) -> list[dict[str, Any]]:
+        """Every ``signed_orders`` row (of one participant, or all), oldest first."""
+        query = select(signed_orders).order_by(signed_orders.c.received_at, signed_orders.c.digest)
+        if participant is not None:
+            query = query.where(signed_orders.c.participant == participant)
+        with self.engine.connect() as conn:
+            return [_signed_row(r) for r in conn.execute(query).mappings()]
+
+
+class _NotCancelled(ControllerError):
+    """The target of a Cancel was no longer ``accepted`` (raised to roll the transaction back)."""
+
+
+def _roll_back_cancel() -> None:
+    """Raise :class:`_NotCancelled` (caught by :meth:`Store.add_signed_order`, never escapes)."""
+    raise _NotCancelled
+
+
+def _signed_row(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """A ``signed_orders`` row with ``nonce`` as an int and ``received_at`` in UTC."""
+    out = dict(row)
+    out["nonce"] = int(out["nonce"])
+    received = out["received_at"]
+    if isinstance(received, datetime) and received.tzinfo is None:
+        out["received_at"] = received.replace(tzinfo=UTC)  # SQLite drops the zone
+    return out
 
 
 def _put_audit(conn: Connection, interval_id: int, record: Mapping[str, Any]) -> str:

@@ -2,10 +2,13 @@
 
 Prosumers place orders, standing orders and cancellations as EIP-712 typed data signed by
 their registered address (MetaMask's ``eth_signTypedData_v4``, ethers' ``signTypedData``,
-or :func:`sign` here). Hashing and recovery are eth-account's
-(:func:`eth_account.messages.encode_typed_data`, :meth:`Account.recover_message`); this
-module adds the strict validation in front of them, so that what is hashed is exactly what
-a wallet shows and hashes.
+or :func:`sign` here). :func:`sign` and :func:`digest` hash with eth-account
+(:func:`eth_account.messages.encode_typed_data`); :func:`verify` hashes our fixed, all-static
+types with a direct encoder (type hash and one 32-byte word per field, tested equal to
+eth-account's encoding) and recovers the signer with eth-keys (the secp256k1 recovery
+eth-account uses), about 2.5x faster than eth-account's general path. This module adds the
+strict validation in front of them, so that what is hashed is exactly what a wallet shows
+and hashes.
 
 Domain: ``EIP712Domain(string name, string version, uint256 chainId, address
 verifyingContract)`` with name ``"PeerGrid"``, version ``"1"``, the site's chain id and
@@ -42,15 +45,17 @@ from __future__ import annotations
 import enum
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
 
+from Crypto.Hash import keccak as cryptodome_keccak
 from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
 from eth_account.signers.local import LocalAccount
 from eth_keys.exceptions import BadSignature
+from eth_keys.main import KeyAPI
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
@@ -436,6 +441,70 @@ def _digest_of(signable: SignableMessage) -> bytes:
     return bytes(keccak(b"\x19" + signable.version + signable.header + signable.body))
 
 
+# ---------------------------------------------------------------- the direct encoder (verify)
+# Every field of our three types is static (address, uintN, bytes32), so EIP-712's
+# ``encodeData`` of a message is its type hash followed by one 32-byte word per field, in
+# the type's order: an address left-padded with 12 zero bytes, a uint big-endian, a bytes32
+# as is. :func:`verify` hashes so (about 2x faster than eth-account's general encoder,
+# which parses the types on every call); tests/adapters/chain/test_typed_data_fast.py
+# checks with hypothesis that it equals eth-account's ``encode_typed_data`` of the full v4
+# JSON for random messages of every kind and random domains, and :func:`sign` and
+# :func:`digest` keep eth-account's encoding, so every sign-then-verify test compares the two.
+
+
+def _keccak256(data: bytes) -> bytes:
+    """``keccak256`` by pycryptodome (eth-hash's backend here) without eth-hash's wrappers."""
+    return cryptodome_keccak.new(digest_bits=256, data=data).digest()
+
+
+def _address_word(value: int | str) -> bytes:
+    return bytes(12) + bytes.fromhex(str(value)[2:])
+
+
+def _bytes32_word(value: int | str) -> bytes:
+    return bytes.fromhex(str(value)[2:])
+
+
+def _uint_word(value: int | str) -> bytes:
+    return int(value).to_bytes(32, "big")
+
+
+_WORD: Final[Mapping[str, Callable[[int | str], bytes]]] = MappingProxyType(
+    {
+        "address": _address_word,
+        "bytes32": _bytes32_word,
+        "uint8": _uint_word,
+        "uint16": _uint_word,
+        "uint64": _uint_word,
+        "uint256": _uint_word,
+    }
+)
+
+_TYPE_HASH: Final[Mapping[MessageKind, bytes]] = MappingProxyType(
+    {kind: bytes(keccak(text=type_string(kind))) for kind in MessageKind}
+)
+"""``keccak256`` of each type's string (EIP-712 ``typeHash``)."""
+
+_ENCODERS: Final[Mapping[MessageKind, tuple[tuple[str, Callable[[int | str], bytes]], ...]]] = (
+    MappingProxyType(
+        {kind: tuple((f["name"], _WORD[f["type"]]) for f in TYPES[kind]) for kind in MessageKind}
+    )
+)
+
+
+def _struct_hash(kind: MessageKind, message: Mapping[str, int | str]) -> bytes:
+    """EIP-712 ``hashStruct`` of a checked message (Python ints, ``0x`` hex strings)."""
+    words = [_TYPE_HASH[kind]]
+    words.extend(word(message[name]) for name, word in _ENCODERS[kind])
+    return _keccak256(b"".join(words))
+
+
+def _fast_digest(kind: MessageKind, message: Mapping[str, int | str], dom: dict[str, Any]) -> bytes:
+    """The EIP-712 digest of a checked message on a checked domain, by the direct encoder."""
+    separator = _domain_separator(dom["chainId"], dom["verifyingContract"])
+    return _keccak256(b"\x19\x01" + separator + _struct_hash(kind, message))
+
+
 def digest(
     kind: MessageKind | str,
     message: Mapping[str, Any],
@@ -600,8 +669,11 @@ def _check_types(raw: object, kind: MessageKind) -> None:
             raise _refuse_malformed(where, f"must be exactly {name}({inner})")
 
 
-def _recover(signable: SignableMessage, where: str, value: object) -> tuple[str, str]:
-    """The signer's EIP-55 address and the signature with ``v`` in {27, 28}."""
+_KEYS: Final = KeyAPI()  # eth-keys with its fastest installed backend (coincurve)
+
+
+def _recover(msg_hash: bytes, where: str, value: object) -> tuple[bytes, str]:
+    """The signer's 20-byte address and the signature with ``v`` in {27, 28}."""
     if not isinstance(value, str) or not _SIGNATURE.fullmatch(value):
         raise TypedDataRefused(BAD_SIGNATURE, f"{where}: must be 65 bytes (0x and 130 hex)")
     raw = bytes.fromhex(value[2:])
@@ -616,10 +688,11 @@ def _recover(signable: SignableMessage, where: str, value: object) -> tuple[str,
         raise TypedDataRefused(BAD_SIGNATURE, f"{where}: s must be in the lower half (EIP-2)")
     normal = raw[:64] + bytes([v])
     try:
-        signer = Account.recover_message(signable, signature=normal)
+        # what eth-account's Account._recover_hash does, without its re-checks and checksum
+        public = _KEYS.Signature(vrs=(v - 27, r, s)).recover_public_key_from_msg_hash(msg_hash)
     except BadSignature:
         raise TypedDataRefused(BAD_SIGNATURE, f"{where}: recovers no key") from None
-    return str(signer), "0x" + normal.hex()
+    return _keccak256(public.to_bytes())[-20:], "0x" + normal.hex()
 
 
 def verify(payload: Mapping[str, Any], *, chain_id: int, verifying_contract: str) -> Verified:
@@ -656,16 +729,18 @@ def verify(payload: Mapping[str, Any], *, chain_id: int, verifying_contract: str
     _check_types(data["types"], kind)
     message = _message(kind, data["message"], from_json=True)
     dom = _check_domain(data["domain"], chain_id, verifying_contract)
-    signable = _signable(kind, message, dom)
-    signer, signature = _recover(signable, "signature", body["signature"])
-    if signer != message["participant"]:
-        reason = f"signed by {signer}, but message.participant is {message['participant']}"
+    msg_hash = _fast_digest(kind, message, dom)
+    signer, signature = _recover(msg_hash, "signature", body["signature"])
+    participant = str(message["participant"])
+    if signer != bytes.fromhex(participant[2:]):
+        shown = _checksummed("0x" + signer.hex())
+        reason = f"signed by {shown}, but message.participant is {participant}"
         raise TypedDataRefused(SIGNER_NOT_PARTICIPANT, reason)
     return Verified(
         kind=kind,
         message=dict(message),
-        signer=signer,
-        digest="0x" + _digest_of(signable).hex(),
+        signer=participant,
+        digest="0x" + msg_hash.hex(),
         signature=signature,
         typed_data=_payload(kind, message, dom),
     )

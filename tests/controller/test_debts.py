@@ -32,7 +32,7 @@ from adapters.chain.settlement import on_chain_batch
 from controller import cycle as cycle_module
 from controller.cli import main
 from controller.demo import DemoRuntime, demo_runtime, format_table, row_of
-from controller.runner import _summary
+from controller.runner import summary
 from controller.store import BASELINE_REVISION, MIGRATIONS, Store, head_revision
 from market.domain import COMMUNITY, GRID, ParticipantId, SettlementBatch
 from market.units import format_tokens
@@ -210,7 +210,7 @@ def test_a_participant_who_cannot_pay_does_not_block_the_interval(
 
     # recorded and shown: store, run summary, CLI
     assert rt.store.outstanding_debts() == {FRANK: owed - LEFT}
-    assert "carried balances (+ = owes COMMUNITY): frank 0.000000 -> " in _summary(report)
+    assert "carried balances (+ = owes COMMUNITY): frank 0.000000 -> " in summary(report)
     db = rt.site.database
     assert main(["debts", "--site", str(DEMO_SITE), "--db", db, "--participant", "frank"]) == 0
     assert f"owes COMMUNITY {format_tokens(owed - LEFT)}" in capsys.readouterr().out

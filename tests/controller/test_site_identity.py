@@ -286,6 +286,10 @@ def test_a_database_of_0_1_0_is_bound_by_its_first_run(tmp_path: Path) -> None:
     )
     assert after.pop("debts") == []  # migration 0003's table, empty: nothing owed in 0.1.0
     assert after.pop("grids") == []  # migration 0004's table, empty: no record references one
+    assert after.pop("signed_orders") == []  # 0005: no order was signed in 0.1.0
+    assert after.pop("auth_nonces") == []  # 0006: nobody signed in
+    assert after.pop("sessions") == []
+    assert after.pop("site_actions") == []  # 0007: no operator paused or curtailed
     for table in ("alembic_version", "chain_nonces"):  # the revision; the trial chain's nonces
         before.pop(table, None)
         after.pop(table, None)
