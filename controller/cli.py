@@ -15,7 +15,15 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from controller import cli_audit, cli_db, cli_debts, cli_devices, cli_grid, cli_keys
+from controller import (
+    cli_audit,
+    cli_db,
+    cli_debts,
+    cli_devices,
+    cli_grid,
+    cli_keys,
+    cli_order,
+)
 from controller.cli_chain import register as register_chain
 from controller.cli_types import (
     non_negative_int,
@@ -23,6 +31,7 @@ from controller.cli_types import (
     positive_int,
     positive_seconds,
     price_per_kwh,
+    tcp_port_or_zero,
     utc_time,
 )
 from controller.config import SiteConfig, read_site
@@ -193,6 +202,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from controller.serve import serve_demo, serve_site  # noqa: PLC0415
+
+    if args.demo:
+        return serve_demo(
+            host=args.host, port=args.port, dev_interval_s=args.dev_interval_s, out_dir=args.out
+        )
+    if args.site is None:
+        msg = "serve needs --site FILE or --demo"
+        raise ConfigError(msg)
+    return serve_site(
+        read_site(args.site, runnable=True),
+        host=args.host,
+        port=args.port,
+        dev_interval_s=args.dev_interval_s,
+    )
+
+
 def _audit_chain(
     stack: ExitStack, site: SiteConfig | None, rpc_url: str | None, settlement: str | None
 ) -> ChainClient | None:
@@ -225,62 +252,35 @@ def _audit_chain(
         return None
     stack.callback(conn.close)
     client = ChainClient(conn.w3, new_account(), confirmations=confirmations)
+    client.cache_chain_id()  # a reader: one eth_chainId request, not one per eth_call
     client.attach(settlement_token(conn.w3, settlement), settlement)
     return client
 
 
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
-    from controller.audit import (  # noqa: PLC0415
-        chain_settlements,
-        compare_with_chain,
-        reclear_recorded,
-        verify_records,
-    )
-    from controller.store import Store  # noqa: PLC0415
-    from controller.wiring import build_runtime  # noqa: PLC0415
+    from controller.audit import compare_with_chain, verify_records  # noqa: PLC0415
 
-    site = read_site(args.site) if args.site else None
-    url = args.db or (site.database if site is not None else None)
-    if not url:
-        msg = "audit verify needs --db URL (or --site with its database)"
-        raise ConfigError(msg)
     with ExitStack() as stack:
-        legacy_reclear = None
-        if site is not None:
-            runtime = stack.enter_context(
-                build_runtime(
-                    site,
-                    store_url=url,
-                    create_store=False,
-                    grid=not args.no_reclear,
-                    devices=False,
-                    chain=False,
-                )
-            )
-            store = runtime.store
-            legacy_reclear = None if args.no_reclear else runtime.cycle.reclear
-        else:
-            store = Store(url, create=False)
-            stack.callback(store.close)
-        client = None if args.no_chain else _audit_chain(stack, site, args.rpc, args.settlement)
+        sources = cli_audit.open_audit_sources(stack, args, _audit_chain)
+        store, snapshot = sources.store, sources.chain
         rows = store.audit_records()
         settlement_rows = store.settlement_rows()
         summary = verify_records(
             rows,
-            reclear=legacy_reclear,
-            chain=client,
+            reclear=sources.reclear,
+            chain=snapshot,
             tables=store,
-            reclear_anchored=None
-            if args.no_reclear
-            else (lambda record: reclear_recorded(record, store.grid_json)),
+            reclear_anchored=sources.reclear_anchored,
         )
-        on_chain = None if client is None else chain_settlements(client.settled_events())
+        on_chain = None if snapshot is None else snapshot.events
     summary["chain_checked"] = on_chain is not None
-    if on_chain is not None:
-        mismatches = compare_with_chain(rows, on_chain, settlement_rows)
+    if snapshot is not None:
+        mismatches = compare_with_chain(rows, snapshot.events, settlement_rows)
         recorded = {int(r["interval_id"]) for r in rows}
-        chained = {c.interval_id for c in on_chain}
+        chained = {c.interval_id for c in snapshot.events}
         summary["chain"] = {
+            "from_block": snapshot.from_block,  # the Settlement contract's deployment, or 0
+            "to_block": snapshot.to_block,
             "settled_on_chain": len(chained),
             "recorded_and_settled": len(chained & recorded),
             "pending": sorted(
@@ -329,46 +329,19 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
 
 def _cmd_audit_report(args: argparse.Namespace) -> int:
     """``peergrid audit report``: HTML and PDF drawn from the exports, with verify's findings."""
-    from controller.audit import chain_settlements, reclear_recorded  # noqa: PLC0415
     from controller.audit_report import collect, write_report  # noqa: PLC0415
-    from controller.store import Store  # noqa: PLC0415
-    from controller.wiring import build_runtime  # noqa: PLC0415
 
-    site = read_site(args.site) if args.site else None
-    url = args.db or (site.database if site is not None else None)
-    if not url:
-        msg = "audit report needs --db URL (or --site with its database)"
-        raise ConfigError(msg)
     with ExitStack() as stack:
-        legacy_reclear = None
-        if site is not None:
-            runtime = stack.enter_context(
-                build_runtime(
-                    site,
-                    store_url=url,
-                    create_store=False,
-                    grid=not args.no_reclear,
-                    devices=False,
-                    chain=False,
-                )
-            )
-            store = runtime.store
-            legacy_reclear = None if args.no_reclear else runtime.cycle.reclear
-        else:
-            store = Store(url, create=False)
-            stack.callback(store.close)
-        client = None if args.no_chain else _audit_chain(stack, site, args.rpc, args.settlement)
-        settled = None if client is None else chain_settlements(client.settled_events())
+        sources = cli_audit.open_audit_sources(stack, args, _audit_chain)
+        settled = None if sources.chain is None else sources.chain.events
         tables, findings = collect(
-            store,
+            sources.store,
             args.start,
             args.end,
-            chain=client,
+            chain=sources.chain,
             settled=settled,
-            reclear=legacy_reclear,
-            reclear_anchored=None
-            if args.no_reclear
-            else (lambda record: reclear_recorded(record, store.grid_json)),
+            reclear=sources.reclear,
+            reclear_anchored=sources.reclear_anchored,
         )
     files = write_report(
         tables, Path(args.out), start=args.start, end=args.end, chain=settled, findings=findings
@@ -421,6 +394,36 @@ def build_parser() -> argparse.ArgumentParser:
         "site's, for kill tests and trials",
     )
     run.set_defaults(func=_cmd_run)
+
+    serve = sub.add_parser(
+        "serve", help="run a site's real-time cycle and its HTTP API in one process"
+    )
+    target = serve.add_mutually_exclusive_group(required=True)
+    target.add_argument("--site", default=None, help="site TOML file")
+    target.add_argument(
+        "--demo",
+        action="store_true",
+        help="the demo site with its simulators and a trial chain, in real time",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument(
+        "--port", type=tcp_port_or_zero, default=8080, help="port to listen on (0: a free one)"
+    )
+    serve.add_argument(
+        "--dev-interval-s",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="DEVELOPMENT ONLY: N-second intervals (>= 2, divides 86400) instead of the "
+        "site's, for kill tests and trials",
+    )
+    serve.add_argument(
+        "--out",
+        type=Path,
+        default=Path("peergrid-serve-demo"),
+        help="--demo: folder of the demo's database (made afresh at each start)",
+    )
+    serve.set_defaults(func=_cmd_serve)
 
     site = sub.add_parser("site", help="site files")
     site_sub = site.add_subparsers(dest="site_command", required=True)
@@ -516,6 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_keys.register(sub)
     cli_grid.register(sub)
     cli_debts.register(sub)
+    cli_order.register(sub)
     return parser
 
 

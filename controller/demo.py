@@ -12,40 +12,62 @@
 4. Verifies every audit record against the chain and re-clears every interval from its stored
    order book (same bytes), prints the per-interval table and the final token balances, checks
    that balances plus escrow equal the minted supply to the unit, and writes a report.
+
+**The front door.** One prosumer (:data:`FRONT_DOOR_PARTICIPANT`, bob) places his bids through
+the HTTP API instead of the site file: the demo starts the API (:func:`controller.api.
+create_app` on :func:`controller.service.build_service` of the demo's runtime, uvicorn on
+127.0.0.1 on a free port, in a thread) with a clock it sets itself, and before each
+interval's gate closure bob's wallet (his derived trial key) signs, as EIP-712 typed data, the
+bid his ``buy_demand`` standing order would have made (his forecast demand, at his price
+floored by the import tariff) and posts it with :class:`controller.client.PeerGridClient`;
+his ``buy_demand`` line is taken out of the demo's site so the energy is bid once. The
+cycle clears those orders with the others (order ids ``bob:<T>:signed:<digest>``), the audit
+record carries each signed order and its signature, and the table's ``api`` column counts,
+per interval, the signed orders in the book and those that traded.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
-from adapters.chain import ChainClient
+from adapters.chain import ChainClient, derive_account
 from adapters.modbus.simulators import BatterySim, LoadMeterSim, PVInverterSim
 from controller.audit import verify_records
+from controller.bidding import plan_orders
+from controller.client import Acknowledgement, ApiRefused, PeerGridClient
 from controller.config import (
     ChainBackend,
     ChainConfig,
     DeviceConfig,
     DeviceKind,
     OrderKind,
+    ParticipantConfig,
     SiteConfig,
     parse_site,
 )
 from controller.cycle import Cycle, IntervalReport, TickReport
-from controller.errors import ConfigError
+from controller.errors import ConfigError, ControllerError
 from controller.profiles import Profile, load_actual, load_forecast, pv_actual, pv_forecast
 from controller.store import Store
 from controller.userfiles import output_folder
-from controller.wiring import TrialFunding, build_runtime
+from controller.wiring import Runtime, TrialFunding, build_runtime
 from market.domain import COMMUNITY, GRID, Interval, utc_label
 from market.units import format_tokens
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from controller.service import Service
 
 DEMO_START = datetime(2026, 6, 21, 7, 30, tzinfo=UTC)
 DEMO_INTERVALS = 16
@@ -64,6 +86,18 @@ DEMO_TRIAL = TrialFunding(
 """The demo chain's funding: the reward token pays producers ``REWARD_RATE`` reward units per
 verified local kWh (at most ``REWARD_CAP`` per interval), minted in each settlement."""
 Sim = PVInverterSim | LoadMeterSim | BatterySim
+
+FRONT_DOOR_PARTICIPANT: Final = "bob"
+"""The prosumer whose bids the demo places through the HTTP API as signed typed data."""
+
+FRONT_DOOR_KINDS: Final = frozenset({OrderKind.BUY_DEMAND})
+"""The standing orders of :data:`FRONT_DOOR_PARTICIPANT` that become signed orders."""
+
+GATE_MARGIN_S: Final = 60
+"""How long before an interval's gate closure the demo posts its signed orders [s]."""
+
+SERVER_START_TIMEOUT_S: Final = 60.0
+"""How long the demo waits for its API server to listen [s] (generous: a busy machine)."""
 
 
 def demo_site() -> SiteConfig:
@@ -172,7 +206,8 @@ def row_of(report: TickReport, cleared: dict[int, IntervalReport]) -> dict[str, 
         Status, order count, cleared, local (peer-to-peer), grid import/export and
         curtailed energy [Wh], min/max nodal price [token units/kWh], voltage range [p.u.],
         max loading [%], AC iterations, settlement transaction, gas, batch id, imbalance
-        [Wh] and reason.
+        [Wh], reason, and the signed orders from the API in the book, those that traded and
+        their energy [Wh] (:func:`signed_in_book`).
     """
     s = report.settled
     if s is None:
@@ -208,6 +243,7 @@ def row_of(report: TickReport, cleared: dict[int, IntervalReport]) -> dict[str, 
         "imbalance_wh": sum(abs(ln.imbalance_wh) for ln in s.batch.lines) if s.batch else 0,
         "debts": [[d.account, d.before, d.after] for d in s.batch.debts] if s.batch else [],
         "reason": result.reason if result is not None else "",
+        **dict(zip(("api_orders", "api_traded", "api_traded_wh"), signed_in_book(c), strict=True)),
     }
 
 
@@ -223,6 +259,10 @@ class DemoRuntime:
     accounts: dict[str, str]
     minted: int
     start: datetime
+    runtime: Runtime
+    front_door: ParticipantConfig | None = None
+    """The participant whose bids go through the API, with the standing orders it signs
+    (taken out of ``site``), or ``None``."""
 
     def boundary(self, k: int) -> datetime:
         """The ``k``-th boundary from the start (``start + k * interval_s``).
@@ -304,9 +344,43 @@ class DemoRuntime:
         )
 
 
+def _without_front_door_orders(
+    site: SiteConfig, participant: str
+) -> tuple[SiteConfig, ParticipantConfig]:
+    """``site`` without ``participant``'s :data:`FRONT_DOOR_KINDS` standing orders.
+
+    Returns
+    -------
+    tuple
+        The site, and the participant with only those orders (what its wallet signs).
+
+    Raises
+    ------
+    ConfigError
+        No such participant, or it has none of those orders.
+    """
+    found = next((p for p in site.participants if p.id == participant), None)
+    moved = () if found is None else tuple(o for o in found.orders if o.kind in FRONT_DOOR_KINDS)
+    if found is None or not moved:
+        kinds = ", ".join(sorted(FRONT_DOOR_KINDS))
+        msg = f"the demo site has no participant {participant!r} with a {kinds} standing order"
+        raise ConfigError(msg)
+    kept = tuple(o for o in found.orders if o.kind not in FRONT_DOOR_KINDS)
+    participants = tuple(
+        dataclasses.replace(p, orders=kept) if p.id == participant else p for p in site.participants
+    )
+    return dataclasses.replace(site, participants=participants), dataclasses.replace(
+        found, orders=moved
+    )
+
+
 @contextmanager
 def demo_runtime(
-    out_dir: Path, start: datetime = DEMO_START, chain: str = ChainBackend.EMBEDDED
+    out_dir: Path,
+    start: datetime = DEMO_START,
+    chain: str = ChainBackend.EMBEDDED,
+    *,
+    front_door: str | None = None,
 ) -> Iterator[DemoRuntime]:
     """Start the demo's simulators, chain and database; stop them on exit.
 
@@ -325,6 +399,9 @@ def demo_runtime(
         ``embedded`` (py-evm in this process) or ``anvil`` (a local node from npm
         ``@foundry-rs/anvil``, started on a free loopback port with its state file in
         ``out_dir``, stopped at the end).
+    front_door : str or None
+        A participant whose :data:`FRONT_DOOR_KINDS` standing orders are taken out of the
+        site, to be placed as signed orders through the API (:func:`front_door_api`).
 
     Yields
     ------
@@ -363,6 +440,9 @@ def demo_runtime(
             else "",
         ),
     )
+    moved: ParticipantConfig | None = None
+    if front_door is not None:
+        site, moved = _without_front_door_orders(site, front_door)
     sims, forecasts, site = start_simulators(site, start)
     try:
         with build_runtime(
@@ -377,10 +457,195 @@ def demo_runtime(
                 accounts={str(k): v for k, v in runtime.accounts.items()},
                 minted=runtime.minted,
                 start=start,
+                runtime=runtime,
+                front_door=moved,
             )
     finally:
         for sim in sims.values():
             sim.stop()
+
+
+class DemoClock:
+    """The API's clock in the demo: set by the demo, never the wall clock."""
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        """The time the demo set (UTC)."""
+        return self.at
+
+
+@dataclasses.dataclass(eq=False)
+class FrontDoor:
+    """The demo's HTTP API and one prosumer's wallet using it (see the module docstring)."""
+
+    rt: DemoRuntime
+    service: Service
+    clock: DemoClock
+    client: PeerGridClient
+    url: str
+    participant: ParticipantConfig
+    acks: list[Acknowledgement] = dataclasses.field(default_factory=list)
+    refusals: list[str] = dataclasses.field(default_factory=list)
+
+    def bids_for(self, interval: Interval) -> list[tuple[int, int]]:
+        """What the participant's moved standing orders bid for ``interval``.
+
+        Returns
+        -------
+        list of tuple
+            ``(energy [Wh], limit price [token units/kWh])`` per bid, planned as the cycle
+            plans standing orders (the demo's forecast; ``buy_demand`` floored by the import
+            tariff).
+        """
+        plan = plan_orders(
+            interval,
+            (self.participant,),
+            self.rt.site.devices,
+            {},
+            self.rt.cycle.forecaster,
+            import_price=self.rt.site.import_price,
+        )
+        return [(int(o.order.energy_wh), int(o.order.limit_price)) for o in plan.orders]
+
+    def place(self, interval: Interval) -> None:
+        """Sign and post the participant's bids for ``interval`` before its gate closure.
+
+        The API's clock is set :data:`GATE_MARGIN_S` before the gate closure first. A
+        refusal is recorded in :attr:`refusals` (the report shows it), not raised.
+        """
+        gate = interval.start - timedelta(seconds=self.rt.site.gate_closure_s)
+        self.clock.at = gate - timedelta(seconds=GATE_MARGIN_S)
+        key = derive_account(self.participant.id)  # the trial chain's derived key
+        for energy, price in self.bids_for(interval):
+            try:
+                ack = self.client.place_order(
+                    key,
+                    interval_start=interval.start,
+                    side="buy",
+                    energy_wh=energy,
+                    limit_price=price,
+                    deadline=gate,  # void once the book is frozen
+                )
+            except ApiRefused as exc:
+                self.refusals.append(f"{interval.label()}: {exc}")
+            else:
+                self.acks.append(ack)
+
+
+def _serve_in_thread(
+    app: Any,  # noqa: ANN401 - a FastAPI application
+    sock: socket.socket,
+) -> tuple[uvicorn.Server, threading.Thread]:
+    """Serve ``app`` with uvicorn on ``sock`` (bound to 127.0.0.1) in a thread, once it listens.
+
+    Raises
+    ------
+    ControllerError
+        The server did not start within :data:`SERVER_START_TIMEOUT_S`.
+    """
+    import uvicorn  # noqa: PLC0415 - only the demo's API needs it
+
+    port = int(sock.getsockname()[1])
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="demo-api", daemon=True
+    )
+    thread.start()
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            msg = f"the demo's API did not start on 127.0.0.1:{port}"
+            raise ControllerError(msg)
+        time.sleep(0.01)
+    return server, thread
+
+
+@contextmanager
+def front_door_api(rt: DemoRuntime) -> Iterator[FrontDoor]:
+    """Start the API on the demo's runtime and a client for :attr:`DemoRuntime.front_door`.
+
+    Parameters
+    ----------
+    rt : DemoRuntime
+        A runtime started with ``front_door`` set.
+
+    Yields
+    ------
+    FrontDoor
+        The API (its URL and clock) and the participant's client; stopped on exit.
+
+    Raises
+    ------
+    ControllerError
+        ``rt`` has no front-door participant, or the server did not start.
+    """
+    from controller.api import create_app  # noqa: PLC0415 - FastAPI only when the API runs
+    from controller.service import build_service  # noqa: PLC0415
+
+    if rt.front_door is None:
+        msg = "the demo runtime was started without a front-door participant"
+        raise ControllerError(msg)
+    clock = DemoClock(rt.start)
+    server: uvicorn.Server | None = None
+    thread: threading.Thread | None = None
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))  # a free port, held from here on: no race for it
+        host = f"127.0.0.1:{int(sock.getsockname()[1])}"
+        url = f"http://{host}"
+        service = build_service(rt.site, runtime=rt.runtime, now=clock, domain=host, uri=url)
+        try:
+            server, thread = _serve_in_thread(create_app(service), sock)
+            with PeerGridClient(url, service.site_id) as client:
+                yield FrontDoor(
+                    rt=rt,
+                    service=service,
+                    clock=clock,
+                    client=client,
+                    url=url,
+                    participant=rt.front_door,
+                )
+        finally:
+            if server is not None:
+                server.should_exit = True
+            if thread is not None:
+                thread.join(timeout=SERVER_START_TIMEOUT_S)
+
+
+def signed_in_book(cleared: IntervalReport | None) -> tuple[int, int, int]:
+    """The signed orders (from the API) in an interval's book.
+
+    Returns
+    -------
+    tuple of int
+        Signed orders in the book, those accepted in part or whole, and the energy
+        accepted of them [Wh].
+    """
+    if cleared is None:
+        return 0, 0, 0
+    accepted = cleared.result.accepted_wh
+    ids = [o.order_id for o in cleared.book.bids] + [o.order_id for o in cleared.book.offers]
+    signed = [oid for oid in ids if ":signed:" in oid]
+    traded = [accepted.get(oid, 0) for oid in signed]
+    return len(signed), sum(1 for wh in traded if wh > 0), sum(traded)
+
+
+def front_door_summary(door: FrontDoor, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The report's ``front_door`` entry (see :func:`run_demo`)."""
+    return {
+        "url": door.url,
+        "site_id": door.service.site_id,
+        "participant": door.participant.id,
+        "placed": len(door.acks),
+        "refused": list(door.refusals),
+        "in_books": sum(int(r["api_orders"]) for r in rows),
+        "traded": sum(int(r["api_traded"]) for r in rows),
+        "traded_wh": sum(int(r["api_traded_wh"]) for r in rows),
+        "digests": [a.digest for a in door.acks],
+    }
 
 
 def run_demo(
@@ -390,6 +655,7 @@ def run_demo(
     out_dir: Path = Path("peergrid-demo"),
     progress: Callable[[int, int, str], None] | None = None,
     chain: str = ChainBackend.EMBEDDED,
+    front_door: bool = True,
 ) -> dict[str, Any]:
     """Run the demo and return its report (see the module docstring).
 
@@ -408,22 +674,39 @@ def run_demo(
         Called after each boundary with (boundaries done, boundaries in all, ``HH:MM``).
     chain : {"embedded", "anvil"}
         The chain backend (see :func:`demo_runtime`).
+    front_door : bool
+        Place :data:`FRONT_DOOR_PARTICIPANT`'s bids through the HTTP API as signed orders
+        (module docstring); ``False``: every bid from the site file.
 
     Returns
     -------
     dict
         The report: per-interval rows (see :func:`row_of`), ticks, balances and conservation
         [token units], contract addresses, the audit summary, rewards [reward units],
-        ``all_settled``, ``wall_s`` [s] and ``out_dir``.
+        ``front_door`` (the API's URL, the participant, signed orders placed, refused, in
+        the books and traded, energy traded [Wh]; ``None`` without), ``all_settled``,
+        ``wall_s`` [s] and ``out_dir``.
     """
     started = time.perf_counter()
-    with demo_runtime(out_dir, start, chain) as rt:
+    with ExitStack() as stack:
+        rt = stack.enter_context(
+            demo_runtime(
+                out_dir, start, chain, front_door=FRONT_DOOR_PARTICIPANT if front_door else None
+            )
+        )
+        door = stack.enter_context(front_door_api(rt)) if front_door else None
         rows: list[dict[str, Any]] = []
         cleared: dict[int, IntervalReport] = {}
         ticks: list[dict[str, Any]] = []
         total = intervals + 1
         for k in range(total):
-            report = rt.tick(k, clear_next=k < intervals)
+            if door is not None and k < intervals:
+                door.place(Interval(start=rt.boundary(k), length_s=rt.site.interval_s))
+            if door is None:
+                report = rt.tick(k, clear_next=k < intervals)
+            else:
+                with door.service.chain_lock:  # py-evm: one thread at a time
+                    report = rt.tick(k, clear_next=k < intervals)
             if report.cleared is not None:
                 cleared[report.cleared.interval.interval_id] = report.cleared
             row = row_of(report, cleared)
@@ -456,6 +739,7 @@ def run_demo(
             "chain": ChainBackend(chain).value,
             "rewards": rt.rewards(),
             "debts": rt.store.outstanding_debts(),
+            "front_door": None if door is None else front_door_summary(door, rows),
             "wall_s": round(time.perf_counter() - started, 2),
             "out_dir": str(out_dir),
         }
@@ -478,7 +762,7 @@ def format_table(report: dict[str, Any]) -> str:
     head = (
         f"{'interval':<17} {'status':<11} {'ord':>3} {'cleared':>8} {'local':>7} "
         f"{'price min-max /kWh':>19} {'import':>7} {'export':>7} {'vm min':>6} {'vm max':>6} "
-        f"{'load%':>6} {'AC':>2} {'curtail':>7} {'settlement tx':<14} {'gas':>7}"
+        f"{'load%':>6} {'AC':>2} {'curtail':>7} {'api':>3} {'settlement tx':<14} {'gas':>7}"
     )
     lines.append(head)
     lines.append("-" * len(head))
@@ -492,7 +776,7 @@ def format_table(report: dict[str, Any]) -> str:
             f"{pmin + ' - ' + pmax:>19} {r['grid_import_wh'] / 1000:>4.1f}kWh "
             f"{r['grid_export_wh'] / 1000:>4.1f}kWh {_f(r['min_vm_pu'])} {_f(r['max_vm_pu'])} "
             f"{_f(r['max_loading_percent'], 1)} {r['ac_iterations']:>2} "
-            f"{r['curtailed_wh'] / 1000:>4.1f}kWh {tx + '..':<14} "
+            f"{r['curtailed_wh'] / 1000:>4.1f}kWh {_api(r):>3} {tx + '..':<14} "
             f"{r['gas_used'] or 0:>7}"
         )
     carried = [(r["interval"], r["debts"]) for r in report["intervals"] if r.get("debts")]
@@ -508,6 +792,15 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append(
             "  outstanding: "
             + (", ".join(f"{a} {format_tokens(b)}" for a, b in owing.items()) or "none")
+        )
+    door = report.get("front_door")
+    if door:
+        lines.append("")
+        lines.append(
+            f"front door: {door['placed']} orders of {door['participant']} signed (EIP-712) and "
+            f"placed through the HTTP API ({door['url']}), {door['in_books']} in the books, "
+            f"{door['traded']} traded ({door['traded_wh'] / 1000:.1f} kWh)"
+            + (f"; refused: {'; '.join(door['refused'])}" if door["refused"] else "")
         )
     lines.append("")
     lines.append(f"{'account':<10} {'wallet':>14} {'escrow':>14}")
@@ -531,6 +824,12 @@ def format_table(report: dict[str, Any]) -> str:
         f"wall time {report['wall_s']} s; report, audit log and database in {report['out_dir']}/"
     )
     return "\n".join(lines)
+
+
+def _api(row: dict[str, Any]) -> str:
+    """``traded/in book`` of the signed orders from the API (``-``: none)."""
+    n = int(row.get("api_orders", 0))
+    return "-" if not n else f"{int(row.get('api_traded', 0))}/{n}"
 
 
 def _f(value: float | None, digits: int = 3) -> str:

@@ -30,6 +30,12 @@ pending settlements are reconciled (:meth:`Cycle.resume_pending`; audit records 
 an older release's database are written first). A controller started within the grace window
 after a boundary runs that boundary at once (:func:`controller.scheduler.catch_up_boundary`).
 
+**Events.** With the site's ``gate_closure_s = 0`` each boundary runs one tick (read,
+settle, clear); with ``gate_closure_s > 0`` each interval is cleared at its gate closure and
+each boundary reads and settles (:mod:`controller.scheduler`). Ctrl-C lets the current step
+finish, then exits (a second Ctrl-C abandons it, as a crash would). ``--once`` runs the
+current boundary's whole tick (read, settle, clear) whatever the gate closure.
+
 **Development interval.** ``--dev-interval-s N`` (:func:`dev_interval`) runs the site with
 N-second intervals (2 <= N, N divides a day), for kill tests and trials only: the site file
 cannot set an interval below 60 s, and the flag logs a warning on every start.
@@ -46,10 +52,10 @@ from pathlib import Path
 
 from controller.cli_debts import format_changes
 from controller.config import SiteConfig
-from controller.cycle import TickReport
+from controller.cycle import IntervalReport
 from controller.errors import AlreadyRunning, ConfigError
-from controller.scheduler import run_forever, run_tick, single_instance
-from controller.store import sqlite_file
+from controller.scheduler import Report, run_forever, run_tick, single_instance
+from controller.store import Store, sqlite_file
 from controller.wiring import build_runtime
 from market.domain import Interval, utc_label
 
@@ -81,6 +87,25 @@ def lock_path(database: str) -> Path:
 
 STALE_TICK_REASON = "crashed: the controller stopped during this tick (closed at restart)"
 """The detail recorded on a tick a dead controller left ``running``."""
+
+
+def close_stale_ticks(store: Store) -> list[int]:
+    """Close the ticks a dead controller left ``running`` (call it holding the site's lock).
+
+    Parameters
+    ----------
+    store : Store
+        The site's store.
+
+    Returns
+    -------
+    list of int
+        The boundaries closed as crashed [Unix s].
+    """
+    closed = store.close_stale_ticks(STALE_TICK_REASON)
+    for boundary_id in closed:
+        log.warning("tick at %s was left running; closed as crashed", utc_label(boundary_id))
+    return closed
 
 
 def dev_interval(site: SiteConfig, interval_s: int) -> SiteConfig:
@@ -122,7 +147,25 @@ def dev_interval(site: SiteConfig, interval_s: int) -> SiteConfig:
     return dataclasses.replace(site, interval_s=interval_s, gate_closure_s=gate)
 
 
-def _summary(report: TickReport) -> str:
+def summary(report: Report) -> str:
+    """One line on a step's report (``peergrid run`` prints it).
+
+    Parameters
+    ----------
+    report : TickReport or IntervalReport
+        A tick's report, or a clearing's at its gate closure.
+
+    Returns
+    -------
+    str
+        Readings, clearing and settlements (times as :func:`~market.domain.utc_label`).
+    """
+    if isinstance(report, IntervalReport):
+        r = report.result
+        return (
+            f"{utc_label(report.gate_closure)}: gate closure of {utc_label(r.interval.start)}: "
+            f"cleared {r.status.value} ({r.reason})"
+        )
     # utc_label: minutes, or seconds when a (development) interval needs them
     parts = [f"{utc_label(report.boundary)}: {report.readings_ok} readings ok"]
     if report.readings_missing:
@@ -172,16 +215,13 @@ def run_site(site: SiteConfig, *, once: bool = False, dev_interval_s: int | None
         site = dev_interval(site, dev_interval_s)
     try:
         with build_runtime(site, guard=single_instance(lock_path(site.database))) as runtime:
-            for boundary_id in runtime.store.close_stale_ticks(STALE_TICK_REASON):
-                log.warning(
-                    "tick at %s was left running; closed as crashed", utc_label(boundary_id)
-                )
+            close_stale_ticks(runtime.store)
             if once:
                 boundary = Interval.containing(datetime.now(UTC), site.interval_s).start
                 report = run_tick(runtime.cycle, boundary)
-                print(_summary(report) if report else "this boundary already ran")  # noqa: T201
+                print(summary(report) if report else "this boundary already ran")  # noqa: T201
                 return 0
-            run_forever(runtime.cycle, lambda r: print(_summary(r), flush=True))  # noqa: T201
+            run_forever(runtime.cycle, lambda r: print(summary(r), flush=True))  # noqa: T201
             return 0
     except AlreadyRunning as exc:
         log.error("%s", exc)  # noqa: TRY400 - the message is the whole story

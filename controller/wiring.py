@@ -611,7 +611,9 @@ class Runtime:
     ``grid`` is ``None`` and ``cycle.base_grid_for`` raises :class:`NotWired` when built
     without the grid; ``settler`` is ``None`` and :attr:`client` and :attr:`accounts` raise
     :class:`NotWired` when built without the chain; ``devices`` is empty when built without devices.
-    ``minted`` is the supply a trial chain was funded with [token units] (0 otherwise).
+    ``minted`` is the supply a trial chain was funded with [token units] (0 otherwise);
+    ``trial`` says the chain is a trial chain (embedded, or the demo's own anvil), where demo
+    keys (``derive:<label>``) resolve.
     """
 
     site: SiteConfig
@@ -623,6 +625,7 @@ class Runtime:
     cycle: Cycle
     minted: int
     _resources: ExitStack = field(repr=False)
+    trial: bool = False
 
     def _chain(self) -> ChainSettler:
         if self.settler is None:
@@ -803,4 +806,5 @@ def build_runtime(
         cycle=cycle,
         minted=minted,
         _resources=resources,
+        trial=bool(is_trial),
     )

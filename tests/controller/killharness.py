@@ -558,6 +558,35 @@ class ControllerProcess:
         return self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
 
 
+@dataclass
+class ServeProcess(ControllerProcess):
+    """One ``peergrid -v serve --site ... --port 0 --dev-interval-s N`` process.
+
+    The HTTP API listens on a free port of 127.0.0.1 (:meth:`url`, read from the log).
+    """
+
+    def argv(self) -> list[str]:
+        return [
+            "-v", "serve", "--site", str(self.site.site), "--port", "0",
+            "--dev-interval-s", str(self.interval_s),
+        ]  # fmt: skip
+
+    def url(self) -> str | None:
+        """``http://127.0.0.1:PORT`` once the process logged it is serving, else ``None``."""
+        for line in self.output().splitlines():
+            if "serving http://" in line:
+                return line.split("serving ", 1)[1].split()[0]
+        return None
+
+
+def set_gate_closure(site: KillSite, gate_closure_s: int) -> None:
+    """Give the kill site's file a gate closure [s] (clipped below ``--dev-interval-s``)."""
+    text = site.site.read_text(encoding="utf-8")
+    gate = f"interval_s = 900\ngate_closure_s = {gate_closure_s}\n"
+    text = text.replace("interval_s = 900\n", gate)
+    site.site.write_text(text, encoding="utf-8")
+
+
 # ----------------------------------------------------------------------------- the database
 
 

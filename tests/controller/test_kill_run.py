@@ -126,12 +126,13 @@ def _delta(before: dict, after: dict, chain_before: int, chain_after: int) -> st
 
 
 def _phase(run: ControllerProcess) -> str:
-    """Where the process was when it died, from its log (APScheduler logs each job at INFO)."""
+    """Where the process was when it died, from its log (the scheduler logs each event's
+    ``: running`` and ``: done`` at INFO)."""
     text = run.output()
-    if "Scheduler started" not in text:
+    if ": running" not in text:
         return "start-up"
-    started = text.count("Running job")
-    finished = text.count("executed successfully") + text.count("raised an exception")
+    started = text.count(": running")
+    finished = text.count(": done")
     ticks = f"after {finished} tick(s)"
     return f"inside a tick, {ticks}" if started > finished else f"between ticks, {ticks}"
 

@@ -1,0 +1,413 @@
+"""``peergrid serve``: a site's real-time cycle and its HTTP API, in one process.
+
+``peergrid serve --site FILE [--host 127.0.0.1] [--port 8080] [--dev-interval-s N]``
+(:func:`serve_site`) builds the site's runtime as ``peergrid run`` does (the same
+single-instance lock on the database, the same start-up: stale ticks closed, pending
+settlements resolved, the grace window), then runs
+
+* the cycle's events (:class:`controller.scheduler.CycleThread`: ``tick`` at each boundary,
+  or ``clear`` at each gate closure and ``boundary`` at each boundary when the site's
+  ``gate_closure_s > 0``) in a background thread, publishing each interval's result and each
+  settlement to the service's event hub (:mod:`controller.events`) after the step stored
+  them;
+* the HTTP API (:func:`controller.api.create_app` on :func:`controller.service.build_service`)
+  on uvicorn in the main thread, on a socket bound before anything starts (a port in use is
+  an error at once; ``--port 0`` takes a free port, logged as ``serving http://HOST:PORT``).
+
+``peergrid serve --demo`` (:func:`serve_demo`) does the same for the demo site: its Modbus
+simulators on 127.0.0.1 in real time (a thread moves their clocks with the wall clock) and a
+trial chain (embedded, funded as ``peergrid demo`` funds it). The embedded chain's state is
+lost at exit, so the demo's database (in ``--out``) starts afresh at every start.
+
+**Stopping** (SIGTERM or Ctrl-C): the server stops accepting connections and finishes the
+requests in progress (open event streams are closed after :data:`GRACEFUL_S`); the cycle
+finishes its current step (a stop is seen between steps only, never inside one), up to
+``stop_timeout_s``; then the runtime is closed, the lock released and the process exits 0. A
+second signal, or a step still running after ``stop_timeout_s``, abandons the step: the
+process exits at once (code 0, logged), exactly as after a crash, which the next start
+recovers (the boundary's tick is closed as crashed, a claimed interval as abandoned, a
+settlement intent is resolved by asking the chain first). Orders are persisted before they
+are acknowledged, so nothing acknowledged is lost either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Final
+
+from controller.config import ChainBackend, SiteConfig
+from controller.cycle import IntervalReport
+from controller.errors import AlreadyRunning
+from controller.events import EventHub, interval_event, settlement_event
+from controller.runner import close_stale_ticks, dev_interval, lock_path, summary
+from controller.scheduler import CycleThread, Report, single_instance
+from controller.wiring import Runtime, build_runtime
+
+log = logging.getLogger("peergrid.serve")
+
+GRACEFUL_S: Final = 5
+"""How long the server waits for open requests and event streams when stopping [s]."""
+
+STOP_TIMEOUT_S: Final = 120.0
+"""How long a stop waits for the cycle's current step before abandoning it [s]."""
+
+EXIT_BIND_FAILED: Final = 2
+"""Exit code when the address cannot be bound (e.g. the port is in use)."""
+
+EXIT_CYCLE_FAILED: Final = 3
+"""Exit code when the cycle's loop stopped on an error (the server is stopped with it)."""
+
+
+def publisher(events: EventHub) -> Callable[[Report], None]:
+    """The cycle's report callback that publishes to ``events`` (and logs a summary).
+
+    Parameters
+    ----------
+    events : EventHub
+        The service's hub.
+
+    Returns
+    -------
+    Callable
+        ``report -> None``: an ``interval`` event for each clearing (at its gate closure, or
+        in a tick), then a ``settlement`` event for each settlement the tick sent or failed.
+    """
+
+    def publish(report: Report) -> None:
+        log.info("%s", summary(report))
+        if isinstance(report, IntervalReport):
+            events.publish(interval_event(report))
+            return
+        if report.cleared is not None:
+            events.publish(interval_event(report.cleared))
+        for settled in report.settlements:
+            events.publish(settlement_event(settled))
+
+    return publish
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (``port`` 0: a free one).
+
+    Parameters
+    ----------
+    host : str
+        The address (IPv4, or IPv6 with a ``:``).
+    port : int
+        The port; 0 takes a free one.
+
+    Returns
+    -------
+    socket.socket
+        The bound, listening socket.
+
+    Raises
+    ------
+    OSError
+        The address cannot be bound.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+@dataclasses.dataclass(eq=False)
+class _Stopper:
+    """What SIGTERM/SIGINT do while serving: stop the server, then the cycle; twice: abandon."""
+
+    cycle: CycleThread
+    server_stop: Callable[[], None] = lambda: None
+    signals: int = 0
+
+    def __call__(self, sig: int, _frame: FrameType | None) -> None:
+        self.signals += 1
+        if self.signals == 1:
+            log.info("%s: stopping (the current step finishes first)", signal.Signals(sig).name)
+            self.server_stop()
+            self.cycle.request_stop()
+            return
+        log.warning("%s again: abandoning the current step", signal.Signals(sig).name)
+
+    @property
+    def abandon(self) -> bool:
+        return self.signals > 1
+
+
+@contextlib.contextmanager
+def _handlers(handler: _Stopper) -> Iterator[None]:
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def run_service(
+    site: SiteConfig,
+    runtime: Runtime,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    stop_timeout_s: float = STOP_TIMEOUT_S,
+    now: Callable[[], datetime] | None = None,
+) -> int:
+    """Serve ``runtime``'s site until SIGTERM or Ctrl-C (module docstring); the exit code.
+
+    Call it holding the site's single-instance lock, in the main thread.
+
+    Parameters
+    ----------
+    site : SiteConfig
+        The site (as run: with a development interval already applied).
+    runtime : Runtime
+        Its runtime (store, cycle, chain); closed by the caller.
+    host : str
+        The address to listen on.
+    port : int
+        The port (0: a free one, logged).
+    stop_timeout_s : float
+        How long a stop waits for the current step [s].
+    now : Callable or None
+        The clock (UTC) of the cycle and the API; ``None``: the wall clock.
+
+    Returns
+    -------
+    int
+        0; :data:`EXIT_BIND_FAILED` if the address cannot be bound;
+        :data:`EXIT_CYCLE_FAILED` if the cycle's loop stopped on an error (logged with its
+        traceback; the server is stopped with it).
+    """
+    import uvicorn  # noqa: PLC0415 - only the serving process needs it
+
+    from controller.api import create_app  # noqa: PLC0415
+    from controller.service import build_service  # noqa: PLC0415
+
+    clock = now if now is not None else (lambda: datetime.now(UTC))
+    try:
+        sock = bind(host, port)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", host, port, exc)  # noqa: TRY400 - the whole story
+        return EXIT_BIND_FAILED
+    with sock:
+        bound = sock.getsockname()[1]
+        authority = f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}"
+        close_stale_ticks(runtime.store)
+        service = build_service(
+            site, runtime=runtime, now=clock, domain=authority, uri=f"http://{authority}"
+        )
+        # py-evm is not safe from two threads: the API's chain reads wait for the cycle's step
+        embedded = site.chain.backend is ChainBackend.EMBEDDED
+        server: uvicorn.Server | None = None
+
+        def cycle_failed(_exc: BaseException) -> None:  # no API without its cycle
+            if server is not None:
+                server.should_exit = True
+
+        cycle = CycleThread(
+            runtime.cycle,
+            publisher(service.events),
+            now=clock,
+            lock=service.chain_lock if embedded else None,
+            on_failure=cycle_failed,
+        )
+        config = uvicorn.Config(
+            create_app(service),
+            log_config=None,
+            timeout_graceful_shutdown=GRACEFUL_S,
+            access_log=False,
+        )
+        server = uvicorn.Server(config)
+        stopper = _Stopper(cycle, server_stop=lambda: setattr(server, "should_exit", True))
+        with _handlers(stopper):
+            cycle.start()
+            log.info(
+                "serving http://%s (site %s, /v1/sites/%s)", authority, site.name, service.site_id
+            )
+            # uvicorn's own handlers replace ours while it serves; it calls ours once it has
+            # stopped (it re-raises the signals it caught), which then stops the cycle
+            server.run(sockets=[sock])
+            stopper.server_stop = lambda: None
+            if not stopper.signals:  # the server ended on its own (an error): stop anyway
+                cycle.request_stop()
+            log.info("server stopped; waiting for the cycle's current step")
+            deadline = time.monotonic() + stop_timeout_s
+            while not cycle.join(0.2):
+                if stopper.abandon or time.monotonic() > deadline:
+                    log.warning(
+                        "abandoning the cycle's current step: the next start recovers it "
+                        "as after a crash"
+                    )
+                    logging.shutdown()
+                    os._exit(0)
+    if cycle.failure is not None:
+        log.error("stopped: the cycle failed (%s)", cycle.failure)
+        return EXIT_CYCLE_FAILED
+    log.info("stopped")
+    return 0
+
+
+def serve_site(
+    site: SiteConfig,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    dev_interval_s: int | None = None,
+    stop_timeout_s: float = STOP_TIMEOUT_S,
+) -> int:
+    """``peergrid serve --site``: run ``site``'s cycle and API (module docstring).
+
+    Parameters
+    ----------
+    site : SiteConfig
+        The site.
+    host, port
+        Where the API listens (``port`` 0: a free one).
+    dev_interval_s : int or None
+        A development interval [s] (:func:`controller.runner.dev_interval`).
+    stop_timeout_s : float
+        How long a stop waits for the current step [s].
+
+    Returns
+    -------
+    int
+        0; 1 when another controller holds the site's lock; :data:`EXIT_BIND_FAILED` when
+        the address cannot be bound.
+
+    Raises
+    ------
+    ConfigError
+        The site cannot be wired, or ``dev_interval_s`` is not a valid interval.
+    """
+    if dev_interval_s is not None:
+        site = dev_interval(site, dev_interval_s)
+    try:
+        with build_runtime(site, guard=single_instance(lock_path(site.database))) as runtime:
+            return run_service(site, runtime, host=host, port=port, stop_timeout_s=stop_timeout_s)
+    except AlreadyRunning as exc:
+        log.error("%s", exc)  # noqa: TRY400 - the message is the whole story
+        return 1
+
+
+DEMO_DATABASE: Final = "peergrid-serve.sqlite"
+"""The demo service's database file, in its ``--out`` folder."""
+
+
+@contextlib.contextmanager
+def realtime_clock(advance: Callable[[datetime], None], period_s: float = 0.2) -> Iterator[None]:
+    """Call ``advance(now)`` every ``period_s`` [s] in a thread while the block runs.
+
+    Parameters
+    ----------
+    advance : Callable
+        Moves the simulators' clocks to the wall clock (UTC).
+    period_s : float
+        The period [s].
+    """
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(period_s):
+            advance(datetime.now(UTC))
+
+    thread = threading.Thread(target=run, name="sim-clock", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+def serve_demo(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    dev_interval_s: int | None = None,
+    out_dir: Path = Path("peergrid-serve-demo"),
+    stop_timeout_s: float = STOP_TIMEOUT_S,
+) -> int:
+    """``peergrid serve --demo``: the demo site, its simulators and trial chain, served.
+
+    Parameters
+    ----------
+    host, port
+        Where the API listens.
+    dev_interval_s : int or None
+        A development interval [s] (e.g. 30 to see a result every half minute).
+    out_dir : Path
+        The folder of the demo's database (:data:`DEMO_DATABASE`, made afresh at each start)
+        and its lock.
+    stop_timeout_s : float
+        How long a stop waits for the current step [s].
+
+    Returns
+    -------
+    int
+        As :func:`serve_site`.
+
+    Raises
+    ------
+    ConfigError
+        ``dev_interval_s`` is not a valid interval, or ``out_dir`` cannot be used.
+    """
+    from controller.demo import (  # noqa: PLC0415 - the demo's modules only for --demo
+        DEMO_TRIAL,
+        ProfileForecaster,
+        demo_site,
+        start_simulators,
+    )
+    from controller.userfiles import output_folder  # noqa: PLC0415
+
+    site = demo_site()
+    if dev_interval_s is not None:
+        site = dev_interval(site, dev_interval_s)
+    output_folder(out_dir, "the demo service's folder")
+    db = (out_dir / DEMO_DATABASE).resolve()
+    site = dataclasses.replace(site, database=f"sqlite:///{db.as_posix()}")
+    try:
+        with single_instance(lock_path(site.database)):
+            for suffix in ("", "-wal", "-shm"):  # the embedded chain starts afresh: so does this
+                Path(f"{db}{suffix}").unlink(missing_ok=True)
+            sims, forecasts, site = start_simulators(site, datetime.now(UTC))
+            try:
+
+                def advance(now: datetime) -> None:
+                    for sim in sims.values():
+                        if sim.running:
+                            sim.advance(now)
+
+                with (
+                    realtime_clock(advance),
+                    build_runtime(
+                        site, trial=DEMO_TRIAL, forecaster=ProfileForecaster(forecasts)
+                    ) as runtime,
+                ):
+                    return run_service(
+                        site, runtime, host=host, port=port, stop_timeout_s=stop_timeout_s
+                    )
+            finally:
+                for sim in sims.values():
+                    sim.stop()
+    except AlreadyRunning as exc:
+        log.error("%s", exc)  # noqa: TRY400 - the message is the whole story
+        return 1
