@@ -402,6 +402,7 @@ def verify_anchored(
     chain: ChainView | None = None,
     tables: StoreView | None = None,
     reclear: Callable[[Mapping[str, Any]], Mapping[str, Any] | None] | None = None,
+    signing_domain: tuple[int, str] | None = None,
 ) -> list[str]:
     """The checks of a self-contained record (``format`` 2) beyond :func:`verify_record`'s.
 
@@ -417,7 +418,10 @@ def verify_anchored(
     5. **re-clear**: the book cleared again with the recorded parameters on the recorded grid
        (:func:`reclear_recorded`) gives the recorded status, orders, prices, trades, grid
        exchange and AC check (every bus voltage and branch loading). A recorded TIME_LIMIT
-       outcome stopped by the wall-clock budget is accepted as what happened.
+       outcome stopped by the wall-clock budget is accepted as what happened;
+    6. **signatures**: every signed order's EIP-712 signature verifies, is its participant's
+       recorded address, and (with ``signing_domain``) names the audited chain and Settlement
+       contract (:func:`controller.intake.check_signed_orders`).
 
     Parameters
     ----------
@@ -430,6 +434,10 @@ def verify_anchored(
     reclear : callable, optional
         Record -> re-cleared result (JSON form), ``None`` when it cannot re-clear; check 5
         is skipped without it.
+    signing_domain : (int, str), optional
+        The audited chain's id and Settlement contract's address: every signed order must
+        name them in its EIP-712 domain (a signature for another chain or contract is
+        refused); without it, only that a record's signed orders share one domain.
 
     Returns
     -------
@@ -460,7 +468,7 @@ def verify_anchored(
         problems += _check_entries(where, record, chain.settled_entries(interval))
     from controller.intake import check_signed_orders  # noqa: PLC0415 - not in the store's import
 
-    problems += check_signed_orders(record)  # every signed order's signature (issue 12)
+    problems += check_signed_orders(record, domain=signing_domain)  # every signature (issue 12)
     if tables is not None:
         problems += _check_tables(where, record, tables)
     if reclear is not None:
@@ -838,6 +846,7 @@ def verify_records(
     chain: ChainView | None = None,
     tables: StoreView | None = None,
     reclear_anchored: Callable[[Mapping[str, Any]], Mapping[str, Any] | None] | None = None,
+    signing_domain: tuple[int, str] | None = None,
 ) -> dict[str, Any]:
     """Verify stored audit rows and summarise.
 
@@ -857,6 +866,8 @@ def verify_records(
         As for :func:`verify_anchored`; ``chain`` also stands for ``settled_batch``.
     reclear_anchored : callable, optional
         Re-clears an anchored record (:func:`reclear_recorded`).
+    signing_domain : (int, str), optional
+        As for :func:`verify_anchored`.
 
     Returns
     -------
@@ -883,6 +894,7 @@ def verify_records(
                 chain=chain if on_chain is not None else None,
                 tables=tables,
                 reclear=reclear_anchored,
+                signing_domain=signing_domain,
             )
         else:
             found = verify_record(record, on_chain, reclear)

@@ -119,6 +119,7 @@ def collect(
     settled: Sequence[ChainSettlement] | None = None,
     reclear: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
     reclear_anchored: Callable[[Mapping[str, Any]], Mapping[str, Any] | None] | None = None,
+    signing_domain: tuple[int, str] | None = None,
 ) -> tuple[dict[str, pd.DataFrame], Findings]:
     """The export tables and the verification findings for the intervals in ``[start, end)``.
 
@@ -139,6 +140,8 @@ def collect(
         records both ways; ``None``: the chain was not consulted.
     reclear, reclear_anchored : callable, optional
         As for :func:`controller.audit.verify_records`; without them nothing is re-cleared.
+    signing_domain : (int, str), optional
+        As for :func:`controller.audit.verify_records` (the chain's id and Settlement).
 
     Returns
     -------
@@ -159,7 +162,12 @@ def collect(
     lo, hi = int(start.timestamp()), int(end.timestamp())
     rows = [r for r in store.audit_records() if lo <= int(r["interval_id"]) < hi]
     summary = verify_records(
-        rows, reclear=reclear, chain=chain, tables=store, reclear_anchored=reclear_anchored
+        rows,
+        reclear=reclear,
+        chain=chain,
+        tables=store,
+        reclear_anchored=reclear_anchored,
+        signing_domain=signing_domain,
     )
     problems: list[str] = list(summary["problems"])
     checked = (

@@ -271,6 +271,7 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
             chain=snapshot,
             tables=store,
             reclear_anchored=sources.reclear_anchored,
+            signing_domain=sources.signing_domain,
         )
         on_chain = None if snapshot is None else snapshot.events
     summary["chain_checked"] = on_chain is not None
@@ -342,6 +343,7 @@ def _cmd_audit_report(args: argparse.Namespace) -> int:
             settled=settled,
             reclear=sources.reclear,
             reclear_anchored=sources.reclear_anchored,
+            signing_domain=sources.signing_domain,
         )
     files = write_report(
         tables, Path(args.out), start=args.start, end=args.end, chain=settled, findings=findings

@@ -57,6 +57,9 @@ class AuditSources:
         The database (only read).
     chain : ChainSnapshot or None
         The settlement contract, its logs read once; ``None`` without chain access.
+    signing_domain : (int, str) or None
+        The chain's id and the Settlement contract's address, which every signed order's
+        EIP-712 domain must name; ``None`` without chain access.
     reclear : callable or None
         Re-clears a record from before issue 11 with the site's grid and tariffs (``--site``
         only); ``None`` with ``--no-reclear`` or without a site.
@@ -67,6 +70,7 @@ class AuditSources:
 
     store: Store
     chain: ChainSnapshot | None
+    signing_domain: tuple[int, str] | None
     reclear: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None
     reclear_anchored: Callable[[Mapping[str, Any]], Mapping[str, Any] | None] | None
 
@@ -120,6 +124,9 @@ def open_audit_sources(
     return AuditSources(
         store=store,
         chain=None if client is None else ChainSnapshot(client),
+        signing_domain=None
+        if client is None
+        else (client.chain_id(), str(client.settlement.address)),
         reclear=legacy,
         reclear_anchored=None if args.no_reclear else Reclearer(store.grid_json),
     )

@@ -706,20 +706,26 @@ def signed_evidence(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return sorted(out, key=lambda e: e["digest"])
 
 
-def check_signed_orders(record: Mapping[str, Any]) -> list[str]:
+def check_signed_orders(
+    record: Mapping[str, Any], *, domain: tuple[int, str] | None = None
+) -> list[str]:
     """Re-verify every signed order an audit record carries (for ``peergrid audit verify``).
 
     For each entry of ``record["signed_orders"]``: the signature verifies over its typed data
     on the domain it names (:func:`adapters.chain.typed_data.verify`), the digest is the one
     recorded, the signer is the address the record's ``accounts`` give the participant, and
     every entry has the same domain; every book order ``<p>:<T>:signed:<digest>`` has its
-    entry, with the signed side, energy and limit price. Records without ``signed_orders``
-    (older ones) pass.
+    entry, with the signed side, energy and limit price. With ``domain``, every entry's
+    domain names that chain and contract (the audited Settlement). Records without
+    ``signed_orders`` (older ones) pass.
 
     Parameters
     ----------
     record : Mapping
         An audit record.
+    domain : (int, str) or None
+        The audited chain id and Settlement contract address; ``None`` checks only that
+        the entries share one domain.
 
     Returns
     -------
@@ -751,7 +757,13 @@ def check_signed_orders(record: Mapping[str, Any]) -> list[str]:
         except (TypedDataRefused, TypeError, ValueError) as exc:
             problems.append(f"{tag}: the signature does not verify ({exc})")
             continue
-        domains.add((chain_id, str(dom.get("verifyingContract", "")).lower()))
+        named = (chain_id, str(dom.get("verifyingContract", "")).lower())
+        domains.add(named)
+        if domain is not None and named != (int(domain[0]), domain[1].lower()):
+            problems.append(
+                f"{tag}: signed for chain {named[0]} and contract {named[1]}, the audited "
+                f"settlement is chain {domain[0]} contract {domain[1].lower()}"
+            )
         if v.digest != entry.get("digest"):
             problems.append(f"{tag}: the typed data's digest is {v.digest}")
         want = accounts.get(str(entry.get("participant")))

@@ -519,6 +519,14 @@ def test_the_audit_check_passes_the_evidence_and_catches_tampering(
     # another address for the participant
     other = {**record["accounts"], "carol": address("bob")}
     assert any("signed by" in p for p in check_signed_orders({**record, "accounts": other}))
+    # the audited chain and contract: the signed domain must name them
+    audited = (intake.chain_id, intake.verifying_contract.upper().replace("0X", "0x"))
+    assert check_signed_orders(record, domain=audited) == []
+    elsewhere = (intake.chain_id, "0x" + "12" * 20)
+    [problem] = check_signed_orders(record, domain=elsewhere)
+    assert "audited settlement is chain" in problem
+    assert ack.digest in problem
+    assert check_signed_orders(record, domain=(intake.chain_id + 1, audited[1]))
 
 
 def test_the_escrow_tests_fail_without_the_escrow_check(
