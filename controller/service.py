@@ -201,14 +201,16 @@ def build_service(
         now=now,
         escrow=free_escrow(rt, chain_lock),
     )
-    buses = frozenset(rt.grid.bus_names) if rt.grid is not None else frozenset()
-    controls = MarketControls(
-        participants=frozenset(p.id for p in site.participants),
-        devices=frozenset(d.id for d in site.devices),
-        buses=buses | frozenset(p.bus for p in site.participants),
-        log=rt.store,
-    )
-    rt.cycle.controls = controls  # the cycle honours them (controller.controls)
+    controls = rt.cycle.controls  # build_runtime's, replayed from the store
+    if controls is None:  # a runtime assembled by hand (tests)
+        buses = frozenset(rt.grid.bus_names) if rt.grid is not None else frozenset()
+        controls = MarketControls(
+            participants=frozenset(p.id for p in site.participants),
+            devices=frozenset(d.id for d in site.devices),
+            buses=buses | frozenset(p.bus for p in site.participants),
+            log=rt.store,
+        )
+        rt.cycle.controls = controls  # the cycle honours them (controller.controls)
     return Service(
         site=site,
         runtime=rt,

@@ -66,6 +66,7 @@ from controller.config import (
     SiteConfig,
     Transport,
 )
+from controller.controls import MarketControls
 from controller.crash import crash_point
 from controller.cycle import ChainOutcome, Cycle, Reader, Writer
 from controller.errors import ConfigError, NotWired
@@ -792,6 +793,15 @@ def build_runtime(
             writers=devs.writers,
             settler=settler,
             forecaster=forecaster,
+            # the operator's pause and exclusions, replayed from the store: honoured by
+            # `run` and `serve` alike (`serve` takes new ones through the API)
+            controls=MarketControls(
+                participants=frozenset(p.id for p in site.participants),
+                devices=frozenset(d.id for d in site.devices),
+                buses=frozenset(loaded.bus_names if loaded is not None else ())
+                | frozenset(p.bus for p in site.participants),
+                log=store,
+            ),
         )
     except BaseException:
         resources.close()

@@ -20,6 +20,8 @@ import pytest
 from controller.controls import MarketControls, TargetKind
 from controller.demo import DemoRuntime, demo_runtime
 from controller.store import Store
+from controller.wiring import build_runtime
+from market.domain import Interval
 
 AT = datetime(2026, 6, 21, 10, 0, tzinfo=UTC)
 OPERATOR = "0x" + "ab" * 20
@@ -79,15 +81,10 @@ def _participants_in_book(rt: DemoRuntime, k: int) -> set[str]:
 @pytest.mark.timeout(600)
 def test_the_cycle_leaves_out_excluded_and_paused_orders_and_records_why(tmp_path: Path) -> None:
     with demo_runtime(tmp_path) as rt:
-        controls = MarketControls(
-            participants=frozenset(p.id for p in rt.site.participants),
-            devices=frozenset(d.id for d in rt.site.devices),
-            buses=frozenset(p.bus for p in rt.site.participants),
-            log=rt.store,
-        )
+        controls = rt.cycle.controls  # build_runtime wires them, as for `run` and `serve`
+        assert controls is not None
         before = _participants_in_book(rt, 0)
         target = sorted(before)[0]
-        rt.cycle.controls = controls
         start = rt.boundary(1)
         controls.exclude(
             TargetKind.PARTICIPANT,
@@ -122,14 +119,24 @@ def test_the_cycle_leaves_out_excluded_and_paused_orders_and_records_why(tmp_pat
         assert excluded["paused"] is None
         paused = records[int(rt.boundary(3).timestamp())]["controls"]
         assert paused["paused"]["reason"] == "storm warning"
-        assert records[int(rt.boundary(0).timestamp())]["controls"] is None  # none wired then
+        none = {"paused": None, "exclusions": []}
+        assert records[int(rt.boundary(0).timestamp())]["controls"] == none  # none taken yet
         assert rt.verify()["problems"] == []
+
+        # `peergrid run` over the same database (a new runtime) replays the pause
+        with build_runtime(rt.site, devices=False, chain=False) as again:
+            assert again.cycle.controls is not None
+            in_force = again.cycle.controls.in_force(Interval.from_id(
+                int(rt.boundary(5).timestamp()), rt.site.interval_s))  # fmt: skip
+            assert in_force.paused is not None
+            assert in_force.paused.reason == "storm warning"
 
 
 @pytest.mark.integration
 @pytest.mark.timeout(600)
 def test_without_the_controls_wired_the_excluded_orders_trade(tmp_path: Path) -> None:
     with demo_runtime(tmp_path) as rt:
+        rt.cycle.controls = None  # the fault: the cycle without the operator's controls
         before = _participants_in_book(rt, 0)
         target = sorted(before)[0]
         controls = MarketControls(
