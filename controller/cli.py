@@ -207,7 +207,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     if args.demo:
         return serve_demo(
-            host=args.host, port=args.port, dev_interval_s=args.dev_interval_s, out_dir=args.out
+            host=args.host,
+            port=args.port,
+            dev_interval_s=args.dev_interval_s,
+            out_dir=args.out,
+            public_url=args.public_url,
         )
     if args.site is None:
         msg = "serve needs --site FILE or --demo"
@@ -217,6 +221,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         dev_interval_s=args.dev_interval_s,
+        public_url=args.public_url,
     )
 
 
@@ -408,6 +413,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the demo site with its simulators and a trial chain, in real time",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument(
+        "--public-url",
+        default=None,
+        metavar="URL",
+        help="the URL clients reach the API at, behind a reverse proxy or TLS "
+        "(https://HOST[:PORT]): sign-in messages name it; default http://HOST:PORT as bound",
+    )
     serve.add_argument(
         "--port", type=tcp_port_or_zero, default=8080, help="port to listen on (0: a free one)"
     )

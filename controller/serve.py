@@ -45,10 +45,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Final
+from urllib.parse import urlsplit
 
 from controller.config import ChainBackend, SiteConfig
 from controller.cycle import IntervalReport
-from controller.errors import AlreadyRunning
+from controller.errors import AlreadyRunning, ConfigError
 from controller.events import EventHub, interval_event, settlement_event
 from controller.runner import close_stale_ticks, dev_interval, lock_path, summary
 from controller.scheduler import CycleThread, Report, single_instance
@@ -170,6 +171,7 @@ def run_service(
     port: int = 8080,
     stop_timeout_s: float = STOP_TIMEOUT_S,
     now: Callable[[], datetime] | None = None,
+    public_url: str | None = None,
 ) -> int:
     """Serve ``runtime``'s site until SIGTERM or Ctrl-C (module docstring); the exit code.
 
@@ -189,6 +191,10 @@ def run_service(
         How long a stop waits for the current step [s].
     now : Callable or None
         The clock (UTC) of the cycle and the API; ``None``: the wall clock.
+    public_url : str or None
+        The URL clients reach the API at (behind a reverse proxy or TLS, e.g.
+        ``https://grid.example.org``): sign-in messages must name it (:func:`public_origin`);
+        ``None``: ``http://HOST:PORT`` as bound.
 
     Returns
     -------
@@ -211,10 +217,11 @@ def run_service(
     with sock:
         bound = sock.getsockname()[1]
         authority = f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}"
+        domain, uri = (authority, f"http://{authority}")
+        if public_url is not None:
+            domain, uri = public_origin(public_url)
         close_stale_ticks(runtime.store)
-        service = build_service(
-            site, runtime=runtime, now=clock, domain=authority, uri=f"http://{authority}"
-        )
+        service = build_service(site, runtime=runtime, now=clock, domain=domain, uri=uri)
         # py-evm is not safe from two threads: the API's chain reads wait for the cycle's step
         embedded = site.chain.backend is ChainBackend.EMBEDDED
         server: uvicorn.Server | None = None
@@ -266,6 +273,39 @@ def run_service(
     return 0
 
 
+def public_origin(url: str) -> tuple[str, str]:
+    """The EIP-4361 ``domain`` and ``URI`` of a public URL (``--public-url``).
+
+    Parameters
+    ----------
+    url : str
+        ``http(s)://host[:port]``, without a path, query or user.
+
+    Returns
+    -------
+    (str, str)
+        The authority (``host[:port]``) and the URL as given without a final ``/``.
+
+    Raises
+    ------
+    ConfigError
+        Not such a URL.
+    """
+    parts = urlsplit(url.strip())
+    bad = (
+        parts.scheme not in {"http", "https"}
+        or not parts.hostname
+        or parts.path not in {"", "/"}
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+    )
+    if bad:
+        msg = f"--public-url {url!r}: give http(s)://HOST[:PORT], without a path or user"
+        raise ConfigError(msg)
+    return parts.netloc, f"{parts.scheme}://{parts.netloc}"
+
+
 def serve_site(
     site: SiteConfig,
     *,
@@ -273,6 +313,7 @@ def serve_site(
     port: int = 8080,
     dev_interval_s: int | None = None,
     stop_timeout_s: float = STOP_TIMEOUT_S,
+    public_url: str | None = None,
 ) -> int:
     """``peergrid serve --site``: run ``site``'s cycle and API (module docstring).
 
@@ -286,6 +327,8 @@ def serve_site(
         A development interval [s] (:func:`controller.runner.dev_interval`).
     stop_timeout_s : float
         How long a stop waits for the current step [s].
+    public_url : str or None
+        The URL clients reach the API at (see :func:`run_service`).
 
     Returns
     -------
@@ -296,13 +339,23 @@ def serve_site(
     Raises
     ------
     ConfigError
-        The site cannot be wired, or ``dev_interval_s`` is not a valid interval.
+        The site cannot be wired, ``dev_interval_s`` is not a valid interval, or
+        ``public_url`` is not an ``http(s)://HOST[:PORT]`` URL.
     """
+    if public_url is not None:
+        public_origin(public_url)  # a bad URL is refused before anything starts
     if dev_interval_s is not None:
         site = dev_interval(site, dev_interval_s)
     try:
         with build_runtime(site, guard=single_instance(lock_path(site.database))) as runtime:
-            return run_service(site, runtime, host=host, port=port, stop_timeout_s=stop_timeout_s)
+            return run_service(
+                site,
+                runtime,
+                host=host,
+                port=port,
+                stop_timeout_s=stop_timeout_s,
+                public_url=public_url,
+            )
     except AlreadyRunning as exc:
         log.error("%s", exc)  # noqa: TRY400 - the message is the whole story
         return 1
@@ -345,6 +398,7 @@ def serve_demo(
     dev_interval_s: int | None = None,
     out_dir: Path = Path("peergrid-serve-demo"),
     stop_timeout_s: float = STOP_TIMEOUT_S,
+    public_url: str | None = None,
 ) -> int:
     """``peergrid serve --demo``: the demo site, its simulators and trial chain, served.
 
@@ -359,6 +413,8 @@ def serve_demo(
         and its lock.
     stop_timeout_s : float
         How long a stop waits for the current step [s].
+    public_url : str or None
+        The URL clients reach the API at (see :func:`run_service`).
 
     Returns
     -------
@@ -368,8 +424,11 @@ def serve_demo(
     Raises
     ------
     ConfigError
-        ``dev_interval_s`` is not a valid interval, or ``out_dir`` cannot be used.
+        ``dev_interval_s`` is not a valid interval, ``out_dir`` cannot be used, or
+        ``public_url`` is not an ``http(s)://HOST[:PORT]`` URL.
     """
+    if public_url is not None:
+        public_origin(public_url)  # a bad URL is refused before anything starts
     from controller.demo import (  # noqa: PLC0415 - the demo's modules only for --demo
         DEMO_TRIAL,
         ProfileForecaster,
@@ -403,7 +462,12 @@ def serve_demo(
                     ) as runtime,
                 ):
                     return run_service(
-                        site, runtime, host=host, port=port, stop_timeout_s=stop_timeout_s
+                        site,
+                        runtime,
+                        host=host,
+                        port=port,
+                        stop_timeout_s=stop_timeout_s,
+                        public_url=public_url,
                     )
             finally:
                 for sim in sims.values():

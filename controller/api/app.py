@@ -39,7 +39,6 @@ from typing import Any, cast
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
@@ -91,16 +90,23 @@ async def _invalid(_request: Request, exc: Exception) -> JSONResponse:
     return _error(422, "invalid_request", "; ".join(problems) or "invalid request")
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     http = cast("HTTPException", exc)  # registered for it only
     codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated"}
     reply = _error(http.status_code, codes.get(http.status_code, "http_error"), str(http.detail))
     reply.headers.update(http.headers or {})
-    if http.status_code == 405:  # Allow: every method of every route on this path
-        allowed: set[str] = set()
-        for route in request.app.routes:
-            if isinstance(route, APIRoute) and route.matches(request.scope)[0] is not Match.NONE:
-                allowed |= route.methods or set()
+    if http.status_code == 405:  # Allow: every method some route takes on this path
+        # asked of each route with the method swapped in (Starlette's public ``matches``):
+        # routers included by FastAPI are routes of their own that hide their routes' methods
+        allowed = {
+            method
+            for method in _METHODS
+            for route in request.app.routes
+            if route.matches({**request.scope, "method": method})[0] is Match.FULL
+        }
         reply.headers["Allow"] = ", ".join(sorted(allowed))
     return reply
 
@@ -216,8 +222,11 @@ def _field_schema(kind: MessageKind, name: str, type_: str) -> dict[str, Any]:
     if type_ == "address":
         return {
             "type": "string",
+            # JSON Schema cannot check an EIP-55 checksum: the document promises the two
+            # cases always accepted; mixed case is accepted too when its checksum is right
             "pattern": "^0x([0-9a-f]{40}|[0-9A-F]{40})$",
-            "description": "an address (EIP-55 mixed case is accepted when its checksum is right)",
+            "description": "an address, all lower or all upper case (EIP-55 mixed case is "
+            "accepted too when its checksum is right)",
         }
     if type_ == "bytes32":
         return {"type": "string", "pattern": "^0x[0-9a-fA-F]{64}$"}
@@ -229,7 +238,10 @@ def _field_schema(kind: MessageKind, name: str, type_: str) -> dict[str, Any]:
     return {
         "anyOf": [
             {"type": "integer", "minimum": 0, "maximum": min(2**bits - 1, 2**53 - 1)},
-            {"type": "string", "pattern": f"^[0-9]{{1,{_DIGITS[bits]}}}$"},
+            {
+                "type": "string",
+                "pattern": f"^([0-9]{{1,{_DIGITS[bits]}}}|0x[0-9a-fA-F]{{1,{bits // 4}}})$",
+            },
         ],
         "description": f"{type_}: a JSON integer, or a decimal string",
     }

@@ -8,7 +8,7 @@ kWh], ``_s`` [s, or Unix seconds for a time: ``interval_start_s``]; ``_pu`` [p.u
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -402,10 +402,20 @@ class SignedOrderPage(Page):
 
 
 # ---------------------------------------------------------------------------- operator
+WHITESPACE: Final = (
+    "\t\n\v\f\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+"""Every character Python's ``str.strip``, Rust's regex ``\\s`` (pydantic) or ECMAScript's
+``\\s`` (the OpenAPI document's readers) takes for white space, written out: the engines'
+``\\s`` differ (U+0085, U+FEFF, U+001C-001F), and a schema-valid reason must never be refused."""
+NOT_BLANK: Final = f"[^{WHITESPACE}]"
+"""The pattern of a reason: at least one character that no engine counts as white space."""
+
+
 class PauseIn(_Input):
     """Pause the market."""
 
-    reason: str = Field(min_length=1, max_length=2000, pattern=r"\S", description="not blank")
+    reason: str = Field(min_length=1, max_length=2000, pattern=NOT_BLANK, description="not blank")
 
 
 class ExclusionIn(_Input):
@@ -415,7 +425,7 @@ class ExclusionIn(_Input):
     target: str = Field(min_length=1, max_length=200, description="its id (a bus: its name)")
     start_s: JsonInt = Field(ge=0, le=MAX_UNIX_S, description="[Unix s]")
     duration_s: JsonInt = Field(ge=1, le=MAX_DURATION_S, description="[s]")
-    reason: str = Field(min_length=1, max_length=2000, pattern=r"\S", description="not blank")
+    reason: str = Field(min_length=1, max_length=2000, pattern=NOT_BLANK, description="not blank")
 
 
 class ExclusionOut(_Model):

@@ -23,7 +23,7 @@ from test_serve_kill import _landed_mid_step
 from controller.cli import main
 from controller.config import parse_site
 from controller.cycle import IntervalReport, TickReport
-from controller.errors import ControllerError
+from controller.errors import ConfigError, ControllerError
 from controller.events import EventHub
 from controller.scheduler import CycleThread, Event, EventKind, run_event
 from controller.serve import (
@@ -31,6 +31,7 @@ from controller.serve import (
     EXIT_CYCLE_FAILED,
     _Stopper,
     bind,
+    public_origin,
     publisher,
     run_service,
 )
@@ -179,6 +180,43 @@ def test_serve_needs_a_site_or_the_demo(capsys: pytest.CaptureFixture[str]) -> N
         main(["serve"])
     assert exited.value.code == 2
     assert "--site" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [
+        ("https://grid.example.org", ("grid.example.org", "https://grid.example.org")),
+        ("https://grid.example.org/", ("grid.example.org", "https://grid.example.org")),
+        ("http://10.0.0.5:8443", ("10.0.0.5:8443", "http://10.0.0.5:8443")),
+        ("http://[::1]:8080", ("[::1]:8080", "http://[::1]:8080")),
+    ],
+)
+def test_the_public_url_names_the_sign_in_domain_and_uri(url: str, origin: tuple[str, str]) -> None:
+    assert public_origin(url) == origin
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "grid.example.org",
+        "ftp://grid.example.org",
+        "https://",
+        "https://h/v1",
+        "https://u@h",
+        "https://h?x=1",
+        "https://h#f",
+    ],
+)
+def test_a_public_url_with_more_or_less_than_an_origin_is_refused(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ConfigError, match="--public-url"):
+        public_origin(url)
+    site = tmp_path / "site.toml"
+    site.write_text(SITE.format(db=tmp_path / "p.sqlite"), encoding="utf-8")
+    assert main(["serve", "--site", str(site), "--public-url", url]) == 2
+    assert "--public-url" in capsys.readouterr().err
+    assert not (tmp_path / "p.sqlite").exists()  # refused before anything started
 
 
 # ----------------------------------------------------------------------------- the process

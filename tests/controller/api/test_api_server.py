@@ -17,7 +17,7 @@ from serverkit import AUDITOR, OPERATOR, Api, serve_demo, sign_in, wait
 
 from adapters.chain import derive_account
 from adapters.chain.typed_data import MessageKind, OrderSide, signed_payload
-from controller.api import routes_participants
+from controller.api import routes_events, routes_participants
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -75,6 +75,19 @@ def test_another_site_is_404_and_errors_are_json(api: Api) -> None:
         reply = http.get("/no/such/path")
         assert reply.status_code == 404
         assert set(reply.json()) == {"code", "reason"}
+
+
+def test_another_method_is_405_with_the_methods_the_path_takes(api: Api) -> None:
+    with api.client() as http:
+        for path, allow in (
+            ("/orders", "GET, POST"),
+            ("/auth/nonce", "POST"),
+            ("/intervals/current", "GET"),
+        ):
+            reply = http.delete(path)
+            assert reply.status_code == 405, (path, reply.text)
+            assert reply.json()["code"] == "method_not_allowed"
+            assert reply.headers["Allow"] == allow, path
 
 
 @pytest.mark.parametrize(
@@ -422,6 +435,44 @@ def test_events_stream_receives_a_published_event(api: Api) -> None:
     assert data["interval_start_s"] == 42
     assert received[0]["id"] == str(data["seq"])
     wait(lambda: hub.subscribers == 0, "the stream to unsubscribe")
+
+
+def test_events_stream_ends_when_its_session_does(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(routes_events, "SESSION_CHECK_S", 0.2)
+    token = sign_in(api, "dave")  # a session of its own: signed out below
+    received: list[dict[str, str]] = []
+
+    async def listen() -> None:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with (
+            httpx.AsyncClient(base_url=api.site, headers=headers, timeout=30) as http,
+            http.stream("GET", "/events") as reply,
+        ):
+            assert reply.status_code == 200
+            event: dict[str, str] = {}
+            async for line in reply.aiter_lines():  # ends when the server closes the stream
+                if line.startswith(("event:", "data:")):
+                    key, _, value = line.partition(":")
+                    event[key] = value.strip()
+                elif not line and "data" in event:
+                    received.append(event)
+                    event = {}
+
+    def sign_out_when_subscribed() -> None:
+        wait(lambda: api.service.events.subscribers >= 1, "the stream to subscribe")
+        with httpx.Client(base_url=api.site, timeout=30) as http:
+            reply = http.post("/auth/signout", headers={"Authorization": f"Bearer {token}"})
+            assert reply.status_code == 200, reply.text
+
+    signer = threading.Thread(target=sign_out_when_subscribed, daemon=True)
+    signer.start()
+    asyncio.run(asyncio.wait_for(listen(), 60))
+    signer.join(timeout=30)
+    assert [e["event"] for e in received] == ["session_ended"]
+    assert json.loads(received[0]["data"])["code"] == "no_session"
+    wait(lambda: api.service.events.subscribers == 0, "the stream to unsubscribe")
 
 
 # ------------------------------------------------------------------------------ bad input
