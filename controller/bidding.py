@@ -51,7 +51,15 @@ from market.domain import (
     Setpoint,
     SetpointKind,
 )
-from market.units import PricePerKwh, W, Wh, buyer_payment, power_to_energy_wh, round_half_even
+from market.units import (
+    SECONDS_PER_HOUR,
+    PricePerKwh,
+    W,
+    Wh,
+    buyer_payment,
+    power_to_energy_wh,
+    round_half_even,
+)
 
 
 class Forecaster(Protocol):
@@ -266,7 +274,9 @@ def _orders_for(
         if reading.soc_percent is None:
             continue
         soc = reading.soc_percent
-        power_wh = power_to_energy_wh(bat.rated_w, interval.length_s)
+        # rounded down: an order's energy over the interval never asks more than the rated
+        # power (42 Wh in 30 s would be a 5,040 W setpoint for a 5,000 W battery)
+        power_wh = Wh(bat.rated_w * interval.length_s // SECONDS_PER_HOUR)
         room = round_half_even((so.max_soc_percent - soc) / 100 * bat.capacity_wh)
         stock = round_half_even((soc - so.min_soc_percent) / 100 * bat.capacity_wh)
         charge, discharge = min(power_wh, room), min(power_wh, stock)

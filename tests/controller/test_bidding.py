@@ -128,6 +128,28 @@ def test_battery_orders_respect_soc_window_and_setpoint_sign() -> None:
     assert sps[0].p_w == -2000
 
 
+def test_battery_orders_never_ask_more_than_the_rated_power() -> None:
+    """Short (development) intervals: 5,000 W for 30 s is 41.67 Wh; 42 Wh would be 5,040 W."""
+    p = participant(
+        StandingOrder(
+            kind=OrderKind.BATTERY,
+            price=1,
+            discharge_price=2,
+            min_soc_percent=10,
+            max_soc_percent=90,
+        )
+    )
+    bat = dataclasses.replace(BAT, rated_w=5000)
+    for length_s in (30, 60, 7, 900):
+        iv = Interval(datetime(2026, 6, 21, 12, tzinfo=UTC), length_s)
+        plan = plan_orders(iv, (p,), (bat,), {"bat": reading("bat", 0, soc=50.0)})
+        accepted = {po.order.order_id: po.order.energy_wh for po in plan.orders}
+        for po in plan.orders:
+            sps = setpoints_for(iv, plan, {po.order.order_id: accepted[po.order.order_id]}, (bat,))
+            assert abs(sps[0].p_w) <= bat.rated_w, (length_s, po.kind, sps[0].p_w)
+    assert {po.order.energy_wh for po in plan.orders} == {1250}  # 15 min: exact, unchanged
+
+
 def test_order_ids_are_deterministic() -> None:
     p = participant(StandingOrder(kind=OrderKind.BUY, price=1, energy_wh=5))
     a = plan_orders(IV, (p,), (), {})
