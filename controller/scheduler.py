@@ -399,6 +399,25 @@ def _deliver(on_report: Callable[[Report], None], reports: list[Report]) -> None
             log.exception("reporting a step's result failed (the step itself is stored)")
 
 
+def _run_guarded(
+    cycle: Cycle,
+    event: Event,
+    guard: AbstractContextManager[object],
+    on_report: Callable[[Report], None],
+) -> None:
+    """Run ``event`` holding ``guard`` and deliver its reports; a failure is logged, not raised.
+
+    :func:`run_event` records a step's own failures; what reaches here failed under it (the
+    store, the lock), and the loop goes on to the next event, which tries again.
+    """
+    try:
+        with guard:
+            reports = run_event(cycle, event)
+        _deliver(on_report, reports)
+    except Exception:  # boundary: the store failed under the step; the next event tries
+        log.exception("event %s failed", event.label())
+
+
 def run_events(
     cycle: Cycle,
     on_report: Callable[[Report], None],
@@ -439,12 +458,7 @@ def run_events(
         if wait(0):
             return
         log.info("started within the grace window of %s: running it now", event.label())
-        try:
-            with guard:
-                reports = run_event(cycle, event)
-            _deliver(on_report, reports)
-        except Exception:  # boundary: the store failed under the step; the next event tries
-            log.exception("event %s failed", event.label())
+        _run_guarded(cycle, event, guard, on_report)
     first = next(events_after(cursor, length, gate))
     log.info(
         "first event %s at %s (interval %d s, gate closure %d s)",
@@ -468,12 +482,7 @@ def run_events(
             log.warning("event %s skipped: %s", event.label(), why)
             continue
         log.info("event %s: running", event.label())
-        try:
-            with guard:
-                reports = run_event(cycle, event)
-            _deliver(on_report, reports)
-        except Exception:  # boundary: the store failed under the step; the next event tries
-            log.exception("event %s failed", event.label())
+        _run_guarded(cycle, event, guard, on_report)
         log.info("event %s: done", event.label())
         free_since = now()
 

@@ -376,6 +376,36 @@ def test_a_crash_after_the_claim_leaves_one_abandoned_outcome(
     assert settled.count(T0) == 1
 
 
+def test_a_step_that_fails_under_the_cycle_is_logged_and_the_next_one_runs(
+    runtime_for: Callable[[int], Runtime],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The loop's boundaries report what they caught (type, message, event) and go on."""
+    runtime = runtime_for(300)
+    real_clear = type(runtime.cycle).clear_at_gate
+    failed: list[Interval] = []
+
+    def flaky(self: object, interval: Interval) -> IntervalReport | None:
+        if not failed:  # the first clearing: the store fails under it
+            failed.append(interval)
+            raise OSError("disk I/O error")
+        return real_clear(runtime.cycle, interval)
+
+    monkeypatch.setattr(type(runtime.cycle), "clear_at_gate", flaky)
+    clock = SimClock(T0 - timedelta(seconds=301), T0 + timedelta(seconds=L + 2))
+    with caplog.at_level("ERROR", logger="peergrid"):
+        seen = drive(runtime, clock)
+    [first] = failed
+    assert first.start == T0
+    logged = [r for r in caplog.records if r.exc_info and r.exc_info[0] is OSError]
+    assert logged, caplog.text
+    assert f"clearing {T0:%Y-%m-%dT%H:%MZ}" in logged[0].getMessage()
+    # the loop went on: the next interval was cleared at its gate closure
+    cleared = [s.report.interval.start for s in seen if isinstance(s.report, IntervalReport)]
+    assert T0 + timedelta(seconds=L) in cleared
+
+
 def test_a_stop_during_a_step_lets_it_finish_and_runs_nothing_more(
     runtime_for: Callable[[int], Runtime], monkeypatch: pytest.MonkeyPatch
 ) -> None:
