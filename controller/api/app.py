@@ -45,13 +45,16 @@ from starlette.routing import Match
 from adapters.chain.typed_data import DOMAIN_TYPE, ENUMS, TYPES, MessageKind, domain
 from controller.api import (
     routes_auth,
+    routes_dashboard,
     routes_events,
     routes_operator,
     routes_orders,
     routes_participants,
     routes_reads,
     routes_site,
+    web,
 )
+from controller.api.dashboard import Dashboard
 from controller.api.deps import ApiError
 from controller.api.models import ErrorBody, ExclusionIn, Health
 from controller.errors import AuthRefused
@@ -139,6 +142,7 @@ def create_app(service: Service) -> FastAPI:
         responses={422: {"model": ErrorBody}},
     )
     app.state.service = service
+    app.state.dashboard = Dashboard(service)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(AuthRefused, _refused)
     app.add_exception_handler(IntakeRefused, _refused)
@@ -163,8 +167,10 @@ def create_app(service: Service) -> FastAPI:
         routes_orders,
         routes_operator,
         routes_events,
+        routes_dashboard,
     ):
         app.include_router(module.router)
+    web.mount(app)
     _name_the_site(app, service)
     return app
 

@@ -62,6 +62,20 @@ class NonceOut(_Model):
     """A single-use sign-in nonce, to put in the EIP-4361 message."""
 
     nonce: str
+    message: str | None = Field(
+        default=None,
+        description="the EIP-4361 message for the address asked for, ready to sign",
+    )
+
+
+class NonceIn(_Input):
+    """Optionally, the address that will sign in: the reply then carries its message."""
+
+    address: str | None = Field(
+        default=None,
+        pattern=r"^0x[0-9a-fA-F]{40}$",
+        description="the wallet's address (any case): the server writes the message for it",
+    )
 
 
 class SignInIn(_Input):

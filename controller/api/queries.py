@@ -267,3 +267,47 @@ def signed_page(
             )
         rows = [dict(r) for r in conn.execute(query).mappings()]
     return [signed_out(r) for r in rows], _next_cursor(rows, limit, "digest")
+
+
+def latest_result_interval(store: Store) -> int | None:
+    """The start [Unix s] of the latest interval with a stored result, or ``None``."""
+    with store.engine.connect() as conn:
+        value = conn.execute(
+            select(intervals.c.interval_id)
+            .where(intervals.c.result.is_not(None))
+            .order_by(intervals.c.interval_id.desc())
+            .limit(1)
+        ).scalar()
+    return None if value is None else int(value)
+
+
+def audit_page(
+    store: Store, *, limit: int, cursor: int | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Audit records newest first, with their settlement's state, transaction and block.
+
+    Returns
+    -------
+    tuple
+        Rows (``interval_id``, ``record_hash``, ``record``, ``state``, ``tx_hash``,
+        ``block_number``, ``batch_id``) and the next cursor.
+    """
+    query = (
+        select(
+            audit.c.interval_id,
+            audit.c.record_hash,
+            audit.c.record,
+            settlements.c.state,
+            settlements.c.tx_hash,
+            settlements.c.block_number,
+            settlements.c.batch_id,
+        )
+        .select_from(audit.outerjoin(settlements, settlements.c.interval_id == audit.c.interval_id))
+        .order_by(audit.c.interval_id.desc())
+        .limit(limit)
+    )
+    if cursor is not None:
+        query = query.where(audit.c.interval_id < cursor)
+    with store.engine.connect() as conn:
+        rows = [dict(r) for r in conn.execute(query).mappings()]
+    return rows, _next_cursor(rows, limit, "interval_id")

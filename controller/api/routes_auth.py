@@ -15,8 +15,17 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from adapters.chain import checksum_address
 from controller.api.deps import PrincipalDep, SiteDep, TokenDep
-from controller.api.models import ErrorBody, NonceOut, PrincipalOut, SessionOut, SignedOut, SignInIn
+from controller.api.models import (
+    ErrorBody,
+    NonceIn,
+    NonceOut,
+    PrincipalOut,
+    SessionOut,
+    SignedOut,
+    SignInIn,
+)
 from controller.auth import Principal
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -36,9 +45,18 @@ def principal_out(principal: Principal) -> PrincipalOut:
 
 
 @router.post("/nonce", response_model=NonceOut, summary="a single-use sign-in nonce")
-def new_nonce(service: SiteDep) -> NonceOut:
-    """A fresh nonce for the EIP-4361 message (single use, expires soon)."""
-    return NonceOut(nonce=service.auth.new_nonce())
+def new_nonce(service: SiteDep, body: NonceIn | None = None) -> NonceOut:
+    """A fresh nonce for the EIP-4361 message (single use, expires soon).
+
+    With an ``address`` the reply also carries the message this server accepts from it
+    (issued now, expiring with the nonce): what a browser wallet page asks the wallet to
+    sign, since it cannot write the EIP-55 form of the address itself.
+    """
+    nonce = service.auth.new_nonce()
+    if body is None or body.address is None:
+        return NonceOut(nonce=nonce)
+    address = checksum_address(body.address)
+    return NonceOut(nonce=nonce, message=service.auth.message_for(address, nonce))
 
 
 @router.post("/signin", response_model=SessionOut, summary="sign in with a signed EIP-4361 message")
