@@ -22,8 +22,10 @@ path                                       roles     what
 table)
 ========================================== ========= ====================================
 
-History periods are ``[start_s, end_s)`` [Unix s] by interval start, at most
-:data:`MAX_HISTORY_S` (31 days) long; without them the last day up to the service's clock.
+History and export periods are ``[start_s, end_s)`` [Unix s] by interval start; without
+them the last day up to the service's clock. One reply covers at most :data:`MAX_HISTORY_S`
+(31 days) of it: a longer period's reply gives ``next_start_s`` (CSV: the
+``X-PeerGrid-Next-Start-S`` header), the ``start_s`` of the next request.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from controller.api.models import MAX_UNIX_S, ErrorBody
 from controller.api.queries import audit_page
 from controller.api.routes_participants import ParticipantPath, period
 from controller.api.routes_reads import INTERVAL_ID, MAX_LIMIT, Cursor, devices_of
+from controller.service import Service
 from market.domain import utc_label
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -50,7 +53,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 router = APIRouter(prefix="/v1/sites/{site}", tags=["dashboard"], responses=ERRORS)
 
 MAX_HISTORY_S = 31 * 86_400
-"""The longest period one history request may cover [s]."""
+"""The longest part of a period one reply covers [s]; the rest is asked for with
+``next_start_s`` (CSV: the :data:`NEXT_HEADER` header)."""
+NEXT_HEADER = "X-PeerGrid-Next-Start-S"
 
 StartS = Annotated[int | None, Query(ge=0, le=MAX_UNIX_S, description="[Unix s], inclusive")]
 EndS = Annotated[int | None, Query(ge=0, le=MAX_UNIX_S, description="[Unix s], exclusive")]
@@ -113,7 +118,10 @@ class HistoryOut(_Out):
     """One row per interval of the period."""
 
     start_s: int
-    end_s: int
+    end_s: int = Field(description="the end of the part of the period answered [Unix s]")
+    next_start_s: int | None = Field(
+        description="more of the period follows: ask again with this start_s (null: done)"
+    )
     columns: list[list[str]] = Field(description="(key, header with unit) in table order")
     rows: list[dict[str, Any]]
 
@@ -171,24 +179,21 @@ class VerifyOut(_Out):
     checked_at_s: int
 
 
-def _period(service: Any, start_s: int | None, end_s: int | None) -> tuple[int, int]:  # noqa: ANN401
+def _period(
+    service: Service, start_s: int | None, end_s: int | None
+) -> tuple[int, int, int | None]:
+    """The part of ``[start_s, end_s)`` answered now, and where the rest starts (or None)."""
     lo, hi = period(service, start_s, end_s)
     if hi - lo > MAX_HISTORY_S:
-        raise ApiError(
-            422,
-            "period_too_long",
-            f"a period may cover at most {MAX_HISTORY_S // 86_400} days, not "
-            f"{(hi - lo) / 86_400:.1f}",
-        )
-    return lo, hi
+        return lo, lo + MAX_HISTORY_S, lo + MAX_HISTORY_S
+    return lo, hi, None
 
 
-def _csv(text: str, name: str) -> Response:
-    return Response(
-        content=text,
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
-    )
+def _csv(text: str, name: str, nxt: int | None) -> Response:
+    headers = {"Content-Disposition": f'attachment; filename="{name}.csv"'}
+    if nxt is not None:
+        headers[NEXT_HEADER] = str(nxt)
+    return Response(content=text, media_type="text/csv; charset=utf-8", headers=headers)
 
 
 @router.get("/grid/map", response_model=MapOut, summary="the feeder map's geometry")
@@ -230,11 +235,12 @@ def history(
     from controller.history import HISTORY_COLUMNS, history_rows, to_csv  # noqa: PLC0415
 
     del principal
-    lo, hi = _period(service, start_s, end_s)
+    lo, hi, nxt = _period(service, start_s, end_s)
     rows = history_rows(service.runtime.store, lo, hi)
     if format == "csv":
-        return _csv(to_csv(rows), f"{service.site_id}-history-{lo}-{hi}")
-    return HistoryOut(start_s=lo, end_s=hi, columns=[[k, h] for k, h in HISTORY_COLUMNS], rows=rows)
+        return _csv(to_csv(rows), f"{service.site_id}-history-{lo}-{hi}", nxt)
+    columns = [[k, h] for k, h in HISTORY_COLUMNS]
+    return HistoryOut(start_s=lo, end_s=hi, next_start_s=nxt, columns=columns, rows=rows)
 
 
 @router.get(
@@ -255,12 +261,13 @@ def participant_history(
     from controller import history as hist  # noqa: PLC0415
 
     require_participant(service, principal, participant)
-    lo, hi = _period(service, start_s, end_s)
+    lo, hi, nxt = _period(service, start_s, end_s)
     rows = hist.participant_history(service.runtime.store, participant, lo, hi)
     columns = hist.PARTICIPANT_COLUMNS
     if format == "csv":
-        return _csv(hist.to_csv(rows, columns), f"{participant}-{lo}-{hi}")
-    return HistoryOut(start_s=lo, end_s=hi, columns=[[k, h] for k, h in columns], rows=rows)
+        return _csv(hist.to_csv(rows, columns), f"{participant}-{lo}-{hi}", nxt)
+    listed = [[k, h] for k, h in columns]
+    return HistoryOut(start_s=lo, end_s=hi, next_start_s=nxt, columns=listed, rows=rows)
 
 
 @router.get("/status", response_model=StatusOut, summary="the site now")
@@ -389,15 +396,14 @@ def audit_export(
     from controller.audit_export import COLUMNS, csv_text, export_tables  # noqa: PLC0415
 
     del principal
-    lo, hi = _period(service, start_s, end_s)
-    if hi <= lo:
-        raise ApiError(422, "empty_period", "end_s must be after start_s")
-    if table not in COLUMNS:
-        raise ApiError(404, "unknown_table", f"no export table {table!r}")
+    lo, hi, nxt = _period(service, start_s, end_s)
+    name = f"{service.site_id}-{table}-{lo}-{hi}"
+    if hi <= lo:  # an empty period: the table's header only
+        return _csv(",".join(c for c, _kind in COLUMNS[table]) + "\r\n", name, None)
     tables = export_tables(
         service.runtime.store, datetime.fromtimestamp(lo, UTC), datetime.fromtimestamp(hi, UTC)
     )
-    return _csv(csv_text(tables[table], COLUMNS[table]), f"{service.site_id}-{table}-{lo}-{hi}")
+    return _csv(csv_text(tables[table], COLUMNS[table]), name, nxt)
 
 
 class AnchorOut(_Out):
