@@ -37,7 +37,16 @@
 
   function setView(v) {
     state.view = v;
-    el("map").setAttribute("viewBox", v.x.toFixed(2) + " " + v.y.toFixed(2) + " " + v.w.toFixed(2) + " " + v.h.toFixed(2));
+    const svg = el("map");
+    svg.setAttribute("viewBox", v.x.toFixed(2) + " " + v.y.toFixed(2) + " " + v.w.toFixed(2) + " " + v.h.toFixed(2));
+    // buses keep about their size on screen when zoomed in (growing a little, up to 9 px)
+    const px = svg.getBoundingClientRect().width || 800;
+    const unitsPerPx = Math.max(v.w / px, v.h / (svg.getBoundingClientRect().height || 600));
+    const basePx = Number(svg.dataset.r || 3) / Math.max(state.fullUnitsPerPx || unitsPerPx, 1e-9);
+    const zoomed = state.full ? state.full.w / v.w : 1;
+    const rPx = Math.min(9, Math.max(1.5, basePx * Math.pow(zoomed, 0.35)));
+    const buses = el("map-buses");
+    if (buses) buses.style.setProperty("--r", (rPx * unitsPerPx).toFixed(3) + "px");
   }
 
   function bboxOf(indices) {
@@ -82,6 +91,8 @@
     svg.innerHTML = parts.join("");
     svg.dataset.buses = String(shown.length);
     state.full = { x: -10, y: -10, w: g.width + 20, h: g.height + 20 };
+    const rect = svg.getBoundingClientRect();
+    state.fullUnitsPerPx = Math.max(state.full.w / (rect.width || 800), state.full.h / (rect.height || 600));
     setView(state.full);
     const sel = el("map-feeder");
     sel.replaceChildren(new Option("Whole grid", ""));
@@ -227,12 +238,12 @@
   }
 
   async function loadState(intervalId) {
-    try {
-      state.grid = await PG.api("/grid/state" + (intervalId ? "?interval_start_s=" + intervalId : ""));
-    } catch (e) {
-      if (e.status !== 404) throw e;
-      state.grid = null;
+    let id = intervalId;
+    if (!id) {  // the latest interval, if there is one yet (asking for none would be a 404)
+      const page = await PG.api("/intervals?limit=1");
+      id = page.items.length ? page.items[0].interval_start_s : null;
     }
+    state.grid = id ? await PG.api("/grid/state?interval_start_s=" + id) : null;
     paint();
   }
 
@@ -250,7 +261,9 @@
     if (!el("map")) return;
     wire();
     PG.onReady(() => { init().catch((e) => { el("map-interval").textContent = "Map unavailable: " + e.message; }); });
-    document.body.addEventListener("pg:interval", () => { if (state.geo) loadState(null); });
+    document.body.addEventListener("pg:interval", (evt) => {
+      if (state.geo) loadState(evt.detail && evt.detail.interval_start_s).catch(() => {});
+    });
   });
   window.PGMap = { vClass: vClass, lClass: lClass, state: state };
 })();
