@@ -52,6 +52,7 @@ from playwright.sync_api import (
     Browser,
     BrowserContext,
     ConsoleMessage,
+    Frame,
     Page,
     Playwright,
     Request,
@@ -232,13 +233,35 @@ def serve_demo(workdir: Path, interval_s: int) -> Iterator[Served]:
     Raises
     ------
     ServeFailed
-        It did not print its URL in :data:`SERVE_START_S` s, or at the end of the block it did
-        not exit with code 0 within :data:`SERVE_STOP_S` s of SIGTERM.
+        As :func:`serve`.
+    """
+    tail = ["--demo", "--dev-interval-s", str(interval_s), "--out", str(workdir / "out")]
+    with serve(workdir, tail) as served:
+        yield served
+
+
+@contextmanager
+def serve(workdir: Path, tail: list[str], start_s: float = SERVE_START_S) -> Iterator[Served]:
+    """Run ``python -m controller -v serve --port 0 <tail>`` for the ``with`` block.
+
+    Parameters
+    ----------
+    workdir : Path
+        Its working folder (the log: ``serve.log``).
+    tail : list of str
+        The rest of the command line (``--demo ...`` or ``--site FILE``).
+    start_s : float
+        How long it may take to print its URL [s].
+
+    Raises
+    ------
+    ServeFailed
+        It did not print its URL in ``start_s`` s, or at the end of the block it did not
+        exit with code 0 within :data:`SERVE_STOP_S` s of SIGTERM.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "serve.log"
-    argv = [sys.executable, "-m", "controller", "-v", "serve", "--demo", "--port", "0",
-            "--dev-interval-s", str(interval_s), "--out", str(workdir / "out")]  # fmt: skip
+    argv = [sys.executable, "-m", "controller", "-v", "serve", "--port", "0", *tail]
     with log_path.open("wb") as sink:
         proc = subprocess.Popen(  # noqa: S603 - our own command line
             argv, stdout=sink, stderr=subprocess.STDOUT, env=_clean_env(), cwd=workdir
@@ -248,7 +271,7 @@ def serve_demo(workdir: Path, interval_s: int) -> Iterator[Served]:
         return log_path.read_text(encoding="utf-8", errors="replace")
 
     try:
-        _wait(lambda: "serving http://" in text() or proc.poll() is not None, SERVE_START_S,
+        _wait(lambda: "serving http://" in text() or proc.poll() is not None, start_s,
               "peergrid serve to print its URL")  # fmt: skip
         if proc.poll() is not None:
             msg = f"peergrid serve exited with {proc.returncode}:\n{text()[-3000:]}"
@@ -320,6 +343,16 @@ class PageLog:
     bad_responses: list[str] = field(default_factory=list)
     external_requests: list[str] = field(default_factory=list)
     expected: list[tuple[re.Pattern[str], int | None]] = field(default_factory=list)
+    navigations: int = 0
+    """Documents the main frame has asked for (a request still open then is cut off)."""
+    _started: dict[int, int] = field(default_factory=dict, repr=False)
+    leaving: bool = False
+    """A main-frame navigation was asked for and its document has not committed yet."""
+
+    def on_navigated(self, frame: Frame) -> None:
+        """The main frame committed a new document."""
+        if frame.parent_frame is None:
+            self.leaving = False
 
     def expect(self, url_pattern: str, status: int | None = None) -> None:
         """Declare a refused or failed request the test expects (not a problem).
@@ -356,6 +389,12 @@ class PageLog:
 
     def on_request(self, request: Request, origin: str) -> None:
         """Record a request leaving this machine (``origin``'s host is the served one)."""
+        if request.is_navigation_request() and request.frame.parent_frame is None:
+            self.navigations += 1  # a new document: what the old one had open is cut off
+            self.leaving = True  # until the new document commits, requests are the old one's
+            self._started[id(request)] = self.navigations
+        else:
+            self._started[id(request)] = self.navigations - (1 if self.leaving else 0)
         parts = urlsplit(request.url)
         if parts.scheme in {"http", "https", "ws", "wss"}:
             host = parts.hostname or ""
@@ -363,8 +402,15 @@ class PageLog:
                 self.external_requests.append(request.url)
 
     def on_request_failed(self, request: Request) -> None:
-        """Record a request that got no response."""
+        """Record a request that got no response.
+
+        Not a request the browser cut off because the page it belonged to was left
+        (``net::ERR_ABORTED`` after a navigation: an open event stream, a fetch in flight).
+        """
         if self._expected(request.url, None):
+            return
+        left = self._started.get(id(request), self.navigations) < self.navigations
+        if left and request.failure == "net::ERR_ABORTED":
             return
         self.failed_requests.append(f"{request.method} {request.url}: {request.failure}")
 
@@ -460,6 +506,7 @@ def open_page(
     page.on("pageerror", log.on_page_error)
     page.on("request", lambda request: log.on_request(request, origin))
     page.on("requestfailed", log.on_request_failed)
+    page.on("framenavigated", log.on_navigated)
     page.on("response", log.on_response)
     if wallet is not None:
         wallet.install(page)

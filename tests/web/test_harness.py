@@ -357,3 +357,34 @@ def test_the_server_refuses_an_order_signed_by_another_key(
     assert 400 <= refused["status"] < 500, refused
     assert refused["body"]["code"] in {"bad_signature", "signer_not_participant"}
     page.assert_clean()
+
+
+def test_a_request_cut_off_by_leaving_the_page_is_not_a_failure_but_an_abort_is(
+    new_page: NewPage, served: Served
+) -> None:
+    page = new_page()
+    page.page.goto(f"{served.base_url}/ui/sites/{served.site_id}/")  # a page of the site
+    stream = f"/v1/sites/{served.site_id}/events"
+    auth = {"Authorization": f"Bearer {api_token(served, 'bob')}"}
+    # an open event stream the page itself aborts, with no navigation: a failed request
+    page.page.evaluate(
+        """async ([url, headers]) => {
+            const c = new AbortController();
+            const reply = await fetch(url, {headers, signal: c.signal});
+            c.abort();
+            await reply.text().catch(() => null);
+        }""",
+        [stream, auth],
+    )
+    page.page.wait_for_timeout(500)
+    with pytest.raises(PageNotClean, match="ERR_ABORTED"):
+        page.assert_clean()
+    page.log.failed_requests.clear()
+    # an open event stream when the page is left: cut off by the browser, not a failure
+    page.page.evaluate(
+        "([url, headers]) => { fetch(url, {headers}).catch(() => null); }", [stream, auth]
+    )
+    page.page.wait_for_timeout(500)
+    page.page.goto(f"{served.base_url}/ui/sites/{served.site_id}/")
+    page.page.wait_for_timeout(500)
+    page.assert_clean()

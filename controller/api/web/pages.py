@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, FastAPI, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
@@ -126,6 +126,12 @@ def root(request: Request) -> RedirectResponse:
     """The sign-in page of the service's site."""
     service: Service = request.app.state.service
     return RedirectResponse(f"/ui/sites/{service.site_id}/", status_code=307)
+
+
+@router.get("/favicon.ico")
+def favicon() -> FileResponse:
+    """The icon browsers ask for by themselves."""
+    return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
 
 
 @router.get("/ui/sites/{site}/")
@@ -238,4 +244,3 @@ def mount(app: FastAPI) -> None:
     """Add the static files, the pages and the fragments to ``app``."""
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(router)
-

@@ -141,7 +141,7 @@
         return;
       }
     } else if (!roles.includes(me.role)) {
-      refuse("This page is for " + roles.join(" and ") + "s; you are signed in as a " + me.role + ".");
+      refuse("This page is for " + roles.map((r) => r + "s").join(" and ") + "; you are signed in as a " + me.role + ".");
       return;
     }
     $("#refused").hidden = true;
