@@ -38,6 +38,7 @@ from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
@@ -129,6 +130,8 @@ def create_app(service: Service) -> FastAPI:
         interactive docs.
     """
     app = FastAPI(
+        docs_url=None,  # served by controller.api.web from the package (FastAPI's uses a CDN)
+        redoc_url=None,
         title="PeerGrid",
         version=API_VERSION,
         summary="Peer-to-peer energy trading on a microgrid: orders, results, settlements.",
@@ -142,6 +145,9 @@ def create_app(service: Service) -> FastAPI:
         responses={422: {"model": ErrorBody}},
     )
     app.state.service = service
+    # the map's geometry (~1 MB of JSON on a 9,099-bus grid) and the scripts shrink ~7x;
+    # Starlette never compresses text/event-stream, so events still flow at once
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
     app.state.dashboard = Dashboard(service)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(AuthRefused, _refused)

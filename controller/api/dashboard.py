@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any, Final
 
 from controller.api.deps import may_read
@@ -26,13 +25,10 @@ from controller.api.queries import audit_row, interval_row, latest_result_interv
 from controller.auth import Principal, Role
 from controller.errors import ControllerError
 from controller.service import Service
-from market.domain import Interval, utc_label
+from market.domain import utc_label
 
 ALERTS_TTL_S: Final = 5.0
 """How long a computed list of alerts is reused [s] (each evaluation reads the chain)."""
-
-PHASES: Final = ("collecting orders", "gate closed", "cleared", "settled")
-"""The phases of an interval, in order."""
 
 
 @dataclass(eq=False)
@@ -154,41 +150,29 @@ class Dashboard:
         Returns
         -------
         dict
-            ``now_s``, ``interval_start_s``/``interval_start`` (the interval orders are
-            collected for: the next whose gate is open), ``phase`` (of the interval now
-            delivering: one of :data:`PHASES`), ``delivering_start_s``, ``gate_closure_s``
-            [Unix s], ``seconds_to_gate_closure``, ``paused``.
+            ``now_s``, ``delivering_start_s``/``delivering_start`` (the interval now) and its
+            ``phase`` (:func:`controller.history.interval_phase`), ``interval_start_s``/
+            ``interval_start`` (the next interval whose orders are collected),
+            ``gate_closure_s`` [Unix s], ``seconds_to_gate_closure``, ``paused``.
         """
+        from controller.history import interval_phase  # noqa: PLC0415
+
         service = self.service
-        now = service.now()
-        length = service.site.interval_s
-        lead = timedelta(seconds=service.site.gate_closure_s)
-        current = Interval.containing(now, length)
-        upcoming = current.next()
-        while upcoming.start - lead <= now:
-            upcoming = upcoming.next()
-        gate = upcoming.start - lead
-        store = service.runtime.store
-        delivering = current.interval_id
-        row = interval_row(store, delivering)
-        settlement = store.settlement(delivering)
-        if settlement is not None and settlement["state"] == "settled":
-            phase = PHASES[3]
-        elif row is not None:
-            phase = PHASES[2]
-        elif lead.total_seconds() > 0 and current.start - lead <= now:
-            phase = PHASES[1]
-        else:
-            phase = PHASES[0]
+        now = interval_phase(
+            service.runtime.store,
+            interval_s=service.site.interval_s,
+            gate_closure_s=service.site.gate_closure_s,
+            now=service.now(),
+        )
         return {
-            "now_s": int(now.timestamp()),
-            "delivering_start_s": delivering,
-            "delivering_start": utc_label(delivering),
-            "phase": phase,
-            "interval_start_s": upcoming.interval_id,
-            "interval_start": utc_label(upcoming.interval_id),
-            "gate_closure_s": int(gate.timestamp()),
-            "seconds_to_gate_closure": int((gate - now).total_seconds()),
+            "now_s": now["now_s"],
+            "delivering_start_s": now["interval_start_s"],
+            "delivering_start": utc_label(now["interval_start_s"]),
+            "phase": now["phase"],
+            "interval_start_s": now["next_interval_start_s"],
+            "interval_start": utc_label(now["next_interval_start_s"]),
+            "gate_closure_s": now["gate_closure_s"],
+            "seconds_to_gate_closure": now["seconds_to_gate_closure"],
             "paused": service.controls.paused is not None,
         }
 

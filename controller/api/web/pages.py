@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -126,6 +127,18 @@ def root(request: Request) -> RedirectResponse:
     """The sign-in page of the service's site."""
     service: Service = request.app.state.service
     return RedirectResponse(f"/ui/sites/{service.site_id}/", status_code=307)
+
+
+@router.get("/docs")
+def api_docs() -> HTMLResponse:
+    """The interactive API docs (Swagger UI, shipped in the package: no CDN)."""
+    return get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title="PeerGrid API",
+        swagger_js_url="/static/vendor/swagger-ui-bundle.js",
+        swagger_css_url="/static/vendor/swagger-ui.css",
+        swagger_favicon_url="/static/favicon.svg",
+    )
 
 
 @router.get("/favicon.ico")

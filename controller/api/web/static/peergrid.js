@@ -150,6 +150,16 @@
     for (const fn of readyFns) {
       try { fn(me); } catch (e) { console.error(e); }
     }
+    const pending = new Set(document.querySelectorAll("#main [hx-trigger*='pg:ready']"));
+    const swapped = (e) => {
+      pending.delete(e.detail.elt);
+      if (!pending.size) {
+        body.dataset.loaded = String(Math.round(performance.now()));  // every part swapped in
+        document.removeEventListener("htmx:afterSettle", swapped);
+      }
+    };
+    if (pending.size) document.addEventListener("htmx:afterSettle", swapped);
+    else body.dataset.loaded = String(Math.round(performance.now()));
     body.dispatchEvent(new CustomEvent("pg:ready", { detail: me }));
     listen();
   }
