@@ -23,6 +23,7 @@ from controller import (
     cli_grid,
     cli_keys,
     cli_order,
+    cli_status,
 )
 from controller.cli_chain import register as register_chain
 from controller.cli_types import (
@@ -71,10 +72,23 @@ class _Parser(argparse.ArgumentParser):
 def _cmd_demo(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
 
-    from controller.demo import DEMO_START, format_table, run_demo  # noqa: PLC0415
+    from controller.demo import (  # noqa: PLC0415
+        DEMO_START,
+        format_row,
+        format_summary,
+        run_demo,
+        table_header,
+    )
 
     start = args.start or DEMO_START
     console = _stderr_console()
+    on_row = None
+    if not args.json:  # the table's rows as the intervals settle (header first), flushed
+        print("\n".join(table_header()), flush=True)
+
+        def on_row(row: dict[str, Any]) -> None:
+            print(format_row(row), flush=True)
+
     with Progress(
         TextColumn("[bold]peergrid demo[/] {task.description}"),
         BarColumn(),
@@ -95,11 +109,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             out_dir=Path(args.out),
             progress=progress,
             chain=args.chain,
+            on_row=on_row,
         )
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(format_table(report))
+        print(format_summary(report))
     ok = (
         report["all_settled"]
         and report["conservation"]["holds"]
@@ -534,6 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_grid.register(sub)
     cli_debts.register(sub)
     cli_order.register(sub)
+    cli_status.register(sub)
     return parser
 
 

@@ -72,6 +72,28 @@ auditors             array   ``[]``                             likewise, for th
                                                                 (read-only); no address in both
 ==================== ======= ================================== ===============================
 
+``[site.alerts]`` (:mod:`controller.alerts`)
+
+==================== ======= ================================== ===============================
+webhook_url          string  ``""``                             ``http(s)://host[:port]/path``
+                                                                the alerts are POSTed to when
+                                                                they change (empty: none); it
+                                                                may carry a token: only its
+                                                                scheme and host are logged
+gas_low_wei          int     ``5 * 10**16`` (0.05 ether)        0-10^24 [wei]: the operator's
+                                                                gas balance below this alerts
+clock_skew_s         float   2.0                                (0, 3600] [s]: the controller's
+                                                                clock this far off the chain's
+                                                                latest block (rpc chains)
+block_time_s         int     12                                 0-3600 [s]: the rpc chain's
+                                                                block time (0: blocks on
+                                                                demand; only a block from the
+                                                                future is checked)
+escrow_days          float   1.0                                (0, 365]: escrow below this
+                                                                many days of a participant's
+                                                                typical spend alerts
+==================== ======= ================================== ===============================
+
 ``[tariffs]`` (token base units per kWh, 0 to 10^9)
 
 ==================== ======= ================================== ===============================
@@ -441,6 +463,26 @@ class ChainConfig:
     community_account: str = ""
 
 
+DEFAULT_GAS_LOW_WEI: Final = 5 * 10**16
+"""The default ``gas_low_wei`` [wei]: 0.05 ether, about 100 settlements of ~250 000 gas at
+2 gwei (an L2 or a quiet L1); raise it for a busier chain."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertsConfig:
+    """When the site's alerts fire, and where they go (the ``[site.alerts]`` table).
+
+    ``webhook_url`` may carry a secret (a token in its path or query): log
+    :func:`controller.alerts.safe_url` of it, never the URL itself.
+    """
+
+    webhook_url: str = ""
+    gas_low_wei: int = DEFAULT_GAS_LOW_WEI
+    clock_skew_s: float = 2.0
+    block_time_s: int = 12
+    escrow_days: float = 1.0
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SiteConfig:
     """A whole site, as parsed from its TOML file (see the module docstring for every key).
@@ -470,6 +512,7 @@ class SiteConfig:
     gate_closure_s: int = 0
     operators: tuple[str, ...] = ()
     auditors: tuple[str, ...] = ()
+    alerts: AlertsConfig = AlertsConfig()
     source: str = ""
 
     def participant(self, pid: str) -> ParticipantConfig:
@@ -606,6 +649,66 @@ def resolve_database_url(url: str, base_dir: Path) -> str:
     return f"{dialect}:///{absolute.as_posix()}{sep}{query}"
 
 
+class AlertsTable(_Table):
+    """The ``[site.alerts]`` table (:mod:`controller.alerts`)."""
+
+    webhook_url: str = Field(
+        default="",
+        description="http(s) URL the alerts are POSTed to (JSON) when they change; empty: "
+        "none. Only its scheme and host are ever logged",
+    )
+    gas_low_wei: Int = Field(
+        default=DEFAULT_GAS_LOW_WEI,
+        ge=0,
+        le=10**24,
+        description="alert when the operator's gas balance is below this [wei]",
+    )
+    clock_skew_s: Number = Field(
+        default=2.0,
+        gt=0,
+        le=3600,
+        description="alert when the controller's clock is this far off the chain's latest "
+        "block [s] (rpc chains)",
+    )
+    block_time_s: Int = Field(
+        default=12,
+        ge=0,
+        le=3600,
+        description="the rpc chain's block time [s]; 0: blocks mined on demand (only a block "
+        "from the future is checked)",
+    )
+    escrow_days: Number = Field(
+        default=1.0,
+        gt=0,
+        le=365,
+        description="alert when a participant's free escrow is below this many days of its "
+        "typical spend [days]",
+    )
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        from urllib.parse import urlsplit  # noqa: PLC0415
+
+        text = value.strip()
+        if not text:
+            return ""
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            parts = None
+        if (
+            parts is None
+            or parts.scheme not in {"http", "https"}
+            or not parts.hostname
+            or any(c.isspace() for c in text)
+        ):
+            msg = f"must be an http:// or https:// URL with a host, got {text.split(':')[0]}:..."
+            raise _problem(msg)
+        return text
+
+
 class SiteTable(_Table):
     """The ``[site]`` table."""
 
@@ -667,6 +770,9 @@ class SiteTable(_Table):
         default_factory=list,
         description="addresses that sign in as auditor (read-only everything), as operators; "
         "no address may be both",
+    )
+    alerts: AlertsTable = Field(
+        default=AlertsTable(), description="when alerts fire and where they go"
     )
 
     @field_validator("interval_s")
@@ -1329,6 +1435,13 @@ def _build(doc: SiteFile, source: str) -> SiteConfig:
         gate_closure_s=s.gate_closure_s,
         operators=tuple(s.operators),
         auditors=tuple(s.auditors),
+        alerts=AlertsConfig(
+            webhook_url=s.alerts.webhook_url,
+            gas_low_wei=s.alerts.gas_low_wei,
+            clock_skew_s=s.alerts.clock_skew_s,
+            block_time_s=s.alerts.block_time_s,
+            escrow_days=s.alerts.escrow_days,
+        ),
         chain=ChainConfig(
             backend=ChainBackend(c.backend),
             rpc_url=c.rpc_url,

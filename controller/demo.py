@@ -10,8 +10,10 @@
    the setpoints in force; every interval is read, cleared, AC-checked, written, metered,
    settled on-chain and audited.
 4. Verifies every audit record against the chain and re-clears every interval from its stored
-   order book (same bytes), prints the per-interval table and the final token balances, checks
-   that balances plus escrow equal the minted supply to the unit, and writes a report.
+   order book (same bytes), prints the final token balances, checks that balances plus escrow
+   equal the minted supply to the unit, and writes a report. The per-interval table's rows
+   (:func:`row_of`: the interval's stored figures, :func:`controller.history.history_rows`,
+   the same as ``peergrid history``) come out as each interval settles (``on_row``).
 
 **The front door.** One prosumer (:data:`FRONT_DOOR_PARTICIPANT`, bob) places his bids through
 the HTTP API instead of the site file: the demo starts the API (:func:`controller.api.
@@ -57,6 +59,7 @@ from controller.config import (
 )
 from controller.cycle import Cycle, IntervalReport, TickReport
 from controller.errors import ConfigError, ControllerError
+from controller.history import history_rows
 from controller.profiles import Profile, load_actual, load_forecast, pv_actual, pv_forecast
 from controller.store import Store
 from controller.userfiles import output_folder
@@ -178,20 +181,13 @@ def start_simulators(
     return sims, forecasts, dataclasses.replace(site, devices=tuple(devices))
 
 
-def _curtailed_wh(cleared: IntervalReport | None) -> int:
-    """PV surplus offered but not accepted [Wh] (the setpoints curtail it)."""
-    if cleared is None:
-        return 0
-    accepted = cleared.result.accepted_wh
-    return sum(
-        o.energy_wh - accepted.get(o.order_id, 0)
-        for o in cleared.book.offers
-        if f":{OrderKind.SELL_SURPLUS}:" in o.order_id
-    )
-
-
-def row_of(report: TickReport, cleared: dict[int, IntervalReport]) -> dict[str, Any] | None:
+def row_of(
+    report: TickReport, cleared: dict[int, IntervalReport], *, store: Store
+) -> dict[str, Any] | None:
     """The table row of the interval settled at this tick (None if none was settled).
+
+    The interval's figures are its stored row (:func:`controller.history.history_rows`:
+    the same definitions as ``peergrid history``); the tick adds what only it knows.
 
     Parameters
     ----------
@@ -199,42 +195,31 @@ def row_of(report: TickReport, cleared: dict[int, IntervalReport]) -> dict[str, 
         The tick's report.
     cleared : dict of int to IntervalReport
         The clearing reports so far by interval id [Unix s].
+    store : Store
+        The demo's store (the interval's stored row).
 
     Returns
     -------
     dict or None
-        Status, order count, cleared, local (peer-to-peer), grid import/export and
-        curtailed energy [Wh], min/max nodal price [token units/kWh], voltage range [p.u.],
-        max loading [%], AC iterations, settlement transaction, gas, batch id, imbalance
-        [Wh], reason, and the signed orders from the API in the book, those that traded and
-        their energy [Wh] (:func:`signed_in_book`).
+        The keys of :data:`controller.history.HISTORY_COLUMNS` (status, orders, bought,
+        sold, traded locally, grid import/export, losses and curtailed energy [Wh], nodal
+        price range [token units/kWh], voltage range [p.u.], max loading [%], welfare,
+        settlement state and transaction, reason), and ``interval`` (its label), AC
+        iterations, ``settlement_tx``, gas, ``settled``, ``settlement_error``, batch id,
+        imbalance [Wh], carried balances, and the signed orders from the API in the book,
+        those that traded and their energy [Wh] (:func:`signed_in_book`).
     """
     s = report.settled
     if s is None:
         return None
-    c = cleared.get(s.interval.interval_id)
-    result = c.result if c is not None else None
-    prices = sorted({p for _, p in result.prices}) if result is not None and result.prices else []
-    check = result.check if result is not None else None
+    interval_id = s.interval.interval_id
+    stored = history_rows(store, interval_id, interval_id + 1)
+    c = cleared.get(interval_id)
+    row = stored[0] if stored else {"status": "unknown", "reason": ""}
     return {
+        **row,
         "interval": s.interval.label(),
-        "status": result.status.value if result is not None else "unknown",
-        "orders": len(c.book) if c is not None else 0,
-        "cleared_wh": result.cleared_wh if result is not None else 0,
-        "local_wh": sum(t.energy_wh for t in result.trades if GRID not in {t.buyer, t.seller})
-        if result is not None
-        else 0,
-        "price_min": prices[0] if prices else None,
-        "price_max": prices[-1] if prices else None,
-        "grid_import_wh": result.grid_import_wh if result is not None else 0,
-        "grid_export_wh": result.grid_export_wh if result is not None else 0,
-        "min_vm_pu": None if check is None else round(check.min_vm_pu, 4),
-        "max_vm_pu": None if check is None else round(check.max_vm_pu, 4),
-        "max_loading_percent": None
-        if check is None
-        else round(max(check.max_line_loading_percent, check.max_trafo_loading_percent), 2),
-        "ac_iterations": result.iterations if result is not None else 0,
-        "curtailed_wh": _curtailed_wh(c),
+        "ac_iterations": c.result.iterations if c is not None else 0,
         "settlement_tx": s.outcome.tx_hash if s.outcome else None,
         "gas_used": s.outcome.gas_used if s.outcome else None,
         "settled": s.outcome is not None,
@@ -242,7 +227,6 @@ def row_of(report: TickReport, cleared: dict[int, IntervalReport]) -> dict[str, 
         "batch_id": s.batch.batch_id if s.batch else None,
         "imbalance_wh": sum(abs(ln.imbalance_wh) for ln in s.batch.lines) if s.batch else 0,
         "debts": [[d.account, d.before, d.after] for d in s.batch.debts] if s.batch else [],
-        "reason": result.reason if result is not None else "",
         **dict(zip(("api_orders", "api_traded", "api_traded_wh"), signed_in_book(c), strict=True)),
     }
 
@@ -656,6 +640,7 @@ def run_demo(
     progress: Callable[[int, int, str], None] | None = None,
     chain: str = ChainBackend.EMBEDDED,
     front_door: bool = True,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run the demo and return its report (see the module docstring).
 
@@ -677,6 +662,9 @@ def run_demo(
     front_door : bool
         Place :data:`FRONT_DOOR_PARTICIPANT`'s bids through the HTTP API as signed orders
         (module docstring); ``False``: every bid from the site file.
+    on_row : Callable or None
+        Called with each interval's row (:func:`row_of`) as soon as it is settled, before
+        the next boundary runs (``peergrid demo`` prints it then: :func:`format_row`).
 
     Returns
     -------
@@ -709,9 +697,11 @@ def run_demo(
                     report = rt.tick(k, clear_next=k < intervals)
             if report.cleared is not None:
                 cleared[report.cleared.interval.interval_id] = report.cleared
-            row = row_of(report, cleared)
+            row = row_of(report, cleared, store=rt.store)
             if row is not None:
                 rows.append(row)
+                if on_row is not None:
+                    on_row(row)
             ticks.append(
                 {
                     "boundary": report.boundary.isoformat(),
@@ -750,6 +740,58 @@ def run_demo(
         return report_doc
 
 
+TABLE_HEAD: Final = (
+    f"{'interval':<17} {'status':<11} {'ord':>3} {'bought':>6} {'sold':>6} {'traded':>6} "
+    f"{'price min - max':>15} {'grid in':>7} {'grid out':>8} {'vm min':>6} {'vm max':>6} "
+    f"{'load':>5} {'AC':>2} {'curtail':>7} {'api':>3} {'settlement tx':<14} {'gas':>7}",
+    f"{'(UTC)':<17} {'':<11} {'':>3} {'[kWh]':>6} {'[kWh]':>6} {'[kWh]':>6} "
+    f"{'[tokens/kWh]':>15} {'[kWh]':>7} {'[kWh]':>8} {'[p.u.]':>6} {'[p.u.]':>6} "
+    f"{'[%]':>5} {'it':>2} {'[kWh]':>7} {'':>3} {'':<14} {'':>7}",
+)
+"""The two header lines of the demo's per-interval table (names, then units)."""
+
+
+def table_header() -> list[str]:
+    """The per-interval table's header: names, units and a rule (``peergrid demo``)."""
+    return [*TABLE_HEAD, "-" * len(TABLE_HEAD[0])]
+
+
+def _kwh(wh: int | None, width: int) -> str:
+    return f"{'-':>{width}}" if wh is None else f"{wh / 1000:>{width}.2f}"
+
+
+def _price(units: int | None) -> str:
+    return "-" if units is None else format_tokens(units)[:5]
+
+
+def format_row(r: dict[str, Any]) -> str:
+    """One interval's line of the demo's table (:data:`TABLE_HEAD`).
+
+    Parameters
+    ----------
+    r : dict
+        A row of :func:`row_of`.
+
+    Returns
+    -------
+    str
+        Energy in kWh (bought and sold in the local market, traded between participants,
+        grid import and export, curtailed), the nodal price range in tokens per kWh, the
+        voltage range, max loading, AC iterations, the API's signed orders (traded/in
+        book), the settlement transaction and its gas.
+    """
+    tx = (r["settlement_tx"] or r["settlement_error"] or "-")[:12]
+    prices = f"{_price(r['price_min_per_kwh'])} - {_price(r['price_max_per_kwh'])}"
+    return (
+        f"{r['interval']:<17} {r['status']:<11} {r['n_orders'] or 0:>3} "
+        f"{_kwh(r['bought_wh'], 6)} {_kwh(r['sold_wh'], 6)} {_kwh(r['traded_wh'], 6)} "
+        f"{prices:>15} {_kwh(r['grid_import_wh'], 7)} {_kwh(r['grid_export_wh'], 8)} "
+        f"{_f(r['vm_min_pu'])} {_f(r['vm_max_pu'])} {_f(r['max_loading_pct'], 1, 5)} "
+        f"{r['ac_iterations']:>2} {_kwh(r['curtailed_wh'], 7)} {_api(r):>3} {tx + '..':<14} "
+        f"{r['gas_used'] or 0:>7}"
+    )
+
+
 def format_table(report: dict[str, Any]) -> str:
     """The per-interval table, the balances, conservation and the audit as plain text.
 
@@ -758,27 +800,21 @@ def format_table(report: dict[str, Any]) -> str:
     report : dict
         A report of :func:`run_demo`.
     """
+    lines = table_header() + [format_row(r) for r in report["intervals"]]
+    return "\n".join([*lines, format_summary(report)])
+
+
+def format_summary(report: dict[str, Any]) -> str:
+    """What follows the per-interval table, as plain text.
+
+    Carried balances, the front door, balances, conservation and the audit.
+
+    Parameters
+    ----------
+    report : dict
+        A report of :func:`run_demo`.
+    """
     lines = []
-    head = (
-        f"{'interval':<17} {'status':<11} {'ord':>3} {'cleared':>8} {'local':>7} "
-        f"{'price min-max /kWh':>19} {'import':>7} {'export':>7} {'vm min':>6} {'vm max':>6} "
-        f"{'load%':>6} {'AC':>2} {'curtail':>7} {'api':>3} {'settlement tx':<14} {'gas':>7}"
-    )
-    lines.append(head)
-    lines.append("-" * len(head))
-    for r in report["intervals"]:
-        pmin = "-" if r["price_min"] is None else format_tokens(r["price_min"])[:5]
-        pmax = "-" if r["price_max"] is None else format_tokens(r["price_max"])[:5]
-        tx = (r["settlement_tx"] or r["settlement_error"] or "-")[:12]
-        lines.append(
-            f"{r['interval']:<17} {r['status']:<11} {r['orders']:>3} "
-            f"{r['cleared_wh'] / 1000:>5.1f}kWh {r['local_wh'] / 1000:>4.1f}kWh "
-            f"{pmin + ' - ' + pmax:>19} {r['grid_import_wh'] / 1000:>4.1f}kWh "
-            f"{r['grid_export_wh'] / 1000:>4.1f}kWh {_f(r['min_vm_pu'])} {_f(r['max_vm_pu'])} "
-            f"{_f(r['max_loading_percent'], 1)} {r['ac_iterations']:>2} "
-            f"{r['curtailed_wh'] / 1000:>4.1f}kWh {_api(r):>3} {tx + '..':<14} "
-            f"{r['gas_used'] or 0:>7}"
-        )
     carried = [(r["interval"], r["debts"]) for r in report["intervals"] if r.get("debts")]
     if carried:
         lines.append("")
@@ -832,5 +868,5 @@ def _api(row: dict[str, Any]) -> str:
     return "-" if not n else f"{int(row.get('api_traded', 0))}/{n}"
 
 
-def _f(value: float | None, digits: int = 3) -> str:
-    return "  -   " if value is None else f"{value:>6.{digits}f}"
+def _f(value: float | None, digits: int = 3, width: int = 6) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"

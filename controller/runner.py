@@ -36,6 +36,10 @@ each boundary reads and settles (:mod:`controller.scheduler`). Ctrl-C lets the c
 finish, then exits (a second Ctrl-C abandons it, as a crash would). ``--once`` runs the
 current boundary's whole tick (read, settle, clear) whatever the gate closure.
 
+**Alerts.** After each step the site's alerts are evaluated (:mod:`controller.alerts`): a
+raised one is logged as a warning, a cleared one as info, and the changes go to the site's
+``[site.alerts] webhook_url`` in the background (never delaying the next step).
+
 **Development interval.** ``--dev-interval-s N`` (:func:`dev_interval`) runs the site with
 N-second intervals (2 <= N, N divides a day), for kill tests and trials only: the site file
 cannot set an interval below 60 s, and the flag logs a warning on every start.
@@ -50,14 +54,17 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+from controller.alerts import WEBHOOK_TIMEOUT_S, watch_site
 from controller.cli_debts import format_changes
 from controller.config import SiteConfig
 from controller.cycle import IntervalReport
 from controller.errors import AlreadyRunning, ConfigError
+from controller.history import price_text, result_figures
 from controller.scheduler import Report, run_forever, run_tick, single_instance
 from controller.store import Store, sqlite_file
 from controller.wiring import build_runtime
-from market.domain import Interval, utc_label
+from market.codec import result_to_dict
+from market.domain import ClearingResult, Interval, utc_label
 
 log = logging.getLogger("peergrid.run")
 
@@ -147,6 +154,39 @@ def dev_interval(site: SiteConfig, interval_s: int) -> SiteConfig:
     return dataclasses.replace(site, interval_s=interval_s, gate_closure_s=gate)
 
 
+def result_summary(result: ClearingResult) -> str:
+    """A clearing result in a few words: status, prices, energy and voltages.
+
+    Parameters
+    ----------
+    result : ClearingResult
+        The result.
+
+    Returns
+    -------
+    str
+        ``cleared: price 0.300-0.314 /kWh, bought 5.04 sold 2.42 kWh, grid in 2.70 out 0.00
+        kWh, vm 0.969-1.000 p.u. (reason)`` (prices in tokens per kWh, energy in kWh, the
+        figures of :func:`controller.history.result_figures`); without prices, only the
+        status and the reason.
+    """
+    f = result_figures(result_to_dict(result))
+    parts = [result.status.value]
+    if f["price_min_per_kwh"] is not None:
+        parts.append(
+            f"price {price_text(f['price_min_per_kwh'])}-{price_text(f['price_max_per_kwh'])} /kWh"
+        )
+    if f["bought_wh"] or f["sold_wh"] or f["grid_import_wh"] or f["grid_export_wh"]:
+        parts.append(
+            f"bought {f['bought_wh'] / 1000:.2f} sold {f['sold_wh'] / 1000:.2f} kWh, grid in "
+            f"{f['grid_import_wh'] / 1000:.2f} out {f['grid_export_wh'] / 1000:.2f} kWh"
+        )
+    if f["vm_min_pu"] is not None:
+        parts.append(f"vm {f['vm_min_pu']:.3f}-{f['vm_max_pu']:.3f} p.u.")
+    head = parts[0] + (": " + ", ".join(parts[1:]) if len(parts) > 1 else "")
+    return f"{head} ({result.reason})"
+
+
 def summary(report: Report) -> str:
     """One line on a step's report (``peergrid run`` prints it).
 
@@ -158,13 +198,15 @@ def summary(report: Report) -> str:
     Returns
     -------
     str
-        Readings, clearing and settlements (times as :func:`~market.domain.utc_label`).
+        Readings, clearing (status, prices, bought/sold and grid energy, voltages and the
+        reason: :func:`result_summary`) and settlements (times as
+        :func:`~market.domain.utc_label`).
     """
     if isinstance(report, IntervalReport):
         r = report.result
         return (
             f"{utc_label(report.gate_closure)}: gate closure of {utc_label(r.interval.start)}: "
-            f"cleared {r.status.value} ({r.reason})"
+            f"cleared {result_summary(r)}"
         )
     # utc_label: minutes, or seconds when a (development) interval needs them
     parts = [f"{utc_label(report.boundary)}: {report.readings_ok} readings ok"]
@@ -172,7 +214,7 @@ def summary(report: Report) -> str:
         parts.append(f"missing {len(report.readings_missing)}")
     if report.cleared is not None:
         r = report.cleared.result
-        parts.append(f"cleared {utc_label(r.interval.start)} {r.status.value} ({r.reason})")
+        parts.append(f"cleared {utc_label(r.interval.start)} {result_summary(r)}")
     for s in report.settlements:
         label = utc_label(s.interval.start)
         parts.append(
@@ -216,13 +258,23 @@ def run_site(site: SiteConfig, *, once: bool = False, dev_interval_s: int | None
     try:
         with build_runtime(site, guard=single_instance(lock_path(site.database))) as runtime:
             close_stale_ticks(runtime.store)
-            if once:
-                boundary = Interval.containing(datetime.now(UTC), site.interval_s).start
-                report = run_tick(runtime.cycle, boundary)
-                print(summary(report) if report else "this boundary already ran")  # noqa: T201
+            watch = watch_site(runtime)  # alerts after each step (controller.alerts)
+            try:
+                if once:
+                    boundary = Interval.containing(datetime.now(UTC), site.interval_s).start
+                    report = run_tick(runtime.cycle, boundary)
+                    print(summary(report) if report else "this boundary already ran")  # noqa: T201
+                    watch()
+                    return 0
+
+                def on_report(report: Report) -> None:
+                    print(summary(report), flush=True)  # noqa: T201
+                    watch()
+
+                run_forever(runtime.cycle, on_report)
                 return 0
-            run_forever(runtime.cycle, lambda r: print(summary(r), flush=True))  # noqa: T201
-            return 0
+            finally:
+                watch.close(wait_s=WEBHOOK_TIMEOUT_S)
     except AlreadyRunning as exc:
         log.error("%s", exc)  # noqa: TRY400 - the message is the whole story
         return 1

@@ -9,7 +9,8 @@ settlements resolved, the grace window), then runs
   or ``clear`` at each gate closure and ``boundary`` at each boundary when the site's
   ``gate_closure_s > 0``) in a background thread, publishing each interval's result and each
   settlement to the service's event hub (:mod:`controller.events`) after the step stored
-  them;
+  them, then evaluating the site's alerts (:func:`controller.alerts.watch_site`: changes
+  logged and POSTed to ``[site.alerts] webhook_url`` in the background);
 * the HTTP API (:func:`controller.api.create_app` on :func:`controller.service.build_service`)
   on uvicorn in the main thread, on a socket bound before anything starts (a port in use is
   an error at once; ``--port 0`` takes a free port, logged as ``serving http://HOST:PORT``).
@@ -47,6 +48,7 @@ from types import FrameType
 from typing import Final
 from urllib.parse import urlsplit
 
+from controller.alerts import watch_site
 from controller.config import ChainBackend, SiteConfig
 from controller.cycle import IntervalReport
 from controller.errors import AlreadyRunning, ConfigError
@@ -70,30 +72,39 @@ EXIT_CYCLE_FAILED: Final = 3
 """Exit code when the cycle's loop stopped on an error (the server is stopped with it)."""
 
 
-def publisher(events: EventHub) -> Callable[[Report], None]:
+def publisher(
+    events: EventHub, watch: Callable[[], object] | None = None
+) -> Callable[[Report], None]:
     """The cycle's report callback that publishes to ``events`` (and logs a summary).
 
     Parameters
     ----------
     events : EventHub
         The service's hub.
+    watch : Callable or None
+        Called after each report is published: the site's
+        :class:`~controller.alerts.AlertWatch` (evaluates the alerts, hands them to the
+        webhook; it never raises).
 
     Returns
     -------
     Callable
         ``report -> None``: an ``interval`` event for each clearing (at its gate closure, or
-        in a tick), then a ``settlement`` event for each settlement the tick sent or failed.
+        in a tick), then a ``settlement`` event for each settlement the tick sent or failed;
+        then ``watch()``.
     """
 
     def publish(report: Report) -> None:
         log.info("%s", summary(report))
         if isinstance(report, IntervalReport):
             events.publish(interval_event(report))
-            return
-        if report.cleared is not None:
-            events.publish(interval_event(report.cleared))
-        for settled in report.settlements:
-            events.publish(settlement_event(settled))
+        else:
+            if report.cleared is not None:
+                events.publish(interval_event(report.cleared))
+            for settled in report.settlements:
+                events.publish(settlement_event(settled))
+        if watch is not None:
+            watch()
 
     return publish
 
@@ -230,9 +241,11 @@ def run_service(
             if server is not None:
                 server.should_exit = True
 
+        # the alerts after each step; the chain lock as the API's chain reads take it
+        watch = watch_site(runtime, now=clock, lock=service.chain_lock)
         cycle = CycleThread(
             runtime.cycle,
-            publisher(service.events),
+            publisher(service.events, watch),
             now=clock,
             lock=service.chain_lock if embedded else None,
             on_failure=cycle_failed,
@@ -266,6 +279,7 @@ def run_service(
                     )
                     logging.shutdown()
                     os._exit(0)
+        watch.close(wait_s=1.0)
     if cycle.failure is not None:
         log.error("stopped: the cycle failed (%s)", cycle.failure)
         return EXIT_CYCLE_FAILED

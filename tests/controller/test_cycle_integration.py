@@ -21,7 +21,7 @@ def test_demo_settles_every_interval_and_conserves_tokens(tmp_path: Path) -> Non
         assert row["status"] in {"cleared", "no_crossing", "blocked"}
         assert row["settlement_tx"].startswith("0x")
         assert row["gas_used"] > 0
-        assert row["min_vm_pu"] >= 0.95 - 0.001
+        assert row["vm_min_pu"] >= 0.95 - 0.001
     assert report["conservation"]["holds"]
     assert report["audit"] == {"records": 3, "verified": 3, "problems": [], "accepted": []}
     # every tick read every device

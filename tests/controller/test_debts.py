@@ -214,7 +214,7 @@ def test_a_participant_who_cannot_pay_does_not_block_the_interval(
     db = rt.site.database
     assert main(["debts", "--site", str(DEMO_SITE), "--db", db, "--participant", "frank"]) == 0
     assert f"owes COMMUNITY {format_tokens(owed - LEFT)}" in capsys.readouterr().out
-    row = row_of(report, {})
+    row = row_of(report, {}, store=rt.store)
     assert row is not None
     assert row["debts"] == [[FRANK, 0, owed - LEFT]]
     table = format_table(

@@ -61,8 +61,8 @@ def test_the_demo_places_orders_through_the_api_and_they_trade(tmp_path: Path) -
     assert plain["front_door"] is None
     assert all(r["api_orders"] == 0 for r in plain["intervals"])
     assert report["balances"] == plain["balances"]
-    assert [r["cleared_wh"] for r in report["intervals"]] == [
-        r["cleared_wh"] for r in plain["intervals"]
+    assert [r["bought_wh"] for r in report["intervals"]] == [
+        r["bought_wh"] for r in plain["intervals"]
     ]
 
 
