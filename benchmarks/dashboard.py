@@ -60,7 +60,7 @@ bus = "LV1.201 Bus 1"
 def serve(work: Path, tail: list[str]) -> Iterator[str]:
     """A ``peergrid serve`` process on a free port; yields its base URL."""
     log = work / "serve.log"
-    argv = [sys.executable, "-m", "controller", "serve", "--port", "0", *tail]
+    argv = [sys.executable, "-m", "controller", "-v", "serve", "--port", "0", *tail]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PEERGRID_")}
     with log.open("wb") as sink:
         proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=work)

@@ -90,7 +90,8 @@
     parts.push("</g>");
     svg.innerHTML = parts.join("");
     svg.dataset.buses = String(shown.length);
-    state.full = { x: -10, y: -10, w: g.width + 20, h: g.height + 20 };
+    const pad = 0.04 * Math.max(g.width, g.height);  // room for the markers above the buses
+    state.full = { x: -pad, y: -pad, w: g.width + 2 * pad, h: g.height + 2 * pad };
     const rect = svg.getBoundingClientRect();
     state.fullUnitsPerPx = Math.max(state.full.w / (rect.width || 800), state.full.h / (rect.height || 600));
     setView(state.full);
@@ -146,7 +147,6 @@
     const where = {};
     b.name.forEach((n, i) => { where[n] = i; });
     const max = Math.max(1, ...s.flows.map((f) => f.energy_wh));
-    const r = Number(el("map").dataset.r || 2);
     for (const f of s.flows) {
       const a = where[f.seller_bus], c = where[f.buyer_bus];
       if (a === undefined || c === undefined) continue;
@@ -155,7 +155,7 @@
       line.setAttribute("x1", b.x[a]); line.setAttribute("y1", b.y[a]);
       line.setAttribute("x2", b.x[c]); line.setAttribute("y2", b.y[c]);
       line.setAttribute("marker-end", "url(#arrow)");
-      line.setAttribute("stroke-width", (0.5 * r + 2.5 * r * f.energy_wh / max).toFixed(2));
+      line.setAttribute("stroke-width", (1.2 + 3.8 * f.energy_wh / max).toFixed(2));
       const title = document.createElementNS(SVG, "title");
       title.textContent = f.seller_bus + " → " + f.buyer_bus + ": " + f.energy_wh + " Wh";
       line.appendChild(title);
