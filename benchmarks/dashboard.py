@@ -32,14 +32,14 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from adapters.chain import derive_account, siwe
+from adapters.chain import derive_account
+from controller.client import PeerGridClient
 
 OPERATOR = "demo-operator"
 CHROMIUM = "/usr/bin/chromium"
@@ -78,29 +78,10 @@ def serve(work: Path, tail: list[str]) -> Iterator[str]:
 
 
 def token_for(base: str, label: str) -> tuple[str, str]:
-    """Sign in from Python (EIP-4361): the site id and a bearer token."""
-    site_id = httpx.get(f"{base}/health", timeout=60).json()["site_id"]
-    api = f"{base}/v1/sites/{site_id}"
-    account = derive_account(label)
-    site = httpx.get(api, timeout=60).json()
-    nonce = httpx.post(f"{api}/auth/nonce", timeout=60).json()["nonce"]
-    text = siwe.format_message(
-        siwe.SiweMessage(
-            domain=site["signin_domain"],
-            address=str(account.address),
-            uri=site["signin_uri"],
-            chain_id=int(site["chain_id"]),
-            nonce=nonce,
-            issued_at=siwe.rfc3339(datetime.fromtimestamp(int(site["now_s"]), UTC)),
-            statement=site["signin_statement"],
-        )
-    )
-    reply = httpx.post(
-        f"{api}/auth/signin",
-        json={"message": text, "signature": siwe.sign(text, account.key)},
-        timeout=60,
-    )
-    return site_id, str(reply.json()["token"])
+    """Sign in from Python (EIP-4361, the project's client): the site id and a bearer token."""
+    with PeerGridClient(base) as client:
+        client.sign_in(derive_account(label))
+        return client.site, str(client.token)
 
 
 def load(browser: Browser, url: str, site_id: str, token: str) -> dict[str, Any]:

@@ -40,7 +40,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -59,7 +58,8 @@ from playwright.sync_api import (
     Response,
 )
 
-from adapters.chain import derive_account, siwe
+from adapters.chain import derive_account
+from controller.client import ApiRefused, PeerGridClient
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -297,30 +297,18 @@ def serve(workdir: Path, tail: list[str], start_s: float = SERVE_START_S) -> Ite
 
 
 def api_token(served: Served, label: str) -> str:
-    """Sign in through the API from Python as the demo key of ``label``; its bearer token."""
-    account = derive_account(label)
-    with httpx.Client(timeout=30) as http:
-        site = http.get(served.site_url).json()
-        nonce = http.post(f"{served.site_url}/auth/nonce").json()["nonce"]
-        text = siwe.format_message(
-            siwe.SiweMessage(
-                domain=site["signin_domain"],
-                address=str(account.address),
-                uri=site["signin_uri"],
-                chain_id=int(site["chain_id"]),
-                nonce=nonce,
-                issued_at=siwe.rfc3339(datetime.fromtimestamp(int(site["now_s"]), UTC)),
-                statement=site["signin_statement"],
-            )
-        )
-        reply = http.post(
-            f"{served.site_url}/auth/signin",
-            json={"message": text, "signature": siwe.sign(text, account.key)},
-        )
-    if reply.status_code != 200:
-        msg = f"sign-in as {label} refused: {reply.status_code} {reply.text}"
-        raise AssertionError(msg)
-    return str(reply.json()["token"])
+    """Sign in through the API from Python as the demo key of ``label``; its bearer token.
+
+    With the project's own client (:class:`controller.client.PeerGridClient`), which writes
+    the EIP-4361 message from what ``GET /v1/sites/{site}`` names.
+    """
+    with PeerGridClient(served.base_url, served.site_id) as client:
+        try:
+            client.sign_in(derive_account(label))
+        except ApiRefused as exc:
+            msg = f"sign-in as {label} refused: {exc}"
+            raise AssertionError(msg) from None
+        return str(client.token)
 
 
 # ----------------------------------------------------------------------------- pages
