@@ -103,6 +103,6 @@
       for (const n of names) sel.add(new Option(n, n));
       show().catch((err) => PG.setStatus("History unavailable: " + err.message));
     });
-    document.body.addEventListener("pg:interval", () => { if (last) show().catch(() => {}); });
+    document.body.addEventListener("pg:interval", () => { if (last) show().catch((e) => PG.setStatus("History not refreshed: " + e.message)); });
   });
 })();

@@ -263,7 +263,7 @@
     wire();
     PG.onReady(() => { init().catch((e) => { el("map-interval").textContent = "Map unavailable: " + e.message; }); });
     document.body.addEventListener("pg:interval", (evt) => {
-      if (state.geo) loadState(evt.detail && evt.detail.interval_start_s).catch(() => {});
+      if (state.geo) loadState(evt.detail && evt.detail.interval_start_s).catch((e) => { el("map-interval").textContent = "Map not refreshed: " + e.message; });
     });
   });
   window.PGMap = { vClass: vClass, lClass: lClass, state: state };

@@ -207,6 +207,6 @@
         PG.setStatus("Could not load the account: " + e.message);
       }
     });
-    document.body.addEventListener("pg:interval", () => { intervals().then(refresh).catch(() => {}); });
+    document.body.addEventListener("pg:interval", () => { intervals().then(refresh).catch((e) => PG.setStatus("Account not refreshed: " + e.message)); });
   });
 })();
