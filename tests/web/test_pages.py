@@ -192,8 +192,17 @@ def test_the_map_has_a_bus_per_element_and_colours_from_the_ac_check(
     expect(tip).to_be_visible()
     expect(tip).to_contain_text(first)
     expect(tip).to_contain_text(f"{state['vm_pu'][first]:.4f} p.u.")
-    # zoom to one feeder: the view shrinks to it
+    # the keyboard zooms and pans the focused map
     whole = page.page.get_attribute("#map", "viewBox")
+    page.page.locator("#map").focus()
+    page.page.keyboard.press("+")
+    zoomed_in = page.page.get_attribute("#map", "viewBox") or ""
+    assert float(zoomed_in.split()[2]) < float((whole or "0 0 1 1").split()[2])
+    page.page.keyboard.press("ArrowRight")
+    assert page.page.get_attribute("#map", "viewBox") != zoomed_in
+    page.page.keyboard.press("0")
+    assert page.page.get_attribute("#map", "viewBox") == whole
+    # zoom to one feeder: the view shrinks to it
     page.page.select_option("#map-feeder", index=1)
     assert page.page.get_attribute("#map", "viewBox") != whole
     page.page.get_by_role("checkbox", name="Trades as flows").check()
