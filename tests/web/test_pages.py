@@ -251,6 +251,17 @@ def test_a_prosumer_places_and_cancels_an_order_by_signing_in_the_page(
     row.get_by_role("button", name="Cancel").click()
     expect(page.page.locator("#order-msg")).to_contain_text("Cancelled", timeout=30_000)
     assert _orders(served, token)[digest] == "cancelled"
+    # a standing order: sell the surplus at no less than 0.09/kWh for the next 2 hours
+    page.page.get_by_label("Kind").select_option("0")
+    page.page.get_by_label("Price [/kWh]", exact=True).fill("0.09")
+    page.page.get_by_label("For the next [hours]").fill("2")
+    page.page.get_by_role("button", name="Sign and set").click()
+    expect(page.page.locator("#order-msg")).to_contain_text("Standing order set", timeout=30_000)
+    with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+        standing = http.get(f"{served.site_url}/standing-orders").json()["items"][0]
+    assert standing["status"] == "accepted"
+    assert int(standing["message"]["price"]) == 90_000
+    assert standing["valid_until_s"] - standing["valid_from_s"] <= 2 * 3600
     page.screenshot("cancelled")
     page.assert_clean()
 

@@ -181,6 +181,46 @@
     }
   }
 
+  function standingKindShown() {
+    const kind = Number(el("s-kind").value);
+    for (const x of document.querySelectorAll(".s-fixed")) x.hidden = !(kind === 2 || kind === 3);
+    for (const x of document.querySelectorAll(".s-battery")) x.hidden = kind !== 4;
+  }
+
+  async function placeStanding(evt) {
+    evt.preventDefault();
+    const me = PG.me();
+    const kind = Number(el("s-kind").value);
+    const fixed = kind === 2 || kind === 3, battery = kind === 4;
+    const units = (id) => Math.round(Number(el(id).value) * 1e6);
+    const now = await PG.api("/intervals/current");
+    const from = now.next_interval_start_s;
+    const until = from + Number(el("s-hours").value) * 3600;
+    el("s-submit").disabled = true;
+    try {
+      const message = {
+        participant: me.address,
+        kind: String(kind),
+        energyWh: String(fixed ? Number(el("s-energy").value) : 0),
+        price: String(units("s-price")),
+        dischargePrice: String(battery ? units("s-discharge") : 0),
+        minSocPermille: String(battery ? Number(el("s-soc-min").value) * 10 : 0),
+        maxSocPermille: String(battery ? Number(el("s-soc-max").value) * 10 : 0),
+        validFrom: String(from),
+        validUntil: String(until),
+        nonce: nonce(),
+        deadline: String(from - site.gate_closure_s),
+      };
+      const ack = await signAndPost("StandingOrder", message, "/standing-orders");
+      msg("Standing order set from " + PG.fmt.time(from) + " to " + PG.fmt.time(until) + " (digest " + ack.digest.slice(0, 12) + "…).", false);
+      await orders();
+    } catch (e) {
+      msg("Not set: " + e.message + (e.code === 4001 ? " (declined in the wallet)" : ""), true);
+    } finally {
+      el("s-submit").disabled = false;
+    }
+  }
+
   async function cancel(digest) {
     const me = PG.me();
     const now = await PG.api("/intervals/current");
@@ -197,6 +237,9 @@
 
   document.addEventListener("DOMContentLoaded", () => {
     el("order-form").addEventListener("submit", place);
+    el("standing-form").addEventListener("submit", (e) => { placeStanding(e).catch((err) => msg("Not set: " + err.message, true)); });
+    el("s-kind").addEventListener("change", standingKindShown);
+    standingKindShown();
     el("earn-period").addEventListener("change", () => earnings().catch((e) => PG.setStatus(e.message)));
     PG.onReady(async () => {
       try {
