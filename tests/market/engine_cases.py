@@ -185,8 +185,12 @@ def with_voltage_band(network: NetworkModel, vm_min_pu: float, vm_max_pu: float)
 BANDS = st.tuples(st.floats(0.95, 0.99), st.floats(1.01, 1.05))
 """Voltage bands [p.u.] (see :func:`with_voltage_band`): often narrow enough to bind."""
 
-MARGINS = st.one_of(st.none(), st.floats(-2_000.0, 40_000.0))
+MARGINS = st.one_of(st.none(), st.integers(-2_000, 40_000).map(float))
 """Slack limit margins [W] (see :func:`with_slack_limits`); ``None`` = no limit."""
+
+
+WHOLE_VAR = st.integers(-5_000, 5_000)
+"""Reactive base injections [var], whole like the watts below."""
 
 
 @st.composite
@@ -194,7 +198,10 @@ def relinearised_networks(draw: st.DrawFn) -> NetworkModel:
     """A 2-8 bus radial feeder re-linearised at a dispatch (see the module docstring)."""
     n = draw(st.integers(2, 8))
     parents = [draw(st.integers(0, i - 1)) for i in range(1, n)]
-    base_p_w = np.array([0.0] + [draw(st.floats(-30_000.0, 30_000.0)) for _ in range(n - 1)])
+    # whole watts, as meters and the site's units give them: a sub-microwatt injection against
+    # a cap of the same size is below HiGHS's tolerances (its unique-price QP then ends
+    # Infeasible and falls back to the duals, with a note), a case no feeder produces
+    base_p_w = np.array([0.0] + [float(draw(st.integers(-30_000, 30_000))) for _ in range(n - 1)])
     flat = NetworkModel(
         bus_names=tuple(BusId(f"b{i}") for i in range(n)),
         slack=0,
@@ -211,13 +218,13 @@ def relinearised_networks(draw: st.DrawFn) -> NetworkModel:
         vm_min_pu=np.full(n, 0.95),
         vm_max_pu=np.full(n, 1.05),
         base_p_w=base_p_w,
-        base_q_var=np.array([0.0] + [draw(st.floats(-5_000.0, 5_000.0)) for _ in range(n - 1)]),
+        base_q_var=np.array([0.0] + [float(draw(WHOLE_VAR)) for _ in range(n - 1)]),
         v_offset_pu2=np.zeros(n),
         losses=True,
     )
     # the operating point after one AC iteration: a dispatch moved the flows (losses are
     # linearised halfway, as grid_models.dispatch.relinearise does) ...
-    dispatch_w = np.array([0.0] + [draw(st.floats(-20_000.0, 20_000.0)) for _ in range(n - 1)])
+    dispatch_w = np.array([0.0] + [float(draw(st.integers(-20_000, 20_000))) for _ in range(n - 1)])
     flows_kw, _ = linear_state(flat, base_p_w + dispatch_w)
     base_kw, _ = linear_state(flat, base_p_w)
     moved = flat.with_changes(p_op_w=(flows_kw + base_kw) / 2 * 1000.0)

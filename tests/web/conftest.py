@@ -48,8 +48,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         yield running
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def driver() -> Iterator[Playwright]:
+    # per module, not per session: Playwright's sync API keeps an asyncio loop running in
+    # this thread while it is started, and an xdist worker goes on to other files (e.g. a
+    # test calling asyncio.run() fails "cannot be called from a running event loop")
     with sync_playwright() as driver:
         yield driver
 
