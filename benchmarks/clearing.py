@@ -31,15 +31,47 @@ Timing is instrumented from outside: ``controller.grid_clearing.clear`` and
 capture the LPs) and the grid's ``checker.run`` is timed (the AC power flows); "other" is the
 rest of the loop (dispatch, AC summary, re-linearisation). Medians of ``--repeat`` runs.
 
+Books (``--books``, default all four; seeded and deterministic, the same on every run):
+
+- ``balanced``: the random book above (every bus equally likely for bids and offers: the
+  network rarely binds).
+- ``midday-export``: cheap offers (40,000-120,000) crowded onto the far half (by depth in
+  the tree, at or beyond each feeder's median) of the buses of ``CROWDED_FEEDERS`` LV
+  feeders (SimBench subnets, ``net.bus.subnet``, e.g. "LV1.201", drawn with a seed), dear
+  bids (150,000-300,000) on every other bus: export through those feeders' lines and
+  transformers, voltage rise.
+- ``trafo-limited``: the same prices, every offer on the LV busbar of one MV/LV transformer
+  (drawn with a seed): the exchange through it is many times its rating.
+- ``evening-demand``: dear bids crowded onto ``CROWDED_FEEDERS`` LV feeders, cheap offers on
+  every other bus, at the evening time step (``--evening-step``, default 76 = 19:00, the
+  grid's own loads high): demand congests the crowded feeders.
+
+The congested books need LV feeders: they run on grids with at least
+``2 * CROWDED_FEEDERS`` LV subnets (the MV/LV grids) and are skipped elsewhere. For them the
+loop is profiled further (module functions wrapped from outside, no production change):
+``grid_clearing.relinearise`` (re-linearisation) and ``grid_clearing.summarise`` (the AC
+figures against the limits) are timed, and ``market.clearing.solve.highs_for`` is wrapped to
+count the lazy network bounds: per solve, the HiGHS runs ("rounds") and the branch-flow and
+voltage bounds put back after the first run; the final LP's active bounds (flow bounds per
+branch kind, voltage bounds) are counted on the last solve's columns.
+
     python benchmarks/clearing.py                 # full run (~10 min on 2 cores)
     python benchmarks/clearing.py --quick         # LV grids, N <= 1,000 (~1 min)
     python benchmarks/clearing.py --grids 1-MVLV-rural-all-0-sw --orders 10000 --no-opf
+    python benchmarks/clearing.py --grids 1-MVLV-rural-all-0-sw 1-MVLV-semiurb-all-0-sw \
+        --orders 1000 --books midday-export trafo-limited evening-demand --no-opf --no-pymarket
+
+The default run (all six grids, all four books, N up to 10,000, runopp included) is the
+balanced run's ~10 min plus the congested books on the two MV/LV grids: three books x three
+N there, with runopp at N = 100 (each up to ``--opf-timeout``); budget ~30 min on 2 cores, or
+pass ``--no-opf`` (a few minutes more than the balanced run).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import math
 import os
@@ -53,6 +85,8 @@ from datetime import timedelta
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 try:  # run as a script (benchmarks/ on sys.path) or as ``python -m benchmarks.clearing``
     import _refs  # type: ignore[import-not-found]
@@ -70,6 +104,10 @@ from market.clearing.groups import group_orders
 from market.domain import Bid, Interval, Offer, Side, ViolationKind
 from market.orderbook import build_order_book
 
+# ``market.clearing.solve`` as an attribute is the function ``solve``: take the module itself
+solve_module = importlib.import_module("market.clearing.solve")
+extract_module = importlib.import_module("market.clearing.extract")
+
 GRIDS = (
     "1-LV-rural1--0-sw",
     "1-LV-semiurb4--0-sw",
@@ -86,6 +124,11 @@ EXPORT_PRICE = 80_000
 BID_PRICES = (80_000, 300_000)
 OFFER_PRICES = (40_000, 285_000)
 ENERGY_WH = (50, 2000)
+BOOKS = ("balanced", "midday-export", "trafo-limited", "evening-demand")
+CROWDED_FEEDERS = 3
+CHEAP_OFFER_PRICES = (40_000, 120_000)
+DEAR_BID_PRICES = (150_000, 300_000)
+EVENING_STEP = 76  # 19:00
 C = 1e-6  # currency per token unit
 
 
@@ -122,6 +165,85 @@ def make_book(values: list[tuple[bool, int, int]], names: list[str], interval: I
     return build_order_book(interval, orders)
 
 
+def congested_values(n: int, seed: int, kind: str) -> list[tuple[bool, int, int]]:
+    """(is_bid, energy_wh, limit_price) of a congested book: cheap offers, dear bids."""
+    rng = random.Random(f"peergrid-bench-congested:{kind}:{seed}:{n}")
+    out = []
+    for i in range(n):
+        is_bid = i < n // 2
+        lo, hi = DEAR_BID_PRICES if is_bid else CHEAP_OFFER_PRICES
+        out.append((is_bid, rng.randint(*ENERGY_WH), rng.randint(lo, hi)))
+    return out
+
+
+def lv_feeders(grid, linear) -> dict[str, list[str]]:
+    """Model bus names per LV subnet of the SimBench grid (``net.bus.subnet``, "LV...")."""
+    subnet = grid.net.bus.get("subnet")
+    out: dict[str, list[str]] = {}
+    if subnet is None:
+        return out
+    net = linear.network
+    for i, name in enumerate(net.bus_names):
+        sub = str(subnet.get(int(linear.pp_index[i]), ""))
+        if i != net.slack and sub.startswith("LV") and "_" not in sub:
+            out.setdefault(sub, []).append(name)
+    return out
+
+
+def congested_book(kind: str, values, grid, linear, interval: Interval, tag: str):
+    """The ``kind`` book of the module docstring and what it crowds (for the report)."""
+    net = linear.network
+    feeders = lv_feeders(grid, linear)
+    rng = random.Random(f"peergrid-bench-feeders:{kind}:{tag}")
+    names = [n for i, n in enumerate(net.bus_names) if i != net.slack]
+    if kind == "trafo-limited":
+        trafos = grid.net.trafo
+        by_pp = {int(p): net.bus_names[i] for i, p in enumerate(linear.pp_index)}
+        candidates = sorted(
+            (str(t["name"]), by_pp[int(t["lv_bus"])])
+            for _, t in trafos.iterrows()
+            if int(t["lv_bus"]) in by_pp
+            and str(grid.net.bus.at[int(t["lv_bus"]), "subnet"]) in feeders
+        )
+        trafo_name, busbar = rng.choice(candidates)
+        crowded = [busbar]
+        what = f"trafo {trafo_name} (LV busbar {busbar})"
+    else:
+        chosen = rng.sample(sorted(feeders), CROWDED_FEEDERS)
+        crowded = [b for sub in chosen for b in feeders[sub]]
+        what = "feeders " + ", ".join(chosen)
+        if kind == "midday-export":  # the far half of each feeder: voltage rise, line loading
+            depth = np.zeros(net.n_bus, dtype=np.int64)
+            parent = net.parents()
+            for node in net.bfs_order[1:].tolist():
+                depth[node] = depth[parent[node]] + 1
+            index = {name: i for i, name in enumerate(net.bus_names)}
+            far = []
+            for sub in chosen:
+                d = np.array([depth[index[b]] for b in feeders[sub]])
+                far += [b for b, x in zip(feeders[sub], d, strict=True) if x >= np.median(d)]
+            crowded = far
+            what += ", the buses at or beyond each one's median depth"
+        what += f" ({len(crowded)} buses)"
+    crowded_set = set(crowded)
+    elsewhere = [b for b in names if b not in crowded_set]
+    rng_bus = random.Random(f"peergrid-bench-buses:{kind}:{tag}:{len(values)}")
+    orders: list[Bid | Offer] = []
+    for i, (is_bid, wh, price) in enumerate(values):
+        crowd = is_bid == (kind == "evening-demand")
+        orders.append(
+            (Bid if is_bid else Offer)(
+                order_id=f"{'b' if is_bid else 's'}{i:05d}",
+                participant=f"p{i:05d}",
+                bus=rng_bus.choice(crowded if crowd else elsewhere),
+                interval=interval,
+                energy_wh=wh,
+                limit_price=price,
+            )
+        )
+    return build_order_book(interval, orders), what
+
+
 # --------------------------------------------------------------------------- instrumentation
 
 
@@ -132,8 +254,17 @@ class Probe:
         self.clears: list[tuple[float, Any]] = []
         self.lps: list[Any] = []
         self.ac_s: list[float] = []
+        self.relin_s: list[float] = []
+        self.summary_s: list[float] = []
+        self.canonical_s: list[float] = []
+        self.solves: list[dict[str, Any]] = []  # per solve_lp: rounds, bounds, final columns
         self._clear = grid_clearing.clear
         self._build_lp = clearing.build_lp
+        self._solve_lp = clearing.solve_lp
+        self._highs_for = solve_module.highs_for
+        self._relinearise = grid_clearing.relinearise
+        self._summarise = grid_clearing.summarise
+        self._canonical = extract_module.canonical_outcome
 
         def timed_clear(book, network, options):
             t = time.perf_counter()
@@ -146,8 +277,39 @@ class Probe:
             self.lps.append(lp)
             return lp
 
+        def counting_solve_lp(lp, options):
+            self.solves.append({"bounded": []})
+            outcome = self._solve_lp(lp, options)
+            self.solves[-1]["x"] = outcome.col_value
+            self.solves[-1]["unique"] = outcome.unique
+            return outcome
+
+        def counting_highs_for(lp, options, lower, upper):
+            p0, v0 = lp.col_p0, lp.col_v0
+            finite = np.isfinite(lower) | np.isfinite(upper)
+            if self.solves:
+                self.solves[-1]["bounded"].append(
+                    (int(finite[p0:v0].sum()), int(finite[v0:].sum()))
+                )
+            return self._highs_for(lp, options, lower, upper)
+
+        def timed(func, into):
+            def wrapper(*args, **kwargs):
+                t = time.perf_counter()
+                try:
+                    return func(*args, **kwargs)
+                finally:
+                    into().append(time.perf_counter() - t)
+
+            return wrapper
+
         grid_clearing.clear = timed_clear
         clearing.build_lp = capturing_build_lp
+        clearing.solve_lp = counting_solve_lp
+        solve_module.highs_for = counting_highs_for
+        grid_clearing.relinearise = timed(self._relinearise, lambda: self.relin_s)
+        grid_clearing.summarise = timed(self._summarise, lambda: self.summary_s)
+        extract_module.canonical_outcome = timed(self._canonical, lambda: self.canonical_s)
 
     def attach(self, linear) -> None:
         """Time ``linear.checker.run`` (one AC power flow per call)."""
@@ -165,6 +327,45 @@ class Probe:
 
     def reset(self) -> None:
         self.clears, self.lps, self.ac_s = [], [], []
+        self.relin_s, self.summary_s, self.solves, self.canonical_s = [], [], [], []
+
+    def bounds(self) -> dict[str, Any]:
+        """Lazy-bound figures of the last ``clear_on_grid`` (see the module docstring)."""
+        rounds = [len(s["bounded"]) for s in self.solves]
+        added_flow = [s["bounded"][-1][0] - s["bounded"][0][0] for s in self.solves if s["bounded"]]
+        added_v = [s["bounded"][-1][1] - s["bounded"][0][1] for s in self.solves if s["bounded"]]
+        lazy = [s["bounded"][0][0] == 0 for s in self.solves if s["bounded"]]
+        out: dict[str, Any] = {
+            "highs_runs": rounds,
+            "lazy": lazy,
+            "added_flow": added_flow,
+            "added_v": added_v,
+            "active_line": 0,
+            "active_trafo": 0,
+            "active_v": 0,
+            "proved_unique": [bool(s.get("unique")) for s in self.solves],
+            "canonical_s": sum(self.canonical_s),
+        }
+        if self.lps and self.solves and self.solves[-1].get("x") is not None:
+            lp, x = self.lps[-1], np.asarray(self.solves[-1]["x"])
+            lo, hi = lp.col_lower, lp.col_upper
+            tol = 1e-7 * np.maximum(
+                1.0,
+                np.maximum(
+                    np.abs(np.where(np.isfinite(lo), lo, 0)),
+                    np.abs(np.where(np.isfinite(hi), hi, 0)),
+                ),
+            )
+            at = (np.isfinite(lo) & (x <= lo + tol)) | (np.isfinite(hi) & (x >= hi - tol))
+            p0, v0 = lp.col_p0, lp.col_v0
+            kinds = np.array(lp.network.branch_kinds)
+            flows = at[p0:v0]
+            out["active_line"] = int(flows[kinds != "trafo"].sum())
+            out["active_trafo"] = int(flows[kinds == "trafo"].sum())
+            v_at = at[v0:].copy()
+            v_at[lp.network.slack] = False
+            out["active_v"] = int(v_at.sum())
+        return out
 
 
 @dataclasses.dataclass
@@ -177,6 +378,9 @@ class Run:
     lp_wall: float
     ac: float
     ac_runs: int
+    relin: float = 0.0
+    summary: float = 0.0
+    bounds: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def ours_lp(self) -> float:
@@ -184,7 +388,7 @@ class Run:
 
     @property
     def other(self) -> float:
-        return max(self.e2e - self.lp_wall - self.ac, 0.0)
+        return max(self.e2e - self.lp_wall - self.ac - self.relin - self.summary, 0.0)
 
 
 def measure(probe: Probe, grid, linear, book, options: ClearingOptions, repeat: int):
@@ -207,6 +411,9 @@ def measure(probe: Probe, grid, linear, book, options: ClearingOptions, repeat: 
                     lp_wall=sum(w for w, _ in probe.clears),
                     ac=sum(probe.ac_s),
                     ac_runs=len(probe.ac_s),
+                    relin=sum(probe.relin_s),
+                    summary=sum(probe.summary_s),
+                    bounds=probe.bounds(),
                 ),
                 result,
                 list(probe.lps),
@@ -270,6 +477,18 @@ def main() -> None:
     ap.add_argument("--time-step", type=int, default=48, help="SimBench 15-min step (48 = 12:00)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per case; medians are reported")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument(
+        "--books",
+        nargs="+",
+        choices=BOOKS,
+        help="book kinds (default: all; see the module docstring)",
+    )
+    ap.add_argument(
+        "--evening-step",
+        type=int,
+        default=EVENING_STEP,
+        help="SimBench time step of the evening-demand book (76 = 19:00)",
+    )
     ap.add_argument("--solver", default="choose", help="HiGHS solver option (both sides)")
     ap.add_argument("--no-opf", action="store_true", help="skip pandapower's runopp")
     ap.add_argument("--opf-max-buses", type=int, default=1000)
@@ -291,11 +510,10 @@ def main() -> None:
     )
     args = ap.parse_args()
     if args.unique_rules_always:
-        import market.clearing.solve as solve_module
-
         solve_module.nondegenerate_basis = lambda _lp, _h: False  # type: ignore[assignment]
     grids = args.grids or list(QUICK_GRIDS if args.quick else GRIDS)
     orders_n = args.orders or list(QUICK_ORDERS if args.quick else ORDERS)
+    books = args.books or list(BOOKS)
     if args.quick:
         orders_n = [n for n in orders_n if n <= 1000]
     options = ClearingOptions(
@@ -318,140 +536,203 @@ def main() -> None:
     values_by_n = {n: order_values(n, args.seed) for n in orders_n}
     for code in grids:
         spec = f"simbench:{code}"
-        t = time.perf_counter()
-        grid = load_grid_cached(spec, ts)
-        load_s = time.perf_counter() - t
-        t = time.perf_counter()
-        linear = build_linear_grid(grid)
-        model_s = time.perf_counter() - t
-        probe.attach(linear)
-        net = linear.network
-        base_check = summarise(grid, linear.base, linear.vm_min_pu, linear.vm_max_pu)
-        base_viol = {(v.kind, v.index): v.value for v in base_check.violations}
-        grid_rows.append(
-            {
-                "grid": code,
-                "pp_buses": len(grid.net.bus),
-                "model_buses": net.n_bus,
-                "branches": net.n_branch,
-                "load_s": load_s,
-                "model_s": model_s,
-                "base_vm_min": base_check.min_vm_pu,
-                "base_vm_max": base_check.max_vm_pu,
-                "base_max_line": base_check.max_line_loading_percent,
-                "base_max_trafo": base_check.max_trafo_loading_percent,
-                "base_violations": len(base_check.violations),
-            }
-        )
-        print(
-            f"\n## {code}: {len(grid.net.bus)} buses ({net.n_bus} in the model), cached load "
-            f"{load_s:.2f} s, network model {model_s:.2f} s, base vm "
-            f"{base_check.min_vm_pu:.4f}-{base_check.max_vm_pu:.4f}, "
-            f"{len(base_check.violations)} base violation(s)",
-            flush=True,
-        )
-        names = [n for i, n in enumerate(net.bus_names) if i != net.slack]
-        for n in orders_n:
-            values = values_by_n[n]
-            book = make_book(values, names, interval, f"{args.seed}:{code}")
-            books_for_nonet.setdefault(n, book)
-            limits = {o.order_id: o.limit_price for o in book.orders}
-            run, result, lps = measure(probe, grid, linear, book, options, args.repeat)
-            raw = [
-                statistics.median(
-                    _refs.raw_highs(lp, args.solver, options.time_limit_s)[0]
-                    for _ in range(args.repeat)
-                )
-                for lp in lps
-            ]
-            raw_s = sum(raw)
-            check = result.check
-            new_viol = 0
-            if check is not None:
-                for v in check.violations:
-                    on_bus = v.kind.element_type == "bus"
-                    tol = VM_TOLERANCE_PU if on_bus else LOADING_TOLERANCE_PERCENT
-                    before = base_viol.get((v.kind, v.index))
-                    if before is None or (
-                        abs(v.value - before) > tol
-                        and (
-                            (v.kind is ViolationKind.VM_MIN and v.value < before)
-                            or (v.kind is not ViolationKind.VM_MIN and v.value > before)
-                        )
-                    ):
-                        new_viol += 1
-            grid_kwh_ac = (check.slack_p_w - linear.base.slack_p_w) * hours / 1000 if check else 0.0
-            w_lp = result.welfare * C
-            w_ac = order_welfare(result, limits) + grid_term(grid_kwh_ac)
-            groups = group_orders(book, net)
-            row: dict[str, Any] = {
-                "grid": code,
-                "buses": net.n_bus,
-                "orders": n,
-                "groups": len(groups),
-                "status": str(result.status),
-                "e2e_s": run.e2e,
-                "build_s": run.build,
-                "solve_s": run.solve,
-                "extract_s": run.extract,
-                "ac_s": run.ac,
-                "ac_runs": run.ac_runs,
-                "other_s": run.other,
-                "iterations": result.iterations,
-                "lp_rows": lps[-1].num_row if lps else 0,
-                "lp_cols": lps[-1].num_col if lps else 0,
-                "raw_highs_s": raw_s,
-                "ours_lp_s": run.ours_lp,
-                "ratio": run.ours_lp / raw_s if raw_s else float("nan"),
-                "solve_ratio": run.solve / raw_s if raw_s else float("nan"),
-                "min_vm": check.min_vm_pu if check else float("nan"),
-                "max_vm": check.max_vm_pu if check else float("nan"),
-                "max_line": check.max_line_loading_percent if check else float("nan"),
-                "max_trafo": check.max_trafo_loading_percent if check else float("nan"),
-                "violations": len(check.violations) if check else -1,
-                "base_violations": len(base_viol),
-                "new_violations": new_viol,
-                "welfare_lp": w_lp,
-                "welfare_ac": w_ac,
-                "grid_kwh_ac": grid_kwh_ac,
-                "lp_grid_kwh": (result.grid_import_wh - result.grid_export_wh) / 1000,
-                "traded_kwh": result.cleared_wh / 1000,
-            }
+        steps: dict[int, list[str]] = {}
+        for kind in books:
+            steps.setdefault(args.evening_step if kind == "evening-demand" else ts, []).append(kind)
+        n_feeders: int | None = None  # LV feeders of the grid, once loaded
+        for step, step_books in steps.items():
+            few = n_feeders is not None and n_feeders < 2 * CROWDED_FEEDERS
+            if few and "balanced" not in step_books:
+                print(f"\n## {code}: {', '.join(step_books)} skipped ({n_feeders} LV feeders)")
+                continue
+            interval = Interval.containing(SIMBENCH_YEAR_START + timedelta(minutes=15 * step), 900)
+            t = time.perf_counter()
+            grid = load_grid_cached(spec, step)
+            load_s = time.perf_counter() - t
+            t = time.perf_counter()
+            linear = build_linear_grid(grid)
+            model_s = time.perf_counter() - t
+            probe.attach(linear)
+            net = linear.network
+            base_check = summarise(grid, linear.base, linear.vm_min_pu, linear.vm_max_pu)
+            base_viol = {(v.kind, v.index): v.value for v in base_check.violations}
+            grid_rows.append(
+                {
+                    "grid": code,
+                    "time_step": step,
+                    "pp_buses": len(grid.net.bus),
+                    "model_buses": net.n_bus,
+                    "branches": net.n_branch,
+                    "load_s": load_s,
+                    "model_s": model_s,
+                    "base_vm_min": base_check.min_vm_pu,
+                    "base_vm_max": base_check.max_vm_pu,
+                    "base_max_line": base_check.max_line_loading_percent,
+                    "base_max_trafo": base_check.max_trafo_loading_percent,
+                    "base_violations": len(base_check.violations),
+                }
+            )
             print(
-                f"  N={n:>6} groups {len(groups):>5} {row['status']:<9} e2e {run.e2e:.3f} s "
-                f"(build {run.build:.3f} solve {run.solve:.3f} extract {run.extract:.3f} "
-                f"AC {run.ac:.3f} x{run.ac_runs} other {run.other:.3f}) it {result.iterations} | "
-                f"raw HiGHS {raw_s:.3f} s ratio {row['ratio']:.2f} | viol {row['violations']} "
-                f"(base {len(base_viol)}, new {new_viol}) | welfare LP {w_lp:.4f} AC {w_ac:.4f}",
+                f"\n## {code} at time step {step}: {len(grid.net.bus)} buses ({net.n_bus} in the "
+                f"model), cached load "
+                f"{load_s:.2f} s, network model {model_s:.2f} s, base vm "
+                f"{base_check.min_vm_pu:.4f}-{base_check.max_vm_pu:.4f}, "
+                f"{len(base_check.violations)} base violation(s)",
                 flush=True,
             )
-            # ---- pandapower's AC OPF
-            opf_ok = not args.no_opf and (
-                (net.n_bus <= args.opf_max_buses and n <= args.opf_max_orders)
-                or (net.n_bus > args.opf_max_buses and n <= args.opf_large_orders)
-            )
-            if opf_ok:
-                opf = _refs.opf_reference(
-                    grid, linear, groups, IMPORT_PRICE, EXPORT_PRICE, hours, args.opf_timeout
-                )
-            else:
-                opf = _refs.OpfOutcome(
-                    status="skipped",
-                    detail="--no-opf" if args.no_opf else f"size cap ({net.n_bus} buses, N={n})",
-                )
-            row["opf"] = dataclasses.asdict(opf)
-            if opf.status == "converged":
-                row["opf_share"] = w_ac / opf.welfare if opf.welfare else float("nan")
-                row["opf_share_lp"] = w_lp / opf.welfare if opf.welfare else float("nan")
-                row["opf_speedup"] = opf.seconds / run.e2e
-                print(
-                    f"    runopp {opf.seconds:.2f} s welfare {opf.welfare:.4f} -> ours(AC) "
-                    f"{pct(row['opf_share'])} at {row['opf_speedup']:.0f}x",
-                    flush=True,
-                )
-            elif opf.status != "skipped":
-                print(f"    runopp {opf.status} {fmt(opf.seconds, 1)} s {opf.detail}", flush=True)
-            rows.append(row)
+            names = [n for i, n in enumerate(net.bus_names) if i != net.slack]
+            feeders = lv_feeders(grid, linear)
+            n_feeders = len(feeders)
+            line_limits, trafo_limits = linear.effective_loading_limits()
+            for kind in step_books:
+                if kind != "balanced" and len(feeders) < 2 * CROWDED_FEEDERS:
+                    print(f"  {kind}: skipped ({len(feeders)} LV feeder(s) in {code})")
+                    continue
+                for n in orders_n:
+                    tag = f"{args.seed}:{code}"
+                    if kind == "balanced":
+                        values = values_by_n[n]
+                        book = make_book(values, names, interval, tag)
+                        books_for_nonet.setdefault(n, book)
+                        crowded = "-"
+                    else:
+                        values = congested_values(n, args.seed, kind)
+                        book, crowded = congested_book(kind, values, grid, linear, interval, tag)
+                    limits = {o.order_id: o.limit_price for o in book.orders}
+                    run, result, lps = measure(probe, grid, linear, book, options, args.repeat)
+                    raw = [
+                        statistics.median(
+                            _refs.raw_highs(lp, args.solver, options.time_limit_s)[0]
+                            for _ in range(args.repeat)
+                        )
+                        for lp in lps
+                    ]
+                    raw_s = sum(raw)
+                    check = result.check
+                    new_viol = 0
+                    if check is not None:
+                        for v in check.violations:
+                            on_bus = v.kind.element_type == "bus"
+                            tol = VM_TOLERANCE_PU if on_bus else LOADING_TOLERANCE_PERCENT
+                            before = base_viol.get((v.kind, v.index))
+                            if before is None or (
+                                abs(v.value - before) > tol
+                                and (
+                                    (v.kind is ViolationKind.VM_MIN and v.value < before)
+                                    or (v.kind is not ViolationKind.VM_MIN and v.value > before)
+                                )
+                            ):
+                                new_viol += 1
+                    grid_kwh_ac = (
+                        (check.slack_p_w - linear.base.slack_p_w) * hours / 1000 if check else 0.0
+                    )
+                    w_lp = result.welfare * C
+                    w_ac = order_welfare(result, limits) + grid_term(grid_kwh_ac)
+                    groups = group_orders(book, net)
+                    row: dict[str, Any] = {
+                        "grid": code,
+                        "book": kind,
+                        "time_step": step,
+                        "crowded": crowded,
+                        "buses": net.n_bus,
+                        "orders": n,
+                        "groups": len(groups),
+                        "status": str(result.status),
+                        "e2e_s": run.e2e,
+                        "build_s": run.build,
+                        "solve_s": run.solve,
+                        "extract_s": run.extract,
+                        "ac_s": run.ac,
+                        "ac_runs": run.ac_runs,
+                        "other_s": run.other,
+                        "relin_s": run.relin,
+                        "summary_s": run.summary,
+                        "bounds": run.bounds,
+                        "line_limit_max": float(np.nanmax(line_limits)) if len(line_limits) else 0,
+                        "trafo_limit_max": float(np.nanmax(trafo_limits))
+                        if len(trafo_limits)
+                        else 0,
+                        "vm_max_limit": linear.vm_max_pu,
+                        "vm_min_limit": linear.vm_min_pu,
+                        "iterations": result.iterations,
+                        "lp_rows": lps[-1].num_row if lps else 0,
+                        "lp_cols": lps[-1].num_col if lps else 0,
+                        "raw_highs_s": raw_s,
+                        "ours_lp_s": run.ours_lp,
+                        "ratio": run.ours_lp / raw_s if raw_s else float("nan"),
+                        "solve_ratio": run.solve / raw_s if raw_s else float("nan"),
+                        "min_vm": check.min_vm_pu if check else float("nan"),
+                        "max_vm": check.max_vm_pu if check else float("nan"),
+                        "max_line": check.max_line_loading_percent if check else float("nan"),
+                        "max_trafo": check.max_trafo_loading_percent if check else float("nan"),
+                        "violations": len(check.violations) if check else -1,
+                        "base_violations": len(base_viol),
+                        "new_violations": new_viol,
+                        "welfare_lp": w_lp,
+                        "welfare_ac": w_ac,
+                        "grid_kwh_ac": grid_kwh_ac,
+                        "lp_grid_kwh": (result.grid_import_wh - result.grid_export_wh) / 1000,
+                        "traded_kwh": result.cleared_wh / 1000,
+                    }
+                    b = run.bounds
+                    row["binds"] = b["active_line"] + b["active_trafo"] + b["active_v"] > 0
+                    if kind != "balanced" and not row["binds"]:
+                        print(
+                            f"  WARNING: the {kind} book binds no network bound: a bug of the book"
+                        )
+                    print(
+                        f"  {kind} N={n:>6} groups {len(groups):>5} {row['status']:<9} "
+                        f"e2e {run.e2e:.3f} s (build {run.build:.3f} solve {run.solve:.3f} "
+                        f"extract {run.extract:.3f} AC {run.ac:.3f} x{run.ac_runs} relin "
+                        f"{run.relin:.3f} summary {run.summary:.3f} other {run.other:.3f}) "
+                        f"it {result.iterations} | raw HiGHS {raw_s:.3f} s ratio "
+                        f"{row['ratio']:.2f} | viol {row['violations']} (base {len(base_viol)}, "
+                        f"new {new_viol}) | welfare LP {w_lp:.4f} AC {w_ac:.4f} | HiGHS runs "
+                        f"{b['highs_runs']} bounds added flow {b['added_flow']} v {b['added_v']}, "
+                        f"active line/trafo/v {b['active_line']}/{b['active_trafo']}/"
+                        f"{b['active_v']} | max line {fmt(row['max_line'], 1)} % trafo "
+                        f"{fmt(row['max_trafo'], 1)} % vm {fmt(row['max_vm'], 4)}-"
+                        f"{fmt(row['min_vm'], 4)} | {crowded}",
+                        flush=True,
+                    )
+                    # ---- pandapower's AC OPF
+                    opf_ok = not args.no_opf and (
+                        (net.n_bus <= args.opf_max_buses and n <= args.opf_max_orders)
+                        or (net.n_bus > args.opf_max_buses and n <= args.opf_large_orders)
+                    )
+                    if opf_ok:
+                        opf = _refs.opf_reference(
+                            grid,
+                            linear,
+                            groups,
+                            IMPORT_PRICE,
+                            EXPORT_PRICE,
+                            hours,
+                            args.opf_timeout,
+                        )
+                    else:
+                        opf = _refs.OpfOutcome(
+                            status="skipped",
+                            detail="--no-opf"
+                            if args.no_opf
+                            else f"size cap ({net.n_bus} buses, N={n})",
+                        )
+                    row["opf"] = dataclasses.asdict(opf)
+                    if opf.status == "converged":
+                        row["opf_share"] = w_ac / opf.welfare if opf.welfare else float("nan")
+                        row["opf_share_lp"] = w_lp / opf.welfare if opf.welfare else float("nan")
+                        row["opf_speedup"] = opf.seconds / run.e2e
+                        print(
+                            f"    runopp {opf.seconds:.2f} s welfare {opf.welfare:.4f} -> ours(AC) "
+                            f"{pct(row['opf_share'])} at {row['opf_speedup']:.0f}x",
+                            flush=True,
+                        )
+                    elif opf.status != "skipped":
+                        print(
+                            f"    runopp {opf.status} {fmt(opf.seconds, 1)} s {opf.detail}",
+                            flush=True,
+                        )
+                    rows.append(row)
 
     # ---- no network: merit order, PeerGrid on one bus, pymarket
     nonet: list[dict[str, Any]] = []
@@ -481,8 +762,16 @@ def main() -> None:
             "one_bus_peer_s": t_peer,
             "one_bus_grid": r_grid.welfare * C,
             "one_bus_grid_s": t_grid,
-            "feeders_ac": {r["grid"]: r["welfare_ac"] for r in rows if r["orders"] == n},
-            "feeders_lp": {r["grid"]: r["welfare_lp"] for r in rows if r["orders"] == n},
+            "feeders_ac": {
+                r["grid"]: r["welfare_ac"]
+                for r in rows
+                if r["orders"] == n and r["book"] == "balanced"
+            },
+            "feeders_lp": {
+                r["grid"]: r["welfare_lp"]
+                for r in rows
+                if r["orders"] == n and r["book"] == "balanced"
+            },
             "pymarket": {},
         }
         print(
@@ -544,34 +833,36 @@ def report(command, args, grid_rows, rows, nonet, pm_version, elapsed, load0, lo
     out(
         f"\nCommand: `{command.strip()}` ({elapsed / 60:.1f} min; load average "
         f"{load0[0]:.2f} at start, {load1[0]:.2f} at end). {versions()}. SimBench time step "
-        f"{ts}; medians of {args.repeat} runs; grid loading excluded."
+        f"{ts} (evening-demand: {args.evening_step}); medians of {args.repeat} runs; grid "
+        "loading excluded."
     )
     out("\n### Grids and network models\n")
     out(
-        "| grid | pandapower buses | model buses | cached load s | network model s | "
+        "| grid | time step | pandapower buses | model buses | cached load s | network model s | "
         "base vm min-max pu | base max line / trafo % | base violations |"
     )
-    out("| --- | ---: | ---: | ---: | ---: | --- | --- | ---: |")
+    out("| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |")
     for g in grid_rows:
         out(
-            f"| {g['grid']} | {g['pp_buses']} | {g['model_buses']} | {g['load_s']:.2f} | "
+            f"| {g['grid']} | {g['time_step']} | {g['pp_buses']} | {g['model_buses']} | "
+            f"{g['load_s']:.2f} | "
             f"{g['model_s']:.2f} | {g['base_vm_min']:.4f}-{g['base_vm_max']:.4f} | "
             f"{g['base_max_line']:.1f} / {g['base_max_trafo']:.1f} | {g['base_violations']} |"
         )
     out("\n### PeerGrid end to end (clear_on_grid) vs raw HiGHS on the identical LP\n")
     out(
-        "| grid | N | groups | status | end-to-end s | build s | solve s | extract s | "
+        "| grid | book | N | groups | status | end-to-end s | build s | solve s | extract s | "
         "AC pf s (runs) | other s | AC it | LP rows x cols | raw HiGHS s | ours LP s | "
         "ratio | solve / raw | final vm min-max pu | max line / trafo % | "
         "violations (base / new) |"
     )
     out(
-        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | "
+        "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | "
         "---: | ---: | ---: | ---: | --- | --- | --- |"
     )
     for r in rows:
         out(
-            f"| {r['grid']} | {r['orders']} | {r['groups']} | {r['status']} | "
+            f"| {r['grid']} | {r['book']} | {r['orders']} | {r['groups']} | {r['status']} | "
             f"{r['e2e_s']:.3f} | {r['build_s']:.3f} | {r['solve_s']:.3f} | {r['extract_s']:.3f} | "
             f"{r['ac_s']:.3f} ({r['ac_runs']}) | {r['other_s']:.3f} | {r['iterations']} | "
             f"{r['lp_rows']} x {r['lp_cols']} | {r['raw_highs_s']:.3f} | {r['ours_lp_s']:.3f} | "
@@ -582,16 +873,16 @@ def report(command, args, grid_rows, rows, nonet, pm_version, elapsed, load0, lo
         )
     out("\n### PeerGrid vs pandapower's AC OPF (runopp) on the same orders\n")
     out(
-        "| grid | N | runopp | runopp s | PeerGrid s | speed-up | OPF welfare | "
+        "| grid | book | N | runopp | runopp s | PeerGrid s | speed-up | OPF welfare | "
         "PeerGrid welfare LP / AC | PeerGrid AC / OPF | traded kWh ours / OPF | "
         "AC grid kWh ours / OPF |"
     )
-    out("| --- | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | --- | --- |")
+    out("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | --- | --- |")
     for r in rows:
         o = r["opf"]
         if o["status"] == "converged":
             out(
-                f"| {r['grid']} | {r['orders']} | converged | {o['seconds']:.2f} | "
+                f"| {r['grid']} | {r['book']} | {r['orders']} | converged | {o['seconds']:.2f} | "
                 f"{r['e2e_s']:.3f} | {r['opf_speedup']:.0f}x | {o['welfare']:.4f} | "
                 f"{r['welfare_lp']:.4f} / {r['welfare_ac']:.4f} | {pct(r['opf_share'])} | "
                 f"{r['traded_kwh']:.2f} / {o['bought_kwh']:.2f} | "
@@ -599,10 +890,11 @@ def report(command, args, grid_rows, rows, nonet, pm_version, elapsed, load0, lo
             )
         else:
             out(
-                f"| {r['grid']} | {r['orders']} | {o['status']}: {o['detail']} | "
+                f"| {r['grid']} | {r['book']} | {r['orders']} | {o['status']}: {o['detail']} | "
                 f"{fmt(o['seconds'], 1)} | {r['e2e_s']:.3f} | | | "
                 f"{r['welfare_lp']:.4f} / {r['welfare_ac']:.4f} | | | |"
             )
+    profile(rows)
     out(
         "\n### Welfare without a network: merit order, PeerGrid on one bus, pymarket "
         f"{pm_version or '(not installed)'}\n"
@@ -640,16 +932,70 @@ def report(command, args, grid_rows, rows, nonet, pm_version, elapsed, load0, lo
     targets(rows)
 
 
+def profile(rows) -> None:
+    """Print where each case's time goes, the lazy bounds and whether the limits bind."""
+    out = print
+    out("\n### Where the time goes, lazy network bounds, binding limits\n")
+    out(
+        "clear_s is ``clear_on_grid`` end to end; solve / it is HiGHS's ``run()`` per solve "
+        "(every lazy round); AC pf is pandapower's power flows, AC summary the figures against "
+        "the limits (``summarise``), relin ``relinearise``; other is the rest (dispatch, "
+        "result assembly). Unique rules: ``canonical_outcome`` inside extract (the QPs run "
+        "unless the basis proves the optimum unique: y/n per solve). HiGHS runs: per solve, "
+        "the first without the branch-flow and voltage "
+        "bounds when the book has at most 4 groups per bus, then with the violated ones put "
+        "back; added: bounds put back per solve (flow / voltage); active: the final LP's "
+        "bounds at their limit (line / trafo flows, voltages). Max line / trafo loading and "
+        "the voltage range are the final result's AC figures (limits 100 % and 0.95-1.05 pu "
+        "unless a base-case violation widened them).\n"
+    )
+    out(
+        "| grid | book | N | status | clear_s | solves | build s | solve s (per it) | "
+        "extract s (unique rules s; proved unique) | AC pf s (runs) | AC summary s | "
+        "relin s | other s | raw HiGHS s | ratio | "
+        "HiGHS runs | bounds added flow / v | active line / trafo / v | max line / trafo % | "
+        "vm min-max pu |"
+    )
+    out(
+        "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
+        "---: | ---: | ---: | --- | --- | --- | --- | --- |"
+    )
+    for r in rows:
+        b = r["bounds"]
+        it = max(r["iterations"], 1)
+        added = "+".join(str(a) for a in b["added_flow"]) or "0"
+        added_v = "+".join(str(a) for a in b["added_v"]) or "0"
+        runs = "+".join(str(a) for a in b["highs_runs"])
+        out(
+            f"| {r['grid']} | {r['book']} | {r['orders']} | {r['status']} | {r['e2e_s']:.3f} | "
+            f"{r['iterations']} | {r['build_s']:.3f} | {r['solve_s']:.3f} "
+            f"({r['solve_s'] / it:.3f}) | {r['extract_s']:.3f} ({b['canonical_s']:.3f}; "
+            f"{'/'.join('y' if u else 'n' for u in b['proved_unique'])}) | {r['ac_s']:.3f} "
+            f"({r['ac_runs']}) | {r['summary_s']:.3f} | {r['relin_s']:.3f} | "
+            f"{r['other_s']:.3f} | {r['raw_highs_s']:.3f} | {r['ratio']:.2f} | {runs} | "
+            f"{added} / {added_v} | {b['active_line']} / {b['active_trafo']} / "
+            f"{b['active_v']} | {fmt(r['max_line'], 1)} / {fmt(r['max_trafo'], 1)} | "
+            f"{fmt(r['min_vm'], 4)}-{fmt(r['max_vm'], 4)} |"
+        )
+    crowded = {(r["grid"], r["book"]): r["crowded"] for r in rows if r["book"] != "balanced"}
+    if crowded:
+        out("")
+        for (grid, book), what in crowded.items():
+            out(f"- {grid}, {book}: {what}")
+
+
 def targets(rows) -> None:
     """Print the issue's targets against what was measured."""
     print("\n### Targets\n")
-    big = [r for r in rows if r["grid"] == "1-MVLV-rural-all-0-sw" and r["orders"] == 10000]
-    for r in big:
-        ok = "met" if r["e2e_s"] <= 1.0 else "missed"
-        print(
-            f"- 10,000 orders on 1-MVLV-rural-all-0-sw in <= 1 s end to end: {ok} "
-            f"({r['e2e_s']:.3f} s)"
-        )
+    for code, limit in (("1-MVLV-rural-all-0-sw", 1.0), ("1-MVLV-semiurb-all-0-sw", 1.5)):
+        for r in rows:
+            if r["grid"] != code or r["orders"] != 10000:
+                continue
+            ok = "met" if r["e2e_s"] <= limit and r["iterations"] <= 3 else "missed"
+            print(
+                f"- 10,000 orders ({r['book']}) on {code} in <= {limit:g} s end to end, <= 3 "
+                f"solves: {ok} ({r['e2e_s']:.3f} s, {r['iterations']} solve(s))"
+            )
     ratios = [r["ratio"] for r in rows if not math.isnan(r["ratio"])]
     if ratios:
         worst = max(rows, key=lambda r: -1 if math.isnan(r["ratio"]) else r["ratio"])
