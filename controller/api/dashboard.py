@@ -14,6 +14,7 @@ participant markers and the trades drawn as flows follow :func:`~controller.api.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +27,8 @@ from controller.auth import Principal, Role
 from controller.errors import ControllerError
 from controller.service import Service
 from market.domain import utc_label
+
+log = logging.getLogger("peergrid.dashboard")
 
 ALERTS_TTL_S: Final = 5.0
 """How long a computed list of alerts is reused [s] (each evaluation reads the chain)."""
@@ -50,6 +53,7 @@ class Dashboard:
     _verified: dict[int, dict[str, Any]] = field(default_factory=dict, repr=False)
     _alerts: tuple[float, list[dict[str, Any]]] | None = field(default=None, repr=False)
     _reclearer: Any = field(default=None, repr=False)
+    _verify_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # -- the feeder map ---------------------------------------------------------------------
 
@@ -71,6 +75,13 @@ class Dashboard:
                     raise DashboardError(msg)
                 self._map = feeder_map_json(feeder_map(grid))
             return self._map
+
+    def warm(self) -> None:
+        """Build what the pages will ask for first (the map's geometry), ahead of them."""
+        try:
+            self.feeder_map()
+        except DashboardError as exc:  # no grid: the map answers 404 when asked
+            log.info("no feeder map to prepare: %s", exc)
 
     def map_for(self, principal: Principal) -> dict[str, Any]:
         """The map's geometry and the participants ``principal`` may see, by bus position."""
@@ -221,9 +232,11 @@ class Dashboard:
         chain = None
         domain = None
         if service.runtime.settler is not None:
-            chain = service.runtime.client
+            chain = LockedChainView(service.runtime.client, service.chain_lock)
             domain = (service.intake.chain_id, service.intake.verifying_contract)
-        with service.chain_lock:
+        # one verification at a time (they share the re-clearer); the chain lock is held only
+        # for each read, never through the re-clear, so orders and the cycle are not held up
+        with self._verify_lock:
             summary = verify_records(
                 [row],
                 reclear=service.runtime.cycle.reclear,
@@ -246,6 +259,32 @@ class Dashboard:
     def last_verification(self, interval_id: int) -> dict[str, Any] | None:
         """The outcome of the last :meth:`verify` of ``interval_id`` by this service, if any."""
         return self._verified.get(interval_id)
+
+
+@dataclass(frozen=True)
+class LockedChainView:
+    """The audit's read-only view of the Settlement contract, each read under ``lock``.
+
+    Parameters
+    ----------
+    client : ChainView
+        The service's chain client (:class:`controller.audit.ChainView`).
+    lock : threading.RLock
+        The service's chain lock (the cycle and the intake share the client).
+    """
+
+    client: Any
+    lock: Any
+
+    def settled_batch(self, interval_id: int) -> Any:  # noqa: ANN401 - the client's SettledBatch
+        """What the contract stores for ``interval_id`` (:meth:`ChainView.settled_batch`)."""
+        with self.lock:
+            return self.client.settled_batch(interval_id)
+
+    def settled_entries(self, interval_id: int) -> tuple[tuple[str, int, int], ...]:
+        """What was settled for ``interval_id`` (:meth:`ChainView.settled_entries`)."""
+        with self.lock:
+            return tuple(self.client.settled_entries(interval_id))
 
 
 class DashboardError(ControllerError):

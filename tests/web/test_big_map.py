@@ -6,6 +6,7 @@ measures it, zoomable to one LV feeder. Its served geometry is measured in the b
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -52,22 +53,24 @@ def test_the_largest_map_renders_within_2_s_and_zooms_to_a_feeder(
 ) -> None:
     signer = TestWallet(OPERATOR, big.chain_id)
     token = api_token(big, OPERATOR)
+    page = open_page(browser, big.base_url, "desktop", "test_the_largest_map-desktop", signer)
+    # signed in (the token in the tab, as the sign-in page leaves it), straight to the map of
+    # a server that has just started (it prepares the layout in the background at start;
+    # nothing has asked for the map before this page)
+    key, value = json.dumps(f"peergrid.token.{big.site_id}"), json.dumps(token)
+    page.context.add_init_script(f"sessionStorage.setItem({key}, {value})")
+    page.page.goto(f"{big.base_url}/ui/sites/{big.site_id}/map")
+    svg = page.page.locator("#map[data-rendered]")
+    svg.wait_for(timeout=60_000)
+    took = int(page.page.get_attribute("#map", "data-rendered") or 0)
+    drawing = page.page.get_attribute("#map", "data-render-ms")
+    print(f"first render: {took} ms (fetch, draw, paint: {drawing} ms)")
     geo = httpx.get(
         f"{big.site_url}/grid/map", headers={"Authorization": f"Bearer {token}"}, timeout=60
     ).json()
     assert len(geo["buses"]["name"]) == 9_099
-    page = open_page(browser, big.base_url, "desktop", "test_the_largest_map-desktop", signer)
-    page.page.goto(f"{big.base_url}/ui/sites/{big.site_id}/")
-    page.page.get_by_role("button", name="Sign in with wallet").click()
-    page.page.wait_for_url("**/operator", timeout=30_000)
-    page.page.goto(f"{big.base_url}/ui/sites/{big.site_id}/map")  # the first render measured
-    svg = page.page.locator("#map[data-rendered]")
-    svg.wait_for(timeout=60_000)
     in_service = sum(geo["buses"]["in_service"])
     expect(page.page.locator("#map-buses circle.bus")).to_have_count(in_service)
-    took = int(page.page.get_attribute("#map", "data-rendered") or 0)
-    drawing = page.page.get_attribute("#map", "data-render-ms")
-    print(f"first render of {in_service} buses: {took} ms (fetch, draw, paint: {drawing} ms)")
     assert took <= FIRST_RENDER_MS, f"first render {took} ms"
     whole = page.page.get_attribute("#map", "viewBox") or ""
     feeder = next(f for f in geo["feeders"] if f.startswith("LV"))

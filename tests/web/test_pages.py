@@ -175,10 +175,14 @@ def test_the_map_has_a_bus_per_element_and_colours_from_the_ac_check(
     lines = page.page.locator("#map-branches line.branch").evaluate_all(
         "ls => ls.map(l => [Number(l.dataset.k), l.getAttribute('class')])"
     )
+    assert state["loading_pct"]
+    checked = 0
     for k, classes in lines:
         pct = state["loading_pct"].get(geo["branches"]["id"][k])
-        if pct is not None:
+        if pct is not None:  # a branch the AC check reports (every line and transformer)
             assert l_class(pct) in classes.split(), (geo["branches"]["id"][k], pct, classes)
+            checked += 1
+    assert checked == len(state["loading_pct"])
     # hover a bus (the one farthest from any other, so nothing covers it): name, voltage, price
     xs, ys = geo["buses"]["x"], geo["buses"]["y"]
 
@@ -205,7 +209,11 @@ def test_the_map_has_a_bus_per_element_and_colours_from_the_ac_check(
     # zoom to one feeder: the view shrinks to it
     page.page.select_option("#map-feeder", index=1)
     assert page.page.get_attribute("#map", "viewBox") != whole
+    # the interval's trades between buses, drawn as flows
+    assert state["flows"], "the demo's intervals trade between buses"
+    expect(page.page.locator("#map-flows line.flow")).to_have_count(0)
     page.page.get_by_role("checkbox", name="Trades as flows").check()
+    expect(page.page.locator("#map-flows line.flow")).to_have_count(len(state["flows"]))
     page.screenshot("feeder")
     page.assert_clean()
 

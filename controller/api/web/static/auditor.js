@@ -63,8 +63,17 @@
     const from = el("x-from").value, to = el("x-to").value;
     if (!from || !to) { PG.setStatus("Choose the first and the last day to export."); return; }
     const start = Date.parse(from + "T00:00:00Z") / 1000, end = Date.parse(to + "T00:00:00Z") / 1000 + 86400;
-    const reply = await PG.api("/audit/export?table=" + el("x-table").value + "&start_s=" + start + "&end_s=" + end, { raw: true });
-    const blob = await reply.blob();
+    // one reply covers at most 31 days: follow X-PeerGrid-Next-Start-S, keep one header
+    const parts = [];
+    let from_s = start;
+    while (from_s !== null) {
+      const reply = await PG.api("/audit/export?table=" + el("x-table").value + "&start_s=" + from_s + "&end_s=" + end, { raw: true });
+      const text = await reply.text();
+      parts.push(parts.length ? text.slice(text.indexOf("\r\n") + 2) : text);
+      const next = reply.headers.get("X-PeerGrid-Next-Start-S");
+      from_s = next === null ? null : Number(next);
+    }
+    const blob = new Blob(parts, { type: "text/csv" });
     const link = document.createElement("a");
     link.href = URL.createObjectURL(blob);
     link.download = "peergrid-" + el("x-table").value + "-" + from + "-" + to + ".csv";

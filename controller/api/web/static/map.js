@@ -237,21 +237,29 @@
     el("map-flows-box").addEventListener("change", flows);
   }
 
-  async function loadState(intervalId) {
+  async function stateOf(intervalId) {
     let id = intervalId;
     if (!id) {  // the latest interval, if there is one yet (asking for none would be a 404)
       const page = await PG.api("/intervals?limit=1");
       id = page.items.length ? page.items[0].interval_start_s : null;
     }
-    state.grid = id ? await PG.api("/grid/state?interval_start_s=" + id) : null;
+    return id ? PG.api("/grid/state?interval_start_s=" + id) : null;
+  }
+
+  async function loadState(intervalId) {
+    state.grid = await stateOf(intervalId);
     paint();
   }
 
+  let early = null;  // the geometry, asked for while the session is being checked
+
   async function init() {
     const t0 = performance.now();
-    state.geo = await PG.api("/grid/map");
+    const [geo, grid] = await Promise.all([early || PG.api("/grid/map"), stateOf(null)]);
+    state.geo = geo;
     draw();
-    await loadState(null);
+    state.grid = grid;
+    paint();
     const svg = el("map");
     svg.dataset.renderMs = String(Math.round(performance.now() - t0));  // fetch, draw, paint
     svg.dataset.rendered = String(Math.round(performance.now()));  // since the page was asked for
@@ -261,6 +269,10 @@
   document.addEventListener("DOMContentLoaded", () => {
     if (!el("map")) return;
     wire();
+    if (PG.token()) {
+      early = PG.api("/grid/map");
+      early.catch(() => null);  // a refused session is handled by the page's own check
+    }
     PG.onReady(() => { init().catch((e) => { el("map-interval").textContent = "Map unavailable: " + e.message; }); });
     document.body.addEventListener("pg:interval", (evt) => {
       if (state.geo) loadState(evt.detail && evt.detail.interval_start_s).catch((e) => { el("map-interval").textContent = "Map not refreshed: " + e.message; });

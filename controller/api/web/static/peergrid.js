@@ -170,6 +170,7 @@
     const controller = new AbortController();
     streamAbort = controller;
     let delay = 1000;
+    let reconnected = false;
     while (!controller.signal.aborted && token()) {
       try {
         const reply = await fetch(api + "/events", {
@@ -180,6 +181,8 @@
         if (!reply.ok || !reply.body) throw new Error("events: HTTP " + reply.status);
         body.dataset.live = "1";
         setStatus("Live: updates arrive by themselves.");
+        if (reconnected) body.dispatchEvent(new CustomEvent("pg:interval", { detail: {} }));  // what was missed
+        reconnected = true;
         delay = 1000;
         const reader = reply.body.pipeThrough(new TextDecoderStream()).getReader();
         let buffer = "";
@@ -219,6 +222,10 @@
     let detail = null;
     try { detail = JSON.parse(data.join("\n")); } catch (e) { return; }
     if (type === "session_ended") { signedOut("Your session ended: " + (detail.reason || "sign in again") + "."); return; }
+    if (type === "lagged") {  // events were dropped for this tab: refresh everything once
+      body.dispatchEvent(new CustomEvent("pg:interval", { detail: {} }));
+      return;
+    }
     body.dispatchEvent(new CustomEvent("pg:" + type, { detail: detail }));
   }
 

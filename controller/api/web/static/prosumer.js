@@ -62,7 +62,10 @@
     const [one, standing] = await Promise.all([PG.api("/orders?limit=50"), PG.api("/standing-orders?limit=50")]);
     const tbody = el("orders").tBodies[0];
     tbody.replaceChildren();
-    const rows = one.items.concat(standing.items).sort((a, b) => (a.received_at < b.received_at ? 1 : -1));
+    // an operator or auditor opening this page reads every participant's: show this one's
+    const rows = one.items.concat(standing.items)
+      .filter((o) => o.participant === who)
+      .sort((a, b) => (a.received_at < b.received_at ? 1 : -1));
     if (!rows.length) {
       const tr = tbody.insertRow();
       PG.cell(tr, "No signed orders yet.", "muted").colSpan = 7;
