@@ -26,7 +26,7 @@ from controller.api.queries import audit_row, interval_row, latest_result_interv
 from controller.auth import Principal, Role
 from controller.errors import ControllerError
 from controller.service import Service
-from market.domain import utc_label
+from market.domain import Interval, utc_label
 
 log = logging.getLogger("peergrid.dashboard")
 
@@ -186,6 +186,25 @@ class Dashboard:
             "seconds_to_gate_closure": now["seconds_to_gate_closure"],
             "paused": service.controls.paused is not None,
         }
+
+    def recent(self, back: int, ahead: int = 0) -> list[dict[str, Any]]:
+        """History rows around now, newest first (:func:`controller.history.history_rows`).
+
+        Parameters
+        ----------
+        back : int
+            Intervals before the one delivering now.
+        ahead : int
+            Intervals after it (a site with a gate closure clears the next one early).
+        """
+        from controller.history import history_rows  # noqa: PLC0415
+
+        length = self.service.site.interval_s
+        now = Interval.containing(self.service.now(), length).interval_id
+        rows = history_rows(
+            self.service.runtime.store, now - back * length, now + (ahead + 1) * length
+        )
+        return rows[::-1]
 
     # -- alerts -----------------------------------------------------------------------------
 

@@ -273,12 +273,8 @@ def participant_history(
 @router.get("/status", response_model=StatusOut, summary="the site now")
 def status(service: SiteDep, principal: PrincipalDep, dashboard: DashboardDep) -> StatusOut:
     """The interval now and its phase, the last results, devices, settlements, alerts."""
-    from controller.history import history_rows  # noqa: PLC0415
-
     now = dashboard.phase()
-    length = service.site.interval_s
-    hi = int(now["delivering_start_s"]) + length
-    latest = history_rows(service.runtime.store, hi - 8 * length, hi)[::-1][:6]
+    latest = dashboard.recent(back=7)[:6]
     settlements = [
         {
             "interval_start_s": r["interval_start_s"],

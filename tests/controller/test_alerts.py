@@ -701,3 +701,38 @@ def test_the_serve_publisher_evaluates_after_each_report(tmp_path: Path) -> None
             publish(report)
             assert watch.evaluated_at == clock["now"]
     assert kinds(list(watch.latest), "interval") == [("interval_missed", utc_label(T0 + L))]
+
+
+def test_a_failing_evaluation_is_reported_and_keeps_the_last_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The watch's catch-all reports what it caught (with its traceback), never hides it."""
+    from controller.scheduler import Event, EventKind, run_event
+    from controller.wiring import build_runtime
+
+    site = parse_site(
+        {**SITE, "site": {"interval_s": L, "database": f"sqlite:///{tmp_path / 'f.sqlite'}"}}
+    )
+    site = dataclasses.replace(
+        site,
+        participants=(dataclasses.replace(site.participants[0], bus=BusId("Bus R11")),),
+        devices=(),
+    )
+    with build_runtime(site, devices=False, chain=False) as rt:
+        run_event(rt.cycle, Event(at(T0), EventKind.TICK, at(T0)))
+        clock = {"now": at(T0 + 3 * L + 1)}  # the next boundaries never ran: an alert
+        watch = AlertWatch(rt, lambda: clock["now"])
+        first = watch()
+        assert first
+
+        def broken(*_args: object, **_kwargs: object) -> list[Alert]:
+            msg = "injected: the store went away"
+            raise ConfigError(msg)
+
+        monkeypatch.setattr(alerts_module, "site_alerts", broken)
+        with caplog.at_level(logging.ERROR, logger="peergrid.alerts"):
+            assert watch() == first  # the cycle's callback does not raise; the list is kept
+    failed = [r for r in caplog.records if "evaluating the alerts failed" in r.getMessage()]
+    assert len(failed) == 1
+    assert failed[0].exc_info is not None
+    assert "injected: the store went away" in caplog.text

@@ -109,6 +109,14 @@ class PageNotClean(AssertionError):
     """A page logged console errors, threw, or had failed or refused requests."""
 
 
+class UnknownViewport(KeyError):
+    """A viewport name that is not in :data:`VIEWPORTS`."""
+
+
+class SignInRefused(AssertionError):
+    """The API refused a test's sign-in."""
+
+
 class ServeFailed(AssertionError):
     """``peergrid serve`` did not start, or did not stop cleanly."""
 
@@ -307,7 +315,7 @@ def api_token(served: Served, label: str) -> str:
             client.sign_in(derive_account(label))
         except ApiRefused as exc:
             msg = f"sign-in as {label} refused: {exc}"
-            raise AssertionError(msg) from None
+            raise SignInRefused(msg) from None
         return str(client.token)
 
 
@@ -486,7 +494,7 @@ def open_page(
     """
     if viewport not in VIEWPORTS:
         msg = f"viewport {viewport!r}: one of {sorted(VIEWPORTS)}"
-        raise KeyError(msg)
+        raise UnknownViewport(msg)
     context = browser.new_context(**VIEWPORTS[viewport])
     page = context.new_page()
     log = PageLog()

@@ -186,15 +186,9 @@ def part_result(
     request: Request, service: SiteDep, principal: PrincipalDep, dashboard: DashboardDep
 ) -> HTMLResponse:
     """The last result: status and reason, prices, energy, grid, AC check."""
-    from controller.history import history_rows  # noqa: PLC0415
-
-    del principal
-    length = service.site.interval_s
-    now = dashboard.phase()
-    hi = int(now["delivering_start_s"]) + 2 * length
-    rows = [r for r in history_rows(service.runtime.store, hi - 12 * length, hi) if r]
-    last = rows[-1] if rows else None
-    return _fragment(request, "result", last=last)
+    del service, principal
+    rows = dashboard.recent(back=10, ahead=1)
+    return _fragment(request, "result", last=rows[0] if rows else None)
 
 
 @router.get("/ui/sites/{site}/parts/devices")
@@ -208,12 +202,8 @@ def part_settlements(
     request: Request, service: SiteDep, principal: PrincipalDep, dashboard: DashboardDep
 ) -> HTMLResponse:
     """Settlement state of recent intervals, with their transactions."""
-    from controller.history import history_rows  # noqa: PLC0415
-
-    del principal
-    length = service.site.interval_s
-    hi = int(dashboard.phase()["delivering_start_s"]) + length
-    rows = history_rows(service.runtime.store, hi - 8 * length, hi)[::-1]
+    del service, principal
+    rows = dashboard.recent(back=7)
     return _fragment(request, "settlements", rows=rows)
 
 
