@@ -682,7 +682,11 @@ class Reclearer:
         """
         import dataclasses  # noqa: PLC0415 - the clearing stack is heavy; only an auditor needs it
 
-        from controller.grid_clearing import clear_on_grid, reclear_options  # noqa: PLC0415
+        from controller.grid_clearing import (  # noqa: PLC0415
+            clear_on_grid,
+            reclear_options,
+            recorded_loss_basis,
+        )
         from grid_models.errors import GridModelError  # noqa: PLC0415
         from market.clearing import ClearingOptions, empty_result  # noqa: PLC0415
         from market.codec import result_to_dict  # noqa: PLC0415
@@ -717,7 +721,12 @@ class Reclearer:
             linear = kept[1] if kept is not None else self._build(grid, *vm_band)
             self._keep(key, grid, linear)
             result = clear_on_grid(
-                grid, linear, book, options, max_iterations=int(params["max_iterations"])
+                grid,
+                linear,
+                book,
+                options,
+                max_iterations=int(params["max_iterations"]),
+                loss_basis=recorded_loss_basis(params),
             )
         except GridModelError as exc:
             result = empty_result(

@@ -91,7 +91,13 @@ from controller.config import SiteConfig
 from controller.controls import MarketControls, filter_plan
 from controller.crash import crash_point
 from controller.errors import NotOnBoundary
-from controller.grid_clearing import MAX_ITERATIONS, clear_on_grid, reclear_options
+from controller.grid_clearing import (
+    LOSS_BASIS,
+    MAX_ITERATIONS,
+    clear_on_grid,
+    reclear_options,
+    recorded_loss_basis,
+)
 from controller.intake import signed_book, signed_evidence
 from controller.store import Store
 from grid_models.errors import GridModelError
@@ -636,7 +642,13 @@ class Cycle:
             dataclasses.replace(self.options, mechanism=mechanism), record.get("params")
         )
         return result_to_dict(
-            self._clear_book(grid, book, options=options, max_iterations=max_iterations)
+            self._clear_book(
+                grid,
+                book,
+                options=options,
+                max_iterations=max_iterations,
+                loss_basis=recorded_loss_basis(record.get("params")),
+            )
         )
 
     def _clear_book(
@@ -647,6 +659,7 @@ class Cycle:
         *,
         options: ClearingOptions | None = None,
         max_iterations: int = MAX_ITERATIONS,
+        loss_basis: str = LOSS_BASIS,
     ) -> ClearingResult:
         if not len(book):
             return empty_result(book, ClearingStatus.NO_CROSSING, "no orders this interval")
@@ -656,7 +669,12 @@ class Cycle:
                     grid, vm_min_pu=self.site.vm_min_pu, vm_max_pu=self.site.vm_max_pu
                 )
             return clear_on_grid(
-                grid, linear, book, options or self.options, max_iterations=max_iterations
+                grid,
+                linear,
+                book,
+                options or self.options,
+                max_iterations=max_iterations,
+                loss_basis=loss_basis,
             )
         except GridModelError as exc:
             return empty_result(
@@ -1016,6 +1034,7 @@ class Cycle:
             "base_load_scale": self.site.base_load_scale,
             "base_sgen_scale": self.site.base_sgen_scale,
             "max_iterations": MAX_ITERATIONS,
+            "loss_basis": LOSS_BASIS,
             "gate_closure_s": self.site.gate_closure_s,
             "interval_s": self.site.interval_s,
             "grid": self.site.grid,

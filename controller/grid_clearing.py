@@ -49,16 +49,22 @@ import functools
 import gc
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
-from grid_models.dispatch import dispatch_of, relinearise
+import numpy as np
+from numpy.typing import NDArray
+
+from controller.errors import ConfigError
+from grid_models.dispatch import relinearise
 from grid_models.errors import PowerFlowFailed
 from grid_models.grids import Grid
 from grid_models.linear import LinearGrid
-from grid_models.powerflow import summarise
-from market.clearing import ClearingOptions, clear, empty_result
+from grid_models.powerflow import AcState, summarise, violations
+from market.clearing import BookClearing, ClearingOptions, Solved, empty_result
 from market.clearing.status import ITERATION_LIMIT_TERMINATIONS
-from market.domain import ClearingResult, ClearingStatus, GridCheck, OrderBook
+from market.domain import ClearingResult, ClearingStatus, OrderBook, Side, Violation
+from market.network import NetworkModel
 
 MAX_ITERATIONS = 5
 """Solves the AC loop may take before the fallback [-] (recorded as ``max_iterations``)."""
@@ -76,6 +82,52 @@ flows and miss the quadratic term: measured up to 0.3 % of the traded energy, 0.
 
 LOSS_TOLERANCE_WH = 10
 """... and by more than this [Wh] (a few Wh are rounding and the AC solver's tolerance)."""
+
+LOSS_BASIS = "traded"
+"""The traded energy :data:`LOSS_TOLERANCE` is a share of: the larger side of the market,
+participants plus the grid (:attr:`market.clearing.Solved.traded_wh`). Recorded in each
+interval's ``params`` as ``loss_basis``."""
+
+LOSS_BASES = frozenset({"traded", "bought"})
+"""``"bought"``, the participants' purchases alone, was the rule before issue 14: a market that
+mostly sells to the grid then re-solved for a loss gap of 0.1 % of what it moved (up to two
+more solves); kept so that earlier records re-clear as they were cleared."""
+
+
+@dataclass(slots=True)
+class SolveProfile:
+    """One solve of the AC loop: what it did and where its time went (reported only).
+
+    ``solved`` is the solve itself (its LP and outcome, with the lazy bounds' counts in
+    ``solved.outcome.lazy``); times [s]: ``build_s`` the model, ``solve_s`` HiGHS's runs,
+    ``rules_s`` the canonical rules and rounding to Wh
+    (:func:`market.clearing.extract.quantities`, of which ``qp_s`` in the QPs), ``ac_s`` the
+    AC power flow, ``check_s`` the comparison with the limits, ``relin_s`` the
+    re-linearisation after it (0 on the last solve).
+    """
+
+    solved: Solved
+    build_s: float
+    solve_s: float
+    rules_s: float
+    qp_s: float
+    ac_s: float = 0.0
+    check_s: float = 0.0
+    relin_s: float = 0.0
+
+
+@dataclass(slots=True)
+class LoopProfile:
+    """Where one :func:`clear_on_grid` call spent its time (filled when passed to it).
+
+    Timings only: nothing in the loop reads them. ``extract_s`` is the kept solve's prices,
+    orders and trades, ``summary_s`` its full AC summary [s].
+    """
+
+    solves: list[SolveProfile] = field(default_factory=list)
+    extract_s: float = 0.0
+    summary_s: float = 0.0
+
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -110,6 +162,8 @@ def clear_on_grid(
     options: ClearingOptions,
     *,
     max_iterations: int = MAX_ITERATIONS,
+    loss_basis: str = LOSS_BASIS,
+    profile: LoopProfile | None = None,
 ) -> ClearingResult:
     """Clear ``book`` on ``grid`` with the AC validation loop of the module docstring.
 
@@ -127,20 +181,35 @@ def clear_on_grid(
         (None: none, the deterministic path).
     max_iterations : int
         Solves allowed before the fallback [-].
+    loss_basis : str
+        The energy the loss tolerance is a share of (:data:`LOSS_BASES`; a re-clear passes
+        the record's, :func:`recorded_loss_basis`).
+    profile : LoopProfile, optional
+        Filled with each solve's counts and timings (benchmarks; decides nothing).
 
     Returns
     -------
     ClearingResult
         With ``check`` (AC figures against the asked limits) and ``iterations`` set.
+
+    Raises
+    ------
+    ConfigError
+        If ``loss_basis`` is not a known rule (e.g. a record from a later release).
     """
+    if loss_basis not in LOSS_BASES:
+        msg = f"loss_basis {loss_basis!r} is not one of {sorted(LOSS_BASES)}"
+        raise ConfigError(msg)
     budget_s = options.time_limit_s
     deadline = None if budget_s is None else _clock() + budget_s
     network = linear.network
     notes = " ".join(network.notes)
     line_limits, trafo_limits = linear.effective_loading_limits()
+    session = BookClearing(book, options)
+    hours = book.interval.hours
     last_problem = ""
     solves = 0
-    passed: tuple[ClearingResult, GridCheck, int] | None = None
+    passed: tuple[Solved, AcState, int] | None = None
     last_gap = float("inf")
 
     def wall_clock_stop(done: int, why: str) -> ClearingResult:
@@ -163,53 +232,76 @@ def clear_on_grid(
                 return wall_clock_stop(iteration - 1, last_problem or "before solving")
             solve_options = dataclasses.replace(options, time_limit_s=left)
         solves = iteration
-        result = clear(book, network, solve_options)
-        if result.status is ClearingStatus.TIME_LIMIT:  # only HiGHS's time_limit gives it
-            return wall_clock_stop(iteration, f"HiGHS stopped by the time left: {result.reason}")
-        if not result.is_ok:
+        solved = session.solve(network, solve_options)
+        step: SolveProfile | None = None
+        if profile is not None:
+            step = SolveProfile(
+                solved,
+                solved.build_s,
+                solved.outcome.solve_s,
+                solved.rules_s,
+                solved.quantities.qp_s if solved.quantities is not None else 0.0,
+            )
+            profile.solves.append(step)
+        if solved.status is ClearingStatus.TIME_LIMIT:  # only HiGHS's time_limit gives it
+            why = session.result(solved).reason
+            return wall_clock_stop(iteration, f"HiGHS stopped by the time left: {why}")
+        if solved.quantities is None:
             if passed:
                 break
+            failed = session.result(solved)
             return _fallback(
-                grid, linear, book, result.status, _why(result, options), iteration, notes
+                grid, linear, book, failed.status, _why(failed, options), iteration, notes
             )
         if deadline is not None and _clock() > deadline:
             return wall_clock_stop(iteration, "before the AC check of the last solve")
-        load_w, sgen_w = dispatch_of(result, network)
+        load_w, sgen_w = solved.injections_w(hours)
+        t0 = time.perf_counter()
         try:
             state = linear.checker.run(load_w, sgen_w)
         except PowerFlowFailed as exc:
             last_problem = str(exc)
             break  # a dispatch the AC model cannot solve: no point re-linearising at it
+        t1 = time.perf_counter()
         eff_lo, eff_hi = linear.effective_limits(network)
-        effective = summarise(
+        found = violations(
             grid, state, eff_lo, eff_hi, line_limits=line_limits, trafo_limits=trafo_limits
         )
-        if not effective.violations:
-            reported = summarise(grid, state, linear.vm_min_pu, linear.vm_max_pu)
-            passed = (result, reported, iteration)
+        if step is not None:
+            step.ac_s, step.check_s = t1 - t0, time.perf_counter() - t1
+        if not found:
+            passed = (solved, state, iteration)
             # the LP's grid exchange vs the AC slack's change: the losses the LP missed
-            ac_grid_wh = (state.slack_p_w - linear.base.slack_p_w) * book.interval.hours
-            lp_grid_wh = result.grid_import_wh - result.grid_export_wh
+            q = solved.quantities
+            ac_grid_wh = (state.slack_p_w - linear.base.slack_p_w) * hours
+            lp_grid_wh = q.grid_import_wh - q.grid_export_wh
             gap = abs(ac_grid_wh - lp_grid_wh)
             if (
                 not network.losses  # a lossless model is wrong by design: nothing to correct
-                or gap <= max(LOSS_TOLERANCE * result.cleared_wh, LOSS_TOLERANCE_WH)
+                or gap
+                <= max(LOSS_TOLERANCE * _loss_basis_wh(solved, loss_basis), LOSS_TOLERANCE_WH)
                 or gap >= last_gap  # the correction stopped helping
             ):
                 break
             last_gap = gap
             last_problem = f"AC losses {gap:.0f} Wh off the linear model's, correcting"
-            network = relinearise(network, linear, load_w - sgen_w, state, effective)
+            network = _relinearise(network, linear, load_w - sgen_w, state, found, step)
             continue
-        worst = effective.violations[0]
+        worst = found[0]
         last_problem = (
             f"{worst.kind} at {worst.element}: {worst.value:.4f} vs limit {worst.limit:.4f}"
         )
         if passed:
             break  # the loss correction broke a limit: keep the AC-feasible result before it
-        network = relinearise(network, linear, load_w - sgen_w, state, effective)
+        network = _relinearise(network, linear, load_w - sgen_w, state, found, step)
     if passed:
-        result, reported, iteration = passed
+        solved, state, iteration = passed
+        t0 = time.perf_counter()
+        result = session.result(solved)
+        t1 = time.perf_counter()
+        reported = summarise(grid, state, linear.vm_min_pu, linear.vm_max_pu)
+        if profile is not None:
+            profile.extract_s, profile.summary_s = t1 - t0, time.perf_counter() - t1
         reason = f"{result.reason}; AC check passed after {iteration} solve(s)"
         if notes:
             reason += f"; {notes}"
@@ -225,6 +317,50 @@ def clear_on_grid(
     )
 
 
+def _relinearise(
+    network: NetworkModel,
+    linear: LinearGrid,
+    market_load_w: NDArray[np.float64],
+    state: AcState,
+    found: tuple[Violation, ...],
+    step: SolveProfile | None,
+) -> NetworkModel:
+    """:func:`grid_models.dispatch.relinearise`, timed into ``step`` when profiling."""
+    t0 = time.perf_counter()
+    moved = relinearise(network, linear, market_load_w, state, found)
+    if step is not None:
+        step.relin_s = time.perf_counter() - t0
+    return moved
+
+
+def _loss_basis_wh(solved: Solved, basis: str) -> int:
+    """The energy [Wh] the loss tolerance is a share of, under the rule ``basis``."""
+    q = solved.quantities
+    if q is None:
+        return 0
+    if basis == "bought":  # records before issue 14: the participants' purchases only
+        groups = solved.built.groups
+        return sum(wh for g, wh in zip(groups, q.accepted_wh, strict=True) if g.side is Side.BUY)
+    return solved.traded_wh
+
+
+def recorded_loss_basis(params: Mapping[str, Any] | None) -> str:
+    """The loss-tolerance rule a record was cleared under (:data:`LOSS_BASES`).
+
+    Parameters
+    ----------
+    params : mapping, optional
+        An audit record's ``params``.
+
+    Returns
+    -------
+    str
+        Its ``loss_basis``; ``"bought"`` for records of earlier releases, which had no such
+        parameter and took the participants' purchases as the traded energy.
+    """
+    return str((params or {}).get("loss_basis", "bought"))
+
+
 def _why(result: ClearingResult, options: ClearingOptions) -> str:
     """A failed solve's reason, naming HiGHS's iteration limits when they stopped it."""
     termination = result.solver.termination if result.solver is not None else ""
@@ -238,7 +374,7 @@ def _why(result: ClearingResult, options: ClearingOptions) -> str:
 
 def clearing_limits(
     options: ClearingOptions, max_iterations: int = MAX_ITERATIONS
-) -> dict[str, int | float | None]:
+) -> dict[str, int | float | str | None]:
     """The limits a clearing ran under, as an audit record's ``params`` name them.
 
     Parameters
@@ -251,11 +387,13 @@ def clearing_limits(
     Returns
     -------
     dict
-        ``max_iterations`` [-], ``simplex_iteration_limit`` and ``ipm_iteration_limit``
-        [iterations], ``time_limit_s`` (the wall-clock budget [s], None for none).
+        ``max_iterations`` [-], ``loss_basis`` (:data:`LOSS_BASIS`),
+        ``simplex_iteration_limit`` and ``ipm_iteration_limit`` [iterations],
+        ``time_limit_s`` (the wall-clock budget [s], None for none).
     """
     return {
         "max_iterations": max_iterations,
+        "loss_basis": LOSS_BASIS,
         "simplex_iteration_limit": options.simplex_iteration_limit,
         "ipm_iteration_limit": options.ipm_iteration_limit,
         "time_limit_s": options.time_limit_s,

@@ -15,6 +15,8 @@ the market's clearing:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -22,7 +24,7 @@ from grid_models.errors import PowerFlowFailed
 from grid_models.grids import Grid
 from grid_models.linear import LinearGrid
 from grid_models.powerflow import AcState, failed_check, summarise
-from market.domain import ClearingResult, GridCheck, Side
+from market.domain import ClearingResult, GridCheck, Side, Violation
 from market.network import NetworkModel, linear_state
 
 
@@ -84,7 +86,7 @@ def relinearise(
     linear: LinearGrid,
     market_load_w: NDArray[np.float64],
     state: AcState,
-    check: GridCheck,
+    found: Sequence[Violation],
 ) -> NetworkModel:
     """Move the linear model's operating point towards the AC state of a cleared dispatch.
 
@@ -98,8 +100,9 @@ def relinearise(
         The dispatch's net market load per model bus [W] (buys - sells).
     state : AcState
         pandapower's AC state of the dispatch.
-    check : GridCheck
-        Its check against the effective limits (the overloads to tighten).
+    found : sequence of Violation
+        Its violations of the effective limits (the overloads to tighten;
+        :func:`grid_models.powerflow.violations`).
 
     Returns
     -------
@@ -116,7 +119,7 @@ def relinearise(
     _, v_model = linear_state(moved, injection)
     offset = state.vm_at(linear.pp_index) ** 2 - v_model
     s_max = network.s_max_va.astype(float).copy()
-    for v in check.violations:
+    for v in found:
         if v.kind.is_loading and v.value > 0:
             k = linear.branch_of_element.get((v.kind.element_type, v.index))
             if k is not None:

@@ -121,6 +121,8 @@ class Grid:
     profiles: dict[tuple[str, str], Any] | None = None
     time_step: int | None = None
     _names: dict[BusId, int] = field(default_factory=dict, repr=False)
+    _by_index: dict[int, BusId] = field(default_factory=dict, repr=False)
+    _branch_names: dict[str, dict[int, str]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         names: dict[BusId, int] = {}
@@ -131,6 +133,7 @@ class Grid:
                 raise InvalidGrid(msg)
             names[name] = int(idx)
         self._names = names
+        self._by_index = {i: name for name, i in names.items()}
 
     @property
     def bus_names(self) -> tuple[BusId, ...]:
@@ -200,8 +203,36 @@ class Grid:
         BusId
             Its ``name``, or ``bus<index>`` when it has none.
         """
-        raw = self.net.bus.at[index, "name"]
-        return BusId(str(raw) if isinstance(raw, str) and raw.strip() else f"bus{index}")
+        return self._by_index[int(index)]
+
+    def branch_name(self, kind: str, index: int) -> str:
+        """Name of the line or transformer ``index`` (``kind`` "line" or "trafo").
+
+        Read once per kind from ``net.line`` / ``net.trafo`` (the AC check names every
+        branch of a 5,000-bus feeder on each clearing).
+
+        Parameters
+        ----------
+        kind : str
+            ``"line"`` or ``"trafo"``.
+        index : int
+            Its pandapower index.
+
+        Returns
+        -------
+        str
+            Its ``name``, or ``<kind><index>`` when it has none.
+        """
+        names = self._branch_names.get(kind)
+        if names is None:
+            table = getattr(self.net, kind)
+            raw = table["name"] if "name" in table else [None] * len(table)
+            names = {
+                int(i): str(r) if isinstance(r, str) and r.strip() else f"{kind}{int(i)}"
+                for i, r in zip(table.index, raw, strict=True)
+            }
+            self._branch_names[kind] = names
+        return names[int(index)]
 
     def copy(self) -> Grid:
         """A deep copy whose ``net`` may be changed freely."""

@@ -38,7 +38,7 @@ from numpy.typing import NDArray
 
 from grid_models.errors import UnsupportedTopology
 from grid_models.grids import Grid
-from grid_models.powerflow import AcChecker, AcState, element_name, loading_limits
+from grid_models.powerflow import AcChecker, AcState, loading_limits
 from market.domain import BusId
 from market.network import NetworkModel, linear_state
 
@@ -155,7 +155,7 @@ def _branches(grid: Grid, vm_min_pu: float) -> list[_Branch]:
                 float(row["r_ohm_per_km"]) * length / parallel / z_base,
                 float(row["x_ohm_per_km"]) * length / parallel / z_base,
                 s_max if s_max > 0 else math.inf,
-                element_name(net.line, int(i), "line"),
+                grid.branch_name("line", int(i)),
                 "line",
                 (("line", int(i)),),
             )
@@ -179,7 +179,7 @@ def _branches(grid: Grid, vm_min_pu: float) -> list[_Branch]:
                 # loading is a current limit: at the lowest voltage the same current carries
                 # proportionally less power, as for lines
                 sn_va * parallel * max_loading / 100.0 * vm_min_pu,
-                element_name(net.trafo, int(i), "trafo"),
+                grid.branch_name("trafo", int(i)),
                 "trafo",
                 (("trafo", int(i)),),
             )

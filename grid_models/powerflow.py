@@ -234,7 +234,7 @@ def loading_limits(table: Any, index: NDArray[np.int64]) -> NDArray[np.float64]:
     return np.where(np.isfinite(limits), limits, 100.0)
 
 
-def summarise(
+def violations(
     grid: Grid,
     state: AcState,
     vm_min_pu: NDArray[np.float64] | float,
@@ -242,34 +242,20 @@ def summarise(
     *,
     line_limits: NDArray[np.float64] | None = None,
     trafo_limits: NDArray[np.float64] | None = None,
-) -> GridCheck:
-    """Compare ``state`` with the limits and list every violation beyond tolerance.
+) -> tuple[Violation, ...]:
+    """Every violation of ``state`` beyond tolerance, worst first within each kind.
 
-    Voltage limits are scalars or arrays aligned with ``state.bus_index``. Line and
-    transformer limits are each element's ``max_loading_percent`` when the grid has that
-    column, else 100 %, unless ``line_limits``/``trafo_limits`` (aligned with the state's
-    index arrays) are given. Violations are listed worst first within each kind.
-
-    Parameters
-    ----------
-    grid : Grid
-        The feeder (element names).
-    state : AcState
-        The AC state to check.
-    vm_min_pu, vm_max_pu : float or ndarray of float
-        Voltage band [p.u.].
-    line_limits, trafo_limits : ndarray of float, optional
-        Loading limits [%] aligned with ``state.line_index`` / ``state.trafo_index``.
+    What the AC loop checks after each solve (:func:`summarise` adds the per-element
+    figures, once, for the result it reports). Arguments as :func:`summarise`.
 
     Returns
     -------
-    GridCheck
-        Extremes of voltage [p.u.] and loading [%], the slack's exchange [W], every
-        bus's voltage and every line's and transformer's loading, and the violations
-        beyond :data:`VM_TOLERANCE_PU` / :data:`LOADING_TOLERANCE_PERCENT`.
+    tuple of Violation
+        Voltages below then above the band [p.u.], then line and transformer loadings
+        [%] beyond :data:`VM_TOLERANCE_PU` / :data:`LOADING_TOLERANCE_PERCENT`.
     """
     net = grid.net
-    violations: list[Violation] = []
+    found: list[Violation] = []
     vm = state.vm_pu
     lo = np.broadcast_to(np.asarray(vm_min_pu, dtype=float), vm.shape)
     hi = np.broadcast_to(np.asarray(vm_max_pu, dtype=float), vm.shape)
@@ -279,7 +265,7 @@ def summarise(
     ):
         idx = np.flatnonzero(mask)
         idx = idx[np.argsort(-np.abs(vm[idx] - limit[idx]), kind="stable")]
-        violations.extend(
+        found.extend(
             Violation(
                 kind=kind,
                 element=grid.bus_name(int(state.bus_index[i])),
@@ -310,16 +296,55 @@ def summarise(
         limits = loading_limits(table, index) if given is None else given
         over = np.flatnonzero(loading > limits + LOADING_TOLERANCE_PERCENT)
         over = over[np.argsort(-(loading[over] - limits[over]), kind="stable")]
-        violations.extend(
+        found.extend(
             Violation(
                 kind=kind,
-                element=element_name(table, int(index[i]), kind.element_type),
+                element=grid.branch_name(kind.element_type, int(index[i])),
                 value=float(loading[i]),
                 limit=float(limits[i]),
                 index=int(index[i]),
             )
             for i in over
         )
+    return tuple(found)
+
+
+def summarise(
+    grid: Grid,
+    state: AcState,
+    vm_min_pu: NDArray[np.float64] | float,
+    vm_max_pu: NDArray[np.float64] | float,
+    *,
+    line_limits: NDArray[np.float64] | None = None,
+    trafo_limits: NDArray[np.float64] | None = None,
+) -> GridCheck:
+    """Compare ``state`` with the limits and list every violation beyond tolerance.
+
+    Voltage limits are scalars or arrays aligned with ``state.bus_index``. Line and
+    transformer limits are each element's ``max_loading_percent`` when the grid has that
+    column, else 100 %, unless ``line_limits``/``trafo_limits`` (aligned with the state's
+    index arrays) are given. Violations are listed worst first within each kind
+    (:func:`violations`).
+
+    Parameters
+    ----------
+    grid : Grid
+        The feeder (element names).
+    state : AcState
+        The AC state to check.
+    vm_min_pu, vm_max_pu : float or ndarray of float
+        Voltage band [p.u.].
+    line_limits, trafo_limits : ndarray of float, optional
+        Loading limits [%] aligned with ``state.line_index`` / ``state.trafo_index``.
+
+    Returns
+    -------
+    GridCheck
+        Extremes of voltage [p.u.] and loading [%], the slack's exchange [W], every
+        bus's voltage and every line's and transformer's loading, and the violations
+        beyond :data:`VM_TOLERANCE_PU` / :data:`LOADING_TOLERANCE_PERCENT`.
+    """
+    vm = state.vm_pu
     return GridCheck(
         converged=True,
         min_vm_pu=float(vm.min()) if len(vm) else float("nan"),
@@ -327,41 +352,27 @@ def summarise(
         max_line_loading_percent=float(state.line_loading_percent.max(initial=0.0)),
         max_trafo_loading_percent=float(state.trafo_loading_percent.max(initial=0.0)),
         slack_p_w=round_half_even(state.slack_p_w),
-        violations=tuple(violations),
+        violations=violations(
+            grid,
+            state,
+            vm_min_pu,
+            vm_max_pu,
+            line_limits=line_limits,
+            trafo_limits=trafo_limits,
+        ),
         buses=tuple(
             (int(i), grid.bus_name(int(i)), float(v))
-            for i, v in zip(state.bus_index, vm, strict=True)
+            for i, v in zip(state.bus_index.tolist(), vm.tolist(), strict=True)
         ),
         branches=tuple(
-            (f"{kind}{int(i)}", kind, element_name(table, int(i), kind), float(pct))
-            for kind, table, index, loading in (
-                ("line", net.line, state.line_index, state.line_loading_percent),
-                ("trafo", net.trafo, state.trafo_index, state.trafo_loading_percent),
+            (f"{kind}{i}", kind, grid.branch_name(kind, i), float(pct))
+            for kind, index, loading in (
+                ("line", state.line_index, state.line_loading_percent),
+                ("trafo", state.trafo_index, state.trafo_loading_percent),
             )
-            for i, pct in zip(index, loading, strict=True)
+            for i, pct in zip(index.tolist(), loading.tolist(), strict=True)
         ),
     )
-
-
-def element_name(table: Any, index: int, prefix: str) -> str:  # noqa: ANN401
-    """An element's pandapower name.
-
-    Parameters
-    ----------
-    table : pandas.DataFrame
-        The element table (``net.line``, ``net.trafo`` ...).
-    index : int
-        The element's index.
-    prefix : str
-        Name stem for an unnamed element.
-
-    Returns
-    -------
-    str
-        Its ``name``, or ``<prefix><index>`` when it has none.
-    """
-    raw = table.at[index, "name"] if "name" in table else None
-    return str(raw) if isinstance(raw, str) and raw.strip() else f"{prefix}{index}"
 
 
 def failed_check() -> GridCheck:

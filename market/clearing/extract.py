@@ -215,14 +215,80 @@ def check_amounts(orders: tuple[OrderResult, ...], trades: tuple[Trade, ...]) ->
             raise UnbalancedEnergy(msg)
 
 
+@dataclasses.dataclass(frozen=True, slots=True, eq=False)
+class Quantities:
+    """A solved book's canonical optimum, rounded to the Wh: the dispatch before any price.
+
+    What the AC loop checks after each solve (``controller.grid_clearing``); :func:`extract`
+    turns the one it keeps into the result (prices, orders, trades, money).
+
+    Parameters
+    ----------
+    outcome : SolveOutcome
+        The canonical optimum (:func:`market.clearing.unique.canonical_outcome`).
+    note : str
+        Empty, or why the solver's own optimum was kept.
+    qp_s : float
+        Time in the canonical rules' QPs [s] (reported, never decides anything).
+    accepted_wh : tuple of int
+        Accepted energy per order group [Wh] (:func:`balanced_quantities`).
+    grid_import_wh, grid_export_wh : int
+        The market's exchange with the upstream grid [Wh] (one of them 0).
+    loss_wh : int
+        The market's incremental losses [Wh].
+    """
+
+    outcome: SolveOutcome
+    note: str
+    qp_s: float
+    accepted_wh: tuple[int, ...]
+    grid_import_wh: int
+    grid_export_wh: int
+    loss_wh: int
+
+
+def quantities(
+    built: BuiltModel | LpData, outcome: SolveOutcome, options: ClearingOptions
+) -> Quantities:
+    """The canonical optimum of a solved model in Wh (``outcome.status`` must be ok).
+
+    Parameters
+    ----------
+    built : BuiltModel or LpData
+        The model that was solved.
+    outcome : SolveOutcome
+        Its ok solution, whatever vertex the solver returned.
+    options : ClearingOptions
+        The tariffs (the canonical prices' reference).
+
+    Returns
+    -------
+    Quantities
+        The book's unique optimum (:mod:`market.clearing.unique`) rounded jointly to Wh.
+    """
+    canonical = canonical_outcome(
+        built if isinstance(built, LpData) else built.lp, outcome, options
+    )
+    accepted, grid_import, grid_export, loss_wh = balanced_quantities(built, canonical.outcome)
+    return Quantities(
+        outcome=canonical.outcome,
+        note=canonical.note,
+        qp_s=canonical.qp_s,
+        accepted_wh=tuple(accepted),
+        grid_import_wh=grid_import,
+        grid_export_wh=grid_export,
+        loss_wh=loss_wh,
+    )
+
+
 def extract(
     built: BuiltModel | LpData,
-    outcome: SolveOutcome,
+    solved: Quantities,
     options: ClearingOptions,
     interval: Interval,
     timings: tuple[float, float],
 ) -> ClearingResult:
-    """Build the result of a solved model (``outcome.status`` must be ok).
+    """Build the result of a solved model from its canonical quantities.
 
     ``prices`` in the result are always the nodal prices (the duals: what energy is worth at
     each bus); each order's ``price`` is what it settles at under ``options.mechanism``.
@@ -231,8 +297,8 @@ def extract(
     ----------
     built : BuiltModel or LpData
         The model that was solved.
-    outcome : SolveOutcome
-        Its ok solution.
+    solved : Quantities
+        Its canonical optimum in Wh (:func:`quantities`).
     options : ClearingOptions
         Tariffs [token units / kWh] and mechanism.
     interval : Interval
@@ -253,12 +319,11 @@ def extract(
     """
     network = built.network
     names = network.bus_names
-    canonical = canonical_outcome(
-        built if isinstance(built, LpData) else built.lp, outcome, options
-    )
-    outcome = canonical.outcome
+    outcome = solved.outcome
     prices = nodal_prices(outcome.balance_duals)
-    accepted_by_group, grid_import, grid_export, loss_wh = balanced_quantities(built, outcome)
+    accepted_by_group = list(solved.accepted_wh)
+    grid_import, grid_export = solved.grid_import_wh, solved.grid_export_wh
+    loss_wh = solved.loss_wh
     group_prices, price_note = settlement_prices(
         built.groups,
         accepted_by_group,
@@ -290,7 +355,7 @@ def extract(
                     side=order.side,
                     accepted_wh=Wh(wh),
                     price=PricePerKwh(price),
-                    amount=TokenUnits(0),
+                    amount=order_amount(order.side, wh, price),
                 )
             )
             if wh:
@@ -320,10 +385,7 @@ def extract(
         sellers.append(Leg(COMMUNITY, network.slack, None, -loss_wh, slack_price))
     trades = match(interval, network, sellers, buyers)
 
-    orders = tuple(
-        dataclasses.replace(r, amount=order_amount(r.side, r.accepted_wh, r.price))
-        for r in sorted(results, key=lambda r: r.order_id)
-    )
+    orders = tuple(sorted(results, key=lambda r: r.order_id))
     check_amounts(orders, trades)
     welfare_numerator += grid_export * options.export_price - grid_import * options.import_price
     # What the community nets from the trades: every buyer/seller spread (congestion, loss and
@@ -349,8 +411,8 @@ def extract(
         parts.append(f"the market saves {-loss_wh} Wh of losses (sold by the community)")
     if price_note:
         parts.append(price_note)
-    if canonical.note:
-        parts.append(canonical.note)
+    if solved.note:
+        parts.append(solved.note)
     if cleared_any:
         reason = "; ".join(parts)
     elif status is ClearingStatus.BLOCKED:

@@ -89,7 +89,12 @@ class LpData:
         return self.n_groups + 2 + self.network.n_branch
 
 
-def build_lp(book: OrderBook, network: NetworkModel, options: ClearingOptions) -> LpData:
+def build_lp(
+    book: OrderBook,
+    network: NetworkModel,
+    options: ClearingOptions,
+    groups: tuple[OrderGroup, ...] | None = None,
+) -> LpData:
     """Build the LP of the module docstring (no solve).
 
     Parameters
@@ -100,6 +105,9 @@ def build_lp(book: OrderBook, network: NetworkModel, options: ClearingOptions) -
         The feeder's linear model.
     options : ClearingOptions
         The tariffs (the grid columns' costs).
+    groups : tuple of OrderGroup, optional
+        The book's groups on this network's buses (:func:`group_orders`), when already
+        made (the AC loop clears one book on several models of one feeder).
 
     Returns
     -------
@@ -108,7 +116,8 @@ def build_lp(book: OrderBook, network: NetworkModel, options: ClearingOptions) -
         base-case overload kept at its base-case flow).
     """
     h = book.interval.hours
-    groups = group_orders(book, network)
+    if groups is None:
+        groups = group_orders(book, network)
     n, nk, ng = network.n_bus, network.n_branch, len(groups)
     s_kva = network.s_base_va / 1000.0
     base_kw = network.base_p_w / 1000.0

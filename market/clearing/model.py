@@ -95,7 +95,12 @@ class BuiltModel:
     lp: LpData
 
 
-def build_model(book: OrderBook, network: NetworkModel, options: ClearingOptions) -> BuiltModel:
+def build_model(
+    book: OrderBook,
+    network: NetworkModel,
+    options: ClearingOptions,
+    groups: tuple[OrderGroup, ...] | None = None,
+) -> BuiltModel:
     """Build the LP of the module docstring as an algebraic pyomo model (no solve).
 
     Parameters
@@ -106,6 +111,8 @@ def build_model(book: OrderBook, network: NetworkModel, options: ClearingOptions
         The feeder's linear model.
     options : ClearingOptions
         The tariffs (the objective's grid terms).
+    groups : tuple of OrderGroup, optional
+        The book's groups on this network's buses, when already made.
 
     Returns
     -------
@@ -113,7 +120,8 @@ def build_model(book: OrderBook, network: NetworkModel, options: ClearingOptions
         The pyomo model with a ``dual`` import suffix, and the order groups in variable order.
     """
     h = book.interval.hours
-    groups = group_orders(book, network)
+    if groups is None:
+        groups = group_orders(book, network)
     n, nk = network.n_bus, network.n_branch
     s_kva = network.s_base_va / 1000.0
     base_kw = network.base_p_w / 1000.0
@@ -202,5 +210,9 @@ def build_model(book: OrderBook, network: NetworkModel, options: ClearingOptions
         )
     m.dual = pyo.Suffix(direction=pyo.Suffix.IMPORT)
     return BuiltModel(
-        model=m, groups=groups, network=network, hours=h, lp=build_lp(book, network, options)
+        model=m,
+        groups=groups,
+        network=network,
+        hours=h,
+        lp=build_lp(book, network, options, groups),
     )

@@ -41,10 +41,12 @@ bounds, the engine and the solver's vertex no longer matter):
    more than needed. Strictly convex in the accepted energies and the grid exchange, which
    fix the flows and voltages of a radial feeder.
 
-When the solver's optimum is a non-degenerate basis, primal and dual
-(:func:`market.clearing.solve.nondegenerate_basis`), it is the only optimum: both rules would
-return it, so they are skipped (most books; the pyomo path, which reports no basis, always
-runs them).
+When the solver's optimal basis is primal non-degenerate, its duals are the only optimal
+duals and rule 1 would return them; when it is dual non-degenerate, its dispatch is the only
+optimal dispatch and rule 2 would return it (any optimal dual defines the same primal optimal
+face): each rule is skipped where its face is a point
+(:func:`market.clearing.solve.unique_optimum`; most books skip both, congested ones usually
+one; the pyomo path, which reports no basis, always runs both).
 
 The price QP runs first in thousands of token base units, other scales if HiGHS fails
 (:data:`PRICE_SCALES`), so that its absolute tolerances (1e-7) stay far below a base unit.
@@ -363,15 +365,21 @@ def canonical_outcome(lp: LpData, outcome: SolveOutcome, options: ClearingOption
     if outcome.unique:  # the only optimum: the rules would return it
         return Canonical(outcome, "", 0.0)
     started = time.perf_counter()
-    reference = reference_price(options.import_price, options.export_price)
-    ok, status, u = canonical_prices(lp, outcome.col_value, reference)
-    if not ok:
-        note = f"prices are the solver's duals (the unique-price QP ended {status})"
-        return Canonical(outcome, note, time.perf_counter() - started)
-    ok, status, x = canonical_dispatch(lp, u)
-    if not ok:
-        note = f"dispatch and prices are the solver's (the unique-dispatch QP ended {status})"
-        return Canonical(outcome, note, time.perf_counter() - started)
+    if outcome.unique_prices and len(outcome.row_dual) == lp.num_row:
+        u = outcome.row_dual / CURRENCY_PER_UNIT  # the only optimal duals: rule 1 returns them
+    else:
+        reference = reference_price(options.import_price, options.export_price)
+        ok, status, u = canonical_prices(lp, outcome.col_value, reference)
+        if not ok:
+            note = f"prices are the solver's duals (the unique-price QP ended {status})"
+            return Canonical(outcome, note, time.perf_counter() - started)
+    if outcome.unique_dispatch:
+        x = outcome.col_value  # the only optimal dispatch: rule 2 returns it
+    else:
+        ok, status, x = canonical_dispatch(lp, u)
+        if not ok:
+            note = f"dispatch and prices are the solver's (the unique-dispatch QP ended {status})"
+            return Canonical(outcome, note, time.perf_counter() - started)
     ng = lp.n_groups
     canonical = dataclasses.replace(
         outcome,

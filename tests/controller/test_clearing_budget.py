@@ -28,11 +28,13 @@ from controller import grid_clearing
 from controller.audit import accepted_as_recorded, verify_anchored, verify_record
 from controller.clearing_job import clear_orders_file
 from controller.grid_clearing import (
+    LOSS_BASIS,
     MAX_ITERATIONS,
     WALL_CLOCK_STOP,
     clear_on_grid,
     clearing_limits,
     reclear_options,
+    recorded_loss_basis,
 )
 from grid_models.grids import Grid, load_grid
 from grid_models.linear import LinearGrid, build_linear_grid
@@ -328,6 +330,7 @@ def test_limits_are_recorded_and_a_reclear_uses_them_without_the_budget() -> Non
     params = clearing_limits(production)
     assert params == {
         "max_iterations": MAX_ITERATIONS,
+        "loss_basis": LOSS_BASIS,
         "simplex_iteration_limit": 5_000,
         "ipm_iteration_limit": 50,
         "time_limit_s": 10,
@@ -342,6 +345,9 @@ def test_limits_are_recorded_and_a_reclear_uses_them_without_the_budget() -> Non
     assert max_iterations == MAX_ITERATIONS
     options, max_iterations = reclear_options(ClearingOptions(), {"max_iterations": 2})
     assert max_iterations == 2
+    # the loss tolerance's rule: the record's, "bought" for records before it was recorded
+    assert recorded_loss_basis(params) == LOSS_BASIS == "traded"
+    assert recorded_loss_basis(None) == recorded_loss_basis({"max_iterations": 2}) == "bought"
 
 
 def stopped_record(result: ClearingResult) -> dict[str, Any]:
@@ -420,6 +426,7 @@ def test_peergrid_clear_is_deterministic_unless_a_budget_is_asked_for(
     plain = clear_orders_file("cigre-lv", path)
     assert plain["limits"] == {
         "max_iterations": MAX_ITERATIONS,
+        "loss_basis": LOSS_BASIS,
         "simplex_iteration_limit": SIMPLEX_ITERATION_LIMIT,
         "ipm_iteration_limit": IPM_ITERATION_LIMIT,
         "time_limit_s": None,

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 import market.clearing as mc
 from market.clearing import ClearingOptions, Engine
+from market.clearing.groups import OrderGroup
 from market.clearing.lp import LpData
 from market.clearing.model import BuiltModel
 from market.clearing.solve import solve, solve_lp
@@ -184,8 +185,13 @@ def test_an_objective_coefficient_off_by_one_unit_is_found(
     """The highspy LP values the first order group one token base unit per kWh off."""
     build_lp = mc.build_lp
 
-    def off_by_one(book: OrderBook, network: NetworkModel, options: ClearingOptions) -> LpData:
-        lp = build_lp(book, network, options)
+    def off_by_one(
+        book: OrderBook,
+        network: NetworkModel,
+        options: ClearingOptions,
+        groups: tuple[OrderGroup, ...] | None = None,
+    ) -> LpData:
+        lp = build_lp(book, network, options, groups)
         cost = lp.col_cost.copy()
         cost[0] += 1e-6  # [currency / kWh]: 1 base unit
         return dataclasses.replace(lp, col_cost=cost)
@@ -206,8 +212,13 @@ def test_a_feature_left_out_by_the_reference_is_found(
     build_model = mc.build_model
     drop = WITHOUT[feature]
 
-    def without(book: OrderBook, network: NetworkModel, options: ClearingOptions) -> BuiltModel:
-        return build_model(book, drop(network), options)
+    def without(
+        book: OrderBook,
+        network: NetworkModel,
+        options: ClearingOptions,
+        groups: tuple[OrderGroup, ...] | None = None,
+    ) -> BuiltModel:
+        return build_model(book, drop(network), options, groups)
 
     monkeypatch.setattr(mc, "build_model", without)
     network, book = found_by_harness()

@@ -40,6 +40,7 @@ from grid_models.grids import load_grid
 from grid_models.linear import build_linear_grid
 from grid_models.powerflow import summarise
 from market.clearing import ClearingOptions, clear
+from market.clearing.groups import OrderGroup
 from market.clearing.model import BuiltModel
 from market.domain import Bid, ClearingStatus, Offer, OrderBook
 from market.network import NetworkModel
@@ -92,7 +93,7 @@ def cigre_after_one_ac_iteration() -> dict[str, NetworkModel]:
         state = linear.checker.run(load_w, sgen_w)
         lo, hi = linear.effective_limits(flat)
         check = summarise(grid, state, lo, hi)
-        network = relinearise(flat, linear, load_w - sgen_w, state, check)
+        network = relinearise(flat, linear, load_w - sgen_w, state, check.violations)
         # a non-flat operating point: moved flows and offsets unlike the base case's
         assert network.p_op_w is not None
         assert np.abs(network.p_op_w).max() > 10_000.0
@@ -139,8 +140,13 @@ def test_the_cigre_cases_notice_a_reference_built_without(
     build_model = mc.build_model
     drop = WITHOUT[feature]
 
-    def without(book: OrderBook, network: NetworkModel, options: ClearingOptions) -> BuiltModel:
-        return build_model(book, drop(network), options)
+    def without(
+        book: OrderBook,
+        network: NetworkModel,
+        options: ClearingOptions,
+        groups: tuple[OrderGroup, ...] | None = None,
+    ) -> BuiltModel:
+        return build_model(book, drop(network), options, groups)
 
     monkeypatch.setattr(mc, "build_model", without)
     network, book = find(

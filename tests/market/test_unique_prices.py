@@ -288,9 +288,9 @@ def test_reference_price_is_the_tariff_midpoint_rounded_half_to_even(
 
 @contextmanager
 def rules_forced() -> Iterator[None]:
-    """:func:`nondegenerate_basis` answers ``False``: the QP rules always run."""
+    """:func:`unique_optimum` answers ``(False, False)``: both QP rules always run."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(solve_module, "nondegenerate_basis", lambda _lp, _h: False)
+        mp.setattr(solve_module, "unique_optimum", lambda _lp, _h: (False, False))
         yield
 
 
@@ -301,18 +301,25 @@ def test_a_proved_unique_optimum_is_what_the_rules_publish(data: st.DataObject) 
     book = data.draw(books(list(network.bus_names)))
     lp = build_lp(book, network, OPTIONS)
     outcome = solve_module.solve_lp(lp, OPTIONS)
-    if not outcome.status.is_ok or not outcome.unique:
+    if not outcome.status.is_ok or not (outcome.unique_prices or outcome.unique_dispatch):
         return
-    # the solver's own optimum, kept, equals the one the QP rules pick on the optimal face
+    assert outcome.unique == (outcome.unique_prices and outcome.unique_dispatch)
+    # each part the basis proves unique, kept, equals what its QP rule picks on the face
     skipped = canonical_outcome(lp, outcome, OPTIONS)
-    assert skipped.qp_s == 0.0
-    ruled = canonical_outcome(lp, dataclasses.replace(outcome, unique=False), OPTIONS)
-    assert ruled.note == ""
-    assert ruled.outcome.balance_duals == pytest.approx(
-        outcome.balance_duals, abs=1e-3 * CURRENCY_PER_UNIT
+    if outcome.unique:
+        assert skipped.qp_s == 0.0
+    none_proved = dataclasses.replace(
+        outcome, unique=False, unique_prices=False, unique_dispatch=False
     )
-    assert ruled.outcome.accepted_kwh == pytest.approx(outcome.accepted_kwh, abs=1e-7)
-    # and what participants see is identical with and without the skip
+    ruled = canonical_outcome(lp, none_proved, OPTIONS)
+    assert ruled.note == ""
+    if outcome.unique_prices:
+        assert ruled.outcome.balance_duals == pytest.approx(
+            outcome.balance_duals, abs=1e-3 * CURRENCY_PER_UNIT
+        )
+    if outcome.unique_dispatch:
+        assert ruled.outcome.accepted_kwh == pytest.approx(outcome.accepted_kwh, abs=1e-7)
+    # and what participants see is identical with and without the skips
     with rules_forced():
         forced = published(mc.clear(book, network, OPTIONS))
     assert published(mc.clear(book, network, OPTIONS)) == forced
@@ -343,9 +350,21 @@ def test_degenerate_books_are_never_called_unique(book: OrderBook, network: Netw
     assert not outcome.unique
 
 
-def test_calling_a_degenerate_book_unique_breaks_agreement() -> None:
-    # fault injection: a skip that trusted any basis would publish the solver's vertex again
+@pytest.mark.parametrize(
+    ("claim", "book", "network", "part"),
+    [
+        ((True, True), TARIFF_BOOK, TARIFF_NET, "prices:"),
+        ((False, True), TARIFF_BOOK, TARIFF_NET, "prices:"),
+        ((True, False), PINNED_BOOK, PINNED_NET, "orders:"),
+    ],
+    ids=["both", "prices", "dispatch"],
+)
+def test_calling_a_degenerate_book_unique_breaks_agreement(
+    claim: tuple[bool, bool], book: OrderBook, network: NetworkModel, part: str
+) -> None:
+    # fault injection: a skip that trusted any basis (or half of one) would publish the
+    # solver's vertex again
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(solve_module, "nondegenerate_basis", lambda _lp, _h: True)
-        found = path_differences(TARIFF_BOOK, TARIFF_NET)
-    assert any(line.startswith("prices:") for line in found), found
+        mp.setattr(solve_module, "unique_optimum", lambda _lp, _h: claim)
+        found = path_differences(book, network)
+    assert any(line.startswith(part) for line in found), found
