@@ -909,9 +909,7 @@ def profile(rows) -> None:
         b = r["bounds"]
         each = "+".join(f"{x:.3f}" for x in r["solve_each"])
         runs = "+".join(str(a) for a in b["highs_runs"])
-        bounds = ", ".join(
-            f"{s0}+{a}" for s0, a in zip(b["started_with"], b["added"], strict=True)
-        )
+        bounds = ", ".join(f"{s0}+{a}" for s0, a in zip(b["started_with"], b["added"], strict=True))
         out(
             f"| {r['grid']} | {r['book']} | {r['orders']} | {r['status']} | {r['e2e_s']:.3f} | "
             f"{r['iterations']} | {r['build_s']:.3f} | {r['solve_s']:.3f} ({each}) | "
