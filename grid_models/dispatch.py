@@ -6,7 +6,8 @@ the market's clearing:
 * :func:`dispatch_of`: the accepted orders of a result as extra load and generation per model
   bus [W] (energy over the interval's hours);
 * :func:`check_result`: pandapower's AC power flow of that dispatch against the asked limits;
-* :func:`relinearise`: the linear model moved towards the AC state of a cleared dispatch. The
+* :func:`relinearise`: the linear model moved towards the AC state of a cleared dispatch (a
+  meshed feeder's sensitivities are taken again at that AC solution). The
   losses are linearised halfway between the base case's and the cleared flows (that tangent
   has the secant's slope, so the LP's incremental losses are exact at the cleared dispatch),
   the voltage offset becomes ``vm_ac² − v_model`` there, and each overloaded branch's limit
@@ -23,6 +24,7 @@ from numpy.typing import NDArray
 from grid_models.errors import PowerFlowFailed
 from grid_models.grids import Grid
 from grid_models.linear import LinearGrid
+from grid_models.meshed import sensitivities_at
 from grid_models.powerflow import AcState, failed_check, summarise
 from market.domain import ClearingResult, GridCheck, Side, Violation
 from market.network import NetworkModel, linear_state
@@ -109,6 +111,8 @@ def relinearise(
     NetworkModel
         With ``p_op_w``, ``v_offset_pu2`` and the overloaded branches' ``s_max_va`` updated.
     """
+    if network.meshed is not None:
+        return _relinearise_meshed(network, linear, market_load_w, state, found)
     injection = network.base_p_w - market_load_w
     flows_kw, _ = linear_state(network, injection)
     base_kw, _ = linear_state(network, network.base_p_w)
@@ -125,3 +129,40 @@ def relinearise(
             if k is not None:
                 s_max[k] = min(s_max[k], network.s_max_va[k] * v.limit / v.value * 0.995)
     return moved.with_changes(v_offset_pu2=offset, s_max_va=s_max)
+
+
+def _relinearise_meshed(
+    network: NetworkModel,
+    linear: LinearGrid,
+    market_load_w: NDArray[np.float64],
+    state: AcState,
+    found: Sequence[Violation],
+) -> NetworkModel:
+    """A meshed feeder's sensitivities at the cleared dispatch's AC solution.
+
+    Each overloaded branch's largest loading shrinks by ``limit / loading`` (x 0.995), as the
+    radial model's limit does.
+    """
+    sens = network.meshed
+    mesh = linear.meshed_ac
+    if sens is None or mesh is None:  # pragma: no cover - callers check network.meshed
+        msg = "a meshed model needs its grid's meshed AC data"
+        raise PowerFlowFailed(msg)
+    loading_max = sens.loading_max.copy()
+    for v in found:
+        if v.kind.is_loading and v.value > 0:
+            k = linear.branch_of_element.get((v.kind.element_type, v.index))
+            if k is not None:
+                loading_max[k] = min(
+                    loading_max[k], sens.loading_max[k] * v.limit / v.value * 0.995
+                )
+    moved = sensitivities_at(
+        mesh,
+        state.vm_at(linear.pp_index),
+        state.va_at(linear.pp_index),
+        loading_max=loading_max,
+        market_op_kw=-np.asarray(market_load_w, dtype=float) / 1000.0,
+        grid_op_kw=(state.slack_p_w - linear.base.slack_p_w) / 1000.0,
+        slack_base_kw=sens.slack_base_kw,
+    )
+    return network.with_changes(meshed=moved)

@@ -3,6 +3,9 @@
 A grid *spec* is one of:
 
 * ``cigre-lv``: :func:`pandapower.networks.create_cigre_network_lv` (44 buses, 3 feeders);
+* ``cigre-mv``: :func:`pandapower.networks.create_cigre_network_mv` (15 buses, 20 kV, two
+  feeders, its loop switches S1-S3 open: radial); ``cigre-mv-meshed``: the same with S1-S3
+  closed (three loops: the feeders run meshed);
 * ``simbench:<code>``, e.g. ``simbench:1-LV-rural1--0-sw`` (data installed with ``simbench``,
   no download); its load and generation profiles come along;
 * a path to a pandapower JSON file (``*.json``).
@@ -31,7 +34,7 @@ import pandapower.networks as pn
 from grid_models.errors import InvalidGrid, UnknownBus, UnknownGrid
 from market.domain import BusId
 
-BUILTIN_GRIDS = ("cigre-lv",)
+BUILTIN_GRIDS = ("cigre-lv", "cigre-mv", "cigre-mv-meshed")
 
 CLOSE = 0.6
 """Least similarity of a name suggested for an unknown one (difflib's default cutoff) [-]."""
@@ -447,7 +450,8 @@ def load_grid(spec: str) -> Grid:
     Parameters
     ----------
     spec : str
-        ``cigre-lv``, ``simbench:<code>`` or a pandapower JSON file.
+        ``cigre-lv``, ``cigre-mv``, ``cigre-mv-meshed``, ``simbench:<code>`` or a
+        pandapower JSON file.
 
     Returns
     -------
@@ -463,6 +467,11 @@ def load_grid(spec: str) -> Grid:
     spec = spec.strip()
     if spec == "cigre-lv":
         return Grid(spec, pn.create_cigre_network_lv())
+    if spec in ("cigre-mv", "cigre-mv-meshed"):
+        net = pn.create_cigre_network_mv(with_der=False)
+        if spec == "cigre-mv-meshed":
+            net.switch["closed"] = True  # S1, S2, S3: the loops closed
+        return Grid(spec, net)
     if spec.startswith("simbench:"):
         return _get_simbench(spec, spec.removeprefix("simbench:"))
     path = Path(spec)

@@ -38,6 +38,7 @@ from numpy.typing import NDArray
 
 from grid_models.errors import UnsupportedTopology
 from grid_models.grids import Grid
+from grid_models.meshed import MeshedAc, read_meshed_ac, sensitivities_at
 from grid_models.powerflow import AcChecker, AcState, loading_limits
 from market.domain import BusId
 from market.network import NetworkModel, linear_state
@@ -52,7 +53,8 @@ class LinearGrid:
     ``pp_index[i]`` is the pandapower bus index of model bus ``i``; ``vm_min_pu``/``vm_max_pu``
     are the limits asked for (the model's own may be widened at pre-existing violations);
     ``base`` is the AC state of the base case, ``checker`` the AC power flow runner of this
-    grid, and ``bus_model[i]`` the model bus of ``base.bus_index[i]`` (-1 outside the model).
+    grid, and ``bus_model[i]`` the model bus of ``base.bus_index[i]`` (-1 outside the model);
+    ``meshed_ac`` what re-linearising a meshed feeder needs (None for a radial one).
     """
 
     network: NetworkModel
@@ -63,6 +65,7 @@ class LinearGrid:
     checker: AcChecker
     bus_model: NDArray[np.int64]
     branch_of_element: dict[tuple[str, int], int]
+    meshed_ac: MeshedAc | None = None
 
     def effective_limits(
         self, network: NetworkModel | None = None
@@ -302,10 +305,13 @@ def build_linear_grid(
     vm_min_pu, vm_max_pu : float
         Voltage band [p.u.] (default 0.95-1.05).
 
+    A meshed feeder (a branch closes a loop) is stated by its AC power flow linearised at the
+    base case instead (:mod:`grid_models.meshed`; :func:`_build_meshed`).
+
     Raises
     ------
     UnsupportedTopology
-        Meshed feeders, several ext_grids, three-winding transformers.
+        Several ext_grids, three-winding transformers.
     PowerFlowFailed
         If the base case's AC power flow does not converge.
     """
@@ -337,6 +343,7 @@ def build_linear_grid(
     seen = {slack_pp}
     tree: list[tuple[int, int, _Branch]] = []
     in_tree: set[int] = set()
+    loops: list[_Branch] = []
     head = 0
     while head < len(order):
         bus = order[head]
@@ -344,17 +351,15 @@ def build_linear_grid(
         for br in sorted(adjacency[bus], key=lambda b: (b.a, b.b, b.name)):
             other = br.b if br.a == bus else br.a
             if other in seen:
-                if id(br) not in in_tree:
-                    msg = (
-                        f"{grid.spec}: the feeder is meshed (branch {br.name} closes a loop); "
-                        "the LinDistFlow model needs a radial feeder"
-                    )
-                    raise UnsupportedTopology(msg)
+                if id(br) not in in_tree and br not in loops:
+                    loops.append(br)  # closes a loop: the feeder is meshed
                 continue
             seen.add(other)
             order.append(other)
             tree.append((bus, other, br))
             in_tree.add(id(br))
+    if loops:
+        return _build_meshed(grid, rep, fused, seen, slack_pp, vm_slack, vm_min_pu, vm_max_pu)
 
     pp_index = np.array(sorted(seen), dtype=np.int64)
     position = {int(b): i for i, b in enumerate(pp_index)}
@@ -401,21 +406,7 @@ def build_linear_grid(
     offset = vm_base**2 - v_model
     lo = np.minimum(network.vm_min_pu, vm_base)
     hi = np.maximum(network.vm_max_pu, vm_base)
-    notes = []
-    low = np.flatnonzero(vm_base < vm_min_pu)
-    high = np.flatnonzero(vm_base > vm_max_pu)
-    if len(low):
-        notes.append(
-            f"base case below {vm_min_pu} p.u. at {len(low)} bus(es) (min "
-            f"{vm_base.min():.4f} p.u. at {names[int(np.argmin(vm_base))]}) before any trade; "
-            "their lower limit is the base-case value: clearing never worsens it"
-        )
-    if len(high):
-        notes.append(
-            f"base case above {vm_max_pu} p.u. at {len(high)} bus(es) (max "
-            f"{vm_base.max():.4f} p.u. at {names[int(np.argmax(vm_base))]}) before any trade; "
-            "their upper limit is the base-case value: clearing never worsens it"
-        )
+    notes = _voltage_notes(names, vm_base, vm_min_pu, vm_max_pu)
     network = network.with_changes(
         v_offset_pu2=offset, vm_min_pu=lo, vm_max_pu=hi, notes=tuple(notes)
     )
@@ -431,4 +422,144 @@ def build_linear_grid(
         checker=checker,
         bus_model=bus_model,
         branch_of_element={e: k for k, (_, _, br) in enumerate(tree) for e in br.elements},
+    )
+
+
+def _voltage_notes(
+    names: tuple[str, ...], vm_base: NDArray[np.float64], vm_min_pu: float, vm_max_pu: float
+) -> list[str]:
+    """Notes on base-case voltages outside the band (their limit becomes the base value)."""
+    notes = []
+    low = np.flatnonzero(vm_base < vm_min_pu)
+    high = np.flatnonzero(vm_base > vm_max_pu)
+    if len(low):
+        notes.append(
+            f"base case below {vm_min_pu} p.u. at {len(low)} bus(es) (min "
+            f"{vm_base.min():.4f} p.u. at {names[int(np.argmin(vm_base))]}) before any trade; "
+            "their lower limit is the base-case value: clearing never worsens it"
+        )
+    if len(high):
+        notes.append(
+            f"base case above {vm_max_pu} p.u. at {len(high)} bus(es) (max "
+            f"{vm_base.max():.4f} p.u. at {names[int(np.argmax(vm_base))]}) before any trade; "
+            "their upper limit is the base-case value: clearing never worsens it"
+        )
+    return notes
+
+
+def _build_meshed(
+    grid: Grid,
+    rep: dict[int, int],
+    fused: list[_Branch],
+    seen: set[int],
+    slack_pp: int,
+    vm_slack: float,
+    vm_min_pu: float,
+    vm_max_pu: float,
+) -> LinearGrid:
+    """The model of a meshed feeder: every branch and the AC power flow linearised at the base.
+
+    :mod:`grid_models.meshed` gives the sensitivities; parallel branches stay apart (each has
+    its own loading).
+    """
+    net = grid.net
+    pp_index = np.array(sorted(seen), dtype=np.int64)
+    position = {int(b): i for i, b in enumerate(pp_index)}
+    names = tuple(grid.bus_name(int(b)) for b in pp_index)
+    aliases = tuple(
+        (grid.bus_name(b), position[r]) for b, r in sorted(rep.items()) if b != r and r in position
+    )
+    branches = sorted(
+        (br for br in fused if br.a in position and br.b in position),
+        key=lambda br: (br.kind, br.elements),
+    )
+    elements = [br.elements[0] for br in branches]
+    p_inj, q_inj = _bus_injections(net)
+    n = len(pp_index)
+    base_p = np.zeros(n)
+    base_q = np.zeros(n)
+    for b, value in p_inj.items():
+        if rep.get(b) in position:
+            base_p[position[rep[b]]] += value
+    for b, value in q_inj.items():
+        if rep.get(b) in position:
+            base_q[position[rep[b]]] += value
+    checker = AcChecker(grid, pp_index)
+    zeros = np.zeros(n)
+    base = checker.run(zeros, zeros)
+    slack = position[slack_pp]
+    mesh = read_meshed_ac(checker.net, pp_index, slack, elements, grid.spec)
+    vm_base = base.vm_at(pp_index)
+    va_base = base.va_at(pp_index)
+    v_base = vm_base * np.exp(1j * va_base)
+    loading_base = mesh.loading(v_base)
+    loading_asked = np.array(
+        [
+            _finite(
+                (net.line if kind == "line" else net.trafo).at[index, "max_loading_percent"]
+                if "max_loading_percent" in (net.line if kind == "line" else net.trafo)
+                else 100.0,
+                100.0,
+            )
+            / 100.0
+            for kind, index in elements
+        ]
+    )
+    loading_max = np.maximum(loading_asked, loading_base)
+    notes = _voltage_notes(names, vm_base, vm_min_pu, vm_max_pu)
+    over = np.flatnonzero(loading_base > loading_asked)
+    if len(over):
+        worst = int(over[np.argmax(loading_base[over] / loading_asked[over])])
+        notes.append(
+            f"base case overloads {len(over)} branch(es) before any trade (e.g. "
+            f"{branches[worst].name}); their limit is the base-case loading: never worsened"
+        )
+    notes.append(
+        f"meshed feeder ({len(branches) - (n - 1)} loop(s)): cleared on its AC power flow "
+        "linearised at the operating point"
+    )
+    sens = sensitivities_at(
+        mesh,
+        vm_base,
+        va_base,
+        loading_max=loading_max,
+        market_op_kw=zeros,
+        grid_op_kw=0.0,
+        slack_base_kw=base.slack_p_w / 1000.0,
+    )
+    network = NetworkModel(
+        bus_names=tuple(BusId(x) for x in names),
+        slack=slack,
+        vm_slack_pu=vm_slack,
+        from_bus=np.array([position[br.a] for br in branches], dtype=np.int64),
+        to_bus=np.array([position[br.b] for br in branches], dtype=np.int64),
+        r_pu=np.array([br.r_pu for br in branches], dtype=float),
+        x_pu=np.array([br.x_pu for br in branches], dtype=float),
+        s_max_va=np.array([br.s_max_va for br in branches], dtype=float),
+        branch_names=tuple(br.name for br in branches),
+        branch_kinds=tuple(br.kind for br in branches),
+        vm_min_pu=np.minimum(np.full(n, vm_min_pu), vm_base),
+        vm_max_pu=np.maximum(np.full(n, vm_max_pu), vm_base),
+        base_p_w=base_p,
+        base_q_var=base_q,
+        v_offset_pu2=zeros,
+        s_base_va=mesh.s_base_mva * 1e6,
+        losses=True,
+        aliases=aliases,
+        notes=tuple(notes),
+        meshed=sens,
+    )
+    bus_model = np.array(
+        [position.get(rep.get(int(b), -1), -1) for b in base.bus_index], dtype=np.int64
+    )
+    return LinearGrid(
+        network=network,
+        pp_index=pp_index,
+        vm_min_pu=vm_min_pu,
+        vm_max_pu=vm_max_pu,
+        base=base,
+        checker=checker,
+        bus_model=bus_model,
+        branch_of_element={e: k for k, br in enumerate(branches) for e in br.elements},
+        meshed_ac=mesh,
     )

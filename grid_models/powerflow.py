@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,7 @@ class AcState:
     trafo_index: NDArray[np.int64]
     trafo_loading_percent: NDArray[np.float64]
     slack_p_w: float
+    va_degree: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
 
     def vm_at(self, pp_buses: NDArray[np.int64]) -> NDArray[np.float64]:
         """Voltages at the given pandapower bus indices.
@@ -57,6 +58,22 @@ class AcState:
         """
         pos = np.searchsorted(self.bus_index, pp_buses)
         return self.vm_pu[pos]
+
+    def va_at(self, pp_buses: NDArray[np.int64]) -> NDArray[np.float64]:
+        """Voltage angles at the given pandapower bus indices [rad].
+
+        Parameters
+        ----------
+        pp_buses : ndarray of int
+            Pandapower bus indices present in :attr:`bus_index`.
+
+        Returns
+        -------
+        ndarray of float
+            Voltage angle per bus [rad] (pandapower's ``va_degree``).
+        """
+        pos = np.searchsorted(self.bus_index, pp_buses)
+        return np.deg2rad(self.va_degree[pos])
 
 
 RECYCLE = {"bus_pq": True, "trafo": False, "gen": False}
@@ -121,6 +138,7 @@ def state_of(net: Any) -> AcState:  # noqa: ANN401
         return index[keep][order], values[keep][order]
 
     bus_index, vm = table(net.res_bus, "vm_pu")
+    va = net.res_bus["va_degree"].reindex(bus_index).to_numpy(dtype=float)
     line_index, line_loading = table(net.res_line, "loading_percent")
     trafo_index, trafo_loading = table(net.res_trafo, "loading_percent")
     return AcState(
@@ -131,6 +149,7 @@ def state_of(net: Any) -> AcState:  # noqa: ANN401
         trafo_index=trafo_index,
         trafo_loading_percent=trafo_loading,
         slack_p_w=float(net.res_ext_grid["p_mw"].sum() * 1e6),
+        va_degree=va,
     )
 
 

@@ -4,11 +4,14 @@ Electrically close partners first, on the feeder's tree: the buses are walked fr
 up; at each bus, the sellers and buyers still unmatched in its subtree are paired, and what
 is left moves up to the parent. A pair is therefore matched at the deepest bus that connects
 them (their lowest common ancestor): neighbours on the same lateral trade with each other
-before anything crosses the transformer. Legs of :data:`~market.domain.GRID` and
-:data:`~market.domain.COMMUNITY` (the upstream grid and the market's losses, both at the slack)
-are matched last. Each leg climbs at most the depth of the tree, so 10,000 orders on a
-5,000-bus feeder cost milliseconds. Within a bus, legs keep their canonical order, which
-makes the result deterministic.
+before anything crosses the transformer. A meshed feeder has no tree: there every (seller
+bus, buyer bus) pair is taken in order of its electrical distance from the sensitivities
+(:class:`~market.network.Sensitivities`: how far apart a transfer between them pushes their
+voltages), the same bus first (:func:`_pair_by_distance`). Legs of
+:data:`~market.domain.GRID` and :data:`~market.domain.COMMUNITY` (the upstream grid and the
+market's losses, both at the slack) are matched last. Each leg climbs at most the depth of the
+tree, so 10,000 orders on a 5,000-bus feeder cost milliseconds. Within a bus, legs keep their
+canonical order, which makes the result deterministic.
 
 Money is fixed per leg, then shared over its trades (DESIGN.md section 3):
 
@@ -27,6 +30,9 @@ Money is fixed per leg, then shared over its trades (DESIGN.md section 3):
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
 
 from market.domain import COMMUNITY, GRID, BusId, Interval, OrderId, ParticipantId, Trade
 from market.errors import UnbalancedEnergy
@@ -163,18 +169,23 @@ def match(
     position = {id(leg): i for i, leg in enumerate(legs)}
     energy = [leg.remaining_wh for leg in legs]
     pairings: list[_Pairing] = []
-    parent = network.parents()
-    for bus in network.bfs_order[::-1].tolist():
-        sells, buys = _pair(position, sell_at[bus], buy_at[bus], pairings)
-        up = int(parent[bus])
-        if up >= 0:
-            sell_at[up].extend(sells)
-            buy_at[up].extend(buys)
-        else:
-            sell_at[bus], buy_at[bus] = sells, buys
-    root = network.slack
-    rest_sells = sell_at[root] + system_sells
-    rest_buys = buy_at[root] + system_buys
+    if network.meshed is not None:
+        left_sells, left_buys = _pair_by_distance(
+            network.meshed.distance, position, sell_at, buy_at, pairings
+        )
+    else:
+        parent = network.parents()
+        for bus in network.bfs_order[::-1].tolist():
+            sells, buys = _pair(position, sell_at[bus], buy_at[bus], pairings)
+            up = int(parent[bus])
+            if up >= 0:
+                sell_at[up].extend(sells)
+                buy_at[up].extend(buys)
+            else:
+                sell_at[bus], buy_at[bus] = sells, buys
+        left_sells, left_buys = sell_at[network.slack], buy_at[network.slack]
+    rest_sells = left_sells + system_sells
+    rest_buys = left_buys + system_buys
     left_sells, left_buys = _pair(position, rest_sells, rest_buys, pairings)
     if left_sells or left_buys:  # pragma: no cover - excluded by the totals check above
         msg = "matching left energy unpaired"
@@ -183,6 +194,33 @@ def match(
     return tuple(
         _trade(interval, names, legs[p.seller], legs[p.buyer], p.energy_wh, amount)
         for p, amount in zip(pairings, amounts, strict=True)
+    )
+
+
+def _pair_by_distance(
+    distance: NDArray[np.float64],
+    position: dict[int, int],
+    sell_at: list[list[Leg]],
+    buy_at: list[list[Leg]],
+    pairings: list[_Pairing],
+) -> tuple[list[Leg], list[Leg]]:
+    """Pair a meshed feeder's legs by electrical distance, closest buses first.
+
+    Every (seller bus, buyer bus) pair is taken in order of ``distance`` (ties by the two bus
+    indices: deterministic), the same bus first (distance 0); what is left, in bus order, goes
+    to the grid and the community's legs.
+    """
+    sell_buses = [b for b, legs in enumerate(sell_at) if legs]
+    buy_buses = [b for b, legs in enumerate(buy_at) if legs]
+    pairs = sorted(
+        (0.0 if a == b else float(distance[a, b]), a, b) for a in sell_buses for b in buy_buses
+    )
+    for _, a, b in pairs:
+        if sell_at[a] and buy_at[b]:
+            sell_at[a], buy_at[b] = _pair(position, sell_at[a], buy_at[b], pairings)
+    return (
+        [leg for b in sell_buses for leg in sell_at[b]],
+        [leg for b in buy_buses for leg in buy_at[b]],
     )
 
 

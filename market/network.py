@@ -50,6 +50,51 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class Sensitivities:
+    r"""A meshed feeder's AC power flow linearised at an operating point.
+
+    Produced by ``grid_models`` from pandapower's Jacobian at an AC solution (the base case,
+    then each cleared dispatch the AC loop re-linearises at). The state is
+    :math:`x = (\Delta\theta_b, V_b)` over the non-slack buses ``b`` in index order (angles
+    [rad] from the operating point's, voltage magnitudes [p.u.]); sparse matrices are given as
+    coordinate triplets ``(rows, cols, values)`` with columns ``0 .. n-2`` the angles and
+    ``n-1 .. 2n-3`` the magnitudes:
+
+    * ``jac_p``: :math:`\partial P_b / \partial x` for every bus (``n`` rows, the slack's
+      included: its row is the grid's exchange, so the losses are linearised with it) [p.u.
+      on ``s_base_va``];
+    * ``jac_q``: :math:`\partial Q_b / \partial x` for the non-slack buses (``n - 1`` rows,
+      in their index order): orders are active power, so reactive injections stay put;
+    * ``jac_l``: :math:`\partial \lambda_k^2 / \partial x` for every branch, where
+      :math:`\lambda_k` is its loading (current over rated current, at the end more loaded
+      at the operating point: pandapower's ``loading_percent / 100``);
+    * ``loading_op``: :math:`\lambda_k^2` at the operating point; ``loading_max``: the
+      largest loading allowed [-] (``max_loading_percent / 100``, or the base case's own
+      where that already exceeds it: never worsened);
+    * ``vm_op_pu``: every bus's voltage magnitude at the operating point [p.u.];
+    * ``market_op_kw``: the market's net injection per bus at the operating point [kW]
+      (zero at the base case); ``grid_op_kw``: the market's exchange with the upstream grid
+      there (the slack's change from the base case) [kW]; ``slack_base_kw``: the slack's
+      base-case injection [kW];
+    * ``distance``: the electrical distance between each pair of buses [p.u./p.u.],
+      :math:`K_{aa} + K_{bb} - K_{ab} - K_{ba}` with :math:`K = \partial V / \partial P` (how
+      far apart a transfer from ``a`` to ``b`` pushes their voltages): trades are matched by
+      it (:mod:`market.matching`).
+    """
+
+    jac_p: tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]
+    jac_q: tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]
+    jac_l: tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]
+    loading_op: NDArray[np.float64]
+    loading_max: NDArray[np.float64]
+    vm_op_pu: NDArray[np.float64]
+    market_op_kw: NDArray[np.float64]
+    grid_op_kw: float
+    slack_base_kw: float
+    distance: NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
 class NetworkModel:
     """Radial network data for a LinDistFlow market clearing.
 
@@ -90,6 +135,10 @@ class NetworkModel:
         ``None`` for the base case's flows.
     aliases : tuple of (BusId, int)
         Other names of a bus (pandapower buses fused by closed bus-bus switches) -> index.
+    meshed : Sensitivities, optional
+        Set for a meshed feeder: the branches need not form a tree, and the clearing states
+        the network by these sensitivities instead of LinDistFlow (``r_pu``, ``x_pu``,
+        ``v_offset_pu2``, ``p_op_w`` are then informative only).
     """
 
     bus_names: tuple[BusId, ...]
@@ -114,6 +163,7 @@ class NetworkModel:
     losses: bool = False
     p_op_w: NDArray[np.float64] | None = None
     aliases: tuple[tuple[BusId, int], ...] = ()
+    meshed: Sensitivities | None = None
     bfs_order: NDArray[np.int64] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -125,7 +175,7 @@ class NetworkModel:
         if not 0 <= self.slack < n:
             msg = f"slack index {self.slack} out of range for {n} buses"
             raise InvalidNetwork(msg)
-        if m != n - 1:
+        if self.meshed is None and m != n - 1:
             msg = f"a radial network has n_bus - 1 = {n - 1} branches, got {m}"
             raise InvalidNetwork(msg)
         for name in ("to_bus", "r_pu", "x_pu", "s_max_va"):
@@ -142,15 +192,20 @@ class NetworkModel:
         if m and (self.from_bus.min() < 0 or self.to_bus.max() >= n):
             msg = "branch endpoint out of range"
             raise InvalidNetwork(msg)
-        parents = np.bincount(self.to_bus, minlength=n) if m else np.zeros(n, dtype=np.int64)
-        if parents[self.slack] != 0 or np.any(np.delete(parents, self.slack) != 1):
-            msg = "every bus but the slack must have exactly one parent branch (radial feeder)"
-            raise InvalidNetwork(msg)
+        if self.meshed is None:
+            parents = np.bincount(self.to_bus, minlength=n) if m else np.zeros(n, dtype=np.int64)
+            if parents[self.slack] != 0 or np.any(np.delete(parents, self.slack) != 1):
+                msg = "every bus but the slack must have exactly one parent branch (radial feeder)"
+                raise InvalidNetwork(msg)
+        else:
+            self._check_meshed(self.meshed)
         reached = np.zeros(n, dtype=bool)
         reached[self.slack] = True
         children: list[list[int]] = [[] for _ in range(n)]
         for a, b in zip(self.from_bus.tolist(), self.to_bus.tolist(), strict=True):
             children[a].append(b)
+            if self.meshed is not None:  # a mesh is reached along its branches either way
+                children[b].append(a)
         order = [self.slack]
         head = 0
         while head < len(order):
@@ -167,6 +222,34 @@ class NetworkModel:
         if np.any(self.vm_min_pu > self.vm_max_pu):
             msg = "vm_min_pu above vm_max_pu at some bus"
             raise InvalidNetwork(msg)
+
+    def _check_meshed(self, sens: Sensitivities) -> None:
+        n, m = len(self.bus_names), len(self.from_bus)
+        for name, (rows, cols, _), n_rows in (
+            ("jac_p", sens.jac_p, n),
+            ("jac_q", sens.jac_q, n - 1),
+            ("jac_l", sens.jac_l, m),
+        ):
+            if len(rows) and (rows.max() >= n_rows or cols.max() >= 2 * (n - 1)):
+                msg = f"meshed sensitivities: {name} has an entry out of range"
+                raise InvalidNetwork(msg)
+        for name, size in (
+            ("loading_op", m),
+            ("loading_max", m),
+            ("vm_op_pu", n),
+            ("market_op_kw", n),
+        ):
+            if len(getattr(sens, name)) != size:
+                msg = f"meshed sensitivities: {name} needs {size} entries"
+                raise InvalidNetwork(msg)
+        if sens.distance.shape != (n, n):
+            msg = f"meshed sensitivities: distance must be {n} x {n}"
+            raise InvalidNetwork(msg)
+
+    @property
+    def is_meshed(self) -> bool:
+        """Whether the clearing states this feeder by sensitivities (:attr:`meshed`)."""
+        return self.meshed is not None
 
     @property
     def n_bus(self) -> int:
@@ -220,6 +303,13 @@ class NetworkModel:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
 
+def _radial_only(network: NetworkModel, what: str) -> None:
+    """Refuse a meshed model where a LinDistFlow tree is needed."""
+    if network.meshed is not None:
+        msg = f"{what} needs a radial feeder; a meshed one is stated by its sensitivities"
+        raise InvalidNetwork(msg)
+
+
 def electrical_distance(
     parent: NDArray[np.int64],
     depth: NDArray[np.int64],
@@ -270,6 +360,7 @@ def subtree_sums(network: NetworkModel, per_bus: NDArray[np.float64]) -> NDArray
     ndarray of float
         One value per branch: the sum over the branch's child bus and everything below it.
     """
+    _radial_only(network, "subtree_sums")
     parent = network.parents()
     acc = per_bus.astype(float).copy()
     for b in network.bfs_order[:0:-1].tolist():
@@ -355,6 +446,7 @@ def linear_state(
     v_pu2 : ndarray of float
         Squared voltage per bus [p.u.²], without ``v_offset_pu2``.
     """
+    _radial_only(network, "linear_state")
     alpha, beta, q0 = loss_coefficients(network)
     parent = network.parents()
     branch_of = np.full(network.n_bus, -1, dtype=np.int64)

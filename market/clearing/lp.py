@@ -45,7 +45,7 @@ from market.clearing.groups import OrderGroup, group_orders
 from market.clearing.options import ClearingOptions
 from market.clearing.pricing import CURRENCY_PER_UNIT
 from market.domain import OrderBook, Side
-from market.network import NetworkModel, linear_state, loss_coefficients
+from market.network import NetworkModel, Sensitivities, linear_state, loss_coefficients
 
 INF = math.inf
 
@@ -118,6 +118,8 @@ def build_lp(
     h = book.interval.hours
     if groups is None:
         groups = group_orders(book, network)
+    if network.meshed is not None:
+        return _build_meshed(book, network, network.meshed, options, groups)
     n, nk, ng = network.n_bus, network.n_branch, len(groups)
     s_kva = network.s_base_va / 1000.0
     base_kw = network.base_p_w / 1000.0
@@ -222,4 +224,134 @@ def build_lp(
         a_value=v,
         n_groups=ng,
         notes=tuple(notes),
+    )
+
+
+def _build_meshed(
+    book: OrderBook,
+    network: NetworkModel,
+    sens: Sensitivities,
+    options: ClearingOptions,
+    groups: tuple[OrderGroup, ...],
+) -> LpData:
+    r"""The LP of a meshed feeder: the AC power flow linearised at an operating point.
+
+    Columns ``a_g | g_imp g_exp | L_k | v_b | θ_b`` (as the radial LP, with ``L_k`` the
+    branch's squared loading [-] where the radial LP has its flow, ``v_b`` the voltage
+    magnitude [p.u.] where it has its square, and the non-slack buses' angles [rad, from the
+    operating point's], free, at the end). With :math:`J` the sensitivities
+    (:class:`~market.network.Sensitivities`), :math:`S` the base [kW], :math:`m^{op}` the
+    market's injection at the operating point [kW], :math:`G^{op}` the market's grid exchange
+    there [kW] and :math:`x = (\theta, v)` (``v`` over the non-slack buses)::
+
+        balance(b):  Σ_{sell(b)} a_g − Σ_{buy(b)} a_g + [b = slack](g_imp − g_exp)
+                     − h S J^P_b x = h m^op_b + [b = slack] h G^op − h S J^{P,v}_b v^op
+        loading(k):  L_k − J^L_k x = λ^{op 2}_k − J^{L,v}_k v^op
+        reactive(b): J^Q_b x = J^{Q,v}_b v^op            (non-slack b: orders are active power)
+        bounds:      L_k ≤ λ^2_{max,k},  V_min,b ≤ v_b ≤ V_max,b,  v_slack = V_slack
+
+    The slack's balance row is the linearised grid exchange, losses included; its dual, like
+    every balance row's, is minus the bus's price. The upstream connection's limits bound
+    :math:`G^{base} + (g_imp − g_exp) / h` as in the radial LP.
+    """
+    h = book.interval.hours
+    n, nk, ng = network.n_bus, network.n_branch, len(groups)
+    s_kw = network.s_base_va / 1000.0
+    slack = network.slack
+    non_slack = np.array([b for b in range(n) if b != slack], dtype=np.int64)
+    v_op_ns = sens.vm_op_pu[non_slack]
+
+    # ---- columns: a_g | g_imp g_exp | L_k | v_b | θ (non-slack)
+    col_l0 = ng + 2
+    col_v0 = col_l0 + nk
+    col_t0 = col_v0 + n
+    n_col = col_t0 + (n - 1)
+    x_col = np.concatenate([col_t0 + np.arange(n - 1), col_v0 + non_slack])  # x -> LP column
+    cost = np.zeros(n_col)
+    lower = np.full(n_col, -INF)
+    upper = np.full(n_col, INF)
+    sign = np.array([1.0 if g.side is Side.BUY else -1.0 for g in groups])
+    prices = np.array([g.limit_price for g in groups], dtype=float)
+    cost[:ng] = sign * prices * CURRENCY_PER_UNIT
+    lower[: ng + 2] = 0.0
+    upper[:ng] = np.array([g.energy_wh for g in groups], dtype=float) / 1000.0
+    cost[ng] = -options.import_price * CURRENCY_PER_UNIT
+    cost[ng + 1] = options.export_price * CURRENCY_PER_UNIT
+    upper[col_l0:col_v0] = sens.loading_max**2
+    lower[col_v0:col_t0] = network.vm_min_pu
+    upper[col_v0:col_t0] = network.vm_max_pu
+    lower[col_v0 + slack] = upper[col_v0 + slack] = network.vm_slack_pu
+
+    def part_v(
+        triplet: tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]], rows: int
+    ) -> NDArray[np.float64]:
+        """``J^{·,v} v^op`` per row: the magnitude columns' share at the operating point."""
+        r, c, v = triplet
+        on_v = c >= n - 1
+        weights = v[on_v] * v_op_ns[c[on_v] - (n - 1)]
+        return np.bincount(r[on_v], weights=weights, minlength=rows).astype(np.float64)
+
+    rows: list[NDArray[np.int64]] = []
+    cols: list[NDArray[np.int64]] = []
+    vals: list[NDArray[np.float64]] = []
+    # balance (n)
+    rows.append(np.array([g.bus for g in groups], dtype=np.int64))
+    cols.append(np.arange(ng, dtype=np.int64))
+    vals.append(-sign)
+    rows.append(np.array([slack, slack], dtype=np.int64))
+    cols.append(np.array([ng, ng + 1], dtype=np.int64))
+    vals.append(np.array([1.0, -1.0]))
+    r, c, v = sens.jac_p
+    rows.append(r)
+    cols.append(x_col[c])
+    vals.append(-h * s_kw * v)
+    bal_rhs = h * sens.market_op_kw - h * s_kw * part_v(sens.jac_p, n)
+    bal_rhs[slack] += h * sens.grid_op_kw
+    # loading (nk)
+    rows.append(n + np.arange(nk, dtype=np.int64))
+    cols.append(col_l0 + np.arange(nk, dtype=np.int64))
+    vals.append(np.ones(nk))
+    r, c, v = sens.jac_l
+    rows.append(n + r)
+    cols.append(x_col[c])
+    vals.append(-v)
+    load_rhs = sens.loading_op - part_v(sens.jac_l, nk)
+    # reactive (n - 1)
+    r, c, v = sens.jac_q
+    rows.append(n + nk + r)
+    cols.append(x_col[c])
+    vals.append(v)
+    q_rhs = part_v(sens.jac_q, n - 1)
+    row_lo = [bal_rhs, load_rhs, q_rhs]
+    row_hi = [bal_rhs, load_rhs, q_rhs]
+    n_row = n + nk + n - 1
+    if math.isfinite(network.slack_import_max_w) or math.isfinite(network.slack_export_max_w):
+        rows.append(np.array([n_row, n_row], dtype=np.int64))
+        cols.append(np.array([ng, ng + 1], dtype=np.int64))
+        vals.append(np.array([1.0, -1.0]))
+        row_lo.append(np.array([-h * network.slack_export_max_w / 1000.0 - h * sens.slack_base_kw]))
+        row_hi.append(np.array([h * network.slack_import_max_w / 1000.0 - h * sens.slack_base_kw]))
+        n_row += 1
+
+    rr = np.concatenate(rows)
+    cc = np.concatenate(cols)
+    vv = np.concatenate(vals)
+    order = np.lexsort((rr, cc))
+    rr, cc, vv = rr[order], cc[order], vv[order]
+    start = np.searchsorted(cc, np.arange(n_col + 1)).astype(np.int32)
+    notes: tuple[str, ...] = ()
+    return LpData(
+        groups=groups,
+        network=network,
+        hours=h,
+        col_cost=cost,
+        col_lower=lower,
+        col_upper=upper,
+        row_lower=np.concatenate(row_lo),
+        row_upper=np.concatenate(row_hi),
+        a_start=start,
+        a_index=rr.astype(np.int32),
+        a_value=vv,
+        n_groups=ng,
+        notes=notes,
     )

@@ -57,15 +57,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import pyomo.environ as pyo
+from numpy.typing import NDArray
 
 from market.clearing.groups import OrderGroup, group_orders
 from market.clearing.lp import LpData, build_lp
 from market.clearing.options import ClearingOptions
 from market.clearing.pricing import CURRENCY_PER_UNIT
 from market.domain import OrderBook, Side
-from market.network import NetworkModel, linear_state, loss_coefficients
+from market.network import NetworkModel, Sensitivities, linear_state, loss_coefficients
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -122,6 +125,8 @@ def build_model(
     h = book.interval.hours
     if groups is None:
         groups = group_orders(book, network)
+    if network.meshed is not None:
+        return _build_meshed_model(book, network, network.meshed, options, groups)
     n, nk = network.n_bus, network.n_branch
     s_kva = network.s_base_va / 1000.0
     base_kw = network.base_p_w / 1000.0
@@ -207,6 +212,119 @@ def build_model(
     if math.isfinite(network.slack_export_max_w):
         m.slack_export_max = pyo.Constraint(
             expr=m.g_imp - m.g_exp >= -h * network.slack_export_max_w / 1000.0 - physical
+        )
+    m.dual = pyo.Suffix(direction=pyo.Suffix.IMPORT)
+    return BuiltModel(
+        model=m,
+        groups=groups,
+        network=network,
+        hours=h,
+        lp=build_lp(book, network, options, groups),
+    )
+
+
+def _build_meshed_model(
+    book: OrderBook,
+    network: NetworkModel,
+    sens: Sensitivities,
+    options: ClearingOptions,
+    groups: tuple[OrderGroup, ...],
+) -> BuiltModel:
+    r"""A meshed feeder's LP as a pyomo model: the AC power flow linearised at a point.
+
+    The same LP as :func:`market.clearing.lp._build_meshed` (its docstring has the rows),
+    constraint by constraint: ``a``, ``g_imp``, ``g_exp`` as on a radial feeder; ``P[k]`` the
+    branch's squared loading [-] (at most :math:`\lambda_{max,k}^2`), ``v[b]`` the voltage
+    magnitude [p.u.], ``theta[j]`` the ``j``-th non-slack bus's angle from the operating
+    point's [rad]; ``balance[b]`` (its dual is minus the bus's price), ``loading[k]``,
+    ``reactive[j]``.
+    """
+    h = book.interval.hours
+    n, nk = network.n_bus, network.n_branch
+    s_kw = network.s_base_va / 1000.0
+    slack = network.slack
+    non_slack = [b for b in range(n) if b != slack]
+    m = pyo.ConcreteModel(name="peergrid_clearing_meshed")
+    m.G = pyo.RangeSet(0, len(groups) - 1) if groups else pyo.Set(initialize=[])
+    m.B = pyo.RangeSet(0, n - 1)
+    m.K = pyo.RangeSet(0, nk - 1) if nk else pyo.Set(initialize=[])
+    m.J = pyo.RangeSet(0, n - 2) if n > 1 else pyo.Set(initialize=[])
+    m.a = pyo.Var(m.G, bounds=lambda _m, g: (0.0, groups[g].energy_wh / 1000.0))
+    m.g_imp = pyo.Var(bounds=(0.0, None))
+    m.g_exp = pyo.Var(bounds=(0.0, None))
+    m.P = pyo.Var(m.K, bounds=lambda _m, k: (None, float(sens.loading_max[k]) ** 2))
+    m.v = pyo.Var(
+        m.B, bounds=lambda _m, b: (float(network.vm_min_pu[b]), float(network.vm_max_pu[b]))
+    )
+    m.theta = pyo.Var(m.J)
+    m.v[slack].fix(network.vm_slack_pu)
+
+    def x(j: int) -> Any:  # noqa: ANN401 - a pyomo expression
+        """The state's ``j``-th entry as a deviation from the operating point."""
+        if j < n - 1:
+            return m.theta[j]
+        b = non_slack[j - (n - 1)]
+        return m.v[b] - float(sens.vm_op_pu[b])
+
+    def rows_of(
+        triplet: tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]], size: int
+    ) -> list[list[tuple[int, float]]]:
+        out: list[list[tuple[int, float]]] = [[] for _ in range(size)]
+        for r, c, v in zip(*(t.tolist() for t in triplet), strict=True):
+            out[r].append((c, v))
+        return out
+
+    jac_p = rows_of(sens.jac_p, n)
+    jac_q = rows_of(sens.jac_q, n - 1)
+    jac_l = rows_of(sens.jac_l, nk)
+
+    def price(g: int) -> float:
+        return groups[g].limit_price * CURRENCY_PER_UNIT
+
+    buys = [g for g in range(len(groups)) if groups[g].side is Side.BUY]
+    sells = [g for g in range(len(groups)) if groups[g].side is Side.SELL]
+    m.welfare = pyo.Objective(
+        expr=sum(price(g) * m.a[g] for g in buys)
+        - sum(price(g) * m.a[g] for g in sells)
+        - options.import_price * CURRENCY_PER_UNIT * m.g_imp
+        + options.export_price * CURRENCY_PER_UNIT * m.g_exp,
+        sense=pyo.maximize,
+    )
+    sells_at: list[list[int]] = [[] for _ in range(n)]
+    buys_at: list[list[int]] = [[] for _ in range(n)]
+    for g in sells:
+        sells_at[groups[g].bus].append(g)
+    for g in buys:
+        buys_at[groups[g].bus].append(g)
+
+    def balance_rule(_m: pyo.ConcreteModel, b: int) -> object:
+        # the market's injection change at b is what the linearised AC injection changes by
+        lhs = sum(m.a[g] for g in sells_at[b]) - sum(m.a[g] for g in buys_at[b])
+        rhs = h * float(sens.market_op_kw[b])
+        if b == slack:
+            lhs = lhs + m.g_imp - m.g_exp
+            rhs = rhs + h * sens.grid_op_kw
+        return lhs - h * s_kw * sum(v * x(c) for c, v in jac_p[b]) == rhs
+
+    m.balance = pyo.Constraint(m.B, rule=balance_rule)
+
+    def loading_rule(_m: pyo.ConcreteModel, k: int) -> object:
+        return m.P[k] - sum(v * x(c) for c, v in jac_l[k]) == float(sens.loading_op[k])
+
+    m.loading = pyo.Constraint(m.K, rule=loading_rule)
+
+    def reactive_rule(_m: pyo.ConcreteModel, j: int) -> object:
+        return sum(v * x(c) for c, v in jac_q[j]) == 0.0
+
+    m.reactive = pyo.Constraint(m.J, rule=reactive_rule)
+    grid_kw = sens.slack_base_kw
+    if math.isfinite(network.slack_import_max_w):
+        m.slack_import_max = pyo.Constraint(
+            expr=m.g_imp - m.g_exp <= h * network.slack_import_max_w / 1000.0 - h * grid_kw
+        )
+    if math.isfinite(network.slack_export_max_w):
+        m.slack_export_max = pyo.Constraint(
+            expr=m.g_imp - m.g_exp >= -h * network.slack_export_max_w / 1000.0 - h * grid_kw
         )
     m.dual = pyo.Suffix(direction=pyo.Suffix.IMPORT)
     return BuiltModel(

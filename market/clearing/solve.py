@@ -167,7 +167,8 @@ def solve(built: BuiltModel, options: ClearingOptions) -> SolveOutcome:
             [pyo.value(m.a[g]) for g in range(n_groups)]
             + [pyo.value(m.g_imp), pyo.value(m.g_exp)]
             + [pyo.value(m.P[k]) for k in range(built.network.n_branch)]
-            + [pyo.value(m.v[b]) for b in range(n_bus)],
+            + [pyo.value(m.v[b]) for b in range(n_bus)]
+            + ([pyo.value(m.theta[j]) for j in range(n_bus - 1)] if hasattr(m, "theta") else []),
             dtype=float,
         ),
     )
@@ -290,7 +291,7 @@ def highs_for(
 
 
 def _deepest(network: NetworkModel, violated: NDArray[np.bool_]) -> NDArray[np.bool_]:
-    """The violated buses none of whose children is violated (radial feeders).
+    """The violated buses none of whose children is violated (radial feeders; all on a mesh).
 
     Along a feeder the squared voltage moves monotonically with the flows between, so a band
     broken along a path is broken worst at its far end: bounding the far ends first mostly
@@ -299,7 +300,7 @@ def _deepest(network: NetworkModel, violated: NDArray[np.bool_]) -> NDArray[np.b
     cheap: measured on an evening book, 447 voltage bounds instead of 3,228, the later solves
     0.11 s instead of 0.30 s.
     """
-    if not violated.any():
+    if not violated.any() or network.meshed is not None:
         return violated
     child_violated = np.zeros(network.n_bus, dtype=bool)
     child_violated[network.from_bus[violated[network.to_bus]]] = True

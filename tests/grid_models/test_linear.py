@@ -9,7 +9,7 @@ import numpy as np
 import pandapower as pp
 import pytest
 
-from grid_models.errors import UnknownBus, UnknownGrid, UnsupportedTopology
+from grid_models.errors import UnknownBus, UnknownGrid
 from grid_models.grids import Grid, load_grid
 from grid_models.linear import build_linear_grid
 from grid_models.powerflow import run_ac
@@ -86,16 +86,6 @@ def test_nominal_load_base_case_violation_is_relaxed_and_noted() -> None:
     assert any("below 0.95" in n for n in network.notes)
     assert network.vm_min_pu.min() < 0.92
     assert linear.base.vm_at(np.array([grid.bus_index("Bus R18")]))[0] < 0.95
-
-
-def test_meshed_feeder_is_refused() -> None:
-    net = pp.create_empty_network()
-    b = [pp.create_bus(net, vn_kv=0.4, name=f"b{i}") for i in range(3)]
-    pp.create_ext_grid(net, b[0])
-    for i, j in ((0, 1), (1, 2), (2, 0)):
-        pp.create_line(net, b[i], b[j], length_km=0.1, std_type="NAYY 4x50 SE")
-    with pytest.raises(UnsupportedTopology, match="meshed"):
-        build_linear_grid(Grid("loop", net))
 
 
 def test_parallel_lines_are_merged() -> None:
