@@ -95,7 +95,7 @@ except ImportError:  # pragma: no cover
 
 from controller import grid_clearing
 from controller.clearing_job import SIMBENCH_YEAR_START
-from grid_models.grids import load_grid_cached
+from grid_models.grids import BUILTIN_GRIDS, load_grid_cached
 from grid_models.linear import build_linear_grid
 from grid_models.powerflow import LOADING_TOLERANCE_PERCENT, VM_TOLERANCE_PU, summarise
 from market import clearing
@@ -135,14 +135,18 @@ C = 1e-6  # currency per token unit
 # --------------------------------------------------------------------------- orders
 
 
-def order_values(n: int, seed: int) -> list[tuple[bool, int, int]]:
-    """(is_bid, energy_wh, limit_price) of the N orders: half bids, half offers."""
+def order_values(n: int, seed: int, scale: int = 1) -> list[tuple[bool, int, int]]:
+    """(is_bid, energy_wh, limit_price) of the N orders: half bids, half offers.
+
+    ``scale`` multiplies every energy (``--energy-scale``: MV feeders need larger orders to
+    congest).
+    """
     rng = random.Random(f"peergrid-bench:{seed}:{n}")
     out = []
     for i in range(n):
         is_bid = i < n // 2
         lo, hi = BID_PRICES if is_bid else OFFER_PRICES
-        out.append((is_bid, rng.randint(*ENERGY_WH), rng.randint(lo, hi)))
+        out.append((is_bid, rng.randint(*ENERGY_WH) * scale, rng.randint(lo, hi)))
     return out
 
 
@@ -424,6 +428,12 @@ def main() -> None:
         default=EVENING_STEP,
         help="SimBench time step of the evening-demand book (76 = 19:00)",
     )
+    ap.add_argument(
+        "--energy-scale",
+        type=int,
+        default=1,
+        help="multiply the balanced book's order energies (e.g. 200 on the 20 kV cigre-mv-meshed)",
+    )
     ap.add_argument("--solver", default="choose", help="HiGHS solver option (both sides)")
     ap.add_argument("--no-opf", action="store_true", help="skip pandapower's runopp")
     ap.add_argument("--opf-max-buses", type=int, default=1000)
@@ -467,9 +477,10 @@ def main() -> None:
     grid_rows: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     books_for_nonet: dict[int, Any] = {}
-    values_by_n = {n: order_values(n, args.seed) for n in orders_n}
+    values_by_n = {n: order_values(n, args.seed, args.energy_scale) for n in orders_n}
     for code in grids:
-        spec = f"simbench:{code}"
+        builtin = code in BUILTIN_GRIDS  # e.g. cigre-mv-meshed: no profiles, no time step
+        spec = code if builtin else f"simbench:{code}"
         steps: dict[int, list[str]] = {}
         for kind in books:
             steps.setdefault(args.evening_step if kind == "evening-demand" else ts, []).append(kind)
@@ -481,7 +492,7 @@ def main() -> None:
                 continue
             interval = Interval.containing(SIMBENCH_YEAR_START + timedelta(minutes=15 * step), 900)
             t = time.perf_counter()
-            grid = load_grid_cached(spec, step)
+            grid = load_grid_cached(spec, None if builtin else step)
             load_s = time.perf_counter() - t
             t = time.perf_counter()
             linear = build_linear_grid(grid)
