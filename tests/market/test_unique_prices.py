@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import operator
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
 import pytest
 from engine_cases import IV, books, relinearised_networks
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 from market_factories import INTERVAL, bid, offer, radial_network
 
@@ -368,3 +369,65 @@ def test_calling_a_degenerate_book_unique_breaks_agreement(
         mp.setattr(solve_module, "unique_optimum", lambda _lp, _h: claim)
         found = path_differences(book, network)
     assert any(line.startswith(part) for line in found), found
+
+
+# ---- the AC loop's warm starts publish what a fresh solve does (issue 14)
+
+
+@st.composite
+def next_models(draw: st.DrawFn) -> tuple[NetworkModel, NetworkModel]:
+    """A feeder's model and the AC loop's next one: voltage offsets and limits moved."""
+    first = draw(relinearised_networks())
+    n = first.n_bus
+    shift = np.array([0.0] + [draw(st.floats(-0.02, 0.02)) for _ in range(n - 1)])
+    tighten = np.array([draw(st.sampled_from([1.0, 1.0, 0.7])) for _ in range(n - 1)])
+    second = first.with_changes(
+        v_offset_pu2=first.v_offset_pu2 + shift, s_max_va=first.s_max_va * tighten
+    )
+    return first, second
+
+
+def warm_and_fresh(
+    book: OrderBook, first: NetworkModel, second: NetworkModel, *, stale: bool = False
+) -> tuple[tuple[object, ...], tuple[object, ...]]:
+    """What the AC loop publishes for ``second`` after solving ``first``, and a fresh clear.
+
+    ``stale`` (fault injection) solves ``first`` again instead of ``second``.
+    """
+    session = mc.BookClearing(book, OPTIONS)
+    session.solve(first)
+    warm = session.result(session.solve(first if stale else second))
+    return published(warm), published(mc.clear(book, second, OPTIONS))
+
+
+@settings(max_examples=80, deadline=None, database=None)
+@given(st.data())
+def test_a_warm_started_solve_publishes_what_a_fresh_one_does(data: st.DataObject) -> None:
+    first, second = data.draw(next_models())
+    book = data.draw(books(list(first.bus_names)))
+    warm, fresh = warm_and_fresh(book, first, second)
+    assert warm == fresh
+
+
+def test_the_warm_start_comparison_sees_a_stale_model() -> None:
+    # fault injection: a session that solved the old model again is caught
+    first, second, book = find(
+        st.tuples(next_models(), st.data()).map(
+            lambda t: (*t[0], t[1].draw(books(list(t[0][0].bus_names))))
+        ),
+        lambda case: operator.ne(*warm_and_fresh(case[2], case[0], case[1], stale=True)),
+        settings=settings(max_examples=300, deadline=None, database=None, phases=[Phase.generate]),
+    )
+    assert operator.ne(*warm_and_fresh(book, first, second, stale=True))
+    assert operator.eq(*warm_and_fresh(book, first, second))
+
+
+def test_far_ends_are_bounded_first_on_a_radial_feeder() -> None:
+    # b0 - b1 - b2 - b3 and b1 - b4: b1, b2, b3 and b4 violated, only b3 and b4 are far ends
+    network = radial_network(
+        ["b0", "b1", "b2", "b3", "b4"], [("b0", "b1"), ("b1", "b2"), ("b2", "b3"), ("b1", "b4")]
+    )
+    violated = np.array([False, True, True, True, True])
+    far = solve_module._deepest(network, violated)
+    assert far.tolist() == [False, False, False, True, True]
+    assert solve_module._deepest(network, np.zeros(5, dtype=bool)).tolist() == [False] * 5
