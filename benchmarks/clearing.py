@@ -26,10 +26,15 @@ Orders (seeded, the same values on every grid; only the buses differ): bids buy 
 at 40,000-285,000; tariffs import 300,000, export 80,000 (``ClearingOptions`` defaults). The
 interval is the SimBench time step's 15 minutes (from 2016-01-01, as ``peergrid clear``).
 
-Timing is instrumented from outside: ``controller.grid_clearing.clear`` and
-``market.clearing.build_lp`` are wrapped (to add up each solve's build/solve/extract and to
-capture the LPs) and the grid's ``checker.run`` is timed (the AC power flows); "other" is the
-rest of the loop (dispatch, AC summary, re-linearisation). Medians of ``--repeat`` runs.
+Timing comes from the loop itself: ``clear_on_grid(..., profile=LoopProfile())`` records per
+solve the build, HiGHS's runs, the canonical rules, the AC power flow, the limit check and the
+re-linearisation, and for the kept solve the extraction (prices, orders, trades) and the full
+AC summary; "other" is the rest. Each case is also cleared once more with its orders shuffled:
+the result must be identical (``result_to_dict``). Medians of ``--repeat`` runs.
+
+Grids are SimBench codes or a built-in spec (``cigre-mv-meshed``: CIGRE MV with its loop
+switches closed, cleared on its linearised AC power flow; ``--energy-scale 200`` makes the
+balanced book's orders MV-sized).
 
 Books (``--books``, default all four; seeded and deterministic, the same on every run):
 
@@ -48,12 +53,10 @@ Books (``--books``, default all four; seeded and deterministic, the same on ever
 
 The congested books need LV feeders: they run on grids with at least
 ``2 * CROWDED_FEEDERS`` LV subnets (the MV/LV grids) and are skipped elsewhere. For them the
-loop is profiled further (module functions wrapped from outside, no production change):
-``grid_clearing.relinearise`` (re-linearisation) and ``grid_clearing.summarise`` (the AC
-figures against the limits) are timed, and ``market.clearing.solve.highs_for`` is wrapped to
-count the lazy network bounds: per solve, the HiGHS runs ("rounds") and the branch-flow and
-voltage bounds put back after the first run; the final LP's active bounds (flow bounds per
-branch kind, voltage bounds) are counted on the last solve's columns.
+loop's profile also counts the lazy network bounds: per solve, the HiGHS runs ("rounds"), the
+network bounds in force at the first run (those the previous solve of the same book needed)
+and those put back after it; the final LP's active bounds (flow bounds per branch kind,
+voltage bounds) are counted on the last solve's columns.
 
     python benchmarks/clearing.py                 # full run (~10 min on 2 cores)
     python benchmarks/clearing.py --quick         # LV grids, N <= 1,000 (~1 min)
@@ -101,6 +104,7 @@ from grid_models.powerflow import LOADING_TOLERANCE_PERCENT, VM_TOLERANCE_PU, su
 from market import clearing
 from market.clearing import ClearingOptions
 from market.clearing.groups import group_orders
+from market.codec import result_to_dict
 from market.domain import Bid, Interval, Offer, Side, ViolationKind
 from market.orderbook import build_order_book
 
@@ -553,6 +557,13 @@ def main() -> None:
                     ]
                     raw_s = sum(raw)
                     raw_final = raw[-1] if raw else float("nan")
+                    # the same orders in another order: the same result, to the bit
+                    shuffled = list(book.orders)
+                    random.Random(f"peergrid-bench-shuffle:{tag}:{n}").shuffle(shuffled)
+                    again = grid_clearing.clear_on_grid(
+                        grid, linear, build_order_book(book.interval, shuffled), options
+                    )
+                    shuffle_same = result_to_dict(again) == result_to_dict(result)
                     check = result.check
                     new_viol = 0
                     if check is not None:
@@ -604,6 +615,7 @@ def main() -> None:
                         "lp_cols": lps[-1].num_col if lps else 0,
                         "raw_highs_s": raw_s,
                         "raw_final_s": raw_final,
+                        "shuffle_identical": shuffle_same,
                         "final_lp_s": run.final_lp,
                         "final_ratio": run.final_lp / raw_final if raw_final else float("nan"),
                         "loop_vs_raw": run.e2e / raw_s if raw_s else float("nan"),
@@ -640,8 +652,9 @@ def main() -> None:
                         f"{run.summary:.3f} other {run.other:.3f}) it {result.iterations} | "
                         f"raw HiGHS final LP {raw_final:.3f} s (ours {run.final_lp:.3f}, "
                         f"{row['final_ratio']:.2f}x), all LPs {raw_s:.3f} s (loop "
-                        f"{row['loop_vs_raw']:.2f}x) | viol {row['violations']} "
-                        f"(base {len(base_viol)}, "
+                        f"{row['loop_vs_raw']:.2f}x) | shuffled "
+                        f"{'identical' if shuffle_same else 'DIFFERENT'} | "
+                        f"viol {row['violations']} (base {len(base_viol)}, "
                         f"new {new_viol}) | welfare LP {w_lp:.4f} AC {w_ac:.4f} | HiGHS runs "
                         f"{b['highs_runs']} network bounds at start {b['started_with']} added "
                         f"{b['rounds_added']}, "
@@ -952,6 +965,11 @@ def targets(rows) -> None:
                 f"- 10,000 orders ({r['book']}) on {code} in <= {limit:g} s end to end, <= 3 "
                 f"solves: {ok} ({r['e2e_s']:.3f} s, {r['iterations']} solve(s))"
             )
+    same = [r["shuffle_identical"] for r in rows]
+    print(
+        f"- the same result for a shuffled book: {sum(same)}/{len(same)} cases identical "
+        "(``result_to_dict``: prices, orders, amounts, trades, AC check)"
+    )
     ratios = [r["final_ratio"] for r in rows if not math.isnan(r["final_ratio"])]
     if ratios:
         worst = max(rows, key=lambda r: -1 if math.isnan(r["final_ratio"]) else r["final_ratio"])
