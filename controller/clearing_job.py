@@ -8,9 +8,9 @@ document:
 nodal price), ``grid`` (import_wh, export_wh), ``trades``, ``welfare``, ``community_rent``,
 ``ac_check`` (min/max vm_pu, max line and trafo loading, violations), ``iterations``,
 ``engine`` (``highspy`` or ``pyomo``: how the LP reached HiGHS), ``limits`` (the AC loop's
-``max_iterations``, HiGHS's ``simplex_iteration_limit`` and ``ipm_iteration_limit``, and
-``time_limit_s``, the wall-clock budget or null), ``timings`` (seconds per stage; left out of
-the deterministic part).
+``max_iterations`` and ``loss_basis``, HiGHS's ``simplex_iteration_limit`` and
+``ipm_iteration_limit``, and ``time_limit_s``, the wall-clock budget or null), ``timings``
+(seconds per stage; left out of the deterministic part).
 
 Without ``--time-limit`` nothing reads a clock: iteration counts decide, and the document
 (but ``timings``) is the same on any machine. With it, a budget that runs out gives the

@@ -1,22 +1,29 @@
 """Clear an order book on a feeder and prove the result with an AC power flow.
 
-The one place that calls both the market (:func:`market.clearing.clear`) and the grid
+The one place that calls both the market (:class:`market.clearing.BookClearing`) and the grid
 (``grid_models``); ``peergrid clear`` (:mod:`controller.clearing_job`), the interval cycle
 (:mod:`controller.cycle`) and ``benchmarks/clearing.py`` clear through :func:`clear_on_grid`.
 
-The loop (at most ``max_iterations`` solves, default 5):
+The loop (at most ``max_iterations`` solves, default 5), over one :class:`BookClearing` of the
+book (its order groups made once; each solve starts with the network bounds the last needed):
 
-1. clear the book on the linear model (:func:`market.clearing.clear`);
-2. run pandapower's AC power flow of the cleared dispatch;
+1. solve the book on the linear model and round its canonical optimum to Wh
+   (:meth:`BookClearing.solve`: the dispatch, no prices or trades yet);
+2. run pandapower's AC power flow of that dispatch;
 3. if every limit holds within tolerance (0.001 p.u., 0.5 % loading) against the *effective*
    limits (the asked band, widened only where the base case already violated it), the result
    is AC-feasible; done, unless the AC losses differ from the LP's by more than
-   :data:`LOSS_TOLERANCE` of the traded energy, then re-linearise (4) and solve again, keeping
-   this result if the next one is not AC-feasible;
+   :data:`LOSS_TOLERANCE` of the energy the market moves (:data:`LOSS_BASIS`), then
+   re-linearise (4) and solve again, keeping this result if the next one is not AC-feasible;
 4. otherwise re-linearise at the cleared dispatch (:func:`grid_models.dispatch.relinearise`:
-   the losses are linearised halfway between the base case's and the cleared flows, the
-   voltage offset becomes ``vm_ac² − v_model`` at the cleared dispatch, and each overloaded
+   on a radial feeder the losses are linearised halfway between the base case's and the
+   cleared flows and the voltage offset becomes ``vm_ac² − v_model`` there; a meshed feeder's
+   sensitivities are taken again at the dispatch's AC solution; either way each overloaded
    branch's limit shrinks by ``limit / loading``); go to 1.
+
+The kept solve is then priced, its orders shared and matched into trades
+(:meth:`BookClearing.result`), and its full AC summary (every bus and branch) attached: the
+published dispatch is the one the AC power flow checked.
 
 The cyclic garbage collector is paused for the call (:func:`_without_cyclic_gc`).
 
@@ -63,7 +70,7 @@ from grid_models.linear import LinearGrid
 from grid_models.powerflow import AcState, summarise, violations
 from market.clearing import BookClearing, ClearingOptions, Solved, empty_result
 from market.clearing.status import ITERATION_LIMIT_TERMINATIONS
-from market.domain import ClearingResult, ClearingStatus, OrderBook, Side, Violation
+from market.domain import ClearingResult, ClearingStatus, OrderBook, Violation
 from market.network import NetworkModel
 
 MAX_ITERATIONS = 5
@@ -335,12 +342,8 @@ def _relinearise(
 
 def _loss_basis_wh(solved: Solved, basis: str) -> int:
     """The energy [Wh] the loss tolerance is a share of, under the rule ``basis``."""
-    q = solved.quantities
-    if q is None:
-        return 0
     if basis == "bought":  # records before issue 14: the participants' purchases only
-        groups = solved.built.groups
-        return sum(wh for g, wh in zip(groups, q.accepted_wh, strict=True) if g.side is Side.BUY)
+        return solved.bought_wh
     return solved.traded_wh
 
 

@@ -4,8 +4,11 @@ What the AC validation loop (``controller.grid_clearing``) needs from the grid s
 the market's clearing:
 
 * :func:`dispatch_of`: the accepted orders of a result as extra load and generation per model
-  bus [W] (energy over the interval's hours);
-* :func:`check_result`: pandapower's AC power flow of that dispatch against the asked limits;
+  bus [W] (energy over the interval's hours), order by order: the tests' independent path
+  from a published result to the power flow (the AC loop adds the order groups' Wh per bus,
+  :meth:`market.clearing.Solved.injections_w`);
+* :func:`check_result`: pandapower's AC power flow of that dispatch against the asked limits
+  (likewise for the tests);
 * :func:`relinearise`: the linear model moved towards the AC state of a cleared dispatch (a
   meshed feeder's sensitivities are taken again at that AC solution). The
   losses are linearised halfway between the base case's and the cleared flows (that tangent
@@ -109,10 +112,21 @@ def relinearise(
     Returns
     -------
     NetworkModel
-        With ``p_op_w``, ``v_offset_pu2`` and the overloaded branches' ``s_max_va`` updated.
+        With ``p_op_w``, ``v_offset_pu2`` and the overloaded branches' ``s_max_va`` updated;
+        a meshed feeder's with its sensitivities taken again at ``state`` (and the overloaded
+        branches' largest loading tightened the same way).
     """
-    if network.meshed is not None:
-        return _relinearise_meshed(network, linear, market_load_w, state, found)
+    if network.meshed is not None and linear.meshed_ac is not None:
+        sens = network.meshed
+        moved_mesh = sensitivities_at(
+            linear.meshed_ac,
+            state.v_internal,
+            loading_max=_tightened(sens.loading_max, linear, found),
+            market_op_kw=-np.asarray(market_load_w, dtype=float) / 1000.0,
+            grid_op_kw=(state.slack_p_w - linear.base.slack_p_w) / 1000.0,
+            slack_base_kw=sens.slack_base_kw,
+        )
+        return network.with_changes(meshed=moved_mesh)
     injection = network.base_p_w - market_load_w
     flows_kw, _ = linear_state(network, injection)
     base_kw, _ = linear_state(network, network.base_p_w)
@@ -122,47 +136,22 @@ def relinearise(
     moved = network.with_changes(p_op_w=(flows_kw + base_kw) / 2 * 1000.0)
     _, v_model = linear_state(moved, injection)
     offset = state.vm_at(linear.pp_index) ** 2 - v_model
-    s_max = network.s_max_va.astype(float).copy()
-    for v in found:
-        if v.kind.is_loading and v.value > 0:
-            k = linear.branch_of_element.get((v.kind.element_type, v.index))
-            if k is not None:
-                s_max[k] = min(s_max[k], network.s_max_va[k] * v.limit / v.value * 0.995)
+    s_max = _tightened(network.s_max_va.astype(float), linear, found)
     return moved.with_changes(v_offset_pu2=offset, s_max_va=s_max)
 
 
-def _relinearise_meshed(
-    network: NetworkModel,
-    linear: LinearGrid,
-    market_load_w: NDArray[np.float64],
-    state: AcState,
-    found: Sequence[Violation],
-) -> NetworkModel:
-    """A meshed feeder's sensitivities at the cleared dispatch's AC solution.
+def _tightened(
+    limits: NDArray[np.float64], linear: LinearGrid, found: Sequence[Violation]
+) -> NDArray[np.float64]:
+    """``limits`` per model branch with each overloaded one shrunk by ``limit / loading``.
 
-    Each overloaded branch's largest loading shrinks by ``limit / loading`` (x 0.995), as the
-    radial model's limit does.
+    x 0.995 (a margin inside the AC check's 0.5 % tolerance); any unit (the radial model's
+    apparent power [VA], the meshed model's loading [-]).
     """
-    sens = network.meshed
-    mesh = linear.meshed_ac
-    if sens is None or mesh is None:  # pragma: no cover - callers check network.meshed
-        msg = "a meshed model needs its grid's meshed AC data"
-        raise PowerFlowFailed(msg)
-    loading_max = sens.loading_max.copy()
+    out = limits.copy()
     for v in found:
         if v.kind.is_loading and v.value > 0:
             k = linear.branch_of_element.get((v.kind.element_type, v.index))
             if k is not None:
-                loading_max[k] = min(
-                    loading_max[k], sens.loading_max[k] * v.limit / v.value * 0.995
-                )
-    moved = sensitivities_at(
-        mesh,
-        state.vm_at(linear.pp_index),
-        state.va_at(linear.pp_index),
-        loading_max=loading_max,
-        market_op_kw=-np.asarray(market_load_w, dtype=float) / 1000.0,
-        grid_op_kw=(state.slack_p_w - linear.base.slack_p_w) / 1000.0,
-        slack_base_kw=sens.slack_base_kw,
-    )
-    return network.with_changes(meshed=moved)
+                out[k] = min(out[k], limits[k] * v.limit / v.value * 0.995)
+    return out

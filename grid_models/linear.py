@@ -4,11 +4,11 @@ What is modelled, and how:
 
 * **Topology.** In-service lines and two-winding transformers; buses joined by closed bus-bus
   switches are fused into one (as pandapower does; the others' names become aliases);
-  line/trafo switches (an open one takes the element out). The
-  feeder must be radial from the single ``ext_grid`` bus; parallel branches between the same
-  two buses are merged (parallel impedance, summed limit). Buses not reached from the slack are
-  left out (orders there are refused as unknown). Meshed grids raise
-  :class:`~grid_models.errors.UnsupportedTopology`.
+  line/trafo switches (an open one takes the element out). A radial feeder (from the single
+  ``ext_grid`` bus) gets LinDistFlow, parallel branches between the same two buses merged
+  (parallel impedance, summed limit); a meshed one (a branch closes a loop) is stated by its
+  AC power flow linearised at the base case instead (:mod:`grid_models.meshed`). Buses not
+  reached from the slack are left out (orders there are refused as unknown).
 * **Impedances** on a 1 MVA system base: lines ``r_ohm_per_km * length_km / parallel / Z_base``
   with ``Z_base = vn_kv² / 1 MVA``; transformers from ``vk_percent``/``vkr_percent`` rescaled
   from ``sn_mva`` to the system base (magnetising branch and tap ignored: the AC offset below
@@ -38,7 +38,7 @@ from numpy.typing import NDArray
 
 from grid_models.errors import UnsupportedTopology
 from grid_models.grids import Grid
-from grid_models.meshed import MeshedAc, read_meshed_ac, sensitivities_at
+from grid_models.meshed import MAX_MESHED_BUSES, MeshedAc, read_meshed_ac, sensitivities_at
 from grid_models.powerflow import AcChecker, AcState, loading_limits
 from market.domain import BusId
 from market.network import NetworkModel, linear_state
@@ -463,6 +463,21 @@ def _build_meshed(
     its own loading).
     """
     net = grid.net
+    gens = net.gen[net.gen["in_service"].astype(bool)] if len(net.gen) else net.gen
+    if len(gens):
+        msg = (
+            f"{grid.spec}: the feeder is meshed and has {len(gens)} voltage-controlled gen(s) "
+            "(e.g. at bus "
+            f"{grid.bus_name(int(gens['bus'].iloc[0]))}); the meshed model holds every "
+            "non-slack bus's reactive injection fixed: model them as sgens"
+        )
+        raise UnsupportedTopology(msg)
+    if len(seen) > MAX_MESHED_BUSES:
+        msg = (
+            f"{grid.spec}: the feeder is meshed with {len(seen)} buses; the meshed model is built "
+            f"for at most {MAX_MESHED_BUSES} (MV networks)"
+        )
+        raise UnsupportedTopology(msg)
     pp_index = np.array(sorted(seen), dtype=np.int64)
     position = {int(b): i for i, b in enumerate(pp_index)}
     names = tuple(grid.bus_name(int(b)) for b in pp_index)
@@ -490,18 +505,10 @@ def _build_meshed(
     slack = position[slack_pp]
     mesh = read_meshed_ac(checker.net, pp_index, slack, elements, grid.spec)
     vm_base = base.vm_at(pp_index)
-    va_base = base.va_at(pp_index)
-    v_base = vm_base * np.exp(1j * va_base)
-    loading_base = mesh.loading(v_base)
+    loading_base = mesh.loading(base.v_internal)
     loading_asked = np.array(
         [
-            _finite(
-                (net.line if kind == "line" else net.trafo).at[index, "max_loading_percent"]
-                if "max_loading_percent" in (net.line if kind == "line" else net.trafo)
-                else 100.0,
-                100.0,
-            )
-            / 100.0
+            loading_limits(net.line if kind == "line" else net.trafo, np.array([index]))[0] / 100.0
             for kind, index in elements
         ]
     )
@@ -520,8 +527,7 @@ def _build_meshed(
     )
     sens = sensitivities_at(
         mesh,
-        vm_base,
-        va_base,
+        base.v_internal,
         loading_max=loading_max,
         market_op_kw=zeros,
         grid_op_kw=0.0,

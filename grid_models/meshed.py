@@ -17,9 +17,14 @@ instead by the first-order change of pandapower's own AC power flow around an AC
   (unit active injection at one bus taken by the slack, reactive injections fixed);
   :math:`d(a, b) = K_{aa} + K_{bb} - K_{ab} - K_{ba}`.
 
+Buses of pandapower's internal model that are not the market's (the auxiliary bus an open
+line switch adds at the line's end) take no order, so their injections do not change: they are
+eliminated from the linear system exactly (Kron reduction of the Jacobian). Voltage-controlled
+``gen`` buses are refused on a meshed feeder (their reactive injection is not fixed).
+
 The AC validation loop re-linearises at each cleared dispatch's AC solution
-(:func:`sensitivities_at` with that solution's voltages): the same tolerances as on radial
-feeders, and each overloaded branch's limit tightened by ``limit / loading`` as there.
+(:func:`sensitivities_at` with that solution's internal voltages): the same tolerances as on
+radial feeders, and each overloaded branch's limit tightened by ``limit / loading`` as there.
 """
 
 from __future__ import annotations
@@ -35,22 +40,32 @@ from pandapower.pypower.dAbr_dV import dAbr_dV
 from pandapower.pypower.dIbr_dV import dIbr_dV
 from pandapower.pypower.dSbus_dV import dSbus_dV
 
-from grid_models.errors import UnsupportedTopology
+from grid_models.errors import PowerFlowFailed, UnsupportedTopology
 from market.network import Sensitivities
+
+MAX_MESHED_BUSES = 3000
+"""Largest meshed feeder the sensitivities are built for [buses]: the electrical distances are
+a dense bus x bus matrix (72 MB at this size), re-computed at every re-linearisation."""
+
+MAX_AUX_BUSES = 500
+"""Most internal buses outside the market's model (open line switches' auxiliary buses)
+eliminated by Kron reduction (a dense solve of this size) [buses]."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class MeshedAc:
     """What re-linearising a meshed feeder needs, read once from pandapower's internal model.
 
-    ``ppci_bus[i]`` is model bus ``i``'s row in pandapower's internal power flow model;
-    ``ybus``, ``yf``, ``yt`` its admittance matrices (topology does not change between
-    dispatches); per model branch ``k``: ``branch_row[k]`` its internal branch row and
-    ``scale_f[k]``, ``scale_t[k]`` the loading per p.u. current at its from and to end [-]
-    (kA per p.u. at the end's bus over the rated kA); ``s_base_mva`` the internal base.
+    ``ppci_bus[i]`` is model bus ``i``'s row in pandapower's internal power flow model and
+    ``aux_bus`` its other buses (eliminated); ``ybus``, ``yf``, ``yt`` its admittance matrices
+    (topology does not change between dispatches); per model branch ``k``:
+    ``branch_row[k]`` its internal branch row and ``scale_f[k]``, ``scale_t[k]`` the loading
+    per p.u. current at its from and to end [-] (kA per p.u. at the end's bus over the rated
+    kA); ``s_base_mva`` the internal base.
     """
 
     ppci_bus: NDArray[np.int64]
+    aux_bus: NDArray[np.int64]
     ybus: Any
     yf: Any
     yt: Any
@@ -61,17 +76,22 @@ class MeshedAc:
     s_base_mva: float
     slack: int
 
-    def loading(self, v: NDArray[np.complex128]) -> NDArray[np.float64]:
-        """Each branch's loading [-] (the larger end's) at model-bus voltages ``v`` [p.u.]."""
-        full = self._full(v)
-        i_f = np.abs(self.yf @ full)[self.branch_row] * self.scale_f
-        i_t = np.abs(self.yt @ full)[self.branch_row] * self.scale_t
-        return np.asarray(np.maximum(i_f, i_t), dtype=np.float64)
+    def loading(self, v_internal: NDArray[np.complex128]) -> NDArray[np.float64]:
+        """Each branch's loading [-] (the larger end's) at the internal voltages [p.u.].
 
-    def _full(self, v: NDArray[np.complex128]) -> NDArray[np.complex128]:
-        full = np.zeros(self.ybus.shape[0], dtype=complex)
-        full[self.ppci_bus] = v
-        return full
+        Parameters
+        ----------
+        v_internal : ndarray of complex
+            Every internal bus's voltage (:attr:`grid_models.powerflow.AcState.v_internal`).
+
+        Returns
+        -------
+        ndarray of float
+            pandapower's ``loading_percent / 100`` per model branch.
+        """
+        i_f = np.abs(self.yf @ v_internal)[self.branch_row] * self.scale_f
+        i_t = np.abs(self.yt @ v_internal)[self.branch_row] * self.scale_t
+        return np.asarray(np.maximum(i_f, i_t), dtype=np.float64)
 
 
 def read_meshed_ac(
@@ -111,10 +131,14 @@ def read_meshed_ac(
     lookup = net._pd2ppc_lookups
     ppci_bus = np.asarray(lookup["bus"][pp_index], dtype=np.int64)
     n_internal = internal["Ybus"].shape[0]
-    if len(set(ppci_bus.tolist())) != len(ppci_bus) or len(ppci_bus) != n_internal:
+    if len(set(ppci_bus.tolist())) != len(ppci_bus) or ppci_bus.max(initial=0) >= n_internal:
+        msg = f"{spec}: the market's buses do not map one to one onto pandapower's power flow"
+        raise UnsupportedTopology(msg)
+    aux_bus = np.setdiff1d(np.arange(n_internal), ppci_bus)
+    if len(aux_bus) > MAX_AUX_BUSES:
         msg = (
-            f"{spec}: pandapower's power flow model has {n_internal} buses, the market's "
-            f"{len(ppci_bus)}: a meshed feeder needs every in-service bus connected"
+            f"{spec}: pandapower's power flow model has {len(aux_bus)} buses outside the "
+            f"market's (at most {MAX_AUX_BUSES} are eliminated)"
         )
         raise UnsupportedTopology(msg)
     branch_is = np.asarray(internal["branch_is"], dtype=bool)
@@ -147,6 +171,7 @@ def read_meshed_ac(
         scale_t.append(ka_t / rated_t if rated_t > 0 else 0.0)
     return MeshedAc(
         ppci_bus=ppci_bus,
+        aux_bus=aux_bus,
         ybus=sp.csr_matrix(internal["Ybus"]),
         yf=sp.csr_matrix(internal["Yf"]),
         yt=sp.csr_matrix(internal["Yt"]),
@@ -171,22 +196,22 @@ def _triplet(m: Any) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.f
 
 def sensitivities_at(
     mesh: MeshedAc,
-    vm_pu: NDArray[np.float64],
-    va_rad: NDArray[np.float64],
+    v_internal: NDArray[np.complex128],
     *,
     loading_max: NDArray[np.float64],
     market_op_kw: NDArray[np.float64],
     grid_op_kw: float,
     slack_base_kw: float,
 ) -> Sensitivities:
-    """The sensitivities of the module docstring at model-bus voltages ``vm_pu∠va_rad``.
+    """The sensitivities of the module docstring at the internal voltages ``v_internal``.
 
     Parameters
     ----------
     mesh : MeshedAc
         The feeder's internal model (:func:`read_meshed_ac`).
-    vm_pu, va_rad : ndarray of float
-        Voltage magnitude [p.u.] and angle [rad] per model bus at the operating point.
+    v_internal : ndarray of complex
+        Every internal bus's voltage at the operating point [p.u.]
+        (:attr:`grid_models.powerflow.AcState.v_internal` of its AC solution).
     loading_max : ndarray of float
         Largest loading allowed per branch [-].
     market_op_kw : ndarray of float
@@ -200,21 +225,28 @@ def sensitivities_at(
     -------
     Sensitivities
         For :class:`market.network.NetworkModel`'s ``meshed``.
+
+    Raises
+    ------
+    PowerFlowFailed
+        If the Jacobian is singular at the point (no first-order model there).
     """
-    n = len(vm_pu)
-    v_model = vm_pu * np.exp(1j * va_rad)
-    full = mesh._full(v_model)
-    ds_dvm, ds_dva = dSbus_dV(mesh.ybus, full)
+    n = len(mesh.ppci_bus)
     order = mesh.ppci_bus
     non_slack = np.array([b for b in range(n) if b != mesh.slack], dtype=np.int64)
-    cols = order[non_slack]
-    ds_x = sp.hstack([sp.csr_matrix(ds_dva)[:, cols], sp.csr_matrix(ds_dvm)[:, cols]], format="csr")
-    ds_rows = ds_x[order]
-    jac_p = ds_rows.real
-    jac_q = ds_rows.imag[non_slack]
+    cols_m = order[non_slack]
+    cols_a = mesh.aux_bus
+    ds_dvm, ds_dva = (sp.csr_matrix(m) for m in dSbus_dV(mesh.ybus, v_internal))
+
+    def state_cols(d_va: Any, d_vm: Any, cols: NDArray[np.int64]) -> Any:  # noqa: ANN401
+        return sp.hstack([sp.csr_matrix(d_va)[:, cols], sp.csr_matrix(d_vm)[:, cols]], format="csr")
+
+    s_m = state_cols(ds_dva, ds_dvm, cols_m)  # every internal row x the model's state
+    s_a = state_cols(ds_dva, ds_dvm, cols_a)  # ... x the auxiliary buses' state
     # loading² of each branch at its more loaded end
-    branch = mesh.branch_table
-    di_f_dva, di_f_dvm, di_t_dva, di_t_dvm, i_f, i_t = dIbr_dV(branch, mesh.yf, mesh.yt, full)
+    di_f_dva, di_f_dvm, di_t_dva, di_t_dvm, i_f, i_t = dIbr_dV(
+        mesh.branch_table, mesh.yf, mesh.yt, v_internal
+    )
     da_f_dva, da_f_dvm, da_t_dva, da_t_dvm = dAbr_dV(
         di_f_dva, di_f_dvm, di_t_dva, di_t_dvm, i_f, i_t
     )
@@ -223,33 +255,55 @@ def sensitivities_at(
     load_t = np.abs(i_t[rows]) * mesh.scale_t
     use_to = load_t > load_f
     scale2 = np.where(use_to, mesh.scale_t, mesh.scale_f) ** 2
-    da_f = sp.hstack(
-        [sp.csr_matrix(da_f_dva)[:, cols], sp.csr_matrix(da_f_dvm)[:, cols]], format="csr"
-    )[rows]
-    da_t = sp.hstack(
-        [sp.csr_matrix(da_t_dva)[:, cols], sp.csr_matrix(da_t_dvm)[:, cols]], format="csr"
-    )[rows]
     pick_f = sp.diags(np.where(use_to, 0.0, 1.0) * scale2)
     pick_t = sp.diags(np.where(use_to, 1.0, 0.0) * scale2)
-    jac_l = pick_f @ da_f + pick_t @ da_t
+    l_m = (
+        pick_f @ state_cols(da_f_dva, da_f_dvm, cols_m)[rows]
+        + pick_t @ state_cols(da_t_dva, da_t_dvm, cols_m)[rows]
+    )
+    l_a = (
+        pick_f @ state_cols(da_f_dva, da_f_dvm, cols_a)[rows]
+        + pick_t @ state_cols(da_t_dva, da_t_dvm, cols_a)[rows]
+    )
+    jac_p = s_m[order].real
+    jac_q = s_m[cols_m].imag
+    jac_l = l_m
+    if len(cols_a):
+        # the auxiliary buses' injections stay put: x_a = -J_aa⁻¹ J_am x_m (exact, first order)
+        j_aa = sp.vstack([s_a[cols_a].real, s_a[cols_a].imag], format="csc")
+        j_am = sp.vstack([s_m[cols_a].real, s_m[cols_a].imag], format="csc")
+        try:
+            x_a = sp.csc_matrix(sp.linalg.splu(j_aa).solve(j_am.toarray()))
+        except RuntimeError as exc:  # SuperLU: "Factor is exactly singular"
+            msg = f"the AC Jacobian of the auxiliary buses is singular: {exc}"
+            raise PowerFlowFailed(msg) from exc
+        jac_p = jac_p - s_a[order].real @ x_a
+        jac_q = jac_q - s_a[cols_m].imag @ x_a
+        jac_l = jac_l - l_a @ x_a
     loading_op = np.maximum(load_f, load_t) ** 2
     # electrical distance: K = dVm/dP with the reactive injections fixed
-    jac = sp.vstack([jac_p[non_slack], jac_q], format="csc")
+    jac = sp.vstack([sp.csr_matrix(jac_p)[non_slack], jac_q], format="csc")
     rhs = np.zeros((2 * (n - 1), n - 1))
     rhs[np.arange(n - 1), np.arange(n - 1)] = 1.0
-    dx = sp.linalg.splu(jac).solve(rhs)
-    k_small = dx[n - 1 :, :]  # dVm (non-slack) / dP (non-slack)
+    try:
+        dx = sp.linalg.splu(jac).solve(rhs)
+    except RuntimeError as exc:
+        msg = f"the AC Jacobian is singular at the operating point: {exc}"
+        raise PowerFlowFailed(msg) from exc
     k = np.zeros((n, n))
-    k[np.ix_(non_slack, non_slack)] = k_small
+    k[np.ix_(non_slack, non_slack)] = dx[n - 1 :, :]  # dVm (non-slack) / dP (non-slack)
     diag = np.diag(k)
     distance = np.abs(diag[:, None] + diag[None, :] - k - k.T)
+    # symmetric by definition; rounded so that the solver's last bits never order the matching
+    distance = np.round((distance + distance.T) / 2, 12)
+    vm = np.abs(v_internal[order])
     return Sensitivities(
         jac_p=_triplet(jac_p),
         jac_q=_triplet(jac_q),
         jac_l=_triplet(jac_l),
         loading_op=loading_op,
         loading_max=loading_max,
-        vm_op_pu=np.asarray(vm_pu, dtype=float),
+        vm_op_pu=np.asarray(vm, dtype=float),
         market_op_kw=np.asarray(market_op_kw, dtype=float),
         grid_op_kw=float(grid_op_kw),
         slack_base_kw=float(slack_base_kw),

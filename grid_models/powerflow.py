@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,12 @@ LOADING_TOLERANCE_PERCENT = 0.5
 
 @dataclass(frozen=True, slots=True, eq=False)
 class AcState:
-    """Raw AC results of one run, as arrays aligned with pandapower's element indices."""
+    """Raw AC results of one run, as arrays aligned with pandapower's element indices.
+
+    ``v_internal`` is the complex voltage of every bus of pandapower's internal power flow
+    model (its own order; open line switches add auxiliary buses there): a meshed feeder's
+    sensitivities are taken at it (:mod:`grid_models.meshed`).
+    """
 
     bus_index: NDArray[np.int64]
     vm_pu: NDArray[np.float64]
@@ -41,7 +46,8 @@ class AcState:
     trafo_index: NDArray[np.int64]
     trafo_loading_percent: NDArray[np.float64]
     slack_p_w: float
-    va_degree: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    va_degree: NDArray[np.float64]
+    v_internal: NDArray[np.complex128]
 
     def vm_at(self, pp_buses: NDArray[np.int64]) -> NDArray[np.float64]:
         """Voltages at the given pandapower bus indices.
@@ -150,6 +156,7 @@ def state_of(net: Any) -> AcState:  # noqa: ANN401
         trafo_loading_percent=trafo_loading,
         slack_p_w=float(net.res_ext_grid["p_mw"].sum() * 1e6),
         va_degree=va,
+        v_internal=np.array(net._ppc["internal"]["V"], dtype=complex),
     )
 
 

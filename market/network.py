@@ -96,7 +96,11 @@ class Sensitivities:
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
 class NetworkModel:
-    """Radial network data for a LinDistFlow market clearing.
+    """Network data for the market clearing: a radial feeder's for LinDistFlow, or a meshed one's.
+
+    Without :attr:`meshed` the branches form a tree from the slack (validated) and the clearing
+    states LinDistFlow on them; with it, they may close loops and the clearing states the
+    linearised AC power flow of :class:`Sensitivities` instead.
 
     Parameters
     ----------
@@ -269,13 +273,14 @@ class NetworkModel:
         return index
 
     def parents(self) -> NDArray[np.int64]:
-        """Parent bus of each bus (-1 for the slack)."""
+        """Parent bus of each bus (-1 for the slack; radial feeders only)."""
+        _radial_only(self, "parents")
         parent = np.full(self.n_bus, -1, dtype=np.int64)
         parent[self.to_bus] = self.from_bus
         return parent
 
     def depth_and_path_r(self) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
-        """Hops and cumulative resistance [p.u.] from the slack to every bus."""
+        """Hops and cumulative resistance [p.u.] from the slack to every bus (radial only)."""
         parent = self.parents()
         branch_of = np.full(self.n_bus, -1, dtype=np.int64)
         branch_of[self.to_bus] = np.arange(self.n_branch)

@@ -150,6 +150,15 @@ class Solved:
         return load_w, sgen_w
 
     @property
+    def bought_wh(self) -> int:
+        """Energy the participants' accepted bids buy [Wh] (0 if not ok)."""
+        q = self.quantities
+        if q is None:
+            return 0
+        groups = self.built.groups
+        return sum(wh for g, wh in zip(groups, q.accepted_wh, strict=True) if g.side is Side.BUY)
+
+    @property
     def traded_wh(self) -> int:
         """Energy the market moves [Wh]: its larger side, participants plus the grid.
 
@@ -159,8 +168,7 @@ class Solved:
         q = self.quantities
         if q is None:
             return 0
-        groups = self.built.groups
-        bought = sum(wh for g, wh in zip(groups, q.accepted_wh, strict=True) if g.side is Side.BUY)
+        bought = self.bought_wh
         sold = sum(q.accepted_wh) - bought
         return max(bought + q.grid_export_wh, sold + q.grid_import_wh)
 

@@ -80,12 +80,12 @@ class LpData:
 
     @property
     def col_p0(self) -> int:
-        """First column of the branch flows."""
+        """First column of the branch flows [kW] (a meshed feeder's: squared loadings [-])."""
         return self.n_groups + 2
 
     @property
     def col_v0(self) -> int:
-        """First column of the squared voltages."""
+        """First column of the squared voltages [p.u.²] (a meshed feeder's: magnitudes [p.u.])."""
         return self.n_groups + 2 + self.network.n_branch
 
 
