@@ -34,7 +34,8 @@ the result must be identical (``result_to_dict``). Medians of ``--repeat`` runs.
 
 Grids are SimBench codes or a built-in spec (``cigre-mv-meshed``: CIGRE MV with its loop
 switches closed, cleared on its linearised AC power flow; ``--energy-scale 200`` makes the
-balanced book's orders MV-sized).
+balanced book's orders MV-sized). ``--close-loops`` closes every open line switch of each grid
+(a SimBench MV grid's normally open points): its feeders then run meshed.
 
 Books (``--books``, default all four; seeded and deterministic, the same on every run):
 
@@ -73,6 +74,7 @@ pass ``--no-opf`` (a few minutes more than the balanced run).
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import importlib
 import json
@@ -98,7 +100,7 @@ except ImportError:  # pragma: no cover
 
 from controller import grid_clearing
 from controller.clearing_job import SIMBENCH_YEAR_START
-from grid_models.grids import BUILTIN_GRIDS, load_grid_cached
+from grid_models.grids import BUILTIN_GRIDS, Grid, load_grid_cached
 from grid_models.linear import build_linear_grid
 from grid_models.powerflow import LOADING_TOLERANCE_PERCENT, VM_TOLERANCE_PU, summarise
 from market import clearing
@@ -433,6 +435,11 @@ def main() -> None:
         help="SimBench time step of the evening-demand book (76 = 19:00)",
     )
     ap.add_argument(
+        "--close-loops",
+        action="store_true",
+        help="close every open line switch (SimBench MV grids' open points): meshed feeders",
+    )
+    ap.add_argument(
         "--energy-scale",
         type=int,
         default=1,
@@ -497,6 +504,11 @@ def main() -> None:
             interval = Interval.containing(SIMBENCH_YEAR_START + timedelta(minutes=15 * step), 900)
             t = time.perf_counter()
             grid = load_grid_cached(spec, None if builtin else step)
+            if args.close_loops:  # every open line switch closed: the feeder runs meshed
+                net_copy = copy.deepcopy(grid.net)
+                is_line = net_copy.switch["et"] == "l"
+                net_copy.switch.loc[is_line, "closed"] = True
+                grid = Grid(f"{spec} (loops closed)", net_copy, None, grid.time_step)
             load_s = time.perf_counter() - t
             t = time.perf_counter()
             linear = build_linear_grid(grid)
