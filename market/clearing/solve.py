@@ -239,7 +239,8 @@ LAZY_MAX_GROUPS_PER_BUS = 4.0
 groups per bus: with more, HiGHS's presolve substitutes the then free flows and fills rows in
 with every group below them (measured: 0.03 s -> 1.5 s on a 44-bus feeder with 10,000 orders)."""
 LAZY_MAX_ROUNDS = 10
-"""Rounds of put-back bounds before the full LP decides, once."""
+"""Rounds of put-back bounds before the full LP decides, once (measured on the congested
+benchmark books: at most 4)."""
 
 
 def highs_for(
@@ -315,11 +316,11 @@ def solve_lp(
     finite HiGHS's presolve cannot eliminate the flow and voltage columns. So (on books with
     at most :data:`LAZY_MAX_GROUPS_PER_BUS` groups per bus) the LP is first solved with the
     branch-flow and voltage bounds left out (slack voltage kept; those in ``start`` kept),
-    then again, fresh, with the bounds the solution violates put back (every violated flow;
-    of the violated voltages, in the first round those at the far end of each broken path,
-    :func:`_deepest`), until none is violated. That optimum is
-    feasible for the full LP and so optimal for it (same objective; the canonical rules of
-    :mod:`market.clearing.unique` then choose among the optima). After
+    then again, warm-started from the last basis (HiGHS's dual simplex), with the bounds the
+    solution violates put back (every violated flow; of the violated voltages, in the first
+    round those at the far end of each broken path, :func:`_deepest`), until none is
+    violated. That optimum is feasible for the full LP and so optimal for it (same objective;
+    the canonical rules of :mod:`market.clearing.unique` then choose among the optima). After
     :data:`LAZY_MAX_ROUNDS` rounds, or any status but optimal, the full LP decides, fresh.
     ``solve_s`` adds up every ``run()``; ``lazy`` says which bounds were needed (the next
     solve of the same book passes them as ``start``).
@@ -380,14 +381,15 @@ def solve_lp(
             break
         kept[violated] = True
         added.append(len(violated))
-        # fresh, with presolve: measured faster than HiGHS's hot start from the last basis
-        # (that re-factorises the whole basis after a presolved run: 0.3-0.5 s on the
-        # 9,097-bus feeder for two simplex iterations, against 0.08-0.14 s for a fresh solve)
-        h = highs_for(
-            lp,
-            options,
-            np.where(kept, lp.col_lower, -np.inf),
-            np.where(kept, lp.col_upper, np.inf),
+        # warm-started from the last basis (the first hot start after a presolved run
+        # re-factorises the basis: 0.15-0.4 s on the MV/LV feeders, later ones 5-15 ms; a
+        # fresh presolved solve per round measured 0.08-0.15 s each, slower overall in the
+        # same benchmark: benchmarks/RESULTS.md, issue 14)
+        h.changeColsBounds(
+            len(violated),
+            violated.astype(np.int32),
+            lp.col_lower[violated],
+            lp.col_upper[violated],
         )
     lazy_report = LazyBounds(
         kept=kept,
