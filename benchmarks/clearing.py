@@ -530,11 +530,16 @@ def main() -> None:
                     "base_max_line": base_check.max_line_loading_percent,
                     "base_max_trafo": base_check.max_trafo_loading_percent,
                     "base_violations": len(base_check.violations),
+                    "model": (
+                        f"meshed ({net.n_branch - net.n_bus + 1} loops)"
+                        if net.is_meshed
+                        else "radial"
+                    ),
                 }
             )
             print(
                 f"\n## {code} at time step {step}: {len(grid.net.bus)} buses ({net.n_bus} in the "
-                f"model), cached load "
+                f"{grid_rows[-1]['model']} model), cached load "
                 f"{load_s:.2f} s, network model {model_s:.2f} s, base vm "
                 f"{base_check.min_vm_pu:.4f}-{base_check.max_vm_pu:.4f}, "
                 f"{len(base_check.violations)} base violation(s)",
@@ -819,13 +824,14 @@ def report(command, args, grid_rows, rows, nonet, pm_version, elapsed, load0, lo
     )
     out("\n### Grids and network models\n")
     out(
-        "| grid | time step | pandapower buses | model buses | cached load s | network model s | "
-        "base vm min-max pu | base max line / trafo % | base violations |"
+        "| grid | time step | pandapower buses | model buses | model | cached load s | "
+        "network model s | base vm min-max pu | base max line / trafo % | base violations |"
     )
-    out("| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |")
+    out("| --- | ---: | ---: | ---: | --- | ---: | ---: | --- | --- | ---: |")
     for g in grid_rows:
         out(
             f"| {g['grid']} | {g['time_step']} | {g['pp_buses']} | {g['model_buses']} | "
+            f"{g['model']} | "
             f"{g['load_s']:.2f} | "
             f"{g['model_s']:.2f} | {g['base_vm_min']:.4f}-{g['base_vm_max']:.4f} | "
             f"{g['base_max_line']:.1f} / {g['base_max_trafo']:.1f} | {g['base_violations']} |"
