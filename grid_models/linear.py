@@ -367,15 +367,7 @@ def build_linear_grid(
     aliases = tuple(
         (grid.bus_name(b), position[r]) for b, r in sorted(rep.items()) if b != r and r in position
     )
-    p_inj, q_inj = _bus_injections(net)
-    base_p = np.zeros(len(pp_index))
-    base_q = np.zeros(len(pp_index))
-    for b, value in p_inj.items():
-        if rep.get(b) in position:
-            base_p[position[rep[b]]] += value
-    for b, value in q_inj.items():
-        if rep.get(b) in position:
-            base_q[position[rep[b]]] += value
+    base_p, base_q = _model_injections(net, rep, position)
     n = len(pp_index)
 
     network = NetworkModel(
@@ -410,9 +402,6 @@ def build_linear_grid(
     network = network.with_changes(
         v_offset_pu2=offset, vm_min_pu=lo, vm_max_pu=hi, notes=tuple(notes)
     )
-    bus_model = np.array(
-        [position.get(rep.get(int(b), -1), -1) for b in base.bus_index], dtype=np.int64
-    )
     return LinearGrid(
         network=network,
         pp_index=pp_index,
@@ -420,9 +409,32 @@ def build_linear_grid(
         vm_max_pu=vm_max_pu,
         base=base,
         checker=checker,
-        bus_model=bus_model,
+        bus_model=_bus_model(base, rep, position),
         branch_of_element={e: k for k, (_, _, br) in enumerate(tree) for e in br.elements},
     )
+
+
+def _model_injections(
+    net: Any,  # noqa: ANN401 - a pandapowerNet
+    rep: dict[int, int],
+    position: dict[int, int],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The grid's own net injections [W], [var] summed per model bus (fused buses together)."""
+    p_inj, q_inj = _bus_injections(net)
+    base_p = np.zeros(len(position))
+    base_q = np.zeros(len(position))
+    for b, value in p_inj.items():
+        if rep.get(b) in position:
+            base_p[position[rep[b]]] += value
+    for b, value in q_inj.items():
+        if rep.get(b) in position:
+            base_q[position[rep[b]]] += value
+    return base_p, base_q
+
+
+def _bus_model(base: AcState, rep: dict[int, int], position: dict[int, int]) -> NDArray[np.int64]:
+    """The model bus of each bus of the AC state (-1 outside the model)."""
+    return np.array([position.get(rep.get(int(b), -1), -1) for b in base.bus_index], dtype=np.int64)
 
 
 def _voltage_notes(
@@ -489,16 +501,8 @@ def _build_meshed(
         key=lambda br: (br.kind, br.elements),
     )
     elements = [br.elements[0] for br in branches]
-    p_inj, q_inj = _bus_injections(net)
     n = len(pp_index)
-    base_p = np.zeros(n)
-    base_q = np.zeros(n)
-    for b, value in p_inj.items():
-        if rep.get(b) in position:
-            base_p[position[rep[b]]] += value
-    for b, value in q_inj.items():
-        if rep.get(b) in position:
-            base_q[position[rep[b]]] += value
+    base_p, base_q = _model_injections(net, rep, position)
     checker = AcChecker(grid, pp_index)
     zeros = np.zeros(n)
     base = checker.run(zeros, zeros)
@@ -555,9 +559,6 @@ def _build_meshed(
         notes=tuple(notes),
         meshed=sens,
     )
-    bus_model = np.array(
-        [position.get(rep.get(int(b), -1), -1) for b in base.bus_index], dtype=np.int64
-    )
     return LinearGrid(
         network=network,
         pp_index=pp_index,
@@ -565,7 +566,7 @@ def _build_meshed(
         vm_max_pu=vm_max_pu,
         base=base,
         checker=checker,
-        bus_model=bus_model,
+        bus_model=_bus_model(base, rep, position),
         branch_of_element={e: k for k, br in enumerate(branches) for e in br.elements},
         meshed_ac=mesh,
     )

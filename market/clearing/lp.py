@@ -35,6 +35,7 @@ limit at its base-case flow (never worsened), and a note says so.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -49,10 +50,20 @@ from market.network import NetworkModel, Sensitivities, linear_state, loss_coeff
 
 INF = math.inf
 
+LOOSE = 10.0
+"""Bound of a meshed LP's otherwise free columns: squared loadings from below [-], angles
+from the operating point's [rad]; never binding (a loading² of -10 or an angle of 10 rad is
+far outside any linearisation)."""
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class LpData:
-    """A built LP: column/row data in HiGHS's column-wise sparse form, plus how to read it."""
+    """A built LP: column/row data in HiGHS's column-wise sparse form, plus how to read it.
+
+    ``col_scale`` (a meshed feeder's LP only): each column is its quantity times this (the
+    voltage and angle columns are scaled so that their largest coefficient is 1, which keeps
+    the canonical rules' reduced costs accurate); None for all ones.
+    """
 
     groups: tuple[OrderGroup, ...]
     network: NetworkModel
@@ -67,6 +78,7 @@ class LpData:
     a_value: NDArray[np.float64]
     n_groups: int
     notes: tuple[str, ...]
+    col_scale: NDArray[np.float64] | None = None
 
     @property
     def num_col(self) -> int:
@@ -135,13 +147,7 @@ def build_lp(
     cost = np.zeros(n_col)
     lower = np.zeros(n_col)
     upper = np.zeros(n_col)
-    sign = np.array([1.0 if g.side is Side.BUY else -1.0 for g in groups])
-    prices = np.array([g.limit_price for g in groups], dtype=float)
-    cost[:ng] = sign * prices * CURRENCY_PER_UNIT
-    upper[:ng] = np.array([g.energy_wh for g in groups], dtype=float) / 1000.0
-    cost[ng] = -options.import_price * CURRENCY_PER_UNIT
-    cost[ng + 1] = options.export_price * CURRENCY_PER_UNIT
-    upper[ng] = upper[ng + 1] = INF
+    sign = _order_columns(groups, options, cost, lower, upper)
 
     s_max_kw = network.s_max_va / 1000.0
     with np.errstate(invalid="ignore"):
@@ -204,26 +210,14 @@ def build_lp(
         row_hi.append(np.array([hi]))
         n_row += 1
 
-    r = np.concatenate(rows)
-    c = np.concatenate(cols)
-    v = np.concatenate(vals)
-    order = np.lexsort((r, c))
-    r, c, v = r[order], c[order], v[order]
-    start = np.searchsorted(c, np.arange(n_col + 1)).astype(np.int32)
-    return LpData(
-        groups=groups,
-        network=network,
-        hours=h,
-        col_cost=cost,
-        col_lower=lower,
-        col_upper=upper,
-        row_lower=np.concatenate(row_lo),
-        row_upper=np.concatenate(row_hi),
-        a_start=start,
-        a_index=r.astype(np.int32),
-        a_value=v,
-        n_groups=ng,
-        notes=tuple(notes),
+    return _lp_data(
+        groups,
+        network,
+        h,
+        (cost, lower, upper),
+        (rows, cols, vals),
+        (row_lo, row_hi),
+        tuple(notes),
     )
 
 
@@ -270,14 +264,14 @@ def _build_meshed(
     cost = np.zeros(n_col)
     lower = np.full(n_col, -INF)
     upper = np.full(n_col, INF)
-    sign = np.array([1.0 if g.side is Side.BUY else -1.0 for g in groups])
-    prices = np.array([g.limit_price for g in groups], dtype=float)
-    cost[:ng] = sign * prices * CURRENCY_PER_UNIT
-    lower[: ng + 2] = 0.0
-    upper[:ng] = np.array([g.energy_wh for g in groups], dtype=float) / 1000.0
-    cost[ng] = -options.import_price * CURRENCY_PER_UNIT
-    cost[ng + 1] = options.export_price * CURRENCY_PER_UNIT
+    sign = _order_columns(groups, options, cost, lower, upper)
     upper[col_l0:col_v0] = sens.loading_max**2
+    # finite, never binding: HiGHS's QP (the unique-dispatch rule) stops ("Not Set") on free
+    # columns without curvature; a linearised squared loading may dip below 0, and an angle
+    # moves by milliradians between AC iterations
+    lower[col_l0:col_v0] = -LOOSE
+    lower[col_t0:] = -LOOSE
+    upper[col_t0:] = LOOSE
     lower[col_v0:col_t0] = network.vm_min_pu
     upper[col_v0:col_t0] = network.vm_max_pu
     lower[col_v0 + slack] = upper[col_v0 + slack] = network.vm_slack_pu
@@ -333,25 +327,80 @@ def _build_meshed(
         row_hi.append(np.array([h * network.slack_import_max_w / 1000.0 - h * sens.slack_base_kw]))
         n_row += 1
 
-    rr = np.concatenate(rows)
-    cc = np.concatenate(cols)
-    vv = np.concatenate(vals)
-    order = np.lexsort((rr, cc))
-    rr, cc, vv = rr[order], cc[order], vv[order]
-    start = np.searchsorted(cc, np.arange(n_col + 1)).astype(np.int32)
-    notes: tuple[str, ...] = ()
+    # equilibrate the state columns: their coefficients are h S J (up to ~1e5 kWh per rad);
+    # column j holds s_j x_j with s_j its largest coefficient, bounds scaled alike
+    all_c = np.concatenate(cols)
+    all_v = np.concatenate(vals)
+    scale = np.ones(n_col)
+    state = np.zeros(n_col, dtype=bool)
+    state[x_col] = True
+    on_state = state[all_c]
+    np.maximum.at(scale, all_c[on_state], np.abs(all_v[on_state]))
+    scale[~state] = 1.0
+    scale[scale <= 0] = 1.0
+    vals = [v / scale[c] for c, v in zip(cols, vals, strict=True)]
+    lower, upper = lower * scale, upper * scale
+    data = _lp_data(
+        groups, network, h, (cost, lower, upper), (rows, cols, vals), (row_lo, row_hi), ()
+    )
+    return dataclasses.replace(data, col_scale=scale)
+
+
+def _order_columns(
+    groups: tuple[OrderGroup, ...],
+    options: ClearingOptions,
+    cost: NDArray[np.float64],
+    lower: NDArray[np.float64],
+    upper: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """Fill the order groups' and the grid's columns (both LPs lay them out first).
+
+    Returns
+    -------
+    ndarray of float
+        Each group's sign: +1 buy, -1 sell.
+    """
+    ng = len(groups)
+    sign = np.array([1.0 if g.side is Side.BUY else -1.0 for g in groups])
+    prices = np.array([g.limit_price for g in groups], dtype=float)
+    cost[:ng] = sign * prices * CURRENCY_PER_UNIT
+    lower[: ng + 2] = 0.0
+    upper[:ng] = np.array([g.energy_wh for g in groups], dtype=float) / 1000.0
+    upper[ng] = upper[ng + 1] = INF
+    cost[ng] = -options.import_price * CURRENCY_PER_UNIT
+    cost[ng + 1] = options.export_price * CURRENCY_PER_UNIT
+    return sign
+
+
+def _lp_data(
+    groups: tuple[OrderGroup, ...],
+    network: NetworkModel,
+    hours: float,
+    columns: tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]],
+    entries: tuple[list[NDArray[np.int64]], list[NDArray[np.int64]], list[NDArray[np.float64]]],
+    row_bounds: tuple[list[NDArray[np.float64]], list[NDArray[np.float64]]],
+    notes: tuple[str, ...],
+) -> LpData:
+    """An :class:`LpData` from its columns (cost, lower, upper) and coordinate entries."""
+    cost, lower, upper = columns
+    r = np.concatenate(entries[0])
+    c = np.concatenate(entries[1])
+    v = np.concatenate(entries[2])
+    order = np.lexsort((r, c))
+    r, c, v = r[order], c[order], v[order]
+    start = np.searchsorted(c, np.arange(len(cost) + 1)).astype(np.int32)
     return LpData(
         groups=groups,
         network=network,
-        hours=h,
+        hours=hours,
         col_cost=cost,
         col_lower=lower,
         col_upper=upper,
-        row_lower=np.concatenate(row_lo),
-        row_upper=np.concatenate(row_hi),
+        row_lower=np.concatenate(row_bounds[0]),
+        row_upper=np.concatenate(row_bounds[1]),
         a_start=start,
-        a_index=rr.astype(np.int32),
-        a_value=vv,
-        n_groups=ng,
+        a_index=r.astype(np.int32),
+        a_value=v,
+        n_groups=len(groups),
         notes=notes,
     )

@@ -157,29 +157,12 @@ def build_model(
     vmax2 = network.vm_max_pu**2 - network.v_offset_pu2
     m.v = pyo.Var(m.B, bounds=lambda _m, b: (float(vmin2[b]), float(vmax2[b])))
 
-    def price(g: int) -> float:
-        return groups[g].limit_price * CURRENCY_PER_UNIT
-
-    buys = [g for g in range(len(groups)) if groups[g].side is Side.BUY]
-    sells = [g for g in range(len(groups)) if groups[g].side is Side.SELL]
-    m.welfare = pyo.Objective(
-        expr=sum(price(g) * m.a[g] for g in buys)
-        - sum(price(g) * m.a[g] for g in sells)
-        - options.import_price * CURRENCY_PER_UNIT * m.g_imp
-        + options.export_price * CURRENCY_PER_UNIT * m.g_exp,
-        sense=pyo.maximize,
-    )
+    sells_at, buys_at = _welfare(m, groups, options, n)
     into: list[list[int]] = [[] for _ in range(n)]
     out_of: list[list[int]] = [[] for _ in range(n)]
     for k in range(nk):
         into[int(network.to_bus[k])].append(k)
         out_of[int(network.from_bus[k])].append(k)
-    sells_at: list[list[int]] = [[] for _ in range(n)]
-    buys_at: list[list[int]] = [[] for _ in range(n)]
-    for g in sells:
-        sells_at[groups[g].bus].append(g)
-    for g in buys:
-        buys_at[groups[g].bus].append(g)
 
     def balance_rule(_m: pyo.ConcreteModel, b: int) -> object:
         lhs = (
@@ -278,24 +261,7 @@ def _build_meshed_model(
     jac_q = rows_of(sens.jac_q, n - 1)
     jac_l = rows_of(sens.jac_l, nk)
 
-    def price(g: int) -> float:
-        return groups[g].limit_price * CURRENCY_PER_UNIT
-
-    buys = [g for g in range(len(groups)) if groups[g].side is Side.BUY]
-    sells = [g for g in range(len(groups)) if groups[g].side is Side.SELL]
-    m.welfare = pyo.Objective(
-        expr=sum(price(g) * m.a[g] for g in buys)
-        - sum(price(g) * m.a[g] for g in sells)
-        - options.import_price * CURRENCY_PER_UNIT * m.g_imp
-        + options.export_price * CURRENCY_PER_UNIT * m.g_exp,
-        sense=pyo.maximize,
-    )
-    sells_at: list[list[int]] = [[] for _ in range(n)]
-    buys_at: list[list[int]] = [[] for _ in range(n)]
-    for g in sells:
-        sells_at[groups[g].bus].append(g)
-    for g in buys:
-        buys_at[groups[g].bus].append(g)
+    sells_at, buys_at = _welfare(m, groups, options, n)
 
     def balance_rule(_m: pyo.ConcreteModel, b: int) -> object:
         # the market's injection change at b is what the linearised AC injection changes by
@@ -334,3 +300,29 @@ def _build_meshed_model(
         hours=h,
         lp=build_lp(book, network, options, groups),
     )
+
+
+def _welfare(
+    m: pyo.ConcreteModel, groups: tuple[OrderGroup, ...], options: ClearingOptions, n: int
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Set ``m.welfare`` (both models' objective); the sell and buy groups at each bus."""
+
+    def price(g: int) -> float:
+        return groups[g].limit_price * CURRENCY_PER_UNIT
+
+    buys = [g for g in range(len(groups)) if groups[g].side is Side.BUY]
+    sells = [g for g in range(len(groups)) if groups[g].side is Side.SELL]
+    m.welfare = pyo.Objective(
+        expr=sum(price(g) * m.a[g] for g in buys)
+        - sum(price(g) * m.a[g] for g in sells)
+        - options.import_price * CURRENCY_PER_UNIT * m.g_imp
+        + options.export_price * CURRENCY_PER_UNIT * m.g_exp,
+        sense=pyo.maximize,
+    )
+    sells_at: list[list[int]] = [[] for _ in range(n)]
+    buys_at: list[list[int]] = [[] for _ in range(n)]
+    for g in sells:
+        sells_at[groups[g].bus].append(g)
+    for g in buys:
+        buys_at[groups[g].bus].append(g)
+    return sells_at, buys_at

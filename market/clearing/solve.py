@@ -153,6 +153,7 @@ def solve(built: BuiltModel, options: ClearingOptions) -> SolveOutcome:
         return SolveOutcome.failed(status, str(results.termination_condition.name), elapsed)
     results.solution_loader.load_vars()
     duals = results.solution_loader.get_duals([m.balance[b] for b in range(n_bus)])
+    col_scale = built.lp.col_scale
     return SolveOutcome(
         status=status,
         termination=str(results.termination_condition.name),
@@ -170,7 +171,8 @@ def solve(built: BuiltModel, options: ClearingOptions) -> SolveOutcome:
             + [pyo.value(m.v[b]) for b in range(n_bus)]
             + ([pyo.value(m.theta[j]) for j in range(n_bus - 1)] if hasattr(m, "theta") else []),
             dtype=float,
-        ),
+        )
+        * (1.0 if col_scale is None else col_scale),  # in the LP's (scaled) columns
     )
 
 

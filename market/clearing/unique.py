@@ -51,9 +51,12 @@ one; the pyomo path, which reports no basis, always runs both).
 The price QP runs first in thousands of token base units, other scales if HiGHS fails
 (:data:`PRICE_SCALES`), so that its absolute tolerances (1e-7) stay far below a base unit.
 A non-zero reduced cost or dual means more than :data:`ACTIVE_DUAL` base units / kWh; a
-column is at a bound within :data:`ACTIVE_PRIMAL` kWh. Should a QP fail, the solver's own
-optimum is kept and the result's reason says so (random search: none in 1,175 feasible random
-feeders and books).
+column is at a bound within :data:`ACTIVE_PRIMAL` kWh. Should the price QP fail, the solver's
+own optimum is kept; should only the dispatch rule fail, the canonical prices stand with the
+solver's dispatch; either way the result's reason says so (random search: none in 1,175
+feasible random radial feeders and books; on meshed feeders, whose LP mixes kWh with
+per-unit angle and voltage columns, the dispatch rule's face can come out infeasible in books
+where nothing trades, while the dispatch is unique anyway).
 """
 
 from __future__ import annotations
@@ -373,13 +376,14 @@ def canonical_outcome(lp: LpData, outcome: SolveOutcome, options: ClearingOption
         if not ok:
             note = f"prices are the solver's duals (the unique-price QP ended {status})"
             return Canonical(outcome, note, time.perf_counter() - started)
+    note = ""
     if outcome.unique_dispatch:
         x = outcome.col_value  # the only optimal dispatch: rule 2 returns it
     else:
         ok, status, x = canonical_dispatch(lp, u)
-        if not ok:
-            note = f"dispatch and prices are the solver's (the unique-dispatch QP ended {status})"
-            return Canonical(outcome, note, time.perf_counter() - started)
+        if not ok:  # the prices stand (rule 1 does not depend on rule 2)
+            note = f"the dispatch is the solver's (the unique-dispatch program ended {status})"
+            x = outcome.col_value
     ng = lp.n_groups
     canonical = dataclasses.replace(
         outcome,
@@ -389,4 +393,4 @@ def canonical_outcome(lp: LpData, outcome: SolveOutcome, options: ClearingOption
         balance_duals=u[: lp.network.n_bus] * CURRENCY_PER_UNIT,
         col_value=x,
     )
-    return Canonical(canonical, "", time.perf_counter() - started)
+    return Canonical(canonical, note, time.perf_counter() - started)

@@ -17,7 +17,7 @@ import numpy as np
 import pandapower as pp
 import pytest
 import scipy.sparse as sp
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import market.clearing as mc
@@ -277,6 +277,11 @@ def test_meshed_clearing_passes_pandapowers_own_ac_power_flow(
 
 @settings(max_examples=15, deadline=None, database=None)
 @given(seed=st.integers(0, 10_000), n=st.integers(2, 40))
+# nothing trades and any price in a range clears it: before the meshed LP's state columns were
+# equilibrated, the canonical rules' reduced costs were off by more than their 1e-4 threshold,
+# the unique-dispatch program ended infeasible and the two engines published different prices
+@example(seed=27, n=2)
+@example(seed=96, n=5)
 def test_engines_and_shuffles_agree_on_the_meshed_feeder(seed: int, n: int) -> None:
     grid = load_grid("cigre-mv-meshed")
     linear = _shared_linear(grid)
@@ -285,6 +290,7 @@ def test_engines_and_shuffles_agree_on_the_meshed_feeder(seed: int, n: int) -> N
     fast = mc.clear(book, network, ClearingOptions())
     reference = mc.clear(book, network, ClearingOptions(engine=Engine.PYOMO))
     published = result_to_dict(fast)
+    assert "solver's" not in published["reason"]  # no canonical rule fell back
     assert result_to_dict(reference)["prices"] == published["prices"]
     assert result_to_dict(reference)["orders"] == published["orders"]
     orders = list(book.orders)
