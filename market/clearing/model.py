@@ -187,23 +187,7 @@ def build_model(
 
     m.drop = pyo.Constraint(m.K, rule=drop_rule)
     m.v[slack].fix(network.vm_slack_pu**2)
-    physical = h * (base_net_load + loss_base)
-    if math.isfinite(network.slack_import_max_w):
-        m.slack_import_max = pyo.Constraint(
-            expr=m.g_imp - m.g_exp <= h * network.slack_import_max_w / 1000.0 - physical
-        )
-    if math.isfinite(network.slack_export_max_w):
-        m.slack_export_max = pyo.Constraint(
-            expr=m.g_imp - m.g_exp >= -h * network.slack_export_max_w / 1000.0 - physical
-        )
-    m.dual = pyo.Suffix(direction=pyo.Suffix.IMPORT)
-    return BuiltModel(
-        model=m,
-        groups=groups,
-        network=network,
-        hours=h,
-        lp=build_lp(book, network, options, groups),
-    )
+    return _finish(m, book, network, options, groups, h * (base_net_load + loss_base))
 
 
 def _build_meshed_model(
@@ -283,23 +267,7 @@ def _build_meshed_model(
         return sum(v * x(c) for c, v in jac_q[j]) == 0.0
 
     m.reactive = pyo.Constraint(m.J, rule=reactive_rule)
-    grid_kw = sens.slack_base_kw
-    if math.isfinite(network.slack_import_max_w):
-        m.slack_import_max = pyo.Constraint(
-            expr=m.g_imp - m.g_exp <= h * network.slack_import_max_w / 1000.0 - h * grid_kw
-        )
-    if math.isfinite(network.slack_export_max_w):
-        m.slack_export_max = pyo.Constraint(
-            expr=m.g_imp - m.g_exp >= -h * network.slack_export_max_w / 1000.0 - h * grid_kw
-        )
-    m.dual = pyo.Suffix(direction=pyo.Suffix.IMPORT)
-    return BuiltModel(
-        model=m,
-        groups=groups,
-        network=network,
-        hours=h,
-        lp=build_lp(book, network, options, groups),
-    )
+    return _finish(m, book, network, options, groups, h * sens.slack_base_kw)
 
 
 def _welfare(
@@ -326,3 +294,35 @@ def _welfare(
     for g in buys:
         buys_at[groups[g].bus].append(g)
     return sells_at, buys_at
+
+
+def _finish(
+    m: pyo.ConcreteModel,
+    book: OrderBook,
+    network: NetworkModel,
+    options: ClearingOptions,
+    groups: tuple[OrderGroup, ...],
+    physical_kwh: float,
+) -> BuiltModel:
+    """Both models' upstream limits, dual suffix and :class:`BuiltModel`.
+
+    ``physical_kwh`` is the slack's exchange without the market [kWh]: the limits bound it plus
+    the market's ``g_imp - g_exp``.
+    """
+    h = book.interval.hours
+    if math.isfinite(network.slack_import_max_w):
+        m.slack_import_max = pyo.Constraint(
+            expr=m.g_imp - m.g_exp <= h * network.slack_import_max_w / 1000.0 - physical_kwh
+        )
+    if math.isfinite(network.slack_export_max_w):
+        m.slack_export_max = pyo.Constraint(
+            expr=m.g_imp - m.g_exp >= -h * network.slack_export_max_w / 1000.0 - physical_kwh
+        )
+    m.dual = pyo.Suffix(direction=pyo.Suffix.IMPORT)
+    return BuiltModel(
+        model=m,
+        groups=groups,
+        network=network,
+        hours=h,
+        lp=build_lp(book, network, options, groups),
+    )
