@@ -64,7 +64,7 @@ import pyomo.environ as pyo
 from numpy.typing import NDArray
 
 from market.clearing.groups import OrderGroup, group_orders
-from market.clearing.lp import LpData, build_lp
+from market.clearing.lp import LOOSE, LpData, build_lp
 from market.clearing.options import ClearingOptions
 from market.clearing.pricing import CURRENCY_PER_UNIT
 from market.domain import OrderBook, Side
@@ -219,11 +219,11 @@ def _build_meshed_model(
     m.a = pyo.Var(m.G, bounds=lambda _m, g: (0.0, groups[g].energy_wh / 1000.0))
     m.g_imp = pyo.Var(bounds=(0.0, None))
     m.g_exp = pyo.Var(bounds=(0.0, None))
-    m.P = pyo.Var(m.K, bounds=lambda _m, k: (None, float(sens.loading_max[k]) ** 2))
+    m.P = pyo.Var(m.K, bounds=lambda _m, k: (-LOOSE, float(sens.loading_max[k]) ** 2))
     m.v = pyo.Var(
         m.B, bounds=lambda _m, b: (float(network.vm_min_pu[b]), float(network.vm_max_pu[b]))
     )
-    m.theta = pyo.Var(m.J)
+    m.theta = pyo.Var(m.J, bounds=(-LOOSE, LOOSE))  # never binding, as in the LP
     m.v[slack].fix(network.vm_slack_pu)
 
     def x(j: int) -> Any:  # noqa: ANN401 - a pyomo expression
