@@ -42,28 +42,20 @@ def book_of(names: list[str], seed: int, n: int):
     for i in range(n):
         bus = rng.choice(names)
         wh = rng.randint(50_000, 800_000)
-        if i % 2:
-            orders.append(
-                Bid(
-                    order_id=f"b{i}",
-                    participant=f"b{i}",
-                    bus=bus,
-                    interval=IV,
-                    energy_wh=wh,
-                    limit_price=rng.randint(90_000, 290_000),
-                )
+        kind, tag, prices = (
+            (Bid, "b", (90_000, 290_000)) if i % 2 else (Offer, "s", (40_000, 280_000))
+        )
+        oid = f"{tag}{i}"
+        orders.append(
+            kind(
+                order_id=oid,
+                participant=oid,
+                bus=bus,
+                interval=IV,
+                energy_wh=wh,
+                limit_price=rng.randint(*prices),
             )
-        else:
-            orders.append(
-                Offer(
-                    order_id=f"s{i}",
-                    participant=f"s{i}",
-                    bus=bus,
-                    interval=IV,
-                    energy_wh=wh,
-                    limit_price=rng.randint(40_000, 280_000),
-                )
-            )
+        )
     return build_order_book(IV, orders)
 
 

@@ -510,12 +510,12 @@ def _build_meshed(
     mesh = read_meshed_ac(checker.net, pp_index, slack, elements, grid.spec)
     vm_base = base.vm_at(pp_index)
     loading_base = mesh.loading(base.v_internal)
-    loading_asked = np.array(
-        [
-            loading_limits(net.line if kind == "line" else net.trafo, np.array([index]))[0] / 100.0
-            for kind, index in elements
-        ]
-    )
+    asked: dict[tuple[str, int], float] = {}
+    for kind in ("line", "trafo"):
+        index = np.array([i for k, i in elements if k == kind], dtype=np.int64)
+        limits = loading_limits(getattr(net, kind), index) / 100.0
+        asked.update(zip(((kind, int(i)) for i in index), limits.tolist(), strict=True))
+    loading_asked = np.array([asked[e] for e in elements])
     loading_max = np.maximum(loading_asked, loading_base)
     notes = _voltage_notes(names, vm_base, vm_min_pu, vm_max_pu)
     over = np.flatnonzero(loading_base > loading_asked)

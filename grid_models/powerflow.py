@@ -46,7 +46,6 @@ class AcState:
     trafo_index: NDArray[np.int64]
     trafo_loading_percent: NDArray[np.float64]
     slack_p_w: float
-    va_degree: NDArray[np.float64]
     v_internal: NDArray[np.complex128]
 
     def vm_at(self, pp_buses: NDArray[np.int64]) -> NDArray[np.float64]:
@@ -64,22 +63,6 @@ class AcState:
         """
         pos = np.searchsorted(self.bus_index, pp_buses)
         return self.vm_pu[pos]
-
-    def va_at(self, pp_buses: NDArray[np.int64]) -> NDArray[np.float64]:
-        """Voltage angles at the given pandapower bus indices [rad].
-
-        Parameters
-        ----------
-        pp_buses : ndarray of int
-            Pandapower bus indices present in :attr:`bus_index`.
-
-        Returns
-        -------
-        ndarray of float
-            Voltage angle per bus [rad] (pandapower's ``va_degree``).
-        """
-        pos = np.searchsorted(self.bus_index, pp_buses)
-        return np.deg2rad(self.va_degree[pos])
 
 
 RECYCLE = {"bus_pq": True, "trafo": False, "gen": False}
@@ -144,7 +127,6 @@ def state_of(net: Any) -> AcState:  # noqa: ANN401
         return index[keep][order], values[keep][order]
 
     bus_index, vm = table(net.res_bus, "vm_pu")
-    va = net.res_bus["va_degree"].reindex(bus_index).to_numpy(dtype=float)
     line_index, line_loading = table(net.res_line, "loading_percent")
     trafo_index, trafo_loading = table(net.res_trafo, "loading_percent")
     return AcState(
@@ -155,7 +137,6 @@ def state_of(net: Any) -> AcState:  # noqa: ANN401
         trafo_index=trafo_index,
         trafo_loading_percent=trafo_loading,
         slack_p_w=float(net.res_ext_grid["p_mw"].sum() * 1e6),
-        va_degree=va,
         v_internal=np.array(net._ppc["internal"]["V"], dtype=complex),
     )
 

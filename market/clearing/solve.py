@@ -43,11 +43,6 @@ class LazyBounds:
     added: tuple[int, ...]
     full: bool
 
-    @property
-    def network_bounds(self) -> int:
-        """Network (flow and voltage) bounds in force at the end [-]."""
-        return self.started_with + sum(self.added)
-
 
 @dataclass(frozen=True, slots=True, eq=False)
 class SolveOutcome:
@@ -57,7 +52,7 @@ class SolveOutcome:
     grid trade, ``balance_duals`` the dual of each bus's energy balance [currency / kWh],
     ``objective`` the welfare [currency]; ``col_value`` every column of the LP in
     :class:`~market.clearing.lp.LpData`'s order (for :mod:`market.clearing.unique`);
-    ``unique`` whether the solver proved this the only optimum, primal and dual
+    :attr:`unique` whether the solver proved this the only optimum, primal and dual
     (both parts below; ``False`` when it could not tell), ``unique_dispatch``
     and ``unique_prices`` each part on its own (:func:`unique_optimum`), with ``row_dual``
     every row's dual [currency per unit of the row] (:func:`solve_lp` only); ``lazy`` what
@@ -74,11 +69,15 @@ class SolveOutcome:
     balance_duals: NDArray[np.float64]
     objective: float
     col_value: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
-    unique: bool = False
     lazy: LazyBounds | None = None
     unique_dispatch: bool = False
     unique_prices: bool = False
     row_dual: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+
+    @property
+    def unique(self) -> bool:
+        """Whether the solver proved this the only optimum, dispatch and prices."""
+        return self.unique_dispatch and self.unique_prices
 
     @classmethod
     def failed(cls, status: ClearingStatus, termination: str, solve_s: float) -> SolveOutcome:
@@ -421,7 +420,6 @@ def solve_lp(
         balance_duals=duals[: lp.network.n_bus].copy(),
         objective=float(h.getInfo().objective_function_value),
         col_value=x.copy(),
-        unique=unique_dispatch and unique_prices,
         lazy=lazy_report,
         unique_dispatch=unique_dispatch,
         unique_prices=unique_prices,

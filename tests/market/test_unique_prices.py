@@ -304,14 +304,11 @@ def test_a_proved_unique_optimum_is_what_the_rules_publish(data: st.DataObject) 
     outcome = solve_module.solve_lp(lp, OPTIONS)
     if not outcome.status.is_ok or not (outcome.unique_prices or outcome.unique_dispatch):
         return
-    assert outcome.unique == (outcome.unique_prices and outcome.unique_dispatch)
     # each part the basis proves unique, kept, equals what its QP rule picks on the face
     skipped = canonical_outcome(lp, outcome, OPTIONS)
     if outcome.unique:
         assert skipped.qp_s == 0.0
-    none_proved = dataclasses.replace(
-        outcome, unique=False, unique_prices=False, unique_dispatch=False
-    )
+    none_proved = dataclasses.replace(outcome, unique_prices=False, unique_dispatch=False)
     ruled = canonical_outcome(lp, none_proved, OPTIONS)
     assert ruled.note == ""
     if outcome.unique_prices:
