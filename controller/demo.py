@@ -365,6 +365,7 @@ def demo_runtime(
     chain: str = ChainBackend.EMBEDDED,
     *,
     front_door: str | None = None,
+    database: str | None = None,
 ) -> Iterator[DemoRuntime]:
     """Start the demo's simulators, chain and database; stop them on exit.
 
@@ -386,6 +387,9 @@ def demo_runtime(
     front_door : str or None
         A participant whose :data:`FRONT_DOOR_KINDS` standing orders are taken out of the
         site, to be placed as signed orders through the API (:func:`front_door_api`).
+    database : str or None
+        The database URL (a new, empty database: e.g. a PostgreSQL schema); ``None``:
+        ``peergrid-demo.sqlite`` in ``out_dir``.
 
     Yields
     ------
@@ -416,7 +420,7 @@ def demo_runtime(
         (out_dir / name).unlink(missing_ok=True)
     site = dataclasses.replace(
         site,
-        database=f"sqlite:///{(out_dir / 'peergrid-demo.sqlite').as_posix()}",
+        database=database or f"sqlite:///{(out_dir / 'peergrid-demo.sqlite').as_posix()}",
         chain=ChainConfig(
             backend=backend,
             state_path=(out_dir / "anvil-state.json").as_posix()

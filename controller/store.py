@@ -57,6 +57,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -350,6 +352,7 @@ def _alembic_config(connection: Connection) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
+    config.attributes["schema"] = schema_of(connection)
     return config
 
 
@@ -367,20 +370,24 @@ def _table_signatures(connection: Connection, tables: set[str]) -> dict[str, dic
     constraints (by columns: their names differ between dialects) and the other indexes.
     """
     found = inspect(connection)
+    schema = schema_of(connection)
     out: dict[str, dict[str, Any]] = {}
     for table in sorted(tables):
         out[table] = {
             "columns": {
                 c["name"]: f"{_type_name(c['type'])}{'' if c['nullable'] else ' not null'}"
-                for c in found.get_columns(table)
+                for c in found.get_columns(table, schema=schema)
             },
-            "primary key": sorted(found.get_pk_constraint(table)["constrained_columns"]),
+            "primary key": sorted(
+                found.get_pk_constraint(table, schema=schema)["constrained_columns"]
+            ),
             "unique constraints": sorted(
-                sorted(u["column_names"]) for u in found.get_unique_constraints(table)
+                sorted(u["column_names"])
+                for u in found.get_unique_constraints(table, schema=schema)
             ),
             "indexes": sorted(
                 (str(i["name"]), [str(c) for c in i["column_names"]], bool(i["unique"]))
-                for i in found.get_indexes(table)
+                for i in found.get_indexes(table, schema=schema)
                 if "duplicates_constraint" not in i
             ),
         }
@@ -436,7 +443,10 @@ def schema_status(connection: Connection, where: str = "database") -> SchemaStat
         has PeerGrid tables but no revision and they do not match the baseline schema.
     """
     head = head_revision()
-    current = MigrationContext.configure(connection).get_current_heads()
+    schema = schema_of(connection)
+    current = MigrationContext.configure(
+        connection, opts={"version_table_schema": schema}
+    ).get_current_heads()
     known = {script.revision for script in _scripts().walk_revisions()}
     unknown = sorted(set(current) - known)
     if unknown:
@@ -452,7 +462,9 @@ def schema_status(connection: Connection, where: str = "database") -> SchemaStat
     if current:
         state = SchemaState.HEAD if current[0] == head else SchemaState.BEHIND
         return SchemaStatus(current[0], head, state)
-    present = set(inspect(connection).get_table_names()) & _baseline_signatures().keys()
+    present = (
+        set(inspect(connection).get_table_names(schema=schema)) & _baseline_signatures().keys()
+    )
     if not present:
         return SchemaStatus(None, head, SchemaState.EMPTY)
     problems = _baseline_differences(connection, present)
@@ -485,12 +497,96 @@ def upgrade_schema(connection: Connection, where: str = "database") -> str:
         As :func:`schema_status`; nothing is written then.
     """
     status = schema_status(connection, where)
+    schema = schema_of(connection)
+    if schema is not None:  # Alembic's own DDL (ALTER TABLE ...) names tables unqualified
+        connection.exec_driver_sql(f'SET LOCAL search_path TO "{schema}"')
     config = _alembic_config(connection)
     if status.state is SchemaState.BASELINE:
         command.stamp(config, BASELINE_REVISION)
     if status.state is not SchemaState.HEAD:
         command.upgrade(config, "head")
     return status.head
+
+
+SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+"""A site schema's name: lower-case letters, digits and ``_``, at most 63 (PostgreSQL's limit)."""
+
+
+def split_schema(url: str) -> tuple[str, str | None]:
+    """A database URL without PeerGrid's ``schema`` query parameter, and that schema.
+
+    ``postgresql+psycopg://host/db?schema=riverside`` keeps one site's tables in the
+    PostgreSQL schema ``riverside`` of database ``db`` (many sites share one database, each
+    in its own schema: ``peergrid worker``). SQLAlchemy and the driver never see the
+    parameter; the store's engine maps every table to the schema
+    (``schema_translate_map``) and runs migrations with ``search_path`` set to it.
+
+    Parameters
+    ----------
+    url
+        SQLAlchemy database URL.
+
+    Returns
+    -------
+    tuple of (str, str or None)
+        The URL without ``schema``, and the schema (``None``: the database's default).
+
+    Raises
+    ------
+    ConfigError
+        ``schema`` on a database that is not PostgreSQL, given twice, or not a valid name.
+    """
+    from sqlalchemy.exc import ArgumentError  # noqa: PLC0415
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return url, None  # open_engine explains the bad URL
+    schema = parsed.query.get("schema")
+    if schema is None:
+        return url, None
+    if not isinstance(schema, str) or not SCHEMA_NAME.match(schema):
+        msg = (
+            f"schema={schema!r} in the database URL: one name of lower-case letters, digits "
+            "and _ (at most 63, not starting with a digit)"
+        )
+        raise ConfigError(msg)
+    if parsed.get_backend_name() != "postgresql":
+        msg = "schema= in the database URL is for PostgreSQL only (one SQLite file per site)"
+        raise ConfigError(msg)
+    base = parsed.difference_update_query(["schema"])
+    return base.render_as_string(hide_password=False), schema
+
+
+def schema_of(connection: Connection) -> str | None:
+    """The site schema a store's connection maps its tables to (``None``: the default)."""
+    mapping = connection.get_execution_options().get("schema_translate_map") or {}
+    schema = mapping.get(None)
+    return None if schema is None else str(schema)
+
+
+_SHARED: dict[str, Engine] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_engine(url: str) -> Engine:
+    """One engine (one connection pool) per database URL for this process.
+
+    ``peergrid worker`` holds many sites' stores on one PostgreSQL database: each store is
+    this engine with its schema mapped (:func:`split_schema`), so hundreds of sites share a
+    pool of a few connections instead of holding a pool each. Never disposed by a store.
+
+    Parameters
+    ----------
+    url
+        SQLAlchemy URL without ``schema``.
+    """
+    with _SHARED_LOCK:
+        engine = _SHARED.get(url)
+        if engine is None:
+            engine = open_engine(url, pool_size=4, max_overflow=4, pool_pre_ping=True)
+            _SHARED[url] = engine
+        return engine
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -549,7 +645,8 @@ def open_engine(url: str, **options: Any) -> Engine:  # noqa: ANN401 - create_en
     Returns
     -------
     Engine
-        The engine (not yet connected).
+        The engine (not yet connected); with ``?schema=NAME`` (:func:`split_schema`) its
+        tables are mapped to that schema.
 
     Raises
     ------
@@ -561,6 +658,7 @@ def open_engine(url: str, **options: Any) -> Engine:  # noqa: ANN401 - create_en
     """
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError  # noqa: PLC0415
 
+    url, schema = split_schema(url)
     try:
         path = sqlite_file(url)
         engine = create_engine(url, **options)
@@ -584,6 +682,8 @@ def open_engine(url: str, **options: Any) -> Engine:  # noqa: ANN401 - create_en
         raise ConfigError(msg) from None
     if path is not None:
         _refuse_bad_sqlite_path(path)
+    if schema is not None:
+        return engine.execution_options(schema_translate_map={None: schema})
     return engine
 
 
@@ -621,7 +721,7 @@ def bound_identity(connection: Connection) -> SiteIdentity | None:
     SiteIdentity or None
         ``None`` when the database is bound to no site yet (or predates revision ``0002``).
     """
-    if not inspect(connection).has_table(site_identity.name):
+    if not inspect(connection).has_table(site_identity.name, schema=schema_of(connection)):
         return None
     row = connection.execute(select(site_identity)).mappings().first()
     if row is None:
@@ -707,6 +807,10 @@ class Store:
         Compare the site the database is bound to with this one before anything is written
         (fields it leaves ``None`` are not compared); it is not bound here (see
         :meth:`check_site`).
+    shared
+        Use this process's engine of the database (:func:`shared_engine`), with the URL's
+        schema mapped: many sites' stores on one PostgreSQL database share one pool
+        (``peergrid worker``).
 
     Raises
     ------
@@ -721,12 +825,34 @@ class Store:
         The database is bound to another site than ``site``.
     """
 
-    def __init__(self, url: str, *, create: bool = True, site: SiteIdentity | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        create: bool = True,
+        site: SiteIdentity | None = None,
+        shared: bool = False,
+    ) -> None:
         self.url = url
-        self.engine: Engine = open_engine(url, future=True)
+        base, self.schema = split_schema(url)
+        self._shared = shared
+        if shared:
+            engine = shared_engine(base)
+            self.engine: Engine = (
+                engine
+                if self.schema is None
+                else engine.execution_options(schema_translate_map={None: self.schema})
+            )
+        else:
+            self.engine = open_engine(url, future=True)
         self.where = self.engine.url.render_as_string(hide_password=True)
+        if self.schema is not None:
+            self.where += f" (schema {self.schema})"
         if not create:
             _refuse_missing(url, self.where)  # before connecting: SQLite would create it
+        elif self.schema is not None:
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
         try:  # check before the SQLite pragmas (WAL): a refused database is not touched
             with self.engine.connect() as conn:
                 status = schema_status(conn, self.where)
@@ -741,15 +867,17 @@ class Store:
                 if bound is not None and site is not None:
                     _refuse_other_site(bound, site, self.where)
         finally:
-            self.engine.dispose()
+            if not shared:
+                self.engine.dispose()
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         with self.engine.begin() as conn:
             self.revision: str = upgrade_schema(conn, self.where)
 
     def close(self) -> None:
-        """Release the connection pool."""
-        self.engine.dispose()
+        """Release the connection pool (a shared one stays: :func:`shared_engine`)."""
+        if not self._shared:
+            self.engine.dispose()
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:

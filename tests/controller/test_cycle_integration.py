@@ -1,4 +1,7 @@
-"""The whole cycle on real loopback Modbus simulators and the embedded EVM chain."""
+"""The whole cycle on real loopback Modbus simulators and the embedded EVM chain.
+
+The tests on ``demo_runtime`` run on both stores: SQLite and PostgreSQL (``database_url``).
+"""
 
 from __future__ import annotations
 
@@ -31,8 +34,8 @@ def test_demo_settles_every_interval_and_conserves_tokens(tmp_path: Path) -> Non
     assert len((tmp_path / "audit.jsonl").read_text().splitlines()) == 3
 
 
-def test_dead_meter_never_stops_the_cycle(tmp_path: Path) -> None:
-    with demo_runtime(tmp_path) as rt:
+def test_dead_meter_never_stops_the_cycle(tmp_path: Path, database_url: str) -> None:
+    with demo_runtime(tmp_path, database=database_url) as rt:
         rt.tick(0)
         rt.sims["bob-meter"].stop()
         report = rt.tick(1)
@@ -54,13 +57,13 @@ def test_dead_meter_never_stops_the_cycle(tmp_path: Path) -> None:
         assert rt.conservation()["holds"]
 
 
-def test_crash_after_send_never_pays_twice(tmp_path: Path) -> None:
+def test_crash_after_send_never_pays_twice(tmp_path: Path, database_url: str) -> None:
     """The transaction went out but the process died before recording the receipt.
 
     On restart the intent is still pending; resuming asks the chain, which already has the
     interval: nothing is sent again and balances do not move.
     """
-    with demo_runtime(tmp_path) as rt:
+    with demo_runtime(tmp_path, database=database_url) as rt:
         rt.tick(0)
         real_mark = rt.store.mark_settled
         rt.store.mark_settled = lambda *a, **k: None  # the crash: receipt never recorded
@@ -83,16 +86,16 @@ def test_crash_after_send_never_pays_twice(tmp_path: Path) -> None:
         assert rt.cycle.resume_pending() == []
 
 
-def test_an_interval_is_never_cleared_twice(tmp_path: Path) -> None:
-    with demo_runtime(tmp_path) as rt:
+def test_an_interval_is_never_cleared_twice(tmp_path: Path, database_url: str) -> None:
+    with demo_runtime(tmp_path, database=database_url) as rt:
         first = rt.tick(0)
         assert first.cleared is not None
         again = rt.cycle.tick(rt.boundary(0))
         assert again.cleared is None
 
 
-def test_grid_trades_carry_the_tariffs(tmp_path: Path) -> None:
-    with demo_runtime(tmp_path) as rt:
+def test_grid_trades_carry_the_tariffs(tmp_path: Path, database_url: str) -> None:
+    with demo_runtime(tmp_path, database=database_url) as rt:
         report = rt.tick(0)
         assert report.cleared is not None
         grid_trades = [t for t in report.cleared.result.trades if GRID in {t.buyer, t.seller}]
@@ -125,8 +128,10 @@ def settled_intervals(rt) -> dict[int, str]:
     }
 
 
-def test_a_failing_clear_is_a_recorded_outcome_and_settlement_goes_on(tmp_path: Path) -> None:
-    with demo_runtime(tmp_path) as rt:
+def test_a_failing_clear_is_a_recorded_outcome_and_settlement_goes_on(
+    tmp_path: Path, database_url: str
+) -> None:
+    with demo_runtime(tmp_path, database=database_url) as rt:
         rt.tick(0)
         real = rt.cycle.base_grid_for
 
@@ -152,8 +157,8 @@ def test_a_failing_clear_is_a_recorded_outcome_and_settlement_goes_on(tmp_path: 
         assert rt.conservation()["holds"]
 
 
-def test_a_missed_boundary_still_settles_every_interval(tmp_path: Path) -> None:
-    with demo_runtime(tmp_path) as rt:
+def test_a_missed_boundary_still_settles_every_interval(tmp_path: Path, database_url: str) -> None:
+    with demo_runtime(tmp_path, database=database_url) as rt:
         rt.tick(0)
         rt.tick(1)
         for sim in rt.sims.values():  # time passes, nobody reads at boundary 2
@@ -171,8 +176,8 @@ def test_a_missed_boundary_still_settles_every_interval(tmp_path: Path) -> None:
         assert rt.conservation()["holds"]
 
 
-def test_a_failed_settlement_is_retried_at_the_next_tick(tmp_path: Path) -> None:
-    with demo_runtime(tmp_path) as rt:
+def test_a_failed_settlement_is_retried_at_the_next_tick(tmp_path: Path, database_url: str) -> None:
+    with demo_runtime(tmp_path, database=database_url) as rt:
         rt.cycle.settler = FlakySettler(rt.cycle.settler, failures=1)
         rt.tick(0)
         first = rt.tick(1)
@@ -187,8 +192,8 @@ def test_a_failed_settlement_is_retried_at_the_next_tick(tmp_path: Path) -> None
         assert set(settled_intervals(rt).values()) == {"settled"}
 
 
-def test_an_abandoned_claim_is_closed_and_settled(tmp_path: Path) -> None:
-    with demo_runtime(tmp_path) as rt:
+def test_an_abandoned_claim_is_closed_and_settled(tmp_path: Path, database_url: str) -> None:
+    with demo_runtime(tmp_path, database=database_url) as rt:
         rt.tick(0)
         crashed = int(rt.boundary(1).timestamp())
         assert rt.store.claim_interval(crashed, rt.site.interval_s)  # died before a result

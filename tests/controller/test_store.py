@@ -1,20 +1,19 @@
-"""The database keeps the exactly-once rules."""
+"""The database keeps the exactly-once rules, on SQLite and on PostgreSQL (``database_url``)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 from controller.store import Store
 from market.domain import MeterReading, ReadingQuality
 
 
-def store(tmp_path: Path) -> Store:
-    return Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+def store(url: str) -> Store:
+    return Store(url)
 
 
-def test_an_interval_is_claimed_once(tmp_path: Path) -> None:
-    s = store(tmp_path)
+def test_an_interval_is_claimed_once(database_url: str) -> None:
+    s = store(database_url)
     assert s.claim_interval(1_782_032_400, 900)
     assert not s.claim_interval(1_782_032_400, 900)
     assert s.record_tick(1_782_032_400, "ran")
@@ -22,8 +21,8 @@ def test_an_interval_is_claimed_once(tmp_path: Path) -> None:
     assert s.last_tick() == 1_782_032_400
 
 
-def test_settlement_intent_is_recorded_once_and_resolvable(tmp_path: Path) -> None:
-    s = store(tmp_path)
+def test_settlement_intent_is_recorded_once_and_resolvable(database_url: str) -> None:
+    s = store(database_url)
     batch = {"batch_id": "ab" * 32, "amounts": [["a", -5], ["b", 5]]}
     assert s.record_intent(7, "ab" * 32, batch)
     assert not s.record_intent(7, "ab" * 32, batch)
@@ -35,8 +34,8 @@ def test_settlement_intent_is_recorded_once_and_resolvable(tmp_path: Path) -> No
     assert s.settlement(7)["state"] == "settled"
 
 
-def test_readings_round_trip_timezone_aware(tmp_path: Path) -> None:
-    s = store(tmp_path)
+def test_readings_round_trip_timezone_aware(database_url: str) -> None:
+    s = store(database_url)
     r = MeterReading(
         device_id="m",
         participant="p",
@@ -53,8 +52,8 @@ def test_readings_round_trip_timezone_aware(tmp_path: Path) -> None:
     assert s.readings_at(100) == {"m": r}
 
 
-def test_audit_record_hash(tmp_path: Path) -> None:
-    s = store(tmp_path)
+def test_audit_record_hash(database_url: str) -> None:
+    s = store(database_url)
     h1 = s.save_audit(5, {"x": 1})
     h2 = s.save_audit(5, {"x": 2})
     assert h1 != h2

@@ -101,11 +101,11 @@ def wait(predicate: Any, what: str, timeout_s: float = 60.0) -> None:
 
 
 @contextmanager
-def serve_demo(out: Path) -> Iterator[Api]:
-    """Serve the demo site's API (database under ``out``) until the block ends."""
+def serve_demo(out: Path, database: str | None = None) -> Iterator[Api]:
+    """Serve the demo site's API until the block ends (database: ``database`` or under ``out``)."""
     site = dataclasses.replace(
         demo_site(),
-        database=f"sqlite:///{(out / 'api.sqlite').as_posix()}",
+        database=database or f"sqlite:///{(out / 'api.sqlite').as_posix()}",
         chain=ChainConfig(),
     )
     sims, forecasts, site = start_simulators(site, DEMO_START)

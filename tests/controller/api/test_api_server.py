@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from dbkit import BACKENDS, new_database_url
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from serverkit import AUDITOR, OPERATOR, Api, serve_demo, sign_in, wait
@@ -24,9 +25,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 PARTICIPANT_ROUTES = ["orders", "trades", "readings", "balances", "escrow", "debts", "earnings"]
 
 
-@pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    with serve_demo(tmp_path_factory.mktemp("api")) as served:
+@pytest.fixture(scope="module", params=BACKENDS)
+def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    out = tmp_path_factory.mktemp("api")
+    with serve_demo(out, new_database_url(request, request.param, out)) as served:
         yield served
 
 
