@@ -20,6 +20,7 @@ from controller import (
     cli_db,
     cli_debts,
     cli_devices,
+    cli_fleet,
     cli_grid,
     cli_keys,
     cli_order,
@@ -454,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=_cmd_serve)
 
-    site = sub.add_parser("site", help="site files")
+    site = sub.add_parser("site", help="site files; a fleet's sites (add, remove, list)")
     site_sub = site.add_subparsers(dest="site_command", required=True)
     check = site_sub.add_parser(
         "check", help="validate a site file as 'run' does (and its grid); exit 2 on problems"
@@ -469,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_cmd_site_check)
     schema = site_sub.add_parser("schema", help="print the site file's JSON Schema")
     schema.set_defaults(func=_cmd_site_schema)
+    cli_fleet.register_site(site_sub)
 
     clear = sub.add_parser("clear", help="clear an order file on a grid (with the AC check)")
     clear.add_argument("--grid", required=True, help="cigre-lv, simbench:<code> or a .json file")
@@ -550,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_debts.register(sub)
     cli_order.register(sub)
     cli_status.register(sub)
+    cli_fleet.register(sub)
     return parser
 
 

@@ -298,6 +298,11 @@ class Cycle:
     ``controls`` are the operator's site actions (:mod:`controller.controls`: pause,
     exclusions); the orders they take out of an interval's market are named in its
     ``skipped`` and the actions applied go into its record (``controls``).
+
+    ``fence`` is called right before each settlement transaction is sent and each setpoint
+    is written; it raises (:class:`~controller.errors.LostSite`) when this process no longer
+    holds the site (``peergrid worker``: :mod:`controller.fleet`), and nothing is sent or
+    written then.
     """
 
     site: SiteConfig
@@ -309,6 +314,7 @@ class Cycle:
     forecaster: Forecaster | None = None
     recheck_blocks: int = RECHECK_BLOCKS
     controls: MarketControls | None = None
+    fence: Callable[[], None] | None = None
     options: ClearingOptions = field(init=False)
     _applied: dict[int, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
 
@@ -687,6 +693,8 @@ class Cycle:
             writer = self.writers.get(sp.device_id)
             if writer is None:
                 continue
+            if self.fence is not None:
+                self.fence()
             outcome = writer.write(sp)
             if not outcome.ok:
                 failures.append(f"{sp.device_id}: {outcome.reason}")
@@ -850,6 +858,8 @@ class Cycle:
             return SettlementReport(
                 interval=interval, batch=batch, outcome=None, error="no chain configured"
             )
+        if self.fence is not None:
+            self.fence()  # LostSite propagates: the intent stays for the site's holder
         try:
             outcome = self.settler.submit(batch)
         except Exception as exc:  # any chain failure: keep the intent, report, retry next tick

@@ -59,6 +59,10 @@ class MissingDatabase(ControllerError, FileNotFoundError):
     """A command that only reads was pointed at a database that does not exist (none made)."""
 
 
+class LostSite(ControllerError, RuntimeError):
+    """A worker no longer holds the site it was running (``peergrid worker``): stop at once."""
+
+
 class NotWired(ControllerError, RuntimeError):
     """A part of the runtime that :func:`controller.wiring.build_runtime` was told to leave out."""
 

@@ -9,9 +9,10 @@ chain first).
 One instance per site, wherever it is started from: the lock is the database's own. For a
 SQLite database it is ``<database file>.lock`` beside the file (an exclusive ``flock`` held
 while the controller runs, released when the process ends, however it ends), so a second
-``peergrid run`` for the same database, from any folder, exits with code 1. Other databases
-(PostgreSQL) are locked per host in the temporary folder, keyed by the URL, until the
-per-site locks of the scale issue take that role in the database itself. The database
+``peergrid run`` for the same database, from any folder, exits with code 1. On PostgreSQL
+it is the database's own lock of the site (:func:`site_guard`): the advisory lock of the
+site's schema that every ``peergrid worker`` takes for a step of the site, held on a
+connection PostgreSQL drops when the process dies. The database
 itself belongs to one site (:mod:`controller.site_identity`): ``run`` binds it on first use
 and refuses another site's.
 
@@ -51,6 +52,7 @@ import dataclasses
 import hashlib
 import logging
 import tempfile
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -61,12 +63,30 @@ from controller.cycle import IntervalReport
 from controller.errors import AlreadyRunning, ConfigError
 from controller.history import price_text, result_figures
 from controller.scheduler import Report, run_forever, run_tick, single_instance
-from controller.store import Store, sqlite_file
+from controller.store import Store, site_lock, sqlite_file
 from controller.wiring import build_runtime
 from market.codec import result_to_dict
 from market.domain import ClearingResult, Interval, utc_label
 
 log = logging.getLogger("peergrid.run")
+
+
+def site_guard(database: str) -> AbstractContextManager[None]:
+    """The single-instance lock of a site's database (module docstring).
+
+    A SQLite file: an exclusive ``flock`` on ``<file>.lock``. PostgreSQL: the database's
+    own lock of the site (:func:`controller.store.site_lock`, a session advisory lock keyed
+    by the site's schema), the lock ``peergrid worker`` takes for each step, so a ``run``
+    or ``serve`` and a fleet's workers never drive one site together.
+
+    Parameters
+    ----------
+    database : str
+        The site's database URL.
+    """
+    if sqlite_file(database) is None and database.startswith("postgresql"):
+        return site_lock(database)
+    return single_instance(lock_path(database))
 
 
 def lock_path(database: str) -> Path:
@@ -256,7 +276,7 @@ def run_site(site: SiteConfig, *, once: bool = False, dev_interval_s: int | None
     if dev_interval_s is not None:
         site = dev_interval(site, dev_interval_s)
     try:
-        with build_runtime(site, guard=single_instance(lock_path(site.database))) as runtime:
+        with build_runtime(site, guard=site_guard(site.database)) as runtime:
             close_stale_ticks(runtime.store)
             watch = watch_site(runtime)  # alerts after each step (controller.alerts)
             try:

@@ -87,7 +87,9 @@ def grace_s(interval_s: int) -> float:
     return min(GRACE_MAX_S, interval_s / 4)
 
 
-def catch_up_boundary(now: datetime, interval_s: int, last_tick: int | None) -> datetime | None:
+def catch_up_boundary(
+    now: datetime, interval_s: int, last_tick: int | None, *, window_s: float | None = None
+) -> datetime | None:
     """The boundary a controller starting at ``now`` runs at once, if any (pure).
 
     Parameters
@@ -98,17 +100,19 @@ def catch_up_boundary(now: datetime, interval_s: int, last_tick: int | None) -> 
         The interval [s].
     last_tick : int or None
         The latest boundary recorded in the ticks table [Unix s] (``None``: none).
+    window_s : float or None
+        How late the boundary may be [s]; ``None``: :func:`grace_s`.
 
     Returns
     -------
     datetime or None
-        The latest boundary at or before ``now`` when at most :func:`grace_s` has passed
+        The latest boundary at or before ``now`` when at most ``window_s`` has passed
         since it and it has not run (``last_tick`` is older); otherwise ``None`` (wait for
         the next boundary).
     """
     boundary = Interval.containing(now, interval_s).start
     late = (now - boundary).total_seconds()
-    if late > grace_s(interval_s):
+    if late > (grace_s(interval_s) if window_s is None else window_s):
         return None
     if last_tick is not None and last_tick >= int(boundary.timestamp()):
         return None
@@ -190,7 +194,9 @@ def misfire_s(interval_s: int) -> int:
     return max(interval_s // 3, 1)
 
 
-def catch_up_gate(now: datetime, interval_s: int, gate_closure_s: int) -> Interval | None:
+def catch_up_gate(
+    now: datetime, interval_s: int, gate_closure_s: int, *, window_s: float | None = None
+) -> Interval | None:
     """The interval whose gate closure a controller starting at ``now`` still runs (pure).
 
     Parameters
@@ -201,19 +207,21 @@ def catch_up_gate(now: datetime, interval_s: int, gate_closure_s: int) -> Interv
         The interval [s].
     gate_closure_s : int
         The site's gate closure [s] (0: no separate clearing event, ``None`` is returned).
+    window_s : float or None
+        How late the gate closure may be [s]; ``None``: :func:`grace_s`.
 
     Returns
     -------
     Interval or None
         The interval of the latest gate closure at or before ``now``, when at most
-        :func:`grace_s` has passed since it; otherwise ``None``. Whether it still needs
+        ``window_s`` has passed since it; otherwise ``None``. Whether it still needs
         clearing is the store's to say (its claim).
     """
     if gate_closure_s <= 0:
         return None
     upcoming = Interval.containing(now + timedelta(seconds=gate_closure_s), interval_s)
     gate = upcoming.start - timedelta(seconds=gate_closure_s)
-    if (now - gate).total_seconds() > grace_s(interval_s):
+    if (now - gate).total_seconds() > (grace_s(interval_s) if window_s is None else window_s):
         return None
     return upcoming
 
@@ -361,7 +369,7 @@ def run_event(cycle: Cycle, event: Event) -> list[Report]:
     return [] if report is None else [report]
 
 
-def catch_up_events(cycle: Cycle, now: datetime) -> list[Event]:
+def catch_up_events(cycle: Cycle, now: datetime, *, window_s: float | None = None) -> list[Event]:
     """The events a controller starting at ``now`` runs at once, in time order.
 
     Parameters
@@ -370,6 +378,9 @@ def catch_up_events(cycle: Cycle, now: datetime) -> list[Event]:
         The site's cycle (its store holds the ticks and the claimed intervals).
     now : datetime
         The time of the start-up (UTC).
+    window_s : float or None
+        How late an event may be [s]; ``None``: :func:`grace_s` (``peergrid worker``'s steps
+        use :func:`misfire_s`, :mod:`controller.fleet`).
 
     Returns
     -------
@@ -381,11 +392,11 @@ def catch_up_events(cycle: Cycle, now: datetime) -> list[Event]:
     """
     length, gate = cycle.site.interval_s, cycle.site.gate_closure_s
     events: list[Event] = []
-    late = catch_up_boundary(now, length, cycle.store.last_tick())
+    late = catch_up_boundary(now, length, cycle.store.last_tick(), window_s=window_s)
     if late is not None:
         kind = EventKind.BOUNDARY if gate > 0 else EventKind.TICK
         events.append(Event(late, kind, late))
-    interval = catch_up_gate(now, length, gate)
+    interval = catch_up_gate(now, length, gate, window_s=window_s)
     if interval is not None and cycle.store.result(interval.interval_id) is None:
         events.append(Event(cycle.gate_closure(interval), EventKind.CLEAR, interval.start))
     return sorted(events, key=lambda e: e.at)

@@ -53,7 +53,7 @@ from controller.config import ChainBackend, SiteConfig
 from controller.cycle import IntervalReport
 from controller.errors import AlreadyRunning, ConfigError
 from controller.events import EventHub, interval_event, settlement_event
-from controller.runner import close_stale_ticks, dev_interval, lock_path, summary
+from controller.runner import close_stale_ticks, dev_interval, lock_path, site_guard, summary
 from controller.scheduler import CycleThread, Report, single_instance
 from controller.wiring import Runtime, build_runtime
 
@@ -365,7 +365,7 @@ def serve_site(
     if dev_interval_s is not None:
         site = dev_interval(site, dev_interval_s)
     try:
-        with build_runtime(site, guard=single_instance(lock_path(site.database))) as runtime:
+        with build_runtime(site, guard=site_guard(site.database)) as runtime:
             return run_service(
                 site,
                 runtime,

@@ -54,6 +54,7 @@ and a SQLite file that does not exist, or a database without PeerGrid tables, ra
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -90,6 +91,7 @@ from sqlalchemy import (
     insert,
     inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -98,6 +100,7 @@ from sqlalchemy.types import TypeEngine
 
 from controller.audit import record_core
 from controller.errors import (
+    AlreadyRunning,
     ConfigError,
     ControllerError,
     MissingDatabase,
@@ -587,6 +590,43 @@ def shared_engine(url: str) -> Engine:
             engine = open_engine(url, pool_size=4, max_overflow=4, pool_pre_ping=True)
             _SHARED[url] = engine
         return engine
+
+
+_LOCK_SALT = 0x5045_4552  # "PEER": keeps PeerGrid's advisory locks apart from others'
+
+
+def lock_key(schema: str) -> int:
+    """The advisory-lock key of a site's store (a signed 64-bit integer)."""
+    digest = hashlib.sha256(f"peergrid-site:{schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True) ^ _LOCK_SALT
+
+
+@contextlib.contextmanager
+def site_lock(url: str) -> Iterator[None]:
+    """Hold the database's lock of the site at ``url`` for the block (a PostgreSQL store).
+
+    A session advisory lock on a connection kept for the block: PostgreSQL releases it when
+    the block ends or the process dies. ``peergrid run`` on PostgreSQL and every worker's
+    step take it.
+
+    Raises
+    ------
+    AlreadyRunning
+        Another process holds it.
+    """
+    base, schema = split_schema(url)
+    key = lock_key(schema or make_url(base).render_as_string(hide_password=True))
+    with shared_engine(base).connect() as conn:
+        got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+        conn.commit()
+        if not got:
+            msg = f"another PeerGrid controller or worker is running this site ({schema or base})"
+            raise AlreadyRunning(msg)
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            conn.commit()
 
 
 def sqlite_file(url: str) -> Path | None:

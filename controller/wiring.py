@@ -683,6 +683,8 @@ def build_runtime(
     trial: TrialFunding | None = None,
     forecaster: Forecaster | None = None,
     guard: AbstractContextManager[object] | None = None,
+    device_factory: Callable[[SiteConfig], Devices] | None = None,
+    shared_store: bool = False,
 ) -> Runtime:
     """Build the runtime of ``site``: grid, devices, chain, store and cycle (module docstring).
 
@@ -723,6 +725,12 @@ def build_runtime(
     guard : context manager or None
         Entered before anything is opened and left after everything is closed (``peergrid
         run``: the site's single-instance lock).
+    device_factory : Callable or None
+        Makes the devices instead of :func:`build_devices` (``peergrid worker
+        --simulate-devices``: :func:`controller.simdevices.simulated_devices`).
+    shared_store : bool
+        Open the store on this process's shared engine (:class:`~controller.store.Store`
+        ``shared``: many sites' schemas in one PostgreSQL database).
 
     Returns
     -------
@@ -757,9 +765,12 @@ def build_runtime(
         identity = site_identity(
             site, loaded, trial=trial is not None or site.chain.backend is ChainBackend.EMBEDDED
         )
-        store = Store(store_url or site.database, create=create_store, site=identity)
+        store = Store(
+            store_url or site.database, create=create_store, site=identity, shared=shared_store
+        )
         resources.callback(store.close)
-        devs = build_devices(site) if devices else Devices()
+        make_devices = device_factory or build_devices
+        devs = make_devices(site) if devices else Devices()
         resources.callback(devs.close)
         settler = None
         minted = 0

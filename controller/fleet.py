@@ -1,0 +1,462 @@
+"""Many sites on one PostgreSQL database, run by any number of ``peergrid worker`` processes.
+
+The work is distributed by procrastinate (a PostgreSQL task engine: jobs, per-job locks,
+periodic tasks, worker heartbeats), not by a home-made lease protocol:
+
+* **Sites** live in the database (``peergrid site add|remove|list --db URL``): table
+  ``peergrid_fleet.sites`` keeps each site file's text, the folder its relative paths are
+  relative to, and when it was added or removed. Each site's store is the schema
+  ``site_<id>`` of the same database (:func:`controller.store.split_schema`): the same
+  tables and Alembic revisions as a single site's, so ``peergrid audit verify --db
+  URL?schema=site_<id>`` and every other command read it as usual.
+* **Dispatch**: a periodic task (every :data:`DISPATCH_EVERY_S` seconds; procrastinate
+  defers it once per period whichever workers run) defers one ``site_step`` job for every
+  site whose next event (a boundary or a gate closure) has come, with the job lock and
+  queueing lock ``site:<id>``: one job of a site runs at a time, and at most one waits.
+* **A step** brings a site up to date at the time it runs, as a controller starting then
+  would (:func:`run_step`): ticks left ``running`` by a worker that died are closed as
+  ``crashed``, pending settlements are resolved (the chain is asked first), boundaries no
+  one ran are recorded ``missed`` with the reason, and the latest event runs if it is at
+  most :func:`~controller.scheduler.misfire_s` late.
+* **Stalled jobs**: a worker sends a heartbeat every :data:`HEARTBEAT_S` seconds; a periodic
+  task fails the jobs of workers silent for ``stall_s`` seconds (``--stall-s``), which frees
+  their sites' locks: the next step runs on a live worker.
+
+Safety does not rest on the engine alone:
+
+1. The store's unique constraints keep every interval claimed, every boundary ticked and
+   every settlement intent recorded at most once, whoever writes.
+2. A step holds the site's **database lock** (a session advisory lock keyed by the site's
+   schema, :func:`site_lock`) for its whole run; ``peergrid run`` on PostgreSQL takes the
+   same lock, so a worker and a ``run`` never drive one site together. PostgreSQL drops the
+   lock of a process that dies (its connection closes).
+3. Right before each settlement transaction and each setpoint, the step checks **by the
+   database's clock** that it still holds the site (:meth:`Fleet.check_hold`): its hold's
+   fencing epoch is current, its job is still ``doing`` and its worker's heartbeat is
+   younger than ``stall_s``. Otherwise it stops (:class:`~controller.errors.LostSite`) and
+   sends nothing.
+4. The Settlement contract accepts one batch per interval (the batch id), the last guard.
+
+Each site has its own Settlement contract and operator address (its site file's), and one
+worker at a time sends its transactions, so nonces never race; a worker taking a site
+reconciles the operator's nonce with the node and the store first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import re
+import tomllib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    MetaData,
+    String,
+    Table,
+    Text,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+
+from controller.config import SiteConfig, parse_site
+from controller.errors import ConfigError, LostSite
+from controller.scheduler import catch_up_events, misfire_s, run_event
+from controller.store import lock_key, shared_engine, site_lock, split_schema
+from market.domain import Interval, utc_label
+
+log = logging.getLogger("peergrid.fleet")
+
+FLEET_SCHEMA: Final = "peergrid_fleet"  # spelled out in the SQL below
+SITE_ID = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+DISPATCH_EVERY_S: Final = 5
+HEARTBEAT_S: Final = 2.0
+STALL_S: Final = 30.0
+"""Default: a worker silent this long [s] is dead; its jobs are failed and its sites freed."""
+
+fleet_metadata = MetaData(schema=FLEET_SCHEMA)
+
+sites = Table(
+    "sites",
+    fleet_metadata,
+    Column("site_id", String(40), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("site_toml", Text, nullable=False),
+    Column("base_dir", Text, nullable=False),
+    Column("file_sha256", String(64), nullable=False),
+    Column("added_at", DateTime(timezone=True), nullable=False),
+    Column("removed_at", DateTime(timezone=True), nullable=True),
+    Column("dispatched_until", BigInteger, nullable=False, default=0),
+)
+
+site_holds = Table(
+    "site_holds",
+    fleet_metadata,
+    Column("site_id", String(40), primary_key=True),
+    Column("epoch", BigInteger, nullable=False),
+    Column("job_id", BigInteger, nullable=False),
+    Column("taken_at", DateTime(timezone=True), nullable=False),
+)
+
+
+def site_schema(site_id: str) -> str:
+    """The schema of a site's store: ``site_<id>``."""
+    return f"site_{site_id}"
+
+
+def check_site_id(site_id: str) -> str:
+    """``site_id`` if it is a valid id (lower-case letter, then letters, digits, ``_``)."""
+    if not SITE_ID.match(site_id):
+        msg = (
+            f"site id {site_id!r}: a lower-case letter, then lower-case letters, digits and _ "
+            "(at most 40)"
+        )
+        raise ConfigError(msg)
+    return site_id
+
+
+def require_postgresql(url: str) -> str:
+    """``url`` if it is a PostgreSQL URL without ``schema``; the workers' database."""
+    base, schema = split_schema(url)
+    if make_url(base).get_backend_name() != "postgresql":
+        msg = (
+            "workers and 'peergrid site' need a PostgreSQL database "
+            "(postgresql+psycopg://user@host/dbname); SQLite keeps one site per file"
+        )
+        raise ConfigError(msg)
+    if schema is not None:
+        msg = "give the fleet's database without schema= (each site gets its own schema)"
+        raise ConfigError(msg)
+    return base
+
+
+def conninfo_of(url: str) -> str:
+    """The libpq connection string of a SQLAlchemy PostgreSQL URL (for procrastinate)."""
+    from psycopg.conninfo import make_conninfo  # noqa: PLC0415
+
+    parsed = make_url(url)
+    params: dict[str, Any] = {
+        k: v for k, v in parsed.query.items() if isinstance(v, str) and k != "schema"
+    }
+    for key, value in (
+        ("host", parsed.host),
+        ("port", parsed.port),
+        ("user", parsed.username),
+        ("password", parsed.password),
+        ("dbname", parsed.database),
+    ):
+        if value is not None:
+            params.setdefault(key, str(value))
+    return make_conninfo(**params)
+
+
+@dataclass(frozen=True, slots=True)
+class SiteRow:
+    """A site of the fleet as ``peergrid site list`` shows it."""
+
+    site_id: str
+    name: str
+    added_at: datetime
+    removed_at: datetime | None
+    dispatched_until: int
+    version: str  # the site file's SHA-256
+
+
+class Fleet:
+    """The fleet's tables and the engine's schema on one PostgreSQL database.
+
+    Parameters
+    ----------
+    url
+        The database (SQLAlchemy URL, no ``schema``).
+    create
+        Create the fleet's schema and procrastinate's tables if missing (under an advisory
+        lock, so workers starting together do it once).
+    """
+
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        self.url = require_postgresql(url)
+        self.engine = shared_engine(self.url)
+        if create:
+            self._create()
+
+    def _create(self) -> None:
+        from procrastinate.schema import SchemaManager  # noqa: PLC0415
+
+        with self.engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key(FLEET_SCHEMA)})
+            conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{FLEET_SCHEMA}"')
+            fleet_metadata.create_all(conn)
+            found = conn.execute(text("SELECT to_regclass('procrastinate_jobs')")).scalar()
+            if found is None:  # procrastinate's own schema, as `procrastinate schema --apply`
+                raw = conn.connection.dbapi_connection
+                assert raw is not None  # noqa: S101 - an open connection has one
+                cursor = raw.cursor()
+                try:
+                    cursor.execute(SchemaManager.get_schema())  # no parameters: % stays as is
+                finally:
+                    cursor.close()
+
+    # -- sites ----------------------------------------------------------------------------
+    def add_site(self, site_id: str, path: Path) -> SiteConfig:
+        """Add the site file at ``path`` as ``site_id``; returns the site as parsed.
+
+        Raises
+        ------
+        ConfigError
+            A bad id, a site id in use (also by a removed site: its store is kept), or a
+            site file that does not parse (:class:`~controller.config.InvalidSite`).
+        """
+        check_site_id(site_id)
+        raw = path.read_text("utf-8")
+        site = load_site_text(raw, str(path), path.resolve().parent)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(sites).values(
+                        site_id=site_id,
+                        name=site.name,
+                        site_toml=raw,
+                        base_dir=str(path.resolve().parent),
+                        file_sha256=hashlib.sha256(raw.encode()).hexdigest(),
+                        added_at=datetime.now(UTC),
+                        removed_at=None,
+                        dispatched_until=0,
+                    )
+                )
+        except IntegrityError:
+            msg = f"site id {site_id!r} is taken (sites keep their id after removal)"
+            raise ConfigError(msg) from None
+        return site
+
+    def remove_site(self, site_id: str) -> bool:
+        """Stop dispatching ``site_id`` (its store and records stay); False if not active."""
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(sites)
+                .where(sites.c.site_id == site_id)
+                .where(sites.c.removed_at.is_(None))
+                .values(removed_at=datetime.now(UTC))
+            )
+        return bool(done.rowcount)
+
+    def list_sites(self, *, removed: bool = False) -> list[SiteRow]:
+        """The fleet's sites by id (with ``removed``, removed ones too)."""
+        query = select(sites).order_by(sites.c.site_id)
+        if not removed:
+            query = query.where(sites.c.removed_at.is_(None))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [
+            SiteRow(
+                site_id=r["site_id"],
+                name=r["name"],
+                added_at=r["added_at"],
+                removed_at=r["removed_at"],
+                dispatched_until=int(r["dispatched_until"]),
+                version=r["file_sha256"],
+            )
+            for r in rows
+        ]
+
+    def site_version(self, site_id: str) -> str:
+        """The SHA-256 of the active site's file (it changes when the site is re-added).
+
+        Raises
+        ------
+        ConfigError
+            No active site has that id.
+        """
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(sites.c.file_sha256)
+                .where(sites.c.site_id == site_id)
+                .where(sites.c.removed_at.is_(None))
+            ).scalar()
+        if found is None:
+            msg = f"no active site {site_id!r} in the fleet"
+            raise ConfigError(msg)
+        return str(found)
+
+    def load_site(self, site_id: str) -> SiteConfig:
+        """The site as stored, its store in schema ``site_<id>`` of this database.
+
+        Raises
+        ------
+        ConfigError
+            No active site has that id.
+        """
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(sites.c.site_toml, sites.c.base_dir)
+                .where(sites.c.site_id == site_id)
+                .where(sites.c.removed_at.is_(None))
+            ).first()
+        if row is None:
+            msg = f"no active site {site_id!r} in the fleet"
+            raise ConfigError(msg)
+        site = load_site_text(row.site_toml, f"fleet:{site_id}", Path(row.base_dir))
+        return dataclasses.replace(site, database=self.store_url(site_id))
+
+    def store_url(self, site_id: str) -> str:
+        """The URL of a site's store: this database, schema ``site_<id>``."""
+        return f"{self.url}{'&' if '?' in self.url else '?'}schema={site_schema(site_id)}"
+
+    # -- dispatch ---------------------------------------------------------------------------
+    def claim_dispatch(self, site_id: str, event_at: int) -> bool:
+        """Record that the site's event at ``event_at`` [Unix s] was dispatched; once only."""
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(sites)
+                .where(sites.c.site_id == site_id)
+                .where(sites.c.dispatched_until < event_at)
+                .values(dispatched_until=event_at)
+            )
+        return bool(done.rowcount)
+
+    # -- holds ------------------------------------------------------------------------------
+    def take_hold(self, site_id: str, job_id: int) -> int:
+        """Make ``job_id`` the site's holder; returns its fencing epoch (one more each time)."""
+        with self.engine.begin() as conn:
+            epoch = conn.execute(
+                text(
+                    "INSERT INTO peergrid_fleet.site_holds (site_id, epoch, job_id, taken_at) "
+                    "VALUES (:s, 1, :j, now()) ON CONFLICT (site_id) DO UPDATE SET "
+                    "epoch = site_holds.epoch + 1, job_id = excluded.job_id, taken_at = now() "
+                    "RETURNING epoch"
+                ),
+                {"s": site_id, "j": job_id},
+            ).scalar_one()
+        return int(epoch)
+
+    def check_hold(self, site_id: str, epoch: int, stall_s: float) -> None:
+        """Raise :class:`LostSite` unless the hold ``epoch`` of ``site_id`` is still live.
+
+        Live, by the database's clock: the epoch is the site's current one, its job is
+        ``doing``, and its worker's last heartbeat is younger than ``stall_s`` [s].
+        """
+        with self.engine.connect() as conn:
+            why = conn.execute(
+                text(
+                    "SELECT CASE "
+                    "WHEN h.epoch IS DISTINCT FROM :e THEN 'another job took the site' "
+                    "WHEN j.status IS DISTINCT FROM 'doing' THEN 'the job is no longer running' "
+                    "WHEN w.last_heartbeat IS NULL "
+                    "  OR w.last_heartbeat < now() - make_interval(secs => :stall) "
+                    "  THEN 'the worker''s heartbeat is stale' "
+                    "ELSE '' END "
+                    "FROM peergrid_fleet.site_holds h "
+                    "LEFT JOIN procrastinate_jobs j ON j.id = h.job_id "
+                    "LEFT JOIN procrastinate_workers w ON w.id = j.worker_id "
+                    "WHERE h.site_id = :s"
+                ),
+                {"s": site_id, "e": epoch, "stall": stall_s},
+            ).scalar()
+        if why is None:
+            why = "the site has no holder"
+        if why:
+            msg = f"site {site_id}: lost the site (epoch {epoch}): {why}; nothing sent"
+            raise LostSite(msg)
+
+
+def load_site_text(raw: str, source: str, base_dir: Path) -> SiteConfig:
+    """Parse a site file's text (relative paths against ``base_dir``)."""
+    try:
+        data = tomllib.loads(raw)
+    except tomllib.TOMLDecodeError as exc:
+        msg = f"{source}: not TOML: {exc}"
+        raise ConfigError(msg) from None
+    return parse_site(data, source, base_dir=base_dir)
+
+
+def latest_event_at(site: SiteConfig, now: datetime) -> int:
+    """The latest event of ``site`` at or before ``now`` [Unix s]: a boundary or gate closure."""
+    boundary = Interval.containing(now, site.interval_s)
+    at = int(boundary.start.timestamp())
+    if site.gate_closure_s > 0:
+        gate = int(boundary.end.timestamp()) - site.gate_closure_s
+        if gate <= now.timestamp():
+            at = max(at, gate)
+    return at
+
+
+class SiteHold:
+    """What a running step holds: the site's fencing epoch, checked before each side effect."""
+
+    def __init__(self, fleet: Fleet, site_id: str, epoch: int, stall_s: float) -> None:
+        self.fleet, self.site_id, self.epoch, self.stall_s = fleet, site_id, epoch, stall_s
+
+    def __call__(self) -> None:
+        """Raise :class:`LostSite` unless the hold is live (:meth:`Fleet.check_hold`)."""
+        self.fleet.check_hold(self.site_id, self.epoch, self.stall_s)
+
+
+def step_events(cycle: Any, now: datetime) -> list[Any]:  # noqa: ANN401 - Cycle, Event
+    """The events a step at ``now`` runs: the latest boundary (and gate closure) if due.
+
+    As a controller starting at ``now`` (:func:`~controller.scheduler.catch_up_events`), with
+    the window :func:`~controller.scheduler.misfire_s` (a third of the interval) instead of
+    the start-up grace: a step may wait behind others in the queue.
+    """
+    return catch_up_events(cycle, now, window_s=misfire_s(cycle.site.interval_s))
+
+
+def run_step(runtime: Any, hold: SiteHold, now: datetime) -> list[Any]:  # noqa: ANN401
+    """Bring one site up to date at ``now`` (module docstring); its reports.
+
+    Parameters
+    ----------
+    runtime : Runtime
+        The site's runtime (:func:`controller.wiring.build_runtime`).
+    hold : SiteHold
+        The step's hold; the cycle calls it before each transaction and setpoint.
+    now : datetime
+        The time (UTC).
+    """
+    from controller.runner import close_stale_ticks  # noqa: PLC0415 - runner imports a lot
+
+    cycle = runtime.cycle
+    cycle.fence = hold
+    hold()
+    if runtime.settler is not None and not runtime.trial:
+        client = runtime.client
+        client.reconcile_nonce(runtime.store.load_next_nonce(str(client.operator.address)))
+    close_stale_ticks(runtime.store)
+    for resumed in cycle.resume_pending():
+        log.info("resumed settlement of %s: %s", resumed.interval.label(), resumed.error or "ok")
+    reports: list[Any] = []
+    for event in step_events(cycle, now):
+        log.info("site %s: event %s", hold.site_id, event.label())
+        reports += run_event(cycle, event)
+    if not reports:
+        log.info("site %s: nothing due at %s", hold.site_id, utc_label(now))
+    return reports
+
+
+__all__ = [
+    "DISPATCH_EVERY_S",
+    "FLEET_SCHEMA",
+    "Fleet",
+    "SiteHold",
+    "SiteRow",
+    "check_site_id",
+    "conninfo_of",
+    "latest_event_at",
+    "lock_key",
+    "require_postgresql",
+    "run_step",
+    "site_lock",
+    "site_schema",
+    "step_events",
+]

@@ -1,0 +1,250 @@
+"""``peergrid worker --db URL``: one worker of a fleet of sites (:mod:`controller.fleet`).
+
+Run any number of them, on any machines, against one PostgreSQL database; each is a
+procrastinate worker running three tasks:
+
+* ``peergrid.dispatch`` (periodic, every :data:`~controller.fleet.DISPATCH_EVERY_S` s):
+  defers a ``peergrid.site_step`` job for every site whose next event has come;
+* ``peergrid.site_step`` (lock and queueing lock ``site:<id>``): one site's step
+  (:func:`controller.fleet.run_step`) under the site's database lock and hold;
+* ``peergrid.recover_stalled`` (periodic): fails the jobs of workers whose heartbeat is
+  older than ``stall_s``, so their sites go on elsewhere.
+
+A worker keeps the runtime of each site it has stepped (grid, chain client, store on the
+shared pool) for its next step, and rebuilds it when the site's file changes or the site
+is removed. Ctrl-C (SIGINT) or SIGTERM lets the running steps finish, then exits.
+
+Development flags (each logs a warning at start; every worker of a fleet must use the same):
+``--dev-interval-s N`` runs every site with N-second intervals; ``--simulate-devices`` reads
+devices simulated in-process (:mod:`controller.simdevices`) instead of over Modbus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from procrastinate import App, Blueprint, JobContext, PsycopgConnector
+from procrastinate.exceptions import AlreadyEnqueued
+from procrastinate.jobs import Status
+
+from controller.config import SiteConfig
+from controller.errors import AlreadyRunning, ConfigError, LostSite
+from controller.fleet import (
+    DISPATCH_EVERY_S,
+    HEARTBEAT_S,
+    STALL_S,
+    Fleet,
+    SiteHold,
+    conninfo_of,
+    latest_event_at,
+    run_step,
+    site_lock,
+)
+from controller.runner import dev_interval
+from controller.wiring import Runtime, build_runtime
+
+log = logging.getLogger("peergrid.worker")
+
+tasks = Blueprint()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerOptions:
+    """How a worker runs (``peergrid worker`` flags)."""
+
+    db_url: str
+    concurrency: int = 1
+    stall_s: float = STALL_S
+    dev_interval_s: int | None = None
+    simulate_devices: bool = False
+    name: str = ""
+
+
+class FleetWorker:
+    """The state of one worker process: the fleet, its options and its sites' runtimes."""
+
+    def __init__(self, options: WorkerOptions, app: App) -> None:
+        self.options = options
+        self.app = app
+        self.fleet = Fleet(options.db_url)
+        self._runtimes: dict[str, tuple[str, Runtime]] = {}
+        self._sites: dict[str, tuple[str, SiteConfig]] = {}
+        self._lock = threading.Lock()
+
+    # -- sites ------------------------------------------------------------------------------
+    def site(self, site_id: str, version: str | None = None) -> SiteConfig:
+        """The stored site (parsed once per version), with the development interval if set.
+
+        ``version`` is the file's SHA-256 if the caller read it (:meth:`Fleet.list_sites`).
+        """
+        version = version or self.fleet.site_version(site_id)
+        with self._lock:
+            kept = self._sites.get(site_id)
+        if kept is not None and kept[0] == version:
+            return kept[1]
+        site = self.fleet.load_site(site_id)
+        if self.options.dev_interval_s is not None:
+            site = dev_interval(site, self.options.dev_interval_s)
+        with self._lock:
+            self._sites[site_id] = (version, site)
+        return site
+
+    def runtime(self, site_id: str, site: SiteConfig) -> Runtime:
+        """The site's runtime, built on first use and kept while its file is unchanged."""
+        key = repr(site)
+        with self._lock:
+            kept = self._runtimes.get(site_id)
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        if kept is not None:
+            kept[1].close()
+        factory = None
+        if self.options.simulate_devices:
+            from controller.simdevices import simulated_devices  # noqa: PLC0415
+
+            factory = simulated_devices
+        runtime = build_runtime(site, shared_store=True, device_factory=factory)
+        with self._lock:
+            self._runtimes[site_id] = (key, runtime)
+        return runtime
+
+    def close(self) -> None:
+        """Close every kept runtime."""
+        with self._lock:
+            kept = list(self._runtimes.values())
+            self._runtimes.clear()
+        for _, runtime in kept:
+            runtime.close()
+
+    # -- tasks ------------------------------------------------------------------------------
+    def step(self, site_id: str, job_id: int) -> None:
+        """One step of ``site_id`` as job ``job_id`` (:func:`controller.fleet.run_step`)."""
+        site = self.site(site_id)
+        try:
+            with site_lock(site.database):
+                epoch = self.fleet.take_hold(site_id, job_id)
+                hold = SiteHold(self.fleet, site_id, epoch, self.options.stall_s)
+                run_step(self.runtime(site_id, site), hold, datetime.now(UTC))
+        except AlreadyRunning as exc:
+            log.warning("site %s not stepped: %s", site_id, exc)
+        except LostSite as exc:
+            log.error("%s", exc)  # noqa: TRY400 - the message is the whole story
+
+    def dispatch(self) -> int:
+        """Defer a step for every site whose next event has come; how many were deferred."""
+        now = datetime.now(UTC)
+        deferred = 0
+        for row in self.fleet.list_sites():
+            try:
+                at = latest_event_at(self.site(row.site_id, row.version), now)
+            except ConfigError as exc:
+                log.error("site %s cannot be dispatched: %s", row.site_id, exc)  # noqa: TRY400
+                continue
+            if at <= row.dispatched_until or not self.fleet.claim_dispatch(row.site_id, at):
+                continue
+            lock = f"site:{row.site_id}"
+            try:
+                site_step.configure(lock=lock, queueing_lock=lock).defer(site_id=row.site_id)
+            except AlreadyEnqueued:
+                log.info("site %s: a step is already waiting; it will catch up", row.site_id)
+                continue
+            deferred += 1
+        return deferred
+
+    async def recover(self) -> list[int]:
+        """Fail the jobs of stalled workers (their sites' locks are freed); their ids."""
+        manager = self.app.job_manager
+        stalled = await manager.get_stalled_jobs(seconds_since_heartbeat=self.options.stall_s)
+        failed: list[int] = []
+        for job in stalled:
+            if job.id is None:
+                continue
+            await manager.finish_job_by_id_async(job.id, status=Status.FAILED, delete_job=False)
+            log.warning(
+                "job %d (%s %s) of a stalled worker failed; its site goes on elsewhere",
+                job.id,
+                job.task_name,
+                job.task_kwargs,
+            )
+            failed.append(job.id)
+        return failed
+
+
+_WORKER: FleetWorker | None = None
+
+
+def _worker() -> FleetWorker:
+    if _WORKER is None:
+        msg = "no fleet worker in this process (peergrid worker starts one)"
+        raise RuntimeError(msg)
+    return _WORKER
+
+
+@tasks.task(name="peergrid.site_step", pass_context=True)
+def site_step(context: JobContext, site_id: str) -> None:
+    """One site's step (:meth:`FleetWorker.step`)."""
+    job_id = context.job.id
+    if job_id is None:
+        msg = "a job without an id"
+        raise RuntimeError(msg)
+    _worker().step(site_id, job_id)
+
+
+@tasks.periodic(cron=f"* * * * * */{DISPATCH_EVERY_S}", periodic_id="dispatch")
+@tasks.task(name="peergrid.dispatch", queueing_lock="peergrid.dispatch")
+def dispatch(timestamp: int) -> None:
+    """Defer the steps that are due (:meth:`FleetWorker.dispatch`)."""
+    deferred = _worker().dispatch()
+    if deferred:
+        log.info("dispatched %d site steps (tick %d)", deferred, timestamp)
+
+
+@tasks.periodic(cron=f"* * * * * */{DISPATCH_EVERY_S}", periodic_id="recover")
+@tasks.task(name="peergrid.recover_stalled", queueing_lock="peergrid.recover")
+async def recover_stalled(timestamp: int) -> None:
+    """Fail stalled workers' jobs (:meth:`FleetWorker.recover`)."""
+    del timestamp
+    await _worker().recover()
+
+
+def make_app(db_url: str) -> App:
+    """The procrastinate app of a fleet's database, with PeerGrid's tasks."""
+    app = App(connector=PsycopgConnector(conninfo=conninfo_of(db_url)))
+    app.add_tasks_from(tasks, namespace="peergrid")
+    return app
+
+
+def run_worker(options: WorkerOptions) -> int:
+    """Run a worker until SIGINT/SIGTERM (module docstring); the exit code."""
+    global _WORKER  # noqa: PLW0603 - the tasks reach the process's one worker
+    if options.dev_interval_s is not None:
+        log.warning(
+            "development interval: every site runs %d-second intervals", options.dev_interval_s
+        )
+    if options.simulate_devices:
+        log.warning("development flag: devices are simulated in-process, not read over Modbus")
+    app = make_app(options.db_url)
+    _WORKER = FleetWorker(options, app)
+    name = options.name or f"{socket.gethostname()}-{os.getpid()}"
+    log.info("worker %s on %s", name, _WORKER.fleet.engine.url.render_as_string(True))
+    try:
+        app.run_worker(
+            name=name,
+            concurrency=max(options.concurrency, 1) + 1,  # + the periodic tasks
+            update_heartbeat_interval=HEARTBEAT_S,
+            stalled_worker_timeout=options.stall_s,
+            fetch_job_polling_interval=1.0,
+            install_signal_handlers=True,
+        )
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        pass
+    finally:
+        _WORKER.close()
+        _WORKER = None
+    return 0
