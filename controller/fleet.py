@@ -10,9 +10,12 @@ periodic tasks, worker heartbeats), not by a home-made lease protocol:
   tables and Alembic revisions as a single site's, so ``peergrid audit verify --db
   URL?schema=site_<id>`` and every other command read it as usual.
 * **Dispatch**: a periodic task (every :data:`DISPATCH_EVERY_S` seconds; procrastinate
-  defers it once per period whichever workers run) defers one ``site_step`` job for every
-  site whose next event (a boundary or a gate closure) has come, with the job lock and
-  queueing lock ``site:<id>``: one job of a site runs at a time, and at most one waits.
+  defers it once per period whichever workers run) defers, for every site, one
+  ``site_step`` job scheduled at the site's next event (a boundary or a gate closure), or
+  at once for an event that came and was not dispatched (no worker was running); with the
+  job lock and queueing lock ``site:<id>``: one job of a site runs at a time, and at most
+  one waits. ``sites.dispatched_until`` records the last event dispatched, claimed with a
+  compare-and-set so two dispatchers never defer one event twice.
 * **A step** brings a site up to date at the time it runs, as a controller starting then
   would (:func:`run_step`): ticks left ``running`` by a worker that died are closed as
   ``crashed``, pending settlements are resolved (the chain is asked first), boundaries no
@@ -50,7 +53,7 @@ import logging
 import re
 import tomllib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -72,9 +75,9 @@ from sqlalchemy.exc import IntegrityError
 
 from controller.config import SiteConfig, parse_site
 from controller.errors import ConfigError, LostSite
-from controller.scheduler import catch_up_events, misfire_s, run_event
+from controller.scheduler import catch_up_events, events_after, misfire_s, run_event
 from controller.store import lock_key, shared_engine, site_lock, split_schema
-from market.domain import Interval, utc_label
+from market.domain import utc_label
 
 log = logging.getLogger("peergrid.fleet")
 
@@ -314,16 +317,30 @@ class Fleet:
         return f"{self.url}{'&' if '?' in self.url else '?'}schema={site_schema(site_id)}"
 
     # -- dispatch ---------------------------------------------------------------------------
-    def claim_dispatch(self, site_id: str, event_at: int) -> bool:
-        """Record that the site's event at ``event_at`` [Unix s] was dispatched; once only."""
+    def claim_dispatch(self, site_id: str, event_at: int, previous: int) -> bool:
+        """Record that the site's event at ``event_at`` [Unix s] is dispatched; once only.
+
+        The claim succeeds only if the site's last dispatched event is still ``previous``
+        (as read before): of two dispatchers, one defers the step.
+        """
         with self.engine.begin() as conn:
             done = conn.execute(
                 update(sites)
                 .where(sites.c.site_id == site_id)
-                .where(sites.c.dispatched_until < event_at)
+                .where(sites.c.dispatched_until == previous)
                 .values(dispatched_until=event_at)
             )
         return bool(done.rowcount)
+
+    def release_dispatch(self, site_id: str, event_at: int, previous: int) -> None:
+        """Undo :meth:`claim_dispatch` (the step could not be deferred)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(sites)
+                .where(sites.c.site_id == site_id)
+                .where(sites.c.dispatched_until == event_at)
+                .values(dispatched_until=previous)
+            )
 
     # -- holds ------------------------------------------------------------------------------
     def take_hold(self, site_id: str, job_id: int) -> int:
@@ -382,13 +399,19 @@ def load_site_text(raw: str, source: str, base_dir: Path) -> SiteConfig:
 
 def latest_event_at(site: SiteConfig, now: datetime) -> int:
     """The latest event of ``site`` at or before ``now`` [Unix s]: a boundary or gate closure."""
-    boundary = Interval.containing(now, site.interval_s)
-    at = int(boundary.start.timestamp())
-    if site.gate_closure_s > 0:
-        gate = int(boundary.end.timestamp()) - site.gate_closure_s
-        if gate <= now.timestamp():
-            at = max(at, gate)
-    return at
+    since = now - timedelta(seconds=site.interval_s + 1)
+    latest = since
+    for event in events_after(since, site.interval_s, site.gate_closure_s):
+        if event.at > now:
+            break
+        latest = event.at
+    return int(latest.timestamp())
+
+
+def next_event_at(site: SiteConfig, now: datetime) -> int:
+    """The first event of ``site`` after ``now`` [Unix s]."""
+    event = next(events_after(now, site.interval_s, site.gate_closure_s))
+    return int(event.at.timestamp())
 
 
 class SiteHold:
@@ -454,6 +477,7 @@ __all__ = [
     "conninfo_of",
     "latest_event_at",
     "lock_key",
+    "next_event_at",
     "require_postgresql",
     "run_step",
     "site_lock",

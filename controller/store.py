@@ -397,12 +397,17 @@ def _table_signatures(connection: Connection, tables: set[str]) -> dict[str, dic
     return out
 
 
+_MIGRATING = threading.RLock()
+"""Held around every Alembic command: its ``op``/``context`` proxies are process-wide, so
+two threads migrating two sites' stores at once would mix their operations up."""
+
+
 @functools.cache
 def _baseline_signatures() -> dict[str, dict[str, Any]]:
     """The tables revision ``0001`` makes, built in an in-memory SQLite database."""
     engine = create_engine("sqlite://")
     try:
-        with engine.begin() as conn:
+        with _MIGRATING, engine.begin() as conn:
             command.upgrade(_alembic_config(conn), BASELINE_REVISION)
             tables = set(inspect(conn).get_table_names()) - {"alembic_version"}
             return _table_signatures(conn, tables)
@@ -504,10 +509,11 @@ def upgrade_schema(connection: Connection, where: str = "database") -> str:
     if schema is not None:  # Alembic's own DDL (ALTER TABLE ...) names tables unqualified
         connection.exec_driver_sql(f'SET LOCAL search_path TO "{schema}"')
     config = _alembic_config(connection)
-    if status.state is SchemaState.BASELINE:
-        command.stamp(config, BASELINE_REVISION)
-    if status.state is not SchemaState.HEAD:
-        command.upgrade(config, "head")
+    with _MIGRATING:  # Alembic's op/context proxies are process-wide: one migration at a time
+        if status.state is SchemaState.BASELINE:
+            command.stamp(config, BASELINE_REVISION)
+        if status.state is not SchemaState.HEAD:
+            command.upgrade(config, "head")
     return status.head
 
 

@@ -43,6 +43,7 @@ from controller.fleet import (
     SiteHold,
     conninfo_of,
     latest_event_at,
+    next_event_at,
     run_step,
     site_lock,
 )
@@ -123,36 +124,55 @@ class FleetWorker:
             runtime.close()
 
     # -- tasks ------------------------------------------------------------------------------
-    def step(self, site_id: str, job_id: int) -> None:
-        """One step of ``site_id`` as job ``job_id`` (:func:`controller.fleet.run_step`)."""
+    def step(self, site_id: str, job_id: int, at: int = 0) -> None:
+        """One step of ``site_id`` as job ``job_id`` (:func:`controller.fleet.run_step`).
+
+        The step runs as of its event ``at`` [Unix s] if this host's clock is still before
+        it (the engine starts a scheduled job by the database's clock): a clock a little
+        behind never makes a step find nothing due.
+        """
         site = self.site(site_id)
         try:
             with site_lock(site.database):
                 epoch = self.fleet.take_hold(site_id, job_id)
                 hold = SiteHold(self.fleet, site_id, epoch, self.options.stall_s)
-                run_step(self.runtime(site_id, site), hold, datetime.now(UTC))
+                now = max(datetime.now(UTC), datetime.fromtimestamp(at, UTC))
+                run_step(self.runtime(site_id, site), hold, now)
         except AlreadyRunning as exc:
             log.warning("site %s not stepped: %s", site_id, exc)
         except LostSite as exc:
             log.error("%s", exc)  # noqa: TRY400 - the message is the whole story
 
     def dispatch(self) -> int:
-        """Defer a step for every site whose next event has come; how many were deferred."""
+        """Defer each site's next step (:mod:`controller.fleet`); how many were deferred.
+
+        A site whose latest event came undispatched gets a step at once (it catches up);
+        otherwise one scheduled at its next event, if not yet dispatched.
+        """
         now = datetime.now(UTC)
         deferred = 0
         for row in self.fleet.list_sites():
             try:
-                at = latest_event_at(self.site(row.site_id, row.version), now)
+                site = self.site(row.site_id, row.version)
             except ConfigError as exc:
                 log.error("site %s cannot be dispatched: %s", row.site_id, exc)  # noqa: TRY400
                 continue
-            if at <= row.dispatched_until or not self.fleet.claim_dispatch(row.site_id, at):
-                continue
+            due, upcoming = latest_event_at(site, now), next_event_at(site, now)
+            at, when = (due, None) if due > row.dispatched_until else (upcoming, upcoming)
+            if at <= row.dispatched_until:
+                continue  # dispatched already
+            if not self.fleet.claim_dispatch(row.site_id, at, row.dispatched_until):
+                continue  # another dispatcher did
             lock = f"site:{row.site_id}"
+            job = site_step.configure(
+                lock=lock,
+                queueing_lock=lock,
+                schedule_at=None if when is None else datetime.fromtimestamp(when, UTC),
+            )
             try:
-                site_step.configure(lock=lock, queueing_lock=lock).defer(site_id=row.site_id)
-            except AlreadyEnqueued:
-                log.info("site %s: a step is already waiting; it will catch up", row.site_id)
+                job.defer(site_id=row.site_id, at=at)
+            except AlreadyEnqueued:  # a step still waits: it catches up; dispatch again later
+                self.fleet.release_dispatch(row.site_id, at, row.dispatched_until)
                 continue
             deferred += 1
         return deferred
@@ -187,13 +207,13 @@ def _worker() -> FleetWorker:
 
 
 @tasks.task(name="peergrid.site_step", pass_context=True)
-def site_step(context: JobContext, site_id: str) -> None:
-    """One site's step (:meth:`FleetWorker.step`)."""
+def site_step(context: JobContext, site_id: str, at: int = 0) -> None:
+    """One site's step (:meth:`FleetWorker.step`) for its event at ``at`` [Unix s]."""
     job_id = context.job.id
     if job_id is None:
         msg = "a job without an id"
         raise RuntimeError(msg)
-    _worker().step(site_id, job_id)
+    _worker().step(site_id, job_id, at)
 
 
 @tasks.periodic(cron=f"* * * * * */{DISPATCH_EVERY_S}", periodic_id="dispatch")

@@ -293,12 +293,13 @@ def fleet_verdict(conninfo: str, fleet: Fleet, boundaries: range, *, allow_misse
                     if allow_missed and outcome in {"missed", "crashed"} and detail:
                         verdict.missed.append((site.site_id, boundary, f"{outcome}: {detail}"))
                     else:
-                        verdict.problems.append(
-                            f"{site.site_id}: boundary {boundary} {outcome} ({detail or 'no reason'})"
-                        )
+                        why = detail or "no reason"
+                        verdict.problems.append(f"{site.site_id}: {boundary} {outcome} ({why})")
                     continue
                 if boundary in cleared:
                     verdict.counts["cleared"] += 1
+                else:
+                    verdict.problems.append(f"{site.site_id}: {boundary} ran, not cleared")
             for interval_id, state_batch in settled.items():
                 state, _, batch_id = state_batch.partition("|")
                 verdict.counts[f"settlement {state}"] += 1
@@ -317,7 +318,7 @@ def fleet_verdict(conninfo: str, fleet: Fleet, boundaries: range, *, allow_misse
     return verdict
 
 
-def wait_for(predicate: Any, timeout: float, what: str, poll: float = 0.5) -> None:  # noqa: ANN401
+def wait_for(predicate: Any, timeout: float, what: str, poll: float = 0.5) -> None:
     """Poll until ``predicate()`` holds, else fail with ``what``."""
     deadline = time.monotonic() + timeout
     while not predicate():

@@ -1,0 +1,264 @@
+"""A fleet on real parts: PostgreSQL, three ``peergrid worker`` processes, anvil; kill -9 one.
+
+The sites' steps run in real worker processes (procrastinate on a throwaway PostgreSQL
+cluster), with the real clearing and settlement on an anvil node, readings simulated
+in-process (``--simulate-devices``) and 6-second development intervals. The verdict is read
+from the database's unique constraints and from each site's own Settlement contract
+(:func:`fleetkit.fleet_verdict`); it is shown to catch a lost tick and a double settlement.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from fleetkit import (
+    Fleet,
+    WorkerProcess,
+    add_sites,
+    fleet_verdict,
+    make_sites,
+    peergrid_cmd,
+    wait_for,
+)
+from killharness import clean_env
+
+from adapters.chain.backends import AnvilNode
+from controller import fleet as fleet_module
+from controller.cli import main
+from controller.errors import AlreadyRunning, ConfigError, LostSite
+from controller.pgcluster import Cluster
+from controller.store import site_lock
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+INTERVAL_S = 6
+STALL_S = 6.0
+
+
+@pytest.fixture(scope="module")
+def anvil() -> Iterator[AnvilNode]:
+    with AnvilNode() as node:
+        yield node
+
+
+def ticks_ran(conninfo: str, site_id: str, since: int) -> int:
+    with psycopg.connect(conninfo) as conn:
+        exists = conn.execute("SELECT to_regclass(%s)", (f"site_{site_id}.ticks",)).fetchone()
+        if exists is None or exists[0] is None:
+            return 0  # the site's first step has not made its store yet
+        found = conn.execute(
+            f"SELECT count(*) FROM site_{site_id}.ticks WHERE outcome = 'ran' AND boundary >= %s",  # noqa: S608
+            (since,),
+        ).fetchone()
+    return int(found[0]) if found else 0
+
+
+def boundary_after(t: float, step: int = INTERVAL_S) -> int:
+    return int(t) - int(t) % step + step
+
+
+def test_three_workers_run_every_site_exactly_once_and_survive_a_kill(
+    pg_cluster: Cluster, anvil: AnvilNode, tmp_path: Path
+) -> None:
+    database = pg_cluster.create_database()
+    url = pg_cluster.url(database)
+    conninfo = pg_cluster.conninfo(database)
+    fleet = make_sites(tmp_path, anvil.url, 6)
+    add_sites(url, fleet, fleet.sites[:1])  # as an operator does: peergrid site add
+    fleet_module.Fleet(url).add_site(fleet.sites[1].site_id, fleet.sites[1].site)
+    for site in fleet.sites[2:]:
+        fleet_module.Fleet(url).add_site(site.site_id, site.site)
+    workers = [
+        WorkerProcess(f"w{i}", url, tmp_path / f"w{i}.log", fleet.env, INTERVAL_S, STALL_S).start()
+        for i in range(3)
+    ]
+    try:
+        started = time.time()
+        wait_for(
+            lambda: all(ticks_ran(conninfo, s.site_id, 0) >= 1 for s in fleet.sites),
+            90,
+            "every site's first step",
+        )
+        first = boundary_after(time.time())
+        time.sleep(first + 4 * INTERVAL_S - time.time())  # four boundaries with all alive
+        live = range(first, first + 4 * INTERVAL_S, INTERVAL_S)
+
+        # kill -9 the worker that is running a step (the log's last started job), mid-step
+        victim = _busy_worker(workers)
+        victim.kill()
+        killed_at = time.time()
+        time.sleep(STALL_S + 5 + 4 * INTERVAL_S)  # the stall time, a recovery, four more
+        end = boundary_after(time.time()) - INTERVAL_S
+        for w in workers:
+            if w is not victim:
+                assert w.stop() == 0
+    finally:
+        for w in workers:
+            if w.process is not None and w.process.poll() is None:
+                w.process.kill()
+            if w.process is not None:
+                w.process.wait(timeout=30)
+
+    verdict = fleet_verdict(conninfo, fleet, live, allow_missed=False)
+    assert verdict.problems == [], verdict.problems
+    assert verdict.counts["tick ran"] == 4 * len(fleet.sites)
+
+    whole = range(first, end, INTERVAL_S)
+    verdict = fleet_verdict(conninfo, fleet, whole, allow_missed=True)
+    assert verdict.problems == [], verdict.problems  # 0 double settlements, nothing lost
+    assert verdict.counts["settled on chain"] >= verdict.counts["tick ran"] - len(fleet.sites)
+    for site_id, boundary, why in verdict.missed:  # only in the gap after the kill
+        assert killed_at - INTERVAL_S <= boundary <= killed_at + STALL_S + 5 + INTERVAL_S, (
+            site_id,
+            boundary,
+            why,
+        )
+    resumed_from = boundary_after(killed_at + STALL_S + 5 + INTERVAL_S)
+    for site in fleet.sites:  # every site went on, the victim's too
+        assert ticks_ran(conninfo, site.site_id, resumed_from) >= 1, site.site_id
+    print(
+        f"\n{len(fleet.sites)} sites, {len(whole)} boundaries, started in "
+        f"{first - started:.0f} s; missed after the kill: {len(verdict.missed)}; "
+        f"{dict(verdict.counts)}"
+    )
+
+    # the verdict catches faults: a lost tick, a second settlement of an interval
+    site = fleet.sites[0]
+    with psycopg.connect(conninfo) as conn:
+        conn.execute(f"DELETE FROM site_{site.site_id}.ticks WHERE boundary = %s", (first,))  # noqa: S608
+        conn.execute(
+            f"UPDATE site_{site.site_id}.settlements SET state = 'intent' "  # noqa: S608
+            "WHERE interval_id = (SELECT max(interval_id) FROM "
+            f"site_{site.site_id}.settlements)"
+        )
+    broken = fleet_verdict(conninfo, fleet, whole, allow_missed=True)
+    assert any(f"boundary {first} has no tick" in p for p in broken.problems)
+    assert any(p.endswith(" intent") for p in broken.problems)
+
+
+def _busy_worker(workers: list[WorkerProcess]) -> WorkerProcess:
+    """The worker whose log started a site step most recently (wait for one to be mid-step)."""
+    started = re.compile(r"Starting job peergrid:peergrid\.site_step")
+    ended = re.compile(r"Job peergrid:peergrid\.site_step.*ended")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for w in workers:
+            text = w.log.read_text(errors="replace")
+            if len(started.findall(text)) > len(ended.findall(text)):
+                return w
+        time.sleep(0.01)
+    return workers[0]
+
+
+# -- the hold and the database's site lock ------------------------------------------------
+
+
+def test_a_hold_is_lost_when_another_job_takes_the_site(pg_cluster: Cluster) -> None:
+    database = pg_cluster.create_database()
+    fleet = fleet_module.Fleet(pg_cluster.url(database))
+    first = fleet.take_hold("s1", job_id=101)
+    with pytest.raises(LostSite, match="the job is no longer running"):
+        fleet.check_hold("s1", first, STALL_S)  # job 101 is not a running procrastinate job
+    second = fleet.take_hold("s1", job_id=102)
+    assert second == first + 1
+    with pytest.raises(LostSite, match="another job took the site"):
+        fleet.check_hold("s1", first, STALL_S)
+    with pytest.raises(LostSite, match="has no holder"):
+        fleet.check_hold("s2", 1, STALL_S)
+
+
+def test_a_hold_is_live_only_while_its_job_runs_and_its_worker_beats(pg_cluster: Cluster) -> None:
+    database = pg_cluster.create_database()
+    fleet = fleet_module.Fleet(pg_cluster.url(database))
+    with psycopg.connect(pg_cluster.conninfo(database), autocommit=True) as conn:
+        worker = conn.execute("SELECT procrastinate_register_worker_v1()").fetchone()
+        assert worker is not None
+        job = conn.execute(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, lock, args, status, "
+            "worker_id) VALUES ('default', 'peergrid.site_step', 'site:s1', '{}', 'doing', %s) "
+            "RETURNING id",
+            (worker[0],),
+        ).fetchone()
+        assert job is not None
+        epoch = fleet.take_hold("s1", job_id=job[0])
+        fleet.check_hold("s1", epoch, STALL_S)  # live: nothing raised
+        conn.execute(
+            "UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 minute'"
+        )
+        with pytest.raises(LostSite, match="heartbeat is stale"):
+            fleet.check_hold("s1", epoch, STALL_S)
+
+
+def test_run_and_workers_share_the_databases_site_lock(pg_cluster: Cluster) -> None:
+    database = pg_cluster.create_database()
+    url = pg_cluster.url(database, schema="site_s1")
+    with site_lock(url), pytest.raises(AlreadyRunning, match="site_s1"):  # noqa: SIM117
+        with site_lock(url):
+            pass
+    with site_lock(url):  # released at the end of the block
+        pass
+
+
+# -- the command line ---------------------------------------------------------------------
+
+
+def test_site_add_list_remove(
+    pg_cluster: Cluster, anvil: AnvilNode, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    database = pg_cluster.create_database()
+    url = pg_cluster.url(database)
+    fleet: Fleet = make_sites(tmp_path, anvil.url, 1)
+    site = fleet.sites[0]
+    assert main(["site", "add", "--db", url, "--id", "riverside", "--site", str(site.site)]) == 0
+    assert "schema site_riverside" in capsys.readouterr().out
+    assert main(["site", "add", "--db", url, "--id", "riverside", "--site", str(site.site)]) == 2
+    assert "is taken" in capsys.readouterr().err
+    assert main(["site", "list", "--db", url]) == 0
+    assert capsys.readouterr().out.startswith("riverside")
+    assert main(["site", "remove", "--db", url, "--id", "riverside"]) == 0
+    capsys.readouterr()
+    assert main(["site", "list", "--db", url]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["site", "list", "--db", url, "--all", "--json"]) == 0
+    assert '"removed_at": "' in capsys.readouterr().out
+    assert main(["site", "remove", "--db", url, "--id", "riverside"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        (["site", "list", "--db", "sqlite:///x.sqlite"], "need a PostgreSQL database"),
+        (["site", "add", "--db", "postgresql+psycopg://u@h/db", "--id", "Bad", "--site", "x"],
+         "no site file"),
+        (["worker", "--db", "postgresql+psycopg://u@h/db?schema=a"], "without schema="),
+    ],
+)  # fmt: skip
+def test_fleet_commands_refuse_bad_input(
+    args: list[str], why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(args) == 2
+    assert why in capsys.readouterr().err
+
+
+def test_a_bad_site_id_is_refused() -> None:
+    with pytest.raises(ConfigError, match="lower-case letter"):
+        fleet_module.check_site_id("Bad-Id")
+
+
+def test_worker_command_line_names_its_development_flags() -> None:
+    import subprocess
+
+    done = subprocess.run(  # noqa: S603 - our own command
+        peergrid_cmd("worker", "--help"),
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        check=True,
+    )
+    assert "DEVELOPMENT ONLY" in done.stdout
+    assert "--simulate-devices" in done.stdout
