@@ -18,9 +18,9 @@ periodic tasks, worker heartbeats), not by a home-made lease protocol:
   compare-and-set so two dispatchers never defer one event twice.
 * **A step** brings a site up to date at the time it runs, as a controller starting then
   would (:func:`run_step`): ticks left ``running`` by a worker that died are closed as
-  ``crashed``, pending settlements are resolved (the chain is asked first), boundaries no
-  one ran are recorded ``missed`` with the reason, and the latest event runs if it is at
-  most :func:`~controller.scheduler.misfire_s` late.
+  ``crashed``, pending settlements are resolved (the chain is asked first; by the tick
+  itself when one runs), boundaries no one ran are recorded ``missed`` with the reason, and
+  the latest event runs if it is at most :func:`~controller.scheduler.misfire_s` late.
 * **Stalled jobs**: a worker sends a heartbeat every :data:`HEARTBEAT_S` seconds; a periodic
   task fails the jobs of workers silent for ``stall_s`` seconds (``--stall-s``), which frees
   their sites' locks: the next step runs on a live worker.
@@ -75,7 +75,7 @@ from sqlalchemy.exc import IntegrityError
 
 from controller.config import SiteConfig, parse_site
 from controller.errors import ConfigError, LostSite
-from controller.scheduler import catch_up_events, events_after, misfire_s, run_event
+from controller.scheduler import EventKind, catch_up_events, events_after, misfire_s, run_event
 from controller.store import lock_key, shared_engine, site_lock, split_schema
 from market.domain import utc_label
 
@@ -456,10 +456,14 @@ def run_step(runtime: Any, hold: SiteHold, now: datetime) -> list[Any]:  # noqa:
         client = runtime.client
         client.reconcile_nonce(runtime.store.load_next_nonce(str(client.operator.address)))
     close_stale_ticks(runtime.store)
-    for resumed in cycle.resume_pending():
-        log.info("resumed settlement of %s: %s", resumed.interval.label(), resumed.error or "ok")
+    events = step_events(cycle, now)
+    if not any(e.kind is not EventKind.CLEAR for e in events):
+        # a tick resolves pending intents itself (chain first): only without one, here
+        for resumed in cycle.resume_pending():
+            outcome = resumed.error or "ok"
+            log.info("resumed settlement of %s: %s", resumed.interval.label(), outcome)
     reports: list[Any] = []
-    for event in step_events(cycle, now):
+    for event in events:
         log.info("site %s: event %s", hold.site_id, event.label())
         reports += run_event(cycle, event)
     if not reports:

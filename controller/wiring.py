@@ -788,6 +788,9 @@ def build_runtime(
                 on_nonce=store.save_next_nonce,
             )
             store.check_site(identity.on_chain(client.chain_id()), bind=True)
+            # web3 asks for the chain id before every call and transaction: once is enough
+            # (the site's identity above binds the store to this chain id)
+            client.cache_chain_id()
             if is_trial:
                 minted = fund_trial_chain(site, client, trial or EMBEDDED_TRIAL)
             else:

@@ -40,7 +40,7 @@ SITE = """\
 [site]
 name = "{name}"
 grid = "cigre-lv"
-interval_s = 900
+interval_s = {interval_s}
 max_reading_age_s = 60
 
 [chain]
@@ -111,7 +111,9 @@ class Fleet:
         return client
 
 
-def make_sites(folder: Path, url: str, count: int, *, start: int = 0) -> Fleet:
+def make_sites(
+    folder: Path, url: str, count: int, *, start: int = 0, interval_s: int = 900
+) -> Fleet:
     """``count`` sites on the anvil node at ``url`` (module docstring), files in ``folder``."""
     w3 = rpc_web3(url)
     bank_key = new_account()
@@ -136,6 +138,7 @@ def make_sites(folder: Path, url: str, count: int, *, start: int = 0) -> Fleet:
         site_file.write_text(
             SITE.format(
                 name=f"fleet site {n}",
+                interval_s=interval_s,
                 url=url,
                 token=deployment.token,
                 settlement=deployment.settlement,
@@ -187,7 +190,7 @@ class WorkerProcess:
     db_url: str
     log: Path
     env: dict[str, str]
-    dev_interval_s: int
+    dev_interval_s: int | None
     stall_s: float
     process: subprocess.Popen[bytes] | None = None
 
@@ -195,8 +198,10 @@ class WorkerProcess:
         """Start the worker; returns self."""
         args = peergrid_cmd(
             "-v", "worker", "--db", self.db_url, "--name", self.name, "--simulate-devices",
-            "--dev-interval-s", str(self.dev_interval_s), "--stall-s", str(self.stall_s),
+            "--stall-s", str(self.stall_s),
         )  # fmt: skip
+        if self.dev_interval_s is not None:
+            args += ["--dev-interval-s", str(self.dev_interval_s)]
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(  # noqa: S603 - our own command
                 args, stdout=out, stderr=subprocess.STDOUT, env=clean_env(**self.env), cwd=REPO
@@ -225,6 +230,14 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             return self.process.wait(timeout=30)
+
+    def cpu_s(self) -> float:
+        """User + system CPU time [s] so far (``/proc``), 0 when the process is gone."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_mb(self) -> float:
         """Resident memory [MB] (``/proc``), 0 when the process is gone."""
