@@ -17,10 +17,12 @@ periodic tasks, worker heartbeats), not by a home-made lease protocol:
   one waits. ``sites.dispatched_until`` records the last event dispatched, claimed with a
   compare-and-set so two dispatchers never defer one event twice.
 * **A step** brings a site up to date at the time it runs, as a controller starting then
-  would (:func:`run_step`): ticks left ``running`` by a worker that died are closed as
-  ``crashed``, pending settlements are resolved (the chain is asked first; by the tick
-  itself when one runs), boundaries no one ran are recorded ``missed`` with the reason, and
-  the latest event runs if it is at most :func:`~controller.scheduler.misfire_s` late.
+  would (:func:`run_step`): the operator's site actions are read from the store again (a
+  pause or an exclusion taken anywhere applies from the next step), ticks left
+  ``running`` by a worker that died are closed as ``crashed``, pending settlements are
+  resolved (the chain is asked first; by the tick itself when one runs), boundaries no one
+  ran are recorded ``missed`` with the reason, and the latest event runs if it is at most
+  :func:`~controller.scheduler.misfire_s` late.
 * **Stalled jobs**: a worker sends a heartbeat every :data:`HEARTBEAT_S` seconds; a periodic
   task fails the jobs of workers silent for ``stall_s`` seconds (``--stall-s``), which frees
   their sites' locks: the next step runs on a live worker.
@@ -74,6 +76,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from controller.config import SiteConfig, parse_site
+from controller.controls import MarketControls
 from controller.errors import ConfigError, LostSite
 from controller.scheduler import EventKind, catch_up_events, events_after, misfire_s, run_event
 from controller.store import lock_key, shared_engine, site_lock, split_schema
@@ -452,6 +455,11 @@ def run_step(runtime: Any, hold: SiteHold, now: datetime) -> list[Any]:  # noqa:
     cycle = runtime.cycle
     cycle.fence = hold
     hold()
+    if cycle.controls is not None:  # the operator's actions, as stored now (any process)
+        c = cycle.controls
+        cycle.controls = MarketControls(
+            participants=c.participants, devices=c.devices, buses=c.buses, log=c.log
+        )
     if runtime.settler is not None and not runtime.trial:
         client = runtime.client
         client.reconcile_nonce(runtime.store.load_next_nonce(str(client.operator.address)))
