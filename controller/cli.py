@@ -229,15 +229,25 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             out_dir=args.out,
             public_url=args.public_url,
         )
-    if args.site is None:
-        msg = "serve needs --site FILE or --demo"
+    if args.fleet_site is not None:
+        from controller.cli_fleet import fleet_site  # noqa: PLC0415
+
+        if not args.front:
+            msg = "--id serves a fleet's site in front of its workers: add --front"
+            raise ConfigError(msg)
+        site = fleet_site(args.db, args.fleet_site)
+    elif args.site is None:
+        msg = "serve needs --site FILE, --demo, or --front --db URL --id SITE"
         raise ConfigError(msg)
+    else:
+        site = read_site(args.site, runnable=not args.front)
     return serve_site(
-        read_site(args.site, runnable=True),
+        site,
         host=args.host,
         port=args.port,
         dev_interval_s=args.dev_interval_s,
         public_url=args.public_url,
+        front=args.front,
     )
 
 
@@ -428,6 +438,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the demo site with its simulators and a trial chain, in real time",
     )
+    target.add_argument(
+        "--id",
+        dest="fleet_site",
+        default=None,
+        help="a fleet's site (with --front --db URL): served in front of its workers",
+    )
+    serve.add_argument("--db", default=None, help="--id: the fleet's PostgreSQL URL")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument(
         "--public-url",
@@ -446,6 +463,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="DEVELOPMENT ONLY: N-second intervals (>= 2, divides 86400) instead of the "
         "site's, for kill tests and trials",
+    )
+    serve.add_argument(
+        "--front",
+        action="store_true",
+        help="--site: the API only, in front of a fleet's workers (no cycle, no site lock)",
     )
     serve.add_argument(
         "--out",

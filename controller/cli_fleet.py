@@ -9,6 +9,8 @@
 ``peergrid site list --db URL``        the sites (``--all``: removed ones too; ``--json``)
 ``peergrid worker --db URL``           runs a worker (:mod:`controller.worker`) until
                                        SIGINT/SIGTERM
+``peergrid serve --front --db URL      serves a fleet site's API in front of the workers
+--id ID``                              (:mod:`controller.serve`)
 =====================================  =====================================================
 
 ``--db`` is a PostgreSQL URL (``postgresql+psycopg://user@host/dbname``); the environment
@@ -28,7 +30,11 @@ from controller.errors import ConfigError
 
 
 def _db(args: argparse.Namespace) -> str:
-    url: str | None = args.db or os.environ.get("PEERGRID_DB")
+    return _db_url(args.db)
+
+
+def _db_url(given: str | None) -> str:
+    url: str | None = given or os.environ.get("PEERGRID_DB")
     if not url:
         msg = "no database: give --db URL or set PEERGRID_DB (a PostgreSQL URL)"
         raise ConfigError(msg)
@@ -86,6 +92,13 @@ def register(sub: Any) -> None:  # noqa: ANN401 - argparse's _SubParsersAction
         help="DEVELOPMENT ONLY: read devices simulated in-process, not over Modbus",
     )
     worker.set_defaults(func=_cmd_worker)
+
+
+def fleet_site(db: str | None, site_id: str) -> Any:  # noqa: ANN401 - SiteConfig
+    """The fleet's site ``site_id`` (its store: the site's schema), for ``serve --front``."""
+    from controller.fleet import Fleet  # noqa: PLC0415
+
+    return Fleet(_db_url(db), create=False).load_site(site_id)
 
 
 def _cmd_site_add(args: argparse.Namespace) -> int:

@@ -531,8 +531,12 @@ class Cycle:
     def _clear(
         self, interval: Interval, snapshot: Mapping[DeviceId, MeterReading], started: float
     ) -> IntervalReport:
-        # signed orders (controller.intake) for T: one-off orders beside the standing ones
-        signed = signed_book(self.store.signed_orders_at(interval.interval_id), self.site, interval)
+        # signed orders (controller.intake) for T: one-off orders beside the standing ones,
+        # read under the intake's lock after T was claimed: no order acknowledged for T is
+        # missed, none acknowledged after this read (controller.intake, "Concurrency")
+        with self.store.intake_lock():
+            rows = self.store.signed_orders_at(interval.interval_id)
+        signed = signed_book(rows, self.site, interval)
         plan = plan_orders(
             interval,
             self.site.participants,

@@ -77,7 +77,7 @@ from sqlalchemy.exc import IntegrityError
 
 from controller.config import SiteConfig, parse_site
 from controller.controls import MarketControls
-from controller.errors import ConfigError, LostSite
+from controller.errors import ConfigError, LostSite, MissingDatabase
 from controller.scheduler import EventKind, catch_up_events, events_after, misfire_s, run_event
 from controller.store import lock_key, shared_engine, site_lock, split_schema
 from market.domain import utc_label
@@ -188,7 +188,8 @@ class Fleet:
         The database (SQLAlchemy URL, no ``schema``).
     create
         Create the fleet's schema and procrastinate's tables if missing (under an advisory
-        lock, so workers starting together do it once).
+        lock, so workers starting together do it once); ``False``: refuse a database without
+        them (:class:`~controller.errors.MissingDatabase`), creating nothing.
     """
 
     def __init__(self, url: str, *, create: bool = True) -> None:
@@ -196,6 +197,13 @@ class Fleet:
         self.engine = shared_engine(self.url)
         if create:
             self._create()
+            return
+        with self.engine.connect() as conn:
+            found = conn.execute(text(f"SELECT to_regclass('{FLEET_SCHEMA}.sites')")).scalar()
+        if found is None:
+            where = self.engine.url.render_as_string(hide_password=True)
+            msg = f"{where} holds no fleet ('peergrid site add' makes one)"
+            raise MissingDatabase(msg)
 
     def _create(self) -> None:
         from procrastinate.schema import SchemaManager  # noqa: PLC0415

@@ -64,15 +64,21 @@ cap_by_credit`), so no order can make a settlement fail.
 signature, digest; :func:`signed_evidence`); :func:`check_signed_orders` re-verifies them
 for ``peergrid audit verify``.
 
-**Concurrency.** One process serves a site (DESIGN 9): checks and the write run under one
-lock, so two buys can never both pass the escrow check on the same tokens. Several
-processes on one database would need a database lock instead.
+**Concurrency.** Checks and the write run under the store's intake lock
+(:meth:`controller.store.Store.intake_lock`: a lock of the process on SQLite, the database's
+own on PostgreSQL, so a ``serve --front`` and the workers of a fleet share it), so two buys
+can never both pass the escrow check on the same tokens. The clearing of an interval claims
+it (:meth:`~controller.store.Store.claim_interval`) before it reads the interval's signed
+orders under the same lock, and the intake, under the lock, treats every claimed interval
+as closed whatever its clock says: an order acknowledged is in its interval's book, and one
+that arrives after the book was read is refused (``gate_closed``), even between processes
+whose clocks differ.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
@@ -227,6 +233,14 @@ class OrderLedger(Protocol):
         """The rows in force at an interval (of one participant, or all)."""
         ...
 
+    def intake_lock(self) -> AbstractContextManager[object]:
+        """The lock the intake's checks and write, and a clearing's read of the book, take."""
+        ...
+
+    def last_claimed(self) -> int | None:
+        """The latest interval claimed for clearing [Unix s] (``None``: none)."""
+        ...
+
 
 def ack_of(row: Mapping[str, Any], *, duplicate: bool = False) -> Ack:
     """The acknowledgement of a stored ``signed_orders`` row.
@@ -295,7 +309,7 @@ class OrderIntake:
     max_order_wh: int = MAX_ENERGY_WH
     max_price: int = MAX_PRICE
     _by_address: dict[str, ParticipantId] = field(init=False, repr=False)
-    _lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
+    _closed_through: int = field(init=False, repr=False, default=-1)
 
     def __post_init__(self) -> None:
         known = {p.id for p in self.site.participants}
@@ -329,7 +343,9 @@ class OrderIntake:
             )
         except TypedDataRefused as exc:
             raise _refuse(exc.reason, exc.code) from None
-        with self._lock:
+        with self.store.intake_lock():
+            claimed = self.store.last_claimed()
+            self._closed_through = -1 if claimed is None else claimed
             return self._accept(verified)
 
     def _accept(self, v: Verified) -> Ack:
@@ -400,14 +416,19 @@ class OrderIntake:
 
     # ------------------------------------------------------------------ the rules by kind
     def _gate_open(self, start: int, now: datetime) -> bool:
-        """Whether the gate of the interval starting at ``start`` [Unix s] is still open."""
-        return now.timestamp() < start - self.site.gate_closure_s
+        """Whether the gate of the interval starting at ``start`` [Unix s] is still open.
+
+        Open by the clock and not yet claimed for clearing (module docstring).
+        """
+        return now.timestamp() < start - self.site.gate_closure_s and start > self._closed_through
 
     def _first_open(self, now: datetime) -> int:
         """The start [Unix s] of the first interval whose gate is still open at ``now``."""
         length = self.site.interval_s
         floor_s = int(now.timestamp() // 1)
-        return length * ((floor_s + self.site.gate_closure_s) // length + 1)
+        by_clock = length * ((floor_s + self.site.gate_closure_s) // length + 1)
+        after_claims = length * (self._closed_through // length + 1)
+        return max(by_clock, after_claims)
 
     def _check_energy(self, where: str, energy: int) -> None:
         if not 1 <= energy <= self.max_order_wh:

@@ -15,6 +15,13 @@ settlements resolved, the grace window), then runs
   on uvicorn in the main thread, on a socket bound before anything starts (a port in use is
   an error at once; ``--port 0`` takes a free port, logged as ``serving http://HOST:PORT``).
 
+``peergrid serve --site FILE --front`` serves the API only, in front of a fleet whose
+workers run the site (:mod:`controller.fleet`): no site lock, no devices, no cycle. Signed
+orders and the operator's actions go to the site's store, which the workers' steps read
+(orders under the intake's database lock, :mod:`controller.intake`); reads come from the
+same store and chain. Its event stream carries no interval events (the steps run in other
+processes): pages show new intervals when reloaded.
+
 ``peergrid serve --demo`` (:func:`serve_demo`) does the same for the demo site: its Modbus
 simulators on 127.0.0.1 in real time (a thread moves their clocks with the wall clock) and a
 trial chain (embedded, funded as ``peergrid demo`` funds it). The embedded chain's state is
@@ -183,10 +190,12 @@ def run_service(
     stop_timeout_s: float = STOP_TIMEOUT_S,
     now: Callable[[], datetime] | None = None,
     public_url: str | None = None,
+    front: bool = False,
 ) -> int:
     """Serve ``runtime``'s site until SIGTERM or Ctrl-C (module docstring); the exit code.
 
-    Call it holding the site's single-instance lock, in the main thread.
+    Call it holding the site's single-instance lock, in the main thread (``front``: without
+    it; the API only, in front of a fleet's workers).
 
     Parameters
     ----------
@@ -206,6 +215,10 @@ def run_service(
         The URL clients reach the API at (behind a reverse proxy or TLS, e.g.
         ``https://grid.example.org``): sign-in messages must name it (:func:`public_origin`);
         ``None``: ``http://HOST:PORT`` as bound.
+    front : bool
+        Serve the API without running the cycle (``peergrid serve --front``): the site's
+        steps run elsewhere (``peergrid worker``); signed orders and site actions go to the
+        shared store, which the steps read.
 
     Returns
     -------
@@ -231,6 +244,8 @@ def run_service(
         domain, uri = (authority, f"http://{authority}")
         if public_url is not None:
             domain, uri = public_origin(public_url)
+        if front:
+            return _serve_front(site, runtime, sock, clock, domain, uri, authority)
         close_stale_ticks(runtime.store)
         service = build_service(site, runtime=runtime, now=clock, domain=domain, uri=uri)
         # py-evm is not safe from two threads: the API's chain reads wait for the cycle's step
@@ -291,6 +306,45 @@ def run_service(
     return 0
 
 
+def _serve_front(
+    site: SiteConfig,
+    runtime: Runtime,
+    sock: socket.socket,
+    clock: Callable[[], datetime],
+    domain: str,
+    uri: str,
+    authority: str,
+) -> int:
+    """The API only, until SIGTERM or Ctrl-C (uvicorn's own graceful stop); exit code 0."""
+    import uvicorn  # noqa: PLC0415
+
+    from controller.api import create_app  # noqa: PLC0415
+    from controller.service import build_service  # noqa: PLC0415
+
+    service = build_service(site, runtime=runtime, now=clock, domain=domain, uri=uri)
+    app = create_app(service)
+    threading.Thread(target=app.state.dashboard.warm, name="peergrid-warm", daemon=True).start()
+    config = uvicorn.Config(
+        app, log_config=None, timeout_graceful_shutdown=GRACEFUL_S, access_log=False
+    )
+    log.info(
+        "serving http://%s (site %s, /v1/sites/%s) in front: the cycle runs in the workers",
+        authority,
+        site.name,
+        service.site_id,
+    )
+    # uvicorn stops gracefully on SIGTERM/SIGINT, then re-raises the signal: to this no-op,
+    # so the process exits 0 as `serve` does
+    quiet = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        for sig, old in quiet.items():
+            signal.signal(sig, old)
+    log.info("stopped")
+    return 0
+
+
 def public_origin(url: str) -> tuple[str, str]:
     """The EIP-4361 ``domain`` and ``URI`` of a public URL (``--public-url``).
 
@@ -332,6 +386,7 @@ def serve_site(
     dev_interval_s: int | None = None,
     stop_timeout_s: float = STOP_TIMEOUT_S,
     public_url: str | None = None,
+    front: bool = False,
 ) -> int:
     """``peergrid serve --site``: run ``site``'s cycle and API (module docstring).
 
@@ -347,6 +402,9 @@ def serve_site(
         How long a stop waits for the current step [s].
     public_url : str or None
         The URL clients reach the API at (see :func:`run_service`).
+    front : bool
+        The API only, in front of a fleet's workers (``--front``): no site lock, no devices,
+        no cycle; the store is the site's schema of the fleet's PostgreSQL database.
 
     Returns
     -------
@@ -364,8 +422,9 @@ def serve_site(
         public_origin(public_url)  # a bad URL is refused before anything starts
     if dev_interval_s is not None:
         site = dev_interval(site, dev_interval_s)
+    guard = None if front else site_guard(site.database)
     try:
-        with build_runtime(site, guard=site_guard(site.database)) as runtime:
+        with build_runtime(site, guard=guard, devices=not front) as runtime:
             return run_service(
                 site,
                 runtime,
@@ -373,6 +432,7 @@ def serve_site(
                 port=port,
                 stop_timeout_s=stop_timeout_s,
                 public_url=public_url,
+                front=front,
             )
     except AlreadyRunning as exc:
         log.error("%s", exc)  # noqa: TRY400 - the message is the whole story

@@ -880,6 +880,7 @@ class Store:
         shared: bool = False,
     ) -> None:
         self.url = url
+        self._intake_lock = threading.Lock()
         base, self.schema = split_schema(url)
         self._shared = shared
         if shared:
@@ -919,6 +920,29 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         with self.engine.begin() as conn:
             self.revision: str = upgrade_schema(conn, self.where)
+
+    @contextmanager
+    def intake_lock(self) -> Iterator[None]:
+        """Hold the site's intake lock (:mod:`controller.intake`, module docstring).
+
+        On SQLite a lock of this store object (one process serves a SQLite site); on
+        PostgreSQL also the database's advisory lock of the site's intake, held on a
+        connection of its own for the block, so a ``serve --front`` and the fleet's workers
+        on other machines take turns.
+        """
+        with self._intake_lock:
+            if self.engine.dialect.name != "postgresql":
+                yield
+                return
+            key = lock_key(f"intake:{self.schema or self.where}")
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                conn.commit()
+                try:
+                    yield
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    conn.commit()
 
     def close(self) -> None:
         """Release the connection pool (a shared one stays: :func:`shared_engine`)."""
@@ -1144,6 +1168,12 @@ class Store:
         except IntegrityError:
             return False
         return True
+
+    def last_claimed(self) -> int | None:
+        """The latest interval claimed for clearing [Unix s] (``None``: none)."""
+        with self.engine.connect() as conn:
+            found = conn.execute(select(func.max(intervals.c.interval_id))).scalar()
+        return None if found is None else int(found)
 
     def save_result(
         self,

@@ -262,3 +262,49 @@ def test_worker_command_line_names_its_development_flags() -> None:
     )
     assert "DEVELOPMENT ONLY" in done.stdout
     assert "--simulate-devices" in done.stdout
+
+
+def test_serve_front_serves_a_fleet_site_without_taking_it(
+    pg_cluster: Cluster, anvil: AnvilNode, tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+
+    import httpx
+
+    database = pg_cluster.create_database()
+    url = pg_cluster.url(database)
+    fleet = make_sites(tmp_path, anvil.url, 1)
+    site = fleet.sites[0]
+    registry = fleet_module.Fleet(url)
+    registry.add_site(site.site_id, site.site)
+    log = tmp_path / "front.log"
+    command = peergrid_cmd(
+        "-v", "serve", "--front", "--db", url, "--id", site.site_id, "--port", "0"
+    )
+    with log.open("wb") as out:
+        front = subprocess.Popen(  # noqa: S603 - our own command
+            command, stdout=out, stderr=subprocess.STDOUT, env=clean_env(**fleet.env)
+        )
+    try:
+        wait_for(lambda: "serving http://" in log.read_text(), 90, "serve --front to listen")
+        found = re.search(r"serving http://127\.0\.0\.1:(\d+)", log.read_text())
+        assert found is not None
+        health = httpx.get(f"http://127.0.0.1:{found.group(1)}/health", timeout=10)
+        assert health.status_code == 200
+        with site_lock(registry.store_url(site.site_id)):  # the front does not hold the site
+            pass
+    finally:
+        front.send_signal(signal.SIGTERM)
+        code = front.wait(timeout=60)
+    assert code == 0, log.read_text()[-2000:]
+    assert "in front: the cycle runs in the workers" in log.read_text()
+
+
+def test_front_refuses_a_database_without_a_fleet(pg_cluster: Cluster) -> None:
+    from controller.errors import MissingDatabase
+
+    url = pg_cluster.url(pg_cluster.create_database())
+    with pytest.raises(MissingDatabase, match="holds no fleet"):
+        fleet_module.Fleet(url, create=False)
+    assert main(["serve", "--front", "--db", url, "--id", "s1"]) == 2

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from dbkit import BACKENDS, new_database_url
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -537,3 +539,64 @@ def test_the_escrow_tests_fail_without_the_escrow_check(
     monkeypatch.setattr(OrderIntake, "_check_escrow", lambda *_a, **_k: None)
     intake.submit(buy(10_000, 300_000, 1))  # 3_000_000 > bob's 1_000_000
     assert sum(signed_buy_cost(r) for r in store.signed_orders_at(START)) > ESCROW["bob"]
+
+
+# ------------------------------------------------------------- claims close the gate (fleets)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_claimed_interval_is_closed_whatever_the_intakes_clock_says(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, site: SiteConfig, clock: Clock
+) -> None:
+    """A clearing elsewhere (a fleet's worker) claimed START: its book was read, or is read
+    once the intake lock is free. An order for it is refused though this intake's clock (a
+    minute behind, say) still has the gate open; standing orders and cancels start after it.
+    """
+    store = Store(new_database_url(request, backend, tmp_path))
+    intake = OrderIntake(
+        store=store,
+        site=site,
+        accounts=participant_accounts(site, trial=True),
+        chain_id=CHAIN_ID,
+        verifying_contract=CONTRACT,
+        now=clock,
+        escrow=ESCROW.get,
+    )
+    try:
+        kept = intake.submit(signed(MessageKind.STANDING_ORDER, standing(nonce=5)))
+        assert store.claim_interval(START, 900)
+        err = refused(intake, signed(MessageKind.ORDER, order(nonce=1)))
+        assert (err.status, err.code) == (422, "gate_closed")
+        later = intake.submit(signed(MessageKind.ORDER, order(nonce=2, intervalStart=START + 900)))
+        assert later.interval_id == START + 900
+        late = intake.submit(signed(MessageKind.STANDING_ORDER, standing(nonce=3)))
+        assert late.valid_from == START + 900  # not START: its book is taken
+        intake.submit(signed(MessageKind.CANCEL, cancel(kept.digest, nonce=4)))
+        assert kept.digest in [r["digest"] for r in store.signed_orders_at(START)]
+        assert kept.digest not in [r["digest"] for r in store.signed_orders_at(START + 900)]
+    finally:
+        store.close()
+
+
+def test_the_intake_lock_is_the_databases_on_postgresql(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Two stores of one site (two processes' worth) take turns; SQLite's is per store."""
+    url = new_database_url(request, "postgresql", tmp_path)
+    first, second = Store(url), Store(url, shared=True)
+    order_of: list[str] = []
+    entered = threading.Event()
+
+    def hold() -> None:
+        with first.intake_lock():
+            entered.set()
+            time.sleep(0.3)
+            order_of.append("first")
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert entered.wait(10)
+    with second.intake_lock():
+        order_of.append("second")
+    thread.join()
+    first.close()
+    second.close()
+    assert order_of == ["first", "second"]
