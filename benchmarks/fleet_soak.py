@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import signal
 import sys
 import threading
 import time
@@ -73,10 +74,14 @@ def _ran(conninfo: str, site_ids: list[str]) -> int:
 
 
 def main() -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # a kill cleans up as Ctrl-C does
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sites", type=int, default=300)
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--interval-s", type=int, default=60, help="the sites' interval (>= 60)")
+    parser.add_argument(
+        "--gate-closure-s", type=int, default=20, help="the sites' gate closure [s] (0: none)"
+    )
     parser.add_argument("--minutes", type=float, default=15)
     parser.add_argument("--kill-at-s", type=float, default=None, help="kill -9 a worker then")
     parser.add_argument("--stall-s", type=float, default=30.0)
@@ -89,7 +94,13 @@ def main() -> int:
         database = cluster.create_database("fleet")
         url, conninfo = cluster.url(database), cluster.conninfo(database)
         t0 = time.perf_counter()
-        fleet = make_sites(args.out, node.url, args.sites, interval_s=args.interval_s)
+        fleet = make_sites(
+            args.out,
+            node.url,
+            args.sites,
+            interval_s=args.interval_s,
+            gate_closure_s=args.gate_closure_s,
+        )
         result["deploy_s"] = round(time.perf_counter() - t0, 1)
         t0 = time.perf_counter()
         registry = Fleet(url)
@@ -116,43 +127,55 @@ def main() -> int:
                     peak[w.name] = max(peak[w.name], w.rss_mb())
                     cpu[w.name] = max(cpu[w.name], w.cpu_s())
 
-        started = time.time()
-        for w in workers:
-            w.start()
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        ids = [s.site_id for s in fleet.sites]
-        while _ran(conninfo, ids) < len(ids):
-            if time.time() - started > 30 * 60:
-                print("not every site started within 30 minutes")
-                break
-            time.sleep(2)
-        result["start_all_s"] = round(time.time() - started, 1)
-        result["rss_after_start_mb"] = {w.name: round(w.rss_mb()) for w in workers}
-        print(f"every site ran its first step {result['start_all_s']} s after the workers' start")
-        first = int(time.time()) - int(time.time()) % args.interval_s + args.interval_s
-        end_at = started + args.minutes * 60
-        victim = None
-        killed_at = None
-        while time.time() < end_at:
-            if (
-                args.kill_at_s is not None
-                and victim is None
-                and time.time() - started >= args.kill_at_s
-            ):
-                victim = workers[0]
-                victim.kill()
-                killed_at = time.time()
-                print(f"kill -9 {victim.name} (pid {victim.pid}) at +{killed_at - started:.0f} s")
-            time.sleep(1)
-        for w in workers:
-            cpu[w.name] = max(cpu[w.name], w.cpu_s())
-        end = int(time.time()) - int(time.time()) % args.interval_s
-        for w in workers:
-            if w is not victim:
-                w.stop()
-        stop.set()
-        sampler.join()
+        try:
+            started = time.time()
+            for w in workers:
+                w.start()
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            ids = [s.site_id for s in fleet.sites]
+            while _ran(conninfo, ids) < len(ids):
+                if time.time() - started > 30 * 60:
+                    print("not every site started within 30 minutes")
+                    break
+                time.sleep(2)
+            result["start_all_s"] = round(time.time() - started, 1)
+            result["rss_after_start_mb"] = {w.name: round(w.rss_mb()) for w in workers}
+            print(
+                f"every site ran its first step {result['start_all_s']} s after the workers' start"
+            )
+            first = int(time.time()) - int(time.time()) % args.interval_s + args.interval_s
+            end_at = started + args.minutes * 60
+            victim = None
+            killed_at = None
+            while time.time() < end_at:
+                if (
+                    args.kill_at_s is not None
+                    and victim is None
+                    and time.time() - started >= args.kill_at_s
+                ):
+                    victim = workers[0]
+                    victim.kill()
+                    killed_at = time.time()
+                    print(
+                        f"kill -9 {victim.name} (pid {victim.pid}) at +{killed_at - started:.0f} s"
+                    )
+                time.sleep(1)
+            for w in workers:
+                cpu[w.name] = max(cpu[w.name], w.cpu_s())
+            end = int(time.time()) - int(time.time()) % args.interval_s
+            for w in workers:
+                if w is not victim:
+                    w.stop()
+            stop.set()
+            sampler.join()
+
+        finally:  # never leave a worker behind
+            stop.set()
+            for w in workers:
+                if w.process is not None and w.process.poll() is None:
+                    w.process.kill()
+                    w.process.wait(timeout=30)
 
         steps: dict[str, list[float]] = {}
         for w in workers:

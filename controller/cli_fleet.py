@@ -91,6 +91,11 @@ def register(sub: Any) -> None:  # noqa: ANN401 - argparse's _SubParsersAction
         action="store_true",
         help="DEVELOPMENT ONLY: read devices simulated in-process, not over Modbus",
     )
+    worker.add_argument(
+        "--no-warm",
+        action="store_true",
+        help="build a site's runtime at its first step only, not all at start",
+    )
     worker.set_defaults(func=_cmd_worker)
 
 
@@ -163,5 +168,6 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             dev_interval_s=args.dev_interval_s,
             simulate_devices=args.simulate_devices,
             name=args.name,
+            warm=not args.no_warm,
         )
     )

@@ -31,10 +31,13 @@ leaving out what it does not need. The parts:
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -95,7 +98,7 @@ def load_site_grid(site: SiteConfig) -> Grid:
         whose bus the grid does not have, with the closest bus names.
     """
     try:
-        grid = load_grid(site.grid)
+        grid = _loaded_grid(site.grid)
     except GridModelError as exc:
         msg = f"site.grid: {exc}"
         raise ConfigError(msg) from None
@@ -108,6 +111,31 @@ def load_site_grid(site: SiteConfig) -> Grid:
     if problems:
         raise InvalidSite(site.source or "<memory>", problems)
     return grid
+
+
+_GRIDS: dict[tuple[str, float, int], Grid] = {}
+_GRIDS_LOCK = threading.Lock()
+
+
+def _loaded_grid(spec: str) -> Grid:
+    """``load_grid(spec)``, loaded once per process while its file is unchanged.
+
+    A worker runs hundreds of sites, many on one feeder model: they share the loaded grid,
+    which is only ever read (every base case, power flow and model works on a copy).
+    """
+    path = Path(spec)
+    try:
+        stat = path.stat() if path.suffix == ".json" else None
+    except OSError:
+        stat = None
+    key = (spec, stat.st_mtime if stat else 0.0, stat.st_size if stat else 0)
+    with _GRIDS_LOCK:
+        kept = _GRIDS.get(key)
+    if kept is not None:
+        return kept
+    grid = load_grid(spec)
+    with _GRIDS_LOCK:
+        return _GRIDS.setdefault(key, grid)
 
 
 def base_grid_factory(site: SiteConfig, grid: Grid) -> Callable[[Interval], Grid]:
@@ -126,13 +154,18 @@ def base_grid_factory(site: SiteConfig, grid: Grid) -> Callable[[Interval], Grid
         ``interval -> Grid``. A grid with profiles gives its time step ``(seconds since 1
         January of the interval's year) // 900`` (modulo the profile's length); another
         grid has its loads scaled by ``base_load_scale * load_shape(mid-interval)`` and its
-        static generators by ``base_sgen_scale``. The last four base cases are cached.
+        static generators by ``base_sgen_scale``. The last three base cases are cached
+        (the interval settled, the one cleared, and one cleared ahead at a gate closure).
     """
-    cache: dict[int, Grid] = {}
+    cache = _base_cache(grid, site.base_load_scale, site.base_sgen_scale)
 
     def base_for(interval: Interval) -> Grid:
-        key = interval.interval_id
-        if key not in cache:
+        key = (interval.interval_id, interval.length_s)
+        with _GRIDS_LOCK:
+            kept = cache.get(key)
+        if kept is not None:
+            return kept
+        with _GRIDS_LOCK:
             if grid.profiles:
                 year_start = datetime(interval.start.year, 1, 1, tzinfo=UTC)
                 step = int((interval.start - year_start).total_seconds()) // 900
@@ -144,11 +177,35 @@ def base_grid_factory(site: SiteConfig, grid: Grid) -> Callable[[Interval], Grid
                     load_scale=site.base_load_scale * load_shape(mid),
                     sgen_scale=site.base_sgen_scale,
                 )
-            while len(cache) > 4:
+            while len(cache) > 3:
                 cache.pop(next(iter(cache)))
-        return cache[key]
+            return cache[key]
 
     return base_for
+
+
+_BASES: OrderedDict[tuple[int, float, float], tuple[Grid, dict[tuple[int, int], Grid]]] = (
+    OrderedDict()
+)
+
+
+def _base_cache(grid: Grid, load_scale: float, sgen_scale: float) -> dict[tuple[int, int], Grid]:
+    """The base cases of one grid at one scaling, shared by the sites that have both.
+
+    A worker's sites on one feeder model (:func:`_loaded_grid`) share their base cases
+    instead of holding three copies each. The entry keeps ``grid`` alive, so its ``id``
+    cannot be reused while the entry exists; the 64 latest entries are kept.
+    """
+    key = (id(grid), load_scale, sgen_scale)
+    with _GRIDS_LOCK:
+        entry = _BASES.get(key)
+        if entry is None or entry[0] is not grid:
+            entry = (grid, {})
+            _BASES[key] = entry
+        _BASES.move_to_end(key)
+        while len(_BASES) > 64:
+            _BASES.popitem(last=False)
+        return entry[1]
 
 
 @dataclass(eq=False)

@@ -11,8 +11,10 @@ procrastinate worker running three tasks:
   older than ``stall_s``, so their sites go on elsewhere.
 
 A worker keeps the runtime of each site it has stepped (grid, chain client, store on the
-shared pool) for its next step, and rebuilds it when the site's file changes or the site
-is removed. Ctrl-C (SIGINT) or SIGTERM lets the running steps finish, then exits.
+shared pool) for its next step, and rebuilds it when the site's file changes. At start it
+builds every site's runtime in the background (``--no-warm``: on first use only), since any
+worker may be given any site's step and a build costs more than a step. Ctrl-C (SIGINT)
+or SIGTERM lets the running steps finish, then exits.
 
 Development flags (each logs a warning at start; every worker of a fleet must use the same):
 ``--dev-interval-s N`` runs every site with N-second intervals; ``--simulate-devices`` reads
@@ -65,6 +67,7 @@ class WorkerOptions:
     dev_interval_s: int | None = None
     simulate_devices: bool = False
     name: str = ""
+    warm: bool = True
 
 
 class FleetWorker:
@@ -77,6 +80,7 @@ class FleetWorker:
         self._runtimes: dict[str, tuple[str, Runtime]] = {}
         self._sites: dict[str, tuple[str, SiteConfig]] = {}
         self._lock = threading.Lock()
+        self._building: dict[str, threading.Lock] = {}
 
     # -- sites ------------------------------------------------------------------------------
     def site(self, site_id: str, version: str | None = None) -> SiteConfig:
@@ -100,20 +104,40 @@ class FleetWorker:
         """The site's runtime, built on first use and kept while its file is unchanged."""
         key = repr(site)
         with self._lock:
-            kept = self._runtimes.get(site_id)
-        if kept is not None and kept[0] == key:
-            return kept[1]
-        if kept is not None:
-            kept[1].close()
-        factory = None
-        if self.options.simulate_devices:
-            from controller.simdevices import simulated_devices  # noqa: PLC0415
+            building = self._building.setdefault(site_id, threading.Lock())
+        with building:  # one build per site at a time (a step and the warm-up)
+            with self._lock:
+                kept = self._runtimes.get(site_id)
+            if kept is not None and kept[0] == key:
+                return kept[1]
+            if kept is not None:
+                kept[1].close()
+            factory = None
+            if self.options.simulate_devices:
+                from controller.simdevices import simulated_devices  # noqa: PLC0415
 
-            factory = simulated_devices
-        runtime = build_runtime(site, shared_store=True, device_factory=factory)
-        with self._lock:
-            self._runtimes[site_id] = (key, runtime)
-        return runtime
+                factory = simulated_devices
+            runtime = build_runtime(site, shared_store=True, device_factory=factory)
+            with self._lock:
+                self._runtimes[site_id] = (key, runtime)
+            return runtime
+
+    def warm(self) -> int:
+        """Build every active site's runtime now (the first steps then run at full speed).
+
+        A site that cannot be built is logged and left to its steps (which record why).
+        Returns how many were built or already kept.
+        """
+        built = 0
+        for row in self.fleet.list_sites():
+            try:
+                self.runtime(row.site_id, self.site(row.site_id, row.version))
+            except Exception:  # boundary: one broken site must not stop the warm-up
+                log.exception("warming site %s failed (its steps will say why)", row.site_id)
+                continue
+            built += 1
+        log.info("warm: %d site runtimes ready", built)
+        return built
 
     def close(self) -> None:
         """Close every kept runtime."""
@@ -251,6 +275,8 @@ def run_worker(options: WorkerOptions) -> int:
         log.warning("development flag: devices are simulated in-process, not read over Modbus")
     app = make_app(options.db_url)
     _WORKER = FleetWorker(options, app)
+    if options.warm:
+        threading.Thread(target=_WORKER.warm, name="peergrid-warm", daemon=True).start()
     name = options.name or f"{socket.gethostname()}-{os.getpid()}"
     log.info("worker %s on %s", name, _WORKER.fleet.engine.url.render_as_string(True))
     try:

@@ -41,6 +41,7 @@ SITE = """\
 name = "{name}"
 grid = "cigre-lv"
 interval_s = {interval_s}
+gate_closure_s = {gate_closure_s}
 max_reading_age_s = 60
 
 [chain]
@@ -112,7 +113,13 @@ class Fleet:
 
 
 def make_sites(
-    folder: Path, url: str, count: int, *, start: int = 0, interval_s: int = 900
+    folder: Path,
+    url: str,
+    count: int,
+    *,
+    start: int = 0,
+    interval_s: int = 900,
+    gate_closure_s: int = 0,
 ) -> Fleet:
     """``count`` sites on the anvil node at ``url`` (module docstring), files in ``folder``."""
     w3 = rpc_web3(url)
@@ -139,6 +146,7 @@ def make_sites(
             SITE.format(
                 name=f"fleet site {n}",
                 interval_s=interval_s,
+                gate_closure_s=gate_closure_s,
                 url=url,
                 token=deployment.token,
                 settlement=deployment.settlement,
