@@ -41,6 +41,7 @@ import signal
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from statistics import median
 
@@ -54,7 +55,9 @@ from controller.fleet import Fleet  # noqa: E402
 from controller.pgcluster import throwaway_cluster  # noqa: E402
 
 STEP = re.compile(
-    r"Job peergrid:peergrid\.site_step\[\d+\]\(.*?\) ended with status: (\w+), lasted ([\d.]+) s"
+    r"^(\S+ \S+) INFO procrastinate.worker: Job peergrid:peergrid\.site_step\[\d+\]"
+    r"\(.*?\) ended with status: (\w+), lasted ([\d.]+) s",
+    re.MULTILINE,
 )
 
 
@@ -73,6 +76,42 @@ def _ran(conninfo: str, site_ids: list[str]) -> int:
     return n
 
 
+def bare_steps(
+    cluster: object, database: str, site_file: Path, env: dict[str, str], n: int
+) -> float:
+    """The reference: CPU seconds per step of one site stepped in this process, no engine.
+
+    The same site, store (a schema of the same database) and chain; ``run_step`` called
+    directly for ``n`` consecutive boundaries (after a first one that builds caches), no
+    worker, no procrastinate, no hold check (a no-op hold).
+    """
+    import dataclasses
+    import os
+    from datetime import UTC, datetime, timedelta
+
+    from controller.fleet import load_site_text, run_step
+    from controller.simdevices import simulated_devices
+    from controller.wiring import build_runtime
+
+    os.environ.update(env)
+    site = load_site_text(site_file.read_text(), str(site_file), site_file.parent)
+    site = dataclasses.replace(site, database=cluster.url(database, schema="reference"))  # type: ignore[attr-defined]
+
+    class NoHold:
+        site_id = "reference"
+
+        def __call__(self) -> None:
+            return None
+
+    start = datetime(2026, 6, 21, 6, tzinfo=UTC)
+    with build_runtime(site, device_factory=simulated_devices) as runtime:
+        run_step(runtime, NoHold(), start + timedelta(seconds=site.interval_s))
+        t0 = time.process_time()
+        for k in range(2, n + 2):
+            run_step(runtime, NoHold(), start + timedelta(seconds=k * site.interval_s))
+        return (time.process_time() - t0) / n
+
+
 def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # a kill cleans up as Ctrl-C does
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -85,6 +124,9 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=15)
     parser.add_argument("--kill-at-s", type=float, default=None, help="kill -9 a worker then")
     parser.add_argument("--stall-s", type=float, default=30.0)
+    parser.add_argument(
+        "--reference-steps", type=int, default=20, help="steps of the in-process reference"
+    )
     parser.add_argument("--out", type=Path, default=Path("fleet-soak"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -97,11 +139,16 @@ def main() -> int:
         fleet = make_sites(
             args.out,
             node.url,
-            args.sites,
+            args.sites + 1,  # the last one is the reference's, never added
             interval_s=args.interval_s,
             gate_closure_s=args.gate_closure_s,
         )
         result["deploy_s"] = round(time.perf_counter() - t0, 1)
+        reference = fleet.sites.pop()
+        result["bare_cpu_per_step_s"] = round(
+            bare_steps(cluster, database, reference.site, fleet.env, args.reference_steps), 3
+        )
+        print(f"reference: {result['bare_cpu_per_step_s']} CPU s per step in-process, no engine")
         t0 = time.perf_counter()
         registry = Fleet(url)
         for site in fleet.sites:
@@ -145,6 +192,8 @@ def main() -> int:
                 f"every site ran its first step {result['start_all_s']} s after the workers' start"
             )
             first = int(time.time()) - int(time.time()) % args.interval_s + args.interval_s
+            time.sleep(max(first - time.time(), 0))
+            cpu_at_first = {w.name: w.cpu_s() for w in workers}  # steady state from here
             end_at = started + args.minutes * 60
             victim = None
             killed_at = None
@@ -179,14 +228,23 @@ def main() -> int:
 
         steps: dict[str, list[float]] = {}
         for w in workers:
-            lasted = [float(m.group(2)) for m in STEP.finditer(w.log.read_text(errors="replace"))]
-            steps[w.name] = lasted
+            found = STEP.finditer(w.log.read_text(errors="replace"))
+            steps[w.name] = [
+                float(m.group(3))
+                for m in found
+                if datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f")
+                .replace(tzinfo=UTC)
+                .timestamp()
+                >= first
+            ]
         result["workers"] = {
             w.name: {
                 "steps": len(steps[w.name]),
                 "median_step_s": round(median(steps[w.name]), 3) if steps[w.name] else None,
                 "cpu_s": round(cpu[w.name], 1),
-                "cpu_per_step_s": round(cpu[w.name] / len(steps[w.name]), 3)
+                "cpu_per_step_s": round(
+                    (cpu[w.name] - cpu_at_first[w.name]) / len(steps[w.name]), 3
+                )
                 if steps[w.name]
                 else None,
                 "peak_rss_mb": round(peak[w.name]),
@@ -195,10 +253,11 @@ def main() -> int:
             for w in workers
         }
         total_steps = sum(len(v) for v in steps.values())
-        total_cpu = sum(cpu.values())
+        total_cpu = sum(cpu[name] - cpu_at_first[name] for name in cpu)
         per_step = total_cpu / total_steps if total_steps else float("nan")
         result["cpu_per_step_s"] = round(per_step, 3)
         result["sites_per_core_at_15_min"] = int(900 / per_step) if total_steps else 0
+        result["worker_over_bare"] = round(per_step / result["bare_cpu_per_step_s"], 2)  # type: ignore[operator]
 
         live_end = end if killed_at is None else int(killed_at) - int(killed_at) % args.interval_s
         live = range(first, live_end, args.interval_s)

@@ -284,6 +284,19 @@ class Fleet:
             for r in rows
         ]
 
+    def _active(self, site_id: str, *columns: Any) -> Any:  # noqa: ANN401 - a Row
+        """The active site's ``columns`` (a row), or :class:`ConfigError` if none is active."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(*columns)
+                .where(sites.c.site_id == site_id)
+                .where(sites.c.removed_at.is_(None))
+            ).first()
+        if row is None:
+            msg = f"no active site {site_id!r} in the fleet"
+            raise ConfigError(msg)
+        return row
+
     def site_version(self, site_id: str) -> str:
         """The SHA-256 of the active site's file (it changes when the site is re-added).
 
@@ -292,16 +305,7 @@ class Fleet:
         ConfigError
             No active site has that id.
         """
-        with self.engine.connect() as conn:
-            found = conn.execute(
-                select(sites.c.file_sha256)
-                .where(sites.c.site_id == site_id)
-                .where(sites.c.removed_at.is_(None))
-            ).scalar()
-        if found is None:
-            msg = f"no active site {site_id!r} in the fleet"
-            raise ConfigError(msg)
-        return str(found)
+        return str(self._active(site_id, sites.c.file_sha256)[0])
 
     def load_site(self, site_id: str) -> SiteConfig:
         """The site as stored, its store in schema ``site_<id>`` of this database.
@@ -311,15 +315,7 @@ class Fleet:
         ConfigError
             No active site has that id.
         """
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(sites.c.site_toml, sites.c.base_dir)
-                .where(sites.c.site_id == site_id)
-                .where(sites.c.removed_at.is_(None))
-            ).first()
-        if row is None:
-            msg = f"no active site {site_id!r} in the fleet"
-            raise ConfigError(msg)
+        row = self._active(site_id, sites.c.site_toml, sites.c.base_dir)
         site = load_site_text(row.site_toml, f"fleet:{site_id}", Path(row.base_dir))
         return dataclasses.replace(site, database=self.store_url(site_id))
 

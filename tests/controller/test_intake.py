@@ -75,8 +75,7 @@ def clock() -> Clock:
 ESCROW = {"bob": 1_000_000}  # bob: 1 token of free escrow; the others are not checked
 
 
-@pytest.fixture
-def intake(store: Store, site: SiteConfig, clock: Clock) -> OrderIntake:
+def make_intake(store: Store, site: SiteConfig, clock: Clock) -> OrderIntake:
     return OrderIntake(
         store=store,
         site=site,
@@ -86,6 +85,11 @@ def intake(store: Store, site: SiteConfig, clock: Clock) -> OrderIntake:
         now=clock,
         escrow=ESCROW.get,
     )
+
+
+@pytest.fixture
+def intake(store: Store, site: SiteConfig, clock: Clock) -> OrderIntake:
+    return make_intake(store, site, clock)
 
 
 def address(pid: str) -> str:
@@ -551,15 +555,7 @@ def test_a_claimed_interval_is_closed_whatever_the_intakes_clock_says(
     minute behind, say) still has the gate open; standing orders and cancels start after it.
     """
     store = Store(new_database_url(request, backend, tmp_path))
-    intake = OrderIntake(
-        store=store,
-        site=site,
-        accounts=participant_accounts(site, trial=True),
-        chain_id=CHAIN_ID,
-        verifying_contract=CONTRACT,
-        now=clock,
-        escrow=ESCROW.get,
-    )
+    intake = make_intake(store, site, clock)
     try:
         kept = intake.submit(signed(MessageKind.STANDING_ORDER, standing(nonce=5)))
         assert store.claim_interval(START, 900)
