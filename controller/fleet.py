@@ -14,8 +14,10 @@ periodic tasks, worker heartbeats), not by a home-made lease protocol:
   ``site_step`` job scheduled at the site's next event (a boundary or a gate closure), or
   at once for an event that came and was not dispatched (no worker was running); with the
   job lock and queueing lock ``site:<id>``: one job of a site runs at a time, and at most
-  one waits. ``sites.dispatched_until`` records the last event dispatched, claimed with a
-  compare-and-set so two dispatchers never defer one event twice.
+  one waits. ``sites.dispatched_until`` records the last event dispatched, written after
+  the job is deferred (a dispatcher dying in between leaves the event to the next dispatch;
+  a second job for one event finds nothing due). Times are the database's clock, as the
+  engine's scheduling is.
 * **A step** brings a site up to date at the time it runs, as a controller starting then
   would (:func:`run_step`): the operator's site actions are read from the store again (a
   pause or an exclusion taken anywhere applies from the next step), ticks left
@@ -79,7 +81,14 @@ from controller.config import SiteConfig, parse_site
 from controller.controls import MarketControls
 from controller.errors import ConfigError, LostSite, MissingDatabase
 from controller.scheduler import EventKind, catch_up_events, events_after, misfire_s, run_event
-from controller.store import lock_key, shared_engine, site_lock, split_schema
+from controller.store import (
+    SiteLockHeld,
+    Store,
+    lock_key,
+    shared_engine,
+    site_lock,
+    split_schema,
+)
 from market.domain import utc_label
 
 log = logging.getLogger("peergrid.fleet")
@@ -101,6 +110,7 @@ sites = Table(
     Column("site_toml", Text, nullable=False),
     Column("base_dir", Text, nullable=False),
     Column("file_sha256", String(64), nullable=False),
+    Column("operator_source", Text, nullable=False),  # operator_source(): one per site
     Column("added_at", DateTime(timezone=True), nullable=False),
     Column("removed_at", DateTime(timezone=True), nullable=True),
     Column("dispatched_until", BigInteger, nullable=False, default=0),
@@ -235,6 +245,9 @@ class Fleet:
         check_site_id(site_id)
         raw = path.read_text("utf-8")
         site = load_site_text(raw, str(path), path.resolve().parent)
+        self._refuse_shared_operator(site_id, site)
+        # the store now, once: workers starting together never race to make it
+        Store(self.store_url(site_id), shared=True).close()
         try:
             with self.engine.begin() as conn:
                 conn.execute(
@@ -244,6 +257,7 @@ class Fleet:
                         site_toml=raw,
                         base_dir=str(path.resolve().parent),
                         file_sha256=hashlib.sha256(raw.encode()).hexdigest(),
+                        operator_source=operator_source(site),
                         added_at=datetime.now(UTC),
                         removed_at=None,
                         dispatched_until=0,
@@ -253,6 +267,27 @@ class Fleet:
             msg = f"site id {site_id!r} is taken (sites keep their id after removal)"
             raise ConfigError(msg) from None
         return site
+
+    def _refuse_shared_operator(self, site_id: str, site: SiteConfig) -> None:
+        """Refuse a site whose operator key another active site uses (one key, one nonce).
+
+        One worker at a time sends a site's transactions; two sites signing with one key,
+        stepped on two workers at once, would race that account's nonces.
+        """
+        mine = operator_source(site)
+        with self.engine.connect() as conn:
+            other = conn.execute(
+                select(sites.c.site_id)
+                .where(sites.c.operator_source == mine)
+                .where(sites.c.removed_at.is_(None))
+            ).scalar()
+        if other is not None:
+            msg = (
+                f"site {site_id}: its operator key ({mine}) is site {other}'s too; each site "
+                "needs its own operator account (its own key variable or keystore), or two "
+                "workers would race one account's nonces"
+            )
+            raise ConfigError(msg)
 
     def remove_site(self, site_id: str) -> bool:
         """Stop dispatching ``site_id`` (its store and records stay); False if not active."""
@@ -324,30 +359,26 @@ class Fleet:
         return f"{self.url}{'&' if '?' in self.url else '?'}schema={site_schema(site_id)}"
 
     # -- dispatch ---------------------------------------------------------------------------
-    def claim_dispatch(self, site_id: str, event_at: int, previous: int) -> bool:
-        """Record that the site's event at ``event_at`` [Unix s] is dispatched; once only.
+    def record_dispatch(self, site_id: str, event_at: int) -> None:
+        """Record that a step for the site's event at ``event_at`` [Unix s] was deferred.
 
-        The claim succeeds only if the site's last dispatched event is still ``previous``
-        (as read before): of two dispatchers, one defers the step.
+        Written after the job is deferred: a dispatcher that dies in between leaves the
+        event undispatched, and the next dispatch defers it again (a second job for one event
+        finds nothing due). Only ever moves forward.
         """
-        with self.engine.begin() as conn:
-            done = conn.execute(
-                update(sites)
-                .where(sites.c.site_id == site_id)
-                .where(sites.c.dispatched_until == previous)
-                .values(dispatched_until=event_at)
-            )
-        return bool(done.rowcount)
-
-    def release_dispatch(self, site_id: str, event_at: int, previous: int) -> None:
-        """Undo :meth:`claim_dispatch` (the step could not be deferred)."""
         with self.engine.begin() as conn:
             conn.execute(
                 update(sites)
                 .where(sites.c.site_id == site_id)
-                .where(sites.c.dispatched_until == event_at)
-                .values(dispatched_until=previous)
+                .where(sites.c.dispatched_until < event_at)
+                .values(dispatched_until=event_at)
             )
+
+    def db_now(self) -> datetime:
+        """The database's clock (UTC): dispatch and steps go by it, as the engine does."""
+        with self.engine.connect() as conn:
+            found: datetime = conn.execute(text("SELECT now()")).scalar_one()
+        return found.astimezone(UTC)
 
     # -- holds ------------------------------------------------------------------------------
     def take_hold(self, site_id: str, job_id: int) -> int:
@@ -364,11 +395,15 @@ class Fleet:
             ).scalar_one()
         return int(epoch)
 
-    def check_hold(self, site_id: str, epoch: int, stall_s: float) -> None:
+    def check_hold(
+        self, site_id: str, epoch: int, stall_s: float, lock: SiteLockHeld | None = None
+    ) -> None:
         """Raise :class:`LostSite` unless the hold ``epoch`` of ``site_id`` is still live.
 
         Live, by the database's clock: the epoch is the site's current one, its job is
-        ``doing``, and its worker's last heartbeat is younger than ``stall_s`` [s].
+        ``doing``, its worker's last heartbeat is younger than ``stall_s`` [s], and (given
+        ``lock``) the step's site lock is still held by its connection (a dropped connection
+        loses it, and a ``peergrid run`` could take the site).
         """
         with self.engine.connect() as conn:
             why = conn.execute(
@@ -379,19 +414,38 @@ class Fleet:
                     "WHEN w.last_heartbeat IS NULL "
                     "  OR w.last_heartbeat < now() - make_interval(secs => :stall) "
                     "  THEN 'the worker''s heartbeat is stale' "
+                    "WHEN :pid > 0 AND NOT EXISTS (SELECT 1 FROM pg_locks l "
+                    "  WHERE l.locktype = 'advisory' AND l.granted AND l.pid = :pid "
+                    "  AND l.classid = CAST(:hi AS oid) AND l.objid = CAST(:lo AS oid) "
+                    "  AND l.objsubid = 1) THEN 'the site lock''s connection lost it' "
                     "ELSE '' END "
                     "FROM peergrid_fleet.site_holds h "
                     "LEFT JOIN procrastinate_jobs j ON j.id = h.job_id "
                     "LEFT JOIN procrastinate_workers w ON w.id = j.worker_id "
                     "WHERE h.site_id = :s"
                 ),
-                {"s": site_id, "e": epoch, "stall": stall_s},
+                {
+                    "s": site_id,
+                    "e": epoch,
+                    "stall": stall_s,
+                    "pid": lock.pid if lock is not None else 0,
+                    "hi": lock.halves[0] if lock is not None else 0,
+                    "lo": lock.halves[1] if lock is not None else 0,
+                },
             ).scalar()
         if why is None:
             why = "the site has no holder"
         if why:
             msg = f"site {site_id}: lost the site (epoch {epoch}): {why}; nothing sent"
             raise LostSite(msg)
+
+
+def operator_source(site: SiteConfig) -> str:
+    """Where a site's operator key comes from: its keystore file, else its variable's name."""
+    chain = site.chain
+    if chain.operator_keystore:
+        return f"keystore {Path(chain.operator_keystore).resolve()}"
+    return f"environment variable {chain.operator_key_env}"
 
 
 def load_site_text(raw: str, source: str, base_dir: Path) -> SiteConfig:
@@ -422,14 +476,25 @@ def next_event_at(site: SiteConfig, now: datetime) -> int:
 
 
 class SiteHold:
-    """What a running step holds: the site's fencing epoch, checked before each side effect."""
+    """What a running step holds: the site's fencing epoch and lock.
 
-    def __init__(self, fleet: Fleet, site_id: str, epoch: int, stall_s: float) -> None:
+    Called before each transaction and setpoint (:meth:`Fleet.check_hold`).
+    """
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        site_id: str,
+        epoch: int,
+        stall_s: float,
+        lock: SiteLockHeld | None = None,
+    ) -> None:
         self.fleet, self.site_id, self.epoch, self.stall_s = fleet, site_id, epoch, stall_s
+        self.lock = lock
 
     def __call__(self) -> None:
         """Raise :class:`LostSite` unless the hold is live (:meth:`Fleet.check_hold`)."""
-        self.fleet.check_hold(self.site_id, self.epoch, self.stall_s)
+        self.fleet.check_hold(self.site_id, self.epoch, self.stall_s, self.lock)
 
 
 def step_events(cycle: Any, now: datetime) -> list[Any]:  # noqa: ANN401 - Cycle, Event

@@ -71,7 +71,7 @@ from market.domain import ClearingResult, Interval, utc_label
 log = logging.getLogger("peergrid.run")
 
 
-def site_guard(database: str) -> AbstractContextManager[None]:
+def site_guard(database: str) -> AbstractContextManager[object]:
     """The single-instance lock of a site's database (module docstring).
 
     A SQLite file: an exclusive ``flock`` on ``<file>.lock``. PostgreSQL: the database's

@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Final
 
 from controller.cycle import Cycle, IntervalReport, TickReport
-from controller.errors import AlreadyRunning
+from controller.errors import AlreadyRunning, LostSite
 from market.domain import Interval, utc_label
 
 log = logging.getLogger("peergrid.scheduler")
@@ -295,7 +295,10 @@ def run_tick(cycle: Cycle, boundary: datetime, *, clear_next: bool = True) -> Ti
     boundary is claimed (``running``) before the tick, so it can never run twice, and set to
     ``ran`` (with any settlement errors) or ``failed`` (with the error) after it. The cycle
     itself turns clearing and settlement failures into recorded outcomes; an exception that
-    reaches here is logged and recorded, not raised.
+    reaches here is logged and recorded, not raised, but for
+    :class:`~controller.errors.LostSite` (a fleet's worker no longer holds the site): it
+    propagates at once, and the tick stays ``running`` until the site's holder closes it as
+    ``crashed``.
 
     Parameters
     ----------
@@ -319,6 +322,8 @@ def run_tick(cycle: Cycle, boundary: datetime, *, clear_next: bool = True) -> Ti
         return None
     try:
         report = cycle.tick(boundary, clear_next=clear_next)
+    except LostSite:
+        raise  # a worker that lost the site stops here; the tick stays running, closed later
     except Exception as exc:  # boundary: a failed tick is recorded, the controller goes on
         cycle.store.update_tick(boundary_id, "failed", f"{type(exc).__name__}: {exc}")
         log.exception("tick at %s failed", utc_label(boundary))
@@ -357,6 +362,8 @@ def run_event(cycle: Cycle, event: Event) -> list[Report]:
     if event.kind is EventKind.CLEAR:
         try:
             cleared = cycle.clear_at_gate(interval)
+        except LostSite:
+            raise  # a worker that lost the site stops here (controller.fleet)
         except Exception:  # boundary: a failed clearing leaves its claim, closed later
             log.exception("clearing %s at its gate closure failed", interval.label())
             return []

@@ -424,7 +424,9 @@ def serve_site(
         site = dev_interval(site, dev_interval_s)
     guard = None if front else site_guard(site.database)
     try:
-        with build_runtime(site, guard=guard, devices=not front) as runtime:
+        with build_runtime(
+            site, guard=guard, devices=not front, reconcile_nonce=not front
+        ) as runtime:
             return run_service(
                 site,
                 runtime,

@@ -578,7 +578,7 @@ _SHARED: dict[str, Engine] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def shared_engine(url: str) -> Engine:
+def shared_engine(url: str, *, pool_size: int = 4) -> Engine:
     """One engine (one connection pool) per database URL for this process.
 
     ``peergrid worker`` holds many sites' stores on one PostgreSQL database: each store is
@@ -589,11 +589,16 @@ def shared_engine(url: str) -> Engine:
     ----------
     url
         SQLAlchemy URL without ``schema``.
+    pool_size
+        Connections kept, and as many more opened under load; the first call for a URL
+        sets it (a worker: two per concurrent step and four for the rest).
     """
     with _SHARED_LOCK:
         engine = _SHARED.get(url)
         if engine is None:
-            engine = open_engine(url, pool_size=4, max_overflow=4, pool_pre_ping=True)
+            engine = open_engine(
+                url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            )
             _SHARED[url] = engine
         return engine
 
@@ -608,12 +613,18 @@ def lock_key(schema: str) -> int:
 
 
 @contextlib.contextmanager
-def site_lock(url: str) -> Iterator[None]:
+def site_lock(url: str) -> Iterator[SiteLockHeld]:
     """Hold the database's lock of the site at ``url`` for the block (a PostgreSQL store).
 
     A session advisory lock on a connection kept for the block: PostgreSQL releases it when
     the block ends or the process dies. ``peergrid run`` on PostgreSQL and every worker's
     step take it.
+
+    Yields
+    ------
+    SiteLockHeld
+        The lock's key and the server process holding it (a worker's hold checks that the
+        lock is still there: :meth:`controller.fleet.Fleet.check_hold`).
 
     Raises
     ------
@@ -621,18 +632,34 @@ def site_lock(url: str) -> Iterator[None]:
         Another process holds it.
     """
     base, schema = split_schema(url)
-    key = lock_key(schema or make_url(base).render_as_string(hide_password=True))
+    shown = make_url(base).render_as_string(hide_password=True)
+    key = lock_key(schema or shown)
     with shared_engine(base).connect() as conn:
         got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+        pid = int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
         conn.commit()
         if not got:
-            msg = f"another PeerGrid controller or worker is running this site ({schema or base})"
+            msg = f"another PeerGrid controller or worker is running this site ({schema or shown})"
             raise AlreadyRunning(msg)
         try:
-            yield
+            yield SiteLockHeld(key=key, pid=pid)
         finally:
             conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
             conn.commit()
+
+
+@dataclass(frozen=True, slots=True)
+class SiteLockHeld:
+    """A held :func:`site_lock`: its 64-bit key and the PostgreSQL backend holding it."""
+
+    key: int
+    pid: int
+
+    @property
+    def halves(self) -> tuple[int, int]:
+        """``pg_locks``' ``classid`` and ``objid`` of the key (its high and low 32 bits)."""
+        unsigned = self.key & 0xFFFF_FFFF_FFFF_FFFF
+        return unsigned >> 32, unsigned & 0xFFFF_FFFF
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -897,9 +924,6 @@ class Store:
             self.where += f" (schema {self.schema})"
         if not create:
             _refuse_missing(url, self.where)  # before connecting: SQLite would create it
-        elif self.schema is not None:
-            with self.engine.begin() as conn:
-                conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
         try:  # check before the SQLite pragmas (WAL): a refused database is not touched
             with self.engine.connect() as conn:
                 status = schema_status(conn, self.where)
@@ -919,6 +943,13 @@ class Store:
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         with self.engine.begin() as conn:
+            if self.engine.dialect.name == "postgresql":
+                # processes opening one new store at once (a fleet's workers) take turns:
+                # the second finds the schema made and upgraded (upgrade_schema reads again)
+                key = lock_key(f"migrate:{self.schema or self.where}")
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+                if create and self.schema is not None:
+                    conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             self.revision: str = upgrade_schema(conn, self.where)
 
     @contextmanager

@@ -742,6 +742,7 @@ def build_runtime(
     guard: AbstractContextManager[object] | None = None,
     device_factory: Callable[[SiteConfig], Devices] | None = None,
     shared_store: bool = False,
+    reconcile_nonce: bool = True,
 ) -> Runtime:
     """Build the runtime of ``site``: grid, devices, chain, store and cycle (module docstring).
 
@@ -788,6 +789,10 @@ def build_runtime(
     shared_store : bool
         Open the store on this process's shared engine (:class:`~controller.store.Store`
         ``shared``: many sites' schemas in one PostgreSQL database).
+    reconcile_nonce : bool
+        Reconcile the operator's nonce with the node and store it (persistent chains);
+        ``False`` for a process that does not hold the site (a fleet's worker building
+        ahead, ``serve --front``): whoever sends reconciles first.
 
     Returns
     -------
@@ -852,7 +857,8 @@ def build_runtime(
                 minted = fund_trial_chain(site, client, trial or EMBEDDED_TRIAL)
             else:
                 client.attach(site.chain.token_address, site.chain.settlement_address)
-                client.reconcile_nonce(store.load_next_nonce(str(operator.address)))
+                if reconcile_nonce:
+                    client.reconcile_nonce(store.load_next_nonce(str(operator.address)))
             client.settler.on_broadcast = _after_send
             settler = ChainSettler(client, accounts)
         base_grid_for = base_grid_factory(site, loaded) if loaded is not None else _no_grid

@@ -7,8 +7,9 @@ procrastinate worker running three tasks:
   defers a ``peergrid.site_step`` job for every site whose next event has come;
 * ``peergrid.site_step`` (lock and queueing lock ``site:<id>``): one site's step
   (:func:`controller.fleet.run_step`) under the site's database lock and hold;
-* ``peergrid.recover_stalled`` (periodic): fails the jobs of workers whose heartbeat is
-  older than ``stall_s``, so their sites go on elsewhere.
+* ``peergrid.recover_stalled`` (periodic): retries the jobs of workers whose heartbeat is
+  older than ``stall_s`` on a live worker (or fails one whose site already has a later step
+  waiting), so their sites go on elsewhere.
 
 A worker keeps the runtime of each site it has stepped (grid, chain client, store on the
 shared pool) for its next step, and rebuilds it when the site's file changes. At start it
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from procrastinate import App, Blueprint, JobContext, PsycopgConnector
-from procrastinate.exceptions import AlreadyEnqueued
+from procrastinate.exceptions import AlreadyEnqueued, UniqueViolation
 from procrastinate.jobs import Status
 
 from controller.config import SiteConfig
@@ -50,11 +51,16 @@ from controller.fleet import (
     site_lock,
 )
 from controller.runner import dev_interval
+from controller.store import shared_engine
 from controller.wiring import Runtime, build_runtime
 
 log = logging.getLogger("peergrid.worker")
 
 tasks = Blueprint()
+
+PERIODIC_PRIORITY = 100
+"""Dispatch and recovery are fetched before waiting site steps (the engine takes the highest
+priority first), so hundreds of steps due at one boundary never delay the next dispatch."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,6 +82,9 @@ class FleetWorker:
     def __init__(self, options: WorkerOptions, app: App) -> None:
         self.options = options
         self.app = app
+        # a step holds the site's lock connection and, while clearing, the intake's: two
+        # connections per concurrent step, and four for dispatch, recovery and the rest
+        shared_engine(options.db_url, pool_size=2 * (options.concurrency + 1) + 4)
         self.fleet = Fleet(options.db_url)
         self._runtimes: dict[str, tuple[str, Runtime]] = {}
         self._sites: dict[str, tuple[str, SiteConfig]] = {}
@@ -117,7 +126,10 @@ class FleetWorker:
                 from controller.simdevices import simulated_devices  # noqa: PLC0415
 
                 factory = simulated_devices
-            runtime = build_runtime(site, shared_store=True, device_factory=factory)
+            # not the nonce: a step reconciles it holding the site (controller.fleet.run_step)
+            runtime = build_runtime(
+                site, shared_store=True, device_factory=factory, reconcile_nonce=False
+            )
             with self._lock:
                 self._runtimes[site_id] = (key, runtime)
             return runtime
@@ -151,16 +163,15 @@ class FleetWorker:
     def step(self, site_id: str, job_id: int, at: int = 0) -> None:
         """One step of ``site_id`` as job ``job_id`` (:func:`controller.fleet.run_step`).
 
-        The step runs as of its event ``at`` [Unix s] if this host's clock is still before
-        it (the engine starts a scheduled job by the database's clock): a clock a little
-        behind never makes a step find nothing due.
+        The step goes by the database's clock (as the engine's scheduling does), and never
+        before its event ``at`` [Unix s]: no host's clock moves a site's events.
         """
         site = self.site(site_id)
         try:
-            with site_lock(site.database):
+            with site_lock(site.database) as lock:
                 epoch = self.fleet.take_hold(site_id, job_id)
-                hold = SiteHold(self.fleet, site_id, epoch, self.options.stall_s)
-                now = max(datetime.now(UTC), datetime.fromtimestamp(at, UTC))
+                hold = SiteHold(self.fleet, site_id, epoch, self.options.stall_s, lock)
+                now = max(self.fleet.db_now(), datetime.fromtimestamp(at, UTC))
                 run_step(self.runtime(site_id, site), hold, now)
         except AlreadyRunning as exc:
             log.warning("site %s not stepped: %s", site_id, exc)
@@ -171,9 +182,10 @@ class FleetWorker:
         """Defer each site's next step (:mod:`controller.fleet`); how many were deferred.
 
         A site whose latest event came undispatched gets a step at once (it catches up);
-        otherwise one scheduled at its next event, if not yet dispatched.
+        otherwise one scheduled at its next event, if not yet dispatched. By the database's
+        clock.
         """
-        now = datetime.now(UTC)
+        now = self.fleet.db_now()
         deferred = 0
         for row in self.fleet.list_sites():
             try:
@@ -185,8 +197,6 @@ class FleetWorker:
             at, when = (due, None) if due > row.dispatched_until else (upcoming, upcoming)
             if at <= row.dispatched_until:
                 continue  # dispatched already
-            if not self.fleet.claim_dispatch(row.site_id, at, row.dispatched_until):
-                continue  # another dispatcher did
             lock = f"site:{row.site_id}"
             job = site_step.configure(
                 lock=lock,
@@ -196,25 +206,31 @@ class FleetWorker:
             try:
                 job.defer(site_id=row.site_id, at=at)
             except AlreadyEnqueued:  # a step still waits: it catches up; dispatch again later
-                self.fleet.release_dispatch(row.site_id, at, row.dispatched_until)
                 continue
+            self.fleet.record_dispatch(row.site_id, at)
             deferred += 1
         return deferred
 
     async def recover(self) -> list[int]:
-        """Fail the jobs of stalled workers (their sites' locks are freed); their ids."""
+        """Retry (or fail) the jobs of stalled workers, freeing their sites; their ids."""
         manager = self.app.job_manager
         stalled = await manager.get_stalled_jobs(seconds_since_heartbeat=self.options.stall_s)
         failed: list[int] = []
         for job in stalled:
             if job.id is None:
                 continue
-            await manager.finish_job_by_id_async(job.id, status=Status.FAILED, delete_job=False)
+            try:  # run it again on a live worker: a step catches up if still in time
+                await manager.retry_job(job)
+                what = "retried"
+            except UniqueViolation:  # another step of the site already waits: that one will
+                await manager.finish_job_by_id_async(job.id, status=Status.FAILED, delete_job=False)
+                what = "failed (a later step of its site waits)"
             log.warning(
-                "job %d (%s %s) of a stalled worker failed; its site goes on elsewhere",
+                "job %d (%s %s) of a stalled worker %s; its site goes on elsewhere",
                 job.id,
                 job.task_name,
                 job.task_kwargs,
+                what,
             )
             failed.append(job.id)
         return failed
@@ -241,7 +257,7 @@ def site_step(context: JobContext, site_id: str, at: int = 0) -> None:
 
 
 @tasks.periodic(cron=f"* * * * * */{DISPATCH_EVERY_S}", periodic_id="dispatch")
-@tasks.task(name="peergrid.dispatch", queueing_lock="peergrid.dispatch")
+@tasks.task(name="peergrid.dispatch", queueing_lock="peergrid.dispatch", priority=PERIODIC_PRIORITY)
 def dispatch(timestamp: int) -> None:
     """Defer the steps that are due (:meth:`FleetWorker.dispatch`)."""
     deferred = _worker().dispatch()
@@ -250,7 +266,9 @@ def dispatch(timestamp: int) -> None:
 
 
 @tasks.periodic(cron=f"* * * * * */{DISPATCH_EVERY_S}", periodic_id="recover")
-@tasks.task(name="peergrid.recover_stalled", queueing_lock="peergrid.recover")
+@tasks.task(
+    name="peergrid.recover_stalled", queueing_lock="peergrid.recover", priority=PERIODIC_PRIORITY
+)
 async def recover_stalled(timestamp: int) -> None:
     """Fail stalled workers' jobs (:meth:`FleetWorker.recover`)."""
     del timestamp
@@ -282,7 +300,7 @@ def run_worker(options: WorkerOptions) -> int:
     try:
         app.run_worker(
             name=name,
-            concurrency=max(options.concurrency, 1) + 1,  # + the periodic tasks
+            concurrency=max(options.concurrency, 1) + 1,  # a slot for dispatch and recovery
             update_heartbeat_interval=HEARTBEAT_S,
             stalled_worker_timeout=options.stall_s,
             fetch_job_polling_interval=1.0,

@@ -15,7 +15,7 @@ from alembic import context
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection
 
-from controller.store import metadata
+from controller.store import metadata, split_schema
 
 
 def _run(connection: Connection, schema: str | None = None) -> None:
@@ -39,10 +39,15 @@ def _main() -> None:
     url = context.get_x_argument(as_dictionary=True).get("db") or config.get_main_option(
         "sqlalchemy.url", "sqlite:///peergrid.sqlite"
     )
-    engine = create_engine(url)
+    base, schema = split_schema(url)  # PeerGrid's ?schema=NAME (controller.store)
+    engine = create_engine(base)
     try:
         with engine.begin() as conn:
-            _run(conn)
+            if schema is not None:
+                conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+                conn.exec_driver_sql(f'SET LOCAL search_path TO "{schema}"')
+                conn = conn.execution_options(schema_translate_map={None: schema})  # noqa: PLW2901
+            _run(conn, schema)
     finally:
         engine.dispose()
 

@@ -12,7 +12,8 @@ Used by ``tests/controller/test_fleet_workers.py`` (a few sites, kill -9 of a wo
   SIGTERM by the test;
 * :func:`fleet_verdict`: what the database's unique constraints and the chain say, read
   independently: per site, every tick's outcome, every cleared interval, each settlement
-  against the contract's ``Settled`` events (one per interval, the same batch id).
+  against the contract's ``Settled`` events (one per interval, the same batch id), and the
+  operator's transactions to its contract counted from the blocks (one per settlement).
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ class FleetSite:
     token: str
     settlement: str
     operator: str
+    key_env: str
 
 
 @dataclass
@@ -164,6 +166,7 @@ def make_sites(
                 token=deployment.token,
                 settlement=deployment.settlement,
                 operator=operator.address,
+                key_env=key_env,
             )
         )
     return fleet
@@ -268,15 +271,46 @@ class Verdict:
     missed: list[tuple[str, int, str]] = field(default_factory=list)
 
 
-def fleet_verdict(conninfo: str, fleet: Fleet, boundaries: range, *, allow_missed: bool) -> Verdict:
+def operator_sends(fleet: Fleet) -> dict[str, Counter[str]]:
+    """Per site, its operator's transactions to its Settlement contract, from every block.
+
+    ``{"sent": n, "reverted": m}`` per site id.
+    """
+    w3 = rpc_web3(fleet.url)
+    by_pair = {(s.operator.lower(), s.settlement.lower()): s.site_id for s in fleet.sites}
+    out: dict[str, Counter[str]] = {s.site_id: Counter() for s in fleet.sites}
+    for number in range(w3.eth.block_number + 1):
+        block = w3.eth.get_block(number, full_transactions=True)
+        for tx in block["transactions"]:
+            site_id = by_pair.get((str(tx["from"]).lower(), str(tx["to"] or "").lower()))
+            if site_id is None:
+                continue
+            out[site_id]["sent"] += 1
+            if w3.eth.get_transaction_receipt(tx["hash"])["status"] != 1:
+                out[site_id]["reverted"] += 1
+    return out
+
+
+def fleet_verdict(
+    conninfo: str,
+    fleet: Fleet,
+    boundaries: range,
+    *,
+    allow_missed: bool,
+    count_sends: bool = True,
+) -> Verdict:
     """Check every site over ``boundaries`` [Unix s] from the database and the chain.
 
     Per site and boundary: exactly one tick (primary key), ``ran`` (or, with
     ``allow_missed``, ``missed``/``crashed`` with a reason); every interval cleared once
     (primary key) and settled: its settlement ``settled`` in the store and exactly one
     ``Settled`` event of that interval on the site's own contract, with the stored batch id.
+    With ``count_sends``, the operator's transactions to the contract are counted from the
+    blocks: one per settled interval, none reverted (a second send of an interval, which
+    the contract refuses, shows here).
     """
     verdict = Verdict()
+    sends = operator_sends(fleet) if count_sends else {}
     with psycopg.connect(conninfo) as conn:
         for site in fleet.sites:
             schema = f"site_{site.site_id}"
@@ -336,6 +370,14 @@ def fleet_verdict(conninfo: str, fleet: Fleet, boundaries: range, *, allow_misse
                     verdict.counts["settled on chain"] += 1
             for interval_id in per_interval.keys() - settled.keys():
                 verdict.problems.append(f"{site.site_id}: {interval_id} on chain, not in store")
+            if count_sends:
+                sent = sends[site.site_id]
+                verdict.counts["operator sends"] += sent["sent"]
+                if sent["sent"] != len(events) or sent["reverted"]:
+                    verdict.problems.append(
+                        f"{site.site_id}: {sent['sent']} sends ({sent['reverted']} reverted) "
+                        f"for {len(events)} settlements"
+                    )
     return verdict
 
 

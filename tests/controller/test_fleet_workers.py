@@ -4,7 +4,8 @@ The sites' steps run in real worker processes (procrastinate on a throwaway Post
 cluster), with the real clearing and settlement on an anvil node, readings simulated
 in-process (``--simulate-devices``) and 6-second development intervals. The verdict is read
 from the database's unique constraints and from each site's own Settlement contract
-(:func:`fleetkit.fleet_verdict`); it is shown to catch a lost tick and a double settlement.
+(:func:`fleetkit.fleet_verdict`); it is shown to catch a lost tick, a settlement left
+unsent and a second transaction of an operator to its contract.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from eth_account import Account
 from fleetkit import (
     Fleet,
     WorkerProcess,
@@ -27,7 +29,7 @@ from fleetkit import (
 )
 from killharness import clean_env
 
-from adapters.chain.backends import AnvilNode
+from adapters.chain.backends import AnvilNode, rpc_web3
 from controller import fleet as fleet_module
 from controller.cli import main
 from controller.errors import AlreadyRunning, ConfigError, LostSite
@@ -127,8 +129,27 @@ def test_three_workers_run_every_site_exactly_once_and_survive_a_kill(
         f"{dict(verdict.counts)}"
     )
 
-    # the verdict catches faults: a lost tick, a second settlement of an interval
+    # the victim's in-flight job was recovered by a live worker
+    survivors = "".join(w.log.read_text(errors="replace") for w in workers if w is not victim)
+    assert "of a stalled worker" in survivors
+
+    # the verdict catches faults: a lost tick, a re-opened settlement, a second send
     site = fleet.sites[0]
+    operator = Account.from_key(fleet.env[site.key_env])
+    w3 = rpc_web3(anvil.url)
+    resend = w3.eth.send_raw_transaction(
+        operator.sign_transaction(
+            {
+                "to": site.settlement,
+                "data": "0x12345678",  # no such function: reverts, as a second settle does
+                "gas": 100_000,
+                "gasPrice": w3.eth.gas_price,
+                "nonce": w3.eth.get_transaction_count(operator.address),
+                "chainId": w3.eth.chain_id,
+            }
+        ).raw_transaction
+    )
+    assert w3.eth.wait_for_transaction_receipt(resend)["status"] == 0
     with psycopg.connect(conninfo) as conn:
         conn.execute(f"DELETE FROM site_{site.site_id}.ticks WHERE boundary = %s", (first,))  # noqa: S608
         conn.execute(
@@ -139,20 +160,21 @@ def test_three_workers_run_every_site_exactly_once_and_survive_a_kill(
     broken = fleet_verdict(conninfo, fleet, whole, allow_missed=True)
     assert any(f"boundary {first} has no tick" in p for p in broken.problems)
     assert any(p.endswith(" intent") for p in broken.problems)
+    assert any("(1 reverted)" in p for p in broken.problems)
 
 
 def _busy_worker(workers: list[WorkerProcess]) -> WorkerProcess:
     """The worker whose log started a site step most recently (wait for one to be mid-step)."""
     started = re.compile(r"Starting job peergrid:peergrid\.site_step")
     ended = re.compile(r"Job peergrid:peergrid\.site_step.*ended")
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         for w in workers:
             text = w.log.read_text(errors="replace")
             if len(started.findall(text)) > len(ended.findall(text)):
                 return w
-        time.sleep(0.01)
-    return workers[0]
+        time.sleep(0.005)
+    pytest.fail("no worker was in the middle of a step within 60 s")
 
 
 # -- the hold and the database's site lock ------------------------------------------------
@@ -308,3 +330,19 @@ def test_front_refuses_a_database_without_a_fleet(pg_cluster: Cluster) -> None:
     with pytest.raises(MissingDatabase, match="holds no fleet"):
         fleet_module.Fleet(url, create=False)
     assert main(["serve", "--front", "--db", url, "--id", "s1"]) == 2
+
+
+def test_two_sites_cannot_share_an_operator_key(
+    pg_cluster: Cluster, anvil: AnvilNode, tmp_path: Path
+) -> None:
+    url = pg_cluster.url(pg_cluster.create_database())
+    fleet = make_sites(tmp_path, anvil.url, 2)
+    first, second = fleet.sites
+    text = second.site.read_text().replace(second.key_env, first.key_env)
+    second.site.write_text(text)
+    registry = fleet_module.Fleet(url)
+    registry.add_site(first.site_id, first.site)
+    with pytest.raises(ConfigError, match="needs its own operator account"):
+        registry.add_site(second.site_id, second.site)
+    assert registry.remove_site(first.site_id)
+    registry.add_site(second.site_id, second.site)  # the key is free again
