@@ -245,6 +245,11 @@ class Fleet:
         check_site_id(site_id)
         raw = path.read_text("utf-8")
         site = load_site_text(raw, str(path), path.resolve().parent)
+        with self.engine.connect() as conn:
+            taken = conn.execute(select(sites.c.site_id).where(sites.c.site_id == site_id))
+            if taken.first() is not None:
+                msg = f"site id {site_id!r} is taken (sites keep their id after removal)"
+                raise ConfigError(msg)
         self._refuse_shared_operator(site_id, site)
         # the store now, once: workers starting together never race to make it
         Store(self.store_url(site_id), shared=True).close()

@@ -1537,13 +1537,26 @@ class Store:
         return None if row is None else int(row[0])
 
     def save_next_nonce(self, address: str, nonce: int) -> None:
-        """Persist a sender's next nonce (called by the chain client after every change)."""
-        with self._tx() as conn:
-            updated = conn.execute(
-                update(chain_nonces).where(chain_nonces.c.address == address).values(next=nonce)
-            )
-            if not updated.rowcount:
-                conn.execute(insert(chain_nonces).values(address=address, next=nonce))
+        """Persist a sender's next nonce (called by the chain client after every change).
+
+        Update, else insert; an insert that another process made first (two processes
+        opening one site's store at once) turns into the update.
+        """
+        for attempt in range(2):
+            try:
+                with self._tx() as conn:
+                    updated = conn.execute(
+                        update(chain_nonces)
+                        .where(chain_nonces.c.address == address)
+                        .values(next=nonce)
+                    )
+                    if not updated.rowcount:
+                        conn.execute(insert(chain_nonces).values(address=address, next=nonce))
+            except IntegrityError:
+                if attempt:
+                    raise
+                continue  # inserted meanwhile: update it
+            return
 
     # -- audit and ticks -------------------------------------------------------------------
     def save_audit(self, interval_id: int, record: Mapping[str, Any]) -> str:
