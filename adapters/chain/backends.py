@@ -221,6 +221,7 @@ class AnvilNode:
     start_timeout_s: float = 20.0
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _log: Path | None = field(default=None, init=False, repr=False)
+    _cache: Path | None = field(default=None, init=False, repr=False)
 
     @property
     def url(self) -> str:
@@ -289,7 +290,11 @@ class AnvilNode:
                     raise
 
     def _start_once(self) -> Self:
-        cmd = self.command()
+        # anvil moves old blocks' states to disk, by default under ~/.foundry/anvil/tmp, and
+        # leaves them there: gigabytes after a long run. Ours go to a folder of this node's,
+        # removed when it stops.
+        self._cache = Path(tempfile.mkdtemp(prefix="peergrid-anvil-cache-"))
+        cmd = [*self.command(), "--cache-path", str(self._cache)]
         fd, log_name = tempfile.mkstemp(prefix="peergrid-anvil-", suffix=".log")
         self._log = Path(log_name)
         with os.fdopen(fd, "wb") as log:
@@ -351,6 +356,9 @@ class AnvilNode:
         if self._log is not None:
             self._log.unlink(missing_ok=True)
             self._log = None
+        if self._cache is not None:
+            shutil.rmtree(self._cache, ignore_errors=True)
+            self._cache = None
 
     def __enter__(self) -> Self:
         return self.start()
