@@ -346,3 +346,32 @@ def test_two_sites_cannot_share_an_operator_key(
         registry.add_site(second.site_id, second.site)
     assert registry.remove_site(first.site_id)
     registry.add_site(second.site_id, second.site)  # the key is free again
+
+
+def test_warm_up_logs_a_site_it_cannot_build_and_goes_on(
+    pg_cluster: Cluster,
+    anvil: AnvilNode,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The warm-up's catch-all: a broken site is logged with its traceback, the rest built."""
+    from controller.worker import FleetWorker, WorkerOptions
+
+    url = pg_cluster.url(pg_cluster.create_database())
+    fleet = make_sites(tmp_path, anvil.url, 2)
+    registry = fleet_module.Fleet(url)
+    for site in fleet.sites:
+        registry.add_site(site.site_id, site.site)
+    good, broken = fleet.sites
+    monkeypatch.setenv(good.key_env, fleet.env[good.key_env])
+    monkeypatch.delenv(broken.key_env, raising=False)  # its operator key is missing
+    worker = FleetWorker(WorkerOptions(db_url=url, simulate_devices=True), app=None)  # type: ignore[arg-type]
+    try:
+        with caplog.at_level("ERROR", logger="peergrid.worker"):
+            assert worker.warm() == 1
+    finally:
+        worker.close()
+    failed = [r for r in caplog.records if "warming site" in r.getMessage()]
+    assert [broken.site_id in r.getMessage() for r in failed] == [True]
+    assert failed[0].exc_info is not None  # with its traceback
