@@ -178,6 +178,11 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+MAX_PERSISTED_STATES = 64
+"""Old blocks' states anvil keeps on disk (beside those it keeps in memory): reads at a block
+older than both fail, which no PeerGrid check does (they read events, and the latest state)."""
+
+
 @dataclass(eq=False)
 class AnvilNode:
     """A local anvil node started and stopped by PeerGrid (a context manager).
@@ -291,10 +296,17 @@ class AnvilNode:
 
     def _start_once(self) -> Self:
         # anvil moves old blocks' states to disk, by default under ~/.foundry/anvil/tmp, and
-        # leaves them there: gigabytes after a long run. Ours go to a folder of this node's,
-        # removed when it stops.
+        # leaves them there: each a dump of every contract (12 MB each with 300 sites'
+        # contracts; 78 GB after a day of tests). Ours go to a folder of this node's, removed
+        # when it stops, and at most MAX_PERSISTED_STATES of them.
         self._cache = Path(tempfile.mkdtemp(prefix="peergrid-anvil-cache-"))
-        cmd = [*self.command(), "--cache-path", str(self._cache)]
+        cmd = [
+            *self.command(),
+            "--cache-path",
+            str(self._cache),
+            "--max-persisted-states",
+            str(MAX_PERSISTED_STATES),
+        ]
         fd, log_name = tempfile.mkstemp(prefix="peergrid-anvil-", suffix=".log")
         self._log = Path(log_name)
         with os.fdopen(fd, "wb") as log:
