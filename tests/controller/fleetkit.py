@@ -203,13 +203,14 @@ class WorkerProcess:
     env: dict[str, str]
     dev_interval_s: int | None
     stall_s: float
+    concurrency: int = 1
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
         """Start the worker; returns self."""
         args = peergrid_cmd(
             "-v", "worker", "--db", self.db_url, "--name", self.name, "--simulate-devices",
-            "--stall-s", str(self.stall_s),
+            "--stall-s", str(self.stall_s), "--concurrency", str(self.concurrency),
         )  # fmt: skip
         if self.dev_interval_s is not None:
             args += ["--dev-interval-s", str(self.dev_interval_s)]
