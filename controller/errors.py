@@ -59,6 +59,10 @@ class MissingDatabase(ControllerError, FileNotFoundError):
     """A command that only reads was pointed at a database that does not exist (none made)."""
 
 
+class NotAWorker(ControllerError, RuntimeError):
+    """A fleet task ran outside a ``peergrid worker`` process, or without its job (a bug)."""
+
+
 class LostSite(ControllerError, RuntimeError):
     """A worker no longer holds the site it was running (``peergrid worker``): stop at once."""
 

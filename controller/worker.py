@@ -37,7 +37,7 @@ from procrastinate.exceptions import AlreadyEnqueued, UniqueViolation
 from procrastinate.jobs import Status
 
 from controller.config import SiteConfig
-from controller.errors import AlreadyRunning, ConfigError, LostSite
+from controller.errors import AlreadyRunning, ConfigError, LostSite, NotAWorker
 from controller.fleet import (
     DISPATCH_EVERY_S,
     HEARTBEAT_S,
@@ -242,7 +242,7 @@ _WORKER: FleetWorker | None = None
 def _worker() -> FleetWorker:
     if _WORKER is None:
         msg = "no fleet worker in this process (peergrid worker starts one)"
-        raise RuntimeError(msg)
+        raise NotAWorker(msg)
     return _WORKER
 
 
@@ -252,7 +252,7 @@ def site_step(context: JobContext, site_id: str, at: int = 0) -> None:
     job_id = context.job.id
     if job_id is None:
         msg = "a job without an id"
-        raise RuntimeError(msg)
+        raise NotAWorker(msg)
     _worker().step(site_id, job_id, at)
 
 

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
+
+import pytest
 
 from controller.store import Store
 from market.domain import MeterReading, ReadingQuality
 
 
-def store(url: str) -> Store:
-    return Store(url)
+@pytest.fixture
+def s(database_url: str) -> Iterator[Store]:
+    """A new store on each backend, closed after the test (PostgreSQL: its pool)."""
+    store = Store(database_url)
+    yield store
+    store.close()
 
 
-def test_an_interval_is_claimed_once(database_url: str) -> None:
-    s = store(database_url)
+def test_an_interval_is_claimed_once(s: Store) -> None:
     assert s.claim_interval(1_782_032_400, 900)
     assert not s.claim_interval(1_782_032_400, 900)
     assert s.record_tick(1_782_032_400, "ran")
@@ -21,8 +27,7 @@ def test_an_interval_is_claimed_once(database_url: str) -> None:
     assert s.last_tick() == 1_782_032_400
 
 
-def test_settlement_intent_is_recorded_once_and_resolvable(database_url: str) -> None:
-    s = store(database_url)
+def test_settlement_intent_is_recorded_once_and_resolvable(s: Store) -> None:
     batch = {"batch_id": "ab" * 32, "amounts": [["a", -5], ["b", 5]]}
     assert s.record_intent(7, "ab" * 32, batch)
     assert not s.record_intent(7, "ab" * 32, batch)
@@ -34,8 +39,7 @@ def test_settlement_intent_is_recorded_once_and_resolvable(database_url: str) ->
     assert s.settlement(7)["state"] == "settled"
 
 
-def test_readings_round_trip_timezone_aware(database_url: str) -> None:
-    s = store(database_url)
+def test_readings_round_trip_timezone_aware(s: Store) -> None:
     r = MeterReading(
         device_id="m",
         participant="p",
@@ -52,8 +56,7 @@ def test_readings_round_trip_timezone_aware(database_url: str) -> None:
     assert s.readings_at(100) == {"m": r}
 
 
-def test_audit_record_hash(database_url: str) -> None:
-    s = store(database_url)
+def test_audit_record_hash(s: Store) -> None:
     h1 = s.save_audit(5, {"x": 1})
     h2 = s.save_audit(5, {"x": 2})
     assert h1 != h2
