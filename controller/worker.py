@@ -12,7 +12,8 @@ procrastinate worker running three tasks:
   waiting), so their sites go on elsewhere.
 
 A worker keeps the runtime of each site it has stepped (grid, chain client, store on the
-shared pool) for its next step, and rebuilds it when the site's file changes. At start it
+shared pool) for its next step (a site's file cannot change under its id: ``site add``
+refuses a taken id, so a kept runtime never goes stale by its file). At start it
 builds every site's runtime in the background (``--no-warm``: on first use only), since any
 worker may be given any site's step and a build costs more than a step. Ctrl-C (SIGINT)
 or SIGTERM lets the running steps finish, then exits.
