@@ -46,6 +46,7 @@ give exactly what the per-interval reads and a fresh :func:`reclear_recorded` gi
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -113,11 +114,19 @@ def anchor_hash(record: Mapping[str, Any]) -> str:
 def software_versions() -> dict[str, str]:
     """The versions of PeerGrid, its solvers and Python (a record's ``versions``).
 
+    Read once per process (the code running does not change under it; reading the
+    installed packages' metadata costs more than a small site's clearing).
+
     Returns
     -------
     dict of str to str
         Distribution name -> version (``"absent"`` if not installed), and ``python``.
     """
+    return dict(_software_versions())
+
+
+@functools.cache
+def _software_versions() -> dict[str, str]:
     out: dict[str, str] = {}
     for name in VERSIONED:
         try:

@@ -71,7 +71,7 @@ import dataclasses
 import enum
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, Protocol, runtime_checkable
@@ -303,6 +303,12 @@ class Cycle:
     is written; it raises (:class:`~controller.errors.LostSite`) when this process no longer
     holds the site (``peergrid worker``: :mod:`controller.fleet`), and nothing is sent or
     written then.
+
+    ``linear_grid(grid, vm_min_pu, vm_max_pu)`` builds the market's network model of a base
+    case (default :func:`~grid_models.linear.build_linear_grid`, built afresh each clearing)
+    and ``split_grid`` splits a base case for its audit record (default
+    :func:`~grid_models.grids.split_base_case`); :mod:`controller.wiring` passes cached ones,
+    which sites sharing a base case share.
     """
 
     site: SiteConfig
@@ -315,6 +321,8 @@ class Cycle:
     recheck_blocks: int = RECHECK_BLOCKS
     controls: MarketControls | None = None
     fence: Callable[[], None] | None = None
+    linear_grid: Callable[[Grid, float, float], LinearGrid] | None = None
+    split_grid: Callable[[Grid], tuple[str, dict[str, Any]]] = split_base_case
     options: ClearingOptions = field(init=False)
     _applied: dict[int, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
 
@@ -559,9 +567,7 @@ class Cycle:
             self._applied[interval.interval_id] = in_force.to_dict()
             plan = filter_plan(plan, in_force)
         grid = self.base_grid_for(interval)
-        linear = build_linear_grid(
-            grid, vm_min_pu=self.site.vm_min_pu, vm_max_pu=self.site.vm_max_pu
-        )
+        linear = self._linear_grid(grid)
         known = linear.network.bus_index()
 
         def clear(planned: Plan) -> tuple[OrderBook, ClearingResult]:
@@ -607,8 +613,8 @@ class Cycle:
         intents (settled on paper, not yet on-chain) are subtracted, so the same tokens never
         back two intervals, and so is a carried debt (the next batch collects it first).
         """
-        escrow_of = getattr(self.settler, "escrow", None)
-        if escrow_of is None:
+        balances = self._escrows([p.id for p in self.site.participants])
+        if balances is None:
             return {}
         owed: dict[str, int] = {}
         for pending in self.store.pending_settlements():
@@ -618,10 +624,25 @@ class Cycle:
         debts = self.store.outstanding_debts()
         credit: dict[ParticipantId, int] = {}
         for p in self.site.participants:
-            balance = escrow_of(p.id)
+            balance = balances.get(p.id)
             if balance is not None:
                 credit[p.id] = int(balance) - owed.get(p.id, 0) - max(0, debts.get(p.id, 0))
         return credit
+
+    def _escrows(self, accounts: Sequence[str]) -> dict[str, int] | None:
+        """What each of ``accounts`` can still be charged [token units]; None without escrow.
+
+        From the settler's ``escrows`` (one chain call for all) when it has one, else its
+        ``escrow`` per account; accounts without an address are left out.
+        """
+        escrows = getattr(self.settler, "escrows", None)
+        if escrows is not None:
+            return dict(escrows(accounts))
+        escrow_of = getattr(self.settler, "escrow", None)
+        if escrow_of is None:
+            return None
+        found = {a: escrow_of(a) for a in accounts}
+        return {a: int(b) for a, b in found.items() if b is not None}
 
     def reclear(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """Clear an audit record's stored order book again (an auditor's determinism check).
@@ -675,9 +696,7 @@ class Cycle:
             return empty_result(book, ClearingStatus.NO_CROSSING, "no orders this interval")
         try:
             if linear is None:
-                linear = build_linear_grid(
-                    grid, vm_min_pu=self.site.vm_min_pu, vm_max_pu=self.site.vm_max_pu
-                )
+                linear = self._linear_grid(grid)
             return clear_on_grid(
                 grid,
                 linear,
@@ -690,6 +709,13 @@ class Cycle:
             return empty_result(
                 book, ClearingStatus.INFEASIBLE, f"grid model failed: {exc}; fallback: grid only"
             )
+
+    def _linear_grid(self, grid: Grid) -> LinearGrid:
+        """The network model of the base case ``grid`` in the site's voltage band."""
+        vm_min, vm_max = self.site.vm_min_pu, self.site.vm_max_pu
+        if self.linear_grid is not None:
+            return self.linear_grid(grid, vm_min, vm_max)
+        return build_linear_grid(grid, vm_min_pu=vm_min, vm_max_pu=vm_max)
 
     def _write_setpoints(self, setpoints: tuple[Setpoint, ...]) -> tuple[str, ...]:
         failures: list[str] = []
@@ -814,21 +840,21 @@ class Cycle:
         lets COMMUNITY front the shortfall (see :mod:`market.settlement`, rules 6-9). Without
         a settler that reports escrow, the batch is left as it is.
         """
-        escrow_of = getattr(self.settler, "escrow", None)
-        if escrow_of is None:
+        outstanding = {ParticipantId(a): b for a, b in self.store.outstanding_debts().items()}
+        named = sorted({a for a, _ in batch.amounts} | set(outstanding) | {COMMUNITY})
+        balances = self._escrows(named)
+        if balances is None:
             return batch
         pending: dict[str, int] = {}
         for intent in self.store.pending_settlements():
             for account, amount in intent.batch.get("amounts", []):
                 if amount < 0:
                     pending[account] = pending.get(account, 0) - amount
-        outstanding = {ParticipantId(a): b for a, b in self.store.outstanding_debts().items()}
-        named = {a for a, _ in batch.amounts} | set(outstanding) | {COMMUNITY}
         available: dict[ParticipantId, int] = {}
-        for account in sorted(named):
-            balance = escrow_of(account)
+        for account in named:
+            balance = balances.get(account)
             if balance is not None:
-                available[account] = max(0, int(balance) - pending.get(account, 0))
+                available[ParticipantId(account)] = max(0, int(balance) - pending.get(account, 0))
         capped = apply_debts(batch, available, outstanding)
         for debt in capped.debts:
             log.log(
@@ -1056,7 +1082,7 @@ class Cycle:
         grid_hash: str | None = None
         base_case: dict[str, Any] | None = None
         try:
-            text, base_case = split_base_case(self.base_grid_for(interval))
+            text, base_case = self.split_grid(self.base_grid_for(interval))
             grid_hash = self.store.save_grid(text, self.site.grid)
         except Exception as exc:  # boundary, like the clearing's: the record says so
             # (grid_hash None) and the failure is named with its traceback, never hidden.

@@ -33,13 +33,13 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 from adapters.chain import (
     ChainClient,
@@ -78,7 +78,8 @@ from controller.profiles import load_shape
 from controller.site_identity import site_identity
 from controller.store import Store
 from grid_models.errors import GridModelError
-from grid_models.grids import Grid, load_grid, unknown_bus_message
+from grid_models.grids import Grid, load_grid, split_base_case, unknown_bus_message
+from grid_models.linear import LinearGrid, build_linear_grid
 from market.domain import COMMUNITY, GRID, DeviceId, Interval, ParticipantId, SettlementBatch
 
 
@@ -206,6 +207,60 @@ def _base_cache(grid: Grid, load_scale: float, sgen_scale: float) -> dict[tuple[
         while len(_BASES) > 64:
             _BASES.popitem(last=False)
         return entry[1]
+
+
+_LINEAR_PER_THREAD: Final = 4
+"""Network models each thread keeps (:func:`shared_linear_grid`)."""
+
+_LINEAR = threading.local()
+
+
+def shared_linear_grid(grid: Grid, vm_min_pu: float, vm_max_pu: float) -> LinearGrid:
+    """:func:`~grid_models.linear.build_linear_grid` of a base case, kept per thread.
+
+    Sites on one feeder share their base cases (:func:`_base_cache`), and so the network
+    model of each: building it (the base case's AC power flow, the sensitivities) costs more
+    than the clearing of a small site. A model holds its AC checker, a pandapower net that
+    each check writes to, so a thread never shares its models with another; a check starts
+    from the base case's solution whatever ran before (:class:`~grid_models.powerflow.
+    AcChecker`), so a kept model clears as a new one does. Each thread keeps its
+    :data:`_LINEAR_PER_THREAD` latest; an entry holds its grid, so the grid's ``id`` is
+    not reused while it is kept.
+    """
+    kept: OrderedDict[tuple[int, float, float], tuple[Grid, LinearGrid]] | None
+    kept = getattr(_LINEAR, "kept", None)
+    if kept is None:
+        kept = _LINEAR.kept = OrderedDict()
+    key = (id(grid), vm_min_pu, vm_max_pu)
+    entry = kept.get(key)
+    if entry is None or entry[0] is not grid:
+        entry = (grid, build_linear_grid(grid, vm_min_pu=vm_min_pu, vm_max_pu=vm_max_pu))
+        kept[key] = entry
+        while len(kept) > _LINEAR_PER_THREAD:
+            kept.popitem(last=False)
+    kept.move_to_end(key)
+    return entry[1]
+
+
+_SPLITS: OrderedDict[int, tuple[Grid, str, dict[str, list[list[Any]]]]] = OrderedDict()
+
+
+def shared_split(grid: Grid) -> tuple[str, dict[str, list[list[Any]]]]:
+    """:func:`~grid_models.grids.split_base_case` of a base case, kept for the sites sharing it.
+
+    The text is immutable; the base case comes as a new dict of new lists each time, so a
+    caller's changes never reach the kept one. The 8 latest are kept.
+    """
+    with _GRIDS_LOCK:
+        entry = _SPLITS.get(id(grid))
+    if entry is None or entry[0] is not grid:
+        text, injections = split_base_case(grid)
+        entry = (grid, text, injections)
+        with _GRIDS_LOCK:
+            _SPLITS[id(grid)] = entry
+            while len(_SPLITS) > 8:
+                _SPLITS.popitem(last=False)
+    return entry[1], {k: [list(row) for row in rows] for k, rows in entry[2].items()}
 
 
 @dataclass(eq=False)
@@ -544,6 +599,25 @@ class ChainSettler:
         address = self.accounts.get(ParticipantId(participant))
         return None if address is None else int(self.client.available_credit(address))
 
+    def escrows(self, participants: Iterable[str]) -> dict[str, int]:
+        """:meth:`escrow` of many participants in one call (ids without an account left out).
+
+        Parameters
+        ----------
+        participants : iterable of str
+            The participants' ids.
+
+        Returns
+        -------
+        dict of str to int
+            The available escrow [token units] per participant that has an account.
+        """
+        address_of = {
+            p: a for p in participants if (a := self.accounts.get(ParticipantId(p))) is not None
+        }
+        states = self.client.account_states(address_of.values())
+        return {p: int(states[checksum_address(a)].available) for p, a in address_of.items()}
+
     def submit(self, batch: SettlementBatch) -> ChainOutcome:
         """Settle ``batch`` on-chain; an interval already settled is reported, not resent.
 
@@ -870,6 +944,8 @@ def build_runtime(
             writers=devs.writers,
             settler=settler,
             forecaster=forecaster,
+            linear_grid=shared_linear_grid,
+            split_grid=shared_split,
             # the operator's pause and exclusions, replayed from the store: honoured by
             # `run` and `serve` alike (`serve` takes new ones through the API)
             controls=MarketControls(
