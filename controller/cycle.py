@@ -939,7 +939,8 @@ class Cycle:
         holds another batch) goes back to ``intent`` with the reason, and its audit record's
         chain part is cleared, in one database transaction
         (:meth:`Store.reopen_settlement`); the next send resolves it. Costs one block
-        number and two calls per settlement in the window. A chain that cannot be read is
+        number and two calls per settlement in the window, in one JSON-RPC batch when the view
+        reads many at once (``settled_on_chain_many``). A chain that cannot be read is
         logged and tried again at the next tick.
 
         Returns
@@ -953,10 +954,13 @@ class Cycle:
         reopened: list[int] = []
         try:
             head = view.block_number()
-            for row in self.store.settled_since(max(0, head - self.recheck_blocks)):
+            rows = self.store.settled_since(max(0, head - self.recheck_blocks))
+            many = getattr(view, "settled_on_chain_many", None)  # one request for all, if it can
+            found = many([int(r["interval_id"]) for r in rows]) if many is not None and rows else {}
+            for row in rows:
                 interval_id = int(row["interval_id"])
                 recorded = int(row["block_number"])
-                block, batch_id = view.settled_on_chain(interval_id)
+                block, batch_id = found.get(interval_id) or view.settled_on_chain(interval_id)
                 if block == recorded and batch_id == row["batch_id"]:
                     continue
                 if block == 0:

@@ -407,6 +407,22 @@ class ChainClient:
             return 0, ""
         return block, self.reader.settled_batch(interval_id).batch_id.hex()
 
+    def settled_on_chain_many(self, interval_ids: Iterable[int]) -> dict[int, tuple[int, str]]:
+        """:meth:`settled_on_chain` of many intervals in JSON-RPC batches (one request, often).
+
+        Parameters
+        ----------
+        interval_ids : iterable of int
+            The intervals: their starts in Unix seconds [s].
+
+        Returns
+        -------
+        dict of int to (int, str)
+            Per interval, as :meth:`settled_on_chain` answers.
+        """
+        states = self.reader.settled_states(interval_ids)
+        return {i: (b, batch.hex()) if b else (0, "") for i, (b, batch) in states.items()}
+
     def settled_batch(self, interval_id: int) -> SettledBatch:
         """The batch id and Merkle roots recorded for ``interval_id`` (zeros if unsettled)."""
         return self.reader.settled_batch(interval_id)

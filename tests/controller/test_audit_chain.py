@@ -95,6 +95,18 @@ def test_settled_batches_equal_the_storage_reads(demo: DemoRuntime) -> None:
     assert client.reader.settled_batches(ids, per_request=3) == got  # one interval a batch
 
 
+def test_settled_states_equal_the_per_interval_reads(demo: DemoRuntime) -> None:
+    """What the controller's re-check of recent settlements reads, in batches."""
+    client = demo.client
+    ids = [*_settled_ids(demo), 900]
+    got = client.settled_on_chain_many(ids)
+    assert got == {i: client.settled_on_chain(i) for i in ids}
+    assert got[900] == (0, "")
+    assert all(block > 0 and len(batch) == 64 for block, batch in (got[i] for i in ids[:-1]))
+    assert len({block for block, _ in got.values()}) > 1  # not one answer for all
+    assert client.reader.settled_states(ids, per_request=2) == client.reader.settled_states(ids)
+
+
 def test_the_snapshot_answers_as_the_client(demo: DemoRuntime) -> None:
     snapshot = ChainSnapshot(demo.client)
     ids = _settled_ids(demo)
