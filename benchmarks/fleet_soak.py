@@ -48,7 +48,7 @@ from statistics import median
 REPO = Path(__file__).resolve().parents[1]
 sys.path.append(str(REPO / "tests" / "controller"))
 
-from fleetkit import WorkerProcess, fleet_verdict, make_sites  # noqa: E402
+from fleetkit import WorkerProcess, fleet_verdict, make_sites, process_cpu_s  # noqa: E402
 
 from adapters.chain.backends import AnvilNode  # noqa: E402
 from controller.fleet import Fleet  # noqa: E402
@@ -131,12 +131,20 @@ def main() -> int:
     parser.add_argument(
         "--reference-steps", type=int, default=20, help="steps of the in-process reference"
     )
+    parser.add_argument(
+        "--anvil-prune-history",
+        type=int,
+        default=128,
+        help="anvil keeps this many recent states in memory, none on disk, as a full node "
+        "(geth keeps 128); 0: anvil's default (every state, old ones written to disk)",
+    )
     parser.add_argument("--out", type=Path, default=Path("fleet-soak"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     result: dict[str, object] = {"args": {k: str(v) for k, v in vars(args).items()}}
 
-    with throwaway_cluster(max_connections=300) as cluster, AnvilNode() as node:
+    prune = ("--prune-history", str(args.anvil_prune_history)) if args.anvil_prune_history else ()
+    with throwaway_cluster(max_connections=300) as cluster, AnvilNode(extra_args=prune) as node:
         database = cluster.create_database("fleet")
         url, conninfo = cluster.url(database), cluster.conninfo(database)
         t0 = time.perf_counter()
@@ -206,6 +214,7 @@ def main() -> int:
             first = int(time.time()) - int(time.time()) % args.interval_s + args.interval_s
             time.sleep(max(first - time.time(), 0))
             cpu_at_first = {w.name: w.cpu_s() for w in workers}  # steady state from here
+            node_cpu_at_first = process_cpu_s(node.pid)
             end_at = started + args.minutes * 60
             victim = None
             killed_at = None
@@ -224,6 +233,7 @@ def main() -> int:
                 time.sleep(1)
             for w in workers:
                 cpu[w.name] = max(cpu[w.name], w.cpu_s())
+            node_cpu_s = process_cpu_s(node.pid) - node_cpu_at_first
             end = int(time.time()) - int(time.time()) % args.interval_s
             for w in workers:
                 if w is not victim:
@@ -268,6 +278,7 @@ def main() -> int:
         total_cpu = sum(cpu[name] - cpu_at_first[name] for name in cpu)
         per_step = total_cpu / total_steps if total_steps else float("nan")
         result["cpu_per_step_s"] = round(per_step, 3)
+        result["anvil_cpu_per_step_s"] = round(node_cpu_s / total_steps, 3) if total_steps else None
         result["sites_per_core_at_15_min"] = int(900 / per_step) if total_steps else 0
         result["worker_over_bare"] = round(per_step / result["bare_cpu_per_step_s"], 2)  # type: ignore[operator]
 

@@ -172,6 +172,15 @@ def make_sites(
     return fleet
 
 
+def process_cpu_s(pid: int | None) -> float:
+    """User + system CPU time [s] of process ``pid`` so far (``/proc``); 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peergrid_cmd(*args: str) -> list[str]:
     """``python -m controller ARGS`` with this interpreter."""
     return [sys.executable, "-m", "controller", *args]
@@ -245,11 +254,7 @@ class WorkerProcess:
 
     def cpu_s(self) -> float:
         """User + system CPU time [s] so far (``/proc``), 0 when the process is gone."""
-        try:
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_s(self.pid)
 
     def rss_mb(self) -> float:
         """Resident memory [MB] (``/proc``), 0 when the process is gone."""
