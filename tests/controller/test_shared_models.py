@@ -26,42 +26,20 @@ from market.orderbook import build_order_book
 IV = Interval(datetime(2026, 6, 21, 12, tzinfo=UTC))
 
 
+def _order(side: type[Bid] | type[Offer], oid: str, bus: str, wh: int, price: int) -> Bid | Offer:
+    return side(
+        order_id=oid, participant=oid, bus=bus, interval=IV, energy_wh=wh, limit_price=price
+    )
+
+
 def _book(pv_wh: int, load_wh: int) -> object:
     return build_order_book(
         IV,
         [
-            Offer(
-                order_id="pv",
-                participant="pv",
-                bus="Bus R18",
-                interval=IV,
-                energy_wh=pv_wh,
-                limit_price=90_000,
-            ),
-            Offer(
-                order_id="pv2",
-                participant="pv2",
-                bus="Bus C17",
-                interval=IV,
-                energy_wh=pv_wh // 2,
-                limit_price=100_000,
-            ),
-            Bid(
-                order_id="load",
-                participant="load",
-                bus="Bus R15",
-                interval=IV,
-                energy_wh=load_wh,
-                limit_price=320_000,
-            ),
-            Bid(
-                order_id="load2",
-                participant="load2",
-                bus="Bus I2",
-                interval=IV,
-                energy_wh=load_wh // 3,
-                limit_price=310_000,
-            ),
+            _order(Offer, "pv", "Bus R18", pv_wh, 90_000),
+            _order(Offer, "pv2", "Bus C17", pv_wh // 2, 100_000),
+            _order(Bid, "load", "Bus R15", load_wh, 320_000),
+            _order(Bid, "load2", "Bus I2", load_wh // 3, 310_000),
         ],
     )
 
