@@ -143,8 +143,8 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     result: dict[str, object] = {"args": {k: str(v) for k, v in vars(args).items()}}
 
-    prune = ("--prune-history", str(args.anvil_prune_history)) if args.anvil_prune_history else ()
-    with throwaway_cluster(max_connections=300) as cluster, AnvilNode(extra_args=prune) as node:
+    prune = args.anvil_prune_history or None
+    with throwaway_cluster(max_connections=300) as cluster, AnvilNode(prune_history=prune) as node:
         database = cluster.create_database("fleet")
         url, conninfo = cluster.url(database), cluster.conninfo(database)
         t0 = time.perf_counter()

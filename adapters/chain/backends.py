@@ -203,6 +203,10 @@ class AnvilNode:
         at most that much.
     chain_id : int
         The chain id (anvil's default 31337).
+    prune_history : int or None
+        Keep only this many recent states, in memory, none on disk, as a full node does (geth
+        keeps 128): calls at older blocks fail. ``None`` keeps every state, old ones on disk
+        (anvil's default, what reorganisation tests and audits of old blocks need).
     extra_args : sequence of str
         More anvil arguments.
     start_timeout_s : float
@@ -222,6 +226,7 @@ class AnvilNode:
     block_time_s: float | None = None
     state_interval_s: int | None = None
     chain_id: int = 31337
+    prune_history: int | None = None
     extra_args: Sequence[str] = ()
     start_timeout_s: float = 20.0
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
@@ -299,14 +304,17 @@ class AnvilNode:
         # leaves them there: each a dump of every contract (12 MB each with 300 sites'
         # contracts; 78 GB after a day of tests). Ours go to a folder of this node's, removed
         # when it stops, and at most MAX_PERSISTED_STATES of them.
-        self._cache = Path(tempfile.mkdtemp(prefix="peergrid-anvil-cache-"))
-        cmd = [
-            *self.command(),
-            "--cache-path",
-            str(self._cache),
-            "--max-persisted-states",
-            str(MAX_PERSISTED_STATES),
-        ]
+        if self.prune_history is not None:  # nothing on disk
+            cmd = [*self.command(), "--prune-history", str(self.prune_history)]
+        else:
+            self._cache = Path(tempfile.mkdtemp(prefix="peergrid-anvil-cache-"))
+            cmd = [
+                *self.command(),
+                "--cache-path",
+                str(self._cache),
+                "--max-persisted-states",
+                str(MAX_PERSISTED_STATES),
+            ]
         fd, log_name = tempfile.mkstemp(prefix="peergrid-anvil-", suffix=".log")
         self._log = Path(log_name)
         with os.fdopen(fd, "wb") as log:
