@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -127,6 +128,24 @@ def test_connect_rpc_and_embedded(node: AnvilNode) -> None:
         connect("rpc", rpc_url="ftp://example.org")
     with pytest.raises(NodeUnavailable, match="no EVM node answers"):
         connect("rpc", rpc_url="http://127.0.0.1:9", timeout_s=1)
+
+
+def test_a_pruned_node_keeps_recent_states_in_memory_only() -> None:
+    """``prune_history``: as a full node, old states gone, nothing written to disk."""
+    before = {p.name for p in Path(tempfile.gettempdir()).glob("peergrid-anvil-cache-*")}
+    with AnvilNode(prune_history=4) as pruned, AnvilNode() as archive:
+        for node in (pruned, archive):
+            w3 = rpc_web3(node.url)
+            rpc(w3, "anvil_mine", hex(20))
+            rich = w3.eth.accounts[0]
+            assert w3.eth.get_balance(rich, block_identifier=19) > 0  # a recent state
+            old = w3.provider.make_request("eth_getBalance", [rich, hex(1)])
+            if node is pruned:
+                assert "error" in old, old  # a state it no longer keeps
+            else:
+                assert int(old["result"], 16) > 0
+        after = {p.name for p in Path(tempfile.gettempdir()).glob("peergrid-anvil-cache-*")}
+        assert len(after - before) == 1  # the archive node's folder; none for the pruned one
 
 
 def test_find_anvil_prefers_the_native_binary(monkeypatch: pytest.MonkeyPatch) -> None:
