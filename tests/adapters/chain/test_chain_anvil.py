@@ -22,7 +22,7 @@ import pytest
 from chain_helpers import TOKEN, deploy_stack, make_batch
 
 from adapters.chain import ChainClient, SettlementStatus, derive_account
-from adapters.chain.backends import AnvilNode, connect, find_anvil, rpc_web3
+from adapters.chain.backends import AnvilNode, _http_session, connect, find_anvil, rpc_web3
 from adapters.chain.errors import (
     ConfirmationTimeout,
     InvalidArgument,
@@ -466,3 +466,20 @@ def test_a_restarted_client_waits_for_what_its_predecessor_left_in_flight(
     assert receipt.status is SettlementStatus.ALREADY_SETTLED
     assert receipt.tx_hash == "0x" + bytes(signed.hash).hex()
     assert w3.eth.get_transaction_count(stack.operator.address) == nonce + 1
+
+
+def test_a_node_connection_reads_the_proxy_environment_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The environment is read when a URL is first connected to, not before every request."""
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "10.9.9.2")
+    proxied = _http_session("http://10.9.9.1:8545")
+    direct = _http_session("http://10.9.9.2:8545")
+    assert proxied.trust_env is False
+    assert proxied.proxies.get("http") == "http://proxy.invalid:3128"
+    assert "http" not in direct.proxies  # NO_PROXY honoured
+    monkeypatch.delenv("HTTP_PROXY")
+    assert _http_session("http://10.9.9.1:8545") is proxied  # one per URL and process
+    manager = rpc_web3("http://10.9.9.1:8545").provider._request_session_manager
+    assert manager._explicit_session is proxied  # what web3 sends every request with
