@@ -89,7 +89,7 @@ from controller.store import (
     site_lock,
     split_schema,
 )
-from market.domain import utc_label
+from market.domain import Interval, utc_label
 
 log = logging.getLogger("peergrid.fleet")
 
@@ -512,6 +512,32 @@ def step_events(cycle: Any, now: datetime) -> list[Any]:  # noqa: ANN401 - Cycle
     return catch_up_events(cycle, now, window_s=misfire_s(cycle.site.interval_s))
 
 
+def record_late_boundary(cycle: Any, now: datetime) -> int | None:  # noqa: ANN401 - Cycle
+    """Record the latest boundary missed, with how late its step came; the boundary or None.
+
+    A step that comes after its boundary's window (:func:`step_events`: the workers were
+    behind) runs nothing for it; the boundary is recorded ``missed`` at once, saying how late
+    the step was, rather than by the next tick as "not running". Nothing is recorded before a
+    site's first tick, for a boundary that ran, or while the boundary is still in its window.
+    """
+    length = cycle.site.interval_s
+    boundary = Interval.containing(now, length).interval_id
+    last = cycle.store.last_tick()
+    late_s = now.timestamp() - boundary
+    window = misfire_s(length)
+    if last is None or last >= boundary or late_s <= window:
+        return None
+    detail = (
+        f"its step came {late_s:.0f} s after the boundary, past the window of {window} s "
+        "(the workers were behind)"
+    )
+    if cycle.store.record_ticks(range(boundary, boundary + 1), "missed", detail):
+        label = utc_label(datetime.fromtimestamp(boundary, UTC))
+        log.warning("boundary %s missed: %s", label, detail)
+        return boundary
+    return None
+
+
 def run_step(runtime: Any, hold: SiteHold, now: datetime) -> list[Any]:  # noqa: ANN401
     """Bring one site up to date at ``now`` (module docstring); its reports.
 
@@ -540,6 +566,8 @@ def run_step(runtime: Any, hold: SiteHold, now: datetime) -> list[Any]:  # noqa:
     close_stale_ticks(runtime.store)
     events = step_events(cycle, now)
     if not any(e.kind is not EventKind.CLEAR for e in events):
+        record_late_boundary(cycle, now)
+    if not any(e.kind is not EventKind.CLEAR for e in events):
         # a tick resolves pending intents itself (chain first): only without one, here
         for resumed in cycle.resume_pending():
             outcome = resumed.error or "ok"
@@ -564,6 +592,7 @@ __all__ = [
     "latest_event_at",
     "lock_key",
     "next_event_at",
+    "record_late_boundary",
     "require_postgresql",
     "run_step",
     "site_lock",
