@@ -50,7 +50,7 @@ sys.path.append(str(REPO / "tests" / "controller"))
 
 from fleetkit import WorkerProcess, fleet_verdict, make_sites, process_cpu_s  # noqa: E402
 
-from adapters.chain.backends import AnvilNode  # noqa: E402
+from adapters.chain.backends import AnvilNode, rpc_web3  # noqa: E402
 from controller.fleet import Fleet  # noqa: E402
 from controller.pgcluster import throwaway_cluster  # noqa: E402
 
@@ -138,13 +138,24 @@ def main() -> int:
         help="anvil keeps this many recent states in memory, none on disk, as a full node "
         "(geth keeps 128); 0: anvil's default (every state, old ones written to disk)",
     )
+    parser.add_argument(
+        "--block-time-s",
+        type=int,
+        default=None,
+        help="once the sites are deployed, anvil mines a block every this many seconds, as a "
+        "chain does (default: a block per transaction, each with its state root computed over "
+        "every site's contracts)",
+    )
     parser.add_argument("--out", type=Path, default=Path("fleet-soak"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     result: dict[str, object] = {"args": {k: str(v) for k, v in vars(args).items()}}
 
     prune = args.anvil_prune_history or None
-    with throwaway_cluster(max_connections=300) as cluster, AnvilNode(prune_history=prune) as node:
+    with (
+        throwaway_cluster(max_connections=300) as cluster,
+        AnvilNode(prune_history=prune) as node,
+    ):
         database = cluster.create_database("fleet")
         url, conninfo = cluster.url(database), cluster.conninfo(database)
         t0 = time.perf_counter()
@@ -156,6 +167,16 @@ def main() -> int:
             gate_closure_s=args.gate_closure_s,
         )
         result["deploy_s"] = round(time.perf_counter() - t0, 1)
+        if args.block_time_s:
+            w3 = rpc_web3(node.url)
+            for method, params in (
+                ("evm_setAutomine", [False]),
+                ("evm_setIntervalMining", [args.block_time_s]),
+            ):
+                answer = w3.provider.make_request(method, params)  # type: ignore[arg-type]
+                if "error" in answer:
+                    msg = f"anvil refused {method}: {answer['error']}"
+                    raise SystemExit(msg)
         reference = fleet.sites.pop()
         result["bare_cpu_per_step_s"] = round(
             bare_steps(cluster, database, reference.site, fleet.env, args.reference_steps), 3
