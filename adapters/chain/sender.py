@@ -591,9 +591,14 @@ class TxSender:
         flight.checked_at = now
         latest, pending = self.chain_nonces(flight.sender)
         if latest > flight.nonce:
-            # Mined, and its receipt not indexed yet -- or another transaction took the nonce.
+            # Mined, and its receipt not indexed yet; or a node mid-reorganisation (or one of
+            # a load-balanced set) answered from before it; or another transaction took the
+            # nonce. Only the last persists: look at both again before calling it a conflict.
             time.sleep(self.poll_s)
-            if self._receipt_of(flight) is None:
+            if self._receipt_of(flight) is not None:
+                return
+            latest, pending = self.chain_nonces(flight.sender)
+            if latest > flight.nonce and self._receipt_of(flight) is None:
                 raise NonceConflict(flight.sender, flight.nonce)
             return
         if not any(self._node_knows(h) for h, _ in flight.versions):

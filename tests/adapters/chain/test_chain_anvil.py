@@ -274,6 +274,43 @@ def test_a_nonce_taken_by_another_transaction_is_reported(node: AnvilNode) -> No
     assert client.mint(derive_account("receiver").address, 5).nonce == nonce + 1
 
 
+def test_a_nonce_read_from_before_a_reorganisation_is_not_a_conflict(
+    node: AnvilNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node mid-reorganisation (or one of a load-balanced set lagging behind) answers one
+    nonce read from a block that counted the transaction: the client looks again instead of
+    calling it another process's transaction (CI saw this once during an ``anvil_reorg``)."""
+    w3 = rpc_web3(node.url)
+    stack = deploy_stack(w3, participants=("alice",))
+    client = ChainClient(w3, stack.operator, poll_s=0.05, timeout_s=30)
+    client.attach(stack.token_address, stack.settlement_address)
+    nonce = w3.eth.get_transaction_count(stack.operator.address)
+    real = client.sender.chain_nonces
+    sent = threading.Event()
+    stale_reads: list[tuple[int, int]] = []
+
+    def one_stale_read(sender: str) -> tuple[int, int]:
+        latest, pending = real(sender)
+        if sent.is_set() and not stale_reads:  # the first check while it waits for a block
+            stale_reads.append((latest + 1, pending))
+            return stale_reads[0]
+        return latest, pending
+
+    monkeypatch.setattr(client.sender, "chain_nonces", one_stale_read)
+    rpc(w3, "evm_setAutomine", False)
+    call = Background(lambda: client.mint(derive_account("receiver").address, 5))
+    wait_until(lambda: w3.eth.get_transaction_count(stack.operator.address, "pending") > nonce)
+    sent.set()
+    wait_until(lambda: bool(stale_reads))
+    assert stale_reads == [(nonce + 1, nonce + 1)]
+    time.sleep(0.2)
+    assert not call.done()  # still waiting for its block, not failed
+    rpc(w3, "evm_mine")
+    rpc(w3, "evm_setAutomine", True)
+    assert call.result().nonce == nonce
+    assert client.token_balance(derive_account("receiver").address) == 5
+
+
 # ---------------------------------------------------------------------- finality and reorgs
 
 
