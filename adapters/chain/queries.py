@@ -27,7 +27,7 @@ from adapters.chain.deployment import (
 )
 from adapters.chain.encoding import unpack_entry
 from adapters.chain.errors import ChainError, InvalidArgument
-from adapters.chain.node import call, hex0x, rpc
+from adapters.chain.node import call, hex0x, plain_batch, rpc
 from market.units import TokenUnits
 
 
@@ -472,7 +472,6 @@ class ChainReader:
         Id by id, getter by getter, as plain ``eth_call`` requests in JSON-RPC batches of at
         most ``per_request`` (whole ids per batch).
         """
-        provider: Any = self.contracts.w3.provider  # one with batches (the callers ask)
         to = self.contracts.settlement.address
         selectors = [Web3.keccak(text=f"{n}(uint256)")[:4].hex() for n in getters]
         requests = [
@@ -483,16 +482,15 @@ class ChainReader:
         words: list[bytes] = []
         step = max(len(selectors), per_request - per_request % len(selectors))
         for start in range(0, len(requests), step):
-            chunk = requests[start : start + step]
-            answers = rpc(partial(provider.make_batch_request, chunk))
-            if not isinstance(answers, list) or len(answers) != len(chunk):
-                msg = f"the node answered a batch of {len(chunk)} eth_calls with {answers!r:.200}"
+            results = plain_batch(self.contracts.w3, requests[start : start + step], what)
+            if results is None:  # the callers ask for a provider with batches
+                msg = f"reading {what}: the node takes no JSON-RPC batches"
                 raise ChainError(msg)
-            for answer in sorted(answers, key=lambda a: int(a.get("id", 0))):
-                if "error" in answer or len(str(answer.get("result", ""))) != 66:
-                    msg = f"reading {what} failed: {answer!r:.200}"
+            for result in results:
+                if not isinstance(result, str) or len(result) != 66:  # 0x and 32 bytes
+                    msg = f"reading {what} failed: the node answered {result!r:.200}"
                     raise ChainError(msg)
-                words.append(bytes.fromhex(str(answer["result"])[2:]))
+                words.append(bytes.fromhex(result[2:]))
         return words
 
     def settled_events(

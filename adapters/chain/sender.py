@@ -64,7 +64,14 @@ from adapters.chain.errors import (
     TransactionReverted,
 )
 from adapters.chain.gas import DEFAULT_PRIORITY_FEE_WEI, MAX_TX_GAS, bumped_fees, eip1559_fees
-from adapters.chain.node import NODE_ERRORS, REVERT_ERRORS, hex0x, revert_reason, rpc
+from adapters.chain.node import (
+    NODE_ERRORS,
+    REVERT_ERRORS,
+    hex0x,
+    plain_batch,
+    revert_reason,
+    rpc,
+)
 
 log = logging.getLogger("peergrid.chain")
 
@@ -223,8 +230,16 @@ class TxSender:
             ``latest`` (mined) and ``pending`` (mined or waiting, never below ``latest``).
         """
         address = Web3.to_checksum_address(sender)
-        latest = int(rpc(lambda: self.w3.eth.get_transaction_count(address, "latest")))
-        pending = int(rpc(lambda: self.w3.eth.get_transaction_count(address, "pending")))
+        counts = plain_batch(
+            self.w3,
+            [("eth_getTransactionCount", [address, tag]) for tag in ("latest", "pending")],
+            f"the nonces of {address}",
+        )
+        if counts is not None:  # a node: one request, as read by two
+            latest, pending = (int(str(c), 16) for c in counts)
+        else:
+            latest = int(rpc(lambda: self.w3.eth.get_transaction_count(address, "latest")))
+            pending = int(rpc(lambda: self.w3.eth.get_transaction_count(address, "pending")))
         return latest, max(latest, pending)
 
     def next_nonce(self, sender: str) -> int:
