@@ -11,14 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 from eth_abi.exceptions import DecodingError, EncodingError
-from eth_utils.abi import get_abi_input_types, get_abi_output_types
+from eth_typing import ABIFunction, HexStr
+from eth_utils.abi import (
+    function_abi_to_4byte_selector,
+    get_abi_input_types,
+    get_abi_output_types,
+)
 from web3 import HTTPProvider, Web3
 from web3._utils.abi import map_abi_data
 from web3._utils.normalizers import BASE_RETURN_NORMALIZERS
-from web3.contract.contract import ContractFunction
+from web3.contract.contract import Contract, ContractFunction
 from web3.exceptions import ContractLogicError, Web3Exception
 from web3.types import BlockIdentifier, RPCEndpoint
 
@@ -140,6 +145,27 @@ def _plain_call(fn: ContractFunction, block_identifier: BlockIdentifier) -> Any:
         return _WEB3
     decoded = map_abi_data(BASE_RETURN_NORMALIZERS, output_types, decoded)
     return decoded[0] if len(decoded) == 1 else decoded
+
+
+def encode_call(contract: Contract, name: str, args: Sequence[Any]) -> HexStr:
+    """The call data of ``contract``'s function ``name`` with ``args``, encoded by eth-abi.
+
+    As ``contract.encode_abi(name, args=args)`` for arguments eth-abi takes as given
+    (integers, bytes, checksummed addresses and lists of them), without web3's argument
+    normalisation, which costs a fleet's settlement step several milliseconds per call.
+
+    Raises
+    ------
+    ValueError
+        If the contract has no single function ``name``.
+    """
+    entries = [e for e in contract.abi if e.get("type") == "function" and e.get("name") == name]
+    if len(entries) != 1:
+        msg = f"the contract has {len(entries)} functions named {name!r}, not one"
+        raise ValueError(msg)
+    abi = cast("ABIFunction", entries[0])
+    encoded = contract.w3.codec.encode(get_abi_input_types(abi), list(args))
+    return HexStr("0x" + (function_abi_to_4byte_selector(abi) + encoded).hex())
 
 
 def plain_batch(

@@ -714,8 +714,14 @@ class TxSender:
         return self._chain_id
 
     def _fees(self) -> dict[str, int]:
-        block = rpc(lambda: self.w3.eth.get_block("latest"))
-        base_fee = block.get("baseFeePerGas")
+        latest = plain_batch(
+            self.w3, [("eth_getBlockByNumber", ["latest", False])], "the latest block"
+        )
+        if latest is not None:  # a node: the header's field, without web3's formatting
+            field = latest[0].get("baseFeePerGas") if isinstance(latest[0], dict) else None
+            base_fee = None if field is None else int(str(field), 16)
+        else:
+            base_fee = rpc(lambda: self.w3.eth.get_block("latest")).get("baseFeePerGas")
         if base_fee is None:  # a chain without EIP-1559
             return {"gasPrice": int(rpc(lambda: self.w3.eth.gas_price))}
         return eip1559_fees(int(base_fee), self.priority_fee_wei)

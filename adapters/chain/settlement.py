@@ -44,7 +44,7 @@ from adapters.chain.errors import (
 )
 from adapters.chain.funds import Funds
 from adapters.chain.gas import settle_gas_limit
-from adapters.chain.node import call, rpc
+from adapters.chain.node import call, encode_call, rpc
 from adapters.chain.queries import ChainReader
 from market.domain import ParticipantId, SettlementBatch, utc_label
 
@@ -339,9 +339,10 @@ class Settler:
                     return self._already_settled(batch.interval_id, batch.batch_id, recorded)
                 entries, gas = self._prepare(batch)
                 settlement = self.contracts.settlement
-                data = settlement.encode_abi(
+                data = encode_call(
+                    settlement,
                     "settle",
-                    args=[
+                    [
                         batch.interval_id,
                         batch.batch_id,
                         entries,
