@@ -11,8 +11,9 @@ periodic tasks, worker heartbeats), not by a home-made lease protocol:
   URL?schema=site_<id>`` and every other command read it as usual.
 * **Dispatch**: a periodic task (every :data:`DISPATCH_EVERY_S` seconds; procrastinate
   defers it once per period whichever workers run) defers, for every site, one
-  ``site_step`` job scheduled at the site's next event (a boundary or a gate closure), or
-  at once for an event that came and was not dispatched (no worker was running); with the
+  ``site_step`` job scheduled at the site's next event (a boundary or a gate closure) once
+  it is at most :data:`DISPATCH_AHEAD_S` away, or at once for an event that came and was
+  not dispatched (no worker was running); with the
   job lock and queueing lock ``site:<id>``: one job of a site runs at a time, and at most
   one waits. ``sites.dispatched_until`` records the last event dispatched, written after
   the job is deferred (a dispatcher dying in between leaves the event to the next dispatch;
@@ -96,6 +97,13 @@ log = logging.getLogger("peergrid.fleet")
 FLEET_SCHEMA: Final = "peergrid_fleet"  # spelled out in the SQL below
 SITE_ID = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 DISPATCH_EVERY_S: Final = 5
+DISPATCH_AHEAD_S: Final = 3 * DISPATCH_EVERY_S
+"""How long before its event a step is deferred [s].
+
+Not earlier: deferring is the dispatcher's work (a row and a lock per site), and a step
+deferred as soon as the site's previous step ended would be deferred in the middle of the
+burst of steps that all sites run at a boundary, taking a worker's thread and CPU from them.
+Three dispatch periods ahead, a step is still deferred in time if a dispatch is late."""
 HEARTBEAT_S: Final = 2.0
 STALL_S: Final = 30.0
 """Default: a worker silent this long [s] is dead; its jobs are failed and its sites freed."""
@@ -582,6 +590,7 @@ def run_step(runtime: Any, hold: SiteHold, now: datetime) -> list[Any]:  # noqa:
 
 
 __all__ = [
+    "DISPATCH_AHEAD_S",
     "DISPATCH_EVERY_S",
     "FLEET_SCHEMA",
     "Fleet",

@@ -40,6 +40,7 @@ from procrastinate.jobs import Status
 from controller.config import SiteConfig
 from controller.errors import AlreadyRunning, ConfigError, LostSite, NotAWorker
 from controller.fleet import (
+    DISPATCH_AHEAD_S,
     DISPATCH_EVERY_S,
     HEARTBEAT_S,
     STALL_S,
@@ -183,8 +184,8 @@ class FleetWorker:
         """Defer each site's next step (:mod:`controller.fleet`); how many were deferred.
 
         A site whose latest event came undispatched gets a step at once (it catches up);
-        otherwise one scheduled at its next event, if not yet dispatched. By the database's
-        clock.
+        otherwise one scheduled at its next event, if not yet dispatched and at most
+        :data:`~controller.fleet.DISPATCH_AHEAD_S` away. By the database's clock.
         """
         now = self.fleet.db_now()
         deferred = 0
@@ -198,6 +199,8 @@ class FleetWorker:
             at, when = (due, None) if due > row.dispatched_until else (upcoming, upcoming)
             if at <= row.dispatched_until:
                 continue  # dispatched already
+            if when is not None and when - now.timestamp() > DISPATCH_AHEAD_S:
+                continue  # not yet (a later dispatch defers it)
             lock = f"site:{row.site_id}"
             job = site_step.configure(
                 lock=lock,

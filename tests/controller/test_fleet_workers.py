@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -377,3 +378,43 @@ def test_warm_up_logs_a_site_it_cannot_build_and_goes_on(
     failed = [r for r in caplog.records if "warming site" in r.getMessage()]
     assert [broken.site_id in r.getMessage() for r in failed] == [True]
     assert failed[0].exc_info is not None  # with its traceback
+
+
+def test_a_step_is_deferred_shortly_before_its_event_not_at_once(
+    pg_cluster: Cluster, anvil: AnvilNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dispatch defers a site's next step once its event is DISPATCH_AHEAD_S away: not in the
+    burst of steps just after a boundary; an event that came undispatched goes at once."""
+    from controller.worker import FleetWorker, WorkerOptions, make_app
+
+    url = pg_cluster.url(pg_cluster.create_database())
+    fleet = make_sites(tmp_path, anvil.url, 1, interval_s=60, gate_closure_s=20)
+    registry = fleet_module.Fleet(url)
+    registry.add_site(fleet.sites[0].site_id, fleet.sites[0].site)
+    boundary = datetime(2026, 12, 5, 3, 0, tzinfo=UTC)  # events at :00 and at :40 (gate)
+    conninfo = fleet_module.conninfo_of(url)
+
+    def jobs() -> list[tuple[int, datetime | None]]:
+        with psycopg.connect(conninfo) as conn:
+            rows = conn.execute(
+                "SELECT (args->>'at')::bigint, scheduled_at FROM procrastinate_jobs "
+                "WHERE task_name LIKE '%site_step' ORDER BY id"
+            ).fetchall()
+            conn.execute("UPDATE procrastinate_jobs SET status = 'succeeded'")  # as if run
+        return [(int(at), when) for at, when in rows]
+
+    steps: list[tuple[int, datetime | None]] = []
+
+    app = make_app(url)
+    worker = FleetWorker(WorkerOptions(db_url=url, simulate_devices=True), app=app)
+    try:
+        with app.open():
+            for offset_s, deferred in ((10, 1), (10, 0), (24, 0), (26, 1), (30, 0)):
+                now = boundary + timedelta(seconds=offset_s)
+                monkeypatch.setattr(worker.fleet, "db_now", lambda now=now: now)
+                assert worker.dispatch() == deferred, offset_s
+                steps += jobs()[len(steps) :]
+            gate = boundary + timedelta(seconds=40)
+            assert steps == [(int(boundary.timestamp()), None), (int(gate.timestamp()), gate)]
+    finally:
+        worker.close()
