@@ -28,7 +28,7 @@ from web3.exceptions import ContractLogicError, Web3Exception
 from web3.types import BlockIdentifier, RPCEndpoint
 
 from adapters.chain.embedded import EMBEDDED_NODE_ERRORS, EMBEDDED_REVERTS
-from adapters.chain.errors import ChainError, TransactionReverted
+from adapters.chain.errors import ChainError, InvalidArgument, TransactionReverted
 
 T = TypeVar("T")
 
@@ -156,13 +156,13 @@ def encode_call(contract: Contract, name: str, args: Sequence[Any]) -> HexStr:
 
     Raises
     ------
-    ValueError
+    InvalidArgument
         If the contract has no single function ``name``.
     """
     entries = [e for e in contract.abi if e.get("type") == "function" and e.get("name") == name]
     if len(entries) != 1:
         msg = f"the contract has {len(entries)} functions named {name!r}, not one"
-        raise ValueError(msg)
+        raise InvalidArgument(msg)
     abi = cast("ABIFunction", entries[0])
     encoded = contract.w3.codec.encode(get_abi_input_types(abi), list(args))
     return HexStr("0x" + (function_abi_to_4byte_selector(abi) + encoded).hex())

@@ -15,7 +15,7 @@ from chain_helpers import Deployed, make_batch
 from web3.contract.contract import Contract, ContractFunction
 from web3.exceptions import ContractLogicError
 
-from adapters.chain.errors import TransactionReverted
+from adapters.chain.errors import InvalidArgument, TransactionReverted
 from adapters.chain.node import call, encode_call, revert_reason
 
 
@@ -121,5 +121,5 @@ def test_settle_call_data_is_web3s(deployed: Deployed) -> None:
     assert encode_call(settlement, "settle", [*args[:2], [], *args[3:]]) == settlement.encode_abi(
         "settle", args=[*args[:2], [], *args[3:]]
     )
-    with pytest.raises(ValueError, match="no_such"):
+    with pytest.raises(InvalidArgument, match="no_such"):
         encode_call(settlement, "no_such", [])
