@@ -27,7 +27,7 @@ from eth_typing import ABI
 
 from adapters.chain.errors import ArtifactNotFound
 
-CONTRACT_NAMES = ("PaymentToken", "RewardToken", "Settlement")
+CONTRACT_NAMES = ("Membership", "PaymentToken", "RewardToken", "Settlement")
 """Contracts with a committed artifact, by file stem."""
 
 

@@ -27,6 +27,9 @@ widely used ERC-20 is safer than a hand-written one.
   stop from ``pausable``; the escrow, the packed settlement and the SHA-256 Merkle proofs are
   hand-written (snekmate's ``merkle_proof_verification`` hashes with keccak256 and without
   the leaf/node domain separation PeerGrid's trees use).
+* ``Membership.vy`` (issue 16, not yet deployed by the stack) keeps a community's members, one
+  vote each, checkpointed by block for proposals' snapshots; ownership from ``ownable``. It
+  is new, unaudited code: snekmate 0.1.2 has a timelock but no governor or membership module.
 
 **Determinism.** The artifact JSON is written with sorted keys, an indent of 2 and a
 trailing newline. The bytecode ends with Vyper's CBOR metadata, which holds the compiler
