@@ -20,7 +20,7 @@ from eth_utils.abi import (
     get_abi_input_types,
     get_abi_output_types,
 )
-from web3 import HTTPProvider, Web3
+from web3 import Web3
 from web3._utils.abi import map_abi_data
 from web3._utils.normalizers import BASE_RETURN_NORMALIZERS
 from web3.contract.contract import Contract, ContractFunction
@@ -92,7 +92,7 @@ def call(fn: ContractFunction, *, block_identifier: BlockIdentifier = "latest") 
     ChainError
         If the node fails.
     """
-    if isinstance(fn.w3.provider, HTTPProvider):
+    if takes_plain_requests(fn.w3):
         answer = _plain_call(fn, block_identifier)
         if answer is not _WEB3:
             return answer
@@ -107,6 +107,14 @@ def call(fn: ContractFunction, *, block_identifier: BlockIdentifier = "latest") 
 
 _WEB3: Final = object()
 """What :func:`_plain_call` returns when web3's own call must answer instead."""
+
+
+def takes_plain_requests(w3: Web3) -> bool:
+    """Whether ``w3`` talks to a JSON-RPC node (plain requests and batches).
+
+    The embedded chain's provider answers only through web3's pipeline.
+    """
+    return hasattr(w3.provider, "make_batch_request")
 
 
 def _plain_call(fn: ContractFunction, block_identifier: BlockIdentifier) -> Any:  # noqa: ANN401 - what the ABI says
@@ -196,9 +204,9 @@ def plain_batch(
     ChainError
         If the node fails, or answers any request with an error or not at all.
     """
-    provider: Any = w3.provider
-    if not hasattr(provider, "make_batch_request"):
+    if not takes_plain_requests(w3):
         return None
+    provider: Any = w3.provider
     batch = [(RPCEndpoint(method), list(params)) for method, params in requests]
     answers = rpc(partial(provider.make_batch_request, batch))
     if not isinstance(answers, list) or len(answers) != len(batch):
@@ -244,4 +252,14 @@ def hex0x(value: bytes) -> str:
     return "0x" + bytes(value).hex()
 
 
-__all__ = ["NODE_ERRORS", "REVERT_ERRORS", "call", "hex0x", "revert_reason", "rpc"]
+__all__ = [
+    "NODE_ERRORS",
+    "REVERT_ERRORS",
+    "call",
+    "encode_call",
+    "hex0x",
+    "plain_batch",
+    "revert_reason",
+    "rpc",
+    "takes_plain_requests",
+]

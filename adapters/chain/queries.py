@@ -27,7 +27,7 @@ from adapters.chain.deployment import (
 )
 from adapters.chain.encoding import unpack_entry
 from adapters.chain.errors import ChainError, InvalidArgument
-from adapters.chain.node import call, hex0x, plain_batch, rpc
+from adapters.chain.node import call, hex0x, plain_batch, rpc, takes_plain_requests
 from market.units import TokenUnits
 
 
@@ -415,7 +415,7 @@ class ChainReader:
             If the node fails or answers a call with an error.
         """
         ids = list(dict.fromkeys(int(i) for i in interval_ids))
-        if not hasattr(self.contracts.w3.provider, "make_batch_request"):
+        if not takes_plain_requests(self.contracts.w3):
             return {i: self.settled_batch(i) for i in ids}
         words = self._uint_getters(STORED_BATCH_GETTERS, ids, per_request, "a settled batch")
         return {
@@ -454,7 +454,7 @@ class ChainReader:
             If the node fails or answers a call with an error.
         """
         ids = list(dict.fromkeys(int(i) for i in interval_ids))
-        if not hasattr(self.contracts.w3.provider, "make_batch_request"):
+        if not takes_plain_requests(self.contracts.w3):
             fns = self.contracts.settlement.functions
             return {i: (self.settled_block(i), bytes(call(fns.batch_ids(i)))) for i in ids}
         words = self._uint_getters(

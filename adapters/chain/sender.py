@@ -612,7 +612,7 @@ class TxSender:
             time.sleep(self.poll_s)
             if self._receipt_of(flight) is not None:
                 return
-            latest, pending = self.chain_nonces(flight.sender)
+            latest, _ = self.chain_nonces(flight.sender)
             if latest > flight.nonce and self._receipt_of(flight) is None:
                 raise NonceConflict(flight.sender, flight.nonce)
             return
