@@ -27,7 +27,16 @@ from eth_typing import ABI
 
 from adapters.chain.errors import ArtifactNotFound
 
-CONTRACT_NAMES = ("Membership", "PaymentToken", "RewardToken", "Settlement")
+CONTRACT_NAMES = (
+    "Governor",
+    "Guardian",
+    "Membership",
+    "Parameters",
+    "PaymentToken",
+    "RewardToken",
+    "Settlement",
+    "Timelock",
+)
 """Contracts with a committed artifact, by file stem."""
 
 

@@ -157,7 +157,7 @@ class Contracts:
             Address of the new token.
         """
         data = _constructor_data(self._token_artifact, ["string", "string"], [name, symbol])
-        address = self._deploy(data, GAS_DEPLOY_TOKEN)
+        address = self.deploy_code(data, GAS_DEPLOY_TOKEN)
         self._token = self._contract(address, self._token_artifact)
         return address
 
@@ -180,7 +180,7 @@ class Contracts:
             Address of the new reward token.
         """
         data = _constructor_data(self._reward_artifact, ["string", "string"], [name, symbol])
-        address = self._deploy(data, GAS_DEPLOY_REWARD_TOKEN)
+        address = self.deploy_code(data, GAS_DEPLOY_REWARD_TOKEN)
         self._reward_token = self._contract(address, self._reward_artifact)
         return address
 
@@ -230,7 +230,7 @@ class Contracts:
                 reward_cap,
             ],
         )
-        address = self._deploy(data, GAS_DEPLOY_SETTLEMENT)
+        address = self.deploy_code(data, GAS_DEPLOY_SETTLEMENT)
         self._token = self._contract(token_address, self._token_artifact)
         self._settlement = self._contract(address, self._settlement_artifact)
         self._reward_token = None
@@ -313,7 +313,7 @@ class Contracts:
             the settlement contract holds another token.
         """
         settlement = self._contract(checksum_address(settlement_address), self._settlement_artifact)
-        self._check_code(settlement, self._settlement_artifact)
+        self.check_code(settlement, self._settlement_artifact)
         token = self._contract(checksum_address(token_address), self._token_artifact)
         recorded = call(settlement.functions.token())
         if recorded != token.address:
@@ -323,12 +323,19 @@ class Contracts:
         reward = None
         if reward_address != ZERO_ADDRESS:
             reward = self._contract(reward_address, self._reward_artifact)
-            self._check_code(reward, self._reward_artifact)
+            self.check_code(reward, self._reward_artifact)
         self._token = token
         self._settlement = settlement
         self._reward_token = reward
 
-    def _check_code(self, contract: Contract, artifact: Artifact) -> None:
+    def check_code(self, contract: Contract, artifact: Artifact) -> None:
+        """Refuse ``contract`` unless its code is ``artifact``'s deployed bytecode.
+
+        Raises
+        ------
+        ChainError
+            If the address holds no code or other code.
+        """
         code = bytes(rpc(lambda: self.w3.eth.get_code(contract.address)))
         # Vyper appends immutables (the token address, name, ...) after the runtime code.
         if not code.startswith(HexBytes(artifact.bytecode_runtime)):
@@ -338,7 +345,14 @@ class Contracts:
     def _contract(self, address: ChecksumAddress, artifact: Artifact) -> Contract:
         return self.w3.eth.contract(address=address, abi=artifact.abi)
 
-    def _deploy(self, data: HexStr, gas: int) -> ChecksumAddress:
+    def deploy_code(self, data: HexStr, gas: int) -> ChecksumAddress:
+        """Deploy creation code ``data`` (bytecode and encoded constructor arguments) as the admin.
+
+        Returns
+        -------
+        ChecksumAddress
+            The new contract's address.
+        """
         receipt, tx = self.sender.transact(self.admin, None, data, gas)
         address = receipt["contractAddress"]
         if address is None:

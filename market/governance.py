@@ -1,0 +1,205 @@
+"""The market parameters a community governs, their units and limits (pure).
+
+An energy community votes on its own rules (``Governor.vy``); the grid's safety limits
+(voltage band, thermal limits) are not among them and stay with the grid operator. The
+governed values live on the contracts that use them:
+
+==========================  ==================================  ========================
+parameter                   unit                                held by
+==========================  ==================================  ========================
+``community_fee_bps``       basis points of a local trade's     ``Parameters`` registry
+                            buyer amount
+``import_tariff_min``,      token base units per kWh            ``Parameters`` registry
+``import_tariff_max``
+``export_tariff_min``,      token base units per kWh            ``Parameters`` registry
+``export_tariff_max``
+``gate_closure_s``          s before an interval's start        ``Parameters`` registry
+reward rate, reward cap     reward base units per kWh, per      ``Settlement``
+                            interval
+withdrawal delay            s                                   ``Settlement``
+voting period, quorum       s, basis points of the members      ``Governor``
+delay                       s                                   ``Timelock``
+longest pause, pauser       h, address                          ``Guardian``
+members                     one vote each                       ``Membership``
+==========================  ==================================  ========================
+
+:data:`REGISTRY` lists the registry's parameters: the controller reads them at each interval
+boundary and applies them from the next interval on, and ``audit verify`` checks a record's
+values against the registry at the block the record names. A value outside its limits is
+refused when a proposal is made (:func:`check_value`) and again when the controller reads
+it (the interval then keeps the values before it, and the problem is reported).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Final
+
+from market.errors import InvalidQuantity
+
+BPS: Final = 10_000
+"""Basis points in one whole."""
+
+_MAX_PRICE: Final = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class GovernedParameter:
+    """One parameter of the ``Parameters`` registry.
+
+    Attributes
+    ----------
+    name : str
+        The registry key is ``keccak256`` of this name.
+    unit : str
+        The unit of its integer value.
+    minimum, maximum : int
+        Inclusive limits of a valid value.
+    doc : str
+        What it does, for ``peergrid gov`` and the dashboard.
+    """
+
+    name: str
+    unit: str
+    minimum: int
+    maximum: int
+    doc: str
+
+
+REGISTRY: Final[Mapping[str, GovernedParameter]] = MappingProxyType(
+    {
+        p.name: p
+        for p in (
+            GovernedParameter(
+                "community_fee_bps",
+                "bps of the buyer amount",
+                0,
+                BPS,
+                "fee on each local trade, deducted from the seller's revenue, paid to COMMUNITY",
+            ),
+            GovernedParameter(
+                "import_tariff_min",
+                "token base units per kWh",
+                0,
+                _MAX_PRICE,
+                "lowest import tariff the operator may set",
+            ),
+            GovernedParameter(
+                "import_tariff_max",
+                "token base units per kWh",
+                0,
+                _MAX_PRICE,
+                "highest import tariff the operator may set",
+            ),
+            GovernedParameter(
+                "export_tariff_min",
+                "token base units per kWh",
+                0,
+                _MAX_PRICE,
+                "lowest export tariff the operator may set",
+            ),
+            GovernedParameter(
+                "export_tariff_max",
+                "token base units per kWh",
+                0,
+                _MAX_PRICE,
+                "highest export tariff the operator may set",
+            ),
+            GovernedParameter(
+                "gate_closure_s",
+                "s before the interval's start",
+                0,
+                86_400,
+                "when an interval's order book closes (overrides the site file's value)",
+            ),
+        )
+    }
+)
+"""The registry's parameters, by name."""
+
+
+def check_value(name: str, value: int) -> int:
+    """``value`` if it is a valid value of registry parameter ``name``.
+
+    Parameters
+    ----------
+    name : str
+        A name in :data:`REGISTRY`.
+    value : int
+        The proposed value, in the parameter's unit.
+
+    Returns
+    -------
+    int
+        ``value``.
+
+    Raises
+    ------
+    InvalidQuantity
+        If ``name`` is not governed or ``value`` is outside its limits.
+    """
+    spec = REGISTRY.get(name)
+    if spec is None:
+        msg = f"{name!r} is not a governed parameter (governed: {', '.join(sorted(REGISTRY))})"
+        raise InvalidQuantity(msg)
+    if isinstance(value, bool) or not isinstance(value, int):
+        msg = f"{name} must be an integer in {spec.unit}, got {value!r}"
+        raise InvalidQuantity(msg)
+    if not spec.minimum <= value <= spec.maximum:
+        msg = f"{name} = {value} is outside {spec.minimum}..{spec.maximum} {spec.unit}"
+        raise InvalidQuantity(msg)
+    return value
+
+
+def check_tariff_bounds(values: Mapping[str, int]) -> None:
+    """Refuse tariff bounds whose minimum lies above their maximum.
+
+    Parameters
+    ----------
+    values : Mapping[str, int]
+        Registry values by name; bounds not in it are not checked.
+
+    Raises
+    ------
+    InvalidQuantity
+        If ``import_tariff_min > import_tariff_max`` or the same for export.
+    """
+    for side in ("import", "export"):
+        low, high = values.get(f"{side}_tariff_min"), values.get(f"{side}_tariff_max")
+        if low is not None and high is not None and low > high:
+            msg = f"{side} tariff bounds: minimum {low} is above maximum {high}"
+            raise InvalidQuantity(msg)
+
+
+def community_fee(buyer_amount: int, fee_bps: int) -> int:
+    """The community fee on one order's buyer amount [token base units], rounded down.
+
+    Parameters
+    ----------
+    buyer_amount : int
+        What the buyers pay for the energy the order sold [token base units].
+    fee_bps : int
+        ``community_fee_bps``.
+
+    Returns
+    -------
+    int
+        ``floor(buyer_amount * fee_bps / 10,000)``.
+    """
+    check_value("community_fee_bps", fee_bps)
+    if buyer_amount < 0:
+        msg = f"buyer amount must not be negative, got {buyer_amount}"
+        raise InvalidQuantity(msg)
+    return buyer_amount * fee_bps // BPS
+
+
+__all__ = [
+    "BPS",
+    "REGISTRY",
+    "GovernedParameter",
+    "check_tariff_bounds",
+    "check_value",
+    "community_fee",
+]
