@@ -32,7 +32,7 @@ from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
-from eth_typing import ChecksumAddress, HexStr
+from eth_typing import HexStr
 from web3 import Web3
 from web3.contract import Contract
 from web3.types import TxReceipt
@@ -231,7 +231,7 @@ def ballot_typed_data(
 def sign_ballot(
     account: LocalAccount, chain_id: int, governor: str, proposal_id: int, support: Support
 ) -> bytes:
-    """``account``'s 65-byte signature of its ballot (r, s, v), for :meth:`Governance.vote_by_sig`."""
+    """``account``'s 65-byte ballot signature (r, s, v) for :meth:`Governance.vote_by_sig`."""
     data = ballot_typed_data(chain_id, governor, proposal_id, support, account.address)
     signed = Account.sign_message(encode_typed_data(full_message=data), account.key)
     return bytes(signed.signature)
@@ -557,9 +557,7 @@ class Governance:
     def pause_hours(self, hours: int) -> Action:
         """Set the longest emergency pause [h] (1-336)."""
         _check_range("pause [h]", hours, 1, 336)
-        return self._action(
-            self.guardian, "set_pause_hours", [hours], f"longest pause = {hours} h"
-        )
+        return self._action(self.guardian, "set_pause_hours", [hours], f"longest pause = {hours} h")
 
     def pauser(self, address: str) -> Action:
         """Appoint who may pause the settlement contract."""

@@ -107,9 +107,7 @@ def test_non_members_cannot_propose_or_vote(community: Community) -> None:
     action = gov.set_parameter("community_fee_bps", 100)
     assert "not a member" in reverts(lambda: gov.propose(outsider, [action], "outsider"))
     pid, _ = gov.propose(community.members[0], [action], "fee 1 %")
-    assert "not a member at the snapshot" in reverts(
-        lambda: gov.vote(outsider, pid, Support.FOR)
-    )
+    assert "not a member at the snapshot" in reverts(lambda: gov.vote(outsider, pid, Support.FOR))
     assert gov.proposal(pid).votes_for == 0
 
 
@@ -204,7 +202,9 @@ def test_quorum_and_majority_decide(community: Community) -> None:
     # 4 votes, 2 for, 2 against: a tie is not a majority
     tie, _ = gov.propose(alice, [fee], "tie")
     for member, choice in zip(
-        (alice, bob, carol, dave), (Support.FOR, Support.FOR, Support.AGAINST, Support.AGAINST)
+        (alice, bob, carol, dave),
+        (Support.FOR, Support.FOR, Support.AGAINST, Support.AGAINST),
+        strict=True,
     ):
         gov.vote(member, tie, choice)
     # abstentions count toward the quorum only
