@@ -44,19 +44,19 @@ GAS_SETTLE_BASE: Final = 320_000  # measured 133_037 empty, +~85_000 for a first
 GAS_SETTLE_PER_ENTRY: Final = 9_000  # measured 3_919 per entry at 100-500, ~7_200 unpaired
 GAS_SETTLE_PER_FRESH_ENTRY: Final = 27_000  # measured 12_504 per fresh pair member, ~24_000 alone
 GAS_ETH_TRANSFER: Final = 21_000
-GAS_DEPLOY_MEMBERSHIP_BASE: Final = 1_500_000
+GAS_DEPLOY_MEMBERSHIP_BASE: Final = 1_500_000  # governance deploys: 7_494_629 for all five, 20 members
 GAS_DEPLOY_MEMBERSHIP_PER_MEMBER: Final = 120_000
 GAS_DEPLOY_TIMELOCK: Final = 3_000_000
 GAS_DEPLOY_GOVERNOR: Final = 3_000_000
 GAS_DEPLOY_PARAMETERS: Final = 1_500_000
 GAS_DEPLOY_GUARDIAN: Final = 1_000_000
-GAS_GOV_PROPOSE_BASE: Final = 400_000
+GAS_GOV_PROPOSE_BASE: Final = 400_000  # measured 356_109 for one action, 1_141_171 for eight
 GAS_GOV_PROPOSE_PER_ACTION: Final = 150_000
-GAS_GOV_VOTE: Final = 150_000
-GAS_GOV_VOTE_BY_SIG: Final = 180_000
-GAS_GOV_QUEUE_BASE: Final = 200_000
+GAS_GOV_VOTE: Final = 150_000  # measured 104_944 (first on a proposal), 87_844 after
+GAS_GOV_VOTE_BY_SIG: Final = 180_000  # measured 111_249
+GAS_GOV_QUEUE_BASE: Final = 200_000  # measured 145_567 for one action, 434_289 for eight
 GAS_GOV_QUEUE_PER_ACTION: Final = 60_000
-GAS_GOV_EXECUTE_BASE: Final = 200_000
+GAS_GOV_EXECUTE_BASE: Final = 200_000  # measured 167_510 for one action, 620_079 for eight
 GAS_GOV_EXECUTE_PER_ACTION: Final = 150_000
 
 
