@@ -42,6 +42,7 @@ from typing import Any, Final, Self
 import requests
 from web3 import HTTPProvider, IPCProvider, Web3
 from web3.exceptions import Web3Exception
+from web3.types import RPCEndpoint
 
 from adapters.chain.embedded import embedded_web3
 from adapters.chain.errors import ChainError, InvalidArgument, NodeUnavailable
@@ -371,6 +372,7 @@ class AnvilNode:
                 raise NodeUnavailable(msg)
             try:
                 if int(w3.eth.chain_id) == self.chain_id:
+                    self._keep_clock_monotonic(w3)
                     return self
             except (Web3Exception, OSError):
                 pass
@@ -379,6 +381,21 @@ class AnvilNode:
                 msg = f"anvil did not answer on {self.url} within {self.start_timeout_s} s"
                 raise NodeUnavailable(msg)
             time.sleep(0.05)
+
+    @staticmethod
+    def _keep_clock_monotonic(w3: Web3) -> None:
+        """Never let a reloaded chain's clock run backwards.
+
+        anvil stamps the blocks it mines after loading a state file with the wall clock, even
+        when the file's last block is later (its clock had been moved on with
+        ``evm_increaseTime``, or the file comes from a machine whose clock was ahead): block
+        times would then go backwards, and a timelock, a vote or a withdrawal notice would
+        see time undone. When the last block is not in the past, the node's clock is set just
+        after it (``evm_setTime``) and runs on from there.
+        """
+        latest = int(w3.eth.get_block("latest")["timestamp"])
+        if latest >= int(time.time()):
+            w3.provider.make_request(RPCEndpoint("evm_setTime"), [latest + 1])
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """Stop the node: SIGTERM (anvil writes its state file), SIGKILL after ``timeout_s``.

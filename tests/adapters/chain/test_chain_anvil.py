@@ -113,6 +113,24 @@ def test_connect_anvil_keeps_the_chain_in_its_state_file(tmp_path: Path) -> None
         close()  # twice is fine
 
 
+def test_a_reloaded_chain_never_stamps_a_block_earlier_than_its_last(tmp_path: Path) -> None:
+    """anvil stamps blocks after a reload with the wall clock even when the file's last block
+    is later (its clock was moved on): PeerGrid sets the node's clock after that block, so a
+    timelock or a withdrawal notice never sees time undone (without it the block mined after
+    the reload was 600 s earlier than the one before)."""
+    state = tmp_path / "state.json"
+    with AnvilNode(state_path=state) as first:
+        w3 = rpc_web3(first.url)
+        w3.provider.make_request("evm_increaseTime", [600])  # type: ignore[arg-type]
+        w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        before = w3.eth.get_block("latest")["timestamp"]
+    with AnvilNode(state_path=state) as second:
+        w3 = rpc_web3(second.url)
+        w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        after = w3.eth.get_block("latest")["timestamp"]
+    assert after > before
+
+
 def test_connect_rpc_and_embedded(node: AnvilNode) -> None:
     with connect("rpc", rpc_url=node.url) as conn:
         assert conn.w3.eth.chain_id == 31337
