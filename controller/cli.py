@@ -21,6 +21,7 @@ from controller import (
     cli_debts,
     cli_devices,
     cli_fleet,
+    cli_gov,
     cli_grid,
     cli_keys,
     cli_order,
@@ -575,6 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_order.register(sub)
     cli_status.register(sub)
     cli_fleet.register(sub)
+    cli_gov.register(sub)
     return parser
 
 

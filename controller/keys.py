@@ -65,6 +65,8 @@ class KeyRole(enum.StrEnum):
     """Settles and registers (the settlement contract's ``OPERATOR_ROLE``)."""
     ADMIN = "admin"
     """Deploys, grants and revokes roles, pauses, sets policy (``DEFAULT_ADMIN_ROLE``)."""
+    MEMBER = "member"
+    """A community member: proposes and votes (``peergrid gov``)."""
 
 
 def _stdin_is_terminal() -> bool:

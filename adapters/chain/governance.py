@@ -739,6 +739,32 @@ class Governance:
                 values[name] = ParameterValue(name=name, value=int(value), since_block=int(since))
         return values
 
+    def describe(self, target: str, payload: bytes) -> str:
+        """A proposal's call in words (``community_fee_bps = 150``, ``admit 0x...``).
+
+        Calls to a contract of the site's or the community's are decoded with its ABI and
+        registry keys are named; anything else is shown as target and selector.
+        """
+        contracts = [self.contracts.settlement, *self._handles.values()]
+        if self.contracts.reward_token is not None:
+            contracts.append(self.contracts.reward_token)
+        names = {parameter_key(n): n for n in REGISTRY}
+        for contract in contracts:
+            if contract.address != checksum_address(target):
+                continue
+            try:
+                fn, args = contract.decode_function_input(hex0x(payload))
+            except ValueError:
+                break
+            values = {k: names.get(bytes(v), v) if k == "key" else v for k, v in args.items()}
+            if fn.fn_name == "set_value":
+                return f"{values['key']} = {values['new_value']}"
+            shown = ", ".join(
+                f"0x{v.hex()}" if isinstance(v, bytes) else str(v) for v in values.values()
+            )
+            return f"{fn.fn_name}({shown}) on {contract.address}"
+        return f"call 0x{payload[:4].hex()} on {target}"
+
     # -- internals ---------------------------------------------------------------------------
 
     def _action(self, contract: Contract, fn: str, args: list[Any], summary: str) -> Action:
