@@ -89,27 +89,32 @@ def test_members_change_a_parameter_by_vote(
         capsys, "gov", "propose", *gov, "--key-env", "ALICE_KEY", "--set", "voltage_min=1",
         "--description", "not governed",
     )  # fmt: skip
-    assert code == 2 and "not a governed parameter" in str(message)
+    assert code == 2
+    assert "not a governed parameter" in str(message)
     code, proposed = run(
         capsys, "gov", "propose", *gov, "--key-env", "ALICE_KEY",
         "--set", "community_fee_bps=120", "--description", "a 1.2 % community fee", "--json",
     )  # fmt: skip
     assert code == 0, proposed
-    assert proposed["proposal"] == 1 and proposed["quorum"] == 1
+    assert proposed["proposal"] == 1
+    assert proposed["quorum"] == 1
     pid = "1"
 
     code, message = run(capsys, "gov", "vote", *gov, "--key-env", "GRID_KEY", pid, "for")
-    assert code == 1 and "not a member at the snapshot" in str(message)
+    assert code == 1
+    assert "not a member at the snapshot" in str(message)
     for who in ("ALICE_KEY", "BOB_KEY"):
         assert run(capsys, "gov", "vote", *gov, "--key-env", who, pid, "for")[0] == 0
     code, message = run(capsys, "gov", "queue", *gov, pid)
-    assert code == 1 and "not succeeded" in str(message)  # the vote is still open
+    assert code == 1
+    assert "not succeeded" in str(message)
 
     advance(state, 600)
     code, message = run(capsys, "gov", "queue", *gov, pid)  # signed by the operator
     assert code == 0, message
     code, message = run(capsys, "gov", "execute", *gov, pid)
-    assert code == 1 and "not ready" in str(message)
+    assert code == 1
+    assert "not ready" in str(message)
     code, status = run(capsys, "gov", "status", *gov, "--json")
     assert status["parameters"]["community_fee_bps"] == 0  # type: ignore[index]
 
