@@ -185,12 +185,13 @@ class Writer(Protocol):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChainOutcome:
-    """A settlement as the chain saw it."""
+    """A settlement as the chain saw it (``rewards_minted`` [reward units], from its event)."""
 
     tx_hash: str
     block_number: int
     gas_used: int
     status: str
+    rewards_minted: int = 0
 
 
 class Settler(Protocol):

@@ -36,7 +36,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
@@ -58,6 +58,7 @@ from controller.config import (
     parse_site,
 )
 from controller.cycle import Cycle, IntervalReport, TickReport
+from controller.demo_vote import hold_vote, set_up_community
 from controller.errors import ConfigError, ControllerError
 from controller.history import history_rows
 from controller.profiles import Profile, load_actual, load_forecast, pv_actual, pv_forecast
@@ -227,6 +228,8 @@ def row_of(
         "batch_id": s.batch.batch_id if s.batch else None,
         "imbalance_wh": sum(abs(ln.imbalance_wh) for ln in s.batch.lines) if s.batch else 0,
         "debts": [[d.account, d.before, d.after] for d in s.batch.debts] if s.batch else [],
+        "reward_wh": sum(wh for _, wh in s.batch.rewards_wh) if s.batch else 0,
+        "rewards_minted": s.outcome.rewards_minted if s.outcome else 0,
         **dict(zip(("api_orders", "api_traded", "api_traded_wh"), signed_in_book(c), strict=True)),
     }
 
@@ -686,12 +689,18 @@ def run_demo(
                 out_dir, start, chain, front_door=FRONT_DOOR_PARTICIPANT if front_door else None
             )
         )
+        community = set_up_community(rt.client, rt.site, rt.accounts)
+        vote_at = max(intervals // 2, 1)
+        vote: dict[str, Any] | None = None
         door = stack.enter_context(front_door_api(rt)) if front_door else None
         rows: list[dict[str, Any]] = []
         cleared: dict[int, IntervalReport] = {}
         ticks: list[dict[str, Any]] = []
         total = intervals + 1
         for k in range(total):
+            if k == vote_at:
+                with door.service.chain_lock if door is not None else nullcontext():
+                    vote = hold_vote(community)
             if door is not None and k < intervals:
                 door.place(Interval(start=rt.boundary(k), length_s=rt.site.interval_s))
             if door is None:
@@ -703,6 +712,7 @@ def run_demo(
                 cleared[report.cleared.interval.interval_id] = report.cleared
             row = row_of(report, cleared, store=rt.store)
             if row is not None:
+                row["after_vote"] = vote is not None
                 rows.append(row)
                 if on_row is not None:
                     on_row(row)
@@ -734,6 +744,7 @@ def run_demo(
             "rewards": rt.rewards(),
             "debts": rt.store.outstanding_debts(),
             "front_door": None if door is None else front_door_summary(door, rows),
+            "community_vote": None if vote is None else vote_summary(vote, rows),
             "wall_s": round(time.perf_counter() - started, 2),
             "out_dir": str(out_dir),
         }
@@ -854,6 +865,21 @@ def format_summary(report: dict[str, Any]) -> str:
         f"minted {format_tokens(c['minted'])} = wallets {format_tokens(c['wallets'])} + escrow "
         f"{format_tokens(c['escrow'])}: {'OK, to the unit' if c['holds'] else 'MISMATCH'}"
     )
+    v = report.get("community_vote")
+    if v:
+        lines.append("")
+        lines.append(
+            f'community vote #{v["proposal"]}: "{v["description"]}": {v["for"]} for, '
+            f"{v['against']} against, {v['abstain']} abstain of {v['members']} members "
+            f"(quorum {v['quorum']}; {v['relayed']} votes by signed ballot, relayed); "
+            f"queued, executed after the delay in block {v['executed_block']}"
+        )
+        lines.append(
+            "  reward minted per verified kWh: "
+            f"{_reward(v['reward_per_kwh_before'])} before, "
+            f"{_reward(v['reward_per_kwh_after'])} after; the operator's own change is "
+            f"refused ({v['admin_refused'] or 'NOT refused'})"
+        )
     a = report["audit"]
     lines.append(
         f"audit: {a['verified']}/{a['records']} interval records match the chain and "
@@ -864,6 +890,25 @@ def format_summary(report: dict[str, Any]) -> str:
         f"wall time {report['wall_s']} s; report, audit log and database in {report['out_dir']}/"
     )
     return "\n".join(lines)
+
+
+def vote_summary(vote: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The community vote (:func:`controller.demo_vote.hold_vote`) and the reward it changed.
+
+    Reward units minted per verified kWh over the intervals settled before the vote and
+    over those settled after it (``None`` where no verified energy was rewarded).
+    """
+
+    def per_kwh(after: bool) -> float | None:
+        picked = [r for r in rows if r.get("after_vote") is after and r.get("settled")]
+        wh = sum(r["reward_wh"] for r in picked)
+        return None if wh == 0 else sum(r["rewards_minted"] for r in picked) * 1000 / wh
+
+    return {**vote, "reward_per_kwh_before": per_kwh(False), "reward_per_kwh_after": per_kwh(True)}
+
+
+def _reward(units_per_kwh: float | None) -> str:
+    return "-" if units_per_kwh is None else f"{units_per_kwh / 1e6:.3f} reward tokens"
 
 
 def _api(row: dict[str, Any]) -> str:

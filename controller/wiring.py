@@ -640,6 +640,7 @@ class ChainSettler:
             block_number=receipt.block_number,
             gas_used=receipt.gas_used,
             status=str(receipt.status),
+            rewards_minted=receipt.rewards_minted,
         )
 
 

@@ -252,9 +252,38 @@ def hex0x(value: bytes) -> str:
     return "0x" + bytes(value).hex()
 
 
+def advance_dev_clock(w3: Web3, seconds: int) -> int:
+    """Move a development chain's clock on by ``seconds`` and mine a block there.
+
+    For demos and tests of anything that waits (a vote, a timelock, a withdrawal notice):
+    anvil's ``evm_increaseTime`` then ``evm_mine``; the embedded chain's
+    ``testing_timeTravel``, which mines the block itself. A production node refuses both
+    (:class:`ChainError`).
+
+    Returns
+    -------
+    int
+        The new latest block's timestamp [unix s].
+    """
+    if seconds < 0:
+        msg = f"the clock only moves on, not by {seconds} s"
+        raise InvalidArgument(msg)
+    if takes_plain_requests(w3):
+        for method, params in (("evm_increaseTime", [seconds]), ("evm_mine", [])):
+            answer = w3.provider.make_request(RPCEndpoint(method), params)
+            if answer.get("error"):
+                msg = f"{method} refused: {answer['error']} (not a development node?)"
+                raise ChainError(msg)
+    else:
+        latest = int(rpc(lambda: w3.eth.get_block("latest"))["timestamp"])
+        w3.provider.make_request(RPCEndpoint("testing_timeTravel"), [latest + seconds])
+    return int(rpc(lambda: w3.eth.get_block("latest"))["timestamp"])
+
+
 __all__ = [
     "NODE_ERRORS",
     "REVERT_ERRORS",
+    "advance_dev_clock",
     "call",
     "encode_call",
     "hex0x",
