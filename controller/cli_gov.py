@@ -155,16 +155,9 @@ def _governance_addresses(args: argparse.Namespace) -> GovernanceDeployment:
         raise ConfigError(msg)
     text = read_text(path, "--governance file")
     try:
-        data = json.loads(text)
-        return GovernanceDeployment(
-            membership=data["membership"],
-            timelock=data["timelock"],
-            governor=data["governor"],
-            parameters=data["parameters"],
-            guardian=data["guardian"],
-        )
-    except (ValueError, KeyError, TypeError) as exc:
-        msg = f"--governance {path}: not a governance file ({exc})"
+        return GovernanceDeployment.from_json(text)
+    except ValueError as exc:  # InvalidArgument
+        msg = f"--governance {path}: {exc}"
         raise ConfigError(msg) from None
 
 

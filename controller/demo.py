@@ -693,6 +693,8 @@ def run_demo(
         vote_at = max(intervals // 2, 1)
         vote: dict[str, Any] | None = None
         door = stack.enter_context(front_door_api(rt)) if front_door else None
+        if door is not None:  # members may vote through the API too (/governance)
+            door.service.governance = community.gov
         rows: list[dict[str, Any]] = []
         cleared: dict[int, IntervalReport] = {}
         ticks: list[dict[str, Any]] = []

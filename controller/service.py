@@ -19,6 +19,7 @@ is not safe to use from two threads at once.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Callable
@@ -26,11 +27,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from adapters.chain import ChainClient
+from adapters.chain.errors import InvalidArgument
+from adapters.chain.governance import Governance, GovernanceDeployment
 from controller.auth import Auth
 from controller.config import SiteConfig
 from controller.controls import MarketControls
+from controller.errors import ConfigError
 from controller.events import EventHub
 from controller.intake import OrderIntake
+from controller.userfiles import read_text
 from controller.wiring import Runtime, build_runtime
 from market.domain import ParticipantId
 
@@ -71,6 +77,8 @@ class Service:
     site_id: str = ""
     started_at: datetime = field(default_factory=utc_now)
     chain_lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    governance: Governance | None = None
+    """The community's governance contracts, attached (``/governance``); ``None``: none."""
 
     def __post_init__(self) -> None:
         if not self.site_id:
@@ -135,6 +143,31 @@ def free_escrow(
     return free
 
 
+GOVERNANCE_ENV = "PEERGRID_GOVERNANCE"
+"""The environment variable naming a governance file (``peergrid gov deploy --out``)."""
+
+
+def attach_governance(client: ChainClient, path: str) -> Governance:
+    """The community's governance at the addresses of the JSON file ``path``, attached.
+
+    Raises
+    ------
+    ConfigError
+        If the file cannot be read or is not a governance file.
+    ChainError
+        If the addresses do not hold PeerGrid's governance contracts.
+    """
+    text = read_text(path, "governance file")
+    try:
+        deployment = GovernanceDeployment.from_json(text)
+    except InvalidArgument as exc:
+        msg = f"{path}: {exc}"
+        raise ConfigError(msg) from None
+    gov = Governance(client.contracts)
+    gov.attach(deployment)
+    return gov
+
+
 def build_service(
     site: SiteConfig,
     *,
@@ -143,6 +176,7 @@ def build_service(
     domain: str = "127.0.0.1:8080",
     uri: str = "http://127.0.0.1:8080",
     site_id: str = "",
+    governance: Governance | None = None,
     **runtime_options: Any,  # noqa: ANN401 - build_runtime's keywords, passed through
 ) -> Service:
     """Build the service of ``site``, reusing :func:`~controller.wiring.build_runtime`.
@@ -161,6 +195,9 @@ def build_service(
         port, and the URL, clients reach the API at.
     site_id : str
         The site's name in the paths; ``""`` uses :func:`site_slug` of ``site.name``.
+    governance : Governance or None
+        The community's governance, attached; ``None`` reads the addresses from the file
+        ``$PEERGRID_GOVERNANCE`` names (``peergrid gov deploy --out``), if set.
     **runtime_options
         Passed to :func:`build_runtime` when ``runtime`` is ``None``.
 
@@ -211,7 +248,10 @@ def build_service(
             log=rt.store,
         )
         rt.cycle.controls = controls  # the cycle honours them (controller.controls)
+    if governance is None and os.environ.get(GOVERNANCE_ENV):
+        governance = attach_governance(rt.client, os.environ[GOVERNANCE_ENV])
     return Service(
+        governance=governance,
         site=site,
         runtime=rt,
         intake=intake,

@@ -24,6 +24,7 @@ votes with their own transaction (:meth:`~Governance.vote`) or signs an EIP-712 
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -32,6 +33,7 @@ from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
+from eth_keys.exceptions import BadSignature
 from eth_typing import HexStr
 from web3 import Web3
 from web3.contract import Contract
@@ -120,6 +122,25 @@ class GovernanceDeployment:
     governor: str
     parameters: str
     guardian: str
+
+    @classmethod
+    def from_json(cls, text: str) -> GovernanceDeployment:
+        """The addresses in a JSON object (what ``peergrid gov deploy --out`` writes).
+
+        Raises
+        ------
+        InvalidArgument
+            If ``text`` is not such an object or an address is malformed.
+        """
+        try:
+            data = json.loads(text)
+            return cls(**{f: checksum_address(data[f]) for f in _DEPLOYMENT_FIELDS})
+        except (ValueError, KeyError, TypeError) as exc:
+            msg = f"not a governance file ({type(exc).__name__}: {exc})"
+            raise InvalidArgument(msg) from None
+
+
+_DEPLOYMENT_FIELDS: Final = ("membership", "timelock", "governor", "parameters", "guardian")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -235,6 +256,27 @@ def sign_ballot(
     data = ballot_typed_data(chain_id, governor, proposal_id, support, account.address)
     signed = Account.sign_message(encode_typed_data(full_message=data), account.key)
     return bytes(signed.signature)
+
+
+def ballot_signer(
+    chain_id: int, governor: str, proposal_id: int, support: Support, voter: str, signature: bytes
+) -> str:
+    """Who signed a ballot: the address recovered from ``signature`` (checksummed).
+
+    It is the voter's vote only if this equals ``voter`` (the governor checks the same).
+
+    Raises
+    ------
+    InvalidArgument
+        If ``signature`` is not a 65-byte secp256k1 signature at all.
+    """
+    data = ballot_typed_data(chain_id, governor, proposal_id, support, voter)
+    try:
+        signer = Account.recover_message(encode_typed_data(full_message=data), signature=signature)
+    except (ValueError, TypeError, BadSignature) as exc:  # bad length, v, r or s; no key
+        msg = f"not a valid signature: {exc}"
+        raise InvalidArgument(msg) from None
+    return checksum_address(signer)
 
 
 class Governance:
@@ -842,6 +884,7 @@ __all__ = [
     "Proposal",
     "ProposalState",
     "Support",
+    "ballot_signer",
     "ballot_typed_data",
     "parameter_key",
     "sign_ballot",

@@ -48,6 +48,7 @@ from controller.api import (
     routes_auth,
     routes_dashboard,
     routes_events,
+    routes_governance,
     routes_operator,
     routes_orders,
     routes_participants,
@@ -174,6 +175,7 @@ def create_app(service: Service) -> FastAPI:
         routes_operator,
         routes_events,
         routes_dashboard,
+        routes_governance,
     ):
         app.include_router(module.router)
     web.mount(app)

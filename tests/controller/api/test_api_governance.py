@@ -1,0 +1,101 @@
+"""``/v1/sites/{site}/governance``: the community's state, and members' ballots relayed.
+
+The demo site's API on a real uvicorn server (``serverkit``), its embedded chain with the
+community's contracts deployed and handed over (``controller.demo_vote``). A member signs an
+EIP-712 ballot with their wallet key and posts it; the server relays it on-chain. Every
+refusal is checked before gas is spent and names its reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from serverkit import Api, serve_demo
+
+from adapters.chain import derive_account
+from adapters.chain.governance import Support, sign_ballot
+from controller.demo_vote import set_up_community
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    with serve_demo(tmp_path_factory.mktemp("governance")) as api:
+        service = api.service
+        with service.chain_lock:
+            community = set_up_community(
+                service.runtime.client, service.site, dict(service.runtime.accounts)
+            )
+        service.governance = community.gov
+        yield api
+
+
+def ballot(api: Api, voter: str, pid: int, support: Support, signer: str | None = None) -> dict:
+    account = derive_account(signer or voter)
+    gov = api.service.governance
+    assert gov is not None
+    chain_id = api.service.runtime.client.chain_id()
+    signature = sign_ballot(account, chain_id, gov.governor.address, pid, support)
+    return {
+        "voter": derive_account(voter).address,
+        "support": support.name.lower(),
+        "signature": "0x" + signature.hex(),
+    }
+
+
+def test_the_governance_page_shows_members_values_and_ballot_domain(api: Api) -> None:
+    with httpx.Client(base_url=api.site, timeout=30) as http:
+        body = http.get("/governance").json()
+    assert body["members"] == len(api.service.site.participants)
+    assert body["handed_over"] is True
+    assert body["parameters"]["community_fee_bps"] == 0
+    assert body["parameter_units"]["gate_closure_s"].startswith("s ")
+    assert body["ballot_domain"]["verifyingContract"] == body["governor"]
+    assert [f["name"] for f in body["ballot_types"]["Ballot"]] == [
+        "proposalId",
+        "support",
+        "voter",
+    ]
+
+
+def test_a_member_votes_through_the_api_and_refusals_cost_nothing(api: Api) -> None:
+    service = api.service
+    gov = service.governance
+    assert gov is not None
+    alice = derive_account("alice")
+    with service.chain_lock:
+        pid, _ = gov.propose(alice, [gov.set_parameter("community_fee_bps", 50)], "0.5 % fee")
+    block = service.runtime.client.block_number()
+    with httpx.Client(base_url=api.site, timeout=30) as http:
+        url = f"/governance/proposals/{pid}/ballots"
+        # signed by someone else than the voter
+        reply = http.post(url, json=ballot(api, "bob", pid, Support.FOR, signer="carol"))
+        assert (reply.status_code, reply.json()["code"]) == (422, "bad_signature")
+        # an outsider's own, correct signature
+        reply = http.post(url, json=ballot(api, "mallory", pid, Support.FOR))
+        assert (reply.status_code, reply.json()["code"]) == (403, "not_a_member")
+        # the same ballot's choice changed after signing
+        tampered = {**ballot(api, "bob", pid, Support.AGAINST), "support": "for"}
+        assert http.post(url, json=tampered).status_code == 422
+        assert service.runtime.client.block_number() == block  # nothing was sent
+        reply = http.post(url, json=ballot(api, "bob", pid, Support.FOR))
+        assert reply.status_code == 201, reply.text
+        voted = reply.json()
+        assert voted["proposal"]["votes_for"] == 1
+        assert voted["proposal"]["changes"] == ["community_fee_bps = 50"]
+        reply = http.post(url, json=ballot(api, "bob", pid, Support.FOR))
+        assert (reply.status_code, reply.json()["code"]) == (409, "already_voted")
+        reply = http.post(
+            f"/governance/proposals/{pid + 1}/ballots", json=ballot(api, "bob", 1, Support.FOR)
+        )
+        assert reply.status_code == 404
+        reply = http.post(
+            url, json={**ballot(api, "carol", pid, Support.FOR), "signature": "0x" + "00" * 65}
+        )
+        assert (reply.status_code, reply.json()["code"]) == (422, "bad_signature")
+        one = http.get(f"/governance/proposals/{pid}").json()
+    assert (one["votes_for"], one["state"]) == (1, "active")
+    assert gov.ballot(pid, derive_account("bob").address) is Support.FOR
