@@ -17,6 +17,9 @@ Subcommands (each takes ``--json``; the chain flags are ``peergrid chain``'s):
 ``vote``       a member votes ``for``, ``against`` or ``abstain`` on a proposal
 ``queue``      anyone queues a passed proposal in the timelock
 ``execute``    anyone executes a queued proposal once its delay has run out
+``pause``      the pauser (the operator: its key by default) stops settlements and deposits
+               for the governed number of hours; withdrawals and claims stay open
+``lift``       anyone lifts the pause once it has expired
 ``status``     members, the registry's values, the hand-over, and every proposal (or one) with
                its state, votes, quorum, times and calls in words
 =============  ================================================================================
@@ -124,6 +127,13 @@ def register(sub: Any) -> None:  # noqa: ANN401 - argparse's private _SubParsers
         _governed(parser, signer=True)
         parser.add_argument("proposal", type=int)
         parser.set_defaults(func=func)
+
+    pause = gov_sub.add_parser("pause", help="emergency pause for the governed hours (pauser)")
+    _governed(pause, signer=True)
+    pause.set_defaults(func=cmd_pause)
+    lift = gov_sub.add_parser("lift", help="lift an expired emergency pause (anyone)")
+    _governed(lift, signer=True)
+    lift.set_defaults(func=cmd_lift)
 
     status = gov_sub.add_parser("status", help="members, parameters, proposals")
     _governed(status)
@@ -378,6 +388,31 @@ def cmd_execute(args: argparse.Namespace) -> int:
         tx = gov.execute(account, args.proposal)
         data = {"proposal": args.proposal, "tx": tx.tx_hash, "block": tx.block_number}
         _print(args, data, f"proposal {args.proposal} executed in block {tx.block_number}")
+        return EXIT_OK
+
+    return _signed(args, body)
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    """``peergrid gov pause`` (module docstring)."""
+
+    def body(client: ChainClient, gov: Governance, account: Any) -> int:  # noqa: ANN401
+        tx = gov.pause(account)
+        until = int(gov.guardian.functions.paused_until().call())
+        data = {"tx": tx.tx_hash, "paused_until": _utc(until)}
+        _print(args, data, f"settlements and deposits paused until {_utc(until)}")
+        return EXIT_OK
+
+    return _signed(args, body)
+
+
+def cmd_lift(args: argparse.Namespace) -> int:
+    """``peergrid gov lift`` (module docstring)."""
+
+    def body(client: ChainClient, gov: Governance, account: Any) -> int:  # noqa: ANN401
+        tx = gov.lift_pause(account)
+        data = {"tx": tx.tx_hash, "paused": client.is_paused()}
+        _print(args, data, "the expired pause is lifted")
         return EXIT_OK
 
     return _signed(args, body)

@@ -9,9 +9,8 @@
         only pauses and unpauses: the pauser (the operator, appointed and
         replaced by the timelock) pauses at once, and the pause lasts
         `pause_hours` (governed) at most. Once that time has passed,
-        `lift` unpauses, called by anyone (the controller calls it at each
-        interval boundary); the pauser and the timelock may unpause
-        earlier. A pause cannot be renewed while it lasts. A pause the
+        `lift` unpauses, called by anyone (`peergrid gov lift`); the pauser
+        and the timelock may unpause earlier. A pause cannot be renewed while it lasts. A pause the
         timelock itself set on the settlement contract (by a vote) is not
         this contract's and `lift` leaves it alone.
 @dev New, unaudited code.

@@ -129,3 +129,16 @@ def test_members_change_a_parameter_by_vote(
     assert proposal["changes"] == ["community_fee_bps = 120"]
     code, text = run(capsys, "gov", "status", *gov)
     assert "#1 executed: 2 for, 0 against" in str(text)
+
+    # the operator's emergency pause lasts the governed hours; then anyone lifts it
+    code, message = run(capsys, "gov", "pause", *gov, "--key-env", "GRID_KEY")
+    assert code == 1
+    assert "not the pauser" in str(message)
+    assert run(capsys, "gov", "pause", *gov)[0] == 0  # the operator's key
+    code, message = run(capsys, "gov", "lift", *gov, "--key-env", "GRID_KEY")
+    assert code == 1
+    assert "has not expired" in str(message)
+    advance(state, 48 * 3600)
+    code, lifted = run(capsys, "gov", "lift", *gov, "--key-env", "GRID_KEY", "--json")
+    assert code == 0
+    assert lifted["paused"] is False  # type: ignore[index]
