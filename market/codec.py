@@ -369,8 +369,10 @@ def batch_to_dict(batch: SettlementBatch) -> dict[str, Any]:
         [token units / kWh], ``rewards`` (``[producer, Wh]``), ``lines`` (one per
         participant, energies [Wh] and amounts [token units]) and, only when the batch
         changed a carried debt, ``debts`` (``[account, balance before, balance after]``
-        [token units], :class:`~market.domain.DebtChange`) and, only when the batch is
-        anchored to its audit record, ``record_hash`` (64 hex digits).
+        [token units], :class:`~market.domain.DebtChange`), only when a community fee was in
+        force, ``community_fee_bps`` (and each seller line's ``fee_amount`` [token units]),
+        and, only when the batch is anchored to its audit record, ``record_hash`` (64 hex
+        digits).
     """
     out: dict[str, Any] = {
         "batch_id": batch.batch_id,
@@ -394,10 +396,13 @@ def batch_to_dict(batch: SettlementBatch) -> dict[str, Any]:
                 "net_amount": ln.net_amount,
                 "metered": ln.metered,
                 "reason": ln.reason,
+                **({"fee_amount": ln.fee_amount} if ln.fee_amount else {}),
             }
             for ln in batch.lines
         ],
     }
+    if batch.community_fee_bps:
+        out["community_fee_bps"] = batch.community_fee_bps
     if batch.debts:
         out["debts"] = [[d.account, d.before, d.after] for d in batch.debts]
     if batch.record_hash:
@@ -441,6 +446,7 @@ def batch_from_dict(data: Mapping[str, Any], interval: Interval) -> SettlementBa
                 imbalance_amount=TokenUnits(ln["imbalance_amount"]),
                 metered=bool(ln["metered"]),
                 reason=str(ln.get("reason", "")),
+                fee_amount=TokenUnits(int(ln.get("fee_amount", 0))),
             )
             for ln in data.get("lines", [])
         ),
@@ -454,6 +460,7 @@ def batch_from_dict(data: Mapping[str, Any], interval: Interval) -> SettlementBa
             DebtChange(account=ParticipantId(a), before=TokenUnits(before), after=TokenUnits(after))
             for a, before, after in data.get("debts", [])
         ),
+        community_fee_bps=int(data.get("community_fee_bps", 0)),
         record_hash=str(data.get("record_hash", "")),
     )
     if batch.batch_id != data["batch_id"]:

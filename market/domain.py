@@ -749,11 +749,13 @@ class SettlementLine:
     imbalance_amount: TokenUnits
     metered: bool
     reason: str = ""
+    fee_amount: TokenUnits = TokenUnits(0)  # noqa: RUF009 - a NewType: the int 0
+    """The community fee on its local sales [token units], paid to COMMUNITY (>= 0)."""
 
     @property
     def net_amount(self) -> TokenUnits:
         """Signed total [token units]: positive = the participant is paid."""
-        return TokenUnits(self.trade_amount + self.imbalance_amount)
+        return TokenUnits(self.trade_amount + self.imbalance_amount - self.fee_amount)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -790,6 +792,9 @@ class SettlementBatch:
     export_price: int
     rewards_wh: tuple[tuple[ParticipantId, Wh], ...] = ()
     debts: tuple[DebtChange, ...] = ()
+    community_fee_bps: int = 0
+    """The community fee in force [basis points of a local trade's buyer amount]; the
+    lines' ``fee_amount`` and the amounts already hold it, so it is not hashed again."""
     record_hash: str = ""
     """The content hash of the interval's audit record core (64 hex digits), folded into the
     batch id so the chain commits to the whole record; ``""`` for batches of earlier releases."""

@@ -8,6 +8,11 @@ integers, DESIGN.md section 3):
    buyer, ``floor(...)`` for a seller, one rounding per order or GRID/COMMUNITY leg) split over
    its trades by largest remainder (:mod:`market.matching`); the difference (rounding remainder
    and congestion rent) goes to :data:`~market.domain.COMMUNITY`.
+
+   1a. **Community fee** (governed by the members, issue 16; 0 unless voted). Each sell
+   order pays ``floor(sum of its local trades' buyer amounts * fee_bps / 10,000)``, at most
+   its revenue from them, out of the seller's revenue to COMMUNITY (:func:`community_fees`).
+   Trades with GRID or COMMUNITY pay none. The seller's line shows it as ``fee_amount``.
 2. **Metering.** Each participant's metered energy is read off its devices' counters between
    the two snapshots (:func:`market.metering.metered_energy`): its connection-point meters
    where it has any (so a PV inverter behind a net meter is not counted twice), else the sum
@@ -79,6 +84,7 @@ from market.domain import (
     trade_to_dict,
 )
 from market.errors import SettlementError
+from market.governance import community_fee
 from market.merkle import merkle_root
 from market.metering import Meter, MeteredEnergy, metered_energy
 from market.units import TokenUnits, Wh, buyer_payment, seller_revenue
@@ -125,6 +131,7 @@ def settle(
     tariffs: Tariffs,
     *,
     meters: Mapping[ParticipantId, Sequence[Meter]] | None = None,
+    community_fee_bps: int = 0,
 ) -> SettlementBatch:
     """Settle a cleared interval against the meters (the module's rules).
 
@@ -141,6 +148,8 @@ def settle(
         a listed participant without a complete reading of its counting devices is settled
         as unmetered. Default: the devices the snapshots show, by their readings'
         participant, all summed.
+    community_fee_bps : int
+        The community fee in force (rule 1a) [basis points], 0 to 10,000.
 
     Returns
     -------
@@ -157,7 +166,7 @@ def settle(
         [reading_to_dict(r) for r in start_readings.values()],
         [reading_to_dict(r) for r in end_readings.values()],
     )
-    return _settle_metered(result, metered, tariffs, merkle_root(leaves))
+    return _settle_metered(result, metered, tariffs, merkle_root(leaves), community_fee_bps)
 
 
 def _settle_metered(
@@ -165,8 +174,9 @@ def _settle_metered(
     metered: Mapping[ParticipantId, MeteredEnergy],
     tariffs: Tariffs,
     readings_root: bytes,
+    community_fee_bps: int = 0,
 ) -> SettlementBatch:
-    """Rules 1, 3 and 4 on metered energy; ``readings_root`` goes into the batch as given."""
+    """Rules 1, 1a, 3 and 4 on metered energy; ``readings_root`` goes into the batch as given."""
     import_price, export_price = tariffs.import_price, tariffs.export_price
     amounts: dict[ParticipantId, int] = defaultdict(int)
     trade_amount: dict[ParticipantId, int] = defaultdict(int)
@@ -176,6 +186,10 @@ def _settle_metered(
         amounts[COMMUNITY] += t.buyer_amount - t.seller_amount
         trade_amount[t.buyer] -= t.buyer_amount
         trade_amount[t.seller] += t.seller_amount
+    fees = community_fees(result, community_fee_bps)
+    for seller, fee in fees.items():
+        amounts[seller] -= fee
+        amounts[COMMUNITY] += fee
 
     bought: dict[ParticipantId, int] = defaultdict(int)
     sold: dict[ParticipantId, int] = defaultdict(int)
@@ -201,6 +215,7 @@ def _settle_metered(
                     imbalance_amount=TokenUnits(0),
                     metered=False,
                     reason=f"unmetered, settled as cleared: {reason}",
+                    fee_amount=TokenUnits(fees.get(p, 0)),
                 )
             )
             continue
@@ -231,6 +246,7 @@ def _settle_metered(
                 trade_amount=TokenUnits(trade_amount[p]),
                 imbalance_amount=TokenUnits(imb_amount),
                 metered=True,
+                fee_amount=TokenUnits(fees.get(p, 0)),
             )
         )
     return SettlementBatch(
@@ -242,7 +258,52 @@ def _settle_metered(
         readings_root=readings_root,
         import_price=import_price,
         export_price=export_price,
+        community_fee_bps=community_fee_bps,
     )
+
+
+def community_fees(result: ClearingResult, fee_bps: int) -> dict[ParticipantId, int]:
+    """Rule 1a: each seller's community fee on its local sales [token units].
+
+    Per sell order, over its trades with another participant (not :data:`GRID`, not
+    :data:`COMMUNITY`): ``floor(sum of the buyers' amounts * fee_bps / 10,000)``
+    (:func:`market.governance.community_fee`), and never more than the order's revenue
+    from those trades, so selling never costs a seller money. Sellers without such
+    trades pay nothing and are left out.
+
+    Parameters
+    ----------
+    result : ClearingResult
+        The interval's clearing.
+    fee_bps : int
+        The community fee in force [basis points], 0 to 10,000.
+
+    Returns
+    -------
+    dict of ParticipantId to int
+        Fee per seller [token units], only where it is > 0.
+
+    Raises
+    ------
+    InvalidQuantity
+        If ``fee_bps`` is outside 0..10,000.
+    """
+    community_fee(0, fee_bps)  # checks the rate even when nothing is traded
+    buyer_sums: dict[tuple[ParticipantId, str], int] = defaultdict(int)
+    revenues: dict[tuple[ParticipantId, str], int] = defaultdict(int)
+    for t in result.trades:
+        if {t.seller, t.buyer} & {GRID, COMMUNITY}:
+            continue
+        key = (t.seller, str(t.seller_order))
+        buyer_sums[key] += t.buyer_amount
+        revenues[key] += t.seller_amount
+    fees: dict[ParticipantId, int] = defaultdict(int)
+    for key, gross in sorted(buyer_sums.items()):
+        seller = key[0]
+        fee = min(community_fee(gross, fee_bps), revenues[key])
+        if fee > 0:
+            fees[seller] += fee
+    return dict(fees)
 
 
 def carry_debts(
