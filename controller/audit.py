@@ -55,9 +55,11 @@ from importlib import metadata
 from typing import Any, Final, Protocol
 
 from market.canonical import content_hash
-from market.codec import reading_leaves
-from market.domain import batch_id_of, utc_label
+from market.codec import reading_leaves, result_from_dict
+from market.domain import Interval, batch_id_of, utc_label
+from market.governance import apply_governed
 from market.merkle import merkle_root
+from market.settlement import community_fees
 
 UNHASHED = frozenset({"chain", "error"})
 """Record keys filled in after the record is committed; not part of its hash."""
@@ -865,6 +867,7 @@ def verify_records(
     tables: StoreView | None = None,
     reclear_anchored: Callable[[Mapping[str, Any]], Mapping[str, Any] | None] | None = None,
     signing_domain: tuple[int, str] | None = None,
+    governed_at: Callable[[str, int], Mapping[str, int]] | None = None,
 ) -> dict[str, Any]:
     """Verify stored audit rows and summarise.
 
@@ -886,6 +889,10 @@ def verify_records(
         Re-clears an anchored record (:func:`reclear_recorded`).
     signing_domain : (int, str), optional
         As for :func:`verify_anchored`.
+    governed_at : callable, optional
+        ``(registry, block) -> values by name``: the community's registry read at a block
+        (issue 16); records with ``params.governance`` are checked against it
+        (:func:`verify_governance`).
 
     Returns
     -------
@@ -916,6 +923,8 @@ def verify_records(
             )
         else:
             found = verify_record(record, on_chain, reclear)
+        if governed_at is not None:
+            found += verify_governance(record, governed_at)
         stored_hash = row.get("record_hash")
         if (
             stored_hash is not None
@@ -936,6 +945,71 @@ def verify_records(
         "problems": problems,
         "accepted": [line for line in accepted if line],  # wall-clock stops, not re-cleared
     }
+
+
+def verify_governance(
+    record: Mapping[str, Any], governed_at: Callable[[str, int], Mapping[str, int]]
+) -> list[str]:
+    """Check a record's governed terms against the community's registry (issue 16).
+
+    For a record whose ``params`` hold ``governance``: the registry at the recorded block
+    holds exactly the recorded values; the site's tariffs moved into those bounds and the
+    fee (:func:`market.governance.apply_governed`) are what was applied, what the clearing
+    used (``params``) and what the settlement charged (its ``community_fee_bps``, and each
+    seller's ``fee_amount`` recomputed from the recorded trades,
+    :func:`market.settlement.community_fees`). Records without governance pass.
+
+    Returns
+    -------
+    list of str
+        Problems, each naming the interval.
+    """
+    params = record.get("params") or {}
+    governance = params.get("governance")
+    if not governance:
+        return []
+    where = _where(int(record["interval"]))
+    problems: list[str] = []
+    if "values" not in governance:  # never read: the site's terms and no fee were applied
+        applied = governance.get("applied") or {}
+        if applied.get("community_fee_bps", 0):
+            problems.append(f"{where}: governance: a fee applied without a registry read")
+        return problems
+    recorded = {name: int(v["value"]) for name, v in governance["values"].items()}
+    on_chain = dict(governed_at(str(governance["registry"]), int(governance["block"])))
+    if on_chain != recorded:
+        problems.append(
+            f"{where}: governance: the registry at block {governance['block']} holds "
+            f"{on_chain}, the record {recorded}"
+        )
+    site = governance.get("site") or {}
+    terms = apply_governed(int(site["import_price"]), int(site["export_price"]), on_chain)
+    want = {
+        "import_price": terms.import_price,
+        "export_price": terms.export_price,
+        "community_fee_bps": terms.community_fee_bps,
+    }
+    if governance.get("applied") != want:
+        problems.append(f"{where}: governance: applied {governance.get('applied')}, want {want}")
+    used = {k: params.get(k) for k in want}
+    if used != want:
+        problems.append(f"{where}: governance: cleared with {used}, want {want}")
+    batch = record.get("settlement")
+    if batch:
+        fee = int(batch.get("community_fee_bps", 0))
+        if fee != terms.community_fee_bps:
+            problems.append(
+                f"{where}: governance: settled with a {fee} bps fee, want {terms.community_fee_bps}"
+            )
+        result = result_from_dict(
+            record["result"], Interval.from_id(int(record["interval"]), int(record["length_s"]))
+        )
+        fees = community_fees(result, terms.community_fee_bps)
+        charged = {ln["participant"]: int(ln.get("fee_amount", 0)) for ln in batch["lines"]}
+        charged = {p: f for p, f in charged.items() if f}
+        if charged != {str(p): f for p, f in fees.items()}:
+            problems.append(f"{where}: governance: fees charged {charged}, want {dict(fees)}")
+    return problems
 
 
 def compare_with_chain(

@@ -76,6 +76,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, Protocol, runtime_checkable
 
+from adapters.errors import AdapterError
 from adapters.modbus.polling import poll_all
 from controller.audit import ABANDONED, RECORD_FORMAT, anchor_hash, software_versions
 from controller.bidding import (
@@ -133,6 +134,7 @@ from market.domain import (
     utc_label,
 )
 from market.errors import MarketError
+from market.governance import GovernedValues, Terms, apply_governed
 from market.metering import Meter
 from market.orderbook import build_order_book, parse_order_rows
 from market.settlement import apply_debts, settle
@@ -305,6 +307,12 @@ class Cycle:
     holds the site (``peergrid worker``: :mod:`controller.fleet`), and nothing is sent or
     written then.
 
+    ``governed()`` reads the community's governed values (:class:`~market.governance.
+    GovernedValues`, issue 16) when an interval is cleared: the site's tariffs are moved
+    into the governed bounds and the governed community fee is charged when the interval
+    is settled (:meth:`terms_for`); the record's ``params.governance`` names the registry,
+    block, values and the proposals that set them. ``None``: a site without governance.
+
     ``linear_grid(grid, vm_min_pu, vm_max_pu)`` builds the market's network model of a base
     case (default :func:`~grid_models.linear.build_linear_grid`, built afresh each clearing)
     and ``split_grid`` splits a base case for its audit record (default
@@ -324,8 +332,13 @@ class Cycle:
     fence: Callable[[], None] | None = None
     linear_grid: Callable[[Grid, float, float], LinearGrid] | None = None
     split_grid: Callable[[Grid], tuple[str, dict[str, Any]]] = split_base_case
+    governed: Callable[[], GovernedValues] | None = None
     options: ClearingOptions = field(init=False)
     _applied: dict[int, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
+    _terms: dict[int, tuple[Terms, dict[str, Any] | None]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    _last_governed: GovernedValues | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.options = ClearingOptions(
@@ -546,13 +559,19 @@ class Cycle:
         with self.store.intake_lock():
             rows = self.store.signed_orders_at(interval.interval_id)
         signed = signed_book(rows, self.site, interval)
+        terms, governance = self.terms_for(interval)
+        self._terms = {k: v for k, v in self._terms.items() if k >= interval.interval_id - 86_400}
+        self._terms[interval.interval_id] = (terms, governance)
+        options = dataclasses.replace(
+            self.options, import_price=terms.import_price, export_price=terms.export_price
+        )
         plan = plan_orders(
             interval,
             self.site.participants,
             self.site.devices,
             snapshot,
             self.forecaster,
-            import_price=self.site.import_price,
+            import_price=terms.import_price,
             orders_in_force=signed.standing,
         )
         if signed.orders:
@@ -574,10 +593,10 @@ class Cycle:
         def clear(planned: Plan) -> tuple[OrderBook, ClearingResult]:
             placed = [po.order for po in planned.orders if po.order.bus in known]
             book = build_order_book(interval, placed)
-            return book, self._clear_book(grid, book, linear)
+            return book, self._clear_book(grid, book, linear, options=options)
 
         # unsold floor-priced PV surplus is cleared again at the export tariff (bidding.py)
-        final = clear_with_export_steps(plan, clear, self.site.export_price)
+        final = clear_with_export_steps(plan, clear, terms.export_price)
         plan, book, result = final.plan, final.book, final.result
         skipped = list(plan.skipped)
         for po in plan.orders:
@@ -593,7 +612,7 @@ class Cycle:
             self.site.devices,
             acted=result.is_ok,
             prices=result.price_by_bus,
-            export_price=self.site.export_price,
+            export_price=terms.export_price,
             network=describe_network(result, self.site.vm_min_pu, self.site.vm_max_pu),
         )
         return IntervalReport(
@@ -606,6 +625,55 @@ class Cycle:
             skipped=tuple(skipped),
             wall_s=time.perf_counter() - started,
         )
+
+    def terms_for(self, interval: Interval) -> tuple[Terms, dict[str, Any] | None]:
+        """The tariffs and community fee ``interval`` is cleared and settled with.
+
+        Without governance, the site's tariffs and no fee. With it, the registry is read
+        now (a value executed by a vote after this read applies from the next interval)
+        and :func:`market.governance.apply_governed` moves the site's tariffs into the
+        governed bounds. If the registry cannot be read, the values of the last read
+        apply (the site's tariffs and no fee before any read); the record says so.
+
+        Returns
+        -------
+        tuple of (Terms, dict or None)
+            The terms, and the record's ``governance`` (registry, block, values with the
+            block and proposal that set each, the site's tariffs, what was applied, notes;
+            ``None`` without governance).
+        """
+        site_terms = Terms(
+            import_price=self.site.import_price,
+            export_price=self.site.export_price,
+            community_fee_bps=0,
+        )
+        if self.governed is None:
+            return site_terms, None
+        read_error = ""
+        try:
+            self._last_governed = self.governed()
+        except AdapterError as exc:
+            read_error = f"{type(exc).__name__}: {exc}"
+            log.warning("governed values of %s not read: %s", interval.label(), read_error)
+        values = self._last_governed
+        if values is None:
+            terms = dataclasses.replace(
+                site_terms, notes=("registry unreadable and never read: site tariffs, no fee",)
+            )
+            return terms, {"read_error": read_error, "applied": _applied(terms)}
+        terms = apply_governed(self.site.import_price, self.site.export_price, values.values)
+        record: dict[str, Any] = {
+            **values.to_dict(),
+            "site": {
+                "import_price": self.site.import_price,
+                "export_price": self.site.export_price,
+            },
+            "applied": _applied(terms),
+            "notes": list(terms.notes),
+        }
+        if read_error:
+            record["read_error"] = f"{read_error}; the values of block {values.block} apply"
+        return terms, record
 
     def _free_credit(self) -> dict[ParticipantId, int]:
         """Each participant's escrow not spoken for by pending settlements [token units].
@@ -793,16 +861,18 @@ class Cycle:
     def _settle_ended(self, boundary: datetime) -> list[SettlementReport]:
         """Settle on paper every ended interval without a settlement; persist the intents."""
         errors: list[SettlementReport] = []
-        tariffs = Tariffs(
-            import_price=PricePerKwh(self.site.import_price),
-            export_price=PricePerKwh(self.site.export_price),
-        )
         meters = self.meters()
         for interval_id, length_s, stored in self.store.unsettled_results(
             int(boundary.timestamp())
         ):
             interval = Interval.from_id(interval_id, length_s)
             result = result_from_dict(stored, interval)
+            # the terms it was cleared with (the site's tariffs for results stored without)
+            params = (stored.get("inputs") or {}).get("params") or {}
+            tariffs = Tariffs(
+                import_price=PricePerKwh(int(params.get("import_price", self.site.import_price))),
+                export_price=PricePerKwh(int(params.get("export_price", self.site.export_price))),
+            )
             try:
                 batch = settle(
                     result,
@@ -810,6 +880,7 @@ class Cycle:
                     self.store.readings_at(interval.next().interval_id),
                     tariffs,
                     meters=meters,
+                    community_fee_bps=int(params.get("community_fee_bps", 0)),
                 )
             except MarketError as exc:
                 log.exception("settling %s failed", interval.label())
@@ -1069,11 +1140,19 @@ class Cycle:
         load and generation columns, :func:`grid_models.grids.split_base_case`), and
         ``accounts`` (participant -> chain address, to compare the chain's entries).
         """
-        options = {
-            f.name: _plain(getattr(self.options, f.name)) for f in dataclasses.fields(self.options)
-        }
+        terms, governance = self._terms.get(interval.interval_id, (None, None))
+        in_force = self.options
+        if terms is not None:
+            in_force = dataclasses.replace(
+                in_force, import_price=terms.import_price, export_price=terms.export_price
+            )
+        options = {f.name: _plain(getattr(in_force, f.name)) for f in dataclasses.fields(in_force)}
+        governed: dict[str, Any] = {}
+        if governance is not None and terms is not None:
+            governed = {"community_fee_bps": terms.community_fee_bps, "governance": governance}
         params = {
             **options,
+            **governed,
             "vm_min_pu": self.site.vm_min_pu,
             "vm_max_pu": self.site.vm_max_pu,
             "base_load_scale": self.site.base_load_scale,
@@ -1111,6 +1190,14 @@ class Cycle:
             # the operator's actions applied when it was cleared (controller.controls)
             "controls": self._applied.get(interval.interval_id),
         }
+
+
+def _applied(terms: Terms) -> dict[str, int]:
+    return {
+        "import_price": terms.import_price,
+        "export_price": terms.export_price,
+        "community_fee_bps": terms.community_fee_bps,
+    }
 
 
 def _plain(value: object) -> object:

@@ -35,7 +35,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -229,6 +229,8 @@ def row_of(
         "imbalance_wh": sum(abs(ln.imbalance_wh) for ln in s.batch.lines) if s.batch else 0,
         "debts": [[d.account, d.before, d.after] for d in s.batch.debts] if s.batch else [],
         "reward_wh": sum(wh for _, wh in s.batch.rewards_wh) if s.batch else 0,
+        "community_fee_bps": s.batch.community_fee_bps if s.batch else 0,
+        "community_fee_units": sum(ln.fee_amount for ln in s.batch.lines) if s.batch else 0,
         "rewards_minted": s.outcome.rewards_minted if s.outcome else 0,
         **dict(zip(("api_orders", "api_traded", "api_traded_wh"), signed_in_book(c), strict=True)),
     }
@@ -250,6 +252,8 @@ class DemoRuntime:
     front_door: ParticipantConfig | None = None
     """The participant whose bids go through the API, with the standing orders it signs
     (taken out of ``site``), or ``None``."""
+    governed_at: Callable[[str, int], Mapping[str, int]] | None = None
+    """The community's registry at a block (``audit verify``'s governance check)."""
 
     def boundary(self, k: int) -> datetime:
         """The ``k``-th boundary from the start (``start + k * interval_s``).
@@ -323,11 +327,16 @@ class DemoRuntime:
         return out
 
     def verify(self) -> dict[str, Any]:
-        """Every audit record against the chain, and re-cleared from its stored book."""
+        """Every audit record against the chain, re-cleared, and against the registry.
+
+        The governed terms of a record are checked against the community's registry at the
+        block it names (:func:`controller.audit.verify_governance`).
+        """
         return verify_records(
             self.store.audit_records(),
             settled_batch=self.client.settled_batch,
             reclear=self.cycle.reclear,
+            governed_at=self.governed_at,
         )
 
 
@@ -690,6 +699,8 @@ def run_demo(
             )
         )
         community = set_up_community(rt.client, rt.site, rt.accounts)
+        rt.cycle.governed = community.gov.governed_values  # read at each clearing
+        rt.governed_at = community.registry_at
         vote_at = max(intervals // 2, 1)
         vote: dict[str, Any] | None = None
         door = stack.enter_context(front_door_api(rt)) if front_door else None
@@ -882,6 +893,14 @@ def format_summary(report: dict[str, Any]) -> str:
             f"{_reward(v['reward_per_kwh_after'])} after; the operator's own change is "
             f"refused ({v['admin_refused'] or 'NOT refused'})"
         )
+        if v.get("fee_from"):
+            lines.append(
+                f"  community fee {v['fee_bps'] / 100:g} % of local sales from "
+                f"{v['fee_from']} (the next interval cleared): "
+                f"{format_tokens(v['fee_units'])} tokens to COMMUNITY over "
+                f"{v['fee_intervals']} intervals; each record names the registry block and "
+                f"proposal #{v['proposal']}"
+            )
     a = report["audit"]
     lines.append(
         f"audit: {a['verified']}/{a['records']} interval records match the chain and "
@@ -906,7 +925,15 @@ def vote_summary(vote: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, 
         wh = sum(r["reward_wh"] for r in picked)
         return None if wh == 0 else sum(r["rewards_minted"] for r in picked) * 1000 / wh
 
-    return {**vote, "reward_per_kwh_before": per_kwh(False), "reward_per_kwh_after": per_kwh(True)}
+    charged = [r for r in rows if r.get("community_fee_bps")]
+    return {
+        **vote,
+        "reward_per_kwh_before": per_kwh(False),
+        "reward_per_kwh_after": per_kwh(True),
+        "fee_from": charged[0]["interval"] if charged else None,
+        "fee_intervals": len(charged),
+        "fee_units": sum(r["community_fee_units"] for r in charged),
+    }
 
 
 def _reward(units_per_kwh: float | None) -> str:

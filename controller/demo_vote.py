@@ -36,6 +36,8 @@ QUORUM_BPS: Final = 5_000
 PAUSE_HOURS: Final = 48
 NEW_REWARD_RATE: Final = 1_500_000
 """Reward base units per verified kWh the members vote for (1.5 reward tokens)."""
+NEW_FEE_BPS: Final = 100
+"""The community fee the members vote for [basis points of local sales]: 1 %."""
 
 # The ten demo members' choices, in site order: (choice, by relayed signature); None = no vote.
 BALLOTS: Final = (
@@ -59,6 +61,12 @@ class Community:
     client: ChainClient
     gov: Governance
     members: dict[str, Any]
+
+    def registry_at(self, registry: str, block: int) -> dict[str, int]:
+        """The registry's values at ``block`` (empty for another registry than ours)."""
+        if registry.lower() != self.gov.parameters.address.lower():
+            return {}
+        return dict(self.gov.governed_values(block).values)
 
 
 def set_up_community(client: ChainClient, site: SiteConfig, accounts: dict[str, str]) -> Community:
@@ -110,9 +118,14 @@ def hold_vote(community: Community) -> dict[str, Any]:
     voters = list(community.members.values())
     description = (
         f"Raise the reward for verified local energy from {rate_before / 1e6:g} to "
-        f"{NEW_REWARD_RATE / 1e6:g} reward tokens per kWh"
+        f"{NEW_REWARD_RATE / 1e6:g} reward tokens per kWh, paid for by a "
+        f"{NEW_FEE_BPS / 100:g} % community fee on local sales"
     )
-    pid, proposed = gov.propose(voters[0], [gov.reward_policy(NEW_REWARD_RATE, cap)], description)
+    actions = [
+        gov.reward_policy(NEW_REWARD_RATE, cap),
+        gov.set_parameter("community_fee_bps", NEW_FEE_BPS),
+    ]
+    pid, proposed = gov.propose(voters[0], actions, description)
     chain_id = client.chain_id()
     relayed = 0
     for voter, ballot in zip(voters, BALLOTS, strict=False):
@@ -152,6 +165,7 @@ def hold_vote(community: Community) -> dict[str, Any]:
         "governor": gov.governor.address,
         "timelock": gov.timelock.address,
         "admin_refused": refused,
+        "fee_bps": NEW_FEE_BPS,
     }
 
 

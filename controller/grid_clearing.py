@@ -413,19 +413,23 @@ def reclear_options(
     options : ClearingOptions
         The options otherwise in force (tariffs, mechanism, ...).
     params : mapping, optional
-        An audit record's ``params``; its ``simplex_iteration_limit``,
-        ``ipm_iteration_limit`` [iterations] and ``max_iterations`` [-] are used where
-        present (records of earlier releases: the defaults of this one).
+        An audit record's ``params``; its ``import_price``/``export_price`` [token units
+        per kWh], ``simplex_iteration_limit``, ``ipm_iteration_limit`` [iterations] and
+        ``max_iterations`` [-] are used where present (records of earlier releases: the
+        defaults of this one).
 
     Returns
     -------
     tuple of (ClearingOptions, int)
-        ``options`` without a wall-clock budget and with the recorded iteration limits;
-        the AC loop's solves allowed.
+        ``options`` without a wall-clock budget and with the recorded tariffs and iteration
+        limits; the AC loop's solves allowed.
     """
     params = params or {}
     deterministic = dataclasses.replace(
         options,
+        # the tariffs the interval was cleared with (governed bounds may have moved them)
+        import_price=int(params.get("import_price", options.import_price)),
+        export_price=int(params.get("export_price", options.export_price)),
         time_limit_s=None,
         simplex_iteration_limit=int(
             params.get("simplex_iteration_limit", options.simplex_iteration_limit)

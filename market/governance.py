@@ -195,10 +195,123 @@ def community_fee(buyer_amount: int, fee_bps: int) -> int:
     return buyer_amount * fee_bps // BPS
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GovernedValues:
+    """The registry's values as read at one block (what an interval's record names).
+
+    Attributes
+    ----------
+    registry : str
+        The ``Parameters`` contract's address.
+    block : int
+        The block read.
+    values : Mapping[str, int]
+        Value per parameter set by then, by name.
+    since_block : Mapping[str, int]
+        The block that set each value.
+    proposals : Mapping[str, int | None]
+        The executed proposal that set each value; ``None`` for a value set at deployment.
+    """
+
+    registry: str
+    block: int
+    values: Mapping[str, int]
+    since_block: Mapping[str, int]
+    proposals: Mapping[str, int | None]
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON form: ``registry``, ``block``; per name ``value``, ``since_block``, ``proposal``."""
+        return {
+            "registry": self.registry,
+            "block": self.block,
+            "values": {
+                name: {
+                    "value": value,
+                    "since_block": self.since_block[name],
+                    "proposal": self.proposals.get(name),
+                }
+                for name, value in sorted(self.values.items())
+            },
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Terms:
+    """What an interval is cleared and settled with, after the governed limits.
+
+    Attributes
+    ----------
+    import_price, export_price : int
+        The tariffs applied [token base units per kWh]: the operator's, moved into the
+        governed bounds.
+    community_fee_bps : int
+        The community fee applied [basis points].
+    notes : tuple[str, ...]
+        What was changed or ignored, and why, for the record.
+    """
+
+    import_price: int
+    export_price: int
+    community_fee_bps: int
+    notes: tuple[str, ...] = ()
+
+
+def apply_governed(import_price: int, export_price: int, values: Mapping[str, int]) -> Terms:
+    """The operator's tariffs within the governed bounds, and the governed fee.
+
+    A tariff below its governed minimum is raised to it, one above its maximum lowered to
+    it. A value outside its parameter's limits, or bounds whose minimum lies above their
+    maximum, are not applied (the note says so), as if unset.
+
+    Parameters
+    ----------
+    import_price, export_price : int
+        The site's tariffs [token base units per kWh].
+    values : Mapping[str, int]
+        The registry's values by name (:attr:`GovernedValues.values`).
+
+    Returns
+    -------
+    Terms
+        The tariffs and fee to apply, with notes.
+    """
+    notes: list[str] = []
+    valid: dict[str, int] = {}
+    for name, value in sorted(values.items()):
+        if name not in REGISTRY:
+            continue
+        try:
+            valid[name] = check_value(name, value)
+        except InvalidQuantity as exc:
+            notes.append(f"not applied: {exc}")
+    prices = {"import": import_price, "export": export_price}
+    for side in ("import", "export"):
+        low, high = valid.get(f"{side}_tariff_min"), valid.get(f"{side}_tariff_max")
+        if low is not None and high is not None and low > high:
+            notes.append(f"not applied: {side} tariff bounds {low} > {high}")
+            continue
+        price = prices[side]
+        if low is not None and price < low:
+            notes.append(f"{side} tariff {price} raised to the governed minimum {low}")
+            prices[side] = low
+        elif high is not None and price > high:
+            notes.append(f"{side} tariff {price} lowered to the governed maximum {high}")
+            prices[side] = high
+    return Terms(
+        import_price=prices["import"],
+        export_price=prices["export"],
+        community_fee_bps=valid.get("community_fee_bps", 0),
+        notes=tuple(notes),
+    )
+
+
 __all__ = [
     "BPS",
     "REGISTRY",
     "GovernedParameter",
+    "GovernedValues",
+    "Terms",
+    "apply_governed",
     "check_tariff_bounds",
     "check_value",
     "community_fee",

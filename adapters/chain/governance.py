@@ -37,6 +37,7 @@ from eth_keys.exceptions import BadSignature
 from eth_typing import HexStr
 from web3 import Web3
 from web3.contract import Contract
+from web3.logs import DISCARD
 from web3.types import TxReceipt
 
 from adapters.chain.accounts import checksum_address
@@ -60,10 +61,10 @@ from adapters.chain.gas import (
     GAS_GOV_VOTE,
     GAS_GOV_VOTE_BY_SIG,
 )
-from adapters.chain.node import call, hex0x
+from adapters.chain.node import call, hex0x, rpc
 from adapters.chain.sender import TxResult
 from market.errors import InvalidQuantity
-from market.governance import REGISTRY, check_tariff_bounds, check_value
+from market.governance import REGISTRY, GovernedValues, check_tariff_bounds, check_value
 
 PROPOSER_ROLE: Final = Web3.keccak(text="PROPOSER_ROLE")
 EXECUTOR_ROLE: Final = Web3.keccak(text="EXECUTOR_ROLE")
@@ -297,6 +298,7 @@ class Governance:
             for name in ("Membership", "Timelock", "Governor", "Parameters", "Guardian")
         }
         self._handles: dict[str, Contract] = {}
+        self._setters: dict[tuple[str, int], int | None] = {}
 
     # -- contracts ---------------------------------------------------------------------------
 
@@ -806,6 +808,65 @@ class Governance:
             )
             return f"{fn.fn_name}({shown}) on {contract.address}"
         return f"call 0x{payload[:4].hex()} on {target}"
+
+    def governed_values(self, block: int | None = None) -> GovernedValues:
+        """The registry's values at ``block`` with the block and proposal that set each.
+
+        ``None`` reads the latest block's state (``current``, as of that block; an auditor
+        later reads the same block from the registry's history, ``value_at``). A past
+        ``block`` is read from the history, so a node without old states answers too. A
+        value's proposal is found from the
+        transaction that set it: the governor's ``ProposalExecuted`` in the same
+        transaction; ``None`` for a value set at deployment.
+        """
+        if block is None:  # the latest block's state, read as of that block
+            block = int(rpc(lambda: self.w3.eth.block_number))
+            found = {}
+            fns = self.parameters.functions
+            for name in REGISTRY:
+                is_set, value, since = call(
+                    fns.current(parameter_key(name)), block_identifier=block
+                )
+                if is_set:
+                    found[name] = ParameterValue(
+                        name=name, value=int(value), since_block=int(since)
+                    )
+        else:
+            found = self.parameters_at(block)
+        proposals = {
+            name: self._proposal_that_set(name, v.since_block) for name, v in found.items()
+        }
+        return GovernedValues(
+            registry=self.parameters.address,
+            block=block,
+            values={name: v.value for name, v in found.items()},
+            since_block={name: v.since_block for name, v in found.items()},
+            proposals=proposals,
+        )
+
+    def _proposal_that_set(self, name: str, block: int) -> int | None:
+        cache = self._setters
+        if (name, block) in cache:
+            return cache[(name, block)]
+        changed = self.parameters.events.ParameterChanged()
+        logs = rpc(
+            lambda: changed.get_logs(
+                from_block=block,
+                to_block=block,
+                argument_filters={"key": parameter_key(name)},
+            )
+        )
+        proposal = None
+        if logs:  # the last change in the block is the value in force
+            tx_hash = logs[-1]["transactionHash"]
+            receipt = rpc(lambda: self.w3.eth.get_transaction_receipt(tx_hash))
+            executed = self.governor.events.ProposalExecuted().process_receipt(
+                receipt, errors=DISCARD
+            )
+            if executed:
+                proposal = int(executed[0]["args"]["proposal_id"])
+        cache[(name, block)] = proposal
+        return proposal
 
     # -- internals ---------------------------------------------------------------------------
 

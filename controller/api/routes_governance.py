@@ -41,7 +41,7 @@ from controller.api.models import ErrorBody
 from market.governance import REGISTRY
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorBody} for s in (403, 404, 409, 422, 502)
+    s: {"model": ErrorBody} for s in (400, 403, 404, 409, 422, 502)
 }
 
 router = APIRouter(prefix="/v1/sites/{site}/governance", tags=["governance"], responses=ERRORS)

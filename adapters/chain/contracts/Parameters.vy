@@ -102,6 +102,20 @@ def get(key: bytes32) -> uint256:
 
 @external
 @view
+def current(key: bytes32) -> (bool, uint256, uint256):
+    """
+    @dev The value of `key` now (in a call at a block: at that block).
+    @return Whether it is set, its value, and the block it was set in.
+    """
+    n: uint256 = len(self._history[key])
+    if n == 0:
+        return (False, 0, 0)
+    last: Checkpoint = self._history[key][n - 1]
+    return (True, last.value, last.block)
+
+
+@external
+@view
 def value_at(key: bytes32, block_number: uint256) -> (bool, uint256, uint256):
     """
     @dev The value of `key` at the end of block `block_number`.
