@@ -130,6 +130,10 @@ admin_key_env         string  ``""``                            env var holding 
 grid_account          string  ``""``                            0x address of GRID (the
                                                                 upstream supplier)
 community_account     string  ``""``                            0x address of COMMUNITY
+governance_file       string  ``""``                            the community's contracts
+                                                                (path: ``peergrid gov deploy
+                                                                --out``); the cycle applies
+                                                                their governed terms
 ===================== ======= ================================= ===============================
 
 Key sources: the controller signs only as the operator, with the key of
@@ -461,6 +465,7 @@ class ChainConfig:
     admin_key_env: str = ""
     grid_account: str = ""
     community_account: str = ""
+    governance_file: str = ""
 
 
 DEFAULT_GAS_LOW_WEI: Final = 5 * 10**16
@@ -869,8 +874,12 @@ class ChainTable(_Table):
         pattern=rf"^$|{_ADDRESS_PATTERN}",
         description="COMMUNITY's address (anvil, rpc)",
     )
+    governance_file: str = Field(
+        default="",
+        description="the community's contracts, from 'peergrid gov deploy --out' (path)",
+    )
 
-    @field_validator("state_path", "operator_keystore", "admin_keystore")
+    @field_validator("state_path", "operator_keystore", "admin_keystore", "governance_file")
     @classmethod
     def _path(cls, value: str, info: ValidationInfo) -> str:
         return _resolve(value, info)
@@ -1456,6 +1465,7 @@ def _build(doc: SiteFile, source: str) -> SiteConfig:
             admin_key_env=c.admin_key_env,
             grid_account=c.grid_account,
             community_account=c.community_account,
+            governance_file=c.governance_file,
         ),
         participants=tuple(
             ParticipantConfig(

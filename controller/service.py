@@ -19,7 +19,6 @@ is not safe to use from two threads at once.
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from collections.abc import Callable
@@ -27,16 +26,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from adapters.chain import ChainClient
-from adapters.chain.errors import InvalidArgument
-from adapters.chain.governance import Governance, GovernanceDeployment
+from adapters.chain.governance import Governance
 from controller.auth import Auth
 from controller.config import SiteConfig
 from controller.controls import MarketControls
-from controller.errors import ConfigError
 from controller.events import EventHub
 from controller.intake import OrderIntake
-from controller.userfiles import read_text
 from controller.wiring import Runtime, build_runtime
 from market.domain import ParticipantId
 
@@ -143,31 +138,6 @@ def free_escrow(
     return free
 
 
-GOVERNANCE_ENV = "PEERGRID_GOVERNANCE"
-"""The environment variable naming a governance file (``peergrid gov deploy --out``)."""
-
-
-def attach_governance(client: ChainClient, path: str) -> Governance:
-    """The community's governance at the addresses of the JSON file ``path``, attached.
-
-    Raises
-    ------
-    ConfigError
-        If the file cannot be read or is not a governance file.
-    ChainError
-        If the addresses do not hold PeerGrid's governance contracts.
-    """
-    text = read_text(path, "governance file")
-    try:
-        deployment = GovernanceDeployment.from_json(text)
-    except InvalidArgument as exc:
-        msg = f"{path}: {exc}"
-        raise ConfigError(msg) from None
-    gov = Governance(client.contracts)
-    gov.attach(deployment)
-    return gov
-
-
 def build_service(
     site: SiteConfig,
     *,
@@ -196,8 +166,8 @@ def build_service(
     site_id : str
         The site's name in the paths; ``""`` uses :func:`site_slug` of ``site.name``.
     governance : Governance or None
-        The community's governance, attached; ``None`` reads the addresses from the file
-        ``$PEERGRID_GOVERNANCE`` names (``peergrid gov deploy --out``), if set.
+        The community's governance, attached; ``None``: the runtime's (the site's
+        ``[chain] governance_file`` or ``$PEERGRID_GOVERNANCE``), if any.
     **runtime_options
         Passed to :func:`build_runtime` when ``runtime`` is ``None``.
 
@@ -248,8 +218,8 @@ def build_service(
             log=rt.store,
         )
         rt.cycle.controls = controls  # the cycle honours them (controller.controls)
-    if governance is None and os.environ.get(GOVERNANCE_ENV):
-        governance = attach_governance(rt.client, os.environ[GOVERNANCE_ENV])
+    if governance is None:
+        governance = rt.governance
     return Service(
         governance=governance,
         site=site,

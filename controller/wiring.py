@@ -31,6 +31,7 @@ leaving out what it does not need. The parts:
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -49,6 +50,8 @@ from adapters.chain import (
     connect,
     derive_account,
 )
+from adapters.chain.errors import InvalidArgument
+from adapters.chain.governance import Governance, GovernanceDeployment
 from adapters.errors import AdapterError
 from adapters.modbus.client import ModbusTkClient, RtuLine
 from adapters.modbus.discovered import (
@@ -77,6 +80,7 @@ from controller.keys import site_operator_key
 from controller.profiles import load_shape
 from controller.site_identity import site_identity
 from controller.store import Store
+from controller.userfiles import read_text
 from grid_models.errors import GridModelError
 from grid_models.grids import Grid, load_grid, split_base_case, unknown_bus_message
 from grid_models.linear import LinearGrid, build_linear_grid
@@ -759,6 +763,8 @@ class Runtime:
     minted: int
     _resources: ExitStack = field(repr=False)
     trial: bool = False
+    governance: Governance | None = None
+    """The community's governance contracts, attached (``[chain] governance_file``)."""
 
     def _chain(self) -> ChainSettler:
         if self.settler is None:
@@ -802,6 +808,32 @@ class Runtime:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+GOVERNANCE_ENV: Final = "PEERGRID_GOVERNANCE"
+"""The environment variable naming a governance file (``peergrid gov deploy --out``), for a
+site file without ``[chain] governance_file``."""
+
+
+def attach_governance(client: ChainClient, path: str) -> Governance:
+    """The community's governance at the addresses of the JSON file ``path``, attached.
+
+    Raises
+    ------
+    ConfigError
+        If the file cannot be read or is not a governance file.
+    ChainError
+        If the addresses do not hold PeerGrid's governance contracts.
+    """
+    text = read_text(path, "governance file")
+    try:
+        deployment = GovernanceDeployment.from_json(text)
+    except InvalidArgument as exc:
+        msg = f"{path}: {exc}"
+        raise ConfigError(msg) from None
+    gov = Governance(client.contracts)
+    gov.attach(deployment)
+    return gov
 
 
 def build_runtime(
@@ -910,6 +942,7 @@ def build_runtime(
         devs = make_devices(site) if devices else Devices()
         resources.callback(devs.close)
         settler = None
+        governance: Governance | None = None
         minted = 0
         if operator is not None:
             connection = connect(
@@ -936,6 +969,9 @@ def build_runtime(
                     client.reconcile_nonce(store.load_next_nonce(str(operator.address)))
             client.settler.on_broadcast = _after_send
             settler = ChainSettler(client, accounts)
+            governance_file = site.chain.governance_file or os.environ.get(GOVERNANCE_ENV, "")
+            if governance_file and not is_trial:  # a trial chain is new: nothing deployed
+                governance = attach_governance(client, governance_file)
         base_grid_for = base_grid_factory(site, loaded) if loaded is not None else _no_grid
         cycle = Cycle(
             site=site,
@@ -956,6 +992,7 @@ def build_runtime(
                 | frozenset(p.bus for p in site.participants),
                 log=store,
             ),
+            governed=None if governance is None else governance.governed_values,
         )
     except BaseException:
         resources.close()
@@ -971,4 +1008,5 @@ def build_runtime(
         minted=minted,
         _resources=resources,
         trial=bool(is_trial),
+        governance=governance,
     )

@@ -441,8 +441,8 @@ class Governance:
         Raises
         ------
         ChainError
-            If an address holds other code, or the governor names another membership or
-            timelock than ``deployment``.
+            If an address holds other code, the governor names another membership or
+            timelock than ``deployment``, or the contracts govern another settlement.
         """
         addresses = {
             "Membership": deployment.membership,
@@ -464,6 +464,13 @@ class Governance:
             handles["Timelock"].address,
         ):
             msg = f"governor {deployment.governor} belongs to another membership or timelock"
+            raise ChainError(msg)
+        guarded = call(handles["Guardian"].functions.settlement())
+        if guarded != self.contracts.settlement.address:
+            msg = (
+                f"these governance contracts govern settlement {guarded}, "
+                f"not this site's {self.contracts.settlement.address}"
+            )
             raise ChainError(msg)
         self._handles = handles
 

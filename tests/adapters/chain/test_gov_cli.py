@@ -17,7 +17,10 @@ from test_chain_cli import site_and_chain  # noqa: F401 - the fixture
 
 from adapters.chain import Signer, new_account
 from adapters.chain.backends import AnvilNode, rpc_web3
+from adapters.chain.errors import ChainError
 from controller import cli_chain, cli_gov
+from controller.config import SiteConfig, read_site
+from controller.wiring import build_runtime
 
 pytestmark = pytest.mark.integration
 
@@ -142,3 +145,45 @@ def test_members_change_a_parameter_by_vote(
     code, lifted = run(capsys, "gov", "lift", *gov, "--key-env", "GRID_KEY", "--json")
     assert code == 0
     assert lifted["paused"] is False  # type: ignore[index]
+
+
+def test_a_site_file_names_its_governance_and_the_cycle_reads_it(
+    site_and_chain,  # noqa: F811 - the fixture
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    site, state, _ = site_and_chain
+    chain = ["--site", str(site), "--state", str(state)]
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    assert run(capsys, "chain", "deploy", *chain, "--out", str(first))[0] == 0
+    assert run(capsys, "chain", "deploy", *chain, "--out", str(second))[0] == 0
+    governance = tmp_path / "governance.json"
+    code, text = run(
+        capsys, "gov", "deploy", *chain, "--deployment", str(first),
+        "--set", "community_fee_bps=25", "--hand-over", "--out", str(governance),
+    )  # fmt: skip
+    assert code == 0, text
+    original = site.read_text()
+
+    def site_on(deployment: Path) -> SiteConfig:
+        d = json.loads(deployment.read_text())
+        site.write_text(
+            original.replace(
+                "[chain]\n",
+                "[chain]\n"
+                f'token_address = "{d["token"]}"\nsettlement_address = "{d["settlement"]}"\n'
+                f'state_path = "{state.as_posix()}"\ngovernance_file = "{governance.as_posix()}"\n',
+            )
+        )
+        return read_site(site)
+
+    with build_runtime(site_on(first), devices=False) as rt:
+        assert rt.governance is not None
+        assert rt.cycle.governed is not None
+        read = rt.cycle.governed()
+        assert read.values["community_fee_bps"] == 25
+        assert read.proposals["community_fee_bps"] is None  # set at deployment
+    # the same governance file beside another settlement contract is refused
+    with pytest.raises(ChainError, match="govern settlement"):
+        other_store = f"sqlite:///{(tmp_path / 'other.sqlite').as_posix()}"
+        build_runtime(site_on(second), devices=False, store_url=other_store)
