@@ -184,6 +184,7 @@ def test_a_site_file_names_its_governance_and_the_cycle_reads_it(
         assert read.values["community_fee_bps"] == 25
         assert read.proposals["community_fee_bps"] is None  # set at deployment
     # the same governance file beside another settlement contract is refused
+    other_site = site_on(second)
+    other_store = f"sqlite:///{(tmp_path / 'other.sqlite').as_posix()}"
     with pytest.raises(ChainError, match="govern settlement"):
-        other_store = f"sqlite:///{(tmp_path / 'other.sqlite').as_posix()}"
-        build_runtime(site_on(second), devices=False, store_url=other_store)
+        build_runtime(other_site, devices=False, store_url=other_store)
