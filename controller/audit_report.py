@@ -120,6 +120,7 @@ def collect(
     reclear: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
     reclear_anchored: Callable[[Mapping[str, Any]], Mapping[str, Any] | None] | None = None,
     signing_domain: tuple[int, str] | None = None,
+    governed_at: Callable[[str, int], Mapping[str, int]] | None = None,
 ) -> tuple[dict[str, pd.DataFrame], Findings]:
     """The export tables and the verification findings for the intervals in ``[start, end)``.
 
@@ -142,6 +143,8 @@ def collect(
         As for :func:`controller.audit.verify_records`; without them nothing is re-cleared.
     signing_domain : (int, str), optional
         As for :func:`controller.audit.verify_records` (the chain's id and Settlement).
+    governed_at : callable, optional
+        As for :func:`controller.audit.verify_records` (the community's registry).
 
     Returns
     -------
@@ -168,6 +171,7 @@ def collect(
         tables=store,
         reclear_anchored=reclear_anchored,
         signing_domain=signing_domain,
+        governed_at=governed_at,
     )
     problems: list[str] = list(summary["problems"])
     checked = (

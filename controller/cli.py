@@ -304,6 +304,7 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
             tables=store,
             reclear_anchored=sources.reclear_anchored,
             signing_domain=sources.signing_domain,
+            governed_at=sources.governed_at,
         )
         on_chain = None if snapshot is None else snapshot.events
     summary["chain_checked"] = on_chain is not None
@@ -376,6 +377,7 @@ def _cmd_audit_report(args: argparse.Namespace) -> int:
             reclear=sources.reclear,
             reclear_anchored=sources.reclear_anchored,
             signing_domain=sources.signing_domain,
+            governed_at=sources.governed_at,
         )
     files = write_report(
         tables, Path(args.out), start=args.start, end=args.end, chain=settled, findings=findings

@@ -36,6 +36,7 @@ from controller.config import SiteConfig, read_site
 from controller.errors import ConfigError
 
 if TYPE_CHECKING:
+    from adapters.chain import ChainClient
     from controller.audit import ChainSnapshot
     from controller.audit_export import ChainEntries
     from controller.store import Store
@@ -66,6 +67,9 @@ class AuditSources:
     reclear_anchored : callable or None
         Re-clears an anchored record from its recorded book, parameters and grid, keeping
         the parsed grid and linear models between records; ``None`` with ``--no-reclear``.
+    governed_at : callable or None
+        ``(registry, block) -> values``: the community registry a record names, read at its
+        block (issue 16); ``None`` without chain access.
     """
 
     store: Store
@@ -73,6 +77,7 @@ class AuditSources:
     signing_domain: tuple[int, str] | None
     reclear: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None
     reclear_anchored: Callable[[Mapping[str, Any]], Mapping[str, Any] | None] | None
+    governed_at: Callable[[str, int], Mapping[str, int]] | None = None
 
 
 def open_audit_sources(
@@ -129,7 +134,14 @@ def open_audit_sources(
         else (client.chain_id(), str(client.settlement.address)),
         reclear=legacy,
         reclear_anchored=None if args.no_reclear else Reclearer(store.grid_json),
+        governed_at=None if client is None else _registry_reader(client),
     )
+
+
+def _registry_reader(client: ChainClient) -> Callable[[str, int], Mapping[str, int]]:
+    from adapters.chain.governance import registry_reader  # noqa: PLC0415
+
+    return registry_reader(client.contracts)
 
 
 def register(audit_sub: Any, chain: ChainFactory) -> None:  # noqa: ANN401 - argparse's private type

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -278,6 +278,38 @@ def ballot_signer(
         msg = f"not a valid signature: {exc}"
         raise InvalidArgument(msg) from None
     return checksum_address(signer)
+
+
+def registry_reader(contracts: Contracts) -> Callable[[str, int], dict[str, int]]:
+    """``(registry, block) -> values by name``: any ``Parameters`` registry, read at a block.
+
+    For an auditor who holds only the records: each record names its registry and block;
+    the registry's code is checked against the committed artifact (once per address) and
+    its history (``value_at``) answers, so a node without old states does too.
+
+    Raises
+    ------
+    ChainError
+        (when called) If the address does not hold the committed ``Parameters`` code.
+    """
+    artifact = load_artifact("Parameters")
+    checked: dict[str, Contract] = {}
+
+    def values_at(registry: str, block: int) -> dict[str, int]:
+        address = checksum_address(registry)
+        if address not in checked:
+            contract = contracts.w3.eth.contract(address=address, abi=artifact.abi)
+            contracts.check_code(contract, artifact)
+            checked[address] = contract
+        fns = checked[address].functions
+        values = {}
+        for name in REGISTRY:
+            was_set, value, _ = call(fns.value_at(parameter_key(name), block))
+            if was_set:
+                values[name] = int(value)
+        return values
+
+    return values_at
 
 
 class Governance:
@@ -955,5 +987,6 @@ __all__ = [
     "ballot_signer",
     "ballot_typed_data",
     "parameter_key",
+    "registry_reader",
     "sign_ballot",
 ]

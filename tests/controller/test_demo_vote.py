@@ -8,12 +8,16 @@ the rate must be refused.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from adapters.chain.backends import AnvilNode
+from controller.cli import main
 from controller.demo import format_summary, run_demo
 from controller.demo_vote import NEW_REWARD_RATE
+from controller.store import Store
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -35,3 +39,32 @@ def test_the_members_vote_and_the_new_reward_rate_applies(tmp_path: Path, chain:
     assert report["all_settled"]
     assert report["audit"]["verified"] == report["audit"]["records"] == 4
     assert "community vote #1" in format_summary(report)
+    # the fee applies to intervals cleared after the vote (2 and 3), the reward rate to
+    # settlements after it (intervals 1-3)
+    assert vote["fee_intervals"] == 2
+    assert vote["fee_units"] > 0
+
+
+def test_audit_verify_reads_the_registry_each_record_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An auditor with the database and a node: ``peergrid audit verify --rpc --settlement``
+    checks every record's governed terms against the registry the record names."""
+    report = run_demo(intervals=4, out_dir=tmp_path, chain="anvil", front_door=False)
+    db = f"sqlite:///{(tmp_path / 'peergrid-demo.sqlite').as_posix()}"
+    settlement = report["contracts"]["settlement"]
+    with AnvilNode(state_path=tmp_path / "anvil-state.json") as node:
+        argv = ["audit", "verify", "--db", db, "--rpc", node.url, "--settlement", settlement]
+        assert main([*argv, "--no-reclear", "--json"]) == 0
+        verified = json.loads(capsys.readouterr().out)
+        assert verified["problems"] == []
+        # a record whose fee was lowered after the fact is caught
+        store = Store(db)
+        row = store.audit_records()[-1]
+        record = row["record"]
+        record["params"]["governance"]["values"]["community_fee_bps"]["value"] = 0
+        store.save_audit(int(row["interval_id"]), record)
+        store.close()
+        assert main([*argv, "--no-reclear", "--json"]) == 1
+        problems = json.loads(capsys.readouterr().out)["problems"]
+        assert any("governance: the registry at block" in p for p in problems)
