@@ -15,6 +15,7 @@ import pytest
 from serverkit import Api, serve_demo
 
 from adapters.chain import derive_account
+from adapters.chain.errors import TransactionReverted
 from adapters.chain.governance import Support, sign_ballot
 from controller.demo_vote import set_up_community
 
@@ -99,3 +100,26 @@ def test_a_member_votes_through_the_api_and_refusals_cost_nothing(api: Api) -> N
         one = http.get(f"/governance/proposals/{pid}").json()
     assert (one["votes_for"], one["state"]) == (1, "active")
     assert gov.ballot(pid, derive_account("bob").address) is Support.FOR
+
+
+def test_a_relay_the_chain_refuses_is_a_502_with_its_reason(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chain can move on between the checks and the send (another relayer was first)."""
+    service = api.service
+    gov = service.governance
+    assert gov is not None
+    with service.chain_lock:
+        pid, _ = gov.propose(derive_account("alice"), [gov.set_parameter("gate_closure_s", 0)], "x")
+
+    def refused(*_args: object, **_kwargs: object) -> None:
+        raise TransactionReverted("governor: already voted", "0x" + "11" * 32)
+
+    monkeypatch.setattr(gov, "vote_by_sig", refused)
+    with httpx.Client(base_url=api.site, timeout=30) as http:
+        reply = http.post(
+            f"/governance/proposals/{pid}/ballots", json=ballot(api, "dave", pid, Support.FOR)
+        )
+    assert reply.status_code == 502
+    assert reply.json()["code"] == "relay_failed"
+    assert "already voted" in reply.json()["reason"]
