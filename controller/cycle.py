@@ -313,6 +313,11 @@ class Cycle:
     is settled (:meth:`terms_for`); the record's ``params.governance`` names the registry,
     block, values and the proposals that set them. ``None``: a site without governance.
 
+    ``lift_expired_pause()`` is called at each boundary before the settlements are sent: it
+    lifts the community guardian's emergency pause once its governed hours have run out
+    (``True`` if it did), so settlements held back by the pause go out at the first boundary
+    after it expired. ``None``: no guardian.
+
     ``linear_grid(grid, vm_min_pu, vm_max_pu)`` builds the market's network model of a base
     case (default :func:`~grid_models.linear.build_linear_grid`, built afresh each clearing)
     and ``split_grid`` splits a base case for its audit record (default
@@ -333,6 +338,7 @@ class Cycle:
     linear_grid: Callable[[Grid, float, float], LinearGrid] | None = None
     split_grid: Callable[[Grid], tuple[str, dict[str, Any]]] = split_base_case
     governed: Callable[[], GovernedValues] | None = None
+    lift_expired_pause: Callable[[], bool] | None = None
     options: ClearingOptions = field(init=False)
     _applied: dict[int, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
     _terms: dict[int, tuple[Terms, dict[str, Any] | None]] = field(
@@ -440,6 +446,7 @@ class Cycle:
         # 3. decide (never raises: a failure is a recorded grid-only outcome), and
         # 4. write: result first (the ledger before any side effect), then setpoints, then money
         cleared = self._clear_and_write(current, snapshot) if clear_next else None
+        self._lift_expired_pause(boundary)
         settlements = errors + self._send_pending()
 
         # 5. audit: every batch's record was committed with its intent (step 2) and its chain
@@ -938,6 +945,19 @@ class Cycle:
                 debt.after,
             )
         return capped
+
+    def _lift_expired_pause(self, boundary: datetime) -> None:
+        """Lift the guardian's expired pause; a failure is only logged.
+
+        Sending then fails and is retried, as for any settlement the chain refuses.
+        """
+        if self.lift_expired_pause is None:
+            return
+        try:
+            if self.lift_expired_pause():
+                log.warning("the emergency pause expired and was lifted at %s", utc_label(boundary))
+        except AdapterError as exc:
+            log.warning("could not lift an expired pause at %s: %s", utc_label(boundary), exc)
 
     def _send_pending(self, *, startup: bool = False) -> list[SettlementReport]:
         """Send every settlement intent not yet on-chain (this tick's and earlier failures).

@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -700,6 +701,7 @@ def run_demo(
         )
         community = set_up_community(rt.client, rt.site, rt.accounts)
         rt.cycle.governed = community.gov.governed_values  # read at each clearing
+        rt.cycle.lift_expired_pause = partial(community.gov.lift_if_expired, rt.client.operator)
         rt.governed_at = community.registry_at
         vote_at = max(intervals // 2, 1)
         vote: dict[str, Any] | None = None

@@ -31,6 +31,7 @@ leaving out what it does not need. The parts:
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections import OrderedDict
@@ -993,6 +994,9 @@ def build_runtime(
                 log=store,
             ),
             governed=None if governance is None else governance.governed_values,
+            lift_expired_pause=None
+            if governance is None or operator is None
+            else functools.partial(governance.lift_if_expired, operator),
         )
     except BaseException:
         resources.close()

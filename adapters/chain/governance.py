@@ -746,6 +746,19 @@ class Governance:
         data = self.guardian.encode_abi("pause", args=[])
         return self._send(pauser, self.guardian, data, GAS_ADMIN)[1]
 
+    def lift_if_expired(self, account: LocalAccount) -> bool:
+        """Lift the guardian's pause if it has expired (one read when it has not).
+
+        Returns
+        -------
+        bool
+            Whether a pause was lifted.
+        """
+        if not call(self.guardian.functions.expired()):
+            return False
+        self.lift_pause(account)
+        return True
+
     def lift_pause(self, account: LocalAccount) -> TxResult:
         """Lift the guardian's pause once it has expired (anyone may)."""
         data = self.guardian.encode_abi("lift", args=[])

@@ -11,6 +11,7 @@ the registry. Tampered records are caught; an unreadable registry is recorded, n
 from __future__ import annotations
 
 import copy
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,13 @@ from adapters.chain.governance import Support
 from adapters.chain.node import advance_dev_clock
 from controller.audit import verify_governance
 from controller.demo import DemoRuntime, demo_runtime
-from controller.demo_vote import DELAY_S, VOTING_PERIOD_S, Community, set_up_community
+from controller.demo_vote import (
+    DELAY_S,
+    PAUSE_HOURS,
+    VOTING_PERIOD_S,
+    Community,
+    set_up_community,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -142,3 +149,26 @@ def test_an_unreadable_registry_is_recorded_and_the_last_values_apply(tmp_path: 
         assert stale["governance"]["block"] == read["governance"]["block"]
         assert stale["governance"]["values"] == read["governance"]["values"]
         assert rt.verify()["problems"] == []
+
+
+@pytest.mark.parametrize("wired", [True, False])
+def test_an_expired_pause_is_lifted_at_the_next_boundary(tmp_path: Path, wired: bool) -> None:
+    """The operator's emergency pause holds settlements back for the governed hours; at the
+    first boundary after it expired the cycle lifts it and sends them. Without the lift
+    wired (the fault) they stay held back."""
+    with demo_runtime(tmp_path) as rt:
+        community = set_up_community(rt.client, rt.site, rt.accounts)
+        gov = community.gov
+        if wired:
+            rt.cycle.lift_expired_pause = partial(gov.lift_if_expired, rt.client.operator)
+        rt.tick(0)
+        gov.pause(rt.client.operator)
+        held = rt.tick(1)  # interval 0 settles on paper; the chain refuses it while paused
+        assert [s.outcome for s in held.settlements] == [None]
+        assert "paused" in str(held.settlements[0].error)
+        advance_dev_clock(rt.client.w3, PAUSE_HOURS * 3600)
+        after = rt.tick(2)
+        sent = {s.interval.interval_id: s.outcome is not None for s in after.settlements}
+        expected = {int(rt.boundary(k).timestamp()): wired for k in (0, 1)}
+        assert sent == expected
+        assert rt.client.is_paused() is not wired
