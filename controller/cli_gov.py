@@ -58,12 +58,11 @@ from controller.cli_chain import (
 )
 from controller.config import ChainBackend
 from controller.errors import ConfigError
-from controller.keys import KeyRole, KeySource
-from controller.userfiles import read_text
+from controller.keys import DEFAULT_PASSWORD_ENV, KeyRole, KeySource
 
 if TYPE_CHECKING:
     from adapters.chain import ChainClient
-    from adapters.chain.governance import Action, Governance, GovernanceDeployment
+    from adapters.chain.governance import Action, Governance
 
 GOVERNANCE_ENV = "PEERGRID_GOVERNANCE"
 
@@ -153,8 +152,19 @@ def _governed(parser: argparse.ArgumentParser, *, signer: bool = False) -> None:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _governance_addresses(args: argparse.Namespace) -> GovernanceDeployment:
-    from adapters.chain.governance import GovernanceDeployment  # noqa: PLC0415
+def _signer_source(args: argparse.Namespace) -> KeySource | None:
+    if getattr(args, "keystore", None) or getattr(args, "key_env", None):
+        return KeySource(
+            role=KeyRole.MEMBER,
+            keystore=args.keystore or "",
+            key_env=args.key_env or "",
+            password_env=args.password_env or DEFAULT_PASSWORD_ENV,
+        )
+    return None
+
+
+def _attached(client: ChainClient, args: argparse.Namespace) -> Governance:
+    from controller.wiring import attach_governance  # noqa: PLC0415 - web3 on demand
 
     path = args.governance or os.environ.get(GOVERNANCE_ENV, "")
     if not path:
@@ -163,31 +173,7 @@ def _governance_addresses(args: argparse.Namespace) -> GovernanceDeployment:
             f"or ${GOVERNANCE_ENV}"
         )
         raise ConfigError(msg)
-    text = read_text(path, "--governance file")
-    try:
-        return GovernanceDeployment.from_json(text)
-    except ValueError as exc:  # InvalidArgument
-        msg = f"--governance {path}: {exc}"
-        raise ConfigError(msg) from None
-
-
-def _signer_source(args: argparse.Namespace) -> KeySource | None:
-    if getattr(args, "keystore", None) or getattr(args, "key_env", None):
-        return KeySource(
-            role=KeyRole.MEMBER,
-            keystore=args.keystore or "",
-            key_env=args.key_env or "",
-            password_env=args.password_env or KeySource(role=KeyRole.MEMBER).password_env,
-        )
-    return None
-
-
-def _attached(client: ChainClient, args: argparse.Namespace) -> Governance:
-    from adapters.chain.governance import Governance  # noqa: PLC0415
-
-    gov = Governance(client.contracts)
-    gov.attach(_governance_addresses(args))
-    return gov
+    return attach_governance(client, path)
 
 
 def _parse_set(values: list[str]) -> dict[str, int]:

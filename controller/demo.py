@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from adapters.chain import ChainClient, derive_account
+from adapters.chain.governance import registry_reader
 from adapters.modbus.simulators import BatterySim, LoadMeterSim, PVInverterSim
 from controller.audit import verify_records
 from controller.bidding import plan_orders
@@ -702,7 +703,7 @@ def run_demo(
         community = set_up_community(rt.client, rt.site, rt.accounts)
         rt.cycle.governed = community.gov.governed_values  # read at each clearing
         rt.cycle.lift_expired_pause = partial(community.gov.lift_if_expired, rt.client.operator)
-        rt.governed_at = community.registry_at
+        rt.governed_at = registry_reader(rt.client.contracts)
         vote_at = max(intervals // 2, 1)
         vote: dict[str, Any] | None = None
         door = stack.enter_context(front_door_api(rt)) if front_door else None

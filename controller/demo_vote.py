@@ -62,12 +62,6 @@ class Community:
     gov: Governance
     members: dict[str, Any]
 
-    def registry_at(self, registry: str, block: int) -> dict[str, int]:
-        """The registry's values at ``block`` (empty for another registry than ours)."""
-        if registry.lower() != self.gov.parameters.address.lower():
-            return {}
-        return dict(self.gov.governed_values(block).values)
-
 
 def set_up_community(client: ChainClient, site: SiteConfig, accounts: dict[str, str]) -> Community:
     """Deploy the community's contracts with the site's participants as members; hand over.

@@ -44,7 +44,7 @@ GAS_SETTLE_BASE: Final = 320_000  # measured 133_037 empty, +~85_000 for a first
 GAS_SETTLE_PER_ENTRY: Final = 9_000  # measured 3_919 per entry at 100-500, ~7_200 unpaired
 GAS_SETTLE_PER_FRESH_ENTRY: Final = 27_000  # measured 12_504 per fresh pair member, ~24_000 alone
 GAS_ETH_TRANSFER: Final = 21_000
-# governance (issue 16): deploying all five contracts with 20 members measured 7_494_629
+# governance (issue 16): deploying all five contracts with 20 members measured 7_527_496
 GAS_DEPLOY_MEMBERSHIP_BASE: Final = 1_500_000
 GAS_DEPLOY_MEMBERSHIP_PER_MEMBER: Final = 120_000
 GAS_DEPLOY_TIMELOCK: Final = 3_000_000

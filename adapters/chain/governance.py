@@ -26,7 +26,7 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Final
 
 from eth_abi.abi import encode as abi_encode
@@ -135,13 +135,10 @@ class GovernanceDeployment:
         """
         try:
             data = json.loads(text)
-            return cls(**{f: checksum_address(data[f]) for f in _DEPLOYMENT_FIELDS})
+            return cls(**{f.name: checksum_address(data[f.name]) for f in fields(cls)})
         except (ValueError, KeyError, TypeError) as exc:
             msg = f"not a governance file ({type(exc).__name__}: {exc})"
             raise InvalidArgument(msg) from None
-
-
-_DEPLOYMENT_FIELDS: Final = ("membership", "timelock", "governor", "parameters", "guardian")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -229,6 +226,16 @@ def parameter_key(name: str) -> bytes:
     return bytes(Web3.keccak(text=name))
 
 
+def ballot_domain(chain_id: int, governor: str) -> dict[str, Any]:
+    """The EIP-712 domain of a ballot: the governor's (``"PeerGrid Governor"``, ``"1"``)."""
+    return {
+        "name": "PeerGrid Governor",
+        "version": "1",
+        "chainId": chain_id,
+        "verifyingContract": checksum_address(governor),
+    }
+
+
 def ballot_typed_data(
     chain_id: int, governor: str, proposal_id: int, support: Support, voter: str
 ) -> dict[str, Any]:
@@ -236,12 +243,7 @@ def ballot_typed_data(
     return {
         "types": BALLOT_TYPES,
         "primaryType": "Ballot",
-        "domain": {
-            "name": "PeerGrid Governor",
-            "version": "1",
-            "chainId": chain_id,
-            "verifyingContract": checksum_address(governor),
-        },
+        "domain": ballot_domain(chain_id, governor),
         "message": {
             "proposalId": proposal_id,
             "support": int(support),
@@ -301,15 +303,19 @@ def registry_reader(contracts: Contracts) -> Callable[[str, int], dict[str, int]
             contract = contracts.w3.eth.contract(address=address, abi=artifact.abi)
             contracts.check_code(contract, artifact)
             checked[address] = contract
-        fns = checked[address].functions
-        values = {}
-        for name in REGISTRY:
-            was_set, value, _ = call(fns.value_at(parameter_key(name), block))
-            if was_set:
-                values[name] = int(value)
-        return values
+        return {n: v.value for n, v in _history_at(checked[address], block, REGISTRY).items()}
 
     return values_at
+
+
+def _history_at(registry: Contract, block: int, names: Iterable[str]) -> dict[str, ParameterValue]:
+    """The ``names`` set in ``registry`` by the end of ``block``, from its history."""
+    values = {}
+    for name in names:
+        was_set, value, since = call(registry.functions.value_at(parameter_key(name), block))
+        if was_set:
+            values[name] = ParameterValue(name=name, value=int(value), since_block=int(since))
+    return values
 
 
 class Governance:
@@ -724,14 +730,14 @@ class Governance:
 
     def queue(self, account: LocalAccount, proposal_id: int) -> TxResult:
         """Queue a passed proposal in the timelock (anyone may)."""
-        n = len(self.proposal(proposal_id).targets)
+        n = self._action_count(proposal_id)
         data = self.governor.encode_abi("queue", args=[proposal_id])
         gas = GAS_GOV_QUEUE_BASE + GAS_GOV_QUEUE_PER_ACTION * n
         return self._send(account, self.governor, data, gas)[1]
 
     def execute(self, account: LocalAccount, proposal_id: int) -> TxResult:
         """Execute a queued proposal whose delay has run out (anyone may)."""
-        n = len(self.proposal(proposal_id).targets)
+        n = self._action_count(proposal_id)
         data = self.governor.encode_abi("execute", args=[proposal_id])
         gas = GAS_GOV_EXECUTE_BASE + GAS_GOV_EXECUTE_PER_ACTION * n
         return self._send(account, self.governor, data, gas)[1]
@@ -826,14 +832,7 @@ class Governance:
         Read from the registry's own history (``value_at``), so a node that keeps no old
         state answers too. Parameters never set by then are left out.
         """
-        values = {}
-        for name in names:
-            was_set, value, since = call(
-                self.parameters.functions.value_at(parameter_key(name), block)
-            )
-            if was_set:
-                values[name] = ParameterValue(name=name, value=int(value), since_block=int(since))
-        return values
+        return _history_at(self.parameters, block, names)
 
     def describe(self, target: str, payload: bytes) -> str:
         """A proposal's call in words (``community_fee_bps = 150``, ``admit 0x...``).
@@ -922,6 +921,11 @@ class Governance:
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _action_count(self, proposal_id: int) -> int:
+        call(self.governor.functions.state(proposal_id))  # an unknown id reverts here, gas-free
+        targets, _ = call(self.governor.functions.actions(proposal_id))
+        return len(targets)
+
     def _action(self, contract: Contract, fn: str, args: list[Any], summary: str) -> Action:
         data = contract.encode_abi(fn, args=args)
         return Action(target=contract.address, payload=bytes.fromhex(data[2:]), summary=summary)
@@ -997,6 +1001,7 @@ __all__ = [
     "Proposal",
     "ProposalState",
     "Support",
+    "ballot_domain",
     "ballot_signer",
     "ballot_typed_data",
     "parameter_key",

@@ -33,8 +33,8 @@ from adapters.chain.governance import (
     Proposal,
     ProposalState,
     Support,
+    ballot_domain,
     ballot_signer,
-    ballot_typed_data,
 )
 from controller.api.deps import ApiError, SiteDep
 from controller.api.models import ErrorBody
@@ -168,9 +168,7 @@ def get_governance(service: SiteDep) -> GovernanceOut:
             reward_rate_per_kwh=int(settlement.reward_rate().call()),
             reward_cap=int(settlement.reward_cap().call()),
             withdrawal_delay_s=int(settlement.withdrawal_delay().call()),
-            ballot_domain=ballot_typed_data(
-                chain_id, gov.governor.address, 1, Support.FOR, gov.governor.address
-            )["domain"],
+            ballot_domain=ballot_domain(chain_id, gov.governor.address),
             ballot_types={k: [dict(f) for f in v] for k, v in BALLOT_TYPES.items()},
             proposals=proposals,
         )

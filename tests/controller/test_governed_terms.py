@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from adapters.chain.errors import ChainError
-from adapters.chain.governance import Support
+from adapters.chain.governance import Support, registry_reader
 from adapters.chain.node import advance_dev_clock
 from controller.audit import verify_governance
 from controller.demo import DemoRuntime, demo_runtime
@@ -54,7 +54,7 @@ def test_a_voted_change_applies_from_the_next_interval_and_is_audited(tmp_path: 
     with demo_runtime(tmp_path) as rt:
         community = set_up_community(rt.client, rt.site, rt.accounts)
         rt.cycle.governed = community.gov.governed_values
-        rt.governed_at = community.registry_at
+        rt.governed_at = registry_reader(rt.client.contracts)
         gov, site = community.gov, rt.site
         rt.tick(0)  # interval 0: the site's terms
         pid = enact(
@@ -100,7 +100,7 @@ def test_a_voted_change_applies_from_the_next_interval_and_is_audited(tmp_path: 
         def problems(edit: Any) -> list[str]:
             record = copy.deepcopy(second)
             edit(record)
-            return verify_governance(record, community.registry_at)
+            return verify_governance(record, registry_reader(rt.client.contracts))
 
         def lower_value(r: dict[str, Any]) -> None:
             r["params"]["governance"]["values"]["community_fee_bps"]["value"] = 0
@@ -130,7 +130,7 @@ def node_down() -> Any:
 def test_an_unreadable_registry_is_recorded_and_the_last_values_apply(tmp_path: Path) -> None:
     with demo_runtime(tmp_path) as rt:
         community = set_up_community(rt.client, rt.site, rt.accounts)
-        rt.governed_at = community.registry_at
+        rt.governed_at = registry_reader(rt.client.contracts)
         rt.cycle.governed = node_down  # before any read: the site's terms, no fee
         rt.tick(0)
         rt.cycle.governed = community.gov.governed_values

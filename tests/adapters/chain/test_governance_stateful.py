@@ -131,7 +131,7 @@ class GovernanceMachine(RuleBasedStateMachine):
     def next_timestamp(self) -> int:
         return int(self.w3.eth.get_block("latest")["timestamp"]) + 1
 
-    def attempt(self, send: object, *, expect_ok: bool, what: str) -> None:
+    def attempt(self, send: object, *, expect_ok: bool) -> None:
         """Run ``send``; it must succeed exactly when the model says so."""
         before = self.w3.eth.block_number
         if expect_ok:
@@ -175,7 +175,6 @@ class GovernanceMachine(RuleBasedStateMachine):
         self.attempt(
             lambda: self.gov.propose(who, [action], f"{kind} {arg}"),  # type: ignore[arg-type]
             expect_ok=is_member,
-            what="propose",
         )
         if is_member:
             n = len(self.members)
@@ -234,7 +233,7 @@ class GovernanceMachine(RuleBasedStateMachine):
             def send() -> object:
                 return self.gov.vote(who, pid, support)  # type: ignore[arg-type]
 
-        self.attempt(send, expect_ok=ok, what=f"vote on {pid}")
+        self.attempt(send, expect_ok=ok)
         if ok:
             p.ballots[address] = support
 
@@ -250,7 +249,7 @@ class GovernanceMachine(RuleBasedStateMachine):
         pid, p = self.pick(index, ProposalState.SUCCEEDED)
         now = self.next_timestamp()
         ok = p.state(now) is ProposalState.SUCCEEDED
-        self.attempt(lambda: self.gov.queue(ACCOUNTS[-1], pid), expect_ok=ok, what="queue")
+        self.attempt(lambda: self.gov.queue(ACCOUNTS[-1], pid), expect_ok=ok)
         if ok:
             p.queued, p.eta = True, now + DELAY_S
 
@@ -260,7 +259,7 @@ class GovernanceMachine(RuleBasedStateMachine):
         ready = p.state(now) is ProposalState.QUEUED and now >= p.eta
         valid = p.kind == "fee" or (p.kind == "admit") != (p.arg in self.members)
         ok = ready and valid
-        self.attempt(lambda: self.gov.execute(ACCOUNTS[-1], pid), expect_ok=ok, what="execute")
+        self.attempt(lambda: self.gov.execute(ACCOUNTS[-1], pid), expect_ok=ok)
         if ok:
             p.executed = True
             if p.kind == "fee":
@@ -276,7 +275,7 @@ class GovernanceMachine(RuleBasedStateMachine):
         pid, p = self.pick(index)
         address = who.address  # type: ignore[attr-defined]
         ok = p.state(self.next_timestamp()) is ProposalState.ACTIVE and address == p.proposer
-        self.attempt(lambda: self.gov.cancel(who, pid), expect_ok=ok, what="cancel")  # type: ignore[arg-type]
+        self.attempt(lambda: self.gov.cancel(who, pid), expect_ok=ok)  # type: ignore[arg-type]
         if ok:
             p.canceled = True
 
