@@ -37,8 +37,9 @@ from eth_keys.exceptions import BadSignature
 from eth_typing import HexStr
 from web3 import Web3
 from web3.contract import Contract
+from web3.contract.contract import ContractEvent
 from web3.logs import DISCARD
-from web3.types import TxReceipt
+from web3.types import EventData, TxReceipt
 
 from adapters.chain.accounts import checksum_address
 from adapters.chain.artifact import Artifact, load_artifact
@@ -219,6 +220,64 @@ class ParameterValue:
     name: str
     value: int
     since_block: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CastVote:
+    """One member's vote, as the governor logged it (``VoteCast``).
+
+    Attributes
+    ----------
+    proposal_id : int
+        The proposal voted on.
+    voter : str
+        The member (checksummed), however the vote arrived (own transaction or relayed).
+    support : Support
+        The choice.
+    block_number : int
+        The block that recorded it.
+    tx_hash : str
+        The transaction that recorded it (0x hex).
+    """
+
+    proposal_id: int
+    voter: str
+    support: Support
+    block_number: int
+    tx_hash: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParameterChange:
+    """One change of a registry value, as the registry logged it (``ParameterChanged``).
+
+    Attributes
+    ----------
+    name : str
+        The parameter (:data:`market.governance.REGISTRY`).
+    block_number : int
+        The block of the change.
+    timestamp_s : int
+        That block's time [Unix s].
+    old_value : int or None
+        The value before, in the parameter's unit; ``None``: it was not set before.
+    new_value : int
+        The value after, in the parameter's unit.
+    proposal_id : int or None
+        The executed proposal that made the change (its ``ProposalExecuted`` is in the same
+        transaction); ``None``: not a vote (the deployment, or the deployer before the
+        hand-over).
+    tx_hash : str
+        The transaction (0x hex).
+    """
+
+    name: str
+    block_number: int
+    timestamp_s: int
+    old_value: int | None
+    new_value: int
+    proposal_id: int | None
+    tx_hash: str
 
 
 def parameter_key(name: str) -> bytes:
@@ -834,6 +893,88 @@ class Governance:
         """
         return _history_at(self.parameters, block, names)
 
+    def descriptions(self, from_block: int = 0) -> dict[int, str]:
+        """Every proposal's description by id, from the governor's ``ProposalCreated`` logs.
+
+        Parameters
+        ----------
+        from_block : int
+            First block searched (the governor's deployment block or earlier).
+        """
+        event = self.governor.events.ProposalCreated()
+        logs = self._logs(event, from_block, None)
+        return {int(log["args"]["proposal_id"]): str(log["args"]["description"]) for log in logs}
+
+    def cast_votes(
+        self, proposal_id: int | None = None, from_block: int = 0
+    ) -> tuple[CastVote, ...]:
+        """The votes cast, oldest first, from the governor's ``VoteCast`` logs.
+
+        Parameters
+        ----------
+        proposal_id : int or None
+            Only the votes on this proposal; ``None``: on every proposal.
+        from_block : int
+            First block searched (the governor's deployment block or earlier).
+        """
+        filters = None if proposal_id is None else {"proposal_id": proposal_id}
+        logs = self._logs(self.governor.events.VoteCast(), from_block, filters)
+        return tuple(
+            CastVote(
+                proposal_id=int(log["args"]["proposal_id"]),
+                voter=checksum_address(log["args"]["voter"]),
+                support=Support(int(log["args"]["support"])),
+                block_number=int(log["blockNumber"]),
+                tx_hash=hex0x(log["transactionHash"]),
+            )
+            for log in logs
+        )
+
+    def parameter_history(
+        self, names: Iterable[str] = tuple(REGISTRY), from_block: int = 0
+    ) -> tuple[ParameterChange, ...]:
+        """Every change of the registry's ``names``, oldest first, with the proposal of each.
+
+        Read from the registry's ``ParameterChanged`` logs (the deployment's first values
+        included); each change's proposal is the governor's ``ProposalExecuted`` in the same
+        transaction, its time the block's.
+
+        Parameters
+        ----------
+        names : Iterable[str]
+            The parameters (:data:`market.governance.REGISTRY`); keys of other names are
+            left out.
+        from_block : int
+            First block searched (the registry's deployment block or earlier).
+        """
+        keys = {parameter_key(n): n for n in names}
+        logs = self._logs(self.parameters.events.ParameterChanged(), from_block, None)
+        times: dict[int, int] = {}
+        executed: dict[str, int | None] = {}
+        changes = []
+        for log in logs:
+            name = keys.get(bytes(log["args"]["key"]))
+            if name is None:
+                continue
+            block = int(log["blockNumber"])
+            if block not in times:
+                times[block] = self._block_time(block)
+            tx_hash = hex0x(log["transactionHash"])
+            if tx_hash not in executed:
+                executed[tx_hash] = self._executed_in(tx_hash)
+            changes.append(
+                ParameterChange(
+                    name=name,
+                    block_number=block,
+                    timestamp_s=times[block],
+                    old_value=int(log["args"]["old_value"]) if log["args"]["was_set"] else None,
+                    new_value=int(log["args"]["new_value"]),
+                    proposal_id=executed[tx_hash],
+                    tx_hash=tx_hash,
+                )
+            )
+        return tuple(changes)
+
     def describe(self, target: str, payload: bytes) -> str:
         """A proposal's call in words (``community_fee_bps = 150``, ``admit 0x...``).
 
@@ -921,6 +1062,28 @@ class Governance:
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _logs(
+        self,
+        event: ContractEvent,
+        from_block: int,
+        filters: dict[str, Any] | None,
+    ) -> list[EventData]:
+        return rpc(
+            lambda: list(
+                event.get_logs(argument_filters=filters, from_block=from_block, to_block="latest")
+            )
+        )
+
+    def _block_time(self, block: int) -> int:
+        """Block ``block``'s time [Unix s]."""
+        return int(rpc(lambda: self.w3.eth.get_block(block))["timestamp"])
+
+    def _executed_in(self, tx_hash: str) -> int | None:
+        """The proposal the governor executed in transaction ``tx_hash``; ``None``: none."""
+        receipt = rpc(lambda: self.w3.eth.get_transaction_receipt(HexStr(tx_hash)))
+        executed = self.governor.events.ProposalExecuted().process_receipt(receipt, errors=DISCARD)
+        return int(executed[0]["args"]["proposal_id"]) if executed else None
+
     def _action_count(self, proposal_id: int) -> int:
         call(self.governor.functions.state(proposal_id))  # an unknown id reverts here, gas-free
         targets, _ = call(self.governor.functions.actions(proposal_id))
@@ -995,8 +1158,10 @@ __all__ = [
     "MAX_DESCRIPTION",
     "PROPOSER_ROLE",
     "Action",
+    "CastVote",
     "Governance",
     "GovernanceDeployment",
+    "ParameterChange",
     "ParameterValue",
     "Proposal",
     "ProposalState",
