@@ -80,6 +80,10 @@ MAX_DESCRIPTION: Final = 2048
 MAX_INITIAL_MEMBERS: Final = 1024
 """Most members a ``Membership`` can start with."""
 
+LOG_REORG_DEPTH: Final = 64
+"""The governance logs of the newest blocks are read again at each read (a reorganisation
+may replace them); older blocks' logs are read once and kept [blocks]."""
+
 BALLOT_TYPES: Final = {
     "EIP712Domain": [
         {"name": "name", "type": "string"},
@@ -396,6 +400,10 @@ class Governance:
         }
         self._handles: dict[str, Contract] = {}
         self._setters: dict[tuple[str, int], int | None] = {}
+        # logs read once, by (contract, event): the last block read and the logs up to it
+        self._logs_read: dict[tuple[str, str], tuple[int, list[EventData]]] = {}
+        self._block_times: dict[bytes, int] = {}
+        self._executed: dict[str, int | None] = {}
 
     # -- contracts ---------------------------------------------------------------------------
 
@@ -893,32 +901,20 @@ class Governance:
         """
         return _history_at(self.parameters, block, names)
 
-    def descriptions(self, from_block: int = 0) -> dict[int, str]:
-        """Every proposal's description by id, from the governor's ``ProposalCreated`` logs.
-
-        Parameters
-        ----------
-        from_block : int
-            First block searched (the governor's deployment block or earlier).
-        """
-        event = self.governor.events.ProposalCreated()
-        logs = self._logs(event, from_block, None)
+    def descriptions(self) -> dict[int, str]:
+        """Every proposal's description by id, from the governor's ``ProposalCreated`` logs."""
+        logs = self._event_logs(self.governor.events.ProposalCreated())
         return {int(log["args"]["proposal_id"]): str(log["args"]["description"]) for log in logs}
 
-    def cast_votes(
-        self, proposal_id: int | None = None, from_block: int = 0
-    ) -> tuple[CastVote, ...]:
+    def cast_votes(self, proposal_id: int | None = None) -> tuple[CastVote, ...]:
         """The votes cast, oldest first, from the governor's ``VoteCast`` logs.
 
         Parameters
         ----------
         proposal_id : int or None
             Only the votes on this proposal; ``None``: on every proposal.
-        from_block : int
-            First block searched (the governor's deployment block or earlier).
         """
-        filters = None if proposal_id is None else {"proposal_id": proposal_id}
-        logs = self._logs(self.governor.events.VoteCast(), from_block, filters)
+        logs = self._event_logs(self.governor.events.VoteCast())
         return tuple(
             CastVote(
                 proposal_id=int(log["args"]["proposal_id"]),
@@ -928,10 +924,11 @@ class Governance:
                 tx_hash=hex0x(log["transactionHash"]),
             )
             for log in logs
+            if proposal_id is None or int(log["args"]["proposal_id"]) == proposal_id
         )
 
     def parameter_history(
-        self, names: Iterable[str] = tuple(REGISTRY), from_block: int = 0
+        self, names: Iterable[str] = tuple(REGISTRY)
     ) -> tuple[ParameterChange, ...]:
         """Every change of the registry's ``names``, oldest first, with the proposal of each.
 
@@ -944,32 +941,22 @@ class Governance:
         names : Iterable[str]
             The parameters (:data:`market.governance.REGISTRY`); keys of other names are
             left out.
-        from_block : int
-            First block searched (the registry's deployment block or earlier).
         """
         keys = {parameter_key(n): n for n in names}
-        logs = self._logs(self.parameters.events.ParameterChanged(), from_block, None)
-        times: dict[int, int] = {}
-        executed: dict[str, int | None] = {}
         changes = []
-        for log in logs:
+        for log in self._event_logs(self.parameters.events.ParameterChanged()):
             name = keys.get(bytes(log["args"]["key"]))
             if name is None:
                 continue
-            block = int(log["blockNumber"])
-            if block not in times:
-                times[block] = self._block_time(block)
             tx_hash = hex0x(log["transactionHash"])
-            if tx_hash not in executed:
-                executed[tx_hash] = self._executed_in(tx_hash)
             changes.append(
                 ParameterChange(
                     name=name,
-                    block_number=block,
-                    timestamp_s=times[block],
+                    block_number=int(log["blockNumber"]),
+                    timestamp_s=self._block_time(bytes(log["blockHash"])),
                     old_value=int(log["args"]["old_value"]) if log["args"]["was_set"] else None,
                     new_value=int(log["args"]["new_value"]),
-                    proposal_id=executed[tx_hash],
+                    proposal_id=self._executed_in(tx_hash),
                     tx_hash=tx_hash,
                 )
             )
@@ -1062,27 +1049,42 @@ class Governance:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _logs(
-        self,
-        event: ContractEvent,
-        from_block: int,
-        filters: dict[str, Any] | None,
-    ) -> list[EventData]:
-        return rpc(
-            lambda: list(
-                event.get_logs(argument_filters=filters, from_block=from_block, to_block="latest")
-            )
-        )
+    def _event_logs(self, event: ContractEvent) -> list[EventData]:
+        """All of ``event``'s logs, oldest first.
 
-    def _block_time(self, block: int) -> int:
-        """Block ``block``'s time [Unix s]."""
-        return int(rpc(lambda: self.w3.eth.get_block(block))["timestamp"])
+        A node answers a log query in time proportional to the blocks searched (the embedded
+        chain: about 5 ms per block), so the logs of blocks more than
+        :data:`LOG_REORG_DEPTH` old are read once and kept; newer ones at every call.
+        """
+        head = int(rpc(lambda: self.w3.eth.block_number))
+        key = (event.address, event.event_name)
+        done, kept = self._logs_read.get(key, (-1, []))
+        stable = head - LOG_REORG_DEPTH
+        if stable > done:
+            kept = kept + self._get_logs(event, done + 1, stable)
+            done = stable
+            self._logs_read[key] = (done, kept)
+        return kept + self._get_logs(event, done + 1, head) if head > done else kept
+
+    def _get_logs(self, event: ContractEvent, first: int, last: int) -> list[EventData]:
+        return rpc(lambda: list(event.get_logs(from_block=first, to_block=last)))
+
+    def _block_time(self, block_hash: bytes) -> int:
+        """The time of the block ``block_hash`` [Unix s]."""
+        if block_hash not in self._block_times:
+            block = rpc(lambda: self.w3.eth.get_block(HexStr(hex0x(block_hash))))
+            self._block_times[block_hash] = int(block["timestamp"])
+        return self._block_times[block_hash]
 
     def _executed_in(self, tx_hash: str) -> int | None:
         """The proposal the governor executed in transaction ``tx_hash``; ``None``: none."""
-        receipt = rpc(lambda: self.w3.eth.get_transaction_receipt(HexStr(tx_hash)))
-        executed = self.governor.events.ProposalExecuted().process_receipt(receipt, errors=DISCARD)
-        return int(executed[0]["args"]["proposal_id"]) if executed else None
+        if tx_hash not in self._executed:
+            receipt = rpc(lambda: self.w3.eth.get_transaction_receipt(HexStr(tx_hash)))
+            executed = self.governor.events.ProposalExecuted().process_receipt(
+                receipt, errors=DISCARD
+            )
+            self._executed[tx_hash] = int(executed[0]["args"]["proposal_id"]) if executed else None
+        return self._executed[tx_hash]
 
     def _action_count(self, proposal_id: int) -> int:
         call(self.governor.functions.state(proposal_id))  # an unknown id reverts here, gas-free

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from test_governance import Community, make_community
 
-from adapters.chain.governance import Support, sign_ballot
+from adapters.chain.governance import LOG_REORG_DEPTH, Governance, Support, sign_ballot
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +46,29 @@ def test_votes_are_read_back_however_they_arrived(community: Community) -> None:
     assert (p.votes_for, p.votes_against, p.votes_abstain) == (1, 1, 1)
     assert gov.descriptions()[pid] == "a 0.3 % fee"
     assert gov.descriptions()[other] == "earlier gate"
+
+
+def test_logs_kept_between_reads_are_neither_lost_nor_doubled(community: Community) -> None:
+    """Old blocks' logs are read once and kept (LOG_REORG_DEPTH): the answer stays whole."""
+    gov = community.gov
+    alice, *_, erin = community.members
+    pid, _ = gov.propose(alice, [gov.set_parameter("community_fee_bps", 35)], "kept")
+    gov.vote(alice, pid, Support.FOR)
+    assert [v.voter for v in gov.cast_votes(pid)] == [alice.address]
+    for _ in range(LOG_REORG_DEPTH + 5):  # the first vote's block is now kept, not re-read
+        community.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+    before = gov.cast_votes()
+    gov.vote(erin, pid, Support.AGAINST)
+    after = gov.cast_votes()
+    assert after[: len(before)] == before
+    assert [(v.voter, v.support) for v in gov.cast_votes(pid)] == [
+        (alice.address, Support.FOR),
+        (erin.address, Support.AGAINST),
+    ]
+    fresh = Governance(community.client.contracts)
+    fresh.attach(gov.deployment())
+    assert fresh.cast_votes() == after  # one read from block 0 says the same
+    assert fresh.descriptions() == gov.descriptions()
 
 
 def test_every_change_of_a_value_is_read_with_its_proposal() -> None:
