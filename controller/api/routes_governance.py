@@ -3,7 +3,10 @@
 * ``GET .../governance`` -- the members, the governed values (the ``Parameters`` registry's,
   the governor's voting period and quorum, the timelock's delay, the settlement contract's
   reward rate, cap and withdrawal delay), whether the site is handed over, the EIP-712 domain
-  and types of a ballot, and every proposal with its state, tallies and calls in words.
+  and types of a ballot, every proposal with its description, state, tallies, calls in words
+  and individual votes (the governor's ``VoteCast`` logs), the registry's values in force
+  with the block and proposal that set each, and every change of them (``ParameterChanged``
+  logs: block, time, old and new value, proposal).
 * ``GET .../governance/proposals/{id}`` -- one proposal.
 * ``POST .../governance/proposals/{id}/ballots`` -- a member's vote, signed in their wallet
   as the EIP-712 ``Ballot(uint256 proposalId,uint8 support,address voter)`` of the governor's
@@ -29,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from adapters.chain.errors import ChainError, InvalidArgument
 from adapters.chain.governance import (
     BALLOT_TYPES,
+    CastVote,
     Governance,
     Proposal,
     ProposalState,
@@ -51,13 +55,32 @@ SIGNATURE = r"^0x[0-9a-fA-F]{130}$"
 ProposalId = Annotated[int, Path(ge=1, description="the proposal's id (from 1)")]
 
 
+SupportName = Literal["for", "against", "abstain"]
+
+
+class VoteOut(BaseModel):
+    """One member's vote, as the governor logged it (own transaction or relayed)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    voter: str
+    participant: str | None = Field(description="the site's participant at that address, if any")
+    support: SupportName
+    block_number: int
+    tx_hash: str
+
+
 class ProposalOut(BaseModel):
-    """A proposal: state, tallies, times [Unix s] and its calls in words."""
+    """A proposal: state, tallies, times [Unix s], its calls in words and the votes cast."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     proposal_id: int
     proposer: str
+    proposer_participant: str | None = Field(
+        description="the site's participant at the proposer's address, if any"
+    )
+    description: str = Field(description="the proposer's text")
     state: Literal["active", "canceled", "defeated", "succeeded", "queued", "executed"]
     snapshot_block: int = Field(description="members at the end of this block vote")
     vote_end_s: int = Field(description="votes are taken before this time [Unix s]")
@@ -67,6 +90,38 @@ class ProposalOut(BaseModel):
     votes_abstain: int
     executable_from_s: int = Field(description="once queued: executable from [Unix s]; else 0")
     changes: list[str] = Field(description="the calls it makes, in words")
+    votes: list[VoteOut] = Field(description="every vote cast on it, oldest first")
+
+
+class ValueInForceOut(BaseModel):
+    """A registry value in force now, with the block and the proposal that set it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    value: int = Field(description="in the parameter's unit")
+    unit: str
+    since_block: int = Field(description="the block that set it")
+    proposal_id: int | None = Field(
+        description="the executed proposal that set it; None: not a vote"
+    )
+
+
+class ParameterChangeOut(BaseModel):
+    """One change of a registry value."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    unit: str
+    block_number: int
+    time_s: int = Field(description="the block's time [Unix s]")
+    old_value: int | None = Field(description="before, in the parameter's unit; None: unset")
+    new_value: int = Field(description="after, in the parameter's unit")
+    proposal_id: int | None = Field(
+        description="the executed proposal that made it; None: the deployment (not a vote)"
+    )
+    tx_hash: str
 
 
 class GovernanceOut(BaseModel):
@@ -93,6 +148,12 @@ class GovernanceOut(BaseModel):
     ballot_domain: dict[str, Any] = Field(description="EIP-712 domain of a ballot")
     ballot_types: dict[str, list[dict[str, str]]] = Field(description="EIP-712 types")
     proposals: list[ProposalOut]
+    values_in_force: list[ValueInForceOut] = Field(
+        description="the registry's values now, with the block and proposal that set each"
+    )
+    parameter_history: list[ParameterChangeOut] = Field(
+        description="every change of the registry's values, oldest first"
+    )
 
 
 class BallotIn(BaseModel):
@@ -101,7 +162,7 @@ class BallotIn(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     voter: str = Field(pattern=ADDRESS, description="the member's address")
-    support: Literal["for", "against", "abstain"]
+    support: SupportName
     signature: str = Field(pattern=SIGNATURE, description="65-byte EIP-712 signature, 0x hex")
 
 
@@ -128,10 +189,34 @@ def _proposal(gov: Governance, proposal_id: int) -> Proposal:
     return gov.proposal(proposal_id)
 
 
-def _out(gov: Governance, p: Proposal) -> ProposalOut:
+def _names(service: SiteDep) -> dict[str, str]:
+    """Lower-case address -> the site's participant at it."""
+    return {address.lower(): pid for pid, address in service.runtime.accounts.items()}
+
+
+def _vote_out(vote: CastVote, names: dict[str, str]) -> VoteOut:
+    return VoteOut(
+        voter=vote.voter,
+        participant=names.get(vote.voter.lower()),
+        support=vote.support.name.lower(),  # type: ignore[arg-type]
+        block_number=vote.block_number,
+        tx_hash=vote.tx_hash,
+    )
+
+
+def _out(
+    gov: Governance,
+    p: Proposal,
+    *,
+    description: str,
+    votes: list[VoteOut],
+    names: dict[str, str],
+) -> ProposalOut:
     return ProposalOut(
         proposal_id=p.proposal_id,
         proposer=p.proposer,
+        proposer_participant=names.get(p.proposer.lower()),
+        description=description,
         state=p.state.name.lower(),  # type: ignore[arg-type]
         snapshot_block=p.snapshot,
         vote_end_s=p.vote_end,
@@ -141,7 +226,15 @@ def _out(gov: Governance, p: Proposal) -> ProposalOut:
         votes_abstain=p.votes_abstain,
         executable_from_s=p.eta,
         changes=[gov.describe(t, d) for t, d in zip(p.targets, p.payloads, strict=True)],
+        votes=votes,
     )
+
+
+def _one(gov: Governance, p: Proposal, names: dict[str, str]) -> ProposalOut:
+    """Proposal ``p`` with its description and votes, read for it alone."""
+    votes = [_vote_out(v, names) for v in gov.cast_votes(p.proposal_id)]
+    description = gov.descriptions().get(p.proposal_id, "")
+    return _out(gov, p, description=description, votes=votes, names=names)
 
 
 @router.get("", response_model=GovernanceOut, summary="members, governed values, proposals")
@@ -152,7 +245,23 @@ def get_governance(service: SiteDep) -> GovernanceOut:
         settlement = gov.contracts.settlement.functions
         fns = gov.governor.functions
         chain_id = int(gov.w3.eth.chain_id)
-        proposals = [_out(gov, gov.proposal(i)) for i in range(1, gov.proposal_count() + 1)]
+        names = _names(service)
+        descriptions = gov.descriptions()
+        votes: dict[int, list[VoteOut]] = {}
+        for vote in gov.cast_votes():
+            votes.setdefault(vote.proposal_id, []).append(_vote_out(vote, names))
+        proposals = [
+            _out(
+                gov,
+                gov.proposal(i),
+                description=descriptions.get(i, ""),
+                votes=votes.get(i, []),
+                names=names,
+            )
+            for i in range(1, gov.proposal_count() + 1)
+        ]
+        governed = gov.governed_values()
+        units = {name: spec.unit for name, spec in REGISTRY.items()}
         return GovernanceOut(
             governor=gov.governor.address,
             timelock=gov.timelock.address,
@@ -161,7 +270,7 @@ def get_governance(service: SiteDep) -> GovernanceOut:
             members=gov.member_count(),
             handed_over=gov.handed_over(),
             parameters={name: gov.parameter(name) for name in REGISTRY},
-            parameter_units={name: spec.unit for name, spec in REGISTRY.items()},
+            parameter_units=units,
             voting_period_s=int(fns.voting_period().call()),
             quorum_bps=int(fns.quorum_bps().call()),
             delay_s=int(gov.timelock.functions.get_minimum_delay().call()),
@@ -171,6 +280,29 @@ def get_governance(service: SiteDep) -> GovernanceOut:
             ballot_domain=ballot_domain(chain_id, gov.governor.address),
             ballot_types={k: [dict(f) for f in v] for k, v in BALLOT_TYPES.items()},
             proposals=proposals,
+            values_in_force=[
+                ValueInForceOut(
+                    name=name,
+                    value=value,
+                    unit=units[name],
+                    since_block=governed.since_block[name],
+                    proposal_id=governed.proposals[name],
+                )
+                for name, value in governed.values.items()
+            ],
+            parameter_history=[
+                ParameterChangeOut(
+                    name=c.name,
+                    unit=units[c.name],
+                    block_number=c.block_number,
+                    time_s=c.timestamp_s,
+                    old_value=c.old_value,
+                    new_value=c.new_value,
+                    proposal_id=c.proposal_id,
+                    tx_hash=c.tx_hash,
+                )
+                for c in gov.parameter_history()
+            ],
         )
 
 
@@ -179,7 +311,7 @@ def get_proposal(service: SiteDep, proposal_id: ProposalId) -> ProposalOut:
     """A proposal's state, tallies and calls."""
     gov = _governance(service)
     with service.chain_lock:
-        return _out(gov, _proposal(gov, proposal_id))
+        return _one(gov, _proposal(gov, proposal_id), _names(service))
 
 
 @router.post(
@@ -227,5 +359,5 @@ def post_ballot(service: SiteDep, proposal_id: ProposalId, ballot: BallotIn) -> 
         return BallotOut(
             tx_hash=tx.tx_hash,
             block_number=tx.block_number,
-            proposal=_out(gov, gov.proposal(proposal_id)),
+            proposal=_one(gov, gov.proposal(proposal_id), _names(service)),
         )

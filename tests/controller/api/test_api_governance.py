@@ -17,7 +17,13 @@ from serverkit import Api, serve_demo
 from adapters.chain import derive_account
 from adapters.chain.errors import TransactionReverted
 from adapters.chain.governance import Support, sign_ballot
-from controller.demo_vote import set_up_community
+from controller.demo_vote import (
+    BALLOTS,
+    NEW_FEE_BPS,
+    Community,
+    hold_vote,
+    set_up_community,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -87,6 +93,10 @@ def test_a_member_votes_through_the_api_and_refusals_cost_nothing(api: Api) -> N
         voted = reply.json()
         assert voted["proposal"]["votes_for"] == 1
         assert voted["proposal"]["changes"] == ["community_fee_bps = 50"]
+        assert voted["proposal"]["description"] == "0.5 % fee"
+        assert [(v["participant"], v["support"]) for v in voted["proposal"]["votes"]] == [
+            ("bob", "for")
+        ]
         reply = http.post(url, json=ballot(api, "bob", pid, Support.FOR))
         assert (reply.status_code, reply.json()["code"]) == (409, "already_voted")
         reply = http.post(
@@ -123,3 +133,48 @@ def test_a_relay_the_chain_refuses_is_a_502_with_its_reason(
     assert reply.status_code == 502
     assert reply.json()["code"] == "relay_failed"
     assert "already voted" in reply.json()["reason"]
+
+
+def test_proposals_carry_their_votes_and_the_values_their_history(api: Api) -> None:
+    """The demo's vote (proposal to execution): who voted how, and what it changed, when."""
+    service = api.service
+    gov = service.governance
+    assert gov is not None
+    members = {p.id: derive_account(p.id) for p in service.site.participants}
+    with service.chain_lock:
+        vote = hold_vote(Community(client=service.runtime.client, gov=gov, members=members))
+    pid = vote["proposal"]
+    with httpx.Client(base_url=api.site, timeout=30) as http:
+        body = http.get("/governance").json()
+        one = http.get(f"/governance/proposals/{pid}").json()
+    [shown] = [p for p in body["proposals"] if p["proposal_id"] == pid]
+    assert shown == one
+    assert shown["state"] == "executed"
+    assert shown["description"] == vote["description"]
+    assert shown["proposer_participant"] == service.site.participants[0].id
+    expected = [
+        (p.id, ballot[0].name.lower())
+        for p, ballot in zip(service.site.participants, BALLOTS, strict=True)
+        if ballot is not None
+    ]
+    assert [(v["participant"], v["support"]) for v in shown["votes"]] == expected
+    tally = {
+        s: sum(v["support"] == s for v in shown["votes"]) for s in ("for", "against", "abstain")
+    }
+    assert tally == {
+        "for": shown["votes_for"],
+        "against": shown["votes_against"],
+        "abstain": shown["votes_abstain"],
+    }
+    in_force = {v["name"]: v for v in body["values_in_force"]}
+    assert in_force["community_fee_bps"]["value"] == NEW_FEE_BPS
+    assert in_force["community_fee_bps"]["proposal_id"] == pid
+    assert in_force["gate_closure_s"]["proposal_id"] is None  # the deployment's
+    fee = [c for c in body["parameter_history"] if c["name"] == "community_fee_bps"]
+    assert [(c["old_value"], c["new_value"], c["proposal_id"]) for c in fee] == [
+        (None, 0, None),
+        (0, NEW_FEE_BPS, pid),
+    ]
+    assert fee[-1]["block_number"] == vote["executed_block"]
+    assert fee[-1]["block_number"] == in_force["community_fee_bps"]["since_block"]
+    assert fee[0]["time_s"] < fee[-1]["time_s"]  # the vote took the chain's clock two days on
