@@ -24,8 +24,10 @@ processes): pages show new intervals when reloaded.
 
 ``peergrid serve --demo`` (:func:`serve_demo`) does the same for the demo site: its Modbus
 simulators on 127.0.0.1 in real time (a thread moves their clocks with the wall clock) and a
-trial chain (embedded, funded as ``peergrid demo`` funds it). The embedded chain's state is
-lost at exit, so the demo's database (in ``--out``) starts afresh at every start.
+trial chain (embedded, funded as ``peergrid demo`` funds it), with the community's
+governance deployed, voted on once and attached (:func:`demo_community`). The embedded
+chain's state is lost at exit, so the demo's database (in ``--out``) starts afresh at every
+start.
 
 **Stopping** (SIGTERM or Ctrl-C): the server stops accepting connections and finishes the
 requests in progress (open event streams are closed after :data:`GRACEFUL_S`); the cycle
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -55,6 +58,7 @@ from types import FrameType
 from typing import Final
 from urllib.parse import urlsplit
 
+from adapters.chain.governance import Support
 from controller.alerts import watch_site
 from controller.config import ChainBackend, SiteConfig
 from controller.cycle import IntervalReport
@@ -471,6 +475,50 @@ def realtime_clock(advance: Callable[[datetime], None], period_s: float = 0.2) -
         thread.join(5)
 
 
+OPEN_PROPOSAL: Final = (
+    "grace",
+    "Lower the community fee on local sales to 0.5 %",
+    "community_fee_bps",
+    50,
+)
+"""The proposal the served demo leaves open: (proposer, description, parameter, value)."""
+
+OPEN_BALLOTS: Final = {"alice": "FOR", "bob": "AGAINST", "carol": "FOR"}
+"""Votes already cast on :data:`OPEN_PROPOSAL` (the other members may vote on the page)."""
+
+
+def demo_community(runtime: Runtime) -> None:
+    """Give the served demo its community (issue 16), as ``peergrid demo`` does, attached.
+
+    The community's contracts are deployed with the demo's participants as members and
+    handed over (:func:`controller.demo_vote.set_up_community`); the demo's vote runs from
+    proposal to execution (:func:`controller.demo_vote.hold_vote`: a higher reward and a 1 %
+    community fee); then :data:`OPEN_PROPOSAL` is proposed and :data:`OPEN_BALLOTS` cast, so
+    the governance page has a vote to take part in. The cycle reads the governed terms at
+    each clearing and lifts an expired pause, and the API serves the governance
+    (``/governance``). About a second on the embedded chain.
+
+    The vote moves the trial chain's clock two days on (voting period and timelock delay):
+    the chain's times (votes, withdrawals, pauses) run that far ahead of the wall clock.
+    """
+    from controller.demo_vote import hold_vote, set_up_community  # noqa: PLC0415 - --demo only
+
+    client = runtime.client
+    accounts = {str(p): address for p, address in runtime.accounts.items()}
+    community = set_up_community(client, runtime.site, accounts)
+    gov = community.gov
+    hold_vote(community)
+    proposer, description, name, value = OPEN_PROPOSAL
+    members = community.members
+    pid, _ = gov.propose(members[proposer], [gov.set_parameter(name, value)], description)
+    for participant, choice in OPEN_BALLOTS.items():
+        gov.vote(members[participant], pid, Support[choice])
+    runtime.cycle.governed = gov.governed_values  # read at each clearing
+    runtime.cycle.lift_expired_pause = functools.partial(gov.lift_if_expired, client.operator)
+    runtime.governance = gov  # build_service serves it
+    log.info("community governance attached: %d members, proposal %d open", len(members), pid)
+
+
 def serve_demo(
     *,
     host: str = "127.0.0.1",
@@ -541,6 +589,7 @@ def serve_demo(
                         site, trial=DEMO_TRIAL, forecaster=ProfileForecaster(forecasts)
                     ) as runtime,
                 ):
+                    demo_community(runtime)
                     return run_service(
                         site,
                         runtime,
