@@ -962,6 +962,44 @@ class Governance:
             )
         return tuple(changes)
 
+    def summarize(self, target: str, payload: bytes) -> str:
+        """A proposal's call in the words its builder gives it, with units.
+
+        ``community_fee_bps = 100 bps of the buyer amount``, ``reward rate = 1500000 per
+        kWh, cap = 50000000 per interval``, ``admit 0x...``: the call is decoded and the
+        builder that makes such a call (:meth:`set_parameter`, :meth:`reward_policy`, ...)
+        words it. A call no builder makes, or with arguments a builder refuses, is worded
+        by :meth:`describe`.
+        """
+        names = {parameter_key(n): n for n in REGISTRY}
+        builders: dict[tuple[str, str], Callable[..., Action]] = {
+            (self.parameters.address, "set_value"): lambda key, value: self.set_parameter(
+                names[bytes(key)], value
+            ),
+            (self.contracts.settlement.address, "set_reward_policy"): self.reward_policy,
+            (self.contracts.settlement.address, "set_withdrawal_delay"): self.withdrawal_delay,
+            (self.membership.address, "admit"): self.admit,
+            (self.membership.address, "remove"): self.remove,
+            (self.governor.address, "set_voting_period"): self.voting_period,
+            (self.governor.address, "set_quorum_bps"): self.quorum,
+            (self.timelock.address, "update_delay"): self.delay,
+            (self.guardian.address, "set_pause_hours"): self.pause_hours,
+            (self.guardian.address, "set_pauser"): self.pauser,
+        }
+        address = checksum_address(target)
+        contract = next((c for c in self._handles.values() if c.address == address), None)
+        if address == self.contracts.settlement.address:
+            contract = self.contracts.settlement
+        if contract is not None:
+            try:
+                fn, args = contract.decode_function_input(hex0x(payload))
+                builder = builders.get((address, fn.fn_name))
+                if builder is not None:
+                    return builder(*args.values()).summary
+            except (ValueError, KeyError, InvalidArgument):
+                pass  # not a call a builder makes: in describe()'s words
+        return self.describe(target, payload)
+
     def describe(self, target: str, payload: bytes) -> str:
         """A proposal's call in words (``community_fee_bps = 150``, ``admit 0x...``).
 

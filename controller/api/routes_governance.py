@@ -90,6 +90,9 @@ class ProposalOut(BaseModel):
     votes_abstain: int
     executable_from_s: int = Field(description="once queued: executable from [Unix s]; else 0")
     changes: list[str] = Field(description="the calls it makes, in words")
+    summaries: list[str] = Field(
+        description="the same calls as the proposal's builders word them, with units"
+    )
     votes: list[VoteOut] = Field(description="every vote cast on it, oldest first")
 
 
@@ -226,6 +229,7 @@ def _out(
         votes_abstain=p.votes_abstain,
         executable_from_s=p.eta,
         changes=[gov.describe(t, d) for t, d in zip(p.targets, p.payloads, strict=True)],
+        summaries=[gov.summarize(t, d) for t, d in zip(p.targets, p.payloads, strict=True)],
         votes=votes,
     )
 

@@ -104,3 +104,26 @@ def test_every_change_of_a_value_is_read_with_its_proposal() -> None:
     assert gov.parameter_history(names=["gate_closure_s"]) == tuple(
         c for c in history if c.name == "gate_closure_s"
     )
+
+
+def test_a_proposals_calls_are_worded_as_their_builders_word_them(community: Community) -> None:
+    gov = community.gov
+    actions = [
+        gov.set_parameter("community_fee_bps", 100),
+        gov.reward_policy(1_500_000, 50_000_000),
+        gov.admit(community.outsider.address),
+        gov.quorum(6_000),
+        gov.delay(7_200),
+        gov.pause_hours(12),
+    ]
+    pid, _ = gov.propose(community.members[0], actions, "several")
+    p = gov.proposal(pid)
+    worded = [gov.summarize(t, d) for t, d in zip(p.targets, p.payloads, strict=True)]
+    assert worded == [a.summary for a in actions]
+    assert worded[0] == "community_fee_bps = 100 bps of the buyer amount"
+    # a call no builder makes: describe()'s words
+    grant = gov.operator(community.outsider.address, grant=True)
+    assert gov.summarize(grant.target, grant.payload) == gov.describe(grant.target, grant.payload)
+    assert gov.summarize("0x" + "12" * 20, b"\x01\x02\x03\x04") == "call 0x01020304 on 0x" + (
+        "12" * 20
+    )

@@ -151,6 +151,10 @@ def test_proposals_carry_their_votes_and_the_values_their_history(api: Api) -> N
     assert shown == one
     assert shown["state"] == "executed"
     assert shown["description"] == vote["description"]
+    assert shown["summaries"] == [
+        f"reward rate = {vote['rate_after']} per kWh, cap = 50000000 per interval",
+        f"community_fee_bps = {NEW_FEE_BPS} bps of the buyer amount",
+    ]
     assert shown["proposer_participant"] == service.site.participants[0].id
     expected = [
         (p.id, ballot[0].name.lower())
