@@ -57,7 +57,7 @@ from typing import Any, Final, Protocol
 from market.canonical import content_hash
 from market.codec import reading_leaves, result_from_dict
 from market.domain import Interval, batch_id_of, utc_label
-from market.governance import apply_governed
+from market.governance import apply_governed, governed_gate_closure
 from market.merkle import merkle_root
 from market.settlement import community_fees
 
@@ -904,6 +904,7 @@ def verify_records(
     problems: list[str] = []
     accepted: list[str] = []
     n = verified = 0
+    previous: Mapping[str, Any] | None = None
     for row in records:
         record = row.get("record", row)
         n += 1
@@ -925,6 +926,8 @@ def verify_records(
             found = verify_record(record, on_chain, reclear)
         if governed_at is not None:
             found += verify_governance(record, governed_at)
+        found += verify_gate_chain(previous, record)
+        previous = record
         stored_hash = row.get("record_hash")
         if (
             stored_hash is not None
@@ -947,15 +950,55 @@ def verify_records(
     }
 
 
+def _cleared(record: Mapping[str, Any]) -> bool:
+    """Whether ``record``'s interval was cleared (not abandoned: its inputs are the clearing's)."""
+    result = record.get("result") or {}
+    return not str(result.get("reason", "")).startswith(ABANDONED)
+
+
+def verify_gate_chain(previous: Mapping[str, Any] | None, record: Mapping[str, Any]) -> list[str]:
+    """Check that ``record``'s book closed at the gate closure the interval before announced.
+
+    A clearing records the gate closure of its own interval (``params.gate_closure_s``) and
+    the one in force for the intervals after it (``params.next_gate_closure_s``: the
+    community's governed value read then, checked against the registry by
+    :func:`verify_governance`, or the site file's). For two consecutive cleared intervals the
+    later one's must be the earlier one's ``next``: a controller cannot move a gate closure
+    that its own earlier record (and the registry) fixed. Records of earlier releases, without
+    ``next_gate_closure_s``, pass.
+
+    Returns
+    -------
+    list of str
+        Problems, naming the interval.
+    """
+    if previous is None or not (_cleared(previous) and _cleared(record)):
+        return []
+    before = previous.get("params") or {}
+    params = record.get("params") or {}
+    if "next_gate_closure_s" not in before or "gate_closure_s" not in params:
+        return []
+    if int(record["interval"]) != int(previous["interval"]) + int(previous["length_s"]):
+        return []
+    want, got = int(before["next_gate_closure_s"]), int(params["gate_closure_s"])
+    if got == want:
+        return []
+    return [
+        f"{_where(int(record['interval']))}: gate closure: its book closed {got} s before its "
+        f"start, but the interval before set {want} s for it"
+    ]
+
+
 def verify_governance(
     record: Mapping[str, Any], governed_at: Callable[[str, int], Mapping[str, int]]
 ) -> list[str]:
     """Check a record's governed terms against the community's registry (issue 16).
 
     For a record whose ``params`` hold ``governance``: the registry at the recorded block
-    holds exactly the recorded values; the site's tariffs moved into those bounds and the
-    fee (:func:`market.governance.apply_governed`) are what was applied, what the clearing
-    used (``params``) and what the settlement charged (its ``community_fee_bps``, and each
+    holds exactly the recorded values; the site's tariffs moved into those bounds, the fee
+    (:func:`market.governance.apply_governed`) and the gate closure of the intervals after
+    it (:func:`market.governance.governed_gate_closure`) are what was applied, what the
+    clearing used (``params``) and what the settlement charged (its ``community_fee_bps``, and each
     seller's ``fee_amount`` recomputed from the recorded trades,
     :func:`market.settlement.community_fees`). Records without governance pass.
 
@@ -974,6 +1017,9 @@ def verify_governance(
         applied = governance.get("applied") or {}
         if applied.get("community_fee_bps", 0):
             problems.append(f"{where}: governance: a fee applied without a registry read")
+        kept = applied.get("next_gate_closure_s", params.get("gate_closure_s"))
+        if kept != params.get("gate_closure_s"):
+            problems.append(f"{where}: governance: the gate closure moved without a registry read")
         return problems
     recorded = {name: int(v["value"]) for name, v in governance["values"].items()}
     on_chain = dict(governed_at(str(governance["registry"]), int(governance["block"])))
@@ -984,11 +1030,15 @@ def verify_governance(
         )
     site = governance.get("site") or {}
     terms = apply_governed(int(site["import_price"]), int(site["export_price"]), on_chain)
-    want = {
+    want: dict[str, int] = {
         "import_price": terms.import_price,
         "export_price": terms.export_price,
         "community_fee_bps": terms.community_fee_bps,
     }
+    if "gate_closure_s" in site:  # recorded since the governed gate closure is enforced
+        want["next_gate_closure_s"], _ = governed_gate_closure(
+            int(site["gate_closure_s"]), int(site["interval_s"]), on_chain
+        )
     if governance.get("applied") != want:
         problems.append(f"{where}: governance: applied {governance.get('applied')}, want {want}")
     used = {k: params.get(k) for k in want}

@@ -259,9 +259,8 @@ def status_doc(store: Store, site: SiteConfig, now: datetime) -> dict[str, Any]:
     from controller.alerts import site_alerts  # noqa: PLC0415 - httpx only when it runs
     from controller.history import history_rows, interval_phase  # noqa: PLC0415
 
-    phase = interval_phase(
-        store, interval_s=site.interval_s, gate_closure_s=site.gate_closure_s, now=now
-    )
+    gate_s = store.gate_closure_in_force(site.gate_closure_s, site.interval_s)
+    phase = interval_phase(store, interval_s=site.interval_s, gate_closure_s=gate_s, now=now)
     end = phase["interval_start_s"] + site.interval_s
     recent = []
     last = _last_interval_ids(store, end, LAST_RESULTS)

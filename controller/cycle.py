@@ -47,8 +47,11 @@ exactly one recorded outcome and its reason, and each recorded outcome is settle
 Clearing uses the site's pricing ``mechanism`` and ``engine`` (:attr:`Cycle.options`); an
 auditor's re-clearing (:meth:`Cycle.reclear`) prices with the mechanism the record names.
 
-**Gate closure.** The order book of ``T`` is frozen at ``T.start - site.gate_closure_s``
-(:meth:`Cycle.gate_closure`, reported as :attr:`IntervalReport.gate_closure`): an order that
+**Gate closure.** The order book of ``T`` is frozen at ``T.start - gate_closure_s``
+(:meth:`Cycle.gate_closure`, reported as :attr:`IntervalReport.gate_closure`), the site
+file's value or, with community governance, the governed one that was in force when the
+interval before ``T`` was cleared (:attr:`Cycle.gate_closure_s`; each record states both its
+own and the next one's, ``params.gate_closure_s`` and ``params.next_gate_closure_s``): an order that
 arrives later is not part of ``T``'s book. Today every order is built by the cycle itself from
 the participants' standing orders (fixed in the site file, so known before any gate closure)
 and the latest readings; the signed orders of the HTTP API are the ones the rule will be
@@ -134,7 +137,7 @@ from market.domain import (
     utc_label,
 )
 from market.errors import MarketError
-from market.governance import GovernedValues, Terms, apply_governed
+from market.governance import GovernedValues, Terms, apply_governed, governed_gate_closure
 from market.metering import Meter
 from market.orderbook import build_order_book, parse_order_rows
 from market.settlement import apply_debts, settle
@@ -310,8 +313,10 @@ class Cycle:
     ``governed()`` reads the community's governed values (:class:`~market.governance.
     GovernedValues`, issue 16) when an interval is cleared: the site's tariffs are moved
     into the governed bounds and the governed community fee is charged when the interval
-    is settled (:meth:`terms_for`); the record's ``params.governance`` names the registry,
-    block, values and the proposals that set them. ``None``: a site without governance.
+    is settled (:meth:`terms_for`), and a governed gate closure applies to the intervals
+    after it (:attr:`gate_closure_s`); the record's ``params.governance`` names the
+    registry, block, values and the proposals that set them. ``None``: a site without
+    governance.
 
     ``lift_expired_pause()`` is called at each boundary before the settlements are sent: it
     lifts the community guardian's emergency pause once its governed hours have run out
@@ -345,6 +350,7 @@ class Cycle:
         default_factory=dict, init=False, repr=False
     )
     _last_governed: GovernedValues | None = field(default=None, init=False, repr=False)
+    _gates: dict[int, tuple[int, int]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.options = ClearingOptions(
@@ -355,8 +361,23 @@ class Cycle:
             engine=self.site.engine,
         )
 
+    @property
+    def gate_closure_s(self) -> int:
+        """The gate closure of the intervals not yet cleared [s].
+
+        The site file's ``gate_closure_s``, or the community's governed one once a clearing
+        has read it: a value executed by a vote is read when the next interval is cleared and
+        applies to the intervals after it (:meth:`controller.store.Store.gate_closure_in_force`,
+        the value the latest clearing recorded as ``next_gate_closure_s``). The scheduler, the
+        order intake and the status pages all go by it.
+        """
+        return self.store.gate_closure_in_force(self.site.gate_closure_s, self.site.interval_s)
+
     def gate_closure(self, interval: Interval) -> datetime:
-        """When ``interval``'s order book is frozen: ``start - site.gate_closure_s`` (UTC).
+        """When ``interval``'s order book is frozen: ``start - gate_closure_s`` (UTC).
+
+        The gate closure in force when ``interval`` was cleared (by this controller), else
+        the one in force now (:attr:`gate_closure_s`).
 
         Parameters
         ----------
@@ -368,7 +389,9 @@ class Cycle:
         datetime
             The gate closure; orders arriving after it are not part of the interval's book.
         """
-        return interval.start - timedelta(seconds=self.site.gate_closure_s)
+        in_force = self._gates.get(interval.interval_id)
+        lead = self.gate_closure_s if in_force is None else in_force[0]
+        return interval.start - timedelta(seconds=lead)
 
     def meters(self) -> dict[ParticipantId, list[Meter]]:
         """Every participant's metering devices and their roles (the settlement roster).
@@ -566,9 +589,16 @@ class Cycle:
         with self.store.intake_lock():
             rows = self.store.signed_orders_at(interval.interval_id)
         signed = signed_book(rows, self.site, interval)
+        gate_now = self.gate_closure_s
         terms, governance = self.terms_for(interval)
-        self._terms = {k: v for k, v in self._terms.items() if k >= interval.interval_id - 86_400}
+        following = self.site.gate_closure_s
+        if governance is not None:
+            following = int(governance["applied"].get("next_gate_closure_s", gate_now))
+        recent = interval.interval_id - 86_400
+        self._terms = {k: v for k, v in self._terms.items() if k >= recent}
         self._terms[interval.interval_id] = (terms, governance)
+        self._gates = {k: v for k, v in self._gates.items() if k >= recent}
+        self._gates[interval.interval_id] = (gate_now, following)
         options = dataclasses.replace(
             self.options, import_price=terms.import_price, export_price=terms.export_price
         )
@@ -664,19 +694,24 @@ class Cycle:
             log.warning("governed values of %s not read: %s", interval.label(), read_error)
         values = self._last_governed
         if values is None:
-            terms = dataclasses.replace(
-                site_terms, notes=("registry unreadable and never read: site tariffs, no fee",)
-            )
-            return terms, {"read_error": read_error, "applied": _applied(terms)}
+            note = "registry unreadable and never read: site tariffs, no fee, gate closure kept"
+            terms = dataclasses.replace(site_terms, notes=(note,))
+            applied = {**_applied(terms), "next_gate_closure_s": self.gate_closure_s}
+            return terms, {"read_error": read_error, "applied": applied}
         terms = apply_governed(self.site.import_price, self.site.export_price, values.values)
+        gate, gate_note = governed_gate_closure(
+            self.site.gate_closure_s, self.site.interval_s, values.values
+        )
         record: dict[str, Any] = {
             **values.to_dict(),
             "site": {
                 "import_price": self.site.import_price,
                 "export_price": self.site.export_price,
+                "gate_closure_s": self.site.gate_closure_s,
+                "interval_s": self.site.interval_s,
             },
-            "applied": _applied(terms),
-            "notes": list(terms.notes),
+            "applied": {**_applied(terms), "next_gate_closure_s": gate},
+            "notes": [*terms.notes, *([gate_note] if gate_note else [])],
         }
         if read_error:
             record["read_error"] = f"{read_error}; the values of block {values.block} apply"
@@ -1161,6 +1196,9 @@ class Cycle:
         ``accounts`` (participant -> chain address, to compare the chain's entries).
         """
         terms, governance = self._terms.get(interval.interval_id, (None, None))
+        gate_in_force, gate_next = self._gates.get(
+            interval.interval_id, (self.gate_closure_s, self.gate_closure_s)
+        )
         in_force = self.options
         if terms is not None:
             in_force = dataclasses.replace(
@@ -1179,7 +1217,10 @@ class Cycle:
             "base_sgen_scale": self.site.base_sgen_scale,
             "max_iterations": MAX_ITERATIONS,
             "loss_basis": LOSS_BASIS,
-            "gate_closure_s": self.site.gate_closure_s,
+            # the gate closure this interval's book closed at, and the one of the intervals
+            # after it (the governed value read now, or the site file's)
+            "gate_closure_s": gate_in_force,
+            "next_gate_closure_s": gate_next,
             "interval_s": self.site.interval_s,
             "grid": self.site.grid,
         }

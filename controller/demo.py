@@ -517,7 +517,7 @@ class FrontDoor:
         The API's clock is set :data:`GATE_MARGIN_S` before the gate closure first. A
         refusal is recorded in :attr:`refusals` (the report shows it), not raised.
         """
-        gate = interval.start - timedelta(seconds=self.rt.site.gate_closure_s)
+        gate = self.rt.cycle.gate_closure(interval)  # the site's, or the governed one
         self.clock.at = gate - timedelta(seconds=GATE_MARGIN_S)
         key = derive_account(self.participant.id)  # the trial chain's derived key
         for energy, price in self.bids_for(interval):

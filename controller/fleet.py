@@ -471,20 +471,29 @@ def load_site_text(raw: str, source: str, base_dir: Path) -> SiteConfig:
     return parse_site(data, source, base_dir=base_dir)
 
 
-def latest_event_at(site: SiteConfig, now: datetime) -> int:
-    """The latest event of ``site`` at or before ``now`` [Unix s]: a boundary or gate closure."""
+def latest_event_at(site: SiteConfig, now: datetime, gate_closure_s: int | None = None) -> int:
+    """The latest event of ``site`` at or before ``now`` [Unix s]: a boundary or gate closure.
+
+    ``gate_closure_s`` is the gate closure in force [s]
+    (:attr:`controller.cycle.Cycle.gate_closure_s`; ``None``: the site file's).
+    """
+    gate = site.gate_closure_s if gate_closure_s is None else gate_closure_s
     since = now - timedelta(seconds=site.interval_s + 1)
     latest = since
-    for event in events_after(since, site.interval_s, site.gate_closure_s):
+    for event in events_after(since, site.interval_s, gate):
         if event.at > now:
             break
         latest = event.at
     return int(latest.timestamp())
 
 
-def next_event_at(site: SiteConfig, now: datetime) -> int:
-    """The first event of ``site`` after ``now`` [Unix s]."""
-    event = next(events_after(now, site.interval_s, site.gate_closure_s))
+def next_event_at(site: SiteConfig, now: datetime, gate_closure_s: int | None = None) -> int:
+    """The first event of ``site`` after ``now`` [Unix s].
+
+    ``gate_closure_s`` as in :func:`latest_event_at`.
+    """
+    gate = site.gate_closure_s if gate_closure_s is None else gate_closure_s
+    event = next(events_after(now, site.interval_s, gate))
     return int(event.at.timestamp())
 
 

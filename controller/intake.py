@@ -24,7 +24,9 @@ reason naming the field. Nothing refused is stored, so nothing refused reaches a
 
    * ``Order``: ``intervalStart`` on a boundary of the site's intervals (422
      ``not_on_boundary``); its gate still open, ``now < intervalStart - gate_closure_s``
-     (422 ``gate_closed``; the rule of :meth:`controller.cycle.Cycle.gate_closure`); at
+     (the gate closure in force: the community's governed one once a clearing read it,
+     :attr:`controller.cycle.Cycle.gate_closure_s`; 422 ``gate_closed``; the rule of
+     :meth:`controller.cycle.Cycle.gate_closure`); at
      most :data:`MAX_HORIZON_S` ahead (422 ``too_far_ahead``); ``1 <= energyWh <=
      max_order_wh`` (422 ``energy_out_of_range``); ``limitPrice <= max_price`` (422
      ``price_out_of_range``); a buy's worst-case cost ``ceil(energyWh * limitPrice /
@@ -241,6 +243,13 @@ class OrderLedger(Protocol):
         """The latest interval claimed for clearing [Unix s] (``None``: none)."""
         ...
 
+    def gate_closure_in_force(self, site_gate_closure_s: int, interval_s: int) -> int:
+        """The gate closure of the intervals not yet cleared [s].
+
+        A governed value once a clearing read it, else the site file's.
+        """
+        ...
+
 
 def ack_of(row: Mapping[str, Any], *, duplicate: bool = False) -> Ack:
     """The acknowledgement of a stored ``signed_orders`` row.
@@ -310,6 +319,7 @@ class OrderIntake:
     max_price: int = MAX_PRICE
     _by_address: dict[str, ParticipantId] = field(init=False, repr=False)
     _closed_through: int = field(init=False, repr=False, default=-1)
+    _gate_s: int = field(init=False, repr=False, default=0)
 
     def __post_init__(self) -> None:
         known = {p.id for p in self.site.participants}
@@ -346,6 +356,9 @@ class OrderIntake:
         with self.store.intake_lock():
             claimed = self.store.last_claimed()
             self._closed_through = -1 if claimed is None else claimed
+            self._gate_s = self.store.gate_closure_in_force(
+                self.site.gate_closure_s, self.site.interval_s
+            )
             return self._accept(verified)
 
     def _accept(self, v: Verified) -> Ack:
@@ -420,13 +433,13 @@ class OrderIntake:
 
         Open by the clock and not yet claimed for clearing (module docstring).
         """
-        return now.timestamp() < start - self.site.gate_closure_s and start > self._closed_through
+        return now.timestamp() < start - self._gate_s and start > self._closed_through
 
     def _first_open(self, now: datetime) -> int:
         """The start [Unix s] of the first interval whose gate is still open at ``now``."""
         length = self.site.interval_s
         floor_s = int(now.timestamp() // 1)
-        by_clock = length * ((floor_s + self.site.gate_closure_s) // length + 1)
+        by_clock = length * ((floor_s + self._gate_s) // length + 1)
         after_claims = length * (self._closed_through // length + 1)
         return max(by_clock, after_claims)
 
@@ -450,7 +463,7 @@ class OrderIntake:
             )
             raise _refuse(msg, "not_on_boundary")
         if not self._gate_open(start, now):
-            gate = start - self.site.gate_closure_s
+            gate = start - self._gate_s
             msg = (
                 f"message.intervalStart: the gate of {_label(start)} closed at {_label(gate)} "
                 f"(now {now.isoformat()})"
@@ -538,7 +551,7 @@ class OrderIntake:
         if target["kind"] == MessageKind.ORDER.value:
             start = int(target["interval_id"])
             if not self._gate_open(start, now):
-                gate = start - self.site.gate_closure_s
+                gate = start - self._gate_s
                 msg = (
                     f"message.orderDigest: the gate of its interval {_label(start)} closed at "
                     f"{_label(gate)}; it stays in that interval's book"

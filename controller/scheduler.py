@@ -397,7 +397,7 @@ def catch_up_events(cycle: Cycle, now: datetime, *, window_s: float | None = Non
         latest gate closure's ``clear`` if its interval has no result and it is at most
         :func:`grace_s` old (:func:`catch_up_gate`).
     """
-    length, gate = cycle.site.interval_s, cycle.site.gate_closure_s
+    length, gate = cycle.site.interval_s, cycle.gate_closure_s
     events: list[Event] = []
     late = catch_up_boundary(now, length, cycle.store.last_tick(), window_s=window_s)
     if late is not None:
@@ -465,7 +465,7 @@ def run_events(
     lock : AbstractContextManager or None
         Held around each step and the resolution of pending settlements.
     """
-    length, gate = cycle.site.interval_s, cycle.site.gate_closure_s
+    length = cycle.site.interval_s
     guard = lock if lock is not None else nullcontext()
     with guard:
         resumed_all = cycle.resume_pending()
@@ -477,6 +477,7 @@ def run_events(
             return
         log.info("started within the grace window of %s: running it now", event.label())
         _run_guarded(cycle, event, guard, on_report)
+    gate = cycle.gate_closure_s
     first = next(events_after(cursor, length, gate))
     log.info(
         "first event %s at %s (interval %d s, gate closure %d s)",
@@ -486,7 +487,15 @@ def run_events(
         gate,
     )
     free_since = now()  # when the loop last became free to run an event
+    cleared_through = cursor - timedelta(seconds=length)
     while not wait(0):
+        # the gate closure in force may change at each clearing (a governed value, read when
+        # an interval is cleared, applies to the intervals after it): the events are planned
+        # afresh after each one
+        following = cycle.gate_closure_s
+        if following != gate:
+            log.info("gate closure now %d s (was %d s)", following, gate)
+            gate = following
         stream = events_after(cursor, length, gate)
         event = next(stream)
         delay = (event.at - now()).total_seconds()
@@ -495,11 +504,15 @@ def run_events(
                 return
             delay = (event.at - now()).total_seconds()
         cursor = event.at
+        if event.kind is EventKind.CLEAR and event.boundary <= cleared_through:
+            continue  # a shorter gate closure came in force after this interval was cleared
         why = skip_reason(event, stream, now(), free_since, length)
         if why:
             log.warning("event %s skipped: %s", event.label(), why)
             continue
         log.info("event %s: running", event.label())
+        if event.kind is EventKind.CLEAR:
+            cleared_through = event.boundary
         _run_guarded(cycle, event, guard, on_report)
         log.info("event %s: done", event.label())
         free_since = now()

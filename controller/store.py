@@ -315,6 +315,10 @@ def _now() -> datetime:
 
 
 # -- schema revisions (Alembic) ------------------------------------------------------------
+GATE_LOOKBACK = 64
+"""How many of the latest results :meth:`Store.gate_closure_in_force` looks through for the
+latest cleared one (the ones between were abandoned: nothing was read for them)."""
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 BASELINE_REVISION = "0001"  # the schema of PeerGrid 0.1.0, written without migrations
 
@@ -1231,6 +1235,33 @@ class Store:
                     setpoints=json.loads(canonical_json(setpoints)),
                 )
             )
+
+    def gate_closure_in_force(self, site_gate_closure_s: int, interval_s: int) -> int:
+        """The gate closure of the intervals not yet cleared [s].
+
+        The ``next_gate_closure_s`` that the latest clearing recorded (the community's
+        governed value, read when it was cleared: :meth:`controller.cycle.Cycle.terms_for`),
+        if it is a valid gate closure for ``interval_s``; otherwise (no clearing recorded
+        one, or the site's intervals changed since) the site file's ``site_gate_closure_s``.
+        Only the JSON values themselves are read, not the results.
+        """
+        params = intervals.c.result[("inputs", "params")]
+        in_force = params[("gate_closure_s",)].as_integer()
+        following = params[("next_gate_closure_s",)].as_integer()
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(in_force, following)
+                .where(intervals.c.result.is_not(None))
+                .order_by(intervals.c.interval_id.desc())
+                .limit(GATE_LOOKBACK)
+            ).all()
+        for current, nxt in rows:
+            if current is None:
+                continue  # an abandoned interval: nothing was cleared or read
+            if nxt is not None and 0 <= int(nxt) < interval_s:
+                return int(nxt)
+            break
+        return site_gate_closure_s
 
     def result(self, interval_id: int) -> dict[str, Any] | None:
         """The stored result JSON of an interval."""

@@ -136,6 +136,18 @@ class FleetWorker:
                 self._runtimes[site_id] = (key, runtime)
             return runtime
 
+    def gate_closure_s(self, site_id: str, site: SiteConfig) -> int:
+        """The site's gate closure in force [s].
+
+        :attr:`controller.cycle.Cycle.gate_closure_s` (a governed value once read) if the
+        site's runtime is built (:meth:`warm`), else the site file's.
+        """
+        with self._lock:
+            kept = self._runtimes.get(site_id)
+        if kept is None or kept[0] != repr(site):
+            return site.gate_closure_s
+        return kept[1].cycle.gate_closure_s
+
     def warm(self) -> int:
         """Build every active site's runtime now (the first steps then run at full speed).
 
@@ -195,7 +207,8 @@ class FleetWorker:
             except ConfigError as exc:
                 log.error("site %s cannot be dispatched: %s", row.site_id, exc)  # noqa: TRY400
                 continue
-            due, upcoming = latest_event_at(site, now), next_event_at(site, now)
+            gate = self.gate_closure_s(row.site_id, site)
+            due, upcoming = latest_event_at(site, now, gate), next_event_at(site, now, gate)
             at, when = (due, None) if due > row.dispatched_until else (upcoming, upcoming)
             if at <= row.dispatched_until:
                 continue  # dispatched already

@@ -305,6 +305,45 @@ def apply_governed(import_price: int, export_price: int, values: Mapping[str, in
     )
 
 
+def governed_gate_closure(
+    site_gate_closure_s: int, interval_s: int, values: Mapping[str, int]
+) -> tuple[int, str]:
+    """The gate closure in force from the next interval on [s], and a note for the record.
+
+    The governed ``gate_closure_s`` overrides the site file's when the registry holds a valid
+    one that the site's intervals can honour (``0 <= g < interval_s``: an interval's book
+    closes after the interval before it was cleared, see :mod:`controller.scheduler`);
+    otherwise the site file's value stays, and the note says why.
+
+    Parameters
+    ----------
+    site_gate_closure_s : int
+        The site file's gate closure [s].
+    interval_s : int
+        The site's interval [s].
+    values : Mapping[str, int]
+        The registry's values by name (:attr:`GovernedValues.values`).
+
+    Returns
+    -------
+    tuple of (int, str)
+        The gate closure [s], and ``""`` or what was not applied and why.
+    """
+    if "gate_closure_s" not in values:
+        return site_gate_closure_s, ""
+    governed = values["gate_closure_s"]
+    try:
+        check_value("gate_closure_s", governed)
+    except InvalidQuantity as exc:
+        return site_gate_closure_s, f"not applied: {exc}"
+    if governed >= interval_s:
+        return site_gate_closure_s, (
+            f"not applied: the governed gate_closure_s {governed} s is not below the site's "
+            f"interval_s {interval_s} s; the site file's {site_gate_closure_s} s applies"
+        )
+    return governed, ""
+
+
 __all__ = [
     "BPS",
     "REGISTRY",
@@ -315,4 +354,5 @@ __all__ = [
     "check_tariff_bounds",
     "check_value",
     "community_fee",
+    "governed_gate_closure",
 ]

@@ -172,7 +172,9 @@ class Dashboard:
         now = interval_phase(
             service.runtime.store,
             interval_s=service.site.interval_s,
-            gate_closure_s=service.site.gate_closure_s,
+            gate_closure_s=service.runtime.store.gate_closure_in_force(
+                service.site.gate_closure_s, service.site.interval_s
+            ),
             now=service.now(),
         )
         return {

@@ -123,7 +123,10 @@ def current_interval(service: SiteDep, principal: PrincipalDep) -> CurrentOut:
     del principal
     now = service.now()
     length = service.site.interval_s
-    lead = timedelta(seconds=service.site.gate_closure_s)
+    lead_s = service.runtime.store.gate_closure_in_force(
+        service.site.gate_closure_s, service.site.interval_s
+    )  # the site file's, or the community's governed one in force
+    lead = timedelta(seconds=lead_s)
     current = Interval.containing(now, length)
     upcoming = current.next()
     while upcoming.start - lead <= now:
@@ -136,7 +139,7 @@ def current_interval(service: SiteDep, principal: PrincipalDep) -> CurrentOut:
         next_interval_start_s=upcoming.interval_id,
         gate_closure_s=int(gate.timestamp()),
         seconds_to_gate_closure=int((gate - now).total_seconds()),
-        gate_closure_lead_s=service.site.gate_closure_s,
+        gate_closure_lead_s=lead_s,
         paused=service.controls.paused is not None,
     )
 

@@ -41,7 +41,10 @@ class SiteOut(BaseModel):
     name: str
     interval_s: int = Field(description="interval length [s]")
     gate_closure_s: int = Field(
-        description="orders for interval T close at T - gate_closure_s [s before T]"
+        description=(
+            "orders for interval T close at T - gate_closure_s [s before T]: the site "
+            "file's, or the community's governed value in force"
+        )
     )
     now_s: int = Field(description="the service's clock [Unix s]")
     chain_id: int = Field(description="the site's chain id (EIP-155)")
@@ -70,7 +73,9 @@ def get_site(service: SiteDep) -> SiteOut:
         site_id=service.site_id,
         name=service.site.name,
         interval_s=service.site.interval_s,
-        gate_closure_s=service.site.gate_closure_s,
+        gate_closure_s=service.runtime.store.gate_closure_in_force(
+            service.site.gate_closure_s, service.site.interval_s
+        ),
         now_s=int(service.now().timestamp()),
         chain_id=intake.chain_id,
         verifying_contract=str(dom["verifyingContract"]),

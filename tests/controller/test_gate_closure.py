@@ -40,6 +40,7 @@ from controller.scheduler import (
 )
 from controller.wiring import Runtime, build_runtime
 from market.domain import Interval
+from market.governance import GovernedValues
 
 SITE = """
 [site]
@@ -485,3 +486,62 @@ def test_events_the_loop_woke_too_late_for_are_skipped_and_recorded(
     ticks = {r["boundary"]: r["outcome"] for r in runtime.store.tick_rows()}
     assert ticks[int(T0.timestamp())] == "missed"
     assert runtime.store.result(int(T0.timestamp())) is None  # missed, as a missed tick is
+
+
+# --------------------------------------------------------------- a governed gate closure
+
+
+def test_a_governed_gate_closure_change_is_scheduled_from_the_interval_after_the_read(
+    runtime_for: Callable[[int], Runtime],
+) -> None:
+    """The registry's ``gate_closure_s`` moves 0 -> 300 -> 100 -> 0 s while the real loop runs.
+
+    Each clearing reads it (here an in-memory registry by the simulated clock; the real one
+    is read in ``test_governed_terms.py``) and it applies from the interval after: every
+    interval is cleared once, at its start less the gate closure its stored inputs state,
+    which is the one the interval before announced. A shorter gate closure never clears an
+    interval twice, and the switch back to 0 s ticks again.
+    """
+    runtime = runtime_for(0)
+    clock = SimClock(T0 - timedelta(seconds=10), T0 + timedelta(seconds=6 * L + 1))
+    schedule = [  # (from this time on, the registry's value)
+        (T0, 300),
+        (T0 + timedelta(seconds=2 * L), 100),
+        (T0 + timedelta(seconds=4 * L - 200), 0),
+    ]
+
+    def registry() -> GovernedValues:
+        value = 0
+        for since, v in schedule:
+            if clock.t >= since:
+                value = v
+        return GovernedValues(
+            registry="0x" + "11" * 20,
+            block=int(clock.t.timestamp()),
+            values={"gate_closure_s": value},
+            since_block={"gate_closure_s": 0},
+            proposals={"gate_closure_s": None},
+        )
+
+    runtime.cycle.governed = registry
+    seen = drive(runtime, clock)
+    cleared_at: dict[datetime, list[datetime]] = {}
+    for s in seen:
+        cleared = s.report if isinstance(s.report, IntervalReport) else s.report.cleared
+        if cleared is not None:
+            cleared_at.setdefault(cleared.interval.start, []).append(s.at)
+    gates, following = {}, {}
+    for k in range(7):
+        start = T0 + timedelta(seconds=k * L)
+        stored = runtime.store.result(int(start.timestamp()))
+        assert stored is not None, f"interval {k}: no result"
+        params = stored["inputs"]["params"]
+        gates[k], following[k] = params["gate_closure_s"], params["next_gate_closure_s"]
+        assert cleared_at.get(start) == [start - timedelta(seconds=gates[k])], f"interval {k}"
+        if k:
+            assert gates[k] == following[k - 1], f"interval {k}"
+    # interval 0 (cleared at T0, the registry says 300) announces 300 for interval 1; 2 is
+    # cleared 300 s before the change to 100 and announces 300 still, 3 reads 100; 4 is
+    # cleared 100 s before its start, after the change to 0, and 5 ticks again
+    assert [gates[k] for k in range(7)] == [0, 300, 300, 300, 100, 0, 0]
+    assert {r["outcome"] for r in runtime.store.tick_rows()} == {"ran"}

@@ -11,16 +11,21 @@ the registry. Tampered records are caught; an unreadable registry is recorded, n
 from __future__ import annotations
 
 import copy
+from datetime import timedelta
 from functools import partial
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import pytest
+from test_intake_cycle import Clock, _intake, _order
 
+from adapters.chain.accounts import derive_account
 from adapters.chain.errors import ChainError
 from adapters.chain.governance import Support, registry_reader
 from adapters.chain.node import advance_dev_clock
-from controller.audit import verify_governance
+from adapters.chain.typed_data import MessageKind, signed_payload
+from controller.audit import verify_gate_chain, verify_governance
 from controller.demo import DemoRuntime, demo_runtime
 from controller.demo_vote import (
     DELAY_S,
@@ -29,6 +34,9 @@ from controller.demo_vote import (
     Community,
     set_up_community,
 )
+from controller.intake import IntakeRefused
+from controller.scheduler import Event, EventKind, events_after, run_event
+from market.domain import Interval
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -172,3 +180,100 @@ def test_an_expired_pause_is_lifted_at_the_next_boundary(tmp_path: Path, wired: 
         expected = {int(rt.boundary(k).timestamp()): wired for k in (0, 1)}
         assert sent == expected
         assert rt.client.is_paused() is not wired
+
+
+def test_a_voted_gate_closure_moves_the_gates_of_the_intervals_after_the_next(
+    tmp_path: Path,
+) -> None:
+    """The governed gate closure is read when interval 1 is cleared and applies from 2 on:
+    the scheduler clears 2 at it, the intake refuses orders for 2 after it (the site file's
+    gate, 0 s, would still be open), the records state it and ``audit verify`` re-checks it."""
+    with demo_runtime(tmp_path) as rt:
+        community = set_up_community(rt.client, rt.site, rt.accounts)
+        rt.cycle.governed = community.gov.governed_values
+        rt.governed_at = registry_reader(rt.client.contracts)
+        length = rt.site.interval_s
+        lead = length // 3
+        assert rt.site.gate_closure_s == 0
+        rt.tick(0)
+        pid = enact(community, [community.gov.set_parameter("gate_closure_s", lead)])
+        assert rt.cycle.gate_closure_s == 0  # executed, but no clearing has read it yet
+        rt.tick(1)  # interval 1 is cleared (at its old gate) and reads the new value
+        assert rt.cycle.gate_closure_s == lead
+        one, two = (Interval(start=rt.boundary(k), length_s=length) for k in (1, 2))
+        assert rt.cycle.gate_closure(one) == one.start  # as it was when 1 was cleared
+        gate = two.start - timedelta(seconds=lead)
+        assert rt.cycle.gate_closure(two) == gate
+
+        # the scheduler now plans a clearing at the governed gate closure
+        planned = list(islice(events_after(rt.boundary(1), length, rt.cycle.gate_closure_s), 2))
+        assert planned == [
+            Event(gate, EventKind.CLEAR, two.start),
+            Event(two.start, EventKind.BOUNDARY, two.start),
+        ]
+
+        # the intake closes interval 2's book at the governed gate
+        clock = Clock(gate - timedelta(seconds=1))
+        intake, where = _intake(rt, clock)
+        bob = derive_account("bob")
+
+        def post(nonce: int) -> Any:
+            order = _order("bob", two.interval_id, nonce)
+            return intake.submit(signed_payload(MessageKind.ORDER, order, bob, **where))
+
+        placed = post(1)
+        clock.at = gate + timedelta(seconds=1)  # before interval 2 starts, after its gate
+        with pytest.raises(IntakeRefused) as info:
+            post(2)
+        assert info.value.code == "gate_closed"
+
+        cleared = run_event(rt.cycle, planned[0])  # the clearing at the governed gate
+        assert [r.interval for r in cleared] == [two]  # type: ignore[union-attr]
+        assert any(placed.digest in o.order_id for o in cleared[0].book.orders)  # type: ignore[union-attr]
+        rt.tick(2, clear_next=False)  # the boundary: reads and settles 1 only
+        rt.cycle.clear_at_gate(Interval(start=rt.boundary(3), length_s=length))
+        rt.tick(3, clear_next=False)
+
+        records = records_of(rt)
+        first, second = (records[int(rt.boundary(k).timestamp())] for k in (1, 2))
+        assert first["params"]["gate_closure_s"] == 0
+        assert first["params"]["next_gate_closure_s"] == lead
+        assert first["params"]["governance"]["values"]["gate_closure_s"]["proposal"] == pid
+        assert second["params"]["gate_closure_s"] == lead
+        verified = rt.verify()
+        assert verified["problems"] == []
+        assert verified["verified"] == verified["records"] == 3
+
+        # a record whose book closed at another gate than the one announced is caught, and
+        # an announcement the registry did not make too
+        moved = copy.deepcopy(second)
+        moved["params"]["gate_closure_s"] = 0
+        assert "gate closure: its book closed 0 s" in " ".join(verify_gate_chain(first, moved))
+        assert verify_gate_chain(first, second) == []
+        announced = copy.deepcopy(first)
+        announced["params"]["next_gate_closure_s"] = 0
+        announced["params"]["governance"]["applied"]["next_gate_closure_s"] = 0
+        found = " ".join(verify_governance(announced, registry_reader(rt.client.contracts)))
+        assert "applied" in found
+        assert "next_gate_closure_s" in found
+
+
+def test_a_governed_gate_closure_the_intervals_cannot_honour_is_not_applied(
+    tmp_path: Path,
+) -> None:
+    with demo_runtime(tmp_path) as rt:
+        community = set_up_community(rt.client, rt.site, rt.accounts)
+        rt.cycle.governed = community.gov.governed_values
+        rt.governed_at = registry_reader(rt.client.contracts)
+        length = rt.site.interval_s
+        rt.tick(0)
+        enact(community, [community.gov.set_parameter("gate_closure_s", length)])
+        rt.tick(1)
+        assert rt.cycle.gate_closure_s == rt.site.gate_closure_s
+        rt.tick(2)
+        rt.tick(3, clear_next=False)
+        record = records_of(rt)[int(rt.boundary(1).timestamp())]
+        assert record["params"]["next_gate_closure_s"] == rt.site.gate_closure_s
+        notes = " ".join(record["params"]["governance"]["notes"])
+        assert f"governed gate_closure_s {length} s is not below the site's interval_s" in notes
+        assert rt.verify()["problems"] == []
