@@ -61,3 +61,31 @@ def test_audit_record_hash(s: Store) -> None:
     h2 = s.save_audit(5, {"x": 2})
     assert h1 != h2
     assert [r["record"] for r in s.audit_records()] == [{"x": 2}]
+
+
+def _cleared(store: Store, interval_id: int, params: dict[str, int] | None) -> None:
+    """Claim ``interval_id`` and store a result whose inputs hold ``params`` (``None``: an
+    abandoned interval, stored without inputs)."""
+    assert store.claim_interval(interval_id, 900)
+    result: dict[str, object] = {"reason": "x"}
+    if params is not None:
+        result["inputs"] = {"params": params}
+    store.save_result(
+        interval_id, status="cleared", reason="x", book_hash="", n_orders=0, result=result,
+        setpoints=[],
+    )  # fmt: skip
+
+
+def test_the_gate_closure_in_force_is_the_one_the_latest_clearing_announced(s: Store) -> None:
+    assert s.gate_closure_in_force(0, 900) == 0  # nothing cleared: the site file's
+    _cleared(s, 900, {"gate_closure_s": 0, "interval_s": 900})  # an earlier release's record
+    assert s.gate_closure_in_force(60, 900) == 60
+    _cleared(s, 1800, {"gate_closure_s": 0, "next_gate_closure_s": 300})
+    assert s.gate_closure_in_force(0, 900) == 300
+    _cleared(s, 2700, None)  # abandoned: nothing read; the announcement before it stands
+    assert s.gate_closure_in_force(0, 900) == 300
+    s.claim_interval(3600, 900)  # claimed, no result yet
+    assert s.gate_closure_in_force(0, 900) == 300
+    assert s.gate_closure_in_force(0, 300) == 0  # not below a shorter interval: the file's
+    _cleared(s, 4500, {"gate_closure_s": 300, "next_gate_closure_s": 0})
+    assert s.gate_closure_in_force(120, 900) == 0
