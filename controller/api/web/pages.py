@@ -15,10 +15,13 @@ path                                             what
 ``/ui/sites/{site}/prosumer/{participant}``      a prosumer's orders, trades,
                                                  readings, balances, earnings
 ``/ui/sites/{site}/auditor``                     records, anchors, verify, exports
+``/ui/sites/{site}/governance``                  members, governed values and their
+                                                 history, proposals, votes; a
+                                                 member votes (op, aud, pros)
 ================================================ ==================================
 
 Fragments (``/ui/sites/{site}/parts/{name}``, HTML for htmx, bearer token as for the API):
-``now``, ``result``, ``devices``, ``settlements``, ``alerts``, ``records``.
+``now``, ``result``, ``devices``, ``settlements``, ``alerts``, ``records``, ``governance``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from fastapi.templating import Jinja2Templates
 
 from controller.api.deps import ApiError, PrincipalDep, SiteDep, require_participant
 from controller.api.routes_dashboard import DashboardDep, audit_records
+from controller.api.routes_governance import get_governance
 from controller.api.routes_reads import Cursor, devices_of
 from controller.auth import Role
 from controller.service import Service
@@ -62,6 +66,7 @@ PAGES: Final = {
     "map": ("Feeder map", ("operator", "auditor", "prosumer")),
     "history": ("History", ("operator", "auditor", "prosumer")),
     "auditor": ("Audit", ("operator", "auditor")),
+    "governance": ("Governance", ("operator", "auditor", "prosumer")),
 }
 """Page -> (title, the roles that may open it)."""
 
@@ -88,13 +93,32 @@ def _fmt_time(unix_s: Any) -> str:  # noqa: ANN401
     return "–" if unix_s is None else utc_label(int(unix_s))
 
 
+def _fmt_duration(seconds: Any) -> str:  # noqa: ANN401
+    """``86400`` -> ``1 d``, ``5400`` -> ``1 h 30 min``, ``45`` -> ``45 s``."""
+    left = int(seconds)
+    if left == 0:
+        return "none"
+    parts = []
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60), ("s", 1)):
+        if left >= size:
+            parts.append(f"{left // size} {unit}")
+            left %= size
+    return " ".join(parts)
+
+
 def _short(value: Any, n: int = 10) -> str:  # noqa: ANN401
     text = "" if value is None else str(value)
     return text if len(text) <= n + 4 else f"{text[:n]}…"
 
 
 TEMPLATES.env.filters.update(
-    kwh=_fmt_kwh, price=_fmt_price, units=_fmt_units, pu=_fmt_pu, utc=_fmt_time, short=_short
+    kwh=_fmt_kwh,
+    price=_fmt_price,
+    units=_fmt_units,
+    pu=_fmt_pu,
+    utc=_fmt_time,
+    short=_short,
+    duration=_fmt_duration,
 )
 
 
@@ -163,9 +187,11 @@ def prosumer_page(request: Request, service: SiteDep, participant: str) -> HTMLR
 
 @router.get("/ui/sites/{site}/{page}")
 def page_of(request: Request, service: SiteDep, page: str) -> HTMLResponse:
-    """The operator, map, history and auditor pages."""
+    """The operator, map, history, auditor and governance pages."""
     if page not in PAGES:
         raise ApiError(404, "not_found", f"no page {page!r}")
+    if page == "governance":  # without governance the page says so, and asks for nothing
+        return _page(request, service, page, has_governance=service.governance is not None)
     return _page(request, service, page)
 
 
@@ -231,6 +257,22 @@ def part_records(
         raise ApiError(403, "forbidden", "only an operator or an auditor may read this")
     page = audit_records(service, principal, dashboard, limit=limit, cursor=cursor)
     return _fragment(request, "records", page=page, site_id=service.site_id)
+
+
+@router.get("/ui/sites/{site}/parts/governance")
+def part_governance(request: Request, service: SiteDep, principal: PrincipalDep) -> HTMLResponse:
+    """Members, governed values and their history, proposals with their votes.
+
+    The same data as ``GET .../governance`` (anyone may read it); a prosumer gets vote
+    buttons on the open proposals they have not voted on. 404 ``no_governance`` without.
+    """
+    return _fragment(
+        request,
+        "governance",
+        gov=get_governance(service),
+        me_address=principal.address,
+        me_role=principal.role.value,
+    )
 
 
 @router.get("/ui/sites/{site}/parts/account/{participant}")
