@@ -72,6 +72,7 @@ LOADED = {
     "history": "body[data-history-loaded]",
     "auditor": "#records",
     "prosumer/bob": "body[data-prosumer-loaded]",
+    "governance": "#governance",
 }
 
 
@@ -79,9 +80,9 @@ LOADED = {
 @pytest.mark.parametrize(
     ("label", "role", "pages"),
     [
-        (OPERATOR, "operator", ["operator", "map", "history", "auditor"]),
-        (AUDITOR, "auditor", ["auditor", "operator", "history"]),
-        ("bob", "prosumer", ["prosumer/bob", "map", "history"]),
+        (OPERATOR, "operator", ["operator", "map", "history", "auditor", "governance"]),
+        (AUDITOR, "auditor", ["auditor", "operator", "history", "governance"]),
+        ("bob", "prosumer", ["prosumer/bob", "map", "history", "governance"]),
     ],
 )
 def test_every_page_loads_clean(

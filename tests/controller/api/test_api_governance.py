@@ -182,3 +182,23 @@ def test_proposals_carry_their_votes_and_the_values_their_history(api: Api) -> N
     assert fee[-1]["block_number"] == vote["executed_block"]
     assert fee[-1]["block_number"] == in_force["community_fee_bps"]["since_block"]
     assert fee[0]["time_s"] < fee[-1]["time_s"]  # the vote took the chain's clock two days on
+
+
+def test_without_governance_the_page_says_so_and_the_fragment_is_a_404(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = {"Authorization": f"Bearer {api.token('bob')}"}
+    with httpx.Client(base_url=api.base, timeout=30) as http:
+        page = http.get(f"/ui/sites/{api.service.site_id}/governance")
+        assert page.status_code == 200
+        assert "/static/governance.js" in page.text
+        part = http.get(f"/ui/sites/{api.service.site_id}/parts/governance", headers=token)
+        assert part.status_code == 200
+        assert 'id="governance"' in part.text
+        monkeypatch.setattr(api.service, "governance", None)
+        page = http.get(f"/ui/sites/{api.service.site_id}/governance")
+        assert page.status_code == 200
+        assert "No community governance on this site" in page.text
+        assert "/static/governance.js" not in page.text  # nothing asks for what is not there
+        part = http.get(f"/ui/sites/{api.service.site_id}/parts/governance", headers=token)
+        assert (part.status_code, part.json()["code"]) == (404, "no_governance")
