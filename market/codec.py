@@ -267,9 +267,12 @@ def reading_to_dict(reading: MeterReading) -> dict[str, Any]:
         ``device_id``, ``participant``, ``bus``, ``measured_at`` (ISO 8601, UTC), ``p_w`` [W]
         (+ = import/consumption), ``import_wh_total``/``export_wh_total`` [Wh] (counters),
         ``quality``, ``reason`` and ``soc_percent`` [%] (``None`` unless a battery read a
-        number).
+        number); for a signed reading also ``signed``, the reading as the device signed it
+        (:meth:`market.signed_readings.SignedReading.to_ocmf`: OCMF field names, the signed
+        message ``PL`` and the signature ``SD``), so the Merkle leaf commits to the signature
+        and anyone holding it can verify it again.
     """
-    return {
+    out = {
         "device_id": reading.device_id,
         "participant": reading.participant,
         "bus": reading.bus,
@@ -281,6 +284,9 @@ def reading_to_dict(reading: MeterReading) -> dict[str, Any]:
         "reason": reading.reason,
         "soc_percent": None if reading.soc_percent is None else _number(reading.soc_percent),
     }
+    if reading.signed is not None:
+        out["signed"] = reading.signed.to_ocmf()
+    return out
 
 
 def reading_leaf(start: Mapping[str, Any], end: Mapping[str, Any]) -> dict[str, Any]:
@@ -371,6 +377,9 @@ def batch_to_dict(batch: SettlementBatch) -> dict[str, Any]:
         changed a carried debt, ``debts`` (``[account, balance before, balance after]``
         [token units], :class:`~market.domain.DebtChange`), only when a community fee was in
         force, ``community_fee_bps`` (and each seller line's ``fee_amount`` [token units]),
+        only under a signing policy (issue 17), ``reading_signatures`` and
+        ``unverified_penalty_bps`` (and a line's ``unverified`` reason and ``penalty_amount``
+        [token units] where not verified),
         and, only when the batch is anchored to its audit record, ``record_hash`` (64 hex
         digits).
     """
@@ -397,12 +406,17 @@ def batch_to_dict(batch: SettlementBatch) -> dict[str, Any]:
                 "metered": ln.metered,
                 "reason": ln.reason,
                 **({"fee_amount": ln.fee_amount} if ln.fee_amount else {}),
+                **({"unverified": ln.unverified} if ln.unverified else {}),
+                **({"penalty_amount": ln.penalty_amount} if ln.penalty_amount else {}),
             }
             for ln in batch.lines
         ],
     }
     if batch.community_fee_bps:
         out["community_fee_bps"] = batch.community_fee_bps
+    if batch.reading_signatures:
+        out["reading_signatures"] = batch.reading_signatures
+        out["unverified_penalty_bps"] = batch.unverified_penalty_bps
     if batch.debts:
         out["debts"] = [[d.account, d.before, d.after] for d in batch.debts]
     if batch.record_hash:
@@ -447,6 +461,8 @@ def batch_from_dict(data: Mapping[str, Any], interval: Interval) -> SettlementBa
                 metered=bool(ln["metered"]),
                 reason=str(ln.get("reason", "")),
                 fee_amount=TokenUnits(int(ln.get("fee_amount", 0))),
+                unverified=str(ln.get("unverified", "")),
+                penalty_amount=TokenUnits(int(ln.get("penalty_amount", 0))),
             )
             for ln in data.get("lines", [])
         ),
@@ -461,6 +477,8 @@ def batch_from_dict(data: Mapping[str, Any], interval: Interval) -> SettlementBa
             for a, before, after in data.get("debts", [])
         ),
         community_fee_bps=int(data.get("community_fee_bps", 0)),
+        reading_signatures=str(data.get("reading_signatures", "")),
+        unverified_penalty_bps=int(data.get("unverified_penalty_bps", 0)),
         record_hash=str(data.get("record_hash", "")),
     )
     if batch.batch_id != data["batch_id"]:

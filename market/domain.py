@@ -16,11 +16,14 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, NewType
+from typing import TYPE_CHECKING, Any, NewType
 
 from market.canonical import content_hash
 from market.errors import InvalidInterval, InvalidOrder, SettlementError
 from market.units import PricePerKwh, TokenUnits, W, Wh
+
+if TYPE_CHECKING:
+    from market.signed_readings import SignedReading
 
 ParticipantId = NewType("ParticipantId", str)
 BusId = NewType("BusId", str)
@@ -637,11 +640,18 @@ def _replace(obj: ClearingResult, **changes: Any) -> ClearingResult:  # noqa: AN
 
 
 class ReadingQuality(enum.StrEnum):
-    """Quality of a meter reading."""
+    """Quality of a meter reading.
+
+    ``UNVERIFIED``: the device answered, but its signed reading failed the checks of
+    :func:`market.signed_readings.check_reading` (signature, key, sequence, time), or it is
+    unsigned where the site requires signatures; ``reason`` says which. Its counters are
+    kept for the record but vouch for nothing (:mod:`market.settlement`, rule 4b).
+    """
 
     OK = "ok"
     STALE = "stale"
     MISSING = "missing"
+    UNVERIFIED = "unverified"
 
 
 class MeterRole(enum.StrEnum):
@@ -671,7 +681,9 @@ class MeterReading:
     export (production)** — the OpenEMS GRID convention. ``import_wh_total`` and
     ``export_wh_total`` [Wh] are the device's cumulative counters. A failed read is a value:
     ``quality=MISSING`` with ``reason`` set and the numbers at 0; a too-old one is ``STALE``.
-    ``soc_percent`` is set for batteries only.
+    ``soc_percent`` is set for batteries only. ``signed`` is the reading as the device signed
+    it (:mod:`market.signed_readings`; its values are this reading's), ``None`` for an
+    unsigned device.
     """
 
     device_id: DeviceId
@@ -684,6 +696,7 @@ class MeterReading:
     quality: ReadingQuality = ReadingQuality.OK
     reason: str = ""
     soc_percent: float | None = None
+    signed: SignedReading | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "measured_at", require_utc(self.measured_at, "measured_at"))
@@ -751,11 +764,18 @@ class SettlementLine:
     reason: str = ""
     fee_amount: TokenUnits = TokenUnits(0)  # noqa: RUF009 - a NewType: the int 0
     """The community fee on its local sales [token units], paid to COMMUNITY (>= 0)."""
+    unverified: str = ""
+    """Why its energy is not verified by signed readings (``""``: it is, or the site has no
+    signing policy); an unverified participant earns no reward."""
+    penalty_amount: TokenUnits = TokenUnits(0)  # noqa: RUF009 - a NewType: the int 0
+    """The penalty for readings that failed verification [token units], to COMMUNITY (>= 0)."""
 
     @property
     def net_amount(self) -> TokenUnits:
         """Signed total [token units]: positive = the participant is paid."""
-        return TokenUnits(self.trade_amount + self.imbalance_amount - self.fee_amount)
+        return TokenUnits(
+            self.trade_amount + self.imbalance_amount - self.fee_amount - self.penalty_amount
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -795,6 +815,12 @@ class SettlementBatch:
     community_fee_bps: int = 0
     """The community fee in force [basis points of a local trade's buyer amount]; the
     lines' ``fee_amount`` and the amounts already hold it, so it is not hashed again."""
+    reading_signatures: str = ""
+    """The site's signing policy when it was settled (``required``/``optional``; ``""``:
+    before signed readings, every OK reading counts as verified)."""
+    unverified_penalty_bps: int = 0
+    """The penalty for unverified readings in force [basis points of the cleared purchase
+    valued at the import tariff] (rule 4b)."""
     record_hash: str = ""
     """The content hash of the interval's audit record core (64 hex digits), folded into the
     batch id so the chain commits to the whole record; ``""`` for batches of earlier releases."""

@@ -11,13 +11,19 @@ The rule (DESIGN.md section 3), for one interval and one participant:
   participant without one is metered by the sum of its ``generation``, ``load`` and
   ``storage`` devices, each signed by its own counters (a PV inverter's export counter, a
   load's import counter, a battery's both);
-* a participant is **complete** only if every device that counts has an OK reading at both
-  boundaries and no counter went backwards. Otherwise the participant is incomplete, with a
-  reason per device in the order the devices are listed (``"; "``-joined), and settlement
-  treats it as unmetered: settled as cleared, flagged (:mod:`market.settlement`). A
-  participant without any device is incomplete too: its energy cannot be verified. A
-  device that does not count (a PV inverter behind a connection-point meter) does not make
-  its participant incomplete.
+* a counting device read **UNVERIFIED** at either boundary (its signed reading failed its
+  checks, :mod:`market.signed_readings`) makes its participant *unverified*, with the reason
+  (:attr:`MeteredEnergy.unverified`): its import still counts (taken as read, never less
+  than 0), its export is kept apart (:attr:`MeteredEnergy.unverified_export_wh`) because it
+  vouches for no delivery (:mod:`market.settlement`, rule 4b). Devices read OK without a
+  signature are listed in :attr:`MeteredEnergy.unsigned`;
+* a participant is **complete** only if every device that counts has an OK (or
+  UNVERIFIED) reading at both boundaries and no verified counter went backwards. Otherwise
+  the participant is incomplete, with a reason per device in the order the devices are
+  listed (``"; "``-joined), and settlement treats it as unmetered: settled as cleared,
+  flagged (:mod:`market.settlement`). A participant without any device is incomplete too:
+  its energy cannot be verified. A device that does not count (a PV inverter behind a
+  connection-point meter) does not make its participant incomplete.
 
 The energy of the counting devices that did read is still summed, so an operator settling
 an incomplete participant by hand sees what was measured. Nothing is estimated.
@@ -31,6 +37,8 @@ from dataclasses import dataclass
 from market.domain import DeviceId, MeterReading, MeterRole, ParticipantId, ReadingQuality
 from market.errors import SettlementError
 from market.units import Wh
+
+OK = ReadingQuality.OK
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +88,12 @@ class MeteredEnergy:
     complete: bool = True
     reason: str = ""
     counted: tuple[DeviceId, ...] = ()
+    unverified: str = ""
+    """Why some counting device's readings are not verified (``""``: none is UNVERIFIED)."""
+    unverified_export_wh: Wh = Wh(0)  # noqa: RUF009 - a NewType: the int 0
+    """The part of ``export_wh`` read from UNVERIFIED devices [Wh]."""
+    unsigned: tuple[DeviceId, ...] = ()
+    """Counting devices read OK without a signed reading at either boundary."""
 
     def __post_init__(self) -> None:
         if self.import_wh < 0 or self.export_wh < 0:
@@ -126,14 +140,23 @@ def _energy_of(
     end: Mapping[DeviceId, MeterReading],
 ) -> MeteredEnergy:
     """The summed counter deltas of ``devices`` [Wh], with every device's problem named."""
-    imp = exp = 0
+    imp = exp = unverified_exp = 0
     problems: list[str] = []
+    unverified: list[str] = []
+    unsigned: list[DeviceId] = []
     if not devices:
         problems.append("no metering device: energy cannot be verified")
     for d in devices:
         a, b = start.get(d), end.get(d)
         if a is None or b is None:
             problems.append(f"{d}: no reading at the interval's start or end")
+            continue
+        if ReadingQuality.UNVERIFIED in (a.quality, b.quality):
+            why = [r.reason or r.quality.value for r in (a, b) if r.quality is not OK]
+            unverified.append(f"{d}: {'; '.join(dict.fromkeys(why))}")
+            if ReadingQuality.MISSING not in (a.quality, b.quality):  # both hold counters
+                imp += max(0, b.import_wh_total - a.import_wh_total)
+                unverified_exp += max(0, b.export_wh_total - a.export_wh_total)
             continue
         if a.quality is not ReadingQuality.OK or b.quality is not ReadingQuality.OK:
             problems.append(f"{d}: reading {a.quality.value}/{b.quality.value}")
@@ -145,13 +168,18 @@ def _energy_of(
             continue
         imp += d_imp
         exp += d_exp
+        if a.signed is None or b.signed is None:
+            unsigned.append(d)
     return MeteredEnergy(
         participant=participant,
         import_wh=Wh(imp),
-        export_wh=Wh(exp),
+        export_wh=Wh(exp + unverified_exp),
         complete=not problems,
         reason="; ".join(problems),
         counted=tuple(devices),
+        unverified="; ".join(unverified),
+        unverified_export_wh=Wh(unverified_exp),
+        unsigned=tuple(unsigned),
     )
 
 

@@ -25,6 +25,25 @@ integers, DESIGN.md section 3):
 4. **Unmetered.** A participant without a complete reading (a counting device MISSING at the
    start or end of the interval) settles its trades as cleared and no imbalance; the line is flagged
    ``metered=False`` with the reason, so the operator can settle it by hand. Nothing is guessed.
+
+   4b. **Unverified** (issue 17: signed readings). A participant with a counting device read
+   ``UNVERIFIED`` at either boundary (its signature, key, sequence or time failed, or it is
+   unsigned where the site requires signatures; or, with ``reading_signatures =
+   "required"``, any counting device read without a signature) gains nothing by it. Energy it
+   fed in through such a device is **not delivered**: that export counts 0. What it took
+   counts **at least as cleared**: ``max(its devices' import, its cleared purchase)``, the
+   unverified counters only ever raising it. The imbalance rule (3) then settles the
+   difference, so a sale not backed by verified readings is bought back from GRID at the
+   import tariff. On top it pays a **penalty** to COMMUNITY of ``unverified_penalty_bps`` of
+   its cleared purchase valued at the import tariff, ``ceil(cleared_buy_wh * import_price
+   * bps / 10^7)`` (:func:`unverified_penalty`), shown as the line's ``penalty_amount``,
+   and it earns **no reward**. This rule comes before rule 4: a failed verification is never
+   settled as cleared. The line's ``unverified`` says why.
+
+   4c. **Unsigned, signing optional.** With ``reading_signatures = "optional"`` a participant
+   metered by unsigned (legacy) meters is settled by them as usual, but its line says
+   ``unverified`` and it earns no reward. Sites settled before signed readings (no policy,
+   ``""``) count every OK reading as verified, as they always did.
 5. **Roots.** ``trades_root`` is the Merkle root (:mod:`market.merkle`) of the trades
    (:func:`~market.domain.trade_to_dict`), ``readings_root`` that of the devices' boundary
    readings (:func:`~market.codec.reading_leaves`).
@@ -83,11 +102,34 @@ from market.domain import (
     Tariffs,
     trade_to_dict,
 )
-from market.errors import SettlementError
-from market.governance import community_fee
+from market.errors import InvalidQuantity, SettlementError
+from market.governance import BPS, community_fee
 from market.merkle import merkle_root
 from market.metering import Meter, MeteredEnergy, metered_energy
 from market.units import TokenUnits, Wh, buyer_payment, seller_revenue
+
+SIGNATURE_POLICIES = ("", "optional", "required")
+"""``reading_signatures`` values: none (before signed readings), optional, required."""
+
+
+def unverified_penalty(cleared_buy_wh: int, import_price: int, penalty_bps: int) -> int:
+    """Rule 4b's penalty [token units]: ``ceil(cleared_buy_wh * import_price * bps / 10^7)``.
+
+    ``penalty_bps`` of the participant's cleared purchase [Wh] valued at the import tariff
+    [token units / kWh]: 10,000 bps charge the purchase once more at the grid's price.
+
+    Raises
+    ------
+    InvalidQuantity
+        ``penalty_bps`` outside 0..10,000, or a negative energy or price.
+    """
+    if not 0 <= penalty_bps <= BPS:
+        msg = f"unverified_penalty_bps must be 0..{BPS}, got {penalty_bps}"
+        raise InvalidQuantity(msg)
+    if cleared_buy_wh < 0 or import_price < 0:
+        msg = f"penalty of {cleared_buy_wh} Wh at {import_price} per kWh: both must be >= 0"
+        raise InvalidQuantity(msg)
+    return -(-cleared_buy_wh * import_price * penalty_bps // (1000 * BPS))
 
 
 def verified_local_wh(
@@ -97,7 +139,7 @@ def verified_local_wh(
 
     ``min(energy it sold to other participants, its metered export)``: only trades between
     participants count (not sales to the grid), and only what the meters confirm. An
-    unmetered participant earns nothing for the interval.
+    unmetered or unverified participant (rules 4, 4b, 4c) earns nothing for the interval.
 
     Parameters
     ----------
@@ -119,7 +161,7 @@ def verified_local_wh(
     out: list[tuple[ParticipantId, Wh]] = []
     for line in lines:
         wh = min(sold_locally.get(line.participant, 0), line.metered_export_wh)
-        if line.metered and wh > 0:
+        if line.metered and not line.unverified and wh > 0:
             out.append((line.participant, Wh(wh)))
     return tuple(sorted(out))
 
@@ -132,6 +174,8 @@ def settle(
     *,
     meters: Mapping[ParticipantId, Sequence[Meter]] | None = None,
     community_fee_bps: int = 0,
+    reading_signatures: str = "",
+    unverified_penalty_bps: int = 0,
 ) -> SettlementBatch:
     """Settle a cleared interval against the meters (the module's rules).
 
@@ -150,6 +194,10 @@ def settle(
         participant, all summed.
     community_fee_bps : int
         The community fee in force (rule 1a) [basis points], 0 to 10,000.
+    reading_signatures : str
+        The site's signing policy (:data:`SIGNATURE_POLICIES`; rules 4b, 4c).
+    unverified_penalty_bps : int
+        Rule 4b's penalty [basis points], 0 to 10,000.
 
     Returns
     -------
@@ -159,14 +207,36 @@ def settle(
     Raises
     ------
     SettlementError
-        If the batch would not sum to zero (a bug, never an input).
+        If the batch would not sum to zero (a bug, never an input), or the policy is unknown.
+    InvalidQuantity
+        A fee or penalty rate outside 0..10,000.
     """
     metered = metered_energy(start_readings, end_readings, meters)
     leaves = reading_leaves(
         [reading_to_dict(r) for r in start_readings.values()],
         [reading_to_dict(r) for r in end_readings.values()],
     )
-    return _settle_metered(result, metered, tariffs, merkle_root(leaves), community_fee_bps)
+    return _settle_metered(
+        result,
+        metered,
+        tariffs,
+        merkle_root(leaves),
+        community_fee_bps,
+        reading_signatures=reading_signatures,
+        unverified_penalty_bps=unverified_penalty_bps,
+    )
+
+
+def _unverified_reason(m: MeteredEnergy, reading_signatures: str) -> tuple[str, bool]:
+    """Why ``m`` is not verified, and whether that is a failure (rule 4b) or unsigned (4c)."""
+    if m.unverified:
+        return m.unverified, True
+    if not m.unsigned or not reading_signatures:
+        return "", False
+    devices = ", ".join(m.unsigned)
+    if reading_signatures == "required":
+        return f"{devices}: not signed (the site requires signed readings)", True
+    return f"{devices}: unsigned readings (signing optional)", False
 
 
 def _settle_metered(
@@ -175,8 +245,15 @@ def _settle_metered(
     tariffs: Tariffs,
     readings_root: bytes,
     community_fee_bps: int = 0,
+    *,
+    reading_signatures: str = "",
+    unverified_penalty_bps: int = 0,
 ) -> SettlementBatch:
-    """Rules 1, 1a, 3 and 4 on metered energy; ``readings_root`` goes into the batch as given."""
+    """Rules 1 to 4c on metered energy; ``readings_root`` goes into the batch as given."""
+    if reading_signatures not in SIGNATURE_POLICIES:
+        msg = f"reading_signatures must be one of {SIGNATURE_POLICIES}, got {reading_signatures!r}"
+        raise SettlementError(msg)
+    unverified_penalty(0, 0, unverified_penalty_bps)  # checks the rate
     import_price, export_price = tariffs.import_price, tariffs.export_price
     amounts: dict[ParticipantId, int] = defaultdict(int)
     trade_amount: dict[ParticipantId, int] = defaultdict(int)
@@ -201,7 +278,24 @@ def _settle_metered(
     for p in participants:
         m = metered.get(p)
         cleared_net = bought[p] - sold[p]
-        if m is None or not m.complete:
+        why, failed = ("", False) if m is None else _unverified_reason(m, reading_signatures)
+        penalty = 0
+        if m is not None and failed:  # rule 4b: export not delivered, import at least cleared
+            taken = max(m.import_wh, bought[p])
+            fed = m.export_wh - m.unverified_export_wh
+            if m.unsigned and reading_signatures == "required" and not m.unverified:
+                fed = 0
+            penalty = unverified_penalty(bought[p], import_price, unverified_penalty_bps)
+            amounts[p] -= penalty
+            amounts[COMMUNITY] += penalty
+            m = MeteredEnergy(
+                participant=p,
+                import_wh=Wh(taken),
+                export_wh=Wh(fed),
+                counted=m.counted,
+                unverified=m.unverified,
+            )
+        elif m is None or not m.complete:
             reason = "no reading" if m is None else m.reason
             lines.append(
                 SettlementLine(
@@ -246,7 +340,14 @@ def _settle_metered(
                 trade_amount=TokenUnits(trade_amount[p]),
                 imbalance_amount=TokenUnits(imb_amount),
                 metered=True,
+                reason=(
+                    f"unverified: export not counted, import at least as cleared, penalty {penalty}"
+                    if failed
+                    else ""
+                ),
                 fee_amount=TokenUnits(fees.get(p, 0)),
+                unverified=why,
+                penalty_amount=TokenUnits(penalty),
             )
         )
     return SettlementBatch(
@@ -259,6 +360,8 @@ def _settle_metered(
         import_price=import_price,
         export_price=export_price,
         community_fee_bps=community_fee_bps,
+        reading_signatures=reading_signatures,
+        unverified_penalty_bps=unverified_penalty_bps if reading_signatures else 0,
     )
 
 
