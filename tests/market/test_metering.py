@@ -28,6 +28,7 @@ def test_counter_deltas_are_summed_over_a_participants_devices() -> None:
             import_wh=401,  # type: ignore[arg-type]
             export_wh=920,  # type: ignore[arg-type]
             counted=(DeviceId("a-meter"), DeviceId("a-pv")),
+            unsigned=(DeviceId("a-meter"), DeviceId("a-pv")),  # read without signatures
         )
     }
 
