@@ -28,6 +28,7 @@ from eth_typing import ABI
 from adapters.chain.errors import ArtifactNotFound
 
 CONTRACT_NAMES = (
+    "DeviceKeys",
     "Governor",
     "Guardian",
     "Membership",

@@ -59,6 +59,11 @@ GAS_GOV_QUEUE_BASE: Final = 200_000  # measured 145_567 for one action, 434_289 
 GAS_GOV_QUEUE_PER_ACTION: Final = 60_000
 GAS_GOV_EXECUTE_BASE: Final = 200_000  # measured 167_510 for one action, 620_079 for eight
 GAS_GOV_EXECUTE_PER_ACTION: Final = 150_000
+# device keys (issue 17): each change appends a checkpoint of four fresh storage slots
+GAS_DEPLOY_DEVICE_KEYS: Final = 2_200_000  # measured 1_590_783
+GAS_KEY_REGISTER: Final = 230_000  # register or rotate: measured 160_983 (first), 146_343 after
+GAS_KEY_REVOKE: Final = 180_000  # measured 126_497
+GAS_KEY_CHANGE_BY_SIG: Final = 270_000  # measured 190_129 (a relayed first registration)
 
 
 def settle_gas_limit(n_entries: int, n_fresh: int = 0) -> int:
