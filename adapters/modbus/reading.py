@@ -32,6 +32,7 @@ from adapters.modbus.codec import Value
 from adapters.modbus.errors import AdapterError, CodecError, InvalidArgument, RegisterMapError
 from adapters.modbus.image import RegisterImage, plan_reads
 from adapters.modbus.regmap import MEASUREMENT_TARGETS, RegisterMap, Target
+from adapters.modbus.signed_block import BLOCK_REGISTERS, from_registers, read_block
 from market.domain import (
     BusId,
     DeviceId,
@@ -158,13 +159,19 @@ class DeviceReader:
         ``0`` makes every failure MISSING.
     backoff : Backoff
         Pauses after failures.
+    signed_block : int or None
+        Input register address of the device's signed-reading block
+        (:mod:`adapters.modbus.signed_block`), ``None`` for an unsigned device. The block is
+        read in one request after the map's fields, and the reading's power, counters and
+        time are the signed ones (``MeterReading.signed``; the controller verifies them); a
+        block that holds no signed reading makes the reading ``UNVERIFIED``, with the reason.
 
     Raises
     ------
     RegisterMapError
         The map has no ``p_w`` field.
     InvalidArgument
-        ``max_age_s < 0``.
+        ``max_age_s < 0``, or a signed block that does not fit the register space.
     """
 
     def __init__(
@@ -177,7 +184,12 @@ class DeviceReader:
         max_age_s: float = 0.0,
         *,
         backoff: Backoff | None = None,
+        signed_block: int | None = None,
     ) -> None:
+        if signed_block is not None and not 0 <= signed_block <= 0x10000 - BLOCK_REGISTERS:
+            msg = f"signed_block {signed_block} does not leave {BLOCK_REGISTERS} registers"
+            raise InvalidArgument(msg)
+        self.signed_block = signed_block
         if register_map.for_target(Target.P_W) is None:
             msg = f"register map {register_map.name!r} has no field for p_w: cannot read a meter"
             raise RegisterMapError(msg)
@@ -247,8 +259,11 @@ class DeviceReader:
             )
             return self._substitute(now, reason)
         image = RegisterImage(self.register_map)
+        block: list[int] | None = None
         try:
             image.fetch(self.client, self._plan if self._verified else self._identity_plan)
+            if self.signed_block is not None:
+                block = read_block(self.client, self.signed_block)
         except AdapterError as exc:
             return self._device_failed(now, str(exc))
         except Exception as exc:  # a bug: the boundary that keeps the cycle going
@@ -263,11 +278,32 @@ class DeviceReader:
         self._failures = 0
         self._paused_until = None
         try:
-            return self._decode(image, now)
+            reading = self._decode(image, now)
         except (CodecError, ValueError) as exc:
             self._verified = not self._identity
             self._last_error = f"cannot decode: {exc}"
             return self._substitute(now, self._last_error)
+        if block is None or reading.quality is not ReadingQuality.OK:
+            return reading
+        return self._signed(reading, block)
+
+    def _signed(self, reading: MeterReading, block: list[int]) -> MeterReading:
+        """``reading`` with the signed block's power, counters and time, and its signature."""
+        try:
+            signed = from_registers(block)
+        except CodecError as exc:
+            return dataclasses.replace(
+                reading, quality=ReadingQuality.UNVERIFIED, reason=f"signed block: {exc}"
+            )
+        p = signed.payload
+        return dataclasses.replace(
+            reading,
+            measured_at=p.measured_at,
+            p_w=W(p.p_w),
+            import_wh_total=Wh(p.import_wh_total),
+            export_wh_total=Wh(p.export_wh_total),
+            signed=signed,
+        )
 
     def unavailable(self, now: datetime, reason: str) -> MeterReading:
         """The reading to report when the device could not be read at ``now``.

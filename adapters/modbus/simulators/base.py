@@ -24,6 +24,8 @@ properties look at a setpoint, so no client can see a setpoint that should have 
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import math
 import socket
 import threading
@@ -35,8 +37,10 @@ from types import TracebackType
 from typing import Self, TypedDict
 
 import serial
+from cryptography.hazmat.primitives.asymmetric import ec
 from modbus_tk import defines as mb
 from modbus_tk import modbus_rtu
+from modbus_tk.exceptions import ModbusError, OverlapModbusBlockError
 from modbus_tk.modbus import Databank
 
 from adapters.modbus import codec
@@ -45,11 +49,22 @@ from adapters.modbus.errors import InvalidArgument, RegisterMapError, SimulatorN
 from adapters.modbus.fields import decode_field, encode_field
 from adapters.modbus.mapfiles import load_register_map
 from adapters.modbus.regmap import RegisterField, RegisterMap, Target
+from adapters.modbus.signed_block import BLOCK_REGISTERS, to_registers
 from adapters.modbus.simulators.faults import Behaviour, SimFault
 from adapters.modbus.simulators.servers import SimRtuServer, SimTcpServer, wait_until_accepting
 from market.domain import require_utc
+from market.signed_readings import (
+    ReadingPayload,
+    SignedReading,
+    new_private_key,
+    public_key_bytes,
+    sign,
+)
+from market.units import round_half_even
 
 _BLOCK_TYPE = {Table.HOLDING: mb.HOLDING_REGISTERS, Table.INPUT: mb.ANALOG_INPUTS}
+SIGNED = "signed"
+"""The databank block of the signed-reading block (:mod:`adapters.modbus.signed_block`)."""
 START_TIMEOUT_S = 5.0
 """Longest wait [s] for a server to start or stop."""
 
@@ -66,6 +81,9 @@ class SimOptions(TypedDict, total=False):
     max_step_s: float
     info: Mapping[str, Value] | None
     revert_clock: Callable[[], float] | None
+    device_id: str | None
+    signed_block: int | None
+    signing_key: ec.EllipticCurvePrivateKey | None
 
 
 @dataclass(eq=False, slots=True)
@@ -92,6 +110,16 @@ class RevertTimer:
     revert: Callable[[], None]
     started_at: float | None = None
     reverts: int = 0
+
+
+class SignedTamper(enum.StrEnum):
+    """How a signing simulator misbehaves on request (tests, the demo's attacks)."""
+
+    NONE = "none"
+    FORGED = "forged"  # the counters change after signing: the signature no longer fits
+    REPLAYED = "replayed"  # the block of an earlier measurement is served again
+    FOREIGN_KEY = "foreign_key"  # signed with a key that is not the device's
+    LATE = "late"  # the measurement time lags the simulated time by a quarter hour
 
 
 class DeviceSimulator:
@@ -150,7 +178,13 @@ class DeviceSimulator:
         max_step_s: float = 60.0,
         info: Mapping[str, Value] | None = None,
         revert_clock: Callable[[], float] | None = None,
+        device_id: str | None = None,
+        signed_block: int | None = None,
+        signing_key: ec.EllipticCurvePrivateKey | None = None,
     ) -> None:
+        if (signed_block is None) != (signing_key is None):
+            msg = "a signed block needs a signing key, and a signing key a signed block"
+            raise InvalidArgument(msg)
         self.register_map = (
             load_register_map(register_map) if isinstance(register_map, str) else register_map
         )
@@ -193,6 +227,18 @@ class DeviceSimulator:
             end = max(f.end for f in in_table)
             self._blocks[table] = table.value
             self._slave.add_block(table.value, _BLOCK_TYPE[table], start, end - start)
+        self.device_id = device_id or f"SIM-{self.unit_id:03d}"
+        self.signed_block = signed_block
+        self._signing_key = signing_key
+        self._seq = 0
+        self._published: list[int] | None = None  # the block served before the latest
+        self.signed_tamper = SignedTamper.NONE
+        if signed_block is not None:
+            try:
+                self._slave.add_block(SIGNED, mb.ANALOG_INPUTS, signed_block, BLOCK_REGISTERS)
+            except (OverlapModbusBlockError, ModbusError) as exc:
+                msg = f"signed block at {signed_block}: {type(exc).__name__}: {exc}"
+                raise InvalidArgument(msg) from None
         self._init_sunspec_nulls()
         for fld in self.register_map.identity_fields:
             regs = fld.expected_registers()
@@ -564,6 +610,40 @@ class DeviceSimulator:
                 self._integrate(self._time, to)
             self._time = to
             self._publish(to)
+            self._publish_signed(to)
+
+    @property
+    def public_key(self) -> bytes | None:
+        """The public key of the signing key (64 bytes ``X || Y``), ``None`` if unsigned."""
+        return None if self._signing_key is None else public_key_bytes(self._signing_key)
+
+    def _publish_signed(self, t: datetime) -> None:
+        """Latch a signed reading of the counters and power just published, at ``t``."""
+        if self._signing_key is None or self.signed_block is None:
+            return
+        at_ms = round(t.timestamp() * 1000)
+        self._seq = max(self._seq + 1, at_ms)  # monotonic, and across a restart too
+        tamper = self.signed_tamper
+        payload = ReadingPayload(
+            device_id=self.device_id,
+            seq=self._seq,
+            measured_at_ms=at_ms - (900_000 if tamper is SignedTamper.LATE else 0),
+            import_wh_total=round_half_even(self._get_target(Target.IMPORT_WH_TOTAL) or 0.0),
+            export_wh_total=round_half_even(self._get_target(Target.EXPORT_WH_TOTAL) or 0.0),
+            p_w=round_half_even(self._get_target(Target.P_W) or 0.0),
+        )
+        key = new_private_key() if tamper is SignedTamper.FOREIGN_KEY else self._signing_key
+        signed = sign(key, payload)
+        if tamper is SignedTamper.FORGED:
+            forged = dataclasses.replace(payload, export_wh_total=payload.export_wh_total + 1000)
+            signed = SignedReading(forged, signed.signature)
+        current = self._slave.get_values(SIGNED, self.signed_block, BLOCK_REGISTERS)
+        registers = to_registers(signed)
+        if tamper is SignedTamper.REPLAYED and self._published is not None:
+            registers = self._published
+        elif any(current):
+            self._published = list(current)
+        self._slave.set_values(SIGNED, self.signed_block, registers)
 
     def _steps(self, t0: datetime, t1: datetime) -> Iterator[tuple[datetime, float]]:
         """Midpoints and lengths [h] of the integration steps covering ``[t0, t1]``."""
@@ -582,4 +662,11 @@ class DeviceSimulator:
         raise NotImplementedError
 
 
-__all__ = ["START_TIMEOUT_S", "DeviceSimulator", "RevertTimer", "SimOptions"]
+__all__ = [
+    "SIGNED",
+    "START_TIMEOUT_S",
+    "DeviceSimulator",
+    "RevertTimer",
+    "SignedTamper",
+    "SimOptions",
+]
