@@ -49,7 +49,17 @@ base_sgen_scale      float   1.0                                0-100: the grid'
                                                                 generators x this (grids
                                                                 without profiles)
 max_reading_age_s    int     120                                1-86400 [s]: older readings
-                                                                are STALE
+                                                                are STALE; a signed reading
+                                                                whose time lies further from
+                                                                its boundary is UNVERIFIED
+reading_signatures   string  ``"optional"``                     ``optional`` | ``required``:
+                                                                whether every device must sign
+                                                                its readings (``signed_block``);
+                                                                unsigned energy earns no reward
+unverified_penalty_bps int   2000                               0-10000: penalty for readings
+                                                                that fail verification, of the
+                                                                cleared purchase at the import
+                                                                tariff (settlement rule 4b)
 solver_time_limit_s  float   10.0                               (0, 3600] [s]: wall-clock
                                                                 budget of one clearing (AC
                                                                 loop and HiGHS); a stop is
@@ -134,6 +144,10 @@ governance_file       string  ``""``                            the community's 
                                                                 (path: ``peergrid gov deploy
                                                                 --out``); the cycle applies
                                                                 their governed terms
+device_keys_address   string  ``""``                            0x address of the device key
+                                                                registry (``DeviceKeys``) the
+                                                                signed readings are verified
+                                                                against
 ===================== ======= ================================= ===============================
 
 Key sources: the controller signs only as the operator, with the key of
@@ -217,6 +231,10 @@ profile              string  ``""``                             a label of the d
                                                                 text, nothing reads it
 profile_scale_w      int     0                                  meter only: 0-10^9 [W], a
                                                                 simulated load's peak
+signed_block         int     none                               0-65448: input register of the
+                                                                device's signed-reading block
+                                                                (88 registers; none: the device
+                                                                does not sign)
 ==================== ======= ================================== ===============================
 
 Cross-references: a device's participant exists; ids are unique; a participant with a
@@ -244,7 +262,7 @@ import tomllib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Final, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -439,6 +457,7 @@ class DeviceConfig:
     bytesize: int = 8
     stopbits: int = 1
     role: MeterRole = MeterRole.CONNECTION_POINT
+    signed_block: int | None = None
 
     def __post_init__(self) -> None:
         # The field's default fits a meter; a PV inverter or a battery built without a role
@@ -466,6 +485,7 @@ class ChainConfig:
     grid_account: str = ""
     community_account: str = ""
     governance_file: str = ""
+    device_keys_address: str = ""
 
 
 DEFAULT_GAS_LOW_WEI: Final = 5 * 10**16
@@ -518,6 +538,8 @@ class SiteConfig:
     operators: tuple[str, ...] = ()
     auditors: tuple[str, ...] = ()
     alerts: AlertsConfig = AlertsConfig()
+    reading_signatures: str = "optional"
+    unverified_penalty_bps: int = 2000
     source: str = ""
 
     def participant(self, pid: str) -> ParticipantConfig:
@@ -766,6 +788,18 @@ class SiteTable(_Table):
         description="orders of an interval are final this long before it starts [s]; "
         "below interval_s",
     )
+    reading_signatures: Literal["optional", "required"] = Field(
+        default="optional",
+        description="whether every device must sign its readings (signed_block); unsigned "
+        "energy earns no reward either way",
+    )
+    unverified_penalty_bps: Int = Field(
+        default=2000,
+        ge=0,
+        le=10_000,
+        description="penalty for readings that fail verification, of the cleared purchase "
+        "valued at the import tariff [basis points]",
+    )
     operators: list[RoleAddress] = Field(
         default_factory=list,
         description="addresses that sign in as operator (EIP-4361): EIP-55 checksummed 0x "
@@ -878,6 +912,11 @@ class ChainTable(_Table):
         default="",
         description="the community's contracts, from 'peergrid gov deploy --out' (path)",
     )
+    device_keys_address: str = Field(
+        default="",
+        pattern=rf"^$|{_ADDRESS_PATTERN}",
+        description="the device key registry (DeviceKeys) signed readings are verified against",
+    )
 
     @field_validator("state_path", "operator_keystore", "admin_keystore", "governance_file")
     @classmethod
@@ -966,6 +1005,13 @@ class DeviceEntry(_Table):
     profile: str = Field(default="", description="free-text label of the device's profile")
     profile_scale_w: Int = Field(
         default=0, ge=0, le=MAX_POWER_W, description="meter only: a simulated load's peak [W]"
+    )
+    signed_block: Int | None = Field(
+        default=None,
+        ge=0,
+        le=0x10000 - 88,
+        description="input register of the device's signed-reading block (88 registers); "
+        "absent: the device does not sign",
     )
 
     @field_validator("map")
@@ -1413,6 +1459,16 @@ def _cross_rules(
         if d.kind is DeviceKind.BATTERY:
             battery_owners.add(d.participant)
     problems += _bus_rules(devices)
+    if site is not None and site.reading_signatures == "required":
+        problems += [
+            _Problem(
+                (*loc, "signed_block"),
+                f"{d.id} does not sign its readings, but the site requires signatures "
+                '(set its signed_block, or reading_signatures = "optional")',
+            )
+            for loc, d, _ in devices
+            if d.signed_block is None
+        ]
     problems += [
         _Problem(loc, f"a battery order needs a battery device of {owner!r}")
         for loc, owner in battery_orders
@@ -1444,6 +1500,8 @@ def _build(doc: SiteFile, source: str) -> SiteConfig:
         gate_closure_s=s.gate_closure_s,
         operators=tuple(s.operators),
         auditors=tuple(s.auditors),
+        reading_signatures=s.reading_signatures,
+        unverified_penalty_bps=s.unverified_penalty_bps,
         alerts=AlertsConfig(
             webhook_url=s.alerts.webhook_url,
             gas_low_wei=s.alerts.gas_low_wei,
@@ -1466,6 +1524,7 @@ def _build(doc: SiteFile, source: str) -> SiteConfig:
             grid_account=c.grid_account,
             community_account=c.community_account,
             governance_file=c.governance_file,
+            device_keys_address=c.device_keys_address,
         ),
         participants=tuple(
             ParticipantConfig(
@@ -1508,6 +1567,7 @@ def _build(doc: SiteFile, source: str) -> SiteConfig:
                 bytesize=d.bytesize,
                 stopbits=d.stopbits,
                 role=MeterRole(d.role or DEFAULT_ROLES[DeviceKind(d.kind)]),
+                signed_block=d.signed_block,
             )
             for d in doc.devices
         ),

@@ -531,3 +531,20 @@ def test_unreadable_site_files_are_one_line_errors(
         path.write_bytes(content)
     with pytest.raises(ConfigError, match=re.escape(message)):
         read_site(path)
+
+
+def test_required_signatures_need_every_device_to_sign(tmp_path: Path) -> None:
+    text = site_text(tmp_path, _device(id="bob-meter", signed_block=0x7000)).replace(
+        "[site]\n", '[site]\nreading_signatures = "required"\n', 1
+    )
+    (problem,) = problems_of(text, tmp_path)
+    assert "devices[0] (alice-pv).signed_block" in problem
+    assert "alice-pv does not sign its readings, but the site requires signatures" in problem
+    optional = parse_site(tomllib.loads(text.replace('"required"', '"optional"')))
+    assert optional.reading_signatures == "optional"
+    assert optional.unverified_penalty_bps == 2000
+    assert [d.signed_block for d in optional.devices] == [None, 0x7000]
+    assert any(
+        "signed_block" in p
+        for p in problems_of(site_text(tmp_path, _device(signed_block=0xFFFF)), tmp_path)
+    )
