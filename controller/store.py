@@ -110,6 +110,7 @@ from controller.errors import (
 from controller.site_identity import SiteIdentity
 from market.canonical import canonical_json, content_hash
 from market.domain import BusId, DeviceId, MeterReading, ParticipantId, ReadingQuality
+from market.signed_readings import SignedReading
 from market.units import W, Wh
 
 metadata = MetaData()
@@ -143,6 +144,11 @@ readings = Table(
     Column("quality", String(16), nullable=False),
     Column("reason", Text, nullable=False, default=""),
     Column("soc_percent", Float, nullable=True),
+    # a signed reading (issue 17, migration 0008): the OCMF form, its sequence number and the
+    # block of the device key registry it was verified against; NULL for unsigned readings
+    Column("signed", JSON, nullable=True),
+    Column("seq", BigInteger, nullable=True),
+    Column("key_block", BigInteger, nullable=True),
     UniqueConstraint("boundary", "device_id", name="uq_reading_boundary_device"),
 )
 
@@ -1302,8 +1308,18 @@ class Store:
             return [dict(r) for r in rows]
 
     # -- readings --------------------------------------------------------------------------
-    def save_readings(self, boundary: int, snapshot: Mapping[DeviceId, MeterReading]) -> None:
-        """Store a boundary's snapshot (idempotent per boundary and device)."""
+    def save_readings(
+        self,
+        boundary: int,
+        snapshot: Mapping[DeviceId, MeterReading],
+        *,
+        key_block: int | None = None,
+    ) -> None:
+        """Store a boundary's snapshot (idempotent per boundary and device).
+
+        A signed reading keeps its OCMF form (``signed``), its sequence number and
+        ``key_block``, the block of the device key registry it was verified against.
+        """
         rows = [
             {
                 "boundary": boundary,
@@ -1317,6 +1333,9 @@ class Store:
                 "quality": r.quality.value,
                 "reason": r.reason,
                 "soc_percent": r.soc_percent,
+                "signed": None if r.signed is None else r.signed.to_ocmf(),
+                "seq": None if r.signed is None else r.signed.payload.seq,
+                "key_block": None if r.signed is None else key_block,
             }
             for r in snapshot.values()
         ]
@@ -1351,8 +1370,35 @@ class Store:
                     quality=ReadingQuality(r["quality"]),
                     reason=r["reason"],
                     soc_percent=r["soc_percent"],
+                    signed=None if r["signed"] is None else SignedReading.from_ocmf(r["signed"]),
                 )
             return out
+
+    def key_blocks_at(self, boundary: int) -> list[int]:
+        """The registry blocks the signed readings of ``boundary`` were verified against."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(readings.c.key_block)
+                .where(readings.c.boundary == boundary)
+                .where(readings.c.key_block.is_not(None))
+                .distinct()
+            )
+            return sorted(int(r[0]) for r in rows)
+
+    def last_seq(self, device_id: str, before: int) -> int | None:
+        """The highest sequence number of ``device_id``'s accepted readings before ``before``.
+
+        Accepted: stored OK (verified), at a boundary before ``before`` [Unix s]; ``None``:
+        none.
+        """
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(func.max(readings.c.seq))
+                .where(readings.c.device_id == device_id)
+                .where(readings.c.boundary < before)
+                .where(readings.c.quality == ReadingQuality.OK.value)
+            ).scalar()
+        return None if found is None else int(found)
 
     # -- settlements -----------------------------------------------------------------------
     def record_intent(
