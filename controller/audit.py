@@ -56,10 +56,12 @@ from typing import Any, Final, Protocol
 
 from market.canonical import content_hash
 from market.codec import reading_leaves, result_from_dict
-from market.domain import Interval, batch_id_of, utc_label
+from market.domain import Interval, ReadingQuality, batch_id_of, utc_label
+from market.errors import InvalidQuantity
 from market.governance import apply_governed, governed_gate_closure
 from market.merkle import merkle_root
-from market.settlement import community_fees
+from market.settlement import community_fees, unverified_penalty
+from market.signed_readings import SignedReading, check_reading
 
 UNHASHED = frozenset({"chain", "error"})
 """Record keys filled in after the record is committed; not part of its hash."""
@@ -868,6 +870,7 @@ def verify_records(
     reclear_anchored: Callable[[Mapping[str, Any]], Mapping[str, Any] | None] | None = None,
     signing_domain: tuple[int, str] | None = None,
     governed_at: Callable[[str, int], Mapping[str, int]] | None = None,
+    device_key_at: KeyAt | None = None,
 ) -> dict[str, Any]:
     """Verify stored audit rows and summarise.
 
@@ -893,15 +896,21 @@ def verify_records(
         ``(registry, block) -> values by name``: the community's registry read at a block
         (issue 16); records with ``params.governance`` are checked against it
         (:func:`verify_governance`).
+    device_key_at : callable, optional
+        The device key registry read at a block (:data:`KeyAt`, issue 17); the signed
+        readings of records settled under a signing policy are verified again against it
+        (:func:`verify_signed_readings`).
 
     Returns
     -------
     dict
-        ``records`` (count), ``verified`` (count without problems), ``problems`` (list)
-        and ``accepted`` (list: outcomes accepted as recorded without a re-clear,
-        :func:`accepted_as_recorded`).
+        ``records`` (count), ``verified`` (count without problems), ``problems`` (list),
+        ``accepted`` (list: outcomes accepted as recorded without a re-clear,
+        :func:`accepted_as_recorded`) and ``unverified`` (list: each UNVERIFIED reading
+        with its interval, device and reason; with ``device_key_at``).
     """
     problems: list[str] = []
+    unverified: list[str] = []
     accepted: list[str] = []
     n = verified = 0
     previous: Mapping[str, Any] | None = None
@@ -928,6 +937,10 @@ def verify_records(
             found += verify_governance(record, governed_at)
         found += verify_gate_chain(previous, record)
         previous = record
+        if device_key_at is not None:
+            signed_problems, named = verify_signed_readings(record, device_key_at)
+            found += signed_problems
+            unverified += named
         stored_hash = row.get("record_hash")
         if (
             stored_hash is not None
@@ -947,7 +960,149 @@ def verify_records(
         "verified": verified,
         "problems": problems,
         "accepted": [line for line in accepted if line],  # wall-clock stops, not re-cleared
+        "unverified": unverified,
     }
+
+
+KeyAt = Callable[[str, str, str, int], bytes | None]
+"""``key_at(registry, owner, device_id, block)``: the device's public key in force at the end of
+``block`` in the ``DeviceKeys`` registry (64 bytes), ``None`` for none (never registered, or
+revoked) (:func:`controller.wiring.registry_key_reader`)."""
+
+
+def verify_signed_readings(record: Mapping[str, Any], key_at: KeyAt) -> tuple[list[str], list[str]]:
+    """Check a record's signed readings again, and name its unverified ones (issue 17).
+
+    For a record settled under a signing policy (``params.reading_signatures``): every
+    reading recorded OK from a signing device must verify now, as the controller did, with
+    the key the registry held for its participant's account at the block the record names
+    (``device_keys``): its signature, device id, time within ``max_reading_age_s`` of its
+    boundary, and a sequence that rises from the interval's start to its end; its recorded
+    power, counters and time must be the signed ones. Under ``required`` no OK reading may
+    be unsigned. The settlement must agree with the readings' qualities: a participant with
+    an UNVERIFIED reading is rewarded nothing, its line says why and its penalty is
+    :func:`market.settlement.unverified_penalty`'s. Records of earlier releases (no policy)
+    pass.
+
+    Returns
+    -------
+    tuple of (list of str, list of str)
+        Problems (a record that claims more than its signatures prove, or settles against
+        its readings), and one line per UNVERIFIED reading with its interval, device and
+        reason (not a problem: the record states it and settles it as rule 4b says).
+    """
+    params = record.get("params") or {}
+    policy = str(params.get("reading_signatures", ""))
+    if not policy:
+        return [], []
+    interval = Interval.from_id(int(record["interval"]), int(record["length_s"]))
+    where = _where(interval.interval_id)
+    keys = record.get("device_keys") or {}
+    accounts = record.get("accounts") or {}
+    max_age_ms = int(params.get("max_reading_age_s", 0)) * 1000
+    problems: list[str] = []
+    unverified: list[str] = []
+    failed: set[str] = set()
+    seqs: dict[str, list[int]] = {}
+    for side, boundary, block_key in (
+        ("readings_start", interval.start, "start_block"),
+        ("readings_end", interval.end, "end_block"),
+    ):
+        for r in record.get(side) or []:
+            device, quality = str(r["device_id"]), str(r["quality"])
+            if quality == ReadingQuality.UNVERIFIED.value:
+                failed.add(str(r["participant"]))
+                unverified.append(f"{where}: {device} at {utc_label(boundary)}: {r['reason']}")
+                continue
+            if quality != ReadingQuality.OK.value:
+                continue
+            if r.get("signed") is None:
+                if policy == "required":
+                    problems.append(
+                        f"{where}: {device} at {utc_label(boundary)}: recorded as verified "
+                        "without a signature, but the site requires signatures"
+                    )
+                continue
+            found = _check_signed(r, keys.get("registry"), accounts, keys.get(block_key))
+            if not found:
+                signed = SignedReading.from_ocmf(r["signed"])
+                verdict = check_reading(
+                    signed,
+                    device_id=device,
+                    public_key=key_at(
+                        str(keys["registry"]),
+                        str(accounts[r["participant"]]),
+                        device,
+                        int(keys[block_key]),
+                    ),
+                    last_seq=None,
+                    boundary_ms=int(boundary.timestamp()) * 1000,
+                    max_age_ms=max_age_ms,
+                )
+                found = verdict.reason
+                seqs.setdefault(device, []).append(signed.payload.seq)
+            if found:
+                problems.append(
+                    f"{where}: {device} at {utc_label(boundary)}: recorded as verified, but {found}"
+                )
+    for device, pair in sorted(seqs.items()):
+        if len(pair) == 2 and pair[1] <= pair[0]:
+            problems.append(
+                f"{where}: {device}: its sequence does not rise over the interval ({pair[0]} -> "
+                f"{pair[1]})"
+            )
+    problems += _settled_as_read(where, record.get("settlement"), failed)
+    return problems, unverified
+
+
+def _check_signed(
+    r: Mapping[str, Any],
+    registry: object,
+    accounts: Mapping[str, Any],
+    block: object,
+) -> str:
+    """Why a recorded signed reading cannot be checked, or ``""`` (its parts agree)."""
+    try:
+        signed = SignedReading.from_ocmf(r["signed"])
+    except InvalidQuantity as exc:
+        return f"its signed form is malformed: {exc}"
+    p = signed.payload
+    recorded = (r["import_wh_total"], r["export_wh_total"], r["p_w"], r["measured_at"])
+    if recorded != (
+        p.import_wh_total,
+        p.export_wh_total,
+        p.p_w,
+        p.measured_at.isoformat(),
+    ):
+        return "its recorded values are not the ones it signed"
+    if not registry or block is None:
+        return "the record names no device key registry block"
+    if r["participant"] not in accounts:
+        return f"the record names no account of {r['participant']}"
+    return ""
+
+
+def _settled_as_read(where: str, batch: Mapping[str, Any] | None, failed: set[str]) -> list[str]:
+    """Problems of a settlement that ignores its UNVERIFIED readings (rule 4b)."""
+    if not batch:
+        return []
+    problems: list[str] = []
+    rewarded = sorted({str(p) for p, _ in batch.get("rewards", [])} & failed)
+    if rewarded:
+        problems.append(f"{where}: rewarded despite unverified readings: {', '.join(rewarded)}")
+    bps = int(batch.get("unverified_penalty_bps", 0))
+    for line in batch.get("lines", []):
+        p = str(line["participant"])
+        if p not in failed:
+            continue
+        if not line.get("unverified"):
+            problems.append(f"{where}: {p} is settled as verified despite unverified readings")
+        want = unverified_penalty(int(line["cleared_buy_wh"]), int(batch["import_price"]), bps)
+        if int(line.get("penalty_amount", 0)) != want:
+            problems.append(
+                f"{where}: {p}'s penalty is {line.get('penalty_amount', 0)}, want {want}"
+            )
+    return problems
 
 
 def _cleared(record: Mapping[str, Any]) -> bool:

@@ -121,6 +121,7 @@ def collect(
     reclear_anchored: Callable[[Mapping[str, Any]], Mapping[str, Any] | None] | None = None,
     signing_domain: tuple[int, str] | None = None,
     governed_at: Callable[[str, int], Mapping[str, int]] | None = None,
+    device_key_at: Callable[[str, str, str, int], bytes | None] | None = None,
 ) -> tuple[dict[str, pd.DataFrame], Findings]:
     """The export tables and the verification findings for the intervals in ``[start, end)``.
 
@@ -145,6 +146,9 @@ def collect(
         As for :func:`controller.audit.verify_records` (the chain's id and Settlement).
     governed_at : callable, optional
         As for :func:`controller.audit.verify_records` (the community's registry).
+    device_key_at : callable, optional
+        As for :func:`controller.audit.verify_records` (the device key registry); each
+        unverified reading is one finding line, marked as such.
 
     Returns
     -------
@@ -172,8 +176,10 @@ def collect(
         reclear_anchored=reclear_anchored,
         signing_domain=signing_domain,
         governed_at=governed_at,
+        device_key_at=device_key_at,
     )
     problems: list[str] = list(summary["problems"])
+    problems += [f"unverified reading (settled by rule 4b): {u}" for u in summary["unverified"]]
     checked = (
         "Record hashes, batch ids, Merkle roots and zero sums recomputed; records compared "
         "with the readings and settlements tables"

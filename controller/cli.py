@@ -305,6 +305,7 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
             reclear_anchored=sources.reclear_anchored,
             signing_domain=sources.signing_domain,
             governed_at=sources.governed_at,
+            device_key_at=sources.device_key_at,
         )
         on_chain = None if snapshot is None else snapshot.events
     summary["chain_checked"] = on_chain is not None
@@ -358,6 +359,8 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
             print(f"  {problem}")
         for line in summary.get("accepted", []):  # wall-clock stops: what happened, as is
             print(f"  {line}")
+        for line in summary.get("unverified", []):  # settled as rule 4b says: named, as is
+            print(f"  unverified reading: {line}")
     return EXIT_OK if not summary["problems"] and summary["records"] else EXIT_FAILED
 
 
@@ -378,6 +381,7 @@ def _cmd_audit_report(args: argparse.Namespace) -> int:
             reclear_anchored=sources.reclear_anchored,
             signing_domain=sources.signing_domain,
             governed_at=sources.governed_at,
+            device_key_at=sources.device_key_at,
         )
     files = write_report(
         tables, Path(args.out), start=args.start, end=args.end, chain=settled, findings=findings

@@ -70,6 +70,9 @@ class AuditSources:
     governed_at : callable or None
         ``(registry, block) -> values``: the community registry a record names, read at its
         block (issue 16); ``None`` without chain access.
+    device_key_at : callable or None
+        ``(registry, owner, device, block) -> key``: the device key registry a record
+        names (issue 17); ``None`` without chain access.
     """
 
     store: Store
@@ -78,6 +81,7 @@ class AuditSources:
     reclear: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None
     reclear_anchored: Callable[[Mapping[str, Any]], Mapping[str, Any] | None] | None
     governed_at: Callable[[str, int], Mapping[str, int]] | None = None
+    device_key_at: Callable[[str, str, str, int], bytes | None] | None = None
 
 
 def open_audit_sources(
@@ -135,7 +139,14 @@ def open_audit_sources(
         reclear=legacy,
         reclear_anchored=None if args.no_reclear else Reclearer(store.grid_json),
         governed_at=None if client is None else _registry_reader(client),
+        device_key_at=None if client is None else _key_reader(client),
     )
+
+
+def _key_reader(client: ChainClient) -> Callable[[str, str, str, int], bytes | None]:
+    from controller.wiring import registry_key_reader  # noqa: PLC0415 - heavy: the runtime
+
+    return registry_key_reader(client)
 
 
 def _registry_reader(client: ChainClient) -> Callable[[str, int], Mapping[str, int]]:

@@ -141,6 +141,7 @@ from market.governance import GovernedValues, Terms, apply_governed, governed_ga
 from market.metering import Meter
 from market.orderbook import build_order_book, parse_order_rows
 from market.settlement import apply_debts, settle
+from market.signed_readings import check_reading
 from market.units import PricePerKwh
 
 log = logging.getLogger("peergrid.cycle")
@@ -184,6 +185,38 @@ class Writer(Protocol):
         ----------
         setpoint : Setpoint
             The device's setpoint for the interval (``p_w`` [W]).
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceKeysAt:
+    """The device keys in force at one block of the registry (issue 17).
+
+    ``keys`` maps each signing device to its public key (64 bytes ``X || Y``), ``None`` for
+    a device with no key in force (never registered, or revoked).
+    """
+
+    registry: str
+    block: int
+    keys: Mapping[DeviceId, bytes | None]
+
+
+class DeviceKeySource(Protocol):
+    """Reads the device keys in force now (:func:`controller.wiring.device_key_source`)."""
+
+    @property
+    def registry(self) -> str:
+        """The registry's address."""
+        ...
+
+    def __call__(self) -> DeviceKeysAt:
+        """The keys at the registry's latest block.
+
+        Raises
+        ------
+        AdapterError
+            The registry cannot be read (the readings are then UNVERIFIED, with the reason).
         """
         ...
 
@@ -344,6 +377,7 @@ class Cycle:
     split_grid: Callable[[Grid], tuple[str, dict[str, Any]]] = split_base_case
     governed: Callable[[], GovernedValues] | None = None
     lift_expired_pause: Callable[[], bool] | None = None
+    device_keys: DeviceKeySource | None = None
     options: ClearingOptions = field(init=False)
     _applied: dict[int, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
     _terms: dict[int, tuple[Terms, dict[str, Any] | None]] = field(
@@ -423,6 +457,66 @@ class Cycle:
         """
         return poll_all(self.readers, now)
 
+    def verify_readings(
+        self, snapshot: Mapping[DeviceId, MeterReading], boundary: datetime
+    ) -> tuple[dict[DeviceId, MeterReading], DeviceKeysAt | None]:
+        """The boundary's snapshot with every signed reading checked (issue 17).
+
+        A device with a ``signed_block`` whose OK reading fails
+        :func:`market.signed_readings.check_reading` (its key in the registry now, the last
+        sequence number accepted from it, ``max_reading_age_s`` around ``boundary``)
+        becomes ``UNVERIFIED`` with the reason, and so does every one if the registry cannot
+        be read or none is configured. An unsigned device stays as read under
+        ``reading_signatures = "optional"`` and is UNVERIFIED under ``"required"``. Readings
+        that are not OK (MISSING, STALE) are left as they are.
+
+        Returns
+        -------
+        tuple of (dict, DeviceKeysAt or None)
+            The snapshot, and the keys it was verified against (``None``: none were read).
+        """
+        signing = {d.id for d in self.site.devices if d.signed_block is not None}
+        required = self.site.reading_signatures == "required"
+        if not signing and not required:
+            return dict(snapshot), None
+        keys: DeviceKeysAt | None = None
+        why = "no device key registry is configured ([chain] device_keys_address)"
+        if signing and self.device_keys is not None:
+            try:
+                keys = self.device_keys()
+            except AdapterError as exc:
+                why = f"the device key registry cannot be read: {type(exc).__name__}: {exc}"
+                log.warning("readings of %s not verified: %s", utc_label(boundary), why)
+        boundary_id = int(boundary.timestamp())
+        out: dict[DeviceId, MeterReading] = {}
+        for device, reading in snapshot.items():
+            reason = ""
+            if reading.quality is not ReadingQuality.OK:
+                pass
+            elif device not in signing:
+                reason = "not signed: the site requires signed readings" if required else ""
+            elif reading.signed is None:
+                reason = "no signed reading"
+            elif keys is None:
+                reason = why
+            else:
+                verdict = check_reading(
+                    reading.signed,
+                    device_id=device,
+                    public_key=keys.keys.get(device),
+                    last_seq=self.store.last_seq(device, boundary_id),
+                    boundary_ms=boundary_id * 1000,
+                    max_age_ms=self.site.max_reading_age_s * 1000,
+                )
+                reason = verdict.reason
+            out[device] = reading
+            if reason:
+                log.warning("%s at %s unverified: %s", device, utc_label(boundary), reason)
+                out[device] = dataclasses.replace(
+                    reading, quality=ReadingQuality.UNVERIFIED, reason=reason
+                )
+        return out, keys
+
     def tick(self, boundary: datetime, *, clear_next: bool = True) -> TickReport:
         """Run the cycle at ``boundary`` (settle the interval that ended, clear the next).
 
@@ -451,9 +545,11 @@ class Cycle:
             msg = f"tick at {utc_label(boundary)} is not on a {length} s interval boundary"
             raise NotOnBoundary(msg)
 
-        # 1. read
-        snapshot = self.read_all(boundary)
-        self.store.save_readings(current.interval_id, snapshot)
+        # 1. read, and verify the signed readings
+        snapshot, keys = self.verify_readings(self.read_all(boundary), boundary)
+        self.store.save_readings(
+            current.interval_id, snapshot, key_block=None if keys is None else keys.block
+        )
         crash_point("after_read")
         missing = tuple(
             f"{d}: {r.reason or r.quality.value}"
@@ -923,6 +1019,8 @@ class Cycle:
                     tariffs,
                     meters=meters,
                     community_fee_bps=int(params.get("community_fee_bps", 0)),
+                    reading_signatures=str(params.get("reading_signatures", "")),
+                    unverified_penalty_bps=int(params.get("unverified_penalty_bps", 0)),
                 )
             except MarketError as exc:
                 log.exception("settling %s failed", interval.label())
@@ -1181,9 +1279,29 @@ class Cycle:
             "result": result_core,
             "readings_start": [reading_to_dict(r) for r in start.values()],
             "readings_end": [reading_to_dict(r) for r in end.values()],
+            **self._key_blocks(interval),
             "settlement": None if batch is None else batch_to_dict(batch),
             "chain": None,
             "error": error,
+        }
+
+    def _key_blocks(self, interval: Interval) -> dict[str, Any]:
+        """The record's ``device_keys`` (issue 17).
+
+        The registry and the block each snapshot's signed readings were verified against;
+        nothing for a site whose devices do not sign.
+        """
+        if not any(d.signed_block is not None for d in self.site.devices):
+            return {}
+        start = self.store.key_blocks_at(interval.interval_id)
+        end = self.store.key_blocks_at(interval.next().interval_id)
+        registry = self.device_keys.registry if self.device_keys is not None else ""
+        return {
+            "device_keys": {
+                "registry": registry,
+                "start_block": start[-1] if start else None,
+                "end_block": end[-1] if end else None,
+            }
         }
 
     def _inputs(self, interval: Interval) -> dict[str, Any]:
@@ -1221,6 +1339,10 @@ class Cycle:
             # after it (the governed value read now, or the site file's)
             "gate_closure_s": gate_in_force,
             "next_gate_closure_s": gate_next,
+            # signed readings (issue 17): settlement rules 4b and 4c
+            "reading_signatures": self.site.reading_signatures,
+            "unverified_penalty_bps": self.site.unverified_penalty_bps,
+            "max_reading_age_s": self.site.max_reading_age_s,
             "interval_s": self.site.interval_s,
             "grid": self.site.grid,
         }

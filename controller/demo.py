@@ -44,8 +44,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from adapters.chain import ChainClient, derive_account
+from adapters.chain.device_keys import DeviceKeys, KeyAction, sign_key_change
 from adapters.chain.governance import registry_reader
 from adapters.modbus.simulators import BatterySim, LoadMeterSim, PVInverterSim
+from adapters.modbus.simulators.base import SignedTamper, SimOptions
 from controller.audit import verify_records
 from controller.bidding import plan_orders
 from controller.client import Acknowledgement, ApiRefused, PeerGridClient
@@ -66,8 +68,16 @@ from controller.history import history_rows
 from controller.profiles import Profile, load_actual, load_forecast, pv_actual, pv_forecast
 from controller.store import Store
 from controller.userfiles import output_folder
-from controller.wiring import Runtime, TrialFunding, build_runtime
-from market.domain import COMMUNITY, GRID, Interval, utc_label
+from controller.wiring import (
+    RegistryKeys,
+    Runtime,
+    TrialFunding,
+    build_runtime,
+    device_key_source,
+    registry_key_reader,
+)
+from market.domain import COMMUNITY, GRID, Interval, ParticipantId, ReadingQuality, utc_label
+from market.signed_readings import new_private_key
 from market.units import format_tokens
 
 if TYPE_CHECKING:
@@ -170,18 +180,78 @@ def start_simulators(
     devices = []
     for d in site.devices:
         sim: Sim
+        # a device with a signed block signs with a key of its own, made here and never
+        # written anywhere: only its public key leaves the simulator (enroll_device_keys)
+        signing: SimOptions = {"start_at": t0, "device_id": d.id}
+        if d.signed_block is not None:
+            signing |= {"signed_block": d.signed_block, "signing_key": new_private_key()}
         if d.kind is DeviceKind.PV:
-            sim = PVInverterSim(d.rated_w, pv_actual(d.rated_w, d.id), start_at=t0)
+            sim = PVInverterSim(d.rated_w, pv_actual(d.rated_w, d.id), **signing)
             forecasts[d.id] = pv_forecast(d.rated_w)
         elif d.kind is DeviceKind.METER:
-            sim = LoadMeterSim(load_actual(d.profile_scale_w, d.id), start_at=t0)
+            sim = LoadMeterSim(load_actual(d.profile_scale_w, d.id), **signing)
             forecasts[d.id] = load_forecast(d.profile_scale_w)
         else:
-            sim = BatterySim(d.capacity_wh, d.rated_w, d.soc0_percent, start_at=t0)
+            sim = BatterySim(d.capacity_wh, d.rated_w, d.soc0_percent, **signing)
         sim.start()
         sims[d.id] = sim
         devices.append(dataclasses.replace(d, host="127.0.0.1", port=sim.port))
     return sims, forecasts, dataclasses.replace(site, devices=tuple(devices))
+
+
+KEY_DEADLINE: Final = 2**40
+"""The deadline of the demo's signed key registrations [Unix s]: far ahead of any chain."""
+
+
+def enroll_device_keys(
+    client: ChainClient,
+    site: SiteConfig,
+    accounts: Mapping[ParticipantId, str],
+    sims: Mapping[str, Sim],
+) -> RegistryKeys:
+    """Deploy the trial chain's ``DeviceKeys`` registry and register every simulator's key.
+
+    Each participant signs the registration of its devices' public keys (an EIP-712
+    ``KeyChange`` with its own key: the demo's derived one) and the operator relays it,
+    paying the gas: the operator cannot register a key without the participant's
+    signature. The registry has no governor (the demo's community is set up later).
+
+    Returns
+    -------
+    RegistryKeys
+        The key source for the cycle (:attr:`controller.cycle.Cycle.device_keys`).
+    """
+    keys = DeviceKeys(client.contracts)
+    keys.deploy(governor=None)
+    chain_id = keys.chain_id()
+    for d in site.devices:
+        public = sims[d.id].public_key
+        if d.signed_block is None or public is None:
+            continue
+        owner = derive_account(d.participant)
+        if owner.address.lower() != accounts[d.participant].lower():
+            msg = f"{d.participant}'s account is not its demo key: cannot sign its registration"
+            raise ConfigError(msg)
+        signature = sign_key_change(
+            owner,
+            chain_id,
+            keys.address,
+            device_id=d.id,
+            key=public,
+            action=KeyAction.REGISTER,
+            nonce=keys.nonce(owner.address),
+            deadline=KEY_DEADLINE,
+        )
+        keys.relay(
+            client.operator,
+            owner=owner.address,
+            device_id=d.id,
+            key=public,
+            action=KeyAction.REGISTER,
+            deadline=KEY_DEADLINE,
+            signature=signature,
+        )
+    return device_key_source(client, site, accounts, keys.address)
 
 
 def row_of(
@@ -339,6 +409,7 @@ class DemoRuntime:
             settled_batch=self.client.settled_batch,
             reclear=self.cycle.reclear,
             governed_at=self.governed_at,
+            device_key_at=registry_key_reader(self.client),
         )
 
 
@@ -450,6 +521,9 @@ def demo_runtime(
         with build_runtime(
             site, trial=DEMO_TRIAL, forecaster=ProfileForecaster(forecasts)
         ) as runtime:
+            runtime.cycle.device_keys = enroll_device_keys(
+                runtime.client, site, runtime.accounts, sims
+            )
             yield DemoRuntime(
                 site=site,
                 sims=sims,
@@ -713,7 +787,11 @@ def run_demo(
         cleared: dict[int, IntervalReport] = {}
         ticks: list[dict[str, Any]] = []
         total = intervals + 1
+        forge_at = intervals - 1 if intervals >= 2 else None
         for k in range(total):
+            forger = rt.sims.get(FORGER) if k == forge_at else None
+            if forger is not None:  # one reading forged: its counters changed after signing
+                forger.signed_tamper = SignedTamper.FORGED
             if k == vote_at:
                 with door.service.chain_lock if door is not None else nullcontext():
                     vote = hold_vote(community)
@@ -724,6 +802,8 @@ def run_demo(
             else:
                 with door.service.chain_lock:  # py-evm: one thread at a time
                     report = rt.tick(k, clear_next=k < intervals)
+            if forger is not None:
+                forger.signed_tamper = SignedTamper.NONE
             if report.cleared is not None:
                 cleared[report.cleared.interval.interval_id] = report.cleared
             row = row_of(report, cleared, store=rt.store)
@@ -741,6 +821,7 @@ def run_demo(
             )
             if progress is not None:
                 progress(k + 1, total, report.boundary.strftime("%H:%M"))
+        audit = rt.verify()
         report_doc = {
             "site": rt.site.name,
             "grid": rt.site.grid,
@@ -754,13 +835,14 @@ def run_demo(
                 "token": rt.client.token.address,
                 "settlement": rt.client.settlement.address,
             },
-            "audit": rt.verify(),
+            "audit": audit,
             "all_settled": len(rows) == intervals and all(r["settled"] for r in rows),
             "chain": ChainBackend(chain).value,
             "rewards": rt.rewards(),
             "debts": rt.store.outstanding_debts(),
             "front_door": None if door is None else front_door_summary(door, rows),
             "community_vote": None if vote is None else vote_summary(vote, rows),
+            "signed_readings": signed_summary(rt, total, audit, forge_at),
             "wall_s": round(time.perf_counter() - started, 2),
             "out_dir": str(out_dir),
         }
@@ -904,6 +986,30 @@ def format_summary(report: dict[str, Any]) -> str:
                 f"{v['fee_intervals']} intervals; each record names the registry block and "
                 f"proposal #{v['proposal']}"
             )
+    sr = report.get("signed_readings")
+    if sr:
+        lines.append("")
+        lines.append(
+            f"signed readings: {sr['devices']} devices sign every reading (P-256; their keys "
+            f"registered in DeviceKeys {sr['registry']} by their participants' signatures); "
+            f"{sr['verified']}/{sr['readings']} boundary readings verified, "
+            f"{sr['unverified']} unverified; "
+            f"{sr['verified_local_wh'] / 1000:.2f} kWh of verified local energy rewarded"
+        )
+        if sr["forged"]:
+            f = sr["forged"]
+            lines.append(
+                f"  attack: {f['device']} served a forged reading at {f['boundary']} (counters "
+                f"changed after signing): UNVERIFIED ({f['reason']})"
+            )
+            for ln in sr["unverified_lines"]:
+                lines.append(
+                    f"  {ln['interval']}: {ln['participant']}'s export counted as not "
+                    f"delivered ({ln['metered_export_wh'] / 1000:.2f} kWh counted), imbalance "
+                    f"{format_tokens(ln['imbalance_amount'])} tokens, penalty "
+                    f"{format_tokens(ln['penalty_amount'])}, reward {ln['rewarded_wh']} Wh"
+                )
+            lines.append(f"  audit verify names it in {len(sr['audit_named'])} records")
     a = report["audit"]
     lines.append(
         f"audit: {a['verified']}/{a['records']} interval records match the chain and "
@@ -914,6 +1020,71 @@ def format_summary(report: dict[str, Any]) -> str:
         f"wall time {report['wall_s']} s; report, audit log and database in {report['out_dir']}/"
     )
     return "\n".join(lines)
+
+
+FORGER: Final = "judy-pv"
+"""The device whose reading the demo forges once (its counters changed after signing)."""
+
+
+def signed_summary(
+    rt: DemoRuntime, boundaries: int, audit: Mapping[str, Any], forged_at: int | None
+) -> dict[str, Any]:
+    """What the demo's signed readings proved (issue 17), for its report.
+
+    Returns
+    -------
+    dict
+        ``devices`` signing, the ``registry``, boundary ``readings`` in all, ``verified``
+        and ``unverified``; ``verified_local_wh`` (the reward basis [Wh]) and
+        ``rewards_minted`` [reward units]; the forged reading (``forged``: device,
+        boundary, reason) and what it cost its participant (``unverified_lines``: per
+        interval the line's reason, imbalance and penalty [token units], and its reward
+        [Wh], 0); ``audit_named`` (``audit verify``'s lines on it).
+    """
+    counts = {"ok": 0, "unverified": 0, "other": 0}
+    forged: dict[str, Any] | None = None
+    for k in range(boundaries):
+        at = rt.boundary(k)
+        for device, r in rt.store.readings_at(int(at.timestamp())).items():
+            if r.quality is ReadingQuality.OK and r.signed is not None:
+                counts["ok"] += 1
+            elif r.quality is ReadingQuality.UNVERIFIED:
+                counts["unverified"] += 1
+                if k == forged_at and device == FORGER:
+                    forged = {"device": device, "boundary": utc_label(at), "reason": r.reason}
+            else:
+                counts["other"] += 1
+    lines: list[dict[str, Any]] = []
+    verified_wh = 0
+    for row in rt.store.audit_records():
+        record = row["record"]
+        batch = record.get("settlement") or {}
+        verified_wh += sum(int(wh) for _, wh in batch.get("rewards", []))
+        for ln in batch.get("lines", []):
+            if ln.get("unverified") and not ln["unverified"].endswith("(signing optional)"):
+                lines.append(
+                    {
+                        "interval": utc_label(int(record["interval"])),
+                        "participant": ln["participant"],
+                        "reason": ln["unverified"],
+                        "metered_export_wh": ln["metered_export_wh"],
+                        "imbalance_amount": ln["imbalance_amount"],
+                        "penalty_amount": ln.get("penalty_amount", 0),
+                        "rewarded_wh": dict(batch.get("rewards", [])).get(ln["participant"], 0),
+                    }
+                )
+    keys = rt.cycle.device_keys
+    return {
+        "devices": sum(1 for d in rt.site.devices if d.signed_block is not None),
+        "registry": None if keys is None else keys.registry,
+        "readings": sum(counts.values()),
+        "verified": counts["ok"],
+        "unverified": counts["unverified"],
+        "verified_local_wh": verified_wh,
+        "forged": forged,
+        "unverified_lines": lines,
+        "audit_named": list(audit.get("unverified", [])),
+    }
 
 
 def vote_summary(vote: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:

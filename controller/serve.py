@@ -561,6 +561,7 @@ def serve_demo(
         DEMO_TRIAL,
         ProfileForecaster,
         demo_site,
+        enroll_device_keys,
         start_simulators,
     )
     from controller.userfiles import output_folder  # noqa: PLC0415
@@ -589,6 +590,10 @@ def serve_demo(
                         site, trial=DEMO_TRIAL, forecaster=ProfileForecaster(forecasts)
                     ) as runtime,
                 ):
+                    # the simulators sign: their keys, registered by their participants
+                    runtime.cycle.device_keys = enroll_device_keys(
+                        runtime.client, site, runtime.accounts, sims
+                    )
                     demo_community(runtime)
                     return run_service(
                         site,

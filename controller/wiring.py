@@ -51,6 +51,7 @@ from adapters.chain import (
     connect,
     derive_account,
 )
+from adapters.chain.device_keys import DeviceKeys
 from adapters.chain.errors import InvalidArgument
 from adapters.chain.governance import Governance, GovernanceDeployment
 from adapters.errors import AdapterError
@@ -75,7 +76,7 @@ from controller.config import (
 )
 from controller.controls import MarketControls
 from controller.crash import crash_point
-from controller.cycle import ChainOutcome, Cycle, Reader, Writer
+from controller.cycle import ChainOutcome, Cycle, DeviceKeysAt, Reader, Writer
 from controller.errors import ConfigError, NotWired
 from controller.keys import site_operator_key
 from controller.profiles import load_shape
@@ -419,6 +420,12 @@ def build_devices(
         participant = site.participant(d.participant)
         writes = d.kind in {DeviceKind.PV, DeviceKind.BATTERY}
         if register_map is None:
+            if d.signed_block is not None:
+                msg = (
+                    f"{where}: a signing device needs its register map named "
+                    "(SunSpec discovery does not read a signed block)"
+                )
+                raise ConfigError(msg)
             found = DiscoveredMap(client, f"sunspec:{d.id}")
             out.readers[d.id] = DiscoveringReader(
                 d.id, participant.id, participant.bus, found, site.max_reading_age_s
@@ -435,6 +442,7 @@ def build_devices(
             client,
             register_map,
             max_age_s=site.max_reading_age_s,
+            signed_block=d.signed_block,
         )
         if writes:
             out.writers[d.id] = DeviceWriter(
@@ -816,6 +824,79 @@ GOVERNANCE_ENV: Final = "PEERGRID_GOVERNANCE"
 site file without ``[chain] governance_file``."""
 
 
+@dataclass(frozen=True, slots=True)
+class RegistryKeys:
+    """The device keys of a site's signing devices, read from its ``DeviceKeys`` registry.
+
+    Each device's key is its participant's slot (the participant's account, the device id),
+    read at the registry's latest block (:class:`controller.cycle.DeviceKeySource`).
+    """
+
+    keys: DeviceKeys
+    owners: Mapping[DeviceId, str]
+    """Each signing device's owner: its participant's chain account."""
+    latest_block: Callable[[], int]
+    """The chain's latest block number."""
+
+    @property
+    def registry(self) -> str:
+        """The registry's address."""
+        return self.keys.address
+
+    def __call__(self) -> DeviceKeysAt:
+        """The keys in force at the latest block (``None`` for none in force).
+
+        Raises
+        ------
+        ChainError
+            The registry cannot be read.
+        """
+        block = self.latest_block()
+        found: dict[DeviceId, bytes | None] = {}
+        for device, owner in self.owners.items():
+            change = self.keys.key_of(owner, device, block=block)
+            found[device] = change.key if change is not None and change.active else None
+        return DeviceKeysAt(registry=self.keys.address, block=block, keys=found)
+
+
+def device_key_source(
+    client: ChainClient, site: SiteConfig, accounts: Mapping[ParticipantId, str], address: str
+) -> RegistryKeys:
+    """The registry at ``address`` (checked to hold ``DeviceKeys``), for ``site``'s devices.
+
+    Raises
+    ------
+    ChainError
+        The address does not hold PeerGrid's ``DeviceKeys``.
+    """
+    keys = DeviceKeys(client.contracts)
+    keys.attach(address)
+    owners = {d.id: accounts[d.participant] for d in site.devices if d.signed_block is not None}
+    return RegistryKeys(keys, owners, client.block_number)
+
+
+def registry_key_reader(client: ChainClient) -> Callable[[str, str, str, int], bytes | None]:
+    """``key_at(registry, owner, device_id, block)`` for ``audit verify`` (issue 17).
+
+    The key in force at the end of ``block`` in the ``DeviceKeys`` registry at ``registry``
+    (its code checked once), read from the registry's own history (a node without old
+    states answers too); ``None`` for none, or a revoked one
+    (:data:`controller.audit.KeyAt`).
+    """
+    attached: dict[str, DeviceKeys] = {}
+
+    def key_at(registry: str, owner: str, device_id: str, block: int) -> bytes | None:
+        keys = attached.get(registry.lower())
+        if keys is None:
+            keys = DeviceKeys(client.contracts)
+            keys.attach(registry)
+            attached[registry.lower()] = keys
+        found = keys.key_at(owner, device_id, block)
+        return found.key if found is not None and found.active else None
+
+    return key_at
+
+
 def attach_governance(client: ChainClient, path: str) -> Governance:
     """The community's governance at the addresses of the JSON file ``path``, attached.
 
@@ -944,6 +1025,7 @@ def build_runtime(
         resources.callback(devs.close)
         settler = None
         governance: Governance | None = None
+        key_source: RegistryKeys | None = None
         minted = 0
         if operator is not None:
             connection = connect(
@@ -973,6 +1055,10 @@ def build_runtime(
             governance_file = site.chain.governance_file or os.environ.get(GOVERNANCE_ENV, "")
             if governance_file and not is_trial:  # a trial chain is new: nothing deployed
                 governance = attach_governance(client, governance_file)
+            if site.chain.device_keys_address and not is_trial:
+                key_source = device_key_source(
+                    client, site, accounts, site.chain.device_keys_address
+                )
         base_grid_for = base_grid_factory(site, loaded) if loaded is not None else _no_grid
         cycle = Cycle(
             site=site,
@@ -997,6 +1083,7 @@ def build_runtime(
             lift_expired_pause=None
             if governance is None or operator is None
             else functools.partial(governance.lift_if_expired, operator),
+            device_keys=key_source,
         )
     except BaseException:
         resources.close()
