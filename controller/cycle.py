@@ -488,6 +488,7 @@ class Cycle:
                 why = f"the device key registry cannot be read: {type(exc).__name__}: {exc}"
                 log.warning("readings of %s not verified: %s", utc_label(boundary), why)
         boundary_id = int(boundary.timestamp())
+        last = self.store.last_seqs(boundary_id) if keys is not None else {}
         out: dict[DeviceId, MeterReading] = {}
         for device, reading in snapshot.items():
             reason = ""
@@ -504,7 +505,7 @@ class Cycle:
                     reading.signed,
                     device_id=device,
                     public_key=keys.keys.get(device),
-                    last_seq=self.store.last_seq(device, boundary_id),
+                    last_seq=last.get(device),
                     boundary_ms=boundary_id * 1000,
                     max_age_ms=self.site.max_reading_age_s * 1000,
                 )

@@ -89,3 +89,42 @@ def test_the_gate_closure_in_force_is_the_one_the_latest_clearing_announced(s: S
     assert s.gate_closure_in_force(0, 300) == 0  # not below a shorter interval: the file's
     _cleared(s, 4500, {"gate_closure_s": 300, "next_gate_closure_s": 0})
     assert s.gate_closure_in_force(120, 900) == 0
+
+
+def test_signed_readings_keep_their_signature_and_the_last_accepted_sequence(s: Store) -> None:
+    import dataclasses
+
+    from market.domain import BusId, DeviceId, ParticipantId
+    from market.signed_readings import ReadingPayload, new_private_key, sign
+
+    key = new_private_key()
+
+    def reading(device: str, seq: int, at: int, quality: ReadingQuality) -> MeterReading:
+        payload = ReadingPayload(
+            device_id=device, seq=seq, measured_at_ms=at * 1000, import_wh_total=seq,
+            export_wh_total=0, p_w=0,
+        )  # fmt: skip
+        return MeterReading(
+            device_id=DeviceId(device), participant=ParticipantId("p"), bus=BusId("b"),
+            measured_at=datetime.fromtimestamp(at, UTC), p_w=0, import_wh_total=seq,
+            export_wh_total=0, quality=quality, signed=sign(key, payload),
+        )  # type: ignore[arg-type]  # fmt: skip
+
+    ok, bad = ReadingQuality.OK, ReadingQuality.UNVERIFIED
+    s.save_readings(900, {DeviceId("m1"): reading("m1", 5, 900, ok)}, key_block=7)
+    refused = reading("m1", 9, 1800, bad)
+    s.save_readings(
+        1800, {DeviceId("m1"): refused, DeviceId("m2"): reading("m2", 3, 1800, ok)}, key_block=8
+    )
+    s.save_readings(2700, {DeviceId("m1"): reading("m1", 6, 2700, ok)}, key_block=9)
+    back = s.readings_at(1800)
+    assert back[DeviceId("m1")] == refused  # the signature round-trips
+    assert s.key_blocks_at(1800) == [8]
+    assert s.last_seqs(900) == {}
+    assert s.last_seqs(1800) == {"m1": 5}
+    assert s.last_seqs(2700) == {"m1": 5, "m2": 3}  # the unverified 9 was never accepted
+    assert s.last_seqs(3600) == {"m1": 6, "m2": 3}
+    unsigned = dataclasses.replace(reading("m3", 1, 3600, ok), signed=None)
+    s.save_readings(3600, {DeviceId("m3"): unsigned})
+    assert s.readings_at(3600)[DeviceId("m3")].signed is None
+    assert "m3" not in s.last_seqs(4500)
