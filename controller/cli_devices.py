@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from adapters.modbus import sunspec
@@ -42,6 +43,7 @@ from adapters.modbus.simulators import (
     clear_sky_profile,
     constant_profile,
 )
+from controller import cli_device_keys
 from controller.cli_types import (
     baud_rate,
     finite_float,
@@ -52,6 +54,7 @@ from controller.cli_types import (
     tcp_port_or_zero,
 )
 from controller.config import DEFAULT_MAPS, DeviceKind
+from controller.keys import KeyUnavailable
 from market.codec import reading_to_dict
 from market.domain import BusId, DeviceId, MeterReading, ParticipantId, ReadingQuality
 
@@ -228,7 +231,16 @@ def _make_simulator(args: argparse.Namespace, start: datetime) -> DeviceSimulato
         "rtu": args.rtu,
         "baudrate": args.baud,
         "start_at": start,
+        "device_id": args.device_id,
     }
+    if args.signing_key:  # a signing meter or gateway: its key, never printed
+        from controller.cli_device_keys import read_key_file  # noqa: PLC0415
+        from controller.keys import DEFAULT_PASSWORD_ENV, keystore_password  # noqa: PLC0415
+
+        env = args.key_password_env or DEFAULT_PASSWORD_ENV
+        password = keystore_password(env, what=f"the device key file {args.signing_key}")
+        options["signing_key"] = read_key_file(Path(args.signing_key), password)
+        options["signed_block"] = args.signed_block
     if kind is DeviceKind.PV:
         rated = args.rated_w or 5000.0
         profile = clear_sky_profile(rated) if args.power_w is None else constant_profile(
@@ -268,7 +280,7 @@ def cmd_simulate(args: argparse.Namespace, *, sleep: Callable[[float], None] = t
     start = datetime.now(UTC)
     try:
         sim = _make_simulator(args, start)
-    except (RegisterMapError, ValueError) as exc:
+    except (RegisterMapError, ValueError, KeyUnavailable) as exc:
         _err(str(exc))
         return EXIT_BAD_INPUT
     try:
@@ -281,9 +293,15 @@ def cmd_simulate(args: argparse.Namespace, *, sleep: Callable[[float], None] = t
         where.append(f"tcp {sim.host}:{sim.port}")
     if args.rtu is not None:
         where.append(f"rtu {args.rtu} at {args.baud} baud")
+    signing = ""
+    if sim.public_key is not None:
+        signing = (
+            f"; signs as {sim.device_id} (block at input register {sim.signed_block}, public "
+            f"key {sim.public_key.hex()})"
+        )
     _out(
         f"serving {args.kind} ({sim.register_map.name}) unit {sim.unit_id} on "
-        f"{' and '.join(where)}; Ctrl-C stops"
+        f"{' and '.join(where)}{signing}; Ctrl-C stops"
     )
     began = time.monotonic()
     try:
@@ -368,7 +386,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sim.add_argument(
         "--duration", type=finite_float, default=None, help="stop after this many seconds"
     )
+    sim.add_argument(
+        "--device-id", default=None, help="the id it signs as (the site file's device id)"
+    )
+    sim.add_argument(
+        "--signing-key",
+        default=None,
+        help="sign every reading with this device key file ('peergrid devices keys new')",
+    )
+    sim.add_argument(
+        "--signed-block",
+        type=int,
+        default=0x7000,
+        help="input register of the signed-reading block (default 28672 = 0x7000)",
+    )
+    sim.add_argument(
+        "--key-password-env",
+        default=None,
+        help="environment variable with the key file's password (PEERGRID_KEYSTORE_PASSWORD)",
+    )
     sim.set_defaults(func=cmd_simulate)
+    cli_device_keys.register(devices_sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

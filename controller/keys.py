@@ -67,6 +67,9 @@ class KeyRole(enum.StrEnum):
     """Deploys, grants and revokes roles, pauses, sets policy (``DEFAULT_ADMIN_ROLE``)."""
     MEMBER = "member"
     """A community member: proposes and votes (``peergrid gov``)."""
+    PARTICIPANT = "participant"
+    """A participant: registers, rotates and revokes its devices' keys
+    (``peergrid devices keys``)."""
 
 
 def _stdin_is_terminal() -> bool:

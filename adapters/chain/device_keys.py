@@ -398,6 +398,10 @@ class DeviceKeys:
         """The chain's id (for :func:`sign_key_change`)."""
         return int(rpc(lambda: self.w3.eth.chain_id))
 
+    def latest_timestamp(self) -> int:
+        """The latest block's time [Unix s] (a relayed change's deadline counts from it)."""
+        return int(rpc(lambda: self.w3.eth.get_block("latest"))["timestamp"])
+
     # -- the owner's own transactions -------------------------------------------------------
 
     def register(self, owner: LocalAccount, device_id: str, key: bytes) -> TxResult:

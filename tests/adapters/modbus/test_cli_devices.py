@@ -231,3 +231,45 @@ def test_simulate_and_read_over_rtu(no_leaks, capsys, tmp_path):
     assert [m["id"] for m in report["sunspec"]["models"]] == [1, 103, 120, 124]
     assert report["endpoint"] == f"rtu:{b}@115200/3"
     assert result["code"] == 0
+
+
+def test_simulate_signs_with_a_device_key_file(no_leaks, capsys, tmp_path, monkeypatch):
+    """A gateway joining: a key made by 'devices keys new', served by 'devices simulate'."""
+    from adapters.modbus.client import ModbusTkClient
+    from adapters.modbus.mapfiles import load_register_map
+    from adapters.modbus.reading import DeviceReader
+    from market.domain import BusId, DeviceId, ParticipantId
+    from market.signed_readings import check_reading
+
+    monkeypatch.setenv("PEERGRID_KEYSTORE_PASSWORD", "gateway-test")
+    key_file = tmp_path / "gw.pem"
+    assert run(["devices", "keys", "new", "--out", str(key_file), "--json"]) == 0
+    public = bytes.fromhex(json.loads(capsys.readouterr().out)["public_key"])
+    port = free_port()
+    thread, result = _simulate_in_thread(
+        ["meter", "--port", str(port), "--power-w", "1200", "--duration", "1.5",
+         "--device-id", "gw-meter", "--signing-key", str(key_file)]
+    )  # fmt: skip
+    _wait_for_port(port)
+    time.sleep(0.4)
+    served = capsys.readouterr().out
+    assert f"signs as gw-meter (block at input register 28672, public key {public.hex()})" in served
+    client = ModbusTkClient("127.0.0.1", port, 1, timeout_s=0.5, retries=1, backoff_s=0.01)
+    try:
+        reader = DeviceReader(
+            DeviceId("gw-meter"), ParticipantId("p"), BusId("b"), client,
+            load_register_map("sdm630"), signed_block=0x7000,
+        )  # fmt: skip
+        now = datetime.now(UTC)
+        reading = reader.read(now)
+    finally:
+        client.close()
+    thread.join(10)
+    assert result["code"] == 0
+    assert reading.signed is not None
+    verdict = check_reading(
+        reading.signed, device_id="gw-meter", public_key=public, last_seq=None,
+        boundary_ms=int(now.timestamp() * 1000), max_age_ms=5_000,
+    )  # fmt: skip
+    assert verdict.ok, verdict.reason
+    assert str(key_file.read_text()) not in served  # the key file's content never printed
