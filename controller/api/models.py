@@ -308,6 +308,14 @@ class EarningRow(_Model):
     reward_wh: int = Field(description="locally delivered energy rewarded [Wh]")
     metered: bool
     settlement_state: str
+    unverified: str = Field(
+        default="",
+        description="why its energy is not verified by signed readings (empty: it is); "
+        "unverified energy earns no reward (README, 'Signed meter readings')",
+    )
+    penalty_units: int = Field(
+        default=0, description="penalty for readings that failed verification [token units]"
+    )
 
 
 class EarningsOut(_Model):
@@ -335,9 +343,16 @@ class ReadingOut(_Model):
     p_w: int
     import_wh_total: int
     export_wh_total: int
-    quality: str = Field(description="ok | stale | missing")
+    quality: str = Field(
+        description="ok | stale | missing | unverified (a signed reading that failed its "
+        "check, or an unsigned one where the site requires signatures; reason says which)"
+    )
     reason: str
     soc_percent: float | None
+    signed: bool = Field(
+        default=False, description="the device signed it (verified, unless quality says not)"
+    )
+    seq: int | None = Field(default=None, description="the device's sequence number, if signed")
 
 
 class ReadingPage(Page):

@@ -131,6 +131,8 @@ def reading_out(row: Mapping[str, Any]) -> dict[str, Any]:
         "quality": row["quality"],
         "reason": row["reason"] or "",
         "soc_percent": row["soc_percent"],
+        "signed": row.get("signed") is not None,
+        "seq": row.get("seq"),
     }
 
 

@@ -267,6 +267,8 @@ def participant_earnings(
                     reward_wh=rewards.get(participant, 0),
                     metered=bool(line.get("metered", True)),
                     settlement_state=str(row["state"]),
+                    unverified=str(line.get("unverified", "")),
+                    penalty_units=int(line.get("penalty_amount", 0)),
                 )
             )
     return EarningsOut(

@@ -122,7 +122,9 @@
       PG.cell(tr, x.p_w + " W");
       PG.cell(tr, PG.fmt.kwh(x.import_wh_total));
       PG.cell(tr, PG.fmt.kwh(x.export_wh_total));
-      PG.cell(tr, x.quality.toUpperCase()).title = x.reason || "";
+      // a signed reading that passed its check is verified; unsigned ones earn no reward
+      const state = x.quality !== "ok" ? "" : (x.signed ? ", signed" : ", unsigned");
+      PG.cell(tr, x.quality.toUpperCase() + state).title = x.reason || "";
     }
   }
 
