@@ -85,6 +85,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
     create_engine,
     event,
     func,
@@ -150,6 +151,16 @@ readings = Table(
     Column("seq", BigInteger, nullable=True),
     Column("key_block", BigInteger, nullable=True),
     UniqueConstraint("boundary", "device_id", name="uq_reading_boundary_device"),
+)
+
+device_seqs = Table(
+    "device_seqs",
+    metadata,
+    # each signing device's last accepted (OK) sequence number and the boundary it was read
+    # at (migration 0008): the replay check reads one row per device (Store.last_seqs)
+    Column("device_id", String(128), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("boundary", BigInteger, nullable=False),
 )
 
 settlements = Table(
@@ -1349,6 +1360,46 @@ class Store:
             new = [r for r in rows if r["device_id"] not in existing]
             if new:
                 conn.execute(insert(readings), new)
+            accepted = {
+                r.device_id: r.signed.payload.seq
+                for r in snapshot.values()
+                if r.signed is not None
+                and r.quality is ReadingQuality.OK
+                and str(r.device_id) not in existing
+            }
+            if accepted:
+                self._advance_seqs(conn, boundary, accepted)
+
+    @staticmethod
+    def _advance_seqs(conn: Connection, boundary: int, accepted: Mapping[DeviceId, int]) -> None:
+        """Move ``device_seqs`` on to ``boundary``'s accepted sequence numbers (never back)."""
+        kept = {
+            str(r[0]): int(r[1])
+            for r in conn.execute(
+                select(device_seqs.c.device_id, device_seqs.c.boundary).where(
+                    device_seqs.c.device_id.in_(sorted(accepted))
+                )
+            )
+        }
+        fresh = [
+            {"device_id": d, "seq": s, "boundary": boundary}
+            for d, s in accepted.items()
+            if d not in kept
+        ]
+        if fresh:
+            conn.execute(insert(device_seqs), fresh)
+        later = [
+            {"d": d, "s": s, "b": boundary}
+            for d, s in accepted.items()
+            if d in kept and kept[d] < boundary
+        ]
+        if later:
+            conn.execute(
+                update(device_seqs)
+                .where(device_seqs.c.device_id == bindparam("d"))
+                .values(seq=bindparam("s"), boundary=bindparam("b")),
+                later,
+            )
 
     def readings_at(self, boundary: int) -> dict[DeviceId, MeterReading]:
         """The snapshot stored at ``boundary``."""
@@ -1389,17 +1440,27 @@ class Store:
         """The highest sequence number of each device's accepted readings before ``before``.
 
         Accepted: stored OK (verified) with a sequence number, at a boundary before
-        ``before`` [Unix s]; devices without one are left out. One query for the whole site.
+        ``before`` [Unix s]; devices without one are left out. Read from ``device_seqs``, one
+        row per device; only a device whose latest accepted reading is not before ``before``
+        (a boundary checked again) is looked up in its readings.
         """
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(readings.c.device_id, func.max(readings.c.seq))
-                .where(readings.c.boundary < before)
-                .where(readings.c.quality == ReadingQuality.OK.value)
-                .where(readings.c.seq.is_not(None))
-                .group_by(readings.c.device_id)
-            )
-            return {DeviceId(r[0]): int(r[1]) for r in rows}
+            latest = conn.execute(
+                select(device_seqs.c.device_id, device_seqs.c.seq, device_seqs.c.boundary)
+            ).all()
+            out = {DeviceId(d): int(s) for d, s, b in latest if int(b) < before}
+            again = sorted(str(d) for d, _, b in latest if int(b) >= before)
+            if again:
+                rows = conn.execute(
+                    select(readings.c.device_id, func.max(readings.c.seq))
+                    .where(readings.c.device_id.in_(again))
+                    .where(readings.c.boundary < before)
+                    .where(readings.c.quality == ReadingQuality.OK.value)
+                    .where(readings.c.seq.is_not(None))
+                    .group_by(readings.c.device_id)
+                )
+                out.update({DeviceId(r[0]): int(r[1]) for r in rows})
+            return out
 
     # -- settlements -----------------------------------------------------------------------
     def record_intent(
