@@ -28,7 +28,9 @@ settlement_pending  warning;    an interval that ended more than ``2 L`` ago and
                     failed
 device_stale        warning;    a device of the site whose readings have not been OK for more
                     critical    than ``2 L``: its first non-OK reading after its last OK one
-                    if MISSING  (in the window) is more than ``2 L`` old
+                    if MISSING  (in the window) is more than ``2 L`` old; UNVERIFIED (its
+                    or UNVER-   signed readings fail their check) is critical too
+                    IFIED
 escrow_low          warning;    a participant's free escrow (escrow less a pending
                     critical    withdrawal, pending intents and a carried debt) below
                     below one   ``escrow_days`` x its typical daily spend: the mean it paid
@@ -498,7 +500,10 @@ def _device_alerts(store: Store, site: SiteConfig, now_s: int) -> list[Alert]:
         out.append(
             Alert(
                 AlertKind.DEVICE_STALE,
-                "critical" if quality == ReadingQuality.MISSING.value else "warning",
+                # a dead meter, or one whose signed readings fail: money is settled without it
+                "critical"
+                if quality in {ReadingQuality.MISSING.value, ReadingQuality.UNVERIFIED.value}
+                else "warning",
                 device,
                 f"{quality.upper()}: {n} readings not OK since {utc_label(first)} "
                 f"({_minutes(now_s - first)})" + (f": {reason}" if reason else ""),

@@ -989,7 +989,8 @@ def verify_signed_readings(record: Mapping[str, Any], key_at: KeyAt) -> tuple[li
     tuple of (list of str, list of str)
         Problems (a record that claims more than its signatures prove, or settles against
         its readings), and one line per UNVERIFIED reading with its interval, device and
-        reason (not a problem: the record states it and settles it as rule 4b says).
+        reason (not a problem: the record states it and settles it as rule 4b says) and per
+        unsigned reading of a site where signing is optional (rule 4c: no reward).
     """
     params = record.get("params") or {}
     policy = str(params.get("reading_signatures", ""))
@@ -1021,6 +1022,11 @@ def verify_signed_readings(record: Mapping[str, Any], key_at: KeyAt) -> tuple[li
                     problems.append(
                         f"{where}: {device} at {utc_label(boundary)}: recorded as verified "
                         "without a signature, but the site requires signatures"
+                    )
+                else:  # a legacy meter (rule 4c): settled by its counters, never rewarded
+                    unverified.append(
+                        f"{where}: {device} at {utc_label(boundary)}: unsigned (signing "
+                        "optional): settled by its counters, no reward"
                     )
                 continue
             found = _check_signed(r, keys.get("registry"), accounts, keys.get(block_key))

@@ -132,7 +132,8 @@ def device_status(store: Store, site: SiteConfig, now: datetime) -> list[dict[st
     Returns
     -------
     list of dict
-        ``device``, ``participant``, ``kind``, ``quality`` (``OK``, ``STALE``, ``MISSING``:
+        ``device``, ``participant``, ``kind``, ``quality`` (``OK``, ``STALE``, ``MISSING``,
+        ``UNVERIFIED``:
         the reading's own, STALE too when its boundary is more than
         :data:`STALE_AFTER_INTERVALS` intervals old, MISSING without any), ``boundary_s``
         [Unix s], ``p_w`` [W], ``import_wh_total``, ``export_wh_total`` [Wh],

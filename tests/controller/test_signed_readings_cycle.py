@@ -13,6 +13,7 @@ than its signatures prove is caught.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -168,3 +169,33 @@ def test_a_record_claiming_more_than_its_signatures_prove_is_caught(tmp_path: Pa
         assert "rewarded despite unverified readings: judy" in problems(bad, rewarded)
         assert "judy's penalty is 0" in problems(bad, no_penalty)
         assert "has no registered key in force" in problems(good, other_block)
+
+
+def test_an_unsigned_meter_where_signing_is_optional_settles_unrewarded_and_is_named(
+    tmp_path: Path,
+) -> None:
+    with demo_runtime(tmp_path) as rt:
+        legacy = tuple(
+            dataclasses.replace(d, signed_block=None) if d.id == PV else d for d in rt.site.devices
+        )
+        rt.cycle.site = dataclasses.replace(rt.site, reading_signatures="optional", devices=legacy)
+        for k in range(15, 18):
+            rt.tick(k, clear_next=k < 17)
+        interval_id = int(rt.boundary(16).timestamp())
+        reading = rt.store.readings_at(interval_id)[PV]  # type: ignore[index]
+        assert reading.quality is ReadingQuality.OK
+        assert reading.signed is None  # a signature the site does not expect is not kept
+        (record,) = [
+            r["record"] for r in rt.store.audit_records() if r["interval_id"] == interval_id
+        ]
+        (line,) = [ln for ln in record["settlement"]["lines"] if ln["participant"] == "judy"]
+        assert line["unverified"] == f"{PV}: unsigned readings (signing optional)"
+        assert line["metered_export_wh"] > 0  # settled by its counters
+        assert "judy" not in rewards_of(rt, interval_id)
+        assert rewards_of(rt, interval_id)  # the signed producers keep theirs
+        verified = rt.verify()
+        assert verified["problems"] == []
+        assert any(
+            f"{PV} at {utc_label(rt.boundary(16))}: unsigned (signing optional)" in u
+            for u in verified["unverified"]
+        )
