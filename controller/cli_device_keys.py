@@ -257,7 +257,7 @@ def _change(args: argparse.Namespace, action_name: str) -> int:
     """Register, rotate or revoke ``args.device``'s key, signed by its participant."""
 
     def body() -> int:
-        from adapters.chain.device_keys import KeyAction, sign_key_change  # noqa: PLC0415
+        from adapters.chain.device_keys import KeyAction  # noqa: PLC0415
 
         site = _site(args)
         resolved = resolve(args, site)
@@ -273,27 +273,15 @@ def _change(args: argparse.Namespace, action_name: str) -> int:
         with open_client(resolved, attach=False, operator=args.relay) as client:
             keys = _attached(client, _registry(args, site))
             if args.relay:
-                deadline = keys.latest_timestamp() + RELAY_DEADLINE_S
-                signature = sign_key_change(
-                    owner,
-                    keys.chain_id(),
-                    keys.address,
-                    device_id=args.device,
-                    key=key,
-                    action=action,
-                    nonce=keys.nonce(owner.address),
-                    deadline=deadline,
-                )
                 if resolved.backend is ChainBackend.ANVIL:
                     client.fund_eth(client.operator.address, DEV_ETHER_WEI)
-                tx = keys.relay(
+                tx = keys.relay_for(
                     client.operator,
-                    owner=owner.address,
+                    owner,
                     device_id=args.device,
                     key=key,
                     action=action,
-                    deadline=deadline,
-                    signature=signature,
+                    deadline=keys.latest_timestamp() + RELAY_DEADLINE_S,
                 )
             else:
                 if resolved.backend is ChainBackend.ANVIL:

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from adapters.chain import ChainClient, derive_account
-from adapters.chain.device_keys import DeviceKeys, KeyAction, sign_key_change
+from adapters.chain.device_keys import DeviceKeys, KeyAction
 from adapters.chain.governance import registry_reader
 from adapters.modbus.simulators import BatterySim, LoadMeterSim, PVInverterSim
 from adapters.modbus.simulators.base import SignedTamper, SimOptions
@@ -223,7 +223,6 @@ def enroll_device_keys(
     """
     keys = DeviceKeys(client.contracts)
     keys.deploy(governor=None)
-    chain_id = keys.chain_id()
     for d in site.devices:
         public = sims[d.id].public_key
         if d.signed_block is None or public is None:
@@ -232,24 +231,13 @@ def enroll_device_keys(
         if owner.address.lower() != accounts[d.participant].lower():
             msg = f"{d.participant}'s account is not its demo key: cannot sign its registration"
             raise ConfigError(msg)
-        signature = sign_key_change(
-            owner,
-            chain_id,
-            keys.address,
-            device_id=d.id,
-            key=public,
-            action=KeyAction.REGISTER,
-            nonce=keys.nonce(owner.address),
-            deadline=KEY_DEADLINE,
-        )
-        keys.relay(
+        keys.relay_for(
             client.operator,
-            owner=owner.address,
+            owner,
             device_id=d.id,
             key=public,
             action=KeyAction.REGISTER,
             deadline=KEY_DEADLINE,
-            signature=signature,
         )
     return device_key_source(client, site, accounts, keys.address)
 

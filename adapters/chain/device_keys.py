@@ -55,7 +55,7 @@ from adapters.chain.gas import (
     GAS_KEY_REGISTER,
     GAS_KEY_REVOKE,
 )
-from adapters.chain.governance import Action
+from adapters.chain.governance import SIGNATURE_BYTES, Action
 from adapters.chain.node import call, rpc
 from adapters.chain.sender import TxResult
 
@@ -292,6 +292,9 @@ def key_change_signer(
     InvalidArgument
         If ``signature`` is not a 65-byte secp256k1 signature at all.
     """
+    if len(signature) != SIGNATURE_BYTES:
+        msg = f"not a valid signature: {len(signature)} bytes, not {SIGNATURE_BYTES}"
+        raise InvalidArgument(msg)
     data = key_change_typed_data(
         chain_id,
         registry,
@@ -452,8 +455,8 @@ class DeviceKeys:
             If the registry refuses (``invalid signature``, ``signature expired``, ...).
         """
         _check_change(key, action)
-        if len(signature) != 65:
-            msg = f"a key change signature has 65 bytes, not {len(signature)}"
+        if len(signature) != SIGNATURE_BYTES:
+            msg = f"a key change signature has {SIGNATURE_BYTES} bytes, not {len(signature)}"
             raise InvalidArgument(msg)
         _check_uint256("deadline", deadline)
         args = [
@@ -503,6 +506,41 @@ class DeviceKeys:
         )
 
     # -- reads ------------------------------------------------------------------------------
+
+    def relay_for(
+        self,
+        relayer: LocalAccount,
+        owner: LocalAccount,
+        *,
+        device_id: str,
+        key: bytes,
+        action: KeyAction,
+        deadline: int,
+    ) -> TxResult:
+        """Sign ``owner``'s change with its next nonce and relay it; ``relayer`` pays the gas.
+
+        For a process that holds both keys (``peergrid devices keys ... --relay``, the demo):
+        :func:`sign_key_change` then :meth:`relay`.
+        """
+        signature = sign_key_change(
+            owner,
+            self.chain_id(),
+            self.address,
+            device_id=device_id,
+            key=key,
+            action=action,
+            nonce=self.nonce(owner.address),
+            deadline=deadline,
+        )
+        return self.relay(
+            relayer,
+            owner=owner.address,
+            device_id=device_id,
+            key=key,
+            action=action,
+            deadline=deadline,
+            signature=signature,
+        )
 
     def nonce(self, owner: str) -> int:
         """``owner``'s next nonce for a signed change."""

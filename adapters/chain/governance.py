@@ -35,6 +35,7 @@ from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
 from eth_keys.exceptions import BadSignature
 from eth_typing import HexStr
+from eth_utils.exceptions import ValidationError
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractEvent
@@ -284,6 +285,10 @@ class ParameterChange:
     tx_hash: str
 
 
+SIGNATURE_BYTES: Final = 65
+"""An EIP-712 signature: r, s (32 bytes each) and v."""
+
+
 def parameter_key(name: str) -> bytes:
     """The registry key of parameter ``name``: ``keccak256`` of the name."""
     return bytes(Web3.keccak(text=name))
@@ -336,10 +341,13 @@ def ballot_signer(
     InvalidArgument
         If ``signature`` is not a 65-byte secp256k1 signature at all.
     """
+    if len(signature) != SIGNATURE_BYTES:
+        msg = f"not a valid signature: {len(signature)} bytes, not {SIGNATURE_BYTES}"
+        raise InvalidArgument(msg)
     data = ballot_typed_data(chain_id, governor, proposal_id, support, voter)
     try:
         signer = Account.recover_message(encode_typed_data(full_message=data), signature=signature)
-    except (ValueError, TypeError, BadSignature) as exc:  # bad length, v, r or s; no key
+    except (ValueError, TypeError, BadSignature, ValidationError) as exc:  # length, v, r, s
         msg = f"not a valid signature: {exc}"
         raise InvalidArgument(msg) from None
     return checksum_address(signer)

@@ -407,8 +407,9 @@ def test_the_signer_is_recovered_off_chain_as_the_registry_does(reg: Registry) -
         key_change_signer(chain_id, registry, owner=alice.address, signature=signature, **other)
         != alice.address
     )
-    with pytest.raises(InvalidArgument, match="not a valid signature"):
-        key_change_signer(chain_id, registry, owner=alice.address, signature=b"\x01" * 10, **args)
+    for bad in (b"\x01" * 10, b"", bytes(65), signature + b"\x00"):  # lengths, all zero
+        with pytest.raises(InvalidArgument, match="not a valid signature"):
+            key_change_signer(chain_id, registry, owner=alice.address, signature=bad, **args)
     data = key_change_typed_data(chain_id, registry, owner=alice.address, **args)
     assert data["domain"]["name"] == "PeerGrid DeviceKeys"
     assert data["message"]["device"] == "0x" + device_key_id("m-1").hex()

@@ -23,6 +23,7 @@ from adapters.chain.governance import (
     Governance,
     ProposalState,
     Support,
+    ballot_signer,
     ballot_typed_data,
     parameter_key,
     sign_ballot,
@@ -389,3 +390,15 @@ def test_attach_checks_the_code(community: Community) -> None:
     )
     with pytest.raises(ChainError, match="Membership bytecode"):
         Governance(community.client.contracts).attach(swapped)
+
+
+def test_the_signer_of_a_ballot_is_recovered_or_the_signature_refused() -> None:
+    voter = derive_account("ballot-voter")
+    governor = "0x" + "11" * 20
+    good = sign_ballot(voter, 31337, governor, 7, Support.FOR)
+    assert ballot_signer(31337, governor, 7, Support.FOR, voter.address, good) == voter.address
+    # another ballot's fields recover another address: the governor refuses it as not the voter's
+    assert ballot_signer(31337, governor, 7, Support.AGAINST, voter.address, good) != voter.address
+    for bad in (good[:64], b"", bytes(65), good + b"\x00"):  # lengths, an all-zero signature
+        with pytest.raises(InvalidArgument, match="not a valid signature"):
+            ballot_signer(31337, governor, 7, Support.FOR, voter.address, bad)
