@@ -99,6 +99,7 @@ PARTICIPANT_COLUMNS: Final[tuple[tuple[str, str], ...]] = (
     ("imbalance_units", "imbalance [units]"),
     ("net_units", "net [units]"),
     ("reward_wh", "rewarded [Wh]"),
+    ("unverified", "not verified (why)"),
     ("settlement_state", "settlement"),
 )
 """``(key, header with unit)`` of :func:`participant_history`'s columns."""
@@ -293,7 +294,7 @@ def _figures_of(
 class _Batch:
     """What a settlement batch says per participant: its line's money, its reward."""
 
-    lines: dict[str, tuple[int, int]]  # imbalance, net amount [token units]
+    lines: dict[str, tuple[int, int, str]]  # imbalance, net amount [token units], unverified
     rewards: dict[str, int]  # verified local energy rewarded [Wh]
 
 
@@ -347,7 +348,11 @@ def _batches_of(
         parts = _parts(r, _LINE_PATHS, "line_parts")
         batch = _Batch(
             lines={
-                str(ln["participant"]): (int(ln["imbalance_amount"]), int(ln["net_amount"]))
+                str(ln["participant"]): (
+                    int(ln["imbalance_amount"]),
+                    int(ln["net_amount"]),
+                    str(ln.get("unverified", "")),
+                )
                 for ln in parts["lines"] or []
             },
             rewards={str(p): int(wh) for p, wh in parts["rewards"] or []},
@@ -611,8 +616,9 @@ def participant_history(
         tariffs: bought at the import tariff minus sold at the export tariff, rounded half
         to even), ``savings_units`` (``grid_cost - (paid - received)``), ``imbalance_units``
         and ``net_units`` (its settlement line; ``None`` before settlement), ``reward_wh``
-        (verified local energy rewarded; ``None`` before settlement) and
-        ``settlement_state`` [token base units].
+        (verified local energy rewarded; ``None`` before settlement), ``unverified`` (why
+        its energy is not verified by signed readings, ``""`` when it is: it earns no reward
+        then; ``None`` before settlement) and ``settlement_state`` [token base units].
     """
     if start_s >= end_s:
         return []
@@ -651,6 +657,7 @@ def participant_history(
                 "imbalance_units": None if line is None else line[0],
                 "net_units": None if line is None else line[1],
                 "reward_wh": None if batch is None else batch.rewards.get(participant, 0),
+                "unverified": None if line is None else line[2],
                 "settlement_state": rec["settlement_state"],
             }
         )

@@ -53,6 +53,9 @@
       ["Received", PG.fmt.units(sum("received_units")) + " tokens"],
       ["At the grid tariffs it would have been", PG.fmt.units(sum("grid_cost_units")) + " tokens"],
       ["Saved against the grid", PG.fmt.units(sum("savings_units")) + " tokens"],
+      ["Rewarded (verified local energy)", PG.fmt.kwh(sum("reward_wh"))],
+      // signed readings (README): an interval whose readings were not verified earns nothing
+      ["Intervals not verified", String(h.rows.filter((r) => r.unverified).length)],
     ]);
   }
 
