@@ -25,6 +25,7 @@ from adapters.chain.device_keys import DeviceKeys, KeyAction, sign_key_change
 from adapters.modbus.simulators.base import SignedTamper
 from controller.audit import verify_signed_readings
 from controller.demo import KEY_DEADLINE, DemoRuntime, demo_runtime
+from controller.history import participant_history
 from controller.wiring import registry_key_reader
 from market.domain import ReadingQuality, utc_label
 
@@ -116,6 +117,17 @@ def test_a_bad_reading_is_unverified_earns_nothing_and_is_named(tmp_path: Path, 
             assert line["metered_export_wh"] == 0
         # the others keep their rewards
         assert rewards_of(rt, int(rt.boundary(17).timestamp()))
+        # judy's history says which intervals were not verified, and why
+        lo, hi = int(rt.boundary(14).timestamp()), int(rt.boundary(20).timestamp())
+        marked = {
+            r["interval_start_s"]: r["unverified"]
+            for r in participant_history(rt.store, "judy", lo, hi)
+        }
+        bad = (17, 18, 19) if case == "revoked key" else (17, 18)  # revoked: it stays so
+        assert [t for t, why in marked.items() if why] == [
+            int(rt.boundary(k).timestamp()) for k in bad
+        ]
+        assert all(PV in why for why in marked.values() if why)
         verified = rt.verify()
         assert verified["problems"] == []
         named = [u for u in verified["unverified"] if PV in u]
