@@ -96,7 +96,12 @@ def test_a_database_at_0002_is_upgraded_to_0003_without_losing_a_row(tmp_path: P
     assert store.revision == head_revision()
     assert store.outstanding_debts() == {}
     store.close()
-    assert rows() == before
+    after = rows()
+    # 0008 added three columns to readings, last and NULL for the rows already there
+    width = len(before["readings"][0])
+    assert all(all(v is None for v in r[width:]) for r in after["readings"])
+    after["readings"] = [r[:width] for r in after["readings"]]
+    assert after == before
     with closing(sqlite3.connect(path)) as conn:
         assert conn.execute("SELECT COUNT(*) FROM debts").fetchone() == (0,)
 
