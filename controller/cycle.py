@@ -385,6 +385,7 @@ class Cycle:
     )
     _last_governed: GovernedValues | None = field(default=None, init=False, repr=False)
     _gates: dict[int, tuple[int, int]] = field(default_factory=dict, init=False, repr=False)
+    _last_keys: DeviceKeysAt | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.options = ClearingOptions(
@@ -465,8 +466,10 @@ class Cycle:
         A device with a ``signed_block`` whose OK reading fails
         :func:`market.signed_readings.check_reading` (its key in the registry now, the last
         sequence number accepted from it, ``max_reading_age_s`` around ``boundary``)
-        becomes ``UNVERIFIED`` with the reason, and so does every one if the registry cannot
-        be read or none is configured. An unsigned device stays as read under
+        becomes ``UNVERIFIED`` with the reason. If the registry cannot be read, the keys of its
+        last read apply (the record names that read's block): a node's outage is nobody's
+        failure to prove; before any read, or with no registry configured, every signed
+        reading is UNVERIFIED with the reason. An unsigned device stays as read under
         ``reading_signatures = "optional"`` and is UNVERIFIED under ``"required"``. Readings
         that are not OK (MISSING, STALE) are left as they are.
 
@@ -483,10 +486,16 @@ class Cycle:
         why = "no device key registry is configured ([chain] device_keys_address)"
         if signing and self.device_keys is not None:
             try:
-                keys = self.device_keys()
+                keys = self._last_keys = self.device_keys()
             except AdapterError as exc:
                 why = f"the device key registry cannot be read: {type(exc).__name__}: {exc}"
-                log.warning("readings of %s not verified: %s", utc_label(boundary), why)
+                keys = self._last_keys
+                log.warning(
+                    "keys for the readings of %s not read: %s; %s",
+                    utc_label(boundary),
+                    why,
+                    "none read before" if keys is None else f"the keys of block {keys.block} apply",
+                )
         boundary_id = int(boundary.timestamp())
         last = self.store.last_seqs(boundary_id) if keys is not None else {}
         out: dict[DeviceId, MeterReading] = {}

@@ -22,6 +22,7 @@ import pytest
 
 from adapters.chain import derive_account
 from adapters.chain.device_keys import DeviceKeys, KeyAction, sign_key_change
+from adapters.chain.errors import ChainError
 from adapters.modbus.simulators.base import SignedTamper
 from controller.audit import verify_signed_readings
 from controller.demo import KEY_DEADLINE, DemoRuntime, demo_runtime
@@ -211,3 +212,37 @@ def test_an_unsigned_meter_where_signing_is_optional_settles_unrewarded_and_is_n
             f"{PV} at {utc_label(rt.boundary(16))}: unsigned (signing optional)" in u
             for u in verified["unverified"]
         )
+
+
+def test_an_unreadable_registry_keeps_the_last_keys_and_before_any_read_verifies_nothing(
+    tmp_path: Path,
+) -> None:
+    with demo_runtime(tmp_path) as rt:
+        source = rt.cycle.device_keys
+        assert source is not None
+
+        class Down:
+            registry = source.registry
+
+            def __call__(self) -> Any:
+                msg = "connection refused"
+                raise ChainError(msg)
+
+        rt.cycle.device_keys = Down()  # before any read: nothing can be verified
+        rt.tick(15)
+        first = rt.store.readings_at(int(rt.boundary(15).timestamp()))
+        assert {r.quality for r in first.values()} == {ReadingQuality.UNVERIFIED}
+        assert all(
+            "cannot be read: ChainError: connection refused" in r.reason for r in first.values()
+        )
+        rt.cycle.device_keys = source
+        rt.tick(16)
+        read_at = rt.store.key_blocks_at(int(rt.boundary(16).timestamp()))
+        rt.cycle.device_keys = Down()  # after a read: its keys apply, and the record says so
+        rt.tick(17)
+        rt.tick(18, clear_next=False)
+        later = rt.store.readings_at(int(rt.boundary(17).timestamp()))
+        assert {r.quality for r in later.values()} == {ReadingQuality.OK}
+        assert rt.store.key_blocks_at(int(rt.boundary(17).timestamp())) == read_at
+        verified = rt.verify()
+        assert verified["problems"] == []
