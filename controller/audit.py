@@ -1029,9 +1029,8 @@ def verify_signed_readings(record: Mapping[str, Any], key_at: KeyAt) -> tuple[li
                         "optional): settled by its counters, no reward"
                     )
                 continue
-            found = _check_signed(r, keys.get("registry"), accounts, keys.get(block_key))
-            if not found:
-                signed = SignedReading.from_ocmf(r["signed"])
+            found, signed = _check_signed(r, keys.get("registry"), accounts, keys.get(block_key))
+            if signed is not None:
                 verdict = check_reading(
                     signed,
                     device_id=device,
@@ -1066,12 +1065,12 @@ def _check_signed(
     registry: object,
     accounts: Mapping[str, Any],
     block: object,
-) -> str:
-    """Why a recorded signed reading cannot be checked, or ``""`` (its parts agree)."""
+) -> tuple[str, SignedReading | None]:
+    """A recorded signed reading, parsed, if it can be checked; else why not (and ``None``)."""
     try:
         signed = SignedReading.from_ocmf(r["signed"])
     except InvalidQuantity as exc:
-        return f"its signed form is malformed: {exc}"
+        return f"its signed form is malformed: {exc}", None
     p = signed.payload
     recorded = (r["import_wh_total"], r["export_wh_total"], r["p_w"], r["measured_at"])
     if recorded != (
@@ -1080,12 +1079,12 @@ def _check_signed(
         p.p_w,
         p.measured_at.isoformat(),
     ):
-        return "its recorded values are not the ones it signed"
+        return "its recorded values are not the ones it signed", None
     if not registry or block is None:
-        return "the record names no device key registry block"
+        return "the record names no device key registry block", None
     if r["participant"] not in accounts:
-        return f"the record names no account of {r['participant']}"
-    return ""
+        return f"the record names no account of {r['participant']}", None
+    return "", signed
 
 
 def _settled_as_read(where: str, batch: Mapping[str, Any] | None, failed: set[str]) -> list[str]:

@@ -1328,9 +1328,11 @@ class Cycle:
         ``accounts`` (participant -> chain address, to compare the chain's entries).
         """
         terms, governance = self._terms.get(interval.interval_id, (None, None))
-        gate_in_force, gate_next = self._gates.get(
-            interval.interval_id, (self.gate_closure_s, self.gate_closure_s)
-        )
+        gates = self._gates.get(interval.interval_id)
+        if gates is None:  # not cleared by this controller (abandoned): the gate in force now
+            gate = self.gate_closure_s
+            gates = (gate, gate)
+        gate_in_force, gate_next = gates
         in_force = self.options
         if terms is not None:
             in_force = dataclasses.replace(

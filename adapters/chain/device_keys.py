@@ -36,12 +36,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from eth_abi.abi import encode as abi_encode
-from eth_account import Account
-from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
-from eth_keys.exceptions import BadSignature
 from eth_typing import HexStr
-from eth_utils.exceptions import ValidationError
 from web3 import Web3
 from web3.contract import Contract
 
@@ -55,7 +51,7 @@ from adapters.chain.gas import (
     GAS_KEY_REGISTER,
     GAS_KEY_REVOKE,
 )
-from adapters.chain.governance import SIGNATURE_BYTES, Action
+from adapters.chain.governance import SIGNATURE_BYTES, Action, sign_typed, typed_signer
 from adapters.chain.node import call, rpc
 from adapters.chain.sender import TxResult
 
@@ -267,8 +263,7 @@ def sign_key_change(
         nonce=nonce,
         deadline=deadline,
     )
-    signed = Account.sign_message(encode_typed_data(full_message=data), account.key)
-    return bytes(signed.signature)
+    return sign_typed(account, data)
 
 
 def key_change_signer(
@@ -292,9 +287,6 @@ def key_change_signer(
     InvalidArgument
         If ``signature`` is not a 65-byte secp256k1 signature at all.
     """
-    if len(signature) != SIGNATURE_BYTES:
-        msg = f"not a valid signature: {len(signature)} bytes, not {SIGNATURE_BYTES}"
-        raise InvalidArgument(msg)
     data = key_change_typed_data(
         chain_id,
         registry,
@@ -305,12 +297,7 @@ def key_change_signer(
         nonce=nonce,
         deadline=deadline,
     )
-    try:
-        signer = Account.recover_message(encode_typed_data(full_message=data), signature=signature)
-    except (ValueError, TypeError, BadSignature, ValidationError) as exc:  # length, v, r, s
-        msg = f"not a valid signature: {exc}"
-        raise InvalidArgument(msg) from None
-    return checksum_address(signer)
+    return typed_signer(data, signature)
 
 
 class DeviceKeys:

@@ -289,6 +289,34 @@ SIGNATURE_BYTES: Final = 65
 """An EIP-712 signature: r, s (32 bytes each) and v."""
 
 
+def sign_typed(account: LocalAccount, data: Mapping[str, Any]) -> bytes:
+    """``account``'s 65-byte signature (r, s, v) of the EIP-712 typed data ``data``."""
+    signed = Account.sign_message(encode_typed_data(full_message=dict(data)), account.key)
+    return bytes(signed.signature)
+
+
+def typed_signer(data: Mapping[str, Any], signature: bytes) -> str:
+    """Who signed the EIP-712 typed data ``data``: the address recovered (checksummed).
+
+    Raises
+    ------
+    InvalidArgument
+        If ``signature`` is not a 65-byte secp256k1 signature at all (its length, ``v``,
+        ``r`` or ``s``, or no key recovers).
+    """
+    if len(signature) != SIGNATURE_BYTES:
+        msg = f"not a valid signature: {len(signature)} bytes, not {SIGNATURE_BYTES}"
+        raise InvalidArgument(msg)
+    try:
+        signer = Account.recover_message(
+            encode_typed_data(full_message=dict(data)), signature=signature
+        )
+    except (ValueError, TypeError, BadSignature, ValidationError) as exc:  # length, v, r, s
+        msg = f"not a valid signature: {exc}"
+        raise InvalidArgument(msg) from None
+    return checksum_address(signer)
+
+
 def parameter_key(name: str) -> bytes:
     """The registry key of parameter ``name``: ``keccak256`` of the name."""
     return bytes(Web3.keccak(text=name))
@@ -324,9 +352,9 @@ def sign_ballot(
     account: LocalAccount, chain_id: int, governor: str, proposal_id: int, support: Support
 ) -> bytes:
     """``account``'s 65-byte ballot signature (r, s, v) for :meth:`Governance.vote_by_sig`."""
-    data = ballot_typed_data(chain_id, governor, proposal_id, support, account.address)
-    signed = Account.sign_message(encode_typed_data(full_message=data), account.key)
-    return bytes(signed.signature)
+    return sign_typed(
+        account, ballot_typed_data(chain_id, governor, proposal_id, support, account.address)
+    )
 
 
 def ballot_signer(
@@ -341,16 +369,9 @@ def ballot_signer(
     InvalidArgument
         If ``signature`` is not a 65-byte secp256k1 signature at all.
     """
-    if len(signature) != SIGNATURE_BYTES:
-        msg = f"not a valid signature: {len(signature)} bytes, not {SIGNATURE_BYTES}"
-        raise InvalidArgument(msg)
-    data = ballot_typed_data(chain_id, governor, proposal_id, support, voter)
-    try:
-        signer = Account.recover_message(encode_typed_data(full_message=data), signature=signature)
-    except (ValueError, TypeError, BadSignature, ValidationError) as exc:  # length, v, r, s
-        msg = f"not a valid signature: {exc}"
-        raise InvalidArgument(msg) from None
-    return checksum_address(signer)
+    return typed_signer(
+        ballot_typed_data(chain_id, governor, proposal_id, support, voter), signature
+    )
 
 
 def registry_reader(contracts: Contracts) -> Callable[[str, int], dict[str, int]]:
